@@ -1,0 +1,11 @@
+//! treeshift's model: what a node is, which side it lives on, the statuses
+//! discovery gives it, relative paths made of raw bytes, and the filters that
+//! exclude nodes. Pure data and rules: nothing here touches storage.
+
+mod filter;
+mod model;
+mod path;
+
+pub use filter::{Filter, FilterError, Verdict};
+pub use model::{Entry, Kind, ListStatus, RoundState, Side, Status, Summary, ToCopy, Totals};
+pub use path::{RelPath, display_bytes};

@@ -1,0 +1,248 @@
+//! Nodes, kinds, sides and the statuses discovery assigns.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Which tree a node belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The tree being migrated from.
+    Src,
+    /// The tree being migrated to.
+    Dst,
+}
+
+impl Side {
+    /// Both sides, source first.
+    pub const BOTH: [Side; 2] = [Side::Src, Side::Dst];
+
+    /// `"src"` or `"dst"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Src => "src",
+            Side::Dst => "dst",
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a node is. Symlinks and special files are nodes of their own kinds:
+/// they are reported, never followed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Can hold children.
+    Folder,
+    /// A regular file.
+    File,
+    /// A symbolic link (its target is not followed).
+    Symlink,
+    /// A fifo, socket or device.
+    Special,
+}
+
+impl Kind {
+    /// The code stored in the state file.
+    pub fn code(self) -> u8 {
+        match self {
+            Kind::Folder => 0,
+            Kind::File => 1,
+            Kind::Symlink => 2,
+            Kind::Special => 3,
+        }
+    }
+
+    /// The kind for a stored code, if the code is known.
+    pub fn from_code(code: u8) -> Option<Kind> {
+        Some(match code {
+            0 => Kind::Folder,
+            1 => Kind::File,
+            2 => Kind::Symlink,
+            3 => Kind::Special,
+            _ => return None,
+        })
+    }
+
+    /// Lower-case name, as shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Folder => "folder",
+            Kind::File => "file",
+            Kind::Symlink => "symlink",
+            Kind::Special => "special",
+        }
+    }
+}
+
+/// One child as a backend lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The name as raw bytes, never containing `/`.
+    pub name: Vec<u8>,
+    /// What it is.
+    pub kind: Kind,
+    /// Size in bytes (0 for folders; the target length for symlinks).
+    pub size: u64,
+    /// Modification time in nanoseconds since the Unix epoch, if known.
+    pub mtime_ns: Option<i64>,
+}
+
+/// The outcome of comparing a node with its counterpart on the other side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// On src, not on dst (or under a folder that is missing).
+    Missing,
+    /// On both sides and equal (folders: both are folders).
+    Same,
+    /// A file on both sides with a different size or mtime (to the second).
+    Differs,
+    /// The same name is of different kinds on the two sides.
+    Conflict,
+    /// On dst only; recorded, never traversed.
+    Extra,
+    /// Left out by a filter rule (the rule is the reason).
+    Excluded,
+}
+
+impl Status {
+    /// Every status, in the order reports show them.
+    pub const ALL: [Status; 6] = [
+        Status::Missing,
+        Status::Differs,
+        Status::Conflict,
+        Status::Same,
+        Status::Extra,
+        Status::Excluded,
+    ];
+
+    /// Lower-case name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Missing => "missing",
+            Status::Same => "same",
+            Status::Differs => "differs",
+            Status::Conflict => "conflict",
+            Status::Extra => "extra",
+            Status::Excluded => "excluded",
+        }
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown status '{s}'"))
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The outcome of listing a folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListStatus {
+    /// All children recorded.
+    Listed,
+    /// Could not be listed; the reason is recorded.
+    Failed,
+}
+
+impl ListStatus {
+    /// Lower-case name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListStatus::Listed => "listed",
+            ListStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Node counts of one side (the root is not counted).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Folders found.
+    pub folders: u64,
+    /// Regular files found.
+    pub files: u64,
+    /// Symlinks found.
+    pub symlinks: u64,
+    /// Fifos, sockets and devices found.
+    pub special: u64,
+    /// Bytes in regular files.
+    pub bytes: u64,
+}
+
+/// What a copy of the current plan would create.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToCopy {
+    /// Files missing on dst or differing.
+    pub files: u64,
+    /// Folders missing on dst.
+    pub folders: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+}
+
+/// Per-side round progress.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundState {
+    /// Rounds sealed so far.
+    pub sealed: u64,
+    /// True once this side has nothing left to list.
+    pub done: bool,
+}
+
+/// The discovery summary: what `discover --json` and `status --json` print.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The source tree.
+    pub src: Totals,
+    /// The destination tree (only what discovery listed: a missing folder's
+    /// subtree is never listed on dst).
+    pub dst: Totals,
+    /// Source nodes not on dst.
+    pub missing: u64,
+    /// Nodes equal on both sides.
+    pub same: u64,
+    /// Files whose size or mtime differ.
+    pub differs: u64,
+    /// Names whose kind differs between the sides.
+    pub conflict: u64,
+    /// Destination nodes with no source counterpart.
+    pub extra: u64,
+    /// Source nodes left out by a filter.
+    pub excluded: u64,
+    /// Folders that could not be listed (either side).
+    pub failed: u64,
+    /// Source nodes not compared yet (their dst folder failed or discovery
+    /// has not reached them).
+    pub unclassified: u64,
+    /// What a copy would do.
+    pub to_copy: ToCopy,
+    /// Source rounds.
+    pub src_rounds: RoundState,
+    /// Destination rounds.
+    pub dst_rounds: RoundState,
+}
+
+impl Summary {
+    /// Returns true if and only if both sides finished discovery.
+    pub fn is_done(&self) -> bool {
+        self.src_rounds.done && self.dst_rounds.done
+    }
+}

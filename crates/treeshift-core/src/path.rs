@@ -1,0 +1,136 @@
+//! Relative paths as raw bytes.
+//!
+//! Storage names are not always UTF-8 (a local Linux tree can hold any byte
+//! but `/` and NUL), so every name and path is kept as the exact bytes the
+//! backend gave; only display escapes them.
+
+use std::fmt;
+
+/// A path relative to a tree's root, as raw bytes with `/` between names.
+/// The root itself is the empty path.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct RelPath(Vec<u8>);
+
+impl RelPath {
+    /// The root of a tree.
+    pub fn root() -> Self {
+        RelPath(Vec::new())
+    }
+
+    /// Wraps bytes that already form a relative path (as stored).
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        RelPath(bytes)
+    }
+
+    /// Returns true if and only if this is the root.
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The child of this path called `name`.
+    pub fn join(&self, name: &[u8]) -> Self {
+        if self.0.is_empty() {
+            return RelPath(name.to_vec());
+        }
+        let mut bytes = Vec::with_capacity(self.0.len() + 1 + name.len());
+        bytes.extend_from_slice(&self.0);
+        bytes.push(b'/');
+        bytes.extend_from_slice(name);
+        RelPath(bytes)
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Consumes the path and returns its bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
+    /// The last name of the path (empty for the root).
+    pub fn name(&self) -> &[u8] {
+        match self.0.iter().rposition(|&b| b == b'/') {
+            Some(i) => &self.0[i + 1..],
+            None => &self.0,
+        }
+    }
+
+    /// Number of names in the path: 0 for the root.
+    pub fn depth(&self) -> usize {
+        if self.0.is_empty() {
+            0
+        } else {
+            1 + self.0.iter().filter(|&&b| b == b'/').count()
+        }
+    }
+}
+
+impl fmt::Debug for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RelPath({})", display_bytes(&self.0))
+    }
+}
+
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("/")
+        } else {
+            f.write_str(&display_bytes(&self.0))
+        }
+    }
+}
+
+/// Renders bytes for a terminal or a log line: valid UTF-8 stays as it is,
+/// control characters become `\n`, `\t`, `\r` or `\xNN`, a backslash becomes
+/// `\\`, and bytes that are not UTF-8 become `\xNN`. The result is
+/// unambiguous, so two different names never print the same.
+pub fn display_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if c.is_control() => {
+                    for b in c.to_string().bytes() {
+                        out.push_str(&format!("\\x{b:02x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_and_name() {
+        let p = RelPath::root().join(b"a").join(b"b c");
+        assert_eq!(p.as_bytes(), b"a/b c");
+        assert_eq!(p.name(), b"b c");
+        assert_eq!(p.depth(), 2);
+        assert_eq!(RelPath::root().depth(), 0);
+        assert_eq!(RelPath::root().to_string(), "/");
+    }
+
+    #[test]
+    fn display_escapes_control_and_invalid_bytes() {
+        assert_eq!(display_bytes(b"a\nb"), "a\\nb");
+        assert_eq!(display_bytes(b"x\xffy"), "x\\xffy");
+        assert_eq!(display_bytes(b"back\\slash"), "back\\\\slash");
+        assert_eq!(display_bytes("caf\u{e9}".as_bytes()), "caf\u{e9}");
+        assert_ne!(display_bytes(b"\\xff"), display_bytes(b"\xff"));
+    }
+}

@@ -1,0 +1,289 @@
+//! Discovery: two side runners (src, dst), each with its own worker pool,
+//! walking their trees round by round through the store.
+
+use crate::EngineError;
+use crate::coordinator::Gate;
+use crate::progress::DiscoveryProgress;
+use crate::worker::{Lister, RetryPolicy};
+use crossbeam_channel::bounded;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use treeshift_backend::Backend;
+use treeshift_core::{Filter, Kind, Side, Summary};
+use treeshift_store::{FolderTask, StoreError, StoreHandle};
+
+/// Tuning of a discovery run.
+#[derive(Clone, Debug)]
+pub struct DiscoverOptions {
+    /// Workers per side (each lists one folder at a time).
+    pub workers: usize,
+    /// Folders pulled from the store per keyset batch.
+    pub pull_batch: usize,
+    /// Attempts per folder for temporary errors (1 = no retry).
+    pub max_attempts: u32,
+    /// First backoff delay; doubles per attempt.
+    pub base_delay: Duration,
+    /// Longest backoff delay.
+    pub max_delay: Duration,
+}
+
+impl Default for DiscoverOptions {
+    fn default() -> Self {
+        DiscoverOptions {
+            workers: 8,
+            pull_batch: 1000,
+            max_attempts: 6,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs (or resumes) discovery of `src` against `dst` into `store`, and
+/// returns the summary. Safe to call again after any crash: finished rounds
+/// are not redone, and a round cut short is finished.
+pub fn discover(
+    store: &StoreHandle,
+    src: Arc<dyn Backend>,
+    dst: Arc<dyn Backend>,
+    filter: &Filter,
+    options: &DiscoverOptions,
+    progress: Arc<dyn DiscoveryProgress>,
+) -> Result<Summary, EngineError> {
+    check_roots(store, src.as_ref(), dst.as_ref())?;
+    let state = store.progress()?;
+    let gate = Gate::new(state.src_sealed, state.src_done);
+    let retry = RetryPolicy {
+        max_attempts: options.max_attempts.max(1),
+        base_delay: options.base_delay,
+        max_delay: options.max_delay,
+    };
+    let sides = [
+        (Side::Src, src, state.src_sealed, state.src_done),
+        (Side::Dst, dst, state.dst_sealed, state.dst_done),
+    ];
+    let results: Vec<Result<(), EngineError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sides
+            .iter()
+            .map(|(side, backend, sealed, done)| {
+                let runner = SideRunner {
+                    side: *side,
+                    backend: backend.as_ref(),
+                    filter,
+                    store,
+                    options,
+                    retry: &retry,
+                    gate: &gate,
+                    progress: progress.as_ref(),
+                };
+                let (sealed, done) = (*sealed, *done);
+                scope.spawn(move || {
+                    let result = if done {
+                        Ok(())
+                    } else {
+                        runner.run(sealed.map_or(0, |r| r + 1))
+                    };
+                    if result.is_err() {
+                        runner.gate.abort();
+                    }
+                    result
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(EngineError::Internal("a side runner panicked".into())))
+            })
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    Ok(store.summary()?)
+}
+
+/// Validates the roots and records them on the first run.
+fn check_roots(
+    store: &StoreHandle,
+    src: &dyn Backend,
+    dst: &dyn Backend,
+) -> Result<(), EngineError> {
+    match src.root_kind() {
+        Ok(Some(Kind::Folder)) => {}
+        Ok(Some(kind)) => return Err(EngineError::not_folder("source", src.describe(), kind)),
+        Ok(None) => return Err(EngineError::SrcRootMissing(src.describe())),
+        Err(source) => {
+            return Err(EngineError::Root {
+                side: "source",
+                source,
+            });
+        }
+    }
+    let dst_kind = match dst.root_kind() {
+        Ok(Some(Kind::Folder)) => Some(Kind::Folder),
+        Ok(Some(kind)) => return Err(EngineError::not_folder("destination", dst.describe(), kind)),
+        Ok(None) => None,
+        Err(source) => {
+            return Err(EngineError::Root {
+                side: "destination",
+                source,
+            });
+        }
+    };
+    store.record_roots(dst_kind)?;
+    Ok(())
+}
+
+/// Counts tasks handed out and not yet finished in the current round.
+#[derive(Default)]
+struct InFlight {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl InFlight {
+    fn add(&self) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+    }
+
+    fn finish(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    fn wait_idle(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *n > 0 {
+            n = self.idle.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+struct SideRunner<'a> {
+    side: Side,
+    backend: &'a dyn Backend,
+    filter: &'a Filter,
+    store: &'a StoreHandle,
+    options: &'a DiscoverOptions,
+    retry: &'a RetryPolicy,
+    gate: &'a Gate,
+    progress: &'a dyn DiscoveryProgress,
+}
+
+impl SideRunner<'_> {
+    /// Runs rounds from `first` until the side is done.
+    fn run(&self, first: u32) -> Result<(), EngineError> {
+        let workers = self.options.workers.max(1);
+        // Bounded: at most a few tasks per worker wait in memory; the rest
+        // of the frontier stays in the store.
+        let (task_tx, task_rx) = bounded::<FolderTask>(workers * 2);
+        let in_flight = InFlight::default();
+        let failed: Mutex<Option<StoreError>> = Mutex::new(None);
+        let stop = AtomicBool::new(false);
+        let children_found = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let task_rx = task_rx.clone();
+                let (in_flight, failed, stop, children_found) =
+                    (&in_flight, &failed, &stop, &children_found);
+                let lister = Lister {
+                    side: self.side,
+                    backend: self.backend,
+                    filter: self.filter,
+                    store: self.store,
+                    retry: self.retry,
+                };
+                scope.spawn(move || {
+                    for task in task_rx {
+                        if !stop.load(Ordering::Relaxed) {
+                            match lister.run(&task) {
+                                Ok(n) => {
+                                    children_found.fetch_add(n, Ordering::Relaxed);
+                                    self.progress.folder_done(self.side, n);
+                                }
+                                Err(e) => {
+                                    stop.store(true, Ordering::Relaxed);
+                                    failed
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .get_or_insert(e);
+                                }
+                            }
+                        }
+                        in_flight.finish();
+                    }
+                });
+            }
+            drop(task_rx);
+            let result = self.rounds(first, &task_tx, &in_flight, &failed, &stop, &children_found);
+            if result.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            drop(task_tx);
+            result
+        })
+    }
+
+    fn rounds(
+        &self,
+        first: u32,
+        task_tx: &crossbeam_channel::Sender<FolderTask>,
+        in_flight: &InFlight,
+        failed: &Mutex<Option<StoreError>>,
+        stop: &AtomicBool,
+        children_found: &AtomicU64,
+    ) -> Result<(), EngineError> {
+        let mut round = first;
+        loop {
+            if self.side == Side::Dst && self.gate.wait_for_dst(round).is_err() {
+                return Ok(());
+            }
+            let started = Instant::now();
+            children_found.store(0, Ordering::Relaxed);
+            let pending = self.store.begin_round(self.side, round)?;
+            self.progress.round_started(self.side, round, pending);
+            let mut after = i64::MIN;
+            let mut leased = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let batch = self.store.pull(self.side, after, self.options.pull_batch)?;
+                let Some(last) = batch.last() else { break };
+                after = last.id;
+                for task in batch {
+                    in_flight.add();
+                    leased += 1;
+                    if task_tx.send(task).is_err() {
+                        in_flight.finish();
+                    }
+                }
+            }
+            in_flight.wait_idle();
+            if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return Err(e.into());
+            }
+            let elapsed = started.elapsed();
+            let metrics = serde_json::json!({
+                "folders": leased,
+                "children": children_found.load(Ordering::Relaxed),
+                "elapsed_ms": elapsed.as_millis() as u64,
+                "folders_per_s": leased as f64 / elapsed.as_secs_f64().max(1e-9),
+                "workers": self.options.workers,
+            });
+            let done = self.store.seal_round(self.side, round, metrics)?;
+            tracing::info!(side = %self.side, round, folders = leased, ms = elapsed.as_millis() as u64, done, "round sealed");
+            self.progress.round_sealed(self.side, round, done);
+            if self.side == Side::Src {
+                self.gate.src_sealed(round, done);
+            }
+            if done {
+                return Ok(());
+            }
+            round += 1;
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Errors that stop the engine (as opposed to failed items, which are
+//! recorded in the store and reported).
+
+use thiserror::Error;
+use treeshift_backend::BackendError;
+use treeshift_core::Kind;
+use treeshift_store::StoreError;
+
+/// Why a run stopped.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The source root does not exist.
+    #[error("source root {0} does not exist")]
+    SrcRootMissing(String),
+    /// A root is not a folder.
+    #[error("{side} root {location} is a {kind}, not a folder")]
+    RootNotFolder {
+        /// `source` or `destination`.
+        side: &'static str,
+        /// The location.
+        location: String,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// A root could not be examined.
+    #[error("cannot examine the {side} root: {source}")]
+    Root {
+        /// `source` or `destination`.
+        side: &'static str,
+        /// The backend's error.
+        source: BackendError,
+    },
+    /// A worker thread panicked (a bug; the state file stays consistent).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    pub(crate) fn not_folder(side: &'static str, location: String, kind: Kind) -> Self {
+        EngineError::RootNotFolder {
+            side,
+            location,
+            kind: kind.as_str(),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! One task: list one folder's children, filter them, stream them to the
+//! store, and record the outcome. Temporary errors are retried with
+//! exponential backoff and jitter; anything else fails the folder with its
+//! reason, and its siblings carry on.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use treeshift_backend::{Backend, BackendError};
+use treeshift_core::{Filter, Side, Verdict};
+use treeshift_store::{ChildRecord, Failure, FolderTask, StoreError, StoreHandle};
+
+/// Children per message to the store: large enough to amortise the channel,
+/// small enough that a 10-million-child folder streams in bounded memory.
+const CHUNK: usize = 2048;
+
+/// How a worker retries.
+#[derive(Clone, Debug)]
+pub(crate) struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+/// Everything a worker needs, shared by the workers of one side.
+pub(crate) struct Lister<'a> {
+    pub side: Side,
+    pub backend: &'a dyn Backend,
+    pub filter: &'a Filter,
+    pub store: &'a StoreHandle,
+    pub retry: &'a RetryPolicy,
+}
+
+impl Lister<'_> {
+    /// Lists `task` to completion or failure. Returns the number of children
+    /// recorded. Only a store failure is an error: it stops the run.
+    pub(crate) fn run(&self, task: &FolderTask) -> Result<u64, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut sent_any = false;
+            match self.list_once(task, &mut sent_any) {
+                Ok(Ok(count)) => {
+                    self.store.folder_listed(self.side, task)?;
+                    return Ok(count);
+                }
+                Ok(Err(err)) if err.kind.is_temporary() && attempt < self.retry.max_attempts => {
+                    tracing::debug!(side = %self.side, path = %task.path, attempt, error = %err, "retrying a listing");
+                    if sent_any {
+                        self.store.discard_children(self.side, task)?;
+                    }
+                    std::thread::sleep(backoff(self.retry, attempt));
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(side = %self.side, path = %task.path, error = %err, "folder could not be listed");
+                    let failure = Failure {
+                        operation: err.operation.to_string(),
+                        kind: err.kind.as_str().to_string(),
+                        message: err.message.clone(),
+                        attempts: attempt,
+                    };
+                    self.store.folder_failed(self.side, task, failure)?;
+                    return Ok(0);
+                }
+                Err(store_err) => return Err(store_err),
+            }
+        }
+    }
+
+    /// One attempt. The outer `Result` is the store's, the inner the backend's.
+    fn list_once(
+        &self,
+        task: &FolderTask,
+        sent_any: &mut bool,
+    ) -> Result<Result<u64, BackendError>, StoreError> {
+        let children = match self.backend.list_children(&task.path) {
+            Ok(children) => children,
+            Err(e) => return Ok(Err(e)),
+        };
+        let filtering = !self.filter.patterns().is_empty();
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let mut count = 0u64;
+        for child in children {
+            let entry = match child {
+                Ok(entry) => entry,
+                Err(e) => return Ok(Err(e)),
+            };
+            let excluded = if filtering {
+                match self.filter.verdict(&task.path.join(&entry.name), &entry) {
+                    Verdict::Include => None,
+                    Verdict::Exclude(rule) => Some(rule),
+                }
+            } else {
+                None
+            };
+            chunk.push(ChildRecord { entry, excluded });
+            count += 1;
+            if chunk.len() == CHUNK {
+                self.store.record_children(
+                    self.side,
+                    task,
+                    std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)),
+                )?;
+                *sent_any = true;
+            }
+        }
+        if !chunk.is_empty() {
+            self.store.record_children(self.side, task, chunk)?;
+            *sent_any = true;
+        }
+        Ok(Ok(count))
+    }
+}
+
+/// Exponential backoff with ±50 % jitter, so many workers hitting one
+/// throttled store do not retry in lockstep.
+fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+    let exp = policy
+        .base_delay
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(policy.max_delay);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let jitter = 0.5 + f64::from(nanos % 1000) / 1000.0;
+    exp.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(100),
+        };
+        assert!(backoff(&p, 1) <= Duration::from_millis(15));
+        assert!(backoff(&p, 3) >= Duration::from_millis(20));
+        assert!(backoff(&p, 30) <= Duration::from_millis(150));
+    }
+}

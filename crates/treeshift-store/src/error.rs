@@ -1,0 +1,84 @@
+//! Errors of the state store.
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Everything that can go wrong with a state file.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The file could not be opened as a database.
+    #[error("cannot open state file {path}: {message}")]
+    Open {
+        /// The state file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The file is a database but not a treeshift state file.
+    #[error("{path} is not a treeshift state file ({detail})")]
+    NotAStateFile {
+        /// The state file.
+        path: PathBuf,
+        /// What was found instead.
+        detail: String,
+    },
+    /// The file was written by a different schema version.
+    #[error(
+        "state file {path} has schema version {found}; this treeshift reads version {expected}{hint}"
+    )]
+    SchemaVersion {
+        /// The state file.
+        path: PathBuf,
+        /// The version in the file.
+        found: String,
+        /// The version this build reads.
+        expected: u32,
+        /// A hint on what to do.
+        hint: &'static str,
+    },
+    /// The file belongs to another source/destination pair or settings.
+    #[error(
+        "state file {path} belongs to another migration ({what}: the file has '{recorded}', this run asks for '{requested}'); use another --state file"
+    )]
+    OtherMigration {
+        /// The state file.
+        path: PathBuf,
+        /// Which setting differs.
+        what: &'static str,
+        /// What the file holds.
+        recorded: String,
+        /// What the caller asked for.
+        requested: String,
+    },
+    /// The file does not exist (commands that only read).
+    #[error("state file {0} does not exist")]
+    Missing(PathBuf),
+    /// A database operation failed.
+    #[error("state store: {context}: {source}")]
+    Db {
+        /// What the store was doing.
+        context: String,
+        /// The database's error.
+        source: duckdb::Error,
+    },
+    /// The store thread stopped after an earlier error.
+    #[error("state store stopped: {0}")]
+    Stopped(String),
+    /// The store thread could not be started.
+    #[error("state store thread: {0}")]
+    Thread(String),
+}
+
+/// Adds what the store was doing to a database error.
+pub(crate) trait Context<T> {
+    fn context(self, what: impl Into<String>) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, duckdb::Error> {
+    fn context(self, what: impl Into<String>) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Db {
+            context: what.into(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,394 @@
+//! The treeshift state store: one DuckDB file per migration.
+//!
+//! One thread owns the connection ([`Store`] starts it); everything else
+//! talks to it through a cloneable [`StoreHandle`] over a bounded channel, so
+//! the database is never contended and memory stays bounded. Writes are
+//! buffered and appended in batches (thousands of rows per transaction);
+//! reads and round seals are set-based SQL inside the store. No SQL leaves
+//! this crate.
+//!
+//! The invariants the engine relies on:
+//! - A folder's children are appended before its `listed` event, over one
+//!   FIFO channel, so a committed `listed` event implies committed children.
+//!   Children of a folder that has no `list` event (a listing cut short by a
+//!   crash) are discarded when its round begins again.
+//! - Statuses are append-only events ordered by a sequence number; the
+//!   current status of a node is its latest event per phase.
+//! - Per-depth statistics are recomputed from nodes and events when a round
+//!   is sealed (replace, never increment), so a resumed or repeated round
+//!   never double-counts.
+
+mod error;
+mod schema;
+mod writer;
+
+pub use error::StoreError;
+pub use schema::SCHEMA_VERSION;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use treeshift_core::{Entry, Kind, RelPath, Side, Status, Summary};
+use writer::{Request, Writer};
+
+/// What a migration is: its two roots and the settings discovery ran with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationSpec {
+    /// Source location, as resolved by the caller (absolute for local paths).
+    pub src: String,
+    /// Destination location.
+    pub dst: String,
+    /// Exclude globs.
+    pub excludes: Vec<String>,
+}
+
+/// A folder to list: leased from the store, handed back with its children.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderTask {
+    /// Node id in the side's node table.
+    pub id: i64,
+    /// BFS depth (the root is 0).
+    pub depth: u32,
+    /// Path relative to the side's root.
+    pub path: RelPath,
+}
+
+/// One listed child, with the filter's verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildRecord {
+    /// What the backend reported.
+    pub entry: Entry,
+    /// `Some(rule)` if a filter excluded it (it is recorded, not traversed).
+    pub excluded: Option<String>,
+}
+
+/// Why a folder could not be listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The backend operation, e.g. `list`.
+    pub operation: String,
+    /// The error kind, e.g. `permission_denied`.
+    pub kind: String,
+    /// The full message.
+    pub message: String,
+    /// How many attempts were made.
+    pub attempts: u32,
+}
+
+/// Where each side's rounds stand (read on start, to resume).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoundProgress {
+    /// The last sealed source round, if any.
+    pub src_sealed: Option<u32>,
+    /// True once the source has nothing left to list.
+    pub src_done: bool,
+    /// The last sealed destination round, if any.
+    pub dst_sealed: Option<u32>,
+    /// True once the destination has nothing left to list.
+    pub dst_done: bool,
+    /// True once the roots were recorded.
+    pub roots_recorded: bool,
+}
+
+/// One row of a review listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewItem {
+    /// Which tree the node is in.
+    pub side: Side,
+    /// Its path relative to that tree's root.
+    pub path: RelPath,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its mtime in nanoseconds, if known.
+    pub mtime_ns: Option<i64>,
+    /// `missing`, `same`, ..., or `failed` for folders that could not be listed.
+    pub status: String,
+    /// Why (the filter rule, the size or mtime difference, the error).
+    pub reason: Option<String>,
+}
+
+/// Which items a review lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReviewSelect {
+    /// Nodes with this comparison status.
+    Status(Status),
+    /// Folders that could not be listed, on either side.
+    Failed,
+    /// Everything that needs attention or action: all but `same`.
+    Actionable,
+}
+
+/// The owner of a state file: starts the store thread and stops it.
+pub struct Store {
+    handle: StoreHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A cloneable way to talk to the store thread.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: Sender<Request>,
+    fault: Arc<Mutex<Option<String>>>,
+    path: Arc<PathBuf>,
+}
+
+/// How [`Store::open`] treats the file.
+#[derive(Clone, Debug)]
+pub enum OpenMode {
+    /// Create the file for this migration, or reopen it if it already holds
+    /// the same migration (the resume case). A file of another migration is
+    /// an error.
+    CreateOrResume(MigrationSpec),
+    /// Open an existing file only (status, review).
+    Existing,
+}
+
+/// Rows the channel to the store thread holds at most (each message carries
+/// up to a few thousand children), bounding memory when storage is slow.
+const CHANNEL_CAPACITY: usize = 16;
+
+impl Store {
+    /// Opens (or creates) the state file at `path` and starts its thread.
+    /// Returns the store and whether the file already held this migration.
+    pub fn open(path: &Path, mode: OpenMode) -> Result<(Store, bool), StoreError> {
+        let (tx, rx) = bounded(CHANNEL_CAPACITY);
+        let (ready_tx, ready_rx) = bounded(1);
+        let fault = Arc::new(Mutex::new(None));
+        let thread_fault = Arc::clone(&fault);
+        let owned_path = path.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("treeshift-store".into())
+            .spawn(move || run(owned_path, mode, rx, ready_tx, thread_fault))
+            .map_err(|e| StoreError::Thread(e.to_string()))?;
+        let resumed = match ready_rx.recv() {
+            Ok(Ok(resumed)) => resumed,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(StoreError::Thread(
+                    "the store thread stopped while opening".into(),
+                ));
+            }
+        };
+        let handle = StoreHandle {
+            tx,
+            fault,
+            path: Arc::new(path.to_path_buf()),
+        };
+        Ok((
+            Store {
+                handle,
+                thread: Some(thread),
+            },
+            resumed,
+        ))
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> StoreHandle {
+        self.handle.clone()
+    }
+
+    /// Commits everything buffered, checkpoints, and stops the thread.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        let result = self.handle.call(|w| w.shutdown());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        result
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = self.handle.tx.send(Request::Stop);
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(
+    path: PathBuf,
+    mode: OpenMode,
+    rx: Receiver<Request>,
+    ready: Sender<Result<bool, StoreError>>,
+    fault: Arc<Mutex<Option<String>>>,
+) {
+    let mut writer = match Writer::open(&path, &mode) {
+        Ok((w, resumed)) => {
+            let _ = ready.send(Ok(resumed));
+            w
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    if let Err(e) = writer.serve(&rx) {
+        tracing::error!(error = %e, "state store stopped");
+        *fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+}
+
+impl StoreHandle {
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn send(&self, req: Request) -> Result<(), StoreError> {
+        self.tx.send(req).map_err(|_| self.stopped())
+    }
+
+    fn stopped(&self) -> StoreError {
+        let cause = self
+            .fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| "the store thread has stopped".into());
+        StoreError::Stopped(cause)
+    }
+
+    fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Writer) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (tx, rx) = bounded(1);
+        self.send(Request::Call(Box::new(move |w| {
+            let _ = tx.send(f(w));
+        })))?;
+        rx.recv().map_err(|_| self.stopped())?
+    }
+
+    /// The migration this file holds.
+    pub fn migration(&self) -> Result<MigrationSpec, StoreError> {
+        self.call(|w| w.migration())
+    }
+
+    /// Records both roots once (idempotent): the source root, and the
+    /// destination root if it exists (`dst_root` is its kind, `None` if it
+    /// does not exist, in which case everything is missing).
+    pub fn record_roots(&self, dst_root: Option<Kind>) -> Result<(), StoreError> {
+        self.call(move |w| w.record_roots(dst_root))
+    }
+
+    /// Appends children of `parent` (buffered; committed in batches).
+    pub fn record_children(
+        &self,
+        side: Side,
+        parent: &FolderTask,
+        children: Vec<ChildRecord>,
+    ) -> Result<(), StoreError> {
+        self.send(Request::Children {
+            side,
+            parent_id: parent.id,
+            depth: parent.depth,
+            parent_path: parent.path.clone(),
+            children,
+        })
+    }
+
+    /// Marks `folder` listed: all its children were sent before this.
+    pub fn folder_listed(&self, side: Side, folder: &FolderTask) -> Result<(), StoreError> {
+        self.send(Request::Listed {
+            side,
+            id: folder.id,
+            depth: folder.depth,
+        })
+    }
+
+    /// Marks `folder` failed and discards any children sent for it.
+    pub fn folder_failed(
+        &self,
+        side: Side,
+        folder: &FolderTask,
+        failure: Failure,
+    ) -> Result<(), StoreError> {
+        let folder = folder.clone();
+        self.call(move |w| w.folder_failed(side, &folder, &failure))
+    }
+
+    /// Discards the children sent for `folder` so far (before a retry).
+    pub fn discard_children(&self, side: Side, folder: &FolderTask) -> Result<(), StoreError> {
+        let folder = folder.clone();
+        self.call(move |w| w.discard_children(side, &folder))
+    }
+
+    /// Starts (or restarts) round `depth` of `side`: drops children of any
+    /// folder of this round whose listing never finished, then prepares the
+    /// round's frontier. Returns how many folders are pending.
+    pub fn begin_round(&self, side: Side, depth: u32) -> Result<u64, StoreError> {
+        self.call(move |w| w.begin_round(side, depth))
+    }
+
+    /// Up to `limit` pending folders of the current round with ids above
+    /// `after` (keyset paging).
+    pub fn pull(
+        &self,
+        side: Side,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<FolderTask>, StoreError> {
+        self.call(move |w| w.pull(side, after, limit))
+    }
+
+    /// Seals round `depth` of `side`: statistics, comparison (destination
+    /// rounds), and the round marker, in one transaction. Returns true if
+    /// the side has nothing left to list. `metrics` is stored in
+    /// `queue_stats` as measured by the caller.
+    pub fn seal_round(
+        &self,
+        side: Side,
+        depth: u32,
+        metrics: serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        self.call(move |w| w.seal_round(side, depth, &metrics))
+    }
+
+    /// Where the rounds stand.
+    pub fn progress(&self) -> Result<RoundProgress, StoreError> {
+        self.call(|w| w.progress())
+    }
+
+    /// Records the migration's lifecycle phase (e.g. `discovering`).
+    pub fn set_phase(&self, phase: &str) -> Result<(), StoreError> {
+        let phase = phase.to_string();
+        self.call(move |w| w.set_phase(&phase))
+    }
+
+    /// The migration's current phase.
+    pub fn phase(&self) -> Result<String, StoreError> {
+        self.call(|w| w.phase())
+    }
+
+    /// The discovery summary, from sealed statistics.
+    pub fn summary(&self) -> Result<Summary, StoreError> {
+        self.call(|w| w.summary())
+    }
+
+    /// Streams the selected items in batches to `sink`, sorted by side and
+    /// path. Stops early without error if the receiver hangs up.
+    pub fn review(
+        &self,
+        select: ReviewSelect,
+        sink: Sender<Vec<ReviewItem>>,
+    ) -> Result<(), StoreError> {
+        self.call(move |w| w.review(select, &sink))
+    }
+
+    /// Commits everything buffered so far.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.call(|w| w.flush())
+    }
+}
+
+#[cfg(test)]
+mod tests;

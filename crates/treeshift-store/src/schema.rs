@@ -1,0 +1,69 @@
+//! The schema of a state file and its version check.
+
+/// The schema this build writes and reads. A file with another version is
+/// refused with a clear error instead of being misread.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Kind codes stored in `*_nodes.kind` (see `treeshift_core::Kind::code`).
+pub const FOLDER: u8 = 0;
+
+/// Tables of a new state file. Node tables carry metadata only; statuses
+/// live in the append-only event tables, ordered by `seq` (a counter, never
+/// wall-clock time, so there are no ties). Node tables have no index or key:
+/// appends stay fast and every read is a depth-filtered scan (rows are
+/// written round by round, so DuckDB's zone maps prune by depth and id).
+pub const CREATE: &str = r#"
+CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE TABLE migrations (
+    id INTEGER PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    phase VARCHAR NOT NULL,
+    src VARCHAR NOT NULL,
+    dst VARCHAR NOT NULL,
+    settings JSON NOT NULL,
+    approval JSON,
+    created_at TIMESTAMP NOT NULL DEFAULT now(),
+    updated_at TIMESTAMP NOT NULL DEFAULT now()
+);
+CREATE TABLE src_nodes (
+    id BIGINT NOT NULL, parent_id BIGINT, depth INTEGER NOT NULL,
+    kind UTINYINT NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT,
+    rel_path BLOB NOT NULL
+);
+CREATE TABLE dst_nodes (
+    id BIGINT NOT NULL, parent_id BIGINT, depth INTEGER NOT NULL,
+    kind UTINYINT NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT,
+    rel_path BLOB NOT NULL
+);
+CREATE TABLE src_status_events (
+    seq BIGINT NOT NULL, node_id BIGINT NOT NULL, depth INTEGER NOT NULL,
+    phase VARCHAR NOT NULL, status VARCHAR NOT NULL, reason VARCHAR,
+    attempt INTEGER NOT NULL, recorded_at TIMESTAMP NOT NULL
+);
+CREATE TABLE dst_status_events (
+    seq BIGINT NOT NULL, node_id BIGINT NOT NULL, depth INTEGER NOT NULL,
+    phase VARCHAR NOT NULL, status VARCHAR NOT NULL, reason VARCHAR,
+    attempt INTEGER NOT NULL, recorded_at TIMESTAMP NOT NULL
+);
+CREATE TABLE src_stats (depth INTEGER NOT NULL, key VARCHAR NOT NULL, value BIGINT NOT NULL);
+CREATE TABLE dst_stats (depth INTEGER NOT NULL, key VARCHAR NOT NULL, value BIGINT NOT NULL);
+CREATE TABLE rounds (
+    side VARCHAR NOT NULL, depth INTEGER NOT NULL, sealed_at TIMESTAMP NOT NULL,
+    folders_listed BIGINT NOT NULL, folders_failed BIGINT NOT NULL
+);
+CREATE TABLE stats (key VARCHAR PRIMARY KEY, value BIGINT NOT NULL);
+CREATE TABLE task_errors (
+    seq BIGINT NOT NULL, side VARCHAR NOT NULL, phase VARCHAR NOT NULL,
+    node_id BIGINT, rel_path BLOB, operation VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL, message VARCHAR NOT NULL, attempt INTEGER NOT NULL,
+    recorded_at TIMESTAMP NOT NULL
+);
+CREATE TABLE logs (
+    seq BIGINT NOT NULL, recorded_at TIMESTAMP NOT NULL, level VARCHAR NOT NULL,
+    target VARCHAR NOT NULL, message VARCHAR NOT NULL
+);
+CREATE TABLE queue_stats (
+    side VARCHAR NOT NULL, depth INTEGER NOT NULL, recorded_at TIMESTAMP NOT NULL,
+    metrics JSON NOT NULL
+);
+"#;

@@ -1,0 +1,140 @@
+//! Store tests: file identity, versions, and the resume invariants.
+
+use super::*;
+use treeshift_core::Entry;
+
+fn spec(dst: &str) -> MigrationSpec {
+    MigrationSpec {
+        src: "sim:a".into(),
+        dst: dst.into(),
+        excludes: vec![],
+    }
+}
+
+fn file(name: &str, size: u64) -> ChildRecord {
+    ChildRecord {
+        entry: Entry {
+            name: name.as_bytes().to_vec(),
+            kind: Kind::File,
+            size,
+            mtime_ns: Some(1_600_000_000_000_000_000),
+        },
+        excluded: None,
+    }
+}
+
+#[test]
+fn reopening_checks_the_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.duckdb");
+    let (store, resumed) = Store::open(&path, OpenMode::CreateOrResume(spec("sim:b"))).unwrap();
+    assert!(!resumed);
+    store.close().unwrap();
+    let (store, resumed) = Store::open(&path, OpenMode::CreateOrResume(spec("sim:b"))).unwrap();
+    assert!(resumed);
+    assert_eq!(store.handle().migration().unwrap(), spec("sim:b"));
+    store.close().unwrap();
+    let err = Store::open(&path, OpenMode::CreateOrResume(spec("sim:c")))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            StoreError::OtherMigration {
+                what: "destination",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn other_schema_versions_and_foreign_databases_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.duckdb");
+    let (store, _) = Store::open(&path, OpenMode::CreateOrResume(spec("sim:b"))).unwrap();
+    store.close().unwrap();
+    {
+        let conn = duckdb::Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+            [],
+        )
+        .unwrap();
+    }
+    let err = Store::open(&path, OpenMode::Existing).err().unwrap();
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+    assert!(err.to_string().contains("newer treeshift"), "{err}");
+
+    let foreign = dir.path().join("foreign.duckdb");
+    {
+        let conn = duckdb::Connection::open(&foreign).unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+    }
+    let err = Store::open(&foreign, OpenMode::CreateOrResume(spec("sim:b")))
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::NotAStateFile { .. }), "{err}");
+}
+
+#[test]
+fn a_listing_cut_short_is_discarded_and_seals_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.duckdb");
+    let (store, _) = Store::open(&path, OpenMode::CreateOrResume(spec("sim:b"))).unwrap();
+    let h = store.handle();
+    h.record_roots(Some(Kind::Folder)).unwrap();
+    h.record_roots(Some(Kind::Folder)).unwrap();
+    assert_eq!(h.begin_round(Side::Src, 0).unwrap(), 1);
+    let root = h.pull(Side::Src, i64::MIN, 10).unwrap().remove(0);
+    assert!(root.path.is_root());
+    // Children sent and committed, but no `listed` event: a crash mid-listing.
+    h.record_children(Side::Src, &root, vec![file("a", 1), file("b", 2)])
+        .unwrap();
+    h.flush().unwrap();
+    // The round begins again: the partial children go, the root is pending.
+    assert_eq!(h.begin_round(Side::Src, 0).unwrap(), 1);
+    h.record_children(
+        Side::Src,
+        &root,
+        vec![file("a", 1), file("b", 2), file("c", 3)],
+    )
+    .unwrap();
+    h.folder_listed(Side::Src, &root).unwrap();
+    assert!(
+        h.seal_round(Side::Src, 0, serde_json::json!({})).unwrap(),
+        "no folders below: src done"
+    );
+    let first = h.summary().unwrap();
+    assert_eq!((first.src.files, first.src.bytes), (3, 6));
+    assert!(h.seal_round(Side::Src, 0, serde_json::json!({})).unwrap());
+    assert_eq!(
+        h.summary().unwrap(),
+        first,
+        "sealing twice never double-counts"
+    );
+    assert_eq!(
+        h.begin_round(Side::Src, 0).unwrap(),
+        0,
+        "a listed folder is not pending again"
+    );
+
+    // The dst side: its root pairs with the src root; compare on seal.
+    assert_eq!(h.begin_round(Side::Dst, 0).unwrap(), 1);
+    let droot = h.pull(Side::Dst, i64::MIN, 10).unwrap().remove(0);
+    h.record_children(
+        Side::Dst,
+        &droot,
+        vec![file("a", 1), file("b", 5), file("z", 9)],
+    )
+    .unwrap();
+    h.folder_listed(Side::Dst, &droot).unwrap();
+    assert!(h.seal_round(Side::Dst, 0, serde_json::json!({})).unwrap());
+    let s = h.summary().unwrap();
+    assert_eq!((s.same, s.differs, s.missing, s.extra), (1, 1, 1, 1));
+    assert_eq!((s.to_copy.files, s.to_copy.bytes), (2, 5));
+    assert!(h.seal_round(Side::Dst, 0, serde_json::json!({})).unwrap());
+    assert_eq!(h.summary().unwrap(), s, "sealing twice never double-counts");
+    store.close().unwrap();
+}

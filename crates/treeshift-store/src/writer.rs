@@ -1,0 +1,1141 @@
+//! The store thread: owns the DuckDB connection, buffers appends, runs the
+//! set-based statements (round seals, pulls, summaries, reviews).
+
+use crate::error::Context;
+use crate::schema::{CREATE, FOLDER, SCHEMA_VERSION};
+use crate::{
+    ChildRecord, Failure, FolderTask, MigrationSpec, OpenMode, ReviewItem, ReviewSelect,
+    RoundProgress, StoreError,
+};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use duckdb::types::{TimeUnit, Value};
+use duckdb::{Config, Connection, params};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use treeshift_core::{Kind, RelPath, RoundState, Side, Status, Summary, ToCopy, Totals};
+
+/// Buffered rows are committed once there are this many...
+const FLUSH_ROWS: usize = 50_000;
+/// ...or once the oldest has waited this long.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+/// Rows per batch sent to a review consumer.
+const REVIEW_BATCH: usize = 1_000;
+
+/// A closure run on the store thread with exclusive access to the writer.
+pub(crate) type Call = Box<dyn FnOnce(&mut Writer) + Send>;
+
+/// Messages to the store thread. Appends are fire-and-forget (the bounded
+/// channel applies back-pressure); everything that needs an answer is a
+/// [`Request::Call`].
+pub(crate) enum Request {
+    Children {
+        side: Side,
+        parent_id: i64,
+        depth: u32,
+        parent_path: RelPath,
+        children: Vec<ChildRecord>,
+    },
+    Listed {
+        side: Side,
+        id: i64,
+        depth: u32,
+    },
+    Call(Call),
+    Stop,
+}
+
+struct NodeRow {
+    id: i64,
+    parent_id: i64,
+    depth: u32,
+    kind: u8,
+    size: u64,
+    mtime_ns: Option<i64>,
+    rel_path: Vec<u8>,
+}
+
+struct EventRow {
+    seq: i64,
+    node_id: i64,
+    depth: u32,
+    phase: &'static str,
+    status: &'static str,
+    reason: Option<String>,
+    attempt: u32,
+}
+
+struct ErrorRow {
+    seq: i64,
+    side: Side,
+    node_id: i64,
+    rel_path: Vec<u8>,
+    failure: Failure,
+}
+
+#[derive(Default)]
+struct Buffers {
+    nodes: [Vec<NodeRow>; 2],
+    events: [Vec<EventRow>; 2],
+    errors: Vec<ErrorRow>,
+    rows: usize,
+    since: Option<Instant>,
+}
+
+impl Buffers {
+    fn is_empty(&self) -> bool {
+        self.rows == 0 && self.errors.is_empty()
+    }
+}
+
+/// Appends buffered rows inside the caller's transaction. Node rows go
+/// before event rows: a `listed` event never lands without the children it
+/// vouches for.
+fn append_buffered(conn: &Connection, buf: &Buffers) -> Result<(), duckdb::Error> {
+    let now = now_value();
+    for side in Side::BOTH {
+        let nodes = &buf.nodes[ix(side)];
+        if !nodes.is_empty() {
+            let mut app = conn.appender(&format!("{side}_nodes"))?;
+            for n in nodes {
+                app.append_row(params![
+                    n.id,
+                    n.parent_id,
+                    n.depth as i32,
+                    n.kind,
+                    n.size,
+                    n.mtime_ns,
+                    n.rel_path.as_slice()
+                ])?;
+            }
+            app.flush()?;
+        }
+        let events = &buf.events[ix(side)];
+        if !events.is_empty() {
+            let mut app = conn.appender(&format!("{side}_status_events"))?;
+            for e in events {
+                app.append_row(params![
+                    e.seq,
+                    e.node_id,
+                    e.depth as i32,
+                    e.phase,
+                    e.status,
+                    e.reason.as_deref(),
+                    e.attempt as i32,
+                    now.clone()
+                ])?;
+            }
+            app.flush()?;
+        }
+    }
+    if !buf.errors.is_empty() {
+        let mut app = conn.appender("task_errors")?;
+        for e in &buf.errors {
+            app.append_row(params![
+                e.seq,
+                e.side.as_str(),
+                "discovery",
+                e.node_id,
+                e.rel_path.as_slice(),
+                e.failure.operation.as_str(),
+                e.failure.kind.as_str(),
+                e.failure.message.as_str(),
+                e.failure.attempts as i32,
+                now.clone()
+            ])?;
+        }
+        app.flush()?;
+    }
+    Ok(())
+}
+
+fn ix(side: Side) -> usize {
+    match side {
+        Side::Src => 0,
+        Side::Dst => 1,
+    }
+}
+
+fn now_value() -> Value {
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    Value::Timestamp(TimeUnit::Microsecond, micros)
+}
+
+/// Owns the connection. Every method runs on the store thread.
+pub(crate) struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    next_id: i64,
+    next_seq: i64,
+    buf: Buffers,
+    stopping: bool,
+}
+
+impl Writer {
+    /// Opens or creates the file; returns the writer and whether it already
+    /// held this migration.
+    pub(crate) fn open(path: &Path, mode: &OpenMode) -> Result<(Writer, bool), StoreError> {
+        let existed = path.exists();
+        if !existed && matches!(mode, OpenMode::Existing) {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+        if existed && path.is_dir() {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                message: "it is a folder".into(),
+            });
+        }
+        // Bounded memory: DuckDB keeps what it wrote in its buffer pool
+        // unless told otherwise; spills past the limit go to a temp folder.
+        let config = Config::default()
+            .max_memory("64MB")
+            .and_then(|c| c.threads(2))
+            .and_then(|c| c.with("preserve_insertion_order", "false"))
+            .context("configure DuckDB")?;
+        let conn = Connection::open_with_flags(path, config).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            message: explain_open_error(&e),
+        })?;
+        let mut writer = Writer {
+            conn,
+            path: path.to_path_buf(),
+            next_id: 1,
+            next_seq: 1,
+            buf: Buffers::default(),
+            stopping: false,
+        };
+        let resumed = if writer.has_table("meta")? {
+            writer.check_version()?;
+            if let OpenMode::CreateOrResume(spec) = mode {
+                writer.check_same_migration(spec)?;
+            }
+            true
+        } else if writer.table_count()? > 0 {
+            return Err(StoreError::NotAStateFile {
+                path: path.to_path_buf(),
+                detail: "a DuckDB database without treeshift's tables".into(),
+            });
+        } else {
+            match mode {
+                OpenMode::CreateOrResume(spec) => writer.create(spec)?,
+                OpenMode::Existing => {
+                    return Err(StoreError::NotAStateFile {
+                        path: path.to_path_buf(),
+                        detail: "an empty database".into(),
+                    });
+                }
+            }
+            false
+        };
+        writer.conn
+            .execute_batch(
+                "CREATE OR REPLACE TEMP MACRO mtime_s(ns) AS \
+                 CASE WHEN ns >= 0 THEN ns // 1000000000 ELSE -((-ns + 999999999) // 1000000000) END; \
+                 CREATE OR REPLACE TEMP MACRO kind_name(k) AS \
+                 CASE k WHEN 0 THEN 'folder' WHEN 1 THEN 'file' WHEN 2 THEN 'symlink' ELSE 'special' END;",
+            )
+            .context("define macros")?;
+        writer.next_id = writer.query_i64(
+            "SELECT greatest((SELECT coalesce(max(id), 0) FROM src_nodes), \
+             (SELECT coalesce(max(id), 0) FROM dst_nodes)) + 1",
+        )?;
+        writer.next_seq = writer.query_i64(
+            "SELECT greatest((SELECT coalesce(max(seq), 0) FROM src_status_events), \
+             (SELECT coalesce(max(seq), 0) FROM dst_status_events), \
+             (SELECT coalesce(max(seq), 0) FROM task_errors)) + 1",
+        )?;
+        Ok((writer, resumed))
+    }
+
+    fn has_table(&self, name: &str) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'",
+                params![name],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.not_a_state_file(e))?;
+        Ok(n > 0)
+    }
+
+    fn table_count(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.not_a_state_file(e))
+    }
+
+    fn not_a_state_file(&self, e: duckdb::Error) -> StoreError {
+        StoreError::NotAStateFile {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    fn check_version(&self) -> Result<(), StoreError> {
+        let found: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        match found {
+            Some(v) if v == SCHEMA_VERSION.to_string() => Ok(()),
+            Some(v) => {
+                let newer = v
+                    .parse::<u32>()
+                    .map(|n| n > SCHEMA_VERSION)
+                    .unwrap_or(false);
+                Err(StoreError::SchemaVersion {
+                    path: self.path.clone(),
+                    found: v,
+                    expected: SCHEMA_VERSION,
+                    hint: if newer {
+                        " (written by a newer treeshift: upgrade treeshift)"
+                    } else {
+                        " (written by an older treeshift: finish it with that version or start a new state file)"
+                    },
+                })
+            }
+            None => Err(StoreError::NotAStateFile {
+                path: self.path.clone(),
+                detail: "no schema version recorded".into(),
+            }),
+        }
+    }
+
+    fn check_same_migration(&self, spec: &MigrationSpec) -> Result<(), StoreError> {
+        let recorded = self.migration()?;
+        let mismatch = |what, recorded: String, requested: String| StoreError::OtherMigration {
+            path: self.path.clone(),
+            what,
+            recorded,
+            requested,
+        };
+        if recorded.src != spec.src {
+            return Err(mismatch("source", recorded.src, spec.src.clone()));
+        }
+        if recorded.dst != spec.dst {
+            return Err(mismatch("destination", recorded.dst, spec.dst.clone()));
+        }
+        if recorded.excludes != spec.excludes {
+            return Err(mismatch(
+                "--exclude rules",
+                recorded.excludes.join(" "),
+                spec.excludes.join(" "),
+            ));
+        }
+        Ok(())
+    }
+
+    fn create(&mut self, spec: &MigrationSpec) -> Result<(), StoreError> {
+        let settings = serde_json::json!({ "excludes": spec.excludes }).to_string();
+        self.in_transaction("create the schema", |conn| {
+            conn.execute_batch(CREATE)?;
+            conn.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?), ('created_by', ?)",
+                params![SCHEMA_VERSION.to_string(), format!("treeshift {}", env!("CARGO_PKG_VERSION"))],
+            )?;
+            conn.execute(
+                "INSERT INTO migrations (id, name, phase, src, dst, settings) VALUES (1, ?, 'created', ?, ?, ?)",
+                params![format!("{} -> {}", spec.src, spec.dst), spec.src, spec.dst, settings],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn in_transaction<R>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&Connection) -> Result<R, duckdb::Error>,
+    ) -> Result<R, StoreError> {
+        self.conn.execute_batch("BEGIN TRANSACTION").context(what)?;
+        match f(&self.conn) {
+            Ok(r) => {
+                self.conn.execute_batch("COMMIT").context(what)?;
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e).context(what)
+            }
+        }
+    }
+
+    fn query_i64(&self, sql: &str) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(sql, [], |r| r.get(0))
+            .context(sql.to_string())
+    }
+
+    /// Serves requests until told to stop. Commits buffered rows when enough
+    /// piled up or the oldest waited long enough.
+    pub(crate) fn serve(&mut self, rx: &Receiver<Request>) -> Result<(), StoreError> {
+        loop {
+            let wait = match self.buf.since {
+                Some(t) => FLUSH_INTERVAL.saturating_sub(t.elapsed()),
+                None => Duration::from_secs(3600),
+            };
+            match rx.recv_timeout(wait) {
+                Ok(Request::Children {
+                    side,
+                    parent_id,
+                    depth,
+                    parent_path,
+                    children,
+                }) => self.buffer_children(side, parent_id, depth, &parent_path, children),
+                Ok(Request::Listed { side, id, depth }) => {
+                    let seq = self.take_seq();
+                    self.buffer_event(
+                        side,
+                        EventRow {
+                            seq,
+                            node_id: id,
+                            depth,
+                            phase: "list",
+                            status: "listed",
+                            reason: None,
+                            attempt: 1,
+                        },
+                    );
+                }
+                Ok(Request::Call(call)) => call(self),
+                Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    return self.shutdown();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if self.stopping {
+                return Ok(());
+            }
+            let due = self
+                .buf
+                .since
+                .is_some_and(|t| t.elapsed() >= FLUSH_INTERVAL);
+            if self.buf.rows >= FLUSH_ROWS || due {
+                self.flush()?;
+            }
+        }
+    }
+
+    /// Commits what is buffered and checkpoints the file; the thread then ends.
+    pub(crate) fn shutdown(&mut self) -> Result<(), StoreError> {
+        self.stopping = true;
+        self.flush()?;
+        self.conn.execute_batch("CHECKPOINT").context("checkpoint")
+    }
+
+    fn take_seq(&mut self) -> i64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    fn buffer_event(&mut self, side: Side, row: EventRow) {
+        self.buf.events[ix(side)].push(row);
+        self.note_rows(1);
+    }
+
+    fn note_rows(&mut self, n: usize) {
+        self.buf.rows += n;
+        if self.buf.since.is_none() {
+            self.buf.since = Some(Instant::now());
+        }
+    }
+
+    fn buffer_children(
+        &mut self,
+        side: Side,
+        parent_id: i64,
+        depth: u32,
+        parent_path: &RelPath,
+        children: Vec<ChildRecord>,
+    ) {
+        let n = children.len();
+        for child in children {
+            let id = self.next_id;
+            self.next_id += 1;
+            if let Some(rule) = child.excluded {
+                let seq = self.take_seq();
+                self.buf.events[ix(side)].push(EventRow {
+                    seq,
+                    node_id: id,
+                    depth: depth + 1,
+                    phase: "compare",
+                    status: Status::Excluded.as_str(),
+                    reason: Some(rule),
+                    attempt: 1,
+                });
+                self.buf.rows += 1;
+            }
+            let e = child.entry;
+            self.buf.nodes[ix(side)].push(NodeRow {
+                id,
+                parent_id,
+                depth: depth + 1,
+                kind: e.kind.code(),
+                size: e.size,
+                mtime_ns: e.mtime_ns,
+                rel_path: parent_path.join(&e.name).into_bytes(),
+            });
+        }
+        self.note_rows(n);
+    }
+
+    /// Appends and commits everything buffered, in one transaction.
+    pub(crate) fn flush(&mut self) -> Result<(), StoreError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.buf);
+        self.in_transaction("append a batch", |conn| append_buffered(conn, &buf))
+    }
+
+    pub(crate) fn migration(&self) -> Result<MigrationSpec, StoreError> {
+        let (src, dst, settings): (String, String, String) = self
+            .conn
+            .query_row(
+                "SELECT src, dst, settings::VARCHAR FROM migrations WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(|e| self.not_a_state_file(e))?;
+        let settings: serde_json::Value =
+            serde_json::from_str(&settings).map_err(|e| StoreError::NotAStateFile {
+                path: self.path.clone(),
+                detail: format!("unreadable settings: {e}"),
+            })?;
+        let excludes = settings["excludes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(MigrationSpec { src, dst, excludes })
+    }
+
+    pub(crate) fn set_phase(&mut self, phase: &str) -> Result<(), StoreError> {
+        self.flush()?;
+        self.conn
+            .execute(
+                "UPDATE migrations SET phase = ?, updated_at = now() WHERE id = 1",
+                params![phase],
+            )
+            .context("set the phase")?;
+        Ok(())
+    }
+
+    pub(crate) fn phase(&self) -> Result<String, StoreError> {
+        self.conn
+            .query_row("SELECT phase FROM migrations WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .context("read the phase")
+    }
+
+    pub(crate) fn record_roots(&mut self, dst_root: Option<Kind>) -> Result<(), StoreError> {
+        if self.query_i64("SELECT count(*) FROM src_nodes WHERE depth = 0")? > 0 {
+            return Ok(());
+        }
+        let (src_id, dst_id) = (self.next_id, self.next_id + 1);
+        self.next_id += 2;
+        let (s1, s2) = (self.take_seq(), self.take_seq());
+        let src_status = if dst_root.is_some() {
+            "same"
+        } else {
+            "missing"
+        };
+        let reason = if dst_root.is_some() {
+            None
+        } else {
+            Some("destination root does not exist")
+        };
+        self.in_transaction("record the roots", |conn| {
+            conn.execute(
+                "INSERT INTO src_nodes VALUES (?, NULL, 0, 0, 0, NULL, ''::BLOB)",
+                params![src_id],
+            )?;
+            conn.execute(
+                "INSERT INTO src_status_events VALUES (?, ?, 0, 'compare', ?, ?, 1, now())",
+                params![s1, src_id, src_status, reason],
+            )?;
+            if dst_root.is_some() {
+                conn.execute(
+                    "INSERT INTO dst_nodes VALUES (?, NULL, 0, 0, 0, NULL, ''::BLOB)",
+                    params![dst_id],
+                )?;
+                conn.execute(
+                    "INSERT INTO dst_status_events VALUES (?, ?, 0, 'compare', 'same', NULL, 1, now())",
+                    params![s2, dst_id],
+                )?;
+            }
+            conn.execute(
+                "UPDATE migrations SET phase = 'discovering', updated_at = now() WHERE id = 1",
+                [],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Deletes the children (and their events) of one folder.
+    pub(crate) fn discard_children(
+        &mut self,
+        side: Side,
+        folder: &FolderTask,
+    ) -> Result<(), StoreError> {
+        self.flush()?;
+        let (d, id) = (folder.depth + 1, folder.id);
+        self.in_transaction("discard a partial listing", |conn| {
+            conn.execute(
+                &format!(
+                    "DELETE FROM {side}_status_events WHERE depth = {d} AND node_id IN \
+                     (SELECT id FROM {side}_nodes WHERE depth = {d} AND parent_id = {id})"
+                ),
+                [],
+            )?;
+            conn.execute(
+                &format!("DELETE FROM {side}_nodes WHERE depth = {d} AND parent_id = {id}"),
+                [],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(crate) fn folder_failed(
+        &mut self,
+        side: Side,
+        folder: &FolderTask,
+        failure: &Failure,
+    ) -> Result<(), StoreError> {
+        self.discard_children(side, folder)?;
+        let seq = self.take_seq();
+        self.buffer_event(
+            side,
+            EventRow {
+                seq,
+                node_id: folder.id,
+                depth: folder.depth,
+                phase: "list",
+                status: "failed",
+                reason: Some(format!("{}: {}", failure.kind, failure.message)),
+                attempt: failure.attempts,
+            },
+        );
+        let seq = self.take_seq();
+        self.buf.errors.push(ErrorRow {
+            seq,
+            side,
+            node_id: folder.id,
+            rel_path: folder.path.as_bytes().to_vec(),
+            failure: failure.clone(),
+        });
+        Ok(())
+    }
+
+    pub(crate) fn begin_round(&mut self, side: Side, depth: u32) -> Result<u64, StoreError> {
+        let (n, n1) = (depth, depth + 1);
+        // Nodes one level down exist at the start of a round only if a
+        // listing was cut short (a crash): drop the children of every folder
+        // of this round that has no `list` event; it is listed again.
+        let partial = self.query_i64(&format!(
+            "SELECT count(*) FROM {side}_nodes WHERE depth = {n1}"
+        ))? > 0;
+        if partial {
+            self.flush()?;
+            let unlisted = format!(
+                "SELECT p.id FROM {side}_nodes p WHERE p.depth = {n} AND p.kind = {FOLDER} \
+                 AND p.id NOT IN (SELECT node_id FROM {side}_status_events WHERE depth = {n} AND phase = 'list')"
+            );
+            self.in_transaction("drop a cut-short listing", |conn| {
+                conn.execute(
+                    &format!(
+                        "DELETE FROM {side}_status_events WHERE depth = {n1} AND node_id IN \
+                         (SELECT id FROM {side}_nodes WHERE depth = {n1} AND parent_id IN ({unlisted}))"
+                    ),
+                    [],
+                )?;
+                conn.execute(
+                    &format!("DELETE FROM {side}_nodes WHERE depth = {n1} AND parent_id IN ({unlisted})"),
+                    [],
+                )
+            })?;
+        }
+        let frontier = match side {
+            Side::Src => format!(
+                "CREATE OR REPLACE TEMP TABLE frontier_src AS \
+                 SELECT n.id, n.rel_path FROM src_nodes n \
+                 WHERE n.depth = {n} AND n.kind = {FOLDER} AND n.id NOT IN \
+                   (SELECT node_id FROM src_status_events WHERE depth = {n} \
+                    AND (phase = 'list' OR (phase = 'compare' AND status = 'excluded'))) \
+                 ORDER BY n.id"
+            ),
+            // A dst folder is listed only when it pairs with a src folder
+            // (its comparison said `same`) that was itself listed: a failed
+            // src listing never turns dst children into extras.
+            Side::Dst => format!(
+                "CREATE OR REPLACE TEMP TABLE frontier_dst AS \
+                 WITH cmp AS (SELECT node_id, arg_max(status, seq) AS st FROM dst_status_events \
+                              WHERE depth = {n} AND phase = 'compare' GROUP BY node_id), \
+                 src_listed AS (SELECT s.rel_path FROM src_nodes s WHERE s.depth = {n} AND s.kind = {FOLDER} \
+                              AND s.id IN (SELECT node_id FROM src_status_events \
+                                           WHERE depth = {n} AND phase = 'list' AND status = 'listed')) \
+                 SELECT d.id, d.rel_path FROM dst_nodes d JOIN cmp ON cmp.node_id = d.id AND cmp.st = 'same' \
+                 WHERE d.depth = {n} AND d.kind = {FOLDER} \
+                   AND d.id NOT IN (SELECT node_id FROM dst_status_events WHERE depth = {n} AND phase = 'list') \
+                   AND d.rel_path IN (SELECT rel_path FROM src_listed) \
+                 ORDER BY d.id"
+            ),
+        };
+        // A temp table: nothing goes to the file, so no transaction needed.
+        self.conn
+            .execute_batch(&frontier)
+            .context("prepare the round's frontier")?;
+        Ok(self.query_i64(&format!("SELECT count(*) FROM frontier_{side}"))? as u64)
+    }
+
+    pub(crate) fn pull(
+        &mut self,
+        side: Side,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<FolderTask>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT f.id, f.rel_path FROM frontier_{side} f WHERE f.id > ? ORDER BY f.id LIMIT ?"
+            ))
+            .context("prepare a pull")?;
+        let rows = stmt
+            .query_map(params![after, limit as i64], |r| {
+                let path: Vec<u8> = r.get(1)?;
+                Ok((r.get::<_, i64>(0)?, path))
+            })
+            .context("pull pending folders")?;
+        let mut out = Vec::with_capacity(limit);
+        for row in rows {
+            let (id, path) = row.context("read a pending folder")?;
+            let path = RelPath::from_bytes(path);
+            out.push(FolderTask {
+                id,
+                depth: path.depth() as u32,
+                path,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn seal_round(
+        &mut self,
+        side: Side,
+        depth: u32,
+        metrics: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let buf = std::mem::take(&mut self.buf);
+        let base = self.next_seq;
+        let metrics = metrics.to_string();
+        // One transaction: the round's last appends, its comparison, its
+        // statistics and its marker land together or not at all.
+        let (done, used) = self.in_transaction("seal a round", |conn| {
+            append_buffered(conn, &buf)?;
+            let used = match side {
+                Side::Src => {
+                    replace_depth_stats(conn, Side::Src, depth + 1)?;
+                    0
+                }
+                Side::Dst => {
+                    let used = compare_round(conn, depth, base)?;
+                    replace_depth_stats(conn, Side::Src, depth + 1)?;
+                    replace_depth_stats(conn, Side::Dst, depth + 1)?;
+                    used
+                }
+            };
+            // Delete + insert: cheaper than an upsert on a keyed table.
+            conn.execute(&format!("DELETE FROM rounds WHERE side = '{side}' AND depth = {depth}"), [])?;
+            conn.execute(
+                &format!(
+                    "INSERT INTO rounds SELECT '{side}', {depth}, now(), \
+                     count(*) FILTER (WHERE st = 'listed'), count(*) FILTER (WHERE st = 'failed') \
+                     FROM (SELECT arg_max(status, seq) AS st FROM {side}_status_events \
+                           WHERE depth = {depth} AND phase = 'list' GROUP BY node_id)"
+                ),
+                [],
+            )?;
+            conn.execute(
+                "INSERT INTO queue_stats VALUES (?, ?, now(), ?)",
+                params![side.as_str(), depth, metrics],
+            )?;
+            let done = side_done_after(conn, side, depth)?;
+            if done {
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                    params![format!("{side}_done"), depth.to_string()],
+                )?;
+                if side == Side::Dst {
+                    conn.execute(
+                        "UPDATE migrations SET phase = 'discovered', updated_at = now() WHERE id = 1",
+                        [],
+                    )?;
+                }
+            }
+            Ok((done, used))
+        })?;
+        self.next_seq = base + used;
+        Ok(done)
+    }
+
+    pub(crate) fn progress(&self) -> Result<RoundProgress, StoreError> {
+        let sealed = |side: &str| -> Result<Option<u32>, StoreError> {
+            let v: Option<i64> = self
+                .conn
+                .query_row(
+                    &format!("SELECT max(depth) FROM rounds WHERE side = '{side}'"),
+                    [],
+                    |r| r.get(0),
+                )
+                .context("read rounds")?;
+            Ok(v.map(|v| v as u32))
+        };
+        let done = |side: &str| -> Result<bool, StoreError> {
+            Ok(self.query_i64(&format!(
+                "SELECT count(*) FROM meta WHERE key = '{side}_done'"
+            ))? > 0)
+        };
+        Ok(RoundProgress {
+            src_sealed: sealed("src")?,
+            src_done: done("src")?,
+            dst_sealed: sealed("dst")?,
+            dst_done: done("dst")?,
+            roots_recorded: self.query_i64("SELECT count(*) FROM src_nodes WHERE depth = 0")? > 0,
+        })
+    }
+
+    pub(crate) fn summary(&mut self) -> Result<Summary, StoreError> {
+        self.flush()?;
+        let src = self.stat_map("src_stats")?;
+        let dst = self.stat_map("dst_stats")?;
+        let get = |m: &std::collections::HashMap<String, i64>, k: &str| {
+            m.get(k).copied().unwrap_or(0).max(0) as u64
+        };
+        let totals = |m| Totals {
+            folders: get(m, "folders"),
+            files: get(m, "files"),
+            symlinks: get(m, "symlinks"),
+            special: get(m, "special"),
+            bytes: get(m, "bytes"),
+        };
+        let progress = self.progress()?;
+        let src_totals = totals(&src);
+        let classified: u64 = ["missing", "same", "differs", "conflict", "excluded"]
+            .iter()
+            .map(|k| get(&src, k))
+            .sum();
+        let src_nodes =
+            src_totals.folders + src_totals.files + src_totals.symlinks + src_totals.special;
+        Ok(Summary {
+            dst: totals(&dst),
+            missing: get(&src, "missing"),
+            same: get(&src, "same"),
+            differs: get(&src, "differs"),
+            conflict: get(&src, "conflict"),
+            extra: get(&dst, "extra"),
+            excluded: get(&src, "excluded"),
+            failed: self.query_i64("SELECT coalesce(sum(folders_failed), 0)::BIGINT FROM rounds")?
+                as u64,
+            unclassified: src_nodes.saturating_sub(classified),
+            to_copy: ToCopy {
+                files: get(&src, "to_copy_files"),
+                folders: get(&src, "to_copy_folders"),
+                bytes: get(&src, "to_copy_bytes"),
+            },
+            src: src_totals,
+            src_rounds: RoundState {
+                sealed: progress.src_sealed.map_or(0, |d| d as u64 + 1),
+                done: progress.src_done,
+            },
+            dst_rounds: RoundState {
+                sealed: progress.dst_sealed.map_or(0, |d| d as u64 + 1),
+                done: progress.dst_done,
+            },
+        })
+    }
+
+    fn stat_map(&self, table: &str) -> Result<std::collections::HashMap<String, i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT key, sum(value)::BIGINT FROM {table} GROUP BY key"
+            ))
+            .context("read statistics")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .context("read statistics")?;
+        rows.collect::<Result<_, _>>().context("read statistics")
+    }
+
+    pub(crate) fn review(
+        &mut self,
+        select: ReviewSelect,
+        sink: &Sender<Vec<ReviewItem>>,
+    ) -> Result<(), StoreError> {
+        self.flush()?;
+        let latest = |side: Side, phase: &str| {
+            format!(
+                "SELECT '{side}' AS side, n.rel_path, n.kind, n.size, n.mtime_ns, e.st, e.reason \
+                 FROM {side}_nodes n JOIN (SELECT node_id, arg_max(status, seq) AS st, arg_max(reason, seq) AS reason \
+                 FROM {side}_status_events WHERE phase = '{phase}' GROUP BY node_id) e ON e.node_id = n.id"
+            )
+        };
+        let sql = match select {
+            ReviewSelect::Status(Status::Extra) => {
+                format!(
+                    "SELECT * FROM ({}) WHERE st = 'extra'",
+                    latest(Side::Dst, "compare")
+                )
+            }
+            ReviewSelect::Status(st) => {
+                format!(
+                    "SELECT * FROM ({}) WHERE st = '{}' AND rel_path <> ''::BLOB",
+                    latest(Side::Src, "compare"),
+                    st.as_str()
+                )
+            }
+            ReviewSelect::Failed => format!(
+                "SELECT * FROM ({}) WHERE st = 'failed' UNION ALL SELECT * FROM ({}) WHERE st = 'failed'",
+                latest(Side::Src, "list"),
+                latest(Side::Dst, "list")
+            ),
+            ReviewSelect::Actionable => format!(
+                "SELECT * FROM ({}) WHERE st NOT IN ('same') AND rel_path <> ''::BLOB \
+                 UNION ALL SELECT * FROM ({}) WHERE st = 'extra' \
+                 UNION ALL SELECT * FROM ({}) WHERE st = 'failed' \
+                 UNION ALL SELECT * FROM ({}) WHERE st = 'failed'",
+                latest(Side::Src, "compare"),
+                latest(Side::Dst, "compare"),
+                latest(Side::Src, "list"),
+                latest(Side::Dst, "list")
+            ),
+        };
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT * FROM ({sql}) ORDER BY side DESC, rel_path"
+            ))
+            .context("prepare a review")?;
+        let rows = stmt
+            .query_map([], |r| {
+                let side: String = r.get(0)?;
+                let kind: u8 = r.get(2)?;
+                Ok(ReviewItem {
+                    side: if side == "src" { Side::Src } else { Side::Dst },
+                    path: RelPath::from_bytes(r.get(1)?),
+                    kind: Kind::from_code(kind).unwrap_or(Kind::Special),
+                    size: r.get(3)?,
+                    mtime_ns: r.get(4)?,
+                    status: r.get(5)?,
+                    reason: r.get(6)?,
+                })
+            })
+            .context("run a review")?;
+        let mut batch = Vec::with_capacity(REVIEW_BATCH);
+        for row in rows {
+            batch.push(row.context("read a review row")?);
+            if batch.len() == REVIEW_BATCH && sink.send(std::mem::take(&mut batch)).is_err() {
+                return Ok(());
+            }
+        }
+        if !batch.is_empty() {
+            let _ = sink.send(batch);
+        }
+        Ok(())
+    }
+}
+
+/// Compares the children of the folder pairs at `depth` (depth + 1 nodes)
+/// in a few set-based statements, appending one `compare` event per node.
+/// Returns how many sequence numbers it used, starting at `base`.
+fn compare_round(conn: &Connection, depth: u32, base: i64) -> Result<i64, duckdb::Error> {
+    let (n, n1) = (depth, depth + 1);
+    // Each src folder at this depth: compare its children with the dst
+    // folder of the same path (if that one was listed), or mark them all
+    // missing (the folder itself is missing, or is a file on dst).
+    conn.execute_batch(&format!(
+        "CREATE OR REPLACE TEMP TABLE seal_src AS \
+         WITH cs AS (SELECT node_id, arg_max(status, seq) AS st FROM src_status_events \
+                     WHERE depth = {n} AND phase = 'compare' GROUP BY node_id), \
+              dl AS (SELECT node_id, arg_max(status, seq) AS st FROM dst_status_events \
+                     WHERE depth = {n} AND phase = 'list' GROUP BY node_id), \
+              seal_parents AS ( \
+                SELECT s.id AS src_id, \
+                  CASE WHEN cs.st IN ('missing', 'conflict') THEN 'missing' \
+                       WHEN cs.st = 'same' AND dl.st = 'listed' THEN 'compare' \
+                       ELSE 'skip' END AS mode \
+                FROM src_nodes s JOIN cs ON cs.node_id = s.id \
+                LEFT JOIN dst_nodes d ON d.depth = {n} AND d.rel_path = s.rel_path \
+                LEFT JOIN dl ON dl.node_id = d.id \
+                WHERE s.depth = {n} AND s.kind = {FOLDER}) \
+         SELECT c.id AS src_id, d.id AS dst_id, \
+           CASE WHEN p.mode = 'missing' OR d.id IS NULL THEN 'missing' \
+                WHEN d.kind <> c.kind THEN 'conflict' \
+                WHEN c.kind = {FOLDER} THEN 'same' \
+                WHEN c.size <> d.size THEN 'differs' \
+                WHEN mtime_s(c.mtime_ns) IS DISTINCT FROM mtime_s(d.mtime_ns) THEN 'differs' \
+                ELSE 'same' END AS status, \
+           CASE WHEN p.mode = 'missing' THEN 'parent folder missing on dst' \
+                WHEN d.id IS NULL THEN NULL \
+                WHEN d.kind <> c.kind THEN kind_name(c.kind) || ' on src, ' || kind_name(d.kind) || ' on dst' \
+                WHEN c.kind = {FOLDER} THEN NULL \
+                WHEN c.size <> d.size THEN 'size ' || c.size::VARCHAR || ' on src, ' || d.size::VARCHAR || ' on dst' \
+                WHEN mtime_s(c.mtime_ns) IS DISTINCT FROM mtime_s(d.mtime_ns) THEN \
+                     'mtime ' || coalesce(mtime_s(c.mtime_ns)::VARCHAR, '?') || ' on src, ' || coalesce(mtime_s(d.mtime_ns)::VARCHAR, '?') || ' on dst' \
+                ELSE NULL END AS reason \
+         FROM src_nodes c \
+         JOIN seal_parents p ON p.src_id = c.parent_id AND p.mode <> 'skip' \
+         LEFT JOIN dst_nodes d ON p.mode = 'compare' AND d.depth = {n1} AND d.rel_path = c.rel_path \
+         WHERE c.depth = {n1} AND c.id NOT IN \
+           (SELECT node_id FROM src_status_events WHERE depth = {n1} AND phase = 'compare')"
+    ))?;
+    let src_events = conn.execute(
+        &format!(
+            "INSERT INTO src_status_events \
+             SELECT {base} - 1 + row_number() OVER (ORDER BY src_id), src_id, {n1}, 'compare', status, reason, 1, now() \
+             FROM seal_src"
+        ),
+        [],
+    )? as i64;
+    let base2 = base + src_events;
+    // Every dst child not yet classified: the status of its src pair, the
+    // filter's verdict if its src pair was excluded, or `extra`.
+    let dst_events = conn.execute(
+        &format!(
+            "INSERT INTO dst_status_events \
+             SELECT {base2} - 1 + row_number() OVER (ORDER BY d.id), d.id, {n1}, 'compare', \
+                    CASE WHEN x.status IS NOT NULL THEN x.status \
+                         WHEN ex.rel_path IS NOT NULL THEN 'excluded' ELSE 'extra' END, \
+                    CASE WHEN x.status IS NOT NULL THEN x.reason \
+                         WHEN ex.rel_path IS NOT NULL THEN ex.reason ELSE NULL END, \
+                    1, now() \
+             FROM dst_nodes d \
+             LEFT JOIN seal_src x ON x.dst_id = d.id \
+             LEFT JOIN (SELECT s.rel_path, e.reason FROM src_nodes s JOIN src_status_events e ON e.node_id = s.id \
+                        WHERE s.depth = {n1} AND e.depth = {n1} AND e.phase = 'compare' AND e.status = 'excluded') ex \
+                    ON ex.rel_path = d.rel_path \
+             WHERE d.depth = {n1} AND d.id NOT IN \
+               (SELECT node_id FROM dst_status_events WHERE depth = {n1} AND phase = 'compare')"
+        ),
+        [],
+    )? as i64;
+    conn.execute_batch("DROP TABLE seal_src")?;
+    Ok(src_events + dst_events)
+}
+
+/// Statistic keys kept per side and depth.
+const DEPTH_STAT_KEYS: [&str; 15] = [
+    "folders",
+    "files",
+    "symlinks",
+    "special",
+    "bytes",
+    "missing",
+    "same",
+    "differs",
+    "conflict",
+    "extra",
+    "excluded",
+    "extra_bytes",
+    "to_copy_files",
+    "to_copy_folders",
+    "to_copy_bytes",
+];
+
+/// Recomputes every statistic of `side` at `depth` from its nodes and their
+/// latest comparison, in one pass, replacing the old rows: sealing a round
+/// twice (a resume) never double-counts.
+fn replace_depth_stats(conn: &Connection, side: Side, depth: u32) -> Result<(), duckdb::Error> {
+    let keys = DEPTH_STAT_KEYS
+        .iter()
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    conn.execute(
+        &format!("DELETE FROM {side}_stats WHERE depth = {depth}"),
+        [],
+    )?;
+    conn.execute(
+        &format!(
+            "INSERT INTO {side}_stats SELECT {depth}, unnest(k), unnest(v) FROM \
+             (SELECT [{keys}] AS k, \
+              [count(*) FILTER (WHERE kind = 0), count(*) FILTER (WHERE kind = 1), \
+               count(*) FILTER (WHERE kind = 2), count(*) FILTER (WHERE kind = 3), \
+               coalesce(sum(size) FILTER (WHERE kind = 1), 0)::BIGINT, \
+               count(*) FILTER (WHERE st = 'missing'), count(*) FILTER (WHERE st = 'same'), \
+               count(*) FILTER (WHERE st = 'differs'), count(*) FILTER (WHERE st = 'conflict'), \
+               count(*) FILTER (WHERE st = 'extra'), count(*) FILTER (WHERE st = 'excluded'), \
+               coalesce(sum(size) FILTER (WHERE st = 'extra' AND kind = 1), 0)::BIGINT, \
+               count(*) FILTER (WHERE st IN ('missing', 'differs') AND kind = 1), \
+               count(*) FILTER (WHERE st = 'missing' AND kind = 0), \
+               coalesce(sum(size) FILTER (WHERE st IN ('missing', 'differs') AND kind = 1), 0)::BIGINT] AS v \
+              FROM {side}_nodes n LEFT JOIN \
+                (SELECT node_id, arg_max(status, seq) AS st FROM {side}_status_events \
+                 WHERE depth = {depth} AND phase = 'compare' GROUP BY node_id) e ON e.node_id = n.id \
+              WHERE n.depth = {depth})"
+        ),
+        [],
+    )?;
+    Ok(())
+}
+
+/// Decides, inside a seal, whether `side` has nothing left after `depth`.
+fn side_done_after(conn: &Connection, side: Side, depth: u32) -> Result<bool, duckdb::Error> {
+    let n1 = depth + 1;
+    match side {
+        Side::Src => {
+            let pending: i64 = conn.query_row(
+                &format!(
+                    "SELECT count(*) FROM src_nodes WHERE depth = {n1} AND kind = {FOLDER} AND id NOT IN \
+                     (SELECT node_id FROM src_status_events WHERE depth = {n1} AND phase = 'compare' AND status = 'excluded')"
+                ),
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(pending == 0)
+        }
+        // The dst is done once the src is done, no src node lies deeper than
+        // the depth just compared, and no dst folder there waits to be listed.
+        Side::Dst => conn.query_row(
+            &format!(
+                "SELECT (SELECT count(*) FROM meta WHERE key = 'src_done') > 0 \
+                 AND NOT EXISTS (SELECT 1 FROM src_nodes WHERE depth > {n1}) \
+                 AND NOT EXISTS (SELECT 1 FROM dst_nodes d JOIN dst_status_events e ON e.node_id = d.id \
+                     WHERE d.depth = {n1} AND d.kind = {FOLDER} AND e.depth = {n1} \
+                     AND e.phase = 'compare' AND e.status = 'same')"
+            ),
+            [],
+            |r| r.get(0),
+        ),
+    }
+}
+
+/// Turns DuckDB's open errors into something a user can act on.
+fn explain_open_error(e: &duckdb::Error) -> String {
+    let msg = e.to_string();
+    if msg.contains("Could not set lock") || msg.contains("Conflicting lock") {
+        format!("another treeshift process is using it ({msg})")
+    } else if msg.contains("not a valid DuckDB database")
+        || msg.contains("Serialization")
+        || msg.contains("Corrupt")
+    {
+        format!("not a DuckDB database, or corrupt ({msg})")
+    } else {
+        msg
+    }
+}

@@ -1,0 +1,87 @@
+//! Command-line flags (clap). Resolved into engine calls in `main.rs`.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// One-way migration of a source tree to a destination tree.
+#[derive(Debug, Parser)]
+#[command(name = "treeshift", version, about)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands of the CLI contract.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Walk both trees and record what a copy would do (resumes if the state
+    /// file already holds this migration).
+    Discover(DiscoverArgs),
+    /// Show the summary and progress of a migration.
+    Status(StatusArgs),
+    /// List items by status.
+    Review(ReviewArgs),
+}
+
+/// `discover SRC DST --state FILE`.
+#[derive(Debug, clap::Args)]
+pub struct DiscoverArgs {
+    /// Source: a local path, file:///path, or sim:key=value,...
+    pub src: String,
+    /// Destination: same forms as the source.
+    pub dst: String,
+    /// The state file (created, or resumed if it holds this migration).
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Leave out nodes matching this glob (a name glob such as '*.tmp', or a
+    /// path glob from the root such as 'build/**'); repeatable.
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub excludes: Vec<String>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Folders listed at once per side.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+}
+
+/// `status --state FILE`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The state file.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `review --state FILE`.
+#[derive(Debug, clap::Args)]
+pub struct ReviewArgs {
+    /// The state file.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Which items: missing, differs, conflict, same, extra, excluded,
+    /// failed, or all (everything but same).
+    #[arg(long, default_value = "all")]
+    pub status: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Review output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for a terminal (names escaped).
+    Table,
+    /// One JSON object per line.
+    Json,
+    /// CSV with a header.
+    Csv,
+}

@@ -1,0 +1,217 @@
+//! What the CLI prints: the summary and review rows.
+
+use crate::cli::Format;
+use anyhow::Result;
+use crossbeam_channel::Receiver;
+use serde::Serialize;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use treeshift_core::{Summary, display_bytes};
+use treeshift_store::ReviewItem;
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes in binary units, one decimal.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// The human summary after `discover` and in `status`.
+pub fn print_summary(s: &Summary, state: &Path) {
+    let state_word = if s.is_done() {
+        "complete"
+    } else {
+        "in progress (run discover again to resume)"
+    };
+    println!("discovery {state_word}");
+    for (label, t) in [("src", &s.src), ("dst", &s.dst)] {
+        let mut line = format!(
+            "  {label}: {} folders, {} files, {}",
+            thousands(t.folders),
+            thousands(t.files),
+            human_bytes(t.bytes)
+        );
+        if t.symlinks > 0 || t.special > 0 {
+            line.push_str(&format!(
+                ", {} symlinks, {} special",
+                thousands(t.symlinks),
+                thousands(t.special)
+            ));
+        }
+        println!("{line}");
+    }
+    let rows = [
+        ("missing", s.missing),
+        ("differs", s.differs),
+        ("conflict", s.conflict),
+        ("same", s.same),
+        ("extra", s.extra),
+        ("excluded", s.excluded),
+        ("failed", s.failed),
+        ("unclassified", s.unclassified),
+    ];
+    for (label, n) in rows {
+        if n > 0 || matches!(label, "missing" | "same") {
+            println!("  {label:<13}{:>12}", thousands(n));
+        }
+    }
+    println!(
+        "  to copy: {} files ({}), {} folders to create",
+        thousands(s.to_copy.files),
+        human_bytes(s.to_copy.bytes),
+        thousands(s.to_copy.folders)
+    );
+    if s.failed > 0 {
+        println!(
+            "  {} folders could not be listed: treeshift review --state {} --status failed",
+            s.failed,
+            state.display()
+        );
+    }
+    println!("state: {}", state.display());
+}
+
+#[derive(Serialize)]
+struct JsonItem<'a> {
+    side: &'a str,
+    status: &'a str,
+    kind: &'a str,
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_hex: Option<String>,
+    size: u64,
+    mtime_ns: Option<i64>,
+    reason: Option<&'a str>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Prints review batches as they arrive (bounded memory for any size).
+/// A closed pipe (`| head`) ends the listing quietly.
+pub fn print_review(rx: Receiver<Vec<ReviewItem>>, format: Format) -> Result<()> {
+    match write_review(rx, format) {
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<csv::Error>().is_some_and(
+                |csv| matches!(csv.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe),
+            )
+    })
+}
+
+fn write_review(rx: Receiver<Vec<ReviewItem>>, format: Format) -> Result<()> {
+    let stdout = std::io::stdout().lock();
+    match format {
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(stdout);
+            w.write_record([
+                "side", "status", "kind", "path", "size", "mtime_ns", "reason",
+            ])?;
+            for item in rx.iter().flatten() {
+                w.write_record([
+                    item.side.as_str().as_bytes(),
+                    item.status.as_bytes(),
+                    item.kind.as_str().as_bytes(),
+                    item.path.as_bytes(),
+                    item.size.to_string().as_bytes(),
+                    item.mtime_ns
+                        .map(|m| m.to_string())
+                        .unwrap_or_default()
+                        .as_bytes(),
+                    item.reason.as_deref().unwrap_or("").as_bytes(),
+                ])?;
+            }
+            w.flush()?;
+        }
+        Format::Json => {
+            let mut out = BufWriter::new(stdout);
+            for item in rx.iter().flatten() {
+                let bytes = item.path.as_bytes();
+                let utf8 = std::str::from_utf8(bytes).ok();
+                let row = JsonItem {
+                    side: item.side.as_str(),
+                    status: &item.status,
+                    kind: item.kind.as_str(),
+                    path: utf8
+                        .map_or_else(|| String::from_utf8_lossy(bytes).into_owned(), String::from),
+                    path_hex: utf8.is_none().then(|| hex(bytes)),
+                    size: item.size,
+                    mtime_ns: item.mtime_ns,
+                    reason: item.reason.as_deref(),
+                };
+                serde_json::to_writer(&mut out, &row)?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+        }
+        Format::Table => {
+            let mut out = BufWriter::new(stdout);
+            writeln!(
+                out,
+                "{:<4} {:<9} {:<8} {:>14}  path  [reason]",
+                "side", "status", "kind", "size"
+            )?;
+            for item in rx.iter().flatten() {
+                let reason = item
+                    .reason
+                    .as_deref()
+                    .map(|r| format!("  [{r}]"))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{:<4} {:<9} {:<8} {:>14}  {}{reason}",
+                    item.side.as_str(),
+                    item.status,
+                    item.kind.as_str(),
+                    thousands(item.size),
+                    display_bytes(item.path.as_bytes())
+                )?;
+            }
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+}

@@ -1,0 +1,225 @@
+//! Discovery progress on the terminal: bars on a TTY, plain lines otherwise.
+
+use crate::output::thousands;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use treeshift_core::Side;
+use treeshift_engine::DiscoveryProgress;
+
+/// Counters of one side.
+#[derive(Default)]
+struct SideCounts {
+    round: AtomicU64,
+    folders: AtomicU64,
+    nodes: AtomicU64,
+    round_pending: AtomicU64,
+    round_done: AtomicU64,
+}
+
+impl SideCounts {
+    fn line(&self, side: Side, elapsed: Duration) -> String {
+        let folders = self.folders.load(Ordering::Relaxed);
+        let rate = folders as f64 / elapsed.as_secs_f64().max(0.001);
+        format!(
+            "{side} round {} ({}/{} folders) | {} folders, {} nodes | {:.0} folders/s",
+            self.round.load(Ordering::Relaxed),
+            thousands(self.round_done.load(Ordering::Relaxed)),
+            thousands(self.round_pending.load(Ordering::Relaxed)),
+            thousands(folders),
+            thousands(self.nodes.load(Ordering::Relaxed)),
+            rate
+        )
+    }
+}
+
+fn idx(side: Side) -> usize {
+    match side {
+        Side::Src => 0,
+        Side::Dst => 1,
+    }
+}
+
+/// Two spinners (src, dst) redrawn by indicatif.
+pub struct Bars {
+    counts: [SideCounts; 2],
+    bars: [ProgressBar; 2],
+    started: Instant,
+    _multi: MultiProgress,
+}
+
+impl Bars {
+    /// Starts drawing on stderr.
+    pub fn new() -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+        let style =
+            ProgressStyle::with_template("{spinner} {msg}").expect("static template parses");
+        let bar = || {
+            let b = multi.add(ProgressBar::new_spinner());
+            b.set_style(style.clone());
+            b.enable_steady_tick(Duration::from_millis(125));
+            b
+        };
+        Bars {
+            counts: Default::default(),
+            bars: [bar(), bar()],
+            started: Instant::now(),
+            _multi: multi,
+        }
+    }
+
+    fn redraw(&self, side: Side) {
+        self.bars[idx(side)].set_message(self.counts[idx(side)].line(side, self.started.elapsed()));
+    }
+}
+
+impl Drop for Bars {
+    fn drop(&mut self) {
+        for b in &self.bars {
+            b.finish();
+        }
+    }
+}
+
+impl DiscoveryProgress for Bars {
+    fn round_started(&self, side: Side, round: u32, pending: u64) {
+        let c = &self.counts[idx(side)];
+        c.round.store(u64::from(round), Ordering::Relaxed);
+        c.round_pending.store(pending, Ordering::Relaxed);
+        c.round_done.store(0, Ordering::Relaxed);
+        self.redraw(side);
+    }
+
+    fn folder_done(&self, side: Side, children: u64) {
+        let c = &self.counts[idx(side)];
+        c.folders.fetch_add(1, Ordering::Relaxed);
+        c.round_done.fetch_add(1, Ordering::Relaxed);
+        c.nodes.fetch_add(children, Ordering::Relaxed);
+        // indicatif throttles drawing; formatting is the only cost here.
+        if c.folders.load(Ordering::Relaxed).is_multiple_of(64) {
+            self.redraw(side);
+        }
+    }
+
+    fn round_sealed(&self, side: Side, _round: u32, done: bool) {
+        self.redraw(side);
+        if done {
+            let msg = format!(
+                "{} (done)",
+                self.counts[idx(side)].line(side, self.started.elapsed())
+            );
+            self.bars[idx(side)].finish_with_message(msg);
+        }
+    }
+}
+
+/// Plain log lines for pipes and CI: one per side every few seconds and at
+/// each round seal.
+pub struct Lines {
+    counts: [SideCounts; 2],
+    started: Instant,
+    last: Mutex<Instant>,
+}
+
+impl Lines {
+    /// Starts counting.
+    pub fn new() -> Self {
+        Lines {
+            counts: Default::default(),
+            started: Instant::now(),
+            last: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn print(&self, side: Side) {
+        eprintln!(
+            "treeshift: {}",
+            self.counts[idx(side)].line(side, self.started.elapsed())
+        );
+    }
+}
+
+impl DiscoveryProgress for Lines {
+    fn round_started(&self, side: Side, round: u32, pending: u64) {
+        let c = &self.counts[idx(side)];
+        c.round.store(u64::from(round), Ordering::Relaxed);
+        c.round_pending.store(pending, Ordering::Relaxed);
+        c.round_done.store(0, Ordering::Relaxed);
+    }
+
+    fn folder_done(&self, side: Side, children: u64) {
+        let c = &self.counts[idx(side)];
+        c.folders.fetch_add(1, Ordering::Relaxed);
+        c.round_done.fetch_add(1, Ordering::Relaxed);
+        c.nodes.fetch_add(children, Ordering::Relaxed);
+        // try_lock: a worker never waits on another's printing.
+        let Ok(mut last) = self.last.try_lock() else {
+            return;
+        };
+        if last.elapsed() >= Duration::from_secs(5) {
+            *last = Instant::now();
+            drop(last);
+            self.print(Side::Src);
+            self.print(Side::Dst);
+        }
+    }
+
+    fn round_sealed(&self, side: Side, round: u32, done: bool) {
+        if done {
+            eprintln!("treeshift: {side} done after round {round}");
+        }
+    }
+}
+
+/// Forwards to another reporter and notes when each side finished, for the
+/// `timing` block of `discover --json`.
+pub struct Timed {
+    inner: std::sync::Arc<dyn DiscoveryProgress>,
+    started: Instant,
+    done: [Mutex<Option<Duration>>; 2],
+}
+
+impl Timed {
+    /// Starts the clock.
+    pub fn new(inner: std::sync::Arc<dyn DiscoveryProgress>) -> Self {
+        Timed {
+            inner,
+            started: Instant::now(),
+            done: Default::default(),
+        }
+    }
+
+    /// Seconds from start until `side` finished (0 if it finished in an
+    /// earlier run, i.e. on resume).
+    pub fn done_secs(&self, side: Side) -> f64 {
+        self.done[idx(side)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+
+    /// Seconds since start.
+    pub fn elapsed_secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}
+
+impl DiscoveryProgress for Timed {
+    fn round_started(&self, side: Side, round: u32, pending: u64) {
+        self.inner.round_started(side, round, pending);
+    }
+
+    fn folder_done(&self, side: Side, children: u64) {
+        self.inner.folder_done(side, children);
+    }
+
+    fn round_sealed(&self, side: Side, round: u32, done: bool) {
+        if done {
+            *self.done[idx(side)]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(self.started.elapsed());
+        }
+        self.inner.round_sealed(side, round, done);
+    }
+}

@@ -1,0 +1,137 @@
+//! kill -9 at random moments, then resume: the final state must equal an
+//! uninterrupted run's (same summary, same items, nothing duplicated or lost).
+
+mod util;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use util::{Rng, all_items, bin, make_tree, s, status_json};
+
+/// Runs `discover` on `state` again and again, killing it after a random
+/// delay in `0..max_ms`, until one run finishes by itself. Returns the
+/// number of kills.
+fn discover_with_kills(args: &[&str], max_ms: u64, rng: &mut Rng, max_kills: u32) -> u32 {
+    let mut kills = 0;
+    loop {
+        let mut child = Command::new(bin())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if kills < max_kills {
+            let delay = Duration::from_millis(rng.below(max_ms));
+            let start = Instant::now();
+            while start.elapsed() < delay {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+                continue;
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        let code = out.status.code();
+        assert!(
+            code == Some(0) || code == Some(4),
+            "resumed run failed: {code:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return kills;
+    }
+}
+
+fn same_end_state(reference: &std::path::Path, resumed: &std::path::Path) {
+    let strip = |mut v: serde_json::Value| {
+        v.as_object_mut().unwrap().remove("phase");
+        v
+    };
+    assert_eq!(strip(status_json(resumed)), strip(status_json(reference)));
+    let (want, got) = (all_items(reference), all_items(resumed));
+    assert_eq!(got.len(), want.len(), "item count");
+    assert_eq!(got, want);
+}
+
+#[test]
+fn sim_discovery_survives_random_kills() {
+    let mut rng = Rng::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let base = "seed=21,depth=3,fanout=5,files=12,latency_us=6000";
+    let src = format!("sim:{base},fail_perm=0.03");
+    let dst = format!("sim:{base},mutate=4,extra=10");
+    let reference = dir.path().join("reference.duckdb");
+    let args = |state: &std::path::Path| {
+        vec![
+            "discover".to_string(),
+            src.clone(),
+            dst.clone(),
+            "--state".into(),
+            s(state).into(),
+            "--workers".into(),
+            "3".into(),
+        ]
+    };
+    let t0 = Instant::now();
+    let ref_args = args(&reference);
+    let ref_args: Vec<&str> = ref_args.iter().map(String::as_str).collect();
+    assert_eq!(discover_with_kills(&ref_args, 1, &mut rng, 0), 0);
+    let full_ms = t0.elapsed().as_millis() as u64;
+    let mut total_kills = 0;
+    for round in 0..3 {
+        let state = dir.path().join(format!("killed-{round}.duckdb"));
+        let a = args(&state);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        total_kills += discover_with_kills(&a, full_ms / 2, &mut rng, 8);
+        same_end_state(&reference, &state);
+    }
+    eprintln!("sim: {total_kills} kills, full run {full_ms} ms");
+    assert!(total_kills >= 9, "too few kills landed: {total_kills}");
+}
+
+#[test]
+fn local_discovery_survives_random_kills() {
+    let mut rng = Rng::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    make_tree(&src, 4, 3, 12);
+    make_tree(&dst, 3, 3, 9);
+    std::fs::write(dst.join("d0").join("extra.bin"), b"x").unwrap();
+    let reference = dir.path().join("reference.duckdb");
+    let t0 = Instant::now();
+    assert_eq!(
+        discover_with_kills(
+            &["discover", s(&src), s(&dst), "--state", s(&reference)],
+            1,
+            &mut rng,
+            0
+        ),
+        0
+    );
+    let full_ms = (t0.elapsed().as_millis() as u64).max(20);
+    let mut total_kills = 0;
+    for round in 0..3 {
+        let state = dir.path().join(format!("killed-{round}.duckdb"));
+        total_kills += discover_with_kills(
+            &[
+                "discover",
+                s(&src),
+                s(&dst),
+                "--state",
+                s(&state),
+                "--workers",
+                "2",
+            ],
+            full_ms / 2,
+            &mut rng,
+            8,
+        );
+        same_end_state(&reference, &state);
+    }
+    eprintln!("local: {total_kills} kills, full run {full_ms} ms");
+    assert!(total_kills >= 6, "too few kills landed: {total_kills}");
+}
