@@ -967,7 +967,10 @@ fn compare_round(conn: &Connection, depth: u32, base: i64) -> Result<i64, duckdb
     let (n, n1) = (depth, depth + 1);
     // Each src folder at this depth: compare its children with the dst
     // folder of the same path (if that one was listed), or mark them all
-    // missing (the folder itself is missing, or is a file on dst).
+    // missing (the folder itself is missing, or is a file on dst). The dst
+    // join is a plain equi-join on the path (a dst child exists only under
+    // a listed dst folder), so DuckDB hashes it; a condition on the parent's
+    // mode there would turn it into a nested loop.
     conn.execute_batch(&format!(
         "CREATE OR REPLACE TEMP TABLE seal_src AS \
          WITH cs AS (SELECT node_id, arg_max(status, seq) AS st FROM src_status_events \
@@ -1000,7 +1003,7 @@ fn compare_round(conn: &Connection, depth: u32, base: i64) -> Result<i64, duckdb
                 ELSE NULL END AS reason \
          FROM src_nodes c \
          JOIN seal_parents p ON p.src_id = c.parent_id AND p.mode <> 'skip' \
-         LEFT JOIN dst_nodes d ON p.mode = 'compare' AND d.depth = {n1} AND d.rel_path = c.rel_path \
+         LEFT JOIN dst_nodes d ON d.depth = {n1} AND d.rel_path = c.rel_path \
          WHERE c.depth = {n1} AND c.id NOT IN \
            (SELECT node_id FROM src_status_events WHERE depth = {n1} AND phase = 'compare')"
     ))?;
