@@ -7,7 +7,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Kind codes stored in `*_nodes.kind` (see `treeshift_core::Kind::code`).
 pub const FOLDER: u8 = 0;
 
-/// Tables of a new state file. Node tables carry metadata only; statuses
+/// Tables of a new state file. JSON documents (settings, approval, metrics)
+/// are stored as text: DuckDB's JSON type needs an extension. Node tables carry metadata only; statuses
 /// live in the append-only event tables, ordered by `seq` (a counter, never
 /// wall-clock time, so there are no ties). Node tables have no index or key:
 /// appends stay fast and every read is a depth-filtered scan (rows are
@@ -20,8 +21,8 @@ CREATE TABLE migrations (
     phase VARCHAR NOT NULL,
     src VARCHAR NOT NULL,
     dst VARCHAR NOT NULL,
-    settings JSON NOT NULL,
-    approval JSON,
+    settings VARCHAR NOT NULL,
+    approval VARCHAR,
     created_at TIMESTAMP NOT NULL DEFAULT now(),
     updated_at TIMESTAMP NOT NULL DEFAULT now()
 );
@@ -64,6 +65,6 @@ CREATE TABLE logs (
 );
 CREATE TABLE queue_stats (
     side VARCHAR NOT NULL, depth INTEGER NOT NULL, recorded_at TIMESTAMP NOT NULL,
-    metrics JSON NOT NULL
+    metrics VARCHAR NOT NULL
 );
 "#;

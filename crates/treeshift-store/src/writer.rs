@@ -189,8 +189,11 @@ impl Writer {
         }
         // Bounded memory: DuckDB keeps what it wrote in its buffer pool
         // unless told otherwise; spills past the limit go to a temp folder.
+        // No extension autoloading: the JSON columns are plain text, and a
+        // state store must never reach for the network.
         let config = Config::default()
-            .max_memory("64MB")
+            .enable_autoload_extension(false)
+            .and_then(|c| c.max_memory("64MB"))
             .and_then(|c| c.threads(2))
             .and_then(|c| c.with("preserve_insertion_order", "false"))
             .context("configure DuckDB")?;
@@ -238,13 +241,13 @@ impl Writer {
             )
             .context("define macros")?;
         writer.next_id = writer.query_i64(
-            "SELECT greatest((SELECT coalesce(max(id), 0) FROM src_nodes), \
-             (SELECT coalesce(max(id), 0) FROM dst_nodes)) + 1",
+            "SELECT coalesce(max(m), 0) + 1 FROM \
+             (SELECT max(id) AS m FROM src_nodes UNION ALL SELECT max(id) FROM dst_nodes)",
         )?;
         writer.next_seq = writer.query_i64(
-            "SELECT greatest((SELECT coalesce(max(seq), 0) FROM src_status_events), \
-             (SELECT coalesce(max(seq), 0) FROM dst_status_events), \
-             (SELECT coalesce(max(seq), 0) FROM task_errors)) + 1",
+            "SELECT coalesce(max(m), 0) + 1 FROM \
+             (SELECT max(seq) AS m FROM src_status_events UNION ALL \
+              SELECT max(seq) FROM dst_status_events UNION ALL SELECT max(seq) FROM task_errors)",
         )?;
         Ok((writer, resumed))
     }
