@@ -748,8 +748,10 @@ impl Writer {
         let metrics = metrics.to_string();
         // One transaction: the round's last appends, its comparison, its
         // statistics and its marker land together or not at all.
+        let started = Instant::now();
         let (done, used) = self.in_transaction("seal a round", |conn| {
             append_buffered(conn, &buf)?;
+            let appended = started.elapsed();
             let used = match side {
                 Side::Src => {
                     replace_depth_stats(conn, Side::Src, depth + 1)?;
@@ -757,11 +759,19 @@ impl Writer {
                 }
                 Side::Dst => {
                     let used = compare_round(conn, depth, base)?;
+                    tracing::debug!(ms = started.elapsed().as_millis() as u64, "seal: compared");
                     replace_depth_stats(conn, Side::Src, depth + 1)?;
                     replace_depth_stats(conn, Side::Dst, depth + 1)?;
                     used
                 }
             };
+            tracing::debug!(
+                %side,
+                depth,
+                append_ms = appended.as_millis() as u64,
+                ms = started.elapsed().as_millis() as u64,
+                "seal: statistics written"
+            );
             // Delete + insert: cheaper than an upsert on a keyed table.
             conn.execute(&format!("DELETE FROM rounds WHERE side = '{side}' AND depth = {depth}"), [])?;
             conn.execute(
@@ -792,6 +802,7 @@ impl Writer {
             }
             Ok((done, used))
         })?;
+        tracing::debug!(%side, depth, ms = started.elapsed().as_millis() as u64, "seal: committed");
         self.next_seq = base + used;
         Ok(done)
     }
