@@ -2,12 +2,8 @@
 # Peak RSS and wall time of discovery on simulated trees of growing size
 # (100k, 1M nodes per side), to show memory stays bounded as trees grow.
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/treeshift-target}
-(cd "$repo" && cargo build --release -q -p treeshift)
-bin=$CARGO_TARGET_DIR/release/treeshift
-work=${BENCH_DIR:-/tmp/bench}/scaling; mkdir -p "$work"
+. "$(dirname "$0")/build.sh"
+work=$BENCH_DIR/scaling; mkdir -p "$work"
 printf '| tree | src nodes | wall s | peak RSS MiB |\n|---|---:|---:|---:|\n'
 for spec in "depth=3,fanout=10,files=90" "depth=4,fanout=10,files=90"; do
   rm -f "$work/s.duckdb" "$work/s.duckdb.wal"

@@ -3,12 +3,8 @@
 # source against (a) no destination at all and (b) a destination whose
 # listings are 100x slower, and compare when the source side finished.
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/treeshift-target}
-(cd "$repo" && cargo build --release -q -p treeshift)
-bin=$CARGO_TARGET_DIR/release/treeshift
-work=${BENCH_DIR:-/tmp/bench}/slowdst; mkdir -p "$work"
+. "$(dirname "$0")/build.sh"
+work=$BENCH_DIR/slowdst; mkdir -p "$work"
 tree=${TREE:-depth=3,fanout=8,files=20}
 src_lat=${SRC_LATENCY_US:-500}
 dst_lat=$((src_lat * 100))

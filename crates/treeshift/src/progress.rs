@@ -19,6 +19,19 @@ struct SideCounts {
 }
 
 impl SideCounts {
+    fn start_round(&self, round: u32, pending: u64) {
+        self.round.store(u64::from(round), Ordering::Relaxed);
+        self.round_pending.store(pending, Ordering::Relaxed);
+        self.round_done.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts one finished folder; returns the folders finished so far.
+    fn folder_done(&self, children: u64) -> u64 {
+        self.round_done.fetch_add(1, Ordering::Relaxed);
+        self.nodes.fetch_add(children, Ordering::Relaxed);
+        self.folders.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     fn line(&self, side: Side, elapsed: Duration) -> String {
         let folders = self.folders.load(Ordering::Relaxed);
         let rate = folders as f64 / elapsed.as_secs_f64().max(0.001);
@@ -84,20 +97,16 @@ impl Drop for Bars {
 
 impl DiscoveryProgress for Bars {
     fn round_started(&self, side: Side, round: u32, pending: u64) {
-        let c = &self.counts[idx(side)];
-        c.round.store(u64::from(round), Ordering::Relaxed);
-        c.round_pending.store(pending, Ordering::Relaxed);
-        c.round_done.store(0, Ordering::Relaxed);
+        self.counts[idx(side)].start_round(round, pending);
         self.redraw(side);
     }
 
     fn folder_done(&self, side: Side, children: u64) {
-        let c = &self.counts[idx(side)];
-        c.folders.fetch_add(1, Ordering::Relaxed);
-        c.round_done.fetch_add(1, Ordering::Relaxed);
-        c.nodes.fetch_add(children, Ordering::Relaxed);
         // indicatif throttles drawing; formatting is the only cost here.
-        if c.folders.load(Ordering::Relaxed).is_multiple_of(64) {
+        if self.counts[idx(side)]
+            .folder_done(children)
+            .is_multiple_of(64)
+        {
             self.redraw(side);
         }
     }
@@ -142,17 +151,11 @@ impl Lines {
 
 impl DiscoveryProgress for Lines {
     fn round_started(&self, side: Side, round: u32, pending: u64) {
-        let c = &self.counts[idx(side)];
-        c.round.store(u64::from(round), Ordering::Relaxed);
-        c.round_pending.store(pending, Ordering::Relaxed);
-        c.round_done.store(0, Ordering::Relaxed);
+        self.counts[idx(side)].start_round(round, pending);
     }
 
     fn folder_done(&self, side: Side, children: u64) {
-        let c = &self.counts[idx(side)];
-        c.folders.fetch_add(1, Ordering::Relaxed);
-        c.round_done.fetch_add(1, Ordering::Relaxed);
-        c.nodes.fetch_add(children, Ordering::Relaxed);
+        self.counts[idx(side)].folder_done(children);
         // try_lock: a worker never waits on another's printing.
         let Ok(mut last) = self.last.try_lock() else {
             return;
