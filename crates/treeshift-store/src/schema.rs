@@ -7,12 +7,14 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Kind codes stored in `*_nodes.kind` (see `treeshift_core::Kind::code`).
 pub const FOLDER: u8 = 0;
 
-/// Tables of a new state file. JSON documents (settings, approval, metrics)
-/// are stored as text: DuckDB's JSON type needs an extension. Node tables carry metadata only; statuses
+/// Tables of a new state file. Node tables carry metadata only; statuses
 /// live in the append-only event tables, ordered by `seq` (a counter, never
-/// wall-clock time, so there are no ties). Node tables have no index or key:
-/// appends stay fast and every read is a depth-filtered scan (rows are
-/// written round by round, so DuckDB's zone maps prune by depth and id).
+/// wall-clock time, so there are no ties). Node tables have no index or key,
+/// so appends stay fast; reads are depth-filtered scans (rows are written
+/// round by round, so on large trees DuckDB's zone maps can skip row groups
+/// of other depths; small trees fit in one or two row groups and are
+/// scanned whole). JSON documents (settings, approval, metrics) are stored
+/// as text: DuckDB's JSON type needs an extension the bundle lacks.
 pub const CREATE: &str = r#"
 CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
 CREATE TABLE migrations (
