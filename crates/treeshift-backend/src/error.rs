@@ -22,6 +22,8 @@ pub enum ErrorKind {
     Unsupported,
     /// The storage is full.
     NoSpace,
+    /// The storage is read-only.
+    ReadOnly,
     /// Anything else.
     Other,
 }
@@ -37,6 +39,7 @@ impl ErrorKind {
             ErrorKind::InvalidName => "invalid_name",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::NoSpace => "no_space",
+            ErrorKind::ReadOnly => "read_only",
             ErrorKind::Other => "other",
         }
     }
@@ -44,6 +47,12 @@ impl ErrorKind {
     /// Returns true if and only if the same call may succeed if retried.
     pub fn is_temporary(self) -> bool {
         matches!(self, ErrorKind::RateLimited | ErrorKind::Temporary)
+    }
+
+    /// Returns true if and only if the storage as a whole cannot take
+    /// writes (full or read-only): no point trying other items.
+    pub fn stops_writes(self) -> bool {
+        matches!(self, ErrorKind::NoSpace | ErrorKind::ReadOnly)
     }
 }
 
@@ -97,6 +106,7 @@ fn classify_io(err: &io::Error) -> ErrorKind {
         Some(code) if code == libc_codes::ENOSPC || code == libc_codes::EDQUOT => {
             return ErrorKind::NoSpace;
         }
+        Some(libc_codes::EROFS) => return ErrorKind::ReadOnly,
         Some(code)
             if code == libc_codes::EAGAIN
                 || code == libc_codes::EINTR
@@ -121,12 +131,13 @@ fn classify_io(err: &io::Error) -> ErrorKind {
 }
 
 /// Linux errno values this module classifies (kept here to avoid a libc
-/// dependency for five constants).
+/// dependency for a handful of constants).
 mod libc_codes {
     pub const EINTR: i32 = 4;
     pub const EAGAIN: i32 = 11;
     pub const EBUSY: i32 = 16;
     pub const ENOSPC: i32 = 28;
+    pub const EROFS: i32 = 30;
     pub const ENAMETOOLONG: i32 = 36;
     pub const EILSEQ: i32 = 84;
     pub const ETIMEDOUT: i32 = 110;

@@ -11,6 +11,8 @@ pub mod sim;
 
 pub use error::{BackendError, ErrorKind};
 
+use std::fs::File;
+use std::io::Read;
 use std::sync::Arc;
 use treeshift_core::{Entry, Kind, RelPath};
 
@@ -34,15 +36,123 @@ pub trait Backend: Send + Sync {
 
     /// Streams the direct children of `folder` (no recursion).
     fn list_children(&self, folder: &RelPath) -> Result<Children<'_>, BackendError>;
+
+    /// What is at `path` now (not following a symlink), `None` if nothing.
+    fn stat(&self, path: &RelPath) -> Result<Option<Entry>, BackendError>;
+
+    /// Opens a file for reading, with its metadata as of the open.
+    fn open_read(&self, path: &RelPath) -> Result<SourceFile, BackendError>;
+
+    /// The target of a symlink, as raw bytes.
+    fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, BackendError>;
+
+    /// Flushes everything written so far to stable storage. Called once per
+    /// batch of copied items, before the batch is recorded as copied.
+    fn sync(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// The write side, if this backend can be a destination.
+    fn writer(&self) -> Option<&dyn Writable> {
+        None
+    }
+}
+
+/// A destination a copy can write to.
+///
+/// Contract: a file appears at its final name only complete. Data goes to a
+/// temporary name in the same folder ([`Writable::write_temp`]) and is moved
+/// into place by [`Writable::commit_temp`]; nothing here deletes anything
+/// but temporaries, except [`Writable::remove`], which the engine calls
+/// only when an approved plan says to replace an item.
+pub trait Writable: Send + Sync {
+    /// Creates the folder `path` (its parent exists); an existing folder is
+    /// fine. The root is created with its missing ancestors.
+    fn create_folder(&self, path: &RelPath) -> Result<(), BackendError>;
+
+    /// Writes `source`'s data to `temp` (replacing any earlier attempt),
+    /// with the source's mtime and, where both sides have them, permission
+    /// bits. Returns the bytes written.
+    fn write_temp(&self, temp: &RelPath, source: &mut SourceFile) -> Result<u64, BackendError>;
+
+    /// Creates a symlink at `temp` pointing to `target`, with this mtime.
+    fn symlink_temp(
+        &self,
+        temp: &RelPath,
+        target: &[u8],
+        mtime_ns: Option<i64>,
+    ) -> Result<(), BackendError>;
+
+    /// Moves `temp` to `path`. With `replace` false it never replaces an
+    /// existing item: it returns `Ok(false)` and leaves `temp` in place.
+    fn commit_temp(
+        &self,
+        temp: &RelPath,
+        path: &RelPath,
+        replace: bool,
+    ) -> Result<bool, BackendError>;
+
+    /// Removes a temporary; one that is not there is fine.
+    fn remove_temp(&self, temp: &RelPath) -> Result<(), BackendError>;
+
+    /// Moves `path` to `to` (a sibling), never replacing an existing `to`.
+    fn move_aside(&self, path: &RelPath, to: &RelPath) -> Result<(), BackendError>;
+
+    /// Removes `path`, a folder with everything in it.
+    fn remove(&self, path: &RelPath) -> Result<(), BackendError>;
+
+    /// Sets the mtime of `path` (a folder, after its contents were written).
+    fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> Result<(), BackendError>;
+}
+
+/// An open source file.
+pub struct SourceFile {
+    /// The data.
+    pub reader: Reader,
+    /// Size when opened.
+    pub size: u64,
+    /// Modification time when opened, in nanoseconds.
+    pub mtime_ns: Option<i64>,
+    /// Unix permission bits, where the storage has them.
+    pub mode: Option<u32>,
+}
+
+/// Where a source file's data comes from. A local file stays a [`File`] so
+/// a local destination can use the kernel's copy (`copy_file_range`, which
+/// reflinks where the file system can).
+pub enum Reader {
+    /// A local file.
+    File(File),
+    /// Any other byte stream.
+    Stream(Box<dyn Read + Send>),
+}
+
+impl SourceFile {
+    /// Size and mtime now, to detect a file that changed while it was read;
+    /// `None` where the storage cannot tell cheaply (streams are snapshots).
+    pub fn restat(&self) -> Option<(u64, Option<i64>)> {
+        match &self.reader {
+            Reader::File(f) => f
+                .metadata()
+                .ok()
+                .map(|m| (m.len(), Some(local::mtime_ns(&m)))),
+            Reader::Stream(_) => None,
+        }
+    }
 }
 
 /// Opens a backend from a location as the CLI takes it: a local path,
-/// `file:///path`, or `sim:key=value,...`.
+/// `file:///path`, `local:/path` (what [`Backend::describe`] gives), or
+/// `sim:key=value,...`.
 pub fn open(location: &str) -> Result<Arc<dyn Backend>, BackendError> {
     if let Some(params) = location.strip_prefix("sim:") {
         return Ok(Arc::new(sim::SimBackend::from_params(params)?));
     }
     if let Some(path) = location.strip_prefix("file://") {
+        return open(path);
+    }
+    // As `describe` writes it (and state files record it).
+    if let Some(path) = location.strip_prefix("local:") {
         return open(path);
     }
     if let Some((scheme, _)) = location.split_once("://") {

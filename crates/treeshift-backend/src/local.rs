@@ -4,13 +4,15 @@
 //! open folder (`statx`/`fstatat` with no symlink following), which is what
 //! `find -printf` does. Symlinks are reported, never followed.
 
-use crate::{Backend, BackendError, Children};
+use crate::{Backend, BackendError, Children, Reader, SourceFile, Writable};
+use rustix::fs::{AtFlags, CWD, RenameFlags, Timespec, Timestamps, UTIME_OMIT};
 use std::ffi::OsStr;
-use std::fs::{self, DirEntry, FileType, Metadata};
+use std::fs::{self, DirEntry, File, FileType, Metadata, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use treeshift_core::{Entry, Kind, RelPath};
 
 /// A tree on a local file system.
@@ -69,6 +71,219 @@ impl Backend for LocalBackend {
             },
         )))
     }
+
+    fn stat(&self, path: &RelPath) -> Result<Option<Entry>, BackendError> {
+        match fs::symlink_metadata(self.full_path(path)) {
+            Ok(meta) => Ok(Some(entry_from_metadata(path.name().to_vec(), &meta))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err("stat", path, &e)),
+        }
+    }
+
+    fn open_read(&self, path: &RelPath) -> Result<SourceFile, BackendError> {
+        // O_NOFOLLOW: a file replaced by a symlink since discovery is not
+        // followed out of the tree.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(self.full_path(path))
+            .map_err(|e| self.err("open", path, &e))?;
+        let meta = file.metadata().map_err(|e| self.err("stat", path, &e))?;
+        if !meta.is_file() {
+            return Err(BackendError::new(
+                crate::ErrorKind::Other,
+                "open",
+                path.to_string(),
+                "not a regular file",
+            ));
+        }
+        Ok(SourceFile {
+            size: meta.len(),
+            mtime_ns: Some(mtime_ns(&meta)),
+            mode: Some(meta.mode()),
+            reader: Reader::File(file),
+        })
+    }
+
+    fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, BackendError> {
+        fs::read_link(self.full_path(path))
+            .map(|t| t.into_os_string().into_encoded_bytes())
+            .map_err(|e| self.err("read_link", path, &e))
+    }
+
+    fn sync(&self) -> Result<(), BackendError> {
+        let root = File::open(&self.root).map_err(|e| self.err("sync", &RelPath::root(), &e))?;
+        rustix::fs::syncfs(&root).map_err(|e| self.err("sync", &RelPath::root(), &e.into()))
+    }
+
+    fn writer(&self) -> Option<&dyn Writable> {
+        Some(self)
+    }
+}
+
+impl LocalBackend {
+    fn err(&self, operation: &'static str, path: &RelPath, e: &io::Error) -> BackendError {
+        BackendError::from_io(operation, path.to_string(), e)
+    }
+}
+
+impl Writable for LocalBackend {
+    fn create_folder(&self, path: &RelPath) -> Result<(), BackendError> {
+        let full = self.full_path(path);
+        let made = if path.is_root() {
+            fs::create_dir_all(&full)
+        } else {
+            fs::create_dir(&full)
+        };
+        match made {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && is_real_dir(&full) => Ok(()),
+            Err(e) => Err(self.err("create_folder", path, &e)),
+        }
+    }
+
+    fn write_temp(&self, temp: &RelPath, source: &mut SourceFile) -> Result<u64, BackendError> {
+        let full = self.full_path(temp);
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&full)
+            .map_err(|e| self.err("write", temp, &e))?;
+        // File to file, std's `io::copy` uses copy_file_range (or sendfile).
+        let written = match &mut source.reader {
+            Reader::File(f) => io::copy(f, &mut out),
+            Reader::Stream(r) => io::copy(r, &mut out),
+        }
+        .map_err(|e| self.err("write", temp, &e))?;
+        if let Some(mode) = source.mode {
+            out.set_permissions(Permissions::from_mode(mode & 0o7777))
+                .map_err(|e| self.err("chmod", temp, &e))?;
+        }
+        if let Some(ns) = source.mtime_ns {
+            out.set_modified(system_time(ns))
+                .map_err(|e| self.err("set_mtime", temp, &e))?;
+        }
+        Ok(written)
+    }
+
+    fn symlink_temp(
+        &self,
+        temp: &RelPath,
+        target: &[u8],
+        mtime_ns: Option<i64>,
+    ) -> Result<(), BackendError> {
+        let full = self.full_path(temp);
+        let _ = fs::remove_file(&full);
+        std::os::unix::fs::symlink(OsStr::from_bytes(target), &full)
+            .map_err(|e| self.err("symlink", temp, &e))?;
+        if let Some(ns) = mtime_ns {
+            let times = Timestamps {
+                last_access: Timespec {
+                    tv_sec: 0,
+                    tv_nsec: UTIME_OMIT,
+                },
+                last_modification: timespec(ns),
+            };
+            rustix::fs::utimensat(CWD, &full, &times, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.err("set_mtime", temp, &e.into()))?;
+        }
+        Ok(())
+    }
+
+    fn commit_temp(
+        &self,
+        temp: &RelPath,
+        path: &RelPath,
+        replace: bool,
+    ) -> Result<bool, BackendError> {
+        let (from, to) = (self.full_path(temp), self.full_path(path));
+        if replace {
+            return fs::rename(&from, &to)
+                .map(|()| true)
+                .map_err(|e| self.err("rename", path, &e));
+        }
+        match rustix::fs::renameat_with(CWD, &from, CWD, &to, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::EXIST) => Ok(false),
+            // File systems without RENAME_NOREPLACE: a hard link never
+            // replaces either (a symlink is linked as itself).
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                match fs::hard_link(&from, &to) {
+                    Ok(()) => {
+                        fs::remove_file(&from).map_err(|e| self.err("rename", temp, &e))?;
+                        Ok(true)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(self.err("rename", path, &e)),
+                }
+            }
+            Err(e) => Err(self.err("rename", path, &e.into())),
+        }
+    }
+
+    fn remove_temp(&self, temp: &RelPath) -> Result<(), BackendError> {
+        match fs::remove_file(self.full_path(temp)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("remove_temp", temp, &e)),
+        }
+    }
+
+    fn move_aside(&self, path: &RelPath, to: &RelPath) -> Result<(), BackendError> {
+        rustix::fs::renameat_with(
+            CWD,
+            self.full_path(path),
+            CWD,
+            self.full_path(to),
+            RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| self.err("move_aside", path, &e.into()))
+    }
+
+    fn remove(&self, path: &RelPath) -> Result<(), BackendError> {
+        let full = self.full_path(path);
+        let removed = match fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&full),
+            Ok(_) => fs::remove_file(&full),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        removed.map_err(|e| self.err("remove", path, &e))
+    }
+
+    fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> Result<(), BackendError> {
+        File::open(self.full_path(path))
+            .and_then(|f| f.set_modified(system_time(mtime_ns)))
+            .map_err(|e| self.err("set_mtime", path, &e))
+    }
+}
+
+fn is_real_dir(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+fn system_time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn timespec(ns: i64) -> Timespec {
+    Timespec {
+        tv_sec: ns.div_euclid(1_000_000_000),
+        tv_nsec: ns.rem_euclid(1_000_000_000),
+    }
+}
+
+/// A file's mtime in nanoseconds.
+pub fn mtime_ns(meta: &Metadata) -> i64 {
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
 }
 
 /// Turns a directory entry into an [`Entry`]; `None` if it vanished meanwhile.
@@ -89,11 +304,7 @@ pub fn entry_from_metadata(name: Vec<u8>, meta: &Metadata) -> Entry {
         name,
         kind,
         size: if kind == Kind::Folder { 0 } else { meta.size() },
-        mtime_ns: Some(
-            meta.mtime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(meta.mtime_nsec()),
-        ),
+        mtime_ns: Some(mtime_ns(meta)),
     }
 }
 
@@ -177,5 +388,62 @@ mod tests {
         assert_eq!(b.root_kind().unwrap(), None);
         let err = b.list_children(&RelPath::root()).err().unwrap();
         assert_eq!(err.kind, ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn writes_land_whole_and_never_replace_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("f"), b"new data").unwrap();
+        fs::set_permissions(src.join("f"), Permissions::from_mode(0o640)).unwrap();
+        File::options()
+            .write(true)
+            .open(src.join("f"))
+            .unwrap()
+            .set_modified(system_time(1_600_000_000_123_456_789))
+            .unwrap();
+        let (s, d) = (LocalBackend::new(&src), LocalBackend::new(&dst));
+        let w = d.writer().unwrap();
+        w.create_folder(&RelPath::root()).unwrap();
+        w.create_folder(&RelPath::root()).unwrap();
+        let (f, tmp) = (
+            RelPath::from_bytes(b"f".to_vec()),
+            RelPath::from_bytes(b".t".to_vec()),
+        );
+        let mut source = s.open_read(&f).unwrap();
+        assert_eq!(w.write_temp(&tmp, &mut source).unwrap(), 8);
+        fs::write(dst.join("f"), b"theirs").unwrap();
+        assert!(!w.commit_temp(&tmp, &f, false).unwrap(), "never replaces");
+        assert_eq!(fs::read(dst.join("f")).unwrap(), b"theirs");
+        assert!(w.commit_temp(&tmp, &f, true).unwrap());
+        assert_eq!(fs::read(dst.join("f")).unwrap(), b"new data");
+        assert!(!dst.join(".t").exists());
+        let (a, b) = (s.stat(&f).unwrap().unwrap(), d.stat(&f).unwrap().unwrap());
+        assert_eq!(
+            (a.size, a.mtime_ns),
+            (b.size, b.mtime_ns),
+            "mtime to the nanosecond"
+        );
+        let mode = fs::metadata(dst.join("f")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        w.remove_temp(&tmp).unwrap();
+        w.symlink_temp(&tmp, b"../elsewhere", Some(1_500_000_000_000_000_000))
+            .unwrap();
+        let link = RelPath::from_bytes(b"l".to_vec());
+        assert!(w.commit_temp(&tmp, &link, false).unwrap());
+        assert_eq!(d.read_link(&link).unwrap(), b"../elsewhere");
+        assert_eq!(
+            d.stat(&link).unwrap().unwrap().mtime_ns,
+            Some(1_500_000_000_000_000_000)
+        );
+        let aside = RelPath::from_bytes(b"f.old".to_vec());
+        w.move_aside(&f, &aside).unwrap();
+        assert_eq!(fs::read(dst.join("f.old")).unwrap(), b"new data");
+        fs::write(dst.join("f"), b"again").unwrap();
+        assert!(
+            w.move_aside(&f, &aside).is_err(),
+            "an aside name is never replaced"
+        );
     }
 }

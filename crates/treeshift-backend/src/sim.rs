@@ -358,6 +358,7 @@ const TAG_EXTRA_SIZE: u64 = 7;
 const TAG_EXTRA_MTIME: u64 = 8;
 const TAG_PERM: u64 = 9;
 const TAG_TRANSIENT: u64 = 10;
+const TAG_CONTENT: u64 = 11;
 
 fn fnv_extend(mut state: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
@@ -657,6 +658,55 @@ impl SimBackend {
         Ok(at)
     }
 
+    /// The entry at `path` in this variant, `None` if it has none. Faults
+    /// apply to listings only.
+    fn entry_at(&self, path: &RelPath) -> Result<Option<Entry>, BackendError> {
+        if path.is_root() {
+            return Ok(Some(Entry {
+                name: Vec::new(),
+                kind: Kind::Folder,
+                size: 0,
+                mtime_ns: Some(mtime_from(node_hash(self.params.seed, TAG_MTIME, 0))),
+            }));
+        }
+        let at = match self.resolve(&path.parent()) {
+            Ok(at) => at,
+            Err(e) if e.kind == ErrorKind::NotFound || e.kind == ErrorKind::Other => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(self.child_by_name(at, path.name()))
+    }
+
+    /// The entry at `path`, which must be of `kind`.
+    fn expect_at(
+        &self,
+        path: &RelPath,
+        kind: Kind,
+        operation: &'static str,
+    ) -> Result<Entry, BackendError> {
+        match self.entry_at(path)? {
+            Some(e) if e.kind == kind => Ok(e),
+            Some(e) => Err(BackendError::new(
+                ErrorKind::Other,
+                operation,
+                path.to_string(),
+                format!(
+                    "a {} in the simulated tree, not a {}",
+                    e.kind.as_str(),
+                    kind.as_str()
+                ),
+            )),
+            None => Err(BackendError::new(
+                ErrorKind::NotFound,
+                operation,
+                path.to_string(),
+                "not in the simulated tree",
+            )),
+        }
+    }
+
     /// Decides whether this listing attempt faults: `Err` for a fault at the
     /// call, `Ok(Some(n))` for one after `n` entries, `Ok(None)` for none.
     fn transient_fault(
@@ -741,6 +791,70 @@ impl Backend for SimBackend {
             finished: false,
         }))
     }
+
+    fn stat(&self, path: &RelPath) -> Result<Option<Entry>, BackendError> {
+        self.entry_at(path)
+    }
+
+    fn open_read(&self, path: &RelPath) -> Result<crate::SourceFile, BackendError> {
+        let p = &self.params;
+        if p.latency_us > 0 {
+            thread::sleep(Duration::from_micros(p.latency_us));
+        }
+        let entry = self.expect_at(path, Kind::File, "open")?;
+        Ok(crate::SourceFile {
+            reader: crate::Reader::Stream(Box::new(SimContent {
+                key: content_key(p.seed, path, &entry),
+                pos: 0,
+                len: entry.size,
+            })),
+            size: entry.size,
+            mtime_ns: entry.mtime_ns,
+            mode: None,
+        })
+    }
+
+    fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, BackendError> {
+        let entry = self.expect_at(path, Kind::Symlink, "read_link")?;
+        // As long as the size discovery reported, like a real symlink.
+        let mut target = b"target-".to_vec();
+        let key = content_key(self.params.seed, path, &entry);
+        while (target.len() as u64) < entry.size {
+            target.push(b'a' + (mix(key ^ target.len() as u64) % 26) as u8);
+        }
+        target.truncate(entry.size as usize);
+        Ok(target)
+    }
+}
+
+/// A simulated file's content: bytes drawn from a seed, so a copy can be
+/// checked byte for byte against a fresh read. The seed covers the path,
+/// size and mtime, so a modified file has other content.
+struct SimContent {
+    key: u64,
+    pos: u64,
+    len: u64,
+}
+
+impl std::io::Read for SimContent {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min((self.len - self.pos) as usize);
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            let at = self.pos + i as u64;
+            *b = mix(self.key ^ (at / 8)).to_le_bytes()[(at % 8) as usize];
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+fn content_key(seed: u64, path: &RelPath, entry: &Entry) -> u64 {
+    let ph = fnv_extend(FolderAt::ROOT.prefix, path.as_bytes());
+    node_hash(
+        seed,
+        TAG_CONTENT,
+        ph ^ mix(entry.size) ^ mix(entry.mtime_ns.unwrap_or(0) as u64),
+    )
 }
 
 /// The lazy listing of one folder: entries are computed as they are pulled.
@@ -959,6 +1073,7 @@ fn missing_subtree(src: &dyn Backend, path: &RelPath, c: &mut ExpectedCounts) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read as _;
 
     fn sim(params: &str) -> SimBackend {
         SimBackend::from_params(params).unwrap()
@@ -1192,6 +1307,15 @@ mod tests {
                     })
                 })))
             }
+            fn stat(&self, path: &RelPath) -> Result<Option<Entry>, BackendError> {
+                self.0.stat(path)
+            }
+            fn open_read(&self, path: &RelPath) -> Result<crate::SourceFile, BackendError> {
+                self.0.open_read(path)
+            }
+            fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, BackendError> {
+                self.0.read_link(path)
+            }
         }
         let src = sim(SMALL);
         let dst = Flip(sim(SMALL));
@@ -1381,6 +1505,39 @@ mod tests {
         assert_eq!(root.len(), 1 + 1 + 6 + 2 + 1);
         let err = b
             .list_children(&RelPath::from_bytes(b"d00/new\nline".to_vec()))
+            .err()
+            .unwrap();
+        assert_eq!(err.kind, ErrorKind::Other);
+    }
+
+    #[test]
+    fn content_is_deterministic_and_as_long_as_the_size() {
+        let b = sim("depth=1,fanout=2,files=5,sizes=mixed,symlinks=1");
+        let read = |p: &str| {
+            let mut f = b
+                .open_read(&RelPath::from_bytes(p.as_bytes().to_vec()))
+                .unwrap();
+            let mut data = Vec::new();
+            match &mut f.reader {
+                crate::Reader::Stream(r) => r.read_to_end(&mut data).unwrap(),
+                crate::Reader::File(_) => unreachable!(),
+            };
+            (f.size, data)
+        };
+        let (size, data) = read("d00/f0002.dat");
+        assert_eq!(data.len() as u64, size);
+        assert_eq!(read("d00/f0002.dat").1, data, "the same bytes every time");
+        assert_ne!(read("d01/f0002.dat").1, data, "another path, other bytes");
+        let link = RelPath::from_bytes(b"d00/l0".to_vec());
+        let target = b.read_link(&link).unwrap();
+        assert_eq!(target.len() as u64, b.stat(&link).unwrap().unwrap().size);
+        assert!(
+            b.stat(&RelPath::from_bytes(b"d00/nope".to_vec()))
+                .unwrap()
+                .is_none()
+        );
+        let err = b
+            .open_read(&RelPath::from_bytes(b"d00".to_vec()))
             .err()
             .unwrap();
         assert_eq!(err.kind, ErrorKind::Other);

@@ -1,11 +1,16 @@
 //! treeshift's model: what a node is, which side it lives on, the statuses
 //! discovery gives it, relative paths made of raw bytes, and the filters that
-//! exclude nodes. Pure data and rules: nothing here touches storage.
+//! exclude nodes, and the copy plan's vocabulary. Pure data and rules: nothing here touches storage.
 
 mod filter;
 mod model;
 mod path;
+mod plan;
 
 pub use filter::{Filter, FilterError, Verdict};
 pub use model::{Entry, Kind, ListStatus, RoundState, Side, Status, Summary, ToCopy, Totals};
 pub use path::{RelPath, display_bytes};
+pub use plan::{
+    Action, Approval, CopyStatus, CopySummary, Policy, VerifyStatus, VerifySummary, aside_name,
+    mtime_secs, temp_name,
+};

@@ -57,6 +57,20 @@ impl RelPath {
         }
     }
 
+    /// The folder holding this path (the root for a top-level name and for
+    /// the root itself).
+    pub fn parent(&self) -> RelPath {
+        match self.0.iter().rposition(|&b| b == b'/') {
+            Some(i) => RelPath(self.0[..i].to_vec()),
+            None => RelPath::root(),
+        }
+    }
+
+    /// A sibling of this path called `name` (same parent folder).
+    pub fn sibling(&self, name: &[u8]) -> RelPath {
+        self.parent().join(name)
+    }
+
     /// Number of names in the path: 0 for the root.
     pub fn depth(&self) -> usize {
         if self.0.is_empty() {

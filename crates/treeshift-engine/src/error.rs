@@ -33,12 +33,32 @@ pub enum EngineError {
         /// The backend's error.
         source: BackendError,
     },
+    /// Copy or verify needs an approval that matches the current plan.
+    #[error("approval required: {0}")]
+    ApprovalRequired(#[source] StoreError),
+    /// The destination cannot take writes at all (full, read-only): the
+    /// run stops; items not finished stay pending for the next run.
+    #[error("the destination cannot take more writes: {0}")]
+    Destination(#[source] BackendError),
+    /// The destination's backend cannot be written to.
+    #[error("the destination {0} cannot be written to by this backend")]
+    NotWritable(String),
     /// A worker thread panicked (a bug; the state file stays consistent).
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl EngineError {
+    /// Sorts the store's approval errors from its other errors.
+    pub(crate) fn approval(e: StoreError) -> Self {
+        match e {
+            StoreError::NotApproved
+            | StoreError::PlanChanged { .. }
+            | StoreError::NotDiscovered => EngineError::ApprovalRequired(e),
+            other => EngineError::Store(other),
+        }
+    }
+
     pub(crate) fn not_folder(side: &'static str, location: String, kind: Kind) -> Self {
         EngineError::RootNotFolder {
             side,

@@ -8,13 +8,22 @@
 //! folder (no recursion), filters the children and streams them to the
 //! store. A [`coordinator::Gate`] keeps the destination behind the source;
 //! the source never waits for the destination.
+//!
+//! [`copy`] carries out the approved plan (folders round by round, then
+//! files by a pool with bounded bytes in flight, atomic and durable in
+//! batches); [`verify`] re-reads what was copied.
 
 pub mod coordinator;
+mod copy;
 mod discover;
 mod error;
+mod pool;
 mod progress;
+mod verify;
 mod worker;
 
+pub use copy::{CopyOptions, CopyProgress, copy};
 pub use discover::{DiscoverOptions, discover};
 pub use error::EngineError;
 pub use progress::{DiscoveryProgress, NoProgress};
+pub use verify::{VerifyProgress, verify};

@@ -61,6 +61,32 @@ pub enum StoreError {
         /// The database's error.
         source: duckdb::Error,
     },
+    /// Approval or copy before discovery finished.
+    #[error("discovery has not finished (run discover again to finish it)")]
+    NotDiscovered,
+    /// Copy or verify without an approved plan.
+    #[error(
+        "no approved plan: review it (review --state FILE), then approve it (approve --state FILE)"
+    )]
+    NotApproved,
+    /// The plan changed since it was approved (discovery ran again).
+    #[error(
+        "the plan changed since it was approved (approved {approved}, now {current}): review it and approve again"
+    )]
+    PlanChanged {
+        /// The approved plan's hash.
+        approved: String,
+        /// The current plan's hash.
+        current: String,
+    },
+    /// A new approval after the copy of another plan started.
+    #[error(
+        "the copy of the plan approved with policy '{policy}' has started; finish it (copy) before approving another plan"
+    )]
+    CopyStarted {
+        /// The policy of the plan being copied.
+        policy: String,
+    },
     /// The store thread stopped after an earlier error.
     #[error("state store stopped: {0}")]
     Stopped(String),

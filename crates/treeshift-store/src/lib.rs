@@ -29,7 +29,10 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use treeshift_core::{Entry, Kind, RelPath, Side, Status, Summary};
+use treeshift_core::{
+    Action, Approval, CopyStatus, CopySummary, Entry, Kind, Policy, RelPath, Side, Status, Summary,
+    VerifyStatus, VerifySummary,
+};
 use writer::{Request, Writer};
 
 /// What a migration is: its two roots and the settings discovery ran with.
@@ -110,6 +113,121 @@ pub struct ReviewItem {
     pub reason: Option<String>,
 }
 
+/// What discovery saw at a destination path the plan replaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DstSeen {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its size.
+    pub size: u64,
+    /// Its mtime in nanoseconds.
+    pub mtime_ns: Option<i64>,
+}
+
+/// One approved plan item to copy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyTask {
+    /// Source node id.
+    pub id: i64,
+    /// Depth (the root is 0).
+    pub depth: u32,
+    /// Kind on the source.
+    pub kind: Kind,
+    /// What the plan does.
+    pub action: Action,
+    /// Path relative to both roots.
+    pub path: RelPath,
+    /// Size discovery recorded on the source.
+    pub size: u64,
+    /// Mtime discovery recorded on the source.
+    pub mtime_ns: Option<i64>,
+    /// What discovery saw at the destination path, if anything.
+    pub dst: Option<DstSeen>,
+}
+
+/// What a copy run has left to do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CopyTodo {
+    /// Folders to create.
+    pub folders: u64,
+    /// Files and symlinks to copy.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Depths that have folders to create, ascending.
+    pub folder_depths: Vec<u32>,
+}
+
+/// Which pending items to pull.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyPull {
+    /// Folders at this depth.
+    Folders {
+        /// The depth.
+        depth: u32,
+    },
+    /// Files and symlinks (all depths).
+    Files,
+}
+
+/// The outcome of one copy task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyEvent {
+    /// Source node id.
+    pub id: i64,
+    /// Its depth.
+    pub depth: u32,
+    /// The new status.
+    pub status: CopyStatus,
+    /// Why (for failed, changed, skipped).
+    pub reason: Option<String>,
+    /// For failures: the path and the error, also recorded in `task_errors`.
+    pub error: Option<(RelPath, Failure)>,
+}
+
+/// A created folder whose mtime is set once its contents are written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderTime {
+    /// Source node id.
+    pub id: i64,
+    /// Depth.
+    pub depth: u32,
+    /// Path.
+    pub path: RelPath,
+    /// The source's mtime.
+    pub mtime_ns: i64,
+}
+
+/// One copied item to verify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyTask {
+    /// Source node id.
+    pub id: i64,
+    /// Depth.
+    pub depth: u32,
+    /// Kind.
+    pub kind: Kind,
+    /// Path.
+    pub path: RelPath,
+    /// Size copied.
+    pub size: u64,
+    /// Mtime copied.
+    pub mtime_ns: Option<i64>,
+}
+
+/// The outcome of verifying one item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyEvent {
+    /// Source node id.
+    pub id: i64,
+    /// Depth.
+    pub depth: u32,
+    /// The result.
+    pub status: VerifyStatus,
+    /// How it differs, or why it could not be checked.
+    pub reason: Option<String>,
+}
+
 /// Which items a review lists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReviewSelect {
@@ -119,6 +237,10 @@ pub enum ReviewSelect {
     Failed,
     /// Everything that needs attention or action: all but `same`.
     Actionable,
+    /// Plan items with this copy status.
+    Copy(CopyStatus),
+    /// Copied items whose verification did not pass.
+    VerifyProblems,
 }
 
 /// The owner of a state file: starts the store thread and stops it.
@@ -382,6 +504,87 @@ impl StoreHandle {
         sink: Sender<Vec<ReviewItem>>,
     ) -> Result<(), StoreError> {
         self.call(move |w| w.review(select, &sink))
+    }
+
+    /// Computes the plan for `policy` and records its approval by
+    /// `approved_by`. Refused before discovery finished, and once the copy
+    /// of a different plan started.
+    pub fn approve(&self, policy: Policy, approved_by: &str) -> Result<Approval, StoreError> {
+        let by = approved_by.to_string();
+        self.call(move |w| w.approve(policy, &by))
+    }
+
+    /// The recorded approval, if any, without checking it.
+    pub fn approval(&self) -> Result<Option<Approval>, StoreError> {
+        self.call(|w| w.approval())
+    }
+
+    /// The approval, checked against the plan discovery gives now: an error
+    /// if there is none or the plan changed since.
+    pub fn approved_plan(&self) -> Result<Approval, StoreError> {
+        self.call(|w| w.approved_plan())
+    }
+
+    /// Prepares a copy run: the approved items not done yet.
+    pub fn begin_copy(&self) -> Result<CopyTodo, StoreError> {
+        self.call(|w| w.begin_copy())
+    }
+
+    /// Up to `limit` items of the copy run with ids above `after`.
+    pub fn pull_copy(
+        &self,
+        pull: CopyPull,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<CopyTask>, StoreError> {
+        self.call(move |w| w.pull_copy(pull, after, limit))
+    }
+
+    /// Records copy outcomes (buffered; committed in batches). The caller
+    /// makes the data durable first.
+    pub fn record_copy(&self, events: Vec<CopyEvent>) -> Result<(), StoreError> {
+        self.call(move |w| {
+            w.record_copy(events);
+            Ok(())
+        })
+    }
+
+    /// Folders the plan creates, deepest first, after the keyset position
+    /// `after` (depth, id).
+    pub fn folder_times(
+        &self,
+        after: Option<(u32, i64)>,
+        limit: usize,
+    ) -> Result<Vec<FolderTime>, StoreError> {
+        self.call(move |w| w.folder_times(after, limit))
+    }
+
+    /// Copy progress and results.
+    pub fn copy_summary(&self) -> Result<CopySummary, StoreError> {
+        self.call(|w| w.copy_summary())
+    }
+
+    /// Prepares a verification of every copied item; returns how many.
+    pub fn begin_verify(&self, checksum: bool) -> Result<u64, StoreError> {
+        self.call(move |w| w.begin_verify(checksum))
+    }
+
+    /// Up to `limit` items to verify with ids above `after`.
+    pub fn pull_verify(&self, after: i64, limit: usize) -> Result<Vec<VerifyTask>, StoreError> {
+        self.call(move |w| w.pull_verify(after, limit))
+    }
+
+    /// Records verification outcomes (buffered).
+    pub fn record_verify(&self, events: Vec<VerifyEvent>) -> Result<(), StoreError> {
+        self.call(move |w| {
+            w.record_verify(events);
+            Ok(())
+        })
+    }
+
+    /// Verification results, if a verification ran.
+    pub fn verify_summary(&self) -> Result<Option<VerifySummary>, StoreError> {
+        self.call(|w| w.verify_summary())
     }
 
     /// Commits everything buffered so far.

@@ -2,12 +2,16 @@
 
 /// The schema this build writes and reads. A file with another version is
 /// refused with a clear error instead of being misread.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Kind codes stored in `*_nodes.kind` (see `treeshift_core::Kind::code`).
 pub const FOLDER: u8 = 0;
 
-/// Tables of a new state file. Node tables carry metadata only; statuses
+/// Tables of a new state file. `copy_plan` is the approved plan: one row per
+/// source item discovery found missing, differing or in conflict, with the
+/// action the approved policy gives it and what the destination held;
+/// copy and verify statuses are events (phases `copy`, `verify`) on the
+/// source's event table. Node tables carry metadata only; statuses
 /// live in the append-only event tables, ordered by `seq` (a counter, never
 /// wall-clock time, so there are no ties). Node tables have no index or key,
 /// so appends stay fast; reads are depth-filtered scans (rows are written
@@ -64,6 +68,13 @@ CREATE TABLE task_errors (
 CREATE TABLE logs (
     seq BIGINT NOT NULL, recorded_at TIMESTAMP NOT NULL, level VARCHAR NOT NULL,
     target VARCHAR NOT NULL, message VARCHAR NOT NULL
+);
+CREATE TABLE copy_plan (
+    node_id BIGINT NOT NULL, parent_id BIGINT, depth INTEGER NOT NULL,
+    kind UTINYINT NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT,
+    rel_path BLOB NOT NULL, status VARCHAR NOT NULL,
+    dst_kind UTINYINT, dst_size UBIGINT, dst_mtime_ns BIGINT,
+    action VARCHAR NOT NULL, reason VARCHAR
 );
 CREATE TABLE queue_stats (
     side VARCHAR NOT NULL, depth INTEGER NOT NULL, recorded_at TIMESTAMP NOT NULL,

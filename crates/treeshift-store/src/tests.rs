@@ -1,7 +1,7 @@
 //! Store tests: file identity, versions, and the resume invariants.
 
 use super::*;
-use treeshift_core::Entry;
+use treeshift_core::{CopyStatus, Entry, Policy};
 
 fn spec(dst: &str) -> MigrationSpec {
     MigrationSpec {
@@ -136,5 +136,77 @@ fn a_listing_cut_short_is_discarded_and_seals_are_idempotent() {
     assert_eq!((s.to_copy.files, s.to_copy.bytes), (2, 5));
     assert!(h.seal_round(Side::Dst, 0, serde_json::json!({})).unwrap());
     assert_eq!(h.summary().unwrap(), s, "sealing twice never double-counts");
+    store.close().unwrap();
+}
+
+/// Discovers a root with `a` (same), `b` (differs) and `c` (missing).
+fn discovered(path: &std::path::Path) -> Store {
+    let (store, _) = Store::open(path, OpenMode::CreateOrResume(spec("sim:b"))).unwrap();
+    let h = store.handle();
+    h.record_roots(Some(Kind::Folder)).unwrap();
+    for (side, children) in [
+        (Side::Src, vec![file("a", 1), file("b", 2), file("c", 3)]),
+        (Side::Dst, vec![file("a", 1), file("b", 5)]),
+    ] {
+        h.begin_round(side, 0).unwrap();
+        let root = h.pull(side, i64::MIN, 10).unwrap().remove(0);
+        h.record_children(side, &root, children).unwrap();
+        h.folder_listed(side, &root).unwrap();
+        assert!(h.seal_round(side, 0, serde_json::json!({})).unwrap());
+    }
+    store
+}
+
+#[test]
+fn approval_records_the_plan_and_a_changed_plan_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.duckdb");
+    let store = discovered(&path);
+    let h = store.handle();
+    assert!(matches!(h.approved_plan(), Err(StoreError::NotApproved)));
+    let skip = h.approve(Policy::Skip, "tester").unwrap();
+    assert_eq!((skip.items, skip.skipped, skip.bytes), (1, 1, 3));
+    let c = h.copy_summary().unwrap();
+    assert_eq!((c.planned, c.pending, c.skipped), (2, 1, 1));
+    // Before any copy, another policy may replace the plan.
+    let over = h.approve(Policy::Overwrite, "tester").unwrap();
+    assert_eq!((over.items, over.replaces, over.bytes), (2, 1, 5));
+    assert_ne!(over.plan_hash, skip.plan_hash);
+    assert_eq!(h.approved_plan().unwrap(), over);
+    let todo = h.begin_copy().unwrap();
+    assert_eq!((todo.files, todo.bytes), (2, 5));
+    let task = h.pull_copy(CopyPull::Files, i64::MIN, 1).unwrap().remove(0);
+    h.record_copy(vec![CopyEvent {
+        id: task.id,
+        depth: task.depth,
+        status: CopyStatus::Copied,
+        reason: None,
+        error: None,
+    }])
+    .unwrap();
+    assert!(matches!(
+        h.approve(Policy::Skip, "tester"),
+        Err(StoreError::CopyStarted { .. })
+    ));
+    assert_eq!(h.approve(Policy::Overwrite, "someone else").unwrap(), over);
+    assert_eq!(
+        h.begin_copy().unwrap().files,
+        1,
+        "the copied item is not redone"
+    );
+    store.close().unwrap();
+    // Discovery's verdict on `a` changes behind the approval's back.
+    {
+        let conn = duckdb::Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO src_status_events SELECT 1000000, id, depth, 'compare', 'differs', NULL, 1, now() \
+             FROM src_nodes WHERE rel_path = 'a'::BLOB",
+            [],
+        )
+        .unwrap();
+    }
+    let (store, _) = Store::open(&path, OpenMode::Existing).unwrap();
+    let err = store.handle().approved_plan().unwrap_err();
+    assert!(matches!(err, StoreError::PlanChanged { .. }), "{err}");
     store.close().unwrap();
 }

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use treeshift_core::{Kind, RelPath, RoundState, Side, Status, Summary, ToCopy, Totals};
 
+mod copy;
+
 /// Buffered rows are committed once there are this many...
 const FLUSH_ROWS: usize = 50_000;
 /// ...or once the oldest has waited this long.
@@ -67,6 +69,7 @@ struct EventRow {
 struct ErrorRow {
     seq: i64,
     side: Side,
+    phase: &'static str,
     node_id: i64,
     rel_path: Vec<u8>,
     failure: Failure,
@@ -133,7 +136,7 @@ fn append_buffered(conn: &Connection, buf: &Buffers) -> Result<(), duckdb::Error
             app.append_row(params![
                 e.seq,
                 e.side.as_str(),
-                "discovery",
+                e.phase,
                 e.node_id,
                 e.rel_path.as_slice(),
                 e.failure.operation.as_str(),
@@ -636,6 +639,7 @@ impl Writer {
         );
         let seq = self.take_seq();
         self.buf.errors.push(ErrorRow {
+            phase: "discovery",
             seq,
             side,
             node_id: folder.id,
@@ -910,6 +914,9 @@ impl Writer {
             )
         };
         let sql = match select {
+            ReviewSelect::Copy(_) | ReviewSelect::VerifyProblems => {
+                copy::review_sql(select).unwrap_or_default()
+            }
             ReviewSelect::Status(Status::Extra) => {
                 format!(
                     "SELECT * FROM ({}) WHERE st = 'extra'",

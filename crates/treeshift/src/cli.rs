@@ -25,6 +25,79 @@ pub enum Command {
     Status(StatusArgs),
     /// List items by status.
     Review(ReviewArgs),
+    /// Approve the plan discovery produced (records it with its hash).
+    Approve(ApproveArgs),
+    /// Copy exactly the approved plan (resumes a stopped copy).
+    Copy(CopyArgs),
+    /// Re-read every copied item on the destination and compare.
+    Verify(VerifyArgs),
+    /// Discover, approve, copy and verify in one go.
+    Migrate(MigrateArgs),
+}
+
+/// `approve --state FILE`.
+#[derive(Debug, clap::Args)]
+pub struct ApproveArgs {
+    /// The state file.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// What to do with destination items that differ from the source:
+    /// skip (leave them), overwrite (replace them), newer (replace files
+    /// older than the source's), rename (move them aside, then copy).
+    #[arg(long, default_value = "skip")]
+    pub policy: String,
+    /// Print the approval as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `copy --state FILE`.
+#[derive(Debug, clap::Args)]
+pub struct CopyArgs {
+    /// The state file.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Items copied at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+}
+
+/// `verify --state FILE`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The state file.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Also compare content hashes (BLAKE3), reading both sides in full.
+    #[arg(long)]
+    pub checksum: bool,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Items checked at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+}
+
+/// `migrate SRC DST --state FILE --yes`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// What to discover (source, destination, state file, excludes).
+    #[command(flatten)]
+    pub discover: DiscoverArgs,
+    /// Approve the plan without review (without it, migrate stops after
+    /// discovery with exit code 3).
+    #[arg(long)]
+    pub yes: bool,
+    /// The policy for items that differ (see `approve --policy`).
+    #[arg(long, default_value = "skip")]
+    pub policy: String,
+    /// Verify with content hashes.
+    #[arg(long)]
+    pub checksum: bool,
 }
 
 /// `discover SRC DST --state FILE`.
@@ -67,7 +140,9 @@ pub struct ReviewArgs {
     #[arg(long)]
     pub state: PathBuf,
     /// Which items: missing, differs, conflict, same, extra, excluded,
-    /// failed, or all (everything but same).
+    /// failed, or all (everything but same) from discovery; pending,
+    /// copying, copied, skipped, changed or copy-failed from the copy;
+    /// mismatch from verify.
     #[arg(long, default_value = "all")]
     pub status: String,
     /// Output format.

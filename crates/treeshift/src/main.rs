@@ -7,13 +7,18 @@ mod progress;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use cli::{Cli, Command, DiscoverArgs, ReviewArgs, StatusArgs};
+use cli::{
+    ApproveArgs, Cli, Command, CopyArgs, DiscoverArgs, MigrateArgs, ReviewArgs, StatusArgs,
+    VerifyArgs,
+};
 use std::io::IsTerminal;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use treeshift_core::{Filter, Status};
-use treeshift_engine::{DiscoverOptions, DiscoveryProgress};
-use treeshift_store::{MigrationSpec, OpenMode, ReviewSelect, Store};
+use treeshift_backend::Backend;
+use treeshift_core::{CopyStatus, CopySummary, Filter, Policy, Status, Summary, VerifySummary};
+use treeshift_engine::{CopyOptions, DiscoverOptions, DiscoveryProgress, EngineError};
+use treeshift_store::{MigrationSpec, OpenMode, ReviewSelect, Store, StoreHandle};
 
 /// Process exit codes of the CLI contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +29,8 @@ enum Exit {
     Error = 1,
     /// The command line was wrong.
     Usage = 2,
+    /// Copy needs an approval that matches the current plan.
+    Approval = 3,
     /// Finished, but some items failed.
     FailedItems = 4,
 }
@@ -37,6 +44,11 @@ fn main() -> ExitCode {
             eprintln!("treeshift: error: {e:#}");
             let exit = if e.downcast_ref::<UsageError>().is_some() {
                 Exit::Usage
+            } else if matches!(
+                e.downcast_ref::<EngineError>(),
+                Some(EngineError::ApprovalRequired(_))
+            ) {
+                Exit::Approval
             } else {
                 Exit::Error
             };
@@ -93,10 +105,97 @@ fn run(cli: Cli) -> Result<Exit> {
         Command::Discover(args) => discover(args),
         Command::Status(args) => status(args),
         Command::Review(args) => review(args),
+        Command::Approve(args) => approve(args),
+        Command::Copy(args) => copy(args),
+        Command::Verify(args) => verify(args),
+        Command::Migrate(args) => migrate(args),
     }
 }
 
-fn discover(args: DiscoverArgs) -> Result<Exit> {
+/// Opens the state file, runs `f` on it, and closes it (committing what
+/// was buffered) whatever `f` returned.
+fn with_store<T>(
+    path: &Path,
+    mode: OpenMode,
+    f: impl FnOnce(&StoreHandle) -> Result<T>,
+) -> Result<T> {
+    let (store, resumed) = Store::open(path, mode)?;
+    if resumed {
+        tracing::info!(state = %path.display(), "resuming from the state file");
+    }
+    let result = f(&store.handle());
+    let closed = store.close();
+    let value = result?;
+    closed.context("closing the state file")?;
+    Ok(value)
+}
+
+/// The backends of the migration a state file holds.
+fn migration_backends(handle: &StoreHandle) -> Result<(Arc<dyn Backend>, Arc<dyn Backend>)> {
+    let spec = handle.migration()?;
+    Ok((
+        open_backend(&spec.src, "source")?,
+        open_backend(&spec.dst, "destination")?,
+    ))
+}
+
+fn parse_policy(text: &str) -> Result<Policy> {
+    text.parse::<Policy>().map_err(usage)
+}
+
+/// Who approves: the user name of this process as the environment has it,
+/// else its user id.
+fn approver() -> String {
+    use std::os::unix::fs::MetadataExt;
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .or_else(|| {
+            std::fs::metadata("/proc/self")
+                .ok()
+                .map(|m| format!("uid {}", m.uid()))
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Runs discovery with progress; returns the summary and its timing.
+fn run_discovery(
+    handle: &StoreHandle,
+    src: Arc<dyn Backend>,
+    dst: Arc<dyn Backend>,
+    filter: &Filter,
+    workers: u16,
+) -> Result<(Summary, serde_json::Value)> {
+    let display: Arc<dyn DiscoveryProgress> = if std::io::stderr().is_terminal() {
+        Arc::new(progress::Bars::new())
+    } else {
+        Arc::new(progress::Lines::new())
+    };
+    let progress = Arc::new(progress::Timed::new(display));
+    let options = DiscoverOptions {
+        workers: usize::from(workers),
+        ..DiscoverOptions::default()
+    };
+    let result = treeshift_engine::discover(handle, src, dst, filter, &options, progress.clone());
+    let timing = serde_json::json!({
+        "src_done_s": progress.done_secs(treeshift_core::Side::Src),
+        "dst_done_s": progress.done_secs(treeshift_core::Side::Dst),
+        "total_s": progress.elapsed_secs(),
+    });
+    drop(progress); // finishes the bars before the summary is printed
+    Ok((result?, timing))
+}
+
+/// What a discovery runs with.
+struct DiscoverySetup {
+    filter: Filter,
+    src: Arc<dyn Backend>,
+    dst: Arc<dyn Backend>,
+    mode: OpenMode,
+}
+
+/// Opens the backends and the state file of a discovery.
+fn discovery_setup(args: &DiscoverArgs) -> Result<DiscoverySetup> {
     let filter = Filter::new(&args.excludes).map_err(usage)?;
     let src = open_backend(&args.src, "source")?;
     let dst = open_backend(&args.dst, "destination")?;
@@ -105,37 +204,24 @@ fn discover(args: DiscoverArgs) -> Result<Exit> {
         dst: dst.describe(),
         excludes: args.excludes.clone(),
     };
-    let (store, resumed) = Store::open(&args.state, OpenMode::CreateOrResume(spec))?;
-    if resumed {
-        tracing::info!(state = %args.state.display(), "resuming from the state file");
-    }
-    let display: Arc<dyn DiscoveryProgress> = if std::io::stderr().is_terminal() {
-        Arc::new(progress::Bars::new())
-    } else {
-        Arc::new(progress::Lines::new())
-    };
-    let progress = Arc::new(progress::Timed::new(display));
-    let options = DiscoverOptions {
-        workers: usize::from(args.workers),
-        ..DiscoverOptions::default()
-    };
-    let result = treeshift_engine::discover(
-        &store.handle(),
+    Ok(DiscoverySetup {
+        filter,
         src,
         dst,
-        &filter,
-        &options,
-        progress.clone(),
-    );
-    let close = store.close();
-    let timing = serde_json::json!({
-        "src_done_s": progress.done_secs(treeshift_core::Side::Src),
-        "dst_done_s": progress.done_secs(treeshift_core::Side::Dst),
-        "total_s": progress.elapsed_secs(),
-    });
-    drop(progress); // finishes the bars before the summary is printed
-    let summary = result?;
-    close.context("closing the state file")?;
+        mode: OpenMode::CreateOrResume(spec),
+    })
+}
+
+fn discover(args: DiscoverArgs) -> Result<Exit> {
+    let DiscoverySetup {
+        filter,
+        src,
+        dst,
+        mode,
+    } = discovery_setup(&args)?;
+    let (summary, timing) = with_store(&args.state, mode, |h| {
+        run_discovery(h, src, dst, &filter, args.workers)
+    })?;
     if args.json {
         let mut value = serde_json::to_value(&summary)?;
         value["timing"] = timing;
@@ -143,26 +229,157 @@ fn discover(args: DiscoverArgs) -> Result<Exit> {
     } else {
         output::print_summary(&summary, &args.state);
     }
-    Ok(if summary.failed > 0 {
+    Ok(exit_for(summary.failed > 0))
+}
+
+fn exit_for(failed_items: bool) -> Exit {
+    if failed_items {
         Exit::FailedItems
     } else {
         Exit::Done
+    }
+}
+
+fn approve(args: ApproveArgs) -> Result<Exit> {
+    let policy = parse_policy(&args.policy)?;
+    let approval = with_store(&args.state, OpenMode::Existing, |h| {
+        Ok(h.approve(policy, &approver())?)
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&approval)?);
+    } else {
+        output::print_approval(&approval);
+        println!("next: treeshift copy --state {}", args.state.display());
+    }
+    Ok(Exit::Done)
+}
+
+fn run_copy(handle: &StoreHandle, workers: u16) -> Result<CopySummary> {
+    let (src, dst) = migration_backends(handle)?;
+    let options = CopyOptions {
+        workers: usize::from(workers),
+        ..CopyOptions::default()
+    };
+    let progress = progress::Transfer::new("copy", true);
+    Ok(treeshift_engine::copy(
+        handle, src, dst, &options, &progress,
+    )?)
+}
+
+fn run_verify(handle: &StoreHandle, checksum: bool, workers: u16) -> Result<VerifySummary> {
+    let (src, dst) = migration_backends(handle)?;
+    let progress = progress::Transfer::new("verify", false);
+    Ok(treeshift_engine::verify(
+        handle,
+        src,
+        dst,
+        checksum,
+        usize::from(workers),
+        &progress,
+    )?)
+}
+
+fn copy(args: CopyArgs) -> Result<Exit> {
+    let summary = with_store(&args.state, OpenMode::Existing, |h| {
+        run_copy(h, args.workers)
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        output::print_copy(&summary, &args.state);
+    }
+    Ok(exit_for(summary.failed + summary.changed > 0))
+}
+
+fn verify(args: VerifyArgs) -> Result<Exit> {
+    let summary = with_store(&args.state, OpenMode::Existing, |h| {
+        run_verify(h, args.checksum, args.workers)
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        output::print_verify(&summary, &args.state);
+    }
+    Ok(exit_for(summary.mismatch + summary.failed > 0))
+}
+
+fn migrate(args: MigrateArgs) -> Result<Exit> {
+    let policy = parse_policy(&args.policy)?;
+    let d = &args.discover;
+    let DiscoverySetup {
+        filter,
+        src,
+        dst,
+        mode,
+    } = discovery_setup(d)?;
+    with_store(&d.state, mode, |h| {
+        let (summary, timing) = run_discovery(h, src, dst, &filter, d.workers)?;
+        if !d.json {
+            output::print_summary(&summary, &d.state);
+        }
+        if !args.yes {
+            eprintln!(
+                "treeshift: approval required: review the plan (treeshift review --state {0}), then approve it (treeshift approve --state {0}) and copy, or run migrate again with --yes",
+                d.state.display()
+            );
+            return Ok(Exit::Approval);
+        }
+        let approval = h.approve(policy, &approver())?;
+        if !d.json {
+            output::print_approval(&approval);
+        }
+        let copied = run_copy(h, d.workers)?;
+        if !d.json {
+            output::print_copy(&copied, &d.state);
+        }
+        let verified = run_verify(h, args.checksum, d.workers)?;
+        if d.json {
+            let mut discovery = serde_json::to_value(&summary)?;
+            discovery["timing"] = timing;
+            let value = serde_json::json!({
+                "discovery": discovery,
+                "approval": approval,
+                "copy": copied,
+                "verify": verified,
+            });
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        } else {
+            output::print_verify(&verified, &d.state);
+        }
+        Ok(exit_for(
+            summary.failed + copied.failed + copied.changed + verified.mismatch + verified.failed
+                > 0,
+        ))
     })
 }
 
 fn status(args: StatusArgs) -> Result<Exit> {
-    let (store, _) = Store::open(&args.state, OpenMode::Existing)?;
-    let handle = store.handle();
-    let migration = handle.migration()?;
-    let phase = handle.phase()?;
-    let summary = handle.summary()?;
-    store.close()?;
+    let (migration, phase, summary, approval, copied, verified) =
+        with_store(&args.state, OpenMode::Existing, |h| {
+            let approval = h.approval()?;
+            let (copied, verified) = if approval.is_some() {
+                (Some(h.copy_summary()?), h.verify_summary()?)
+            } else {
+                (None, None)
+            };
+            Ok((
+                h.migration()?,
+                h.phase()?,
+                h.summary()?,
+                approval,
+                copied,
+                verified,
+            ))
+        })?;
     if args.json {
         let mut value = serde_json::to_value(&summary)?;
         value["phase"] = phase.into();
         value["src_location"] = migration.src.into();
         value["dst_location"] = migration.dst.into();
         value["excludes"] = migration.excludes.into();
+        value["approval"] = serde_json::to_value(&approval)?;
+        value["copy"] = serde_json::to_value(&copied)?;
+        value["verify"] = serde_json::to_value(&verified)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("migration: {} -> {}", migration.src, migration.dst);
@@ -171,21 +388,38 @@ fn status(args: StatusArgs) -> Result<Exit> {
         }
         println!("phase:     {phase}");
         output::print_summary(&summary, &args.state);
+        if let Some(a) = &approval {
+            output::print_approval(a);
+        }
+        if let Some(c) = &copied {
+            output::print_copy(c, &args.state);
+        }
+        if let Some(v) = &verified {
+            output::print_verify(v, &args.state);
+        }
     }
-    Ok(if summary.failed > 0 {
-        Exit::FailedItems
-    } else {
-        Exit::Done
-    })
+    let copy_problems = copied.map_or(0, |c| c.failed + c.changed);
+    let verify_problems = verified.map_or(0, |v| v.mismatch + v.failed);
+    Ok(exit_for(
+        summary.failed + copy_problems + verify_problems > 0,
+    ))
 }
 
 fn review(args: ReviewArgs) -> Result<Exit> {
     let select = match args.status.as_str() {
         "all" => ReviewSelect::Actionable,
         "failed" => ReviewSelect::Failed,
-        other => ReviewSelect::Status(other.parse::<Status>().map_err(|e| {
-            usage(format!("{e}; expected one of missing, differs, conflict, same, extra, excluded, failed, all"))
-        })?),
+        "copy-failed" => ReviewSelect::Copy(CopyStatus::Failed),
+        "mismatch" => ReviewSelect::VerifyProblems,
+        other => match (other.parse::<Status>(), other.parse::<CopyStatus>()) {
+            (Ok(st), _) => ReviewSelect::Status(st),
+            (_, Ok(cs)) if cs != CopyStatus::Failed => ReviewSelect::Copy(cs),
+            _ => {
+                return Err(usage(format!(
+                    "unknown status '{other}'; expected one of missing, differs, conflict, same, extra, excluded, failed, all, pending, copying, copied, skipped, changed, copy-failed, mismatch"
+                )));
+            }
+        },
     };
     let (store, _) = Store::open(&args.state, OpenMode::Existing)?;
     let handle = store.handle();

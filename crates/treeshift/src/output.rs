@@ -1,4 +1,5 @@
-//! What the CLI prints: the summary and review rows.
+//! What the CLI prints: summaries (discovery, approval, copy, verify) and
+//! review rows.
 
 use crate::cli::Format;
 use anyhow::Result;
@@ -6,7 +7,7 @@ use crossbeam_channel::Receiver;
 use serde::Serialize;
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use treeshift_core::{Summary, display_bytes};
+use treeshift_core::{Approval, CopySummary, Policy, Summary, VerifySummary, display_bytes};
 use treeshift_store::ReviewItem;
 
 /// `1234567` → `1,234,567`.
@@ -91,6 +92,82 @@ pub fn print_summary(s: &Summary, state: &Path) {
         );
     }
     println!("state: {}", state.display());
+}
+
+/// The approved plan.
+pub fn print_approval(a: &Approval) {
+    println!(
+        "plan approved by {} at {} (policy {}, plan {})",
+        a.approved_by, a.approved_at, a.policy, a.plan_hash
+    );
+    println!(
+        "  create {} folders, copy {} files and links ({}); leave {} items alone",
+        thousands(a.folders),
+        thousands(a.files),
+        human_bytes(a.bytes),
+        thousands(a.skipped)
+    );
+    if a.replaces > 0 {
+        let how = match a.policy {
+            Policy::Rename => "moved aside (name.treeshift-old)",
+            _ => "replaced",
+        };
+        println!(
+            "  {} destination items will be {how}",
+            thousands(a.replaces)
+        );
+    }
+}
+
+/// Copy progress and results.
+pub fn print_copy(c: &CopySummary, state: &Path) {
+    let word = if c.is_finished() {
+        "finished"
+    } else {
+        "in progress (run copy again to resume)"
+    };
+    println!(
+        "copy {word}: {} copied ({} of {}), {} skipped",
+        thousands(c.copied),
+        human_bytes(c.bytes_copied),
+        human_bytes(c.bytes_planned),
+        thousands(c.skipped)
+    );
+    if c.pending + c.copying > 0 {
+        println!("  {} items still to copy", thousands(c.pending + c.copying));
+    }
+    if c.changed > 0 {
+        println!(
+            "  {} items changed since discovery, not copied: treeshift review --state {} --status changed",
+            thousands(c.changed),
+            state.display()
+        );
+    }
+    if c.failed > 0 {
+        println!(
+            "  {} items failed: treeshift review --state {} --status copy-failed",
+            thousands(c.failed),
+            state.display()
+        );
+    }
+}
+
+/// Verification results.
+pub fn print_verify(v: &VerifySummary, state: &Path) {
+    println!(
+        "verify{}: {} checked, {} match, {} mismatch, {} could not be checked",
+        if v.checksum { " (content hashes)" } else { "" },
+        thousands(v.checked),
+        thousands(v.verified),
+        thousands(v.mismatch),
+        thousands(v.failed)
+    );
+    if v.mismatch + v.failed > 0 {
+        println!(
+            "  see: treeshift review --state {} --status mismatch",
+            state.display()
+        );
+    }
 }
 
 #[derive(Serialize)]

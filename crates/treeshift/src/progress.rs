@@ -1,12 +1,14 @@
-//! Discovery progress on the terminal: bars on a TTY, plain lines otherwise.
+//! Progress on the terminal: bars on a TTY, plain lines otherwise.
 
 use crate::output::thousands;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use treeshift_core::Side;
-use treeshift_engine::DiscoveryProgress;
+use treeshift_engine::{CopyProgress, DiscoveryProgress, VerifyProgress};
+use treeshift_store::CopyTodo;
 
 /// Counters of one side.
 #[derive(Default)]
@@ -224,5 +226,120 @@ impl DiscoveryProgress for Timed {
                 .unwrap_or_else(|p| p.into_inner()) = Some(self.started.elapsed());
         }
         self.inner.round_sealed(side, round, done);
+    }
+}
+
+/// Copy and verify progress: a bar of bytes with rate and ETA on a TTY,
+/// a line every few seconds otherwise.
+pub struct Transfer {
+    bar: ProgressBar,
+    tty: bool,
+    by_bytes: bool,
+    verb: &'static str,
+    items: AtomicU64,
+    total_items: AtomicU64,
+    bytes: AtomicU64,
+    last: Mutex<Instant>,
+}
+
+impl Transfer {
+    /// A reporter for `verb` ("copy", "verify"); the bar counts bytes if
+    /// `by_bytes`, else items.
+    pub fn new(verb: &'static str, by_bytes: bool) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let template = if by_bytes {
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"
+        } else {
+            "{msg} [{bar:30}] {per_sec} ETA {eta}"
+        };
+        let bar = if tty {
+            let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(8));
+            b.set_style(
+                ProgressStyle::with_template(template)
+                    .expect("static template parses")
+                    .progress_chars("=> "),
+            );
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        Transfer {
+            bar,
+            tty,
+            by_bytes,
+            verb,
+            items: AtomicU64::new(0),
+            total_items: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            last: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn set_total(&self, items: u64, bytes: u64) {
+        self.total_items.store(items, Ordering::Relaxed);
+        self.bar
+            .set_length(if self.by_bytes { bytes } else { items });
+        self.bar.reset_eta();
+    }
+
+    fn done(&self, bytes: u64) {
+        let items = self.items.fetch_add(1, Ordering::Relaxed) + 1;
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.bar.inc(if self.by_bytes { bytes } else { 1 });
+        let total = self.total_items.load(Ordering::Relaxed);
+        if self.tty {
+            if items.is_multiple_of(64) || items == total {
+                self.bar.set_message(format!(
+                    "{} {}/{} items",
+                    self.verb,
+                    thousands(items),
+                    thousands(total)
+                ));
+            }
+            return;
+        }
+        let Ok(mut last) = self.last.try_lock() else {
+            return;
+        };
+        if last.elapsed() >= Duration::from_secs(5) {
+            *last = Instant::now();
+            eprintln!(
+                "treeshift: {} {}/{} items, {}",
+                self.verb,
+                thousands(items),
+                thousands(total),
+                crate::output::human_bytes(self.bytes.load(Ordering::Relaxed))
+            );
+        }
+    }
+}
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl CopyProgress for Transfer {
+    fn start(&self, todo: &CopyTodo) {
+        self.set_total(todo.folders + todo.files, todo.bytes);
+    }
+
+    fn folder_done(&self) {
+        self.done(0);
+    }
+
+    fn file_done(&self, bytes: u64) {
+        self.done(bytes);
+    }
+}
+
+impl VerifyProgress for Transfer {
+    fn start(&self, items: u64) {
+        self.set_total(items, 0);
+    }
+
+    fn item_done(&self, bytes: u64) {
+        self.done(bytes);
     }
 }

@@ -1,16 +1,17 @@
 //! kill -9 at random moments, then resume: the final state must equal an
-//! uninterrupted run's (same summary, same items, nothing duplicated or lost).
+//! uninterrupted run's (same summary, same items, nothing duplicated or lost;
+//! for copies, the same destination tree and no temporary left).
 
 mod util;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use util::{Rng, all_items, bin, make_tree, s, status_json};
+use util::{Rng, all_items, bin, make_tree, run, s, snapshot, status_json, temporaries};
 
-/// Runs `discover` on `state` again and again, killing it after a random
+/// Runs treeshift with `args` again and again, killing it after a random
 /// delay in `0..max_ms`, until one run finishes by itself. Returns the
 /// number of kills.
-fn discover_with_kills(args: &[&str], max_ms: u64, rng: &mut Rng, max_kills: u32) -> u32 {
+fn run_with_kills(args: &[&str], max_ms: u64, rng: &mut Rng, max_kills: u32) -> u32 {
     let mut kills = 0;
     loop {
         let mut child = Command::new(bin())
@@ -79,14 +80,14 @@ fn sim_discovery_survives_random_kills() {
     let t0 = Instant::now();
     let ref_args = args(&reference);
     let ref_args: Vec<&str> = ref_args.iter().map(String::as_str).collect();
-    assert_eq!(discover_with_kills(&ref_args, 1, &mut rng, 0), 0);
+    assert_eq!(run_with_kills(&ref_args, 1, &mut rng, 0), 0);
     let full_ms = t0.elapsed().as_millis() as u64;
     let mut total_kills = 0;
     for round in 0..3 {
         let state = dir.path().join(format!("killed-{round}.duckdb"));
         let a = args(&state);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        total_kills += discover_with_kills(&a, full_ms / 2, &mut rng, 8);
+        total_kills += run_with_kills(&a, full_ms / 2, &mut rng, 8);
         same_end_state(&reference, &state);
     }
     eprintln!("sim: {total_kills} kills, full run {full_ms} ms");
@@ -104,7 +105,7 @@ fn local_discovery_survives_random_kills() {
     let reference = dir.path().join("reference.duckdb");
     let t0 = Instant::now();
     assert_eq!(
-        discover_with_kills(
+        run_with_kills(
             &["discover", s(&src), s(&dst), "--state", s(&reference)],
             1,
             &mut rng,
@@ -116,7 +117,7 @@ fn local_discovery_survives_random_kills() {
     let mut total_kills = 0;
     for round in 0..3 {
         let state = dir.path().join(format!("killed-{round}.duckdb"));
-        total_kills += discover_with_kills(
+        total_kills += run_with_kills(
             &[
                 "discover",
                 s(&src),
@@ -134,4 +135,65 @@ fn local_discovery_survives_random_kills() {
     }
     eprintln!("local: {total_kills} kills, full run {full_ms} ms");
     assert!(total_kills >= 6, "too few kills landed: {total_kills}");
+}
+
+#[test]
+fn copy_survives_random_kills() {
+    let mut rng = Rng::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 4, 3, 12);
+    // Some larger files, so kills also land in the middle of data.
+    for i in 0..24u64 {
+        let size = (256 << 10) + rng.below(3 << 20) as usize;
+        std::fs::write(
+            src.join(format!("d{}", i % 4)).join(format!("big{i}")),
+            vec![i as u8; size],
+        )
+        .unwrap();
+    }
+    std::os::unix::fs::symlink("d0/f001.txt", src.join("link")).unwrap();
+    let prepare = |name: &str| {
+        let dst = dir.path().join(format!("{name}-dst"));
+        let state = dir.path().join(format!("{name}.duckdb"));
+        let (code, _, err) = run(&["discover", s(&src), s(&dst), "--state", s(&state)]);
+        assert_eq!(code, 0, "{err}");
+        let (code, _, err) = run(&["approve", "--state", s(&state)]);
+        assert_eq!(code, 0, "{err}");
+        (dst, state)
+    };
+    let (ref_dst, ref_state) = prepare("reference");
+    let t0 = Instant::now();
+    assert_eq!(
+        run_with_kills(&["copy", "--state", s(&ref_state)], 1, &mut rng, 0),
+        0
+    );
+    let full_ms = (t0.elapsed().as_millis() as u64).max(20);
+    let want = snapshot(&src);
+    assert_eq!(snapshot(&ref_dst), want);
+    let mut total_kills = 0;
+    for round in 0..3 {
+        let (dst, state) = prepare(&format!("killed-{round}"));
+        // A resumed copy has less left to do, so kills come early.
+        total_kills += run_with_kills(
+            &["copy", "--state", s(&state), "--workers", "3"],
+            full_ms / 3,
+            &mut rng,
+            12,
+        );
+        assert_eq!(snapshot(&dst), want, "round {round}: the same tree");
+        assert!(
+            temporaries(&dst).is_empty(),
+            "round {round}: temporaries left"
+        );
+        let (got, reference) = (status_json(&state), status_json(&ref_state));
+        assert_eq!(
+            got["copy"], reference["copy"],
+            "round {round}: same copy summary"
+        );
+        let (code, out, err) = run(&["verify", "--state", s(&state), "--checksum", "--json"]);
+        assert_eq!(code, 0, "round {round}: {out} {err}");
+    }
+    eprintln!("copy: {total_kills} kills, full run {full_ms} ms");
+    assert!(total_kills >= 8, "too few kills landed: {total_kills}");
 }

@@ -133,3 +133,139 @@ pub fn make_tree(root: &Path, fanout: usize, depth: usize, files: usize) {
     }
     fill(root, fanout, depth, files, "");
 }
+
+/// One node of a tree snapshot: kind, size, mtime (whole seconds), and
+/// content (a file's bytes hashed, a symlink's target).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub kind: &'static str,
+    pub size: u64,
+    pub mtime_s: i64,
+    pub content: Vec<u8>,
+}
+
+/// Every node under `root` by relative path (raw bytes), for comparing
+/// trees by content, size and mtime. Folder mtimes are left out (a copy
+/// restores them, but an interrupted one may not have yet). Fifos and
+/// sockets are listed as `special` without content.
+pub fn snapshot(root: &Path) -> std::collections::BTreeMap<Vec<u8>, Node> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
+            let ft = meta.file_type();
+            let (kind, content, size, mtime_s) = if ft.is_dir() {
+                stack.push(path.clone());
+                ("folder", Vec::new(), 0, 0)
+            } else if ft.is_file() {
+                let data = std::fs::read(&path).unwrap();
+                let digest = fnv(&data).to_le_bytes().to_vec();
+                ("file", digest, meta.len(), meta.mtime())
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                (
+                    "symlink",
+                    target.as_os_str().as_bytes().to_vec(),
+                    meta.len(),
+                    meta.mtime(),
+                )
+            } else {
+                ("special", Vec::new(), 0, 0)
+            };
+            out.insert(
+                rel,
+                Node {
+                    kind,
+                    size,
+                    mtime_s,
+                    content,
+                },
+            );
+        }
+    }
+    out
+}
+
+fn fnv(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Paths under `root` that look like a copy's temporary files.
+pub fn temporaries(root: &Path) -> Vec<Vec<u8>> {
+    snapshot(root)
+        .into_keys()
+        .filter(|p| {
+            let name = p.rsplit(|&b| b == b'/').next().unwrap_or(p);
+            name.starts_with(b".treeshift-") && name.ends_with(b".tmp")
+        })
+        .collect()
+}
+
+/// A tmpfs mounted for a test, unmounted on drop. `None` if this machine
+/// does not let the test mount one (not root, or no CAP_SYS_ADMIN).
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: &Path, options: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs", s(at)])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+
+    pub fn remount(&self, options: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,{options}"), s(&self.0)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "remount: {out:?}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+    }
+}
+
+/// Runs the binary with the capabilities that let root ignore file
+/// permissions dropped. `None` if `setpriv` is missing.
+pub fn run_unprivileged(args: &[&str]) -> Option<(i32, String, String)> {
+    Command::new("setpriv").arg("--version").output().ok()?;
+    let out = Command::new("setpriv")
+        .args(["--bounding-set", "-dac_override,-dac_read_search", "--"])
+        .arg(bin())
+        .args(args)
+        .output()
+        .unwrap();
+    Some((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Sets a path's mtime (seconds since the epoch).
+pub fn set_mtime(p: &Path, secs: u64) {
+    std::fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .unwrap();
+}

@@ -1,0 +1,474 @@
+//! Copy: carries out exactly the approved plan.
+//!
+//! Folders are created round by round (depth by depth), then files and
+//! symlinks are copied by a worker pool with bounded bytes in flight, then
+//! created folders get their source mtimes (deepest first, after their
+//! contents were written). Every item is checked before it is written: a
+//! source that changed since discovery, or a destination that is no longer
+//! what discovery saw, is reported as `changed` and left alone. Data is
+//! written to a temporary name and moved into place only when complete;
+//! each batch of results is made durable (one sync of the destination)
+//! before it is recorded as copied.
+
+use crate::EngineError;
+use crate::pool::{self, PoolConfig};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use treeshift_backend::{Backend, BackendError, ErrorKind, Writable};
+use treeshift_core::{Action, CopyStatus, CopySummary, Kind, aside_name, mtime_secs, temp_name};
+use treeshift_store::{CopyEvent, CopyPull, CopyTask, CopyTodo, DstSeen, Failure, StoreHandle};
+
+/// Tuning of a copy run.
+#[derive(Clone, Debug)]
+pub struct CopyOptions {
+    /// Items copied at once.
+    pub workers: usize,
+    /// Bytes of files being copied at once, at most (a larger file runs
+    /// alone).
+    pub bytes_in_flight: u64,
+    /// Items pulled from the store per batch.
+    pub pull_batch: usize,
+    /// Items made durable and recorded per batch, at most...
+    pub commit_every: usize,
+    /// ...or once the oldest result waited this long.
+    pub commit_interval: Duration,
+    /// Attempts per item for temporary errors.
+    pub max_attempts: u32,
+    /// First backoff delay; doubles per attempt.
+    pub base_delay: Duration,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            workers: 8,
+            bytes_in_flight: 256 << 20,
+            pull_batch: 2048,
+            commit_every: 4096,
+            commit_interval: Duration::from_millis(500),
+            max_attempts: 4,
+            base_delay: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Reports copy progress (the CLI draws bars with it).
+pub trait CopyProgress: Send + Sync {
+    /// What this run has to do.
+    fn start(&self, _todo: &CopyTodo) {}
+    /// One folder done (any outcome).
+    fn folder_done(&self) {}
+    /// One file or symlink done (any outcome), with the bytes it covered.
+    fn file_done(&self, _bytes: u64) {}
+}
+
+impl CopyProgress for crate::NoProgress {}
+
+/// Copies the approved plan from `src` to `dst`; resumes where a stopped
+/// run left off. Refuses (with [`EngineError::ApprovalRequired`]) when
+/// there is no approval or the plan changed since.
+pub fn copy(
+    store: &StoreHandle,
+    src: Arc<dyn Backend>,
+    dst: Arc<dyn Backend>,
+    options: &CopyOptions,
+    progress: &dyn CopyProgress,
+) -> Result<CopySummary, EngineError> {
+    store.approved_plan().map_err(EngineError::approval)?;
+    let writer = dst
+        .writer()
+        .ok_or_else(|| EngineError::NotWritable(dst.describe()))?;
+    store.set_phase("copying")?;
+    let todo = store.begin_copy()?;
+    progress.start(&todo);
+    let copier = Copier {
+        src: src.as_ref(),
+        dst: dst.as_ref(),
+        writer,
+        options,
+        budget: ByteBudget::new(options.bytes_in_flight),
+    };
+    let config = PoolConfig {
+        workers: options.workers,
+        pull_batch: options.pull_batch,
+        commit_every: options.commit_every,
+        commit_interval: options.commit_interval,
+    };
+    let commit = |events: Vec<CopyEvent>| -> Result<(), EngineError> {
+        // Durable first, recorded second: a crash in between redoes the
+        // batch, never trusts data the disk may not have.
+        dst.sync().map_err(EngineError::Destination)?;
+        store.record_copy(events)?;
+        Ok(())
+    };
+    for &depth in &todo.folder_depths {
+        pool::run(
+            &config,
+            |after| Ok(store.pull_copy(CopyPull::Folders { depth }, after, config.pull_batch)?),
+            |t| t.id,
+            |_| Ok(()),
+            |t| {
+                let event = copier.item(t, |t| copier.folder(t))?;
+                progress.folder_done();
+                Ok(event)
+            },
+            commit,
+        )?;
+    }
+    pool::run(
+        &config,
+        |after| Ok(store.pull_copy(CopyPull::Files, after, config.pull_batch)?),
+        |t| t.id,
+        |batch| {
+            let marks = batch
+                .iter()
+                .map(|t| CopyEvent {
+                    id: t.id,
+                    depth: t.depth,
+                    status: CopyStatus::Copying,
+                    reason: None,
+                    error: None,
+                })
+                .collect();
+            Ok(store.record_copy(marks)?)
+        },
+        |t| {
+            let event = copier.item(t, |t| copier.file(t))?;
+            progress.file_done(t.size);
+            Ok(event)
+        },
+        commit,
+    )?;
+    copier.folder_times(store)?;
+    dst.sync().map_err(EngineError::Destination)?;
+    let summary = store.copy_summary()?;
+    if summary.is_finished() {
+        store.set_phase("copied")?;
+    }
+    Ok(summary)
+}
+
+/// How one item ended, short of an error.
+enum Done {
+    /// At its destination path, complete.
+    Copied,
+    /// Not copied: something changed since discovery.
+    Changed(String),
+}
+
+struct Copier<'a> {
+    src: &'a dyn Backend,
+    dst: &'a dyn Backend,
+    writer: &'a dyn Writable,
+    options: &'a CopyOptions,
+    budget: ByteBudget,
+}
+
+impl Copier<'_> {
+    /// Runs one item with retries of temporary errors, and turns the result
+    /// into its event. Only an error that stops all writes is returned.
+    fn item(
+        &self,
+        task: &CopyTask,
+        attempt: impl Fn(&CopyTask) -> Result<Done, BackendError>,
+    ) -> Result<CopyEvent, EngineError> {
+        let mut tries = 0;
+        let outcome = loop {
+            tries += 1;
+            match attempt(task) {
+                Err(e) if e.kind.is_temporary() && tries < self.options.max_attempts => {
+                    tracing::debug!(path = %task.path, error = %e, tries, "retrying a copy");
+                    std::thread::sleep(self.options.base_delay * (1 << (tries - 1).min(8)));
+                }
+                other => break other,
+            }
+        };
+        let event = |status, reason| CopyEvent {
+            id: task.id,
+            depth: task.depth,
+            status,
+            reason,
+            error: None,
+        };
+        match outcome {
+            Ok(Done::Copied) => Ok(event(CopyStatus::Copied, None)),
+            Ok(Done::Changed(why)) => {
+                tracing::info!(path = %task.path, reason = %why, "not copied: changed since discovery");
+                Ok(event(CopyStatus::Changed, Some(why)))
+            }
+            Err(e) if e.kind.stops_writes() => Err(EngineError::Destination(e)),
+            Err(e) => {
+                tracing::warn!(path = %task.path, error = %e, "copy failed");
+                let mut ev = event(CopyStatus::Failed, Some(format!("{}: {e}", e.kind)));
+                ev.error = Some((
+                    task.path.clone(),
+                    Failure {
+                        operation: e.operation.to_string(),
+                        kind: e.kind.as_str().to_string(),
+                        message: e.message.clone(),
+                        attempts: tries,
+                    },
+                ));
+                Ok(ev)
+            }
+        }
+    }
+
+    /// Clears the way at the destination path. `Ok(replace)`: write the
+    /// item (`replace`: what discovery saw there is still there and the
+    /// plan replaces it). `Err(done)`: nothing to write.
+    fn prepare(&self, task: &CopyTask) -> Result<Result<bool, Done>, BackendError> {
+        let Some(now) = self.dst.stat(&task.path)? else {
+            return Ok(Ok(false));
+        };
+        if same_as_source(&now, task) {
+            // Written by an earlier run that stopped before recording it,
+            // or identical anyway.
+            return Ok(Err(Done::Copied));
+        }
+        let seen = task.dst.filter(|seen| same_as_seen(&now, seen));
+        match (task.action, seen) {
+            (Action::Rename, Some(_)) => {
+                let aside = task.path.sibling(&aside_name(task.path.name()));
+                self.writer.move_aside(&task.path, &aside)?;
+                Ok(Ok(false))
+            }
+            (Action::Replace, Some(seen)) if seen.kind == Kind::Folder => {
+                // Approved: a folder is where the source has a file.
+                self.writer.remove(&task.path)?;
+                Ok(Ok(false))
+            }
+            (Action::Replace, Some(_)) => Ok(Ok(true)),
+            (Action::Create, _) => Ok(Err(Done::Changed(format!(
+                "destination: a {} appeared since discovery",
+                now.kind.as_str()
+            )))),
+            _ => Ok(Err(Done::Changed(format!(
+                "destination changed since discovery (now a {} of {} bytes)",
+                now.kind.as_str(),
+                now.size
+            )))),
+        }
+    }
+
+    fn folder(&self, task: &CopyTask) -> Result<Done, BackendError> {
+        match self.prepare(task)? {
+            Ok(replace) => {
+                if replace {
+                    // Approved: a file is where the source has a folder.
+                    self.writer.remove(&task.path)?;
+                }
+                self.writer.create_folder(&task.path)?;
+                Ok(Done::Copied)
+            }
+            Err(done) => Ok(done),
+        }
+    }
+
+    fn file(&self, task: &CopyTask) -> Result<Done, BackendError> {
+        let temp = task.path.sibling(&temp_name(task.id));
+        let result = self.file_via(task, &temp);
+        // Whatever happened, no temporary stays behind (after a successful
+        // move there is none; this is one cheap failed unlink).
+        if let Err(e) = self.writer.remove_temp(&temp) {
+            tracing::warn!(path = %temp, error = %e, "could not remove a temporary file");
+        }
+        result
+    }
+
+    fn file_via(
+        &self,
+        task: &CopyTask,
+        temp: &treeshift_core::RelPath,
+    ) -> Result<Done, BackendError> {
+        let replace = match self.prepare(task)? {
+            Ok(replace) => replace,
+            Err(done) => return Ok(done),
+        };
+        match task.kind {
+            Kind::File => {
+                let mut source = match self.src.open_read(&task.path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind == ErrorKind::NotFound => {
+                        return Ok(Done::Changed(
+                            "source: vanished since discovery".to_string(),
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                };
+                if let Some(why) = source_changed(task, source.size, source.mtime_ns) {
+                    return Ok(Done::Changed(format!("source: {why} since discovery")));
+                }
+                let _permit = self.budget.acquire(task.size);
+                let written = self.writer.write_temp(temp, &mut source)?;
+                let now = source.restat().unwrap_or((written, source.mtime_ns));
+                if written != task.size {
+                    return Ok(Done::Changed(format!(
+                        "source: read {written} bytes of {} (changed while copied)",
+                        task.size
+                    )));
+                }
+                if let Some(why) = source_changed(task, now.0, now.1) {
+                    return Ok(Done::Changed(format!("source: {why} while copied")));
+                }
+            }
+            Kind::Symlink => {
+                match self.src.stat(&task.path)? {
+                    None => {
+                        return Ok(Done::Changed(
+                            "source: vanished since discovery".to_string(),
+                        ));
+                    }
+                    Some(e) if e.kind != Kind::Symlink => {
+                        return Ok(Done::Changed(format!(
+                            "source: now a {}, not a symlink",
+                            e.kind.as_str()
+                        )));
+                    }
+                    Some(e) => {
+                        if let Some(why) = source_changed(task, e.size, e.mtime_ns) {
+                            return Ok(Done::Changed(format!("source: {why} since discovery")));
+                        }
+                    }
+                }
+                let target = self.src.read_link(&task.path)?;
+                self.writer.symlink_temp(temp, &target, task.mtime_ns)?;
+            }
+            Kind::Folder | Kind::Special => {
+                return Err(BackendError::new(
+                    ErrorKind::Unsupported,
+                    "copy",
+                    task.path.to_string(),
+                    format!("a {} is not copied as a file", task.kind.as_str()),
+                ));
+            }
+        }
+        if self.writer.commit_temp(temp, &task.path, replace)? {
+            Ok(Done::Copied)
+        } else {
+            Ok(Done::Changed(
+                "destination: an item appeared at this path while it was copied".to_string(),
+            ))
+        }
+    }
+
+    /// Gives created folders their source mtimes, deepest first (writing
+    /// into a folder changes its mtime, so this comes last).
+    fn folder_times(&self, store: &StoreHandle) -> Result<(), EngineError> {
+        let mut after = None;
+        loop {
+            let batch = store.folder_times(after, 2048)?;
+            let Some(last) = batch.last() else {
+                return Ok(());
+            };
+            after = Some((last.depth, last.id));
+            for f in &batch {
+                match self.writer.set_mtime(&f.path, f.mtime_ns) {
+                    Ok(()) => {}
+                    Err(e) if e.kind.stops_writes() => return Err(EngineError::Destination(e)),
+                    Err(e) => {
+                        tracing::warn!(path = %f.path, error = %e, "could not set a folder's mtime")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// True if `now` (at the destination) is already the source item.
+fn same_as_source(now: &treeshift_core::Entry, task: &CopyTask) -> bool {
+    now.kind == task.kind
+        && (task.kind == Kind::Folder
+            || (now.size == task.size && secs(now.mtime_ns) == secs(task.mtime_ns)))
+}
+
+/// True if `now` is still what discovery saw at the destination.
+fn same_as_seen(now: &treeshift_core::Entry, seen: &DstSeen) -> bool {
+    now.kind == seen.kind
+        && (seen.kind == Kind::Folder
+            || (now.size == seen.size && secs(now.mtime_ns) == secs(seen.mtime_ns)))
+}
+
+fn source_changed(task: &CopyTask, size: u64, mtime_ns: Option<i64>) -> Option<String> {
+    if size != task.size {
+        Some(format!("size {} became {size}", task.size))
+    } else if secs(mtime_ns) != secs(task.mtime_ns) {
+        Some("modified".to_string())
+    } else {
+        None
+    }
+}
+
+fn secs(ns: Option<i64>) -> Option<i64> {
+    ns.map(mtime_secs)
+}
+
+/// Bounds the bytes being copied at once. A file larger than the whole
+/// budget waits until nothing else is in flight, then runs alone.
+struct ByteBudget {
+    capacity: u64,
+    used: Mutex<u64>,
+    freed: Condvar,
+}
+
+struct Permit<'a> {
+    budget: &'a ByteBudget,
+    bytes: u64,
+}
+
+impl ByteBudget {
+    fn new(capacity: u64) -> Self {
+        ByteBudget {
+            capacity: capacity.max(1),
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self, bytes: u64) -> Permit<'_> {
+        let bytes = bytes.min(self.capacity);
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *used + bytes > self.capacity {
+            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += bytes;
+        Permit {
+            budget: self,
+            bytes,
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut used = self.budget.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used -= self.bytes;
+        self.budget.freed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn byte_budget_bounds_what_is_in_flight() {
+        let budget = ByteBudget::new(100);
+        let peak = AtomicU64::new(0);
+        let now = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for size in [60u64, 60, 30, 500, 10, 90] {
+                let (budget, peak, now) = (&budget, &peak, &now);
+                s.spawn(move || {
+                    let _p = budget.acquire(size);
+                    let cur = now.fetch_add(size.min(100), Ordering::SeqCst) + size.min(100);
+                    peak.fetch_max(cur, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(5));
+                    now.fetch_sub(size.min(100), Ordering::SeqCst);
+                });
+            }
+        });
+        assert!(peak.load(Ordering::SeqCst) <= 100);
+    }
+}

@@ -1,0 +1,131 @@
+//! Verify: re-reads the destination for every copied item and records
+//! whether it matches what was copied (kind, size, mtime to the second;
+//! with `checksum`, the content's BLAKE3 hash against the source's).
+
+use crate::EngineError;
+use crate::pool::{self, PoolConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use treeshift_backend::{Backend, BackendError, Reader};
+use treeshift_core::{Kind, VerifyStatus, VerifySummary, mtime_secs};
+use treeshift_store::{StoreHandle, VerifyEvent, VerifyTask};
+
+/// Reports verification progress.
+pub trait VerifyProgress: Send + Sync {
+    /// How many items will be checked.
+    fn start(&self, _items: u64) {}
+    /// One item checked, with the bytes hashed for it.
+    fn item_done(&self, _bytes: u64) {}
+}
+
+impl VerifyProgress for crate::NoProgress {}
+
+/// Verifies every copied item; `checksum` also compares content hashes.
+pub fn verify(
+    store: &StoreHandle,
+    src: Arc<dyn Backend>,
+    dst: Arc<dyn Backend>,
+    checksum: bool,
+    workers: usize,
+    progress: &dyn VerifyProgress,
+) -> Result<VerifySummary, EngineError> {
+    store
+        .approval()?
+        .ok_or_else(|| EngineError::approval(treeshift_store::StoreError::NotApproved))?;
+    let items = store.begin_verify(checksum)?;
+    progress.start(items);
+    let config = PoolConfig {
+        workers,
+        pull_batch: 2048,
+        commit_every: 4096,
+        commit_interval: Duration::from_millis(500),
+    };
+    pool::run(
+        &config,
+        |after| Ok(store.pull_verify(after, config.pull_batch)?),
+        |t| t.id,
+        |_| Ok(()),
+        |t| {
+            let (status, reason) = match check(src.as_ref(), dst.as_ref(), t, checksum) {
+                Ok(None) => (VerifyStatus::Verified, None),
+                Ok(Some(why)) => (VerifyStatus::Mismatch, Some(why)),
+                Err(e) => (VerifyStatus::Failed, Some(format!("{}: {e}", e.kind))),
+            };
+            if status != VerifyStatus::Verified {
+                tracing::warn!(path = %t.path, status = status.as_str(), reason = reason.as_deref().unwrap_or(""), "verification");
+            }
+            progress.item_done(if checksum { t.size } else { 0 });
+            Ok(VerifyEvent {
+                id: t.id,
+                depth: t.depth,
+                status,
+                reason,
+            })
+        },
+        |events| Ok(store.record_verify(events)?),
+    )?;
+    let summary = store.verify_summary()?.unwrap_or_default();
+    if summary.mismatch == 0 && summary.failed == 0 {
+        store.set_phase("verified")?;
+    }
+    Ok(summary)
+}
+
+/// `Ok(None)` if the destination matches, `Ok(Some(how))` if not.
+fn check(
+    src: &dyn Backend,
+    dst: &dyn Backend,
+    task: &VerifyTask,
+    checksum: bool,
+) -> Result<Option<String>, BackendError> {
+    let Some(now) = dst.stat(&task.path)? else {
+        return Ok(Some("missing on the destination".into()));
+    };
+    if now.kind != task.kind {
+        return Ok(Some(format!(
+            "a {} on the destination, a {} was copied",
+            now.kind.as_str(),
+            task.kind.as_str()
+        )));
+    }
+    if task.kind == Kind::Folder {
+        return Ok(None);
+    }
+    if now.size != task.size {
+        return Ok(Some(format!(
+            "size {} on the destination, {} copied",
+            now.size, task.size
+        )));
+    }
+    if now.mtime_ns.map(mtime_secs) != task.mtime_ns.map(mtime_secs) {
+        return Ok(Some("mtime differs from the one copied".into()));
+    }
+    if checksum && task.kind == Kind::File {
+        let (a, b) = (hash(src, task)?, hash(dst, task)?);
+        if a != b {
+            return Ok(Some(format!(
+                "content differs (blake3 {} on the source, {} on the destination)",
+                &a.to_hex()[..16],
+                &b.to_hex()[..16]
+            )));
+        }
+    }
+    if checksum
+        && task.kind == Kind::Symlink
+        && src.read_link(&task.path)? != dst.read_link(&task.path)?
+    {
+        return Ok(Some("symlink target differs".into()));
+    }
+    Ok(None)
+}
+
+fn hash(backend: &dyn Backend, task: &VerifyTask) -> Result<blake3::Hash, BackendError> {
+    let mut file = backend.open_read(&task.path)?;
+    let mut hasher = blake3::Hasher::new();
+    let read = match &mut file.reader {
+        Reader::File(f) => std::io::copy(f, &mut hasher),
+        Reader::Stream(r) => std::io::copy(r, &mut hasher),
+    };
+    read.map_err(|e| BackendError::from_io("read", task.path.to_string(), &e))?;
+    Ok(hasher.finalize())
+}

@@ -1,0 +1,598 @@
+//! The plan, its approval, and the copy and verify statuses: set-based
+//! statements on the store thread.
+//!
+//! The plan is derived from discovery's latest `compare` events and the
+//! approved policy. Its hash covers every item (path, kind, size, mtime,
+//! action, and what the destination held), so a copy can tell the plan it
+//! is about to carry out is the one a person approved.
+
+use super::{ErrorRow, EventRow, Writer, ix};
+use crate::error::Context;
+use crate::schema::FOLDER;
+use crate::{
+    CopyEvent, CopyPull, CopyTask, CopyTodo, DstSeen, FolderTime, ReviewSelect, StoreError,
+    VerifyEvent, VerifyTask,
+};
+use duckdb::params;
+use treeshift_core::{
+    Action, Approval, CopyStatus, CopySummary, Kind, Policy, RelPath, Side, VerifySummary,
+};
+
+/// The latest copy status and reason per plan item.
+const LATEST_COPY: &str = "SELECT node_id, arg_max(status, seq) AS st, arg_max(reason, seq) AS reason \
+     FROM src_status_events WHERE phase = 'copy' GROUP BY node_id";
+
+/// The latest verify status and reason per item.
+const LATEST_VERIFY: &str = "SELECT node_id, arg_max(status, seq) AS st, arg_max(reason, seq) AS reason \
+     FROM src_status_events WHERE phase = 'verify' GROUP BY node_id";
+
+/// Columns of `copy_plan`, in table order.
+const PLAN_COLUMNS: &str = "node_id, parent_id, depth, kind, size, mtime_ns, rel_path, status, \
+     dst_kind, dst_size, dst_mtime_ns, action, reason";
+
+/// A plan computed from the current discovery, before approval.
+struct Draft {
+    hash: String,
+    items: u64,
+    files: u64,
+    folders: u64,
+    bytes: u64,
+    skipped: u64,
+    replaces: u64,
+}
+
+impl Writer {
+    /// Computes the plan for `policy` into the temp table `plan_candidate`.
+    fn draft_plan(&mut self, policy: Policy) -> Result<Draft, StoreError> {
+        self.flush()?;
+        let pol = policy.as_str();
+        // `newer` compares whole seconds, as discovery does.
+        let src_newer = "mtime_s(s.mtime_ns) > mtime_s(d.mtime_ns)";
+        self.conn
+            .execute_batch(&format!(
+                "CREATE OR REPLACE TEMP TABLE plan_candidate AS \
+                 WITH cs AS (SELECT node_id, arg_max(status, seq) AS st FROM src_status_events \
+                             WHERE phase = 'compare' GROUP BY node_id) \
+                 SELECT s.id AS node_id, s.parent_id, s.depth, s.kind, s.size, s.mtime_ns, s.rel_path, \
+                   cs.st AS status, d.kind AS dst_kind, d.size AS dst_size, d.mtime_ns AS dst_mtime_ns, \
+                   CASE WHEN s.kind = 3 THEN 'skip' \
+                        WHEN cs.st = 'missing' THEN 'create' \
+                        WHEN '{pol}' = 'overwrite' THEN 'replace' \
+                        WHEN '{pol}' = 'rename' THEN 'rename' \
+                        WHEN '{pol}' = 'newer' AND cs.st = 'differs' AND {src_newer} THEN 'replace' \
+                        ELSE 'skip' END AS action, \
+                   CASE WHEN s.kind = 3 THEN 'special files are not copied' \
+                        WHEN cs.st = 'missing' OR '{pol}' IN ('overwrite', 'rename') THEN NULL \
+                        WHEN '{pol}' = 'newer' AND cs.st = 'differs' AND {src_newer} THEN NULL \
+                        WHEN '{pol}' = 'newer' AND cs.st = 'differs' THEN 'the destination is not older (policy newer)' \
+                        WHEN '{pol}' = 'newer' THEN 'kinds differ (policy newer leaves conflicts alone)' \
+                        ELSE cs.st || ' (policy skip)' END AS reason \
+                 FROM src_nodes s JOIN cs ON cs.node_id = s.id \
+                 LEFT JOIN dst_nodes d ON d.depth = s.depth AND d.rel_path = s.rel_path \
+                 WHERE cs.st IN ('missing', 'differs', 'conflict')"
+            ))
+            .context("compute the plan")?;
+        // Under a folder left in conflict, the source's subtree cannot go
+        // anywhere: skip it, depth by depth.
+        let skipped_folders = self.query_i64(&format!(
+            "SELECT count(*) FROM plan_candidate WHERE kind = {FOLDER} AND action = 'skip'"
+        ))?;
+        if skipped_folders > 0 {
+            let max_depth = self.query_i64("SELECT coalesce(max(depth), 0) FROM plan_candidate")?;
+            for d in 0..max_depth {
+                self.conn
+                    .execute(
+                        &format!(
+                            "UPDATE plan_candidate SET action = 'skip', \
+                             reason = 'inside a folder the plan leaves alone' \
+                             WHERE depth = {} AND action <> 'skip' AND parent_id IN \
+                             (SELECT node_id FROM plan_candidate WHERE depth = {d} \
+                              AND kind = {FOLDER} AND action = 'skip')",
+                            d + 1
+                        ),
+                        [],
+                    )
+                    .context("skip the subtrees of skipped folders")?;
+            }
+        }
+        let hash = self.plan_hash(policy)?;
+        let row = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT count(*) FILTER (WHERE action <> 'skip'), \
+                       count(*) FILTER (WHERE action <> 'skip' AND kind <> {FOLDER}), \
+                       count(*) FILTER (WHERE action <> 'skip' AND kind = {FOLDER}), \
+                       coalesce(sum(size) FILTER (WHERE action <> 'skip' AND kind = 1), 0)::BIGINT, \
+                       count(*) FILTER (WHERE action = 'skip'), \
+                       count(*) FILTER (WHERE action IN ('replace', 'rename')) \
+                     FROM plan_candidate"
+                ),
+                [],
+                |r| {
+                    Ok([
+                        r.get::<_, i64>(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ])
+                },
+            )
+            .context("count the plan")?;
+        let [items, files, folders, bytes, skipped, replaces] = row.map(|v| v.max(0) as u64);
+        Ok(Draft {
+            hash,
+            items,
+            files,
+            folders,
+            bytes,
+            skipped,
+            replaces,
+        })
+    }
+
+    /// An order-independent hash of `plan_candidate`: the wrapping sum of
+    /// one BLAKE3 hash per row, then hashed with the policy and row count.
+    /// Computed here rather than with the database's own hash function, so
+    /// it stays the same across database versions.
+    fn plan_hash(&self, policy: Policy) -> Result<String, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT node_id, action, kind, size, mtime_ns, rel_path, dst_kind, dst_size, dst_mtime_ns \
+                 FROM plan_candidate",
+            )
+            .context("hash the plan")?;
+        let mut rows = stmt.query([]).context("hash the plan")?;
+        let (mut sum, mut count) = (0u128, 0u64);
+        while let Some(r) = rows.next().context("hash the plan")? {
+            let mut h = blake3::Hasher::new();
+            h.update(&r.get::<_, i64>(0).context("hash")?.to_le_bytes());
+            h.update(r.get::<_, String>(1).context("hash")?.as_bytes());
+            h.update(&[r.get::<_, u8>(2).context("hash")?]);
+            h.update(&r.get::<_, u64>(3).context("hash")?.to_le_bytes());
+            let opt = |v: Option<i64>| {
+                v.map_or([0xff; 9], |v| {
+                    let mut b = [0u8; 9];
+                    b[1..].copy_from_slice(&v.to_le_bytes());
+                    b
+                })
+            };
+            h.update(&opt(r.get(4).context("hash")?));
+            let path: Vec<u8> = r.get(5).context("hash")?;
+            h.update(&(path.len() as u64).to_le_bytes());
+            h.update(&path);
+            h.update(&opt(r
+                .get::<_, Option<u8>>(6)
+                .context("hash")?
+                .map(i64::from)));
+            h.update(&opt(r
+                .get::<_, Option<u64>>(7)
+                .context("hash")?
+                .map(|v| v as i64)));
+            h.update(&opt(r.get(8).context("hash")?));
+            let digest = h.finalize();
+            let mut first = [0u8; 16];
+            first.copy_from_slice(&digest.as_bytes()[..16]);
+            sum = sum.wrapping_add(u128::from_le_bytes(first));
+            count += 1;
+        }
+        let mut h = blake3::Hasher::new();
+        h.update(policy.as_str().as_bytes());
+        h.update(&count.to_le_bytes());
+        h.update(&sum.to_le_bytes());
+        Ok(h.finalize().to_hex()[..32].to_string())
+    }
+
+    fn check_discovered(&mut self) -> Result<(), StoreError> {
+        let p = self.progress()?;
+        if p.src_done && p.dst_done {
+            Ok(())
+        } else {
+            Err(StoreError::NotDiscovered)
+        }
+    }
+
+    pub(crate) fn approve(&mut self, policy: Policy, by: &str) -> Result<Approval, StoreError> {
+        self.check_discovered()?;
+        let draft = self.draft_plan(policy)?;
+        if let Some(old) = self.approval()? {
+            let summary = self.copy_summary()?;
+            let started = summary.copied + summary.failed + summary.changed + summary.copying > 0;
+            if started && !summary.is_finished() {
+                if old.plan_hash == draft.hash {
+                    return Ok(old);
+                }
+                return Err(StoreError::CopyStarted {
+                    policy: old.policy.to_string(),
+                });
+            }
+        }
+        let approval = Approval {
+            policy,
+            plan_hash: draft.hash,
+            approved_by: by.to_string(),
+            approved_at: self.utc_now()?,
+            items: draft.items,
+            files: draft.files,
+            folders: draft.folders,
+            bytes: draft.bytes,
+            skipped: draft.skipped,
+            replaces: draft.replaces,
+        };
+        let json =
+            serde_json::to_string(&approval).map_err(|e| StoreError::Thread(e.to_string()))?;
+        let rows = self.query_i64("SELECT count(*) FROM plan_candidate")?;
+        let base = self.next_seq;
+        self.next_seq += rows;
+        self.in_transaction("record the approval", |conn| {
+            conn.execute("DELETE FROM copy_plan", [])?;
+            conn.execute(
+                &format!("INSERT INTO copy_plan SELECT {PLAN_COLUMNS} FROM plan_candidate"),
+                [],
+            )?;
+            conn.execute(
+                &format!(
+                    "INSERT INTO src_status_events \
+                     SELECT {base} - 1 + row_number() OVER (ORDER BY node_id), node_id, depth, 'copy', \
+                       CASE WHEN action = 'skip' THEN 'skipped' ELSE 'pending' END, \
+                       CASE WHEN action = 'skip' THEN reason ELSE NULL END, 1, now() \
+                     FROM plan_candidate"
+                ),
+                [],
+            )?;
+            conn.execute(
+                "UPDATE migrations SET approval = ?, phase = 'approved', updated_at = now() WHERE id = 1",
+                params![json],
+            )?;
+            Ok(())
+        })?;
+        Ok(approval)
+    }
+
+    /// Now as RFC 3339 UTC. The clock is read here, not in SQL: DuckDB's
+    /// time zone functions need an extension the bundle lacks.
+    fn utc_now(&self) -> Result<String, StoreError> {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        self.conn
+            .query_row(
+                "SELECT strftime(make_timestamp(?::BIGINT), '%Y-%m-%dT%H:%M:%SZ')",
+                params![micros],
+                |r| r.get(0),
+            )
+            .context("format the time")
+    }
+
+    pub(crate) fn approval(&self) -> Result<Option<Approval>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT approval FROM migrations WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .context("read the approval")?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| StoreError::NotAStateFile {
+                path: self.path.clone(),
+                detail: format!("unreadable approval: {e}"),
+            })
+        })
+        .transpose()
+    }
+
+    pub(crate) fn approved_plan(&mut self) -> Result<Approval, StoreError> {
+        let approval = self.approval()?.ok_or(StoreError::NotApproved)?;
+        self.check_discovered()?;
+        let draft = self.draft_plan(approval.policy)?;
+        if draft.hash != approval.plan_hash {
+            return Err(StoreError::PlanChanged {
+                approved: approval.plan_hash,
+                current: draft.hash,
+            });
+        }
+        Ok(approval)
+    }
+
+    pub(crate) fn begin_copy(&mut self) -> Result<CopyTodo, StoreError> {
+        self.flush()?;
+        self.conn
+            .execute_batch(&format!(
+                "CREATE OR REPLACE TEMP TABLE copy_todo AS \
+                 SELECT p.* FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
+                 WHERE p.action <> 'skip' AND coalesce(c.st, 'pending') IN ('pending', 'copying')"
+            ))
+            .context("prepare the copy")?;
+        let (folders, files, bytes): (i64, i64, i64) = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT count(*) FILTER (WHERE kind = {FOLDER}), count(*) FILTER (WHERE kind <> {FOLDER}), \
+                     coalesce(sum(size) FILTER (WHERE kind = 1), 0)::BIGINT FROM copy_todo"
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .context("count the copy")?;
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT DISTINCT depth FROM copy_todo WHERE kind = {FOLDER} ORDER BY depth"
+            ))
+            .context("list folder depths")?;
+        let folder_depths = stmt
+            .query_map([], |r| r.get::<_, i32>(0))
+            .context("list folder depths")?
+            .map(|d| d.map(|d| d.max(0) as u32))
+            .collect::<Result<_, _>>()
+            .context("list folder depths")?;
+        Ok(CopyTodo {
+            folders: folders as u64,
+            files: files as u64,
+            bytes: bytes as u64,
+            folder_depths,
+        })
+    }
+
+    pub(crate) fn pull_copy(
+        &mut self,
+        pull: CopyPull,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<CopyTask>, StoreError> {
+        let filter = match pull {
+            CopyPull::Folders { depth } => format!("kind = {FOLDER} AND depth = {depth}"),
+            CopyPull::Files => format!("kind <> {FOLDER}"),
+        };
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT node_id, depth, kind, action, rel_path, size, mtime_ns, dst_kind, dst_size, dst_mtime_ns \
+                 FROM copy_todo WHERE {filter} AND node_id > ? ORDER BY node_id LIMIT ?"
+            ))
+            .context("pull copy tasks")?;
+        let rows = stmt
+            .query_map(params![after, limit as i64], |r| {
+                let dst_kind: Option<u8> = r.get(7)?;
+                let action: String = r.get(3)?;
+                Ok(CopyTask {
+                    id: r.get(0)?,
+                    depth: r.get::<_, i32>(1)?.max(0) as u32,
+                    kind: kind_of(r.get(2)?),
+                    action: action.parse().unwrap_or(Action::Skip),
+                    path: RelPath::from_bytes(r.get(4)?),
+                    size: r.get(5)?,
+                    mtime_ns: r.get(6)?,
+                    dst: match dst_kind {
+                        Some(k) => Some(DstSeen {
+                            kind: kind_of(k),
+                            size: r.get::<_, Option<u64>>(8)?.unwrap_or(0),
+                            mtime_ns: r.get(9)?,
+                        }),
+                        None => None,
+                    },
+                })
+            })
+            .context("pull copy tasks")?;
+        rows.collect::<Result<_, _>>().context("pull copy tasks")
+    }
+
+    pub(crate) fn record_copy(&mut self, events: Vec<CopyEvent>) {
+        let n = events.len();
+        for e in events {
+            let seq = self.take_seq();
+            self.buf.events[ix(Side::Src)].push(EventRow {
+                seq,
+                node_id: e.id,
+                depth: e.depth,
+                phase: "copy",
+                status: e.status.as_str(),
+                reason: e.reason,
+                attempt: 1,
+            });
+            if let Some((path, failure)) = e.error {
+                let seq = self.take_seq();
+                self.buf.errors.push(ErrorRow {
+                    seq,
+                    side: Side::Dst,
+                    phase: "copy",
+                    node_id: e.id,
+                    rel_path: path.into_bytes(),
+                    failure,
+                });
+            }
+        }
+        self.note_rows(n);
+    }
+
+    pub(crate) fn folder_times(
+        &mut self,
+        after: Option<(u32, i64)>,
+        limit: usize,
+    ) -> Result<Vec<FolderTime>, StoreError> {
+        let keyset = match after {
+            Some((d, id)) => format!("AND (depth < {d} OR (depth = {d} AND node_id > {id}))"),
+            None => String::new(),
+        };
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT node_id, depth, rel_path, mtime_ns FROM copy_plan \
+                 WHERE kind = {FOLDER} AND action <> 'skip' AND mtime_ns IS NOT NULL {keyset} \
+                 ORDER BY depth DESC, node_id LIMIT {limit}"
+            ))
+            .context("pull folder times")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(FolderTime {
+                    id: r.get(0)?,
+                    depth: r.get::<_, i32>(1)?.max(0) as u32,
+                    path: RelPath::from_bytes(r.get(2)?),
+                    mtime_ns: r.get(3)?,
+                })
+            })
+            .context("pull folder times")?;
+        rows.collect::<Result<_, _>>().context("pull folder times")
+    }
+
+    pub(crate) fn copy_summary(&mut self) -> Result<CopySummary, StoreError> {
+        self.flush()?;
+        let counts = CopyStatus::ALL
+            .iter()
+            .map(|s| format!("count(*) FILTER (WHERE st = '{}')", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let v: Vec<i64> = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT count(*), {counts}, \
+                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action <> 'skip'), 0)::BIGINT, \
+                       coalesce(sum(size) FILTER (WHERE kind = 1 AND st = 'copied'), 0)::BIGINT \
+                     FROM (SELECT p.kind, p.size, p.action, coalesce(c.st, 'pending') AS st \
+                           FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id)"
+                ),
+                [],
+                |r| (0..9).map(|i| r.get::<_, i64>(i)).collect(),
+            )
+            .context("summarise the copy")?;
+        let v: Vec<u64> = v.into_iter().map(|x| x.max(0) as u64).collect();
+        Ok(CopySummary {
+            planned: v[0],
+            pending: v[1],
+            copying: v[2],
+            copied: v[3],
+            skipped: v[4],
+            failed: v[5],
+            changed: v[6],
+            bytes_planned: v[7],
+            bytes_copied: v[8],
+        })
+    }
+
+    pub(crate) fn begin_verify(&mut self, checksum: bool) -> Result<u64, StoreError> {
+        self.flush()?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta VALUES ('verify_checksum', ?)",
+                params![checksum.to_string()],
+            )
+            .context("record the verify mode")?;
+        self.conn
+            .execute_batch(&format!(
+                "CREATE OR REPLACE TEMP TABLE verify_todo AS \
+                 SELECT p.node_id, p.depth, p.kind, p.rel_path, p.size, p.mtime_ns FROM copy_plan p \
+                 JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id WHERE c.st = 'copied'"
+            ))
+            .context("prepare the verification")?;
+        Ok(self.query_i64("SELECT count(*) FROM verify_todo")?.max(0) as u64)
+    }
+
+    pub(crate) fn pull_verify(
+        &mut self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<VerifyTask>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT node_id, depth, kind, rel_path, size, mtime_ns FROM verify_todo \
+                 WHERE node_id > ? ORDER BY node_id LIMIT ?",
+            )
+            .context("pull verify tasks")?;
+        let rows = stmt
+            .query_map(params![after, limit as i64], |r| {
+                Ok(VerifyTask {
+                    id: r.get(0)?,
+                    depth: r.get::<_, i32>(1)?.max(0) as u32,
+                    kind: kind_of(r.get(2)?),
+                    path: RelPath::from_bytes(r.get(3)?),
+                    size: r.get(4)?,
+                    mtime_ns: r.get(5)?,
+                })
+            })
+            .context("pull verify tasks")?;
+        rows.collect::<Result<_, _>>().context("pull verify tasks")
+    }
+
+    pub(crate) fn record_verify(&mut self, events: Vec<VerifyEvent>) {
+        let n = events.len();
+        for e in events {
+            let seq = self.take_seq();
+            self.buf.events[ix(Side::Src)].push(EventRow {
+                seq,
+                node_id: e.id,
+                depth: e.depth,
+                phase: "verify",
+                status: e.status.as_str(),
+                reason: e.reason,
+                attempt: 1,
+            });
+        }
+        self.note_rows(n);
+    }
+
+    pub(crate) fn verify_summary(&mut self) -> Result<Option<VerifySummary>, StoreError> {
+        self.flush()?;
+        let checksum: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'verify_checksum'",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        let Some(checksum) = checksum else {
+            return Ok(None);
+        };
+        let v: Vec<i64> = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT count(*), count(*) FILTER (WHERE v.st = 'verified'), \
+                       count(*) FILTER (WHERE v.st = 'mismatch'), count(*) FILTER (WHERE v.st = 'failed') \
+                     FROM ({LATEST_COPY}) c JOIN ({LATEST_VERIFY}) v ON v.node_id = c.node_id \
+                     WHERE c.st = 'copied'"
+                ),
+                [],
+                |r| (0..4).map(|i| r.get::<_, i64>(i)).collect(),
+            )
+            .context("summarise the verification")?;
+        let v: Vec<u64> = v.into_iter().map(|x| x.max(0) as u64).collect();
+        Ok(Some(VerifySummary {
+            checked: v[0],
+            verified: v[1],
+            mismatch: v[2],
+            failed: v[3],
+            checksum: checksum == "true",
+        }))
+    }
+}
+
+/// The review query for copy and verify selections (`None` for the
+/// discovery ones). Columns as the discovery review's.
+pub(super) fn review_sql(select: ReviewSelect) -> Option<String> {
+    match select {
+        ReviewSelect::Copy(status) => Some(format!(
+            "SELECT 'src' AS side, p.rel_path, p.kind, p.size, p.mtime_ns, \
+               coalesce(c.st, 'pending') AS st, coalesce(c.reason, p.reason) AS reason \
+             FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
+             WHERE coalesce(c.st, 'pending') = '{}'",
+            status.as_str()
+        )),
+        ReviewSelect::VerifyProblems => Some(format!(
+            "SELECT 'src' AS side, p.rel_path, p.kind, p.size, p.mtime_ns, v.st, v.reason \
+             FROM copy_plan p JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
+             JOIN ({LATEST_VERIFY}) v ON v.node_id = p.node_id \
+             WHERE c.st = 'copied' AND v.st <> 'verified'"
+        )),
+        _ => None,
+    }
+}
+
+fn kind_of(code: u8) -> Kind {
+    Kind::from_code(code).unwrap_or(Kind::Special)
+}

@@ -1,0 +1,360 @@
+//! Approval, copy and verify, end to end through the real binary.
+
+mod util;
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use util::{make_tree, run, s, set_mtime, snapshot, status_json, temporaries};
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("json: {e}: {out}"))
+}
+
+fn discover_and_approve(src: &Path, dst: &Path, state: &Path, policy: &str) {
+    let (code, _, err) = run(&["discover", s(src), s(dst), "--state", s(state)]);
+    assert_eq!(code, 0, "discover: {err}");
+    let (code, _, err) = run(&["approve", "--state", s(state), "--policy", policy]);
+    assert_eq!(code, 0, "approve: {err}");
+}
+
+/// A fresh discovery of `src` against `dst` (in a new state file).
+fn rediscover(src: &Path, dst: &Path, state: &Path) -> serde_json::Value {
+    let (code, out, err) = run(&["discover", s(src), s(dst), "--state", s(state), "--json"]);
+    assert_eq!(code, 0, "rediscover: {err}");
+    json(&out)
+}
+
+#[test]
+fn migrate_copies_odd_names_links_and_modes_and_leaves_nothing_to_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 3, 2, 5);
+    let odd: [&[u8]; 4] = [b"new\nline", b"bad\xff\xfe", &[b'x'; 255], b" spaced "];
+    for name in odd {
+        fs::write(src.join("d1").join(std::ffi::OsStr::from_bytes(name)), name).unwrap();
+    }
+    std::os::unix::fs::symlink("../f000.txt", src.join("d0").join("link")).unwrap();
+    std::os::unix::fs::symlink("/nowhere", src.join("dangling")).unwrap();
+    let fifo = src.join("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    fs::set_permissions(src.join("f001.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(src.join("f002.txt"), fs::Permissions::from_mode(0o755)).unwrap();
+    let dst = dir.path().join("dst");
+    let state = dir.path().join("s.duckdb");
+    let (code, out, err) = run(&[
+        "migrate",
+        s(&src),
+        s(&dst),
+        "--state",
+        s(&state),
+        "--yes",
+        "--checksum",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "migrate: {err}");
+    let result = json(&out);
+    assert_eq!(result["copy"]["failed"], 0);
+    assert_eq!(result["copy"]["changed"], 0);
+    assert_eq!(result["copy"]["skipped"], 1, "the fifo is not copied");
+    assert_eq!(result["verify"]["mismatch"], 0);
+    assert_eq!(result["verify"]["verified"], result["verify"]["checked"]);
+    let mut want = snapshot(&src);
+    want.remove(b"pipe".as_slice());
+    assert_eq!(snapshot(&dst), want, "content, size, mtime and links");
+    for f in ["f001.txt", "f002.txt"] {
+        let mode = |root: &Path| fs::metadata(root.join(f)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&dst), mode(&src), "{f} keeps its permission bits");
+    }
+    let again = rediscover(&src, &dst, &dir.path().join("again.duckdb"));
+    assert_eq!(again["to_copy"]["files"], 0);
+    assert_eq!(again["to_copy"]["folders"], 0);
+    assert_eq!(again["differs"], 0);
+    assert_eq!(again["missing"], 1, "only the fifo");
+    let status = status_json(&state);
+    assert_eq!(status["phase"], "verified");
+    assert_eq!(status["copy"]["pending"], 0);
+}
+
+#[test]
+fn sim_source_copies_and_verifies_content_and_a_corruption_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = "sim:seed=5,depth=2,fanout=3,files=8,sizes=mixed,symlinks=1";
+    let dst = dir.path().join("dst");
+    let state = dir.path().join("s.duckdb");
+    let (code, out, err) = run(&[
+        "migrate",
+        src,
+        s(&dst),
+        "--state",
+        s(&state),
+        "--yes",
+        "--checksum",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "migrate: {err}");
+    let result = json(&out);
+    assert_eq!(
+        result["copy"]["bytes_copied"],
+        result["discovery"]["to_copy"]["bytes"]
+    );
+    assert_eq!(result["verify"]["verified"], result["verify"]["checked"]);
+    // Same size and mtime, other bytes: only a checksum finds it.
+    let victim = dst.join("d00").join("f0003.dat");
+    let meta = fs::metadata(&victim).unwrap();
+    let mut data = fs::read(&victim).unwrap();
+    assert!(!data.is_empty());
+    data[0] ^= 0xff;
+    fs::write(&victim, &data).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&victim)
+        .unwrap()
+        .set_modified(meta.modified().unwrap())
+        .unwrap();
+    let (code, _, err) = run(&["verify", "--state", s(&state)]);
+    assert_eq!(code, 0, "metadata still matches: {err}");
+    let (code, out, _) = run(&["verify", "--state", s(&state), "--checksum", "--json"]);
+    assert_eq!(code, 4, "a mismatch is exit 4");
+    assert_eq!(json(&out)["mismatch"], 1);
+    let (code, out, _) = run(&["review", "--state", s(&state), "--status", "mismatch"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("d00/f0003.dat") && out.contains("content differs"),
+        "{out}"
+    );
+}
+
+#[test]
+fn copy_without_an_approval_exits_3_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 2, 1, 3);
+    let dst = dir.path().join("dst");
+    let state = dir.path().join("s.duckdb");
+    let (code, _, err) = run(&["discover", s(&src), s(&dst), "--state", s(&state)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["copy", "--state", s(&state)]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("approve"), "{err}");
+    assert!(!dst.exists(), "nothing written before approval");
+    let (code, _, err) = run(&["migrate", s(&src), s(&dst), "--state", s(&state)]);
+    assert_eq!(
+        code, 3,
+        "migrate without --yes stops after discovery: {err}"
+    );
+    assert!(!dst.exists());
+    let (code, _, err) = run(&["approve", "--state", s(&state), "--policy", "bogus"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn items_that_changed_since_discovery_are_reported_not_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 2, 1, 4);
+    let dst = dir.path().join("dst");
+    fs::create_dir_all(dst.join("d0")).unwrap();
+    let state = dir.path().join("s.duckdb");
+    discover_and_approve(&src, &dst, &state, "skip");
+    // After approval: one source file grows, one vanishes, and something
+    // appears on the destination where the plan creates a file.
+    fs::write(src.join("f001.txt"), b"grown since discovery").unwrap();
+    fs::remove_file(src.join("d1").join("f002.txt")).unwrap();
+    fs::write(dst.join("d0").join("f003.txt"), b"someone else's").unwrap();
+    let (code, out, err) = run(&["copy", "--state", s(&state), "--json"]);
+    assert_eq!(code, 4, "changed items make exit 4: {err}");
+    let summary = json(&out);
+    assert_eq!(summary["changed"], 3, "{summary}");
+    assert_eq!(summary["failed"], 0);
+    assert!(!dst.join("f001.txt").exists(), "not copied blindly");
+    assert_eq!(
+        fs::read(dst.join("d0").join("f003.txt")).unwrap(),
+        b"someone else's",
+        "destination data untouched"
+    );
+    let (_, out, _) = run(&["review", "--state", s(&state), "--status", "changed"]);
+    for needle in [
+        "f001.txt",
+        "d1/f002.txt",
+        "d0/f003.txt",
+        "vanished",
+        "appeared",
+    ] {
+        assert!(out.contains(needle), "{needle} in {out}");
+    }
+    assert!(temporaries(&dst).is_empty());
+}
+
+/// Source and destination with one of each disagreement: a newer and an
+/// older differing file, a file where dst has a folder, a folder where dst
+/// has a file.
+fn disagreeing_trees(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (src, dst) = (root.join("src"), root.join("dst"));
+    fs::create_dir_all(src.join("y")).unwrap();
+    fs::create_dir_all(dst.join("x")).unwrap();
+    fs::write(src.join("a.txt"), b"src a, newer").unwrap();
+    set_mtime(&src.join("a.txt"), 1_700_000_000);
+    fs::write(dst.join("a.txt"), b"dst a").unwrap();
+    set_mtime(&dst.join("a.txt"), 1_600_000_000);
+    fs::write(src.join("b.txt"), b"src b, older").unwrap();
+    set_mtime(&src.join("b.txt"), 1_500_000_000);
+    fs::write(dst.join("b.txt"), b"dst b").unwrap();
+    set_mtime(&dst.join("b.txt"), 1_600_000_000);
+    fs::write(src.join("x"), b"src x is a file").unwrap();
+    fs::write(dst.join("x").join("inner"), b"dst x is a folder").unwrap();
+    fs::write(src.join("y").join("child"), b"src y is a folder").unwrap();
+    fs::write(dst.join("y"), b"dst y is a file").unwrap();
+    (src, dst)
+}
+
+#[test]
+fn the_policy_decides_what_happens_to_differing_items() {
+    for policy in ["skip", "overwrite", "newer", "rename"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = disagreeing_trees(dir.path());
+        let state = dir.path().join("s.duckdb");
+        discover_and_approve(&src, &dst, &state, policy);
+        let (code, out, err) = run(&["copy", "--state", s(&state), "--json"]);
+        assert_eq!(code, 0, "{policy}: {err}");
+        let summary = json(&out);
+        let read = |p: &str| fs::read(dst.join(p)).unwrap();
+        match policy {
+            "skip" => {
+                assert_eq!(read("a.txt"), b"dst a");
+                assert_eq!(read("b.txt"), b"dst b");
+                assert!(dst.join("x").is_dir() && dst.join("y").is_file());
+                assert_eq!(summary["skipped"], 5, "a, b, x, y and y/child: {summary}");
+            }
+            "overwrite" => {
+                assert_eq!(read("a.txt"), b"src a, newer");
+                assert_eq!(read("b.txt"), b"src b, older");
+                assert_eq!(read("x"), b"src x is a file");
+                assert_eq!(read("y/child"), b"src y is a folder");
+            }
+            "newer" => {
+                assert_eq!(read("a.txt"), b"src a, newer");
+                assert_eq!(read("b.txt"), b"dst b", "the destination's is newer");
+                assert!(dst.join("x").is_dir() && dst.join("y").is_file());
+            }
+            "rename" => {
+                assert_eq!(read("a.txt"), b"src a, newer");
+                assert_eq!(read("a.txt.treeshift-old"), b"dst a");
+                assert_eq!(read("b.txt.treeshift-old"), b"dst b");
+                assert_eq!(read("x"), b"src x is a file");
+                assert_eq!(read("x.treeshift-old/inner"), b"dst x is a folder");
+                assert_eq!(read("y.treeshift-old"), b"dst y is a file");
+                assert_eq!(read("y/child"), b"src y is a folder");
+            }
+            _ => unreachable!(),
+        }
+        if matches!(policy, "overwrite" | "rename") {
+            let again = rediscover(&src, &dst, &dir.path().join("again.duckdb"));
+            assert_eq!(again["to_copy"]["files"], 0, "{policy}: {again}");
+            assert_eq!(again["conflict"], 0, "{policy}");
+            assert_eq!(again["differs"], 0, "{policy}");
+        }
+    }
+}
+
+#[test]
+fn an_unreadable_source_file_fails_with_its_reason_and_the_rest_is_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 2, 1, 3);
+    fs::write(src.join("secret"), b"s").unwrap();
+    fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+    let dst = dir.path().join("dst");
+    let state = dir.path().join("s.duckdb");
+    discover_and_approve(&src, &dst, &state, "skip");
+    let Some((code, out, err)) = util::run_unprivileged(&["copy", "--state", s(&state), "--json"])
+    else {
+        eprintln!("setpriv missing; skipping");
+        return;
+    };
+    fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(json(&out)["failed"], 1);
+    let (_, out, _) = run(&["review", "--state", s(&state), "--status", "copy-failed"]);
+    assert!(
+        out.contains("secret") && out.contains("permission_denied"),
+        "{out}"
+    );
+    let mut want = snapshot(&src);
+    want.remove(b"secret".as_slice());
+    assert_eq!(snapshot(&dst), want);
+    assert!(temporaries(&dst).is_empty());
+}
+
+#[test]
+fn a_full_destination_stops_the_copy_which_resumes_once_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("big")).unwrap();
+    for i in 0..6 {
+        fs::write(
+            src.join("big").join(format!("b{i}")),
+            vec![i as u8; 700 << 10],
+        )
+        .unwrap();
+    }
+    make_tree(&src.join("small"), 2, 1, 3);
+    let dst = dir.path().join("dst");
+    let Some(mount) = util::Tmpfs::mount(&dst, "size=2m") else {
+        eprintln!("cannot mount a tmpfs here; skipping");
+        return;
+    };
+    let state = dir.path().join("s.duckdb");
+    discover_and_approve(&src, &dst, &state, "skip");
+    let (code, _, err) = run(&["copy", "--state", s(&state)]);
+    assert_eq!(code, 1, "a full destination stops the run: {err}");
+    assert!(
+        err.contains("no_space") || err.contains("No space"),
+        "{err}"
+    );
+    let status = status_json(&state);
+    assert_eq!(status["copy"]["failed"], 0, "not recorded as item failures");
+    assert!(
+        status["copy"]["pending"].as_u64().unwrap() + status["copy"]["copying"].as_u64().unwrap()
+            > 0
+    );
+    assert!(temporaries(&dst).is_empty(), "partial data removed");
+    mount.remount("size=16m");
+    let (code, _, err) = run(&["copy", "--state", s(&state)]);
+    assert_eq!(code, 0, "resumed: {err}");
+    assert_eq!(snapshot(&dst), snapshot(&src));
+    assert!(temporaries(&dst).is_empty());
+}
+
+#[test]
+fn a_read_only_destination_stops_the_copy_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 2, 1, 3);
+    let dst = dir.path().join("dst");
+    let Some(mount) = util::Tmpfs::mount(&dst, "size=1m") else {
+        eprintln!("cannot mount a tmpfs here; skipping");
+        return;
+    };
+    let state = dir.path().join("s.duckdb");
+    discover_and_approve(&src, &dst, &state, "skip");
+    mount.remount("ro");
+    let (code, _, err) = run(&["copy", "--state", s(&state)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("read_only") || err.contains("Read-only"),
+        "{err}"
+    );
+    assert_eq!(status_json(&state)["copy"]["failed"], 0);
+    mount.remount("rw");
+    let (code, _, err) = run(&["copy", "--state", s(&state)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(snapshot(&dst), snapshot(&src));
+}
