@@ -60,39 +60,47 @@ pub trait Backend: Send + Sync {
 
 /// A destination a copy can write to.
 ///
-/// Contract: a file appears at its final name only complete. Data goes to a
-/// temporary name in the same folder ([`Writable::write_temp`]) and is moved
-/// into place by [`Writable::commit_temp`]; nothing here deletes anything
-/// but temporaries, except [`Writable::remove`], which the engine calls
-/// only when an approved plan says to replace an item.
+/// Contract: an item appears at its final name only complete. Data is
+/// staged first ([`Writable::write_temp`]): as an anonymous file in the
+/// target's folder where the storage has them (Linux `O_TMPFILE`: a crash
+/// leaves nothing behind), else under a temporary name there. Then
+/// [`Writable::commit`] links or renames it into place. Nothing here
+/// deletes anything but temporaries, except [`Writable::remove`], which the
+/// engine calls only when an approved plan says to replace an item.
 pub trait Writable: Send + Sync {
     /// Creates the folder `path` (its parent exists); an existing folder is
     /// fine. The root is created with its missing ancestors.
     fn create_folder(&self, path: &RelPath) -> Result<(), BackendError>;
 
-    /// Writes `source`'s data to `temp` (replacing any earlier attempt),
-    /// with the source's mtime and, where both sides have them, permission
-    /// bits. Returns the bytes written.
-    fn write_temp(&self, temp: &RelPath, source: &mut SourceFile) -> Result<u64, BackendError>;
+    /// Stages `source`'s data (with the source's mtime and, where both
+    /// sides have them, permission bits) in the folder of `temp`, named
+    /// `temp` unless `anonymous` is allowed and the storage can. Returns
+    /// the staged item and the bytes written.
+    fn write_temp(
+        &self,
+        temp: &RelPath,
+        source: &mut SourceFile,
+        anonymous: bool,
+    ) -> Result<(Staged, u64), BackendError>;
 
-    /// Creates a symlink at `temp` pointing to `target`, with this mtime.
+    /// Stages a symlink to `target` at `temp`, with this mtime.
     fn symlink_temp(
         &self,
         temp: &RelPath,
         target: &[u8],
         mtime_ns: Option<i64>,
-    ) -> Result<(), BackendError>;
+    ) -> Result<Staged, BackendError>;
 
-    /// Moves `temp` to `path`. With `replace` false it never replaces an
-    /// existing item: it returns `Ok(false)` and leaves `temp` in place.
-    fn commit_temp(
-        &self,
-        temp: &RelPath,
-        path: &RelPath,
-        replace: bool,
-    ) -> Result<bool, BackendError>;
+    /// Moves a staged item to `path`. With `replace` false it never
+    /// replaces an existing item: it discards the staged one and returns
+    /// `Ok(false)`. On an error the staged item is discarded too.
+    fn commit(&self, staged: Staged, path: &RelPath, replace: bool) -> Result<bool, BackendError>;
 
-    /// Removes a temporary; one that is not there is fine.
+    /// Discards a staged item.
+    fn discard(&self, staged: Staged) -> Result<(), BackendError>;
+
+    /// Removes a temporary a stopped run may have left; one that is not
+    /// there is fine.
     fn remove_temp(&self, temp: &RelPath) -> Result<(), BackendError>;
 
     /// Moves `path` to `to` (a sibling), never replacing an existing `to`.
@@ -103,6 +111,15 @@ pub trait Writable: Send + Sync {
 
     /// Sets the mtime of `path` (a folder, after its contents were written).
     fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> Result<(), BackendError>;
+}
+
+/// Data written but not yet in place.
+#[derive(Debug)]
+pub enum Staged {
+    /// An open file with no name yet (freed if the process dies).
+    Anonymous(File),
+    /// A file or symlink under a temporary name.
+    Named(RelPath),
 }
 
 /// An open source file.

@@ -4,27 +4,34 @@
 //! open folder (`statx`/`fstatat` with no symlink following), which is what
 //! `find -printf` does. Symlinks are reported, never followed.
 
-use crate::{Backend, BackendError, Children, Reader, SourceFile, Writable};
-use rustix::fs::{AtFlags, CWD, RenameFlags, Timespec, Timestamps, UTIME_OMIT};
+use crate::{Backend, BackendError, Children, Reader, SourceFile, Staged, Writable};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags, RenameFlags, Timespec, Timestamps, UTIME_OMIT};
 use std::ffi::OsStr;
 use std::fs::{self, DirEntry, File, FileType, Metadata, OpenOptions, Permissions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use treeshift_core::{Entry, Kind, RelPath};
 
 /// A tree on a local file system.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct LocalBackend {
     root: PathBuf,
+    /// Set once the file system refused an anonymous file.
+    no_tmpfile: AtomicBool,
 }
 
 impl LocalBackend {
     /// A backend rooted at `root` (which need not exist yet).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into() }
+        LocalBackend {
+            root: root.into(),
+            no_tmpfile: AtomicBool::new(false),
+        }
     }
 
     /// The root folder.
@@ -142,30 +149,36 @@ impl Writable for LocalBackend {
         }
     }
 
-    fn write_temp(&self, temp: &RelPath, source: &mut SourceFile) -> Result<u64, BackendError> {
-        let full = self.full_path(temp);
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&full)
-            .map_err(|e| self.err("write", temp, &e))?;
-        // File to file, std's `io::copy` uses copy_file_range (or sendfile).
-        let written = match &mut source.reader {
-            Reader::File(f) => io::copy(f, &mut out),
-            Reader::Stream(r) => io::copy(r, &mut out),
+    fn write_temp(
+        &self,
+        temp: &RelPath,
+        source: &mut SourceFile,
+        anonymous: bool,
+    ) -> Result<(Staged, u64), BackendError> {
+        let (mut out, staged_name) = match anonymous.then(|| self.open_anonymous(temp)).flatten() {
+            Some(file) => (file, None),
+            None => {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(self.full_path(temp))
+                    .map_err(|e| self.err("write", temp, &e))?;
+                (file, Some(temp.clone()))
+            }
+        };
+        let result = fill(&mut out, source).map_err(|(op, e)| self.err(op, temp, &e));
+        match (result, staged_name) {
+            (Ok(n), None) => Ok((Staged::Anonymous(out), n)),
+            (Ok(n), Some(name)) => Ok((Staged::Named(name), n)),
+            (Err(e), name) => {
+                if let Some(name) = name {
+                    let _ = self.remove_temp(&name);
+                }
+                Err(e)
+            }
         }
-        .map_err(|e| self.err("write", temp, &e))?;
-        if let Some(mode) = source.mode {
-            out.set_permissions(Permissions::from_mode(mode & 0o7777))
-                .map_err(|e| self.err("chmod", temp, &e))?;
-        }
-        if let Some(ns) = source.mtime_ns {
-            out.set_modified(system_time(ns))
-                .map_err(|e| self.err("set_mtime", temp, &e))?;
-        }
-        Ok(written)
     }
 
     fn symlink_temp(
@@ -173,7 +186,7 @@ impl Writable for LocalBackend {
         temp: &RelPath,
         target: &[u8],
         mtime_ns: Option<i64>,
-    ) -> Result<(), BackendError> {
+    ) -> Result<Staged, BackendError> {
         let full = self.full_path(temp);
         let _ = fs::remove_file(&full);
         std::os::unix::fs::symlink(OsStr::from_bytes(target), &full)
@@ -186,40 +199,56 @@ impl Writable for LocalBackend {
                 },
                 last_modification: timespec(ns),
             };
-            rustix::fs::utimensat(CWD, &full, &times, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| self.err("set_mtime", temp, &e.into()))?;
+            if let Err(e) = rustix::fs::utimensat(CWD, &full, &times, AtFlags::SYMLINK_NOFOLLOW) {
+                let _ = fs::remove_file(&full);
+                return Err(self.err("set_mtime", temp, &e.into()));
+            }
         }
-        Ok(())
+        Ok(Staged::Named(temp.clone()))
     }
 
-    fn commit_temp(
-        &self,
-        temp: &RelPath,
-        path: &RelPath,
-        replace: bool,
-    ) -> Result<bool, BackendError> {
-        let (from, to) = (self.full_path(temp), self.full_path(path));
-        if replace {
-            return fs::rename(&from, &to)
-                .map(|()| true)
-                .map_err(|e| self.err("rename", path, &e));
-        }
-        match rustix::fs::renameat_with(CWD, &from, CWD, &to, RenameFlags::NOREPLACE) {
-            Ok(()) => Ok(true),
-            Err(rustix::io::Errno::EXIST) => Ok(false),
-            // File systems without RENAME_NOREPLACE: a hard link never
-            // replaces either (a symlink is linked as itself).
-            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
-                match fs::hard_link(&from, &to) {
-                    Ok(()) => {
-                        fs::remove_file(&from).map_err(|e| self.err("rename", temp, &e))?;
-                        Ok(true)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-                    Err(e) => Err(self.err("rename", path, &e)),
+    fn commit(&self, staged: Staged, path: &RelPath, replace: bool) -> Result<bool, BackendError> {
+        let to = self.full_path(path);
+        match staged {
+            Staged::Anonymous(file) => {
+                // Named through /proc: linkat never replaces, and needs no
+                // privilege (unlike AT_EMPTY_PATH).
+                let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+                match rustix::fs::linkat(CWD, &proc_path, CWD, &to, AtFlags::SYMLINK_FOLLOW) {
+                    Ok(()) => Ok(true),
+                    Err(rustix::io::Errno::EXIST) if !replace => Ok(false),
+                    Err(e) => Err(self.err("link", path, &e.into())),
                 }
             }
-            Err(e) => Err(self.err("rename", path, &e.into())),
+            Staged::Named(temp) => {
+                let from = self.full_path(&temp);
+                let placed = if replace {
+                    fs::rename(&from, &to).map(|()| true)
+                } else {
+                    rename_noreplace(&from, &to)
+                };
+                match placed {
+                    Ok(true) => Ok(true),
+                    Ok(false) => {
+                        self.remove_temp(&temp)?;
+                        Ok(false)
+                    }
+                    Err(e) => {
+                        let _ = self.remove_temp(&temp);
+                        Err(self.err("rename", path, &e))
+                    }
+                }
+            }
+        }
+    }
+
+    fn discard(&self, staged: Staged) -> Result<(), BackendError> {
+        match staged {
+            Staged::Anonymous(file) => {
+                drop(file);
+                Ok(())
+            }
+            Staged::Named(temp) => self.remove_temp(&temp),
         }
     }
 
@@ -257,6 +286,66 @@ impl Writable for LocalBackend {
         File::open(self.full_path(path))
             .and_then(|f| f.set_modified(system_time(mtime_ns)))
             .map_err(|e| self.err("set_mtime", path, &e))
+    }
+}
+
+impl LocalBackend {
+    /// An anonymous file in the folder of `temp`, if the file system has
+    /// them (`O_TMPFILE`; remembered when it does not).
+    fn open_anonymous(&self, temp: &RelPath) -> Option<File> {
+        if self.no_tmpfile.load(Ordering::Relaxed) {
+            return None;
+        }
+        let dir = self.full_path(&temp.parent());
+        let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+        match rustix::fs::openat(CWD, &dir, flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => Some(File::from(fd)),
+            Err(
+                rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL,
+            ) => {
+                self.no_tmpfile.store(true, Ordering::Relaxed);
+                None
+            }
+            // Anything else (a missing folder, no permission) shows again,
+            // with its path, on the named route.
+            Err(_) => None,
+        }
+    }
+}
+
+/// Copies the data, then the permission bits and the mtime. The error
+/// carries the failing operation.
+fn fill(out: &mut File, source: &mut SourceFile) -> Result<u64, (&'static str, io::Error)> {
+    // File to file, std's `io::copy` uses copy_file_range (or sendfile).
+    let written = match &mut source.reader {
+        Reader::File(f) => io::copy(f, out),
+        Reader::Stream(r) => io::copy(r, out),
+    }
+    .map_err(|e| ("write", e))?;
+    if let Some(mode) = source.mode {
+        out.set_permissions(Permissions::from_mode(mode & 0o7777))
+            .map_err(|e| ("chmod", e))?;
+    }
+    if let Some(ns) = source.mtime_ns {
+        out.set_modified(system_time(ns))
+            .map_err(|e| ("set_mtime", e))?;
+    }
+    Ok(written)
+}
+
+/// Renames without replacing: `Ok(false)` if `to` exists.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
+    match rustix::fs::renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::EXIST) => Ok(false),
+        // File systems without RENAME_NOREPLACE: a hard link never
+        // replaces either (a symlink is linked as itself).
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => match fs::hard_link(from, to) {
+            Ok(()) => fs::remove_file(from).map(|()| true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -411,27 +500,42 @@ mod tests {
             RelPath::from_bytes(b"f".to_vec()),
             RelPath::from_bytes(b".t".to_vec()),
         );
-        let mut source = s.open_read(&f).unwrap();
-        assert_eq!(w.write_temp(&tmp, &mut source).unwrap(), 8);
+        for anonymous in [true, false] {
+            let _ = fs::remove_file(dst.join("f"));
+            let mut source = s.open_read(&f).unwrap();
+            let (staged, n) = w.write_temp(&tmp, &mut source, anonymous).unwrap();
+            assert_eq!(n, 8);
+            assert_eq!(matches!(staged, Staged::Anonymous(_)), anonymous);
+            fs::write(dst.join("f"), b"theirs").unwrap();
+            assert!(!w.commit(staged, &f, false).unwrap(), "never replaces");
+            assert_eq!(fs::read(dst.join("f")).unwrap(), b"theirs");
+            assert!(!dst.join(".t").exists(), "a refused item is discarded");
+            fs::remove_file(dst.join("f")).unwrap();
+            let mut source = s.open_read(&f).unwrap();
+            let (staged, _) = w.write_temp(&tmp, &mut source, anonymous).unwrap();
+            assert!(w.commit(staged, &f, false).unwrap());
+            assert_eq!(fs::read(dst.join("f")).unwrap(), b"new data");
+            assert!(!dst.join(".t").exists());
+            let (a, b) = (s.stat(&f).unwrap().unwrap(), d.stat(&f).unwrap().unwrap());
+            assert_eq!(
+                (a.size, a.mtime_ns),
+                (b.size, b.mtime_ns),
+                "mtime to the nanosecond"
+            );
+            let mode = fs::metadata(dst.join("f")).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o640);
+        }
         fs::write(dst.join("f"), b"theirs").unwrap();
-        assert!(!w.commit_temp(&tmp, &f, false).unwrap(), "never replaces");
-        assert_eq!(fs::read(dst.join("f")).unwrap(), b"theirs");
-        assert!(w.commit_temp(&tmp, &f, true).unwrap());
+        let (staged, _) = w
+            .write_temp(&tmp, &mut s.open_read(&f).unwrap(), false)
+            .unwrap();
+        assert!(w.commit(staged, &f, true).unwrap(), "replaces when asked");
         assert_eq!(fs::read(dst.join("f")).unwrap(), b"new data");
-        assert!(!dst.join(".t").exists());
-        let (a, b) = (s.stat(&f).unwrap().unwrap(), d.stat(&f).unwrap().unwrap());
-        assert_eq!(
-            (a.size, a.mtime_ns),
-            (b.size, b.mtime_ns),
-            "mtime to the nanosecond"
-        );
-        let mode = fs::metadata(dst.join("f")).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o640);
-        w.remove_temp(&tmp).unwrap();
-        w.symlink_temp(&tmp, b"../elsewhere", Some(1_500_000_000_000_000_000))
+        let staged = w
+            .symlink_temp(&tmp, b"../elsewhere", Some(1_500_000_000_000_000_000))
             .unwrap();
         let link = RelPath::from_bytes(b"l".to_vec());
-        assert!(w.commit_temp(&tmp, &link, false).unwrap());
+        assert!(w.commit(staged, &link, false).unwrap());
         assert_eq!(d.read_link(&link).unwrap(), b"../elsewhere");
         assert_eq!(
             d.stat(&link).unwrap().unwrap().mtime_ns,

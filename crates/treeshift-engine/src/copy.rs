@@ -130,7 +130,10 @@ pub fn copy(
                     error: None,
                 })
                 .collect();
-            Ok(store.record_copy(marks)?)
+            // Committed before any of them is written, so a temporary can
+            // only exist for an item a resumed run sees as `copying`.
+            store.record_copy(marks)?;
+            Ok(store.flush()?)
         },
         |t| {
             let event = copier.item(t, |t| copier.file(t))?;
@@ -267,25 +270,15 @@ impl Copier<'_> {
 
     fn file(&self, task: &CopyTask) -> Result<Done, BackendError> {
         let temp = task.path.sibling(&temp_name(task.id));
-        let result = self.file_via(task, &temp);
-        // Whatever happened, no temporary stays behind (after a successful
-        // move there is none; this is one cheap failed unlink).
-        if let Err(e) = self.writer.remove_temp(&temp) {
-            tracing::warn!(path = %temp, error = %e, "could not remove a temporary file");
+        if task.in_flight {
+            // A stopped run was writing it: a named temporary may be left.
+            self.writer.remove_temp(&temp)?;
         }
-        result
-    }
-
-    fn file_via(
-        &self,
-        task: &CopyTask,
-        temp: &treeshift_core::RelPath,
-    ) -> Result<Done, BackendError> {
         let replace = match self.prepare(task)? {
             Ok(replace) => replace,
             Err(done) => return Ok(done),
         };
-        match task.kind {
+        let staged = match task.kind {
             Kind::File => {
                 let mut source = match self.src.open_read(&task.path) {
                     Ok(f) => f,
@@ -300,17 +293,23 @@ impl Copier<'_> {
                     return Ok(Done::Changed(format!("source: {why} since discovery")));
                 }
                 let _permit = self.budget.acquire(task.size);
-                let written = self.writer.write_temp(temp, &mut source)?;
+                // Anonymous staging cannot replace; a replacement is renamed.
+                let (staged, written) = self.writer.write_temp(&temp, &mut source, !replace)?;
                 let now = source.restat().unwrap_or((written, source.mtime_ns));
-                if written != task.size {
-                    return Ok(Done::Changed(format!(
+                let changed = if written != task.size {
+                    Some(format!(
                         "source: read {written} bytes of {} (changed while copied)",
                         task.size
-                    )));
+                    ))
+                } else {
+                    source_changed(task, now.0, now.1)
+                        .map(|why| format!("source: {why} while copied"))
+                };
+                if let Some(why) = changed {
+                    self.writer.discard(staged)?;
+                    return Ok(Done::Changed(why));
                 }
-                if let Some(why) = source_changed(task, now.0, now.1) {
-                    return Ok(Done::Changed(format!("source: {why} while copied")));
-                }
+                staged
             }
             Kind::Symlink => {
                 match self.src.stat(&task.path)? {
@@ -332,7 +331,7 @@ impl Copier<'_> {
                     }
                 }
                 let target = self.src.read_link(&task.path)?;
-                self.writer.symlink_temp(temp, &target, task.mtime_ns)?;
+                self.writer.symlink_temp(&temp, &target, task.mtime_ns)?
             }
             Kind::Folder | Kind::Special => {
                 return Err(BackendError::new(
@@ -342,8 +341,8 @@ impl Copier<'_> {
                     format!("a {} is not copied as a file", task.kind.as_str()),
                 ));
             }
-        }
-        if self.writer.commit_temp(temp, &task.path, replace)? {
+        };
+        if self.writer.commit(staged, &task.path, replace)? {
             Ok(Done::Copied)
         } else {
             Ok(Done::Changed(

@@ -51,7 +51,10 @@ where
             *slot = Some(e);
         }
     };
-    let (task_tx, task_rx) = bounded::<T>(workers * 4);
+    // Room for a whole pulled batch: the runner queues it at once and goes
+    // back to the store while the workers chew, so they never sit idle
+    // through a pull.
+    let (task_tx, task_rx) = bounded::<T>((workers * 4).max(config.pull_batch));
     let (result_tx, result_rx) = bounded::<R>(config.commit_every.max(1));
     let mut commit = commit;
     std::thread::scope(|scope| {

@@ -143,6 +143,8 @@ pub struct CopyTask {
     pub mtime_ns: Option<i64>,
     /// What discovery saw at the destination path, if anything.
     pub dst: Option<DstSeen>,
+    /// True if a stopped run was copying it (it may have left a temporary).
+    pub in_flight: bool,
 }
 
 /// What a copy run has left to do.

@@ -302,7 +302,8 @@ impl Writer {
         self.conn
             .execute_batch(&format!(
                 "CREATE OR REPLACE TEMP TABLE copy_todo AS \
-                 SELECT p.* FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
+                 SELECT p.*, coalesce(c.st, 'pending') AS copy_status \
+                 FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
                  WHERE p.action <> 'skip' AND coalesce(c.st, 'pending') IN ('pending', 'copying')"
             ))
             .context("prepare the copy")?;
@@ -350,8 +351,8 @@ impl Writer {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT node_id, depth, kind, action, rel_path, size, mtime_ns, dst_kind, dst_size, dst_mtime_ns \
-                 FROM copy_todo WHERE {filter} AND node_id > ? ORDER BY node_id LIMIT ?"
+                "SELECT node_id, depth, kind, action, rel_path, size, mtime_ns, dst_kind, dst_size, dst_mtime_ns, \
+                   copy_status = 'copying' FROM copy_todo WHERE {filter} AND node_id > ? ORDER BY node_id LIMIT ?"
             ))
             .context("pull copy tasks")?;
         let rows = stmt
@@ -374,6 +375,7 @@ impl Writer {
                         }),
                         None => None,
                     },
+                    in_flight: r.get(10)?,
                 })
             })
             .context("pull copy tasks")?;
