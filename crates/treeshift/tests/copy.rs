@@ -19,6 +19,22 @@ fn discover_and_approve(src: &Path, dst: &Path, state: &Path, policy: &str) {
     assert_eq!(code, 0, "approve: {err}");
 }
 
+/// `migrate --yes --checksum`, which must succeed; its JSON result.
+fn migrate_with_checksums(src: &str, dst: &Path, state: &Path) -> serde_json::Value {
+    let (code, out, err) = run(&[
+        "migrate",
+        src,
+        s(dst),
+        "--state",
+        s(state),
+        "--yes",
+        "--checksum",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "migrate: {err}");
+    json(&out)
+}
+
 /// A fresh discovery of `src` against `dst` (in a new state file).
 fn rediscover(src: &Path, dst: &Path, state: &Path) -> serde_json::Value {
     let (code, out, err) = run(&["discover", s(src), s(dst), "--state", s(state), "--json"]);
@@ -49,18 +65,7 @@ fn migrate_copies_odd_names_links_and_modes_and_leaves_nothing_to_copy() {
     fs::set_permissions(src.join("f002.txt"), fs::Permissions::from_mode(0o755)).unwrap();
     let dst = dir.path().join("dst");
     let state = dir.path().join("s.duckdb");
-    let (code, out, err) = run(&[
-        "migrate",
-        s(&src),
-        s(&dst),
-        "--state",
-        s(&state),
-        "--yes",
-        "--checksum",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "migrate: {err}");
-    let result = json(&out);
+    let result = migrate_with_checksums(s(&src), &dst, &state);
     assert_eq!(result["copy"]["failed"], 0);
     assert_eq!(result["copy"]["changed"], 0);
     assert_eq!(result["copy"]["skipped"], 1, "the fifo is not copied");
@@ -89,18 +94,7 @@ fn sim_source_copies_and_verifies_content_and_a_corruption_is_found() {
     let src = "sim:seed=5,depth=2,fanout=3,files=8,sizes=mixed,symlinks=1";
     let dst = dir.path().join("dst");
     let state = dir.path().join("s.duckdb");
-    let (code, out, err) = run(&[
-        "migrate",
-        src,
-        s(&dst),
-        "--state",
-        s(&state),
-        "--yes",
-        "--checksum",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "migrate: {err}");
-    let result = json(&out);
+    let result = migrate_with_checksums(src, &dst, &state);
     assert_eq!(
         result["copy"]["bytes_copied"],
         result["discovery"]["to_copy"]["bytes"]

@@ -382,19 +382,31 @@ impl Writer {
         rows.collect::<Result<_, _>>().context("pull copy tasks")
     }
 
+    /// Buffers one `copy` or `verify` event of a source item.
+    fn buffer_item_event(
+        &mut self,
+        phase: &'static str,
+        id: i64,
+        depth: u32,
+        status: &'static str,
+        reason: Option<String>,
+    ) {
+        let seq = self.take_seq();
+        self.buf.events[ix(Side::Src)].push(EventRow {
+            seq,
+            node_id: id,
+            depth,
+            phase,
+            status,
+            reason,
+            attempt: 1,
+        });
+        self.note_rows(1);
+    }
+
     pub(crate) fn record_copy(&mut self, events: Vec<CopyEvent>) {
-        let n = events.len();
         for e in events {
-            let seq = self.take_seq();
-            self.buf.events[ix(Side::Src)].push(EventRow {
-                seq,
-                node_id: e.id,
-                depth: e.depth,
-                phase: "copy",
-                status: e.status.as_str(),
-                reason: e.reason,
-                attempt: 1,
-            });
+            self.buffer_item_event("copy", e.id, e.depth, e.status.as_str(), e.reason);
             if let Some((path, failure)) = e.error {
                 let seq = self.take_seq();
                 self.buf.errors.push(ErrorRow {
@@ -407,7 +419,6 @@ impl Writer {
                 });
             }
         }
-        self.note_rows(n);
     }
 
     pub(crate) fn folder_times(
@@ -521,20 +532,9 @@ impl Writer {
     }
 
     pub(crate) fn record_verify(&mut self, events: Vec<VerifyEvent>) {
-        let n = events.len();
         for e in events {
-            let seq = self.take_seq();
-            self.buf.events[ix(Side::Src)].push(EventRow {
-                seq,
-                node_id: e.id,
-                depth: e.depth,
-                phase: "verify",
-                status: e.status.as_str(),
-                reason: e.reason,
-                attempt: 1,
-            });
+            self.buffer_item_event("verify", e.id, e.depth, e.status.as_str(), e.reason);
         }
-        self.note_rows(n);
     }
 
     pub(crate) fn verify_summary(&mut self) -> Result<Option<VerifySummary>, StoreError> {
