@@ -102,9 +102,14 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for Result<T, duckdb::Error> {
     fn context(self, what: impl Into<String>) -> Result<T, StoreError> {
-        self.map_err(|source| StoreError::Db {
-            context: what.into(),
-            source,
+        self.map_err(|source| {
+            let mut context = what.into();
+            if source.to_string().contains("Out of Memory") {
+                context.push_str(
+                    " (the state store ran out of its memory limit: set TREESHIFT_DB_MEMORY, e.g. 256MB, and run the command again)",
+                );
+            }
+            StoreError::Db { context, source }
         })
     }
 }
