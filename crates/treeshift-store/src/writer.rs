@@ -791,7 +791,9 @@ impl Writer {
                 "INSERT INTO queue_stats VALUES (?, ?, now(), ?)",
                 params![side.as_str(), depth, metrics],
             )?;
+            tracing::debug!(%side, depth, ms = started.elapsed().as_millis() as u64, "seal: round recorded");
             let done = side_done_after(conn, side, depth)?;
+            tracing::debug!(%side, depth, ms = started.elapsed().as_millis() as u64, "seal: done checked");
             if done {
                 conn.execute(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -1031,7 +1033,7 @@ fn compare_round(conn: &Connection, depth: u32, base: i64) -> Result<i64, duckdb
     let src_events = conn.execute(
         &format!(
             "INSERT INTO src_status_events \
-             SELECT {base} - 1 + row_number() OVER (ORDER BY src_id), src_id, {n1}, 'compare', status, reason, 1, now() \
+             SELECT {base} - 1 + row_number() OVER (), src_id, {n1}, 'compare', status, reason, 1, now() \
              FROM seal_src"
         ),
         [],
@@ -1042,7 +1044,7 @@ fn compare_round(conn: &Connection, depth: u32, base: i64) -> Result<i64, duckdb
     let dst_events = conn.execute(
         &format!(
             "INSERT INTO dst_status_events \
-             SELECT {base2} - 1 + row_number() OVER (ORDER BY d.id), d.id, {n1}, 'compare', \
+             SELECT {base2} - 1 + row_number() OVER (), d.id, {n1}, 'compare', \
                     CASE WHEN x.status IS NOT NULL THEN x.status \
                          WHEN ex.rel_path IS NOT NULL THEN 'excluded' ELSE 'extra' END, \
                     CASE WHEN x.status IS NOT NULL THEN x.reason \

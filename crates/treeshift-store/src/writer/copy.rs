@@ -236,7 +236,7 @@ impl Writer {
             conn.execute(
                 &format!(
                     "INSERT INTO src_status_events \
-                     SELECT {base} - 1 + row_number() OVER (ORDER BY node_id), node_id, depth, 'copy', \
+                     SELECT {base} - 1 + row_number() OVER (), node_id, depth, 'copy', \
                        CASE WHEN action = 'skip' THEN 'skipped' ELSE 'pending' END, \
                        CASE WHEN action = 'skip' THEN reason ELSE NULL END, 1, now() \
                      FROM plan_candidate"
