@@ -71,6 +71,14 @@ impl RelPath {
         self.parent().join(name)
     }
 
+    /// Returns true if this path is `ancestor` or lies below it (by whole
+    /// names: `ab` is not within `a`).
+    pub fn is_within(&self, ancestor: &RelPath) -> bool {
+        ancestor.is_root()
+            || self.0 == ancestor.0
+            || (self.0.starts_with(&ancestor.0) && self.0.get(ancestor.0.len()) == Some(&b'/'))
+    }
+
     /// Number of names in the path: 0 for the root.
     pub fn depth(&self) -> usize {
         if self.0.is_empty() {
@@ -128,6 +136,18 @@ pub fn display_bytes(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn within_goes_by_whole_names() {
+        let p = |s: &str| RelPath::from_bytes(s.as_bytes().to_vec());
+        assert!(p("a/b").is_within(&p("a")));
+        assert!(p("a").is_within(&p("a")));
+        assert!(p("a").is_within(&RelPath::root()));
+        assert!(!p("ab").is_within(&p("a")));
+        assert!(!p("a").is_within(&p("a/b")));
+        assert_eq!(p("a/b/c").parent(), p("a/b"));
+        assert_eq!(p("a").sibling(b"x"), p("x"));
+    }
 
     #[test]
     fn join_and_name() {

@@ -128,6 +128,7 @@ pub fn copy(
                     status: CopyStatus::Copying,
                     reason: None,
                     error: None,
+                    attempt: t.attempt,
                 })
                 .collect();
             // Committed before any of them is written, so a temporary can
@@ -192,6 +193,7 @@ impl Copier<'_> {
             status,
             reason,
             error: None,
+            attempt: task.attempt,
         };
         match outcome {
             Ok(Done::Copied) => Ok(event(CopyStatus::Copied, None)),

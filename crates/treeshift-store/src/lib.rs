@@ -145,6 +145,8 @@ pub struct CopyTask {
     pub dst: Option<DstSeen>,
     /// True if a stopped run was copying it (it may have left a temporary).
     pub in_flight: bool,
+    /// Which attempt this is (1, then one more per retry sweep).
+    pub attempt: u32,
 }
 
 /// What a copy run has left to do.
@@ -185,6 +187,8 @@ pub struct CopyEvent {
     pub reason: Option<String>,
     /// For failures: the path and the error, also recorded in `task_errors`.
     pub error: Option<(RelPath, Failure)>,
+    /// The attempt it belongs to (the task's).
+    pub attempt: u32,
 }
 
 /// A created folder whose mtime is set once its contents are written.
@@ -549,6 +553,12 @@ impl StoreHandle {
             w.record_copy(events);
             Ok(())
         })
+    }
+
+    /// Queues the failed copies again (those under `prefix` only, if
+    /// given), one attempt more each; returns how many.
+    pub fn requeue_failed_copies(&self, prefix: Option<RelPath>) -> Result<u64, StoreError> {
+        self.call(move |w| w.requeue_failed_copies(prefix.as_ref()))
     }
 
     /// Folders the plan creates, deepest first, after the keyset position

@@ -182,6 +182,7 @@ fn approval_records_the_plan_and_a_changed_plan_is_refused() {
         status: CopyStatus::Copied,
         reason: None,
         error: None,
+        attempt: 1,
     }])
     .unwrap();
     assert!(matches!(
@@ -194,6 +195,25 @@ fn approval_records_the_plan_and_a_changed_plan_is_refused() {
         1,
         "the copied item is not redone"
     );
+    // The other fails; a retry sweep queues it again as attempt 2.
+    let other = h.pull_copy(CopyPull::Files, i64::MIN, 1).unwrap().remove(0);
+    assert_eq!(other.attempt, 1);
+    h.record_copy(vec![CopyEvent {
+        id: other.id,
+        depth: other.depth,
+        status: CopyStatus::Failed,
+        reason: Some("permission_denied: open".into()),
+        error: None,
+        attempt: other.attempt,
+    }])
+    .unwrap();
+    assert_eq!(h.copy_summary().unwrap().failed, 1);
+    let elsewhere = RelPath::from_bytes(b"nope".to_vec());
+    assert_eq!(h.requeue_failed_copies(Some(elsewhere)).unwrap(), 0);
+    assert_eq!(h.requeue_failed_copies(None).unwrap(), 1);
+    assert_eq!(h.begin_copy().unwrap().files, 1);
+    let again = h.pull_copy(CopyPull::Files, i64::MIN, 1).unwrap().remove(0);
+    assert_eq!((again.id, again.attempt), (other.id, 2));
     store.close().unwrap();
     // Discovery's verdict on `a` changes behind the approval's back.
     {

@@ -33,6 +33,26 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Discover, approve, copy and verify in one go.
     Migrate(MigrateArgs),
+    /// Copy the items whose copy failed again (after fixing the cause);
+    /// nothing that succeeded is redone.
+    Retry(RetryArgs),
+}
+
+/// `retry --state FILE`.
+#[derive(Debug, clap::Args)]
+pub struct RetryArgs {
+    /// The state file.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Only the failed items at or under this path (relative to the roots).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Items copied at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
 }
 
 /// `approve --state FILE`.

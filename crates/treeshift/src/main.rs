@@ -8,15 +8,17 @@ mod progress;
 use anyhow::{Context, Result};
 use clap::Parser;
 use cli::{
-    ApproveArgs, Cli, Command, CopyArgs, DiscoverArgs, MigrateArgs, ReviewArgs, StatusArgs,
-    VerifyArgs,
+    ApproveArgs, Cli, Command, CopyArgs, DiscoverArgs, MigrateArgs, RetryArgs, ReviewArgs,
+    StatusArgs, VerifyArgs,
 };
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use treeshift_backend::Backend;
-use treeshift_core::{CopyStatus, CopySummary, Filter, Policy, Status, Summary, VerifySummary};
+use treeshift_core::{
+    CopyStatus, CopySummary, Filter, Policy, RelPath, Status, Summary, VerifySummary,
+};
 use treeshift_engine::{CopyOptions, DiscoverOptions, DiscoveryProgress, EngineError};
 use treeshift_store::{MigrationSpec, OpenMode, ReviewSelect, Store, StoreHandle};
 
@@ -109,6 +111,7 @@ fn run(cli: Cli) -> Result<Exit> {
         Command::Copy(args) => copy(args),
         Command::Verify(args) => verify(args),
         Command::Migrate(args) => migrate(args),
+        Command::Retry(args) => retry(args),
     }
 }
 
@@ -286,6 +289,26 @@ fn copy(args: CopyArgs) -> Result<Exit> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
+        output::print_copy(&summary, &args.state);
+    }
+    Ok(exit_for(summary.failed + summary.changed > 0))
+}
+
+fn retry(args: RetryArgs) -> Result<Exit> {
+    let prefix = args
+        .path
+        .as_deref()
+        .map(|p| RelPath::from_bytes(p.trim_matches('/').as_bytes().to_vec()));
+    let (requeued, summary) = with_store(&args.state, OpenMode::Existing, |h| {
+        let requeued = h.requeue_failed_copies(prefix)?;
+        Ok((requeued, run_copy(h, args.workers)?))
+    })?;
+    if args.json {
+        let mut value = serde_json::to_value(&summary)?;
+        value["requeued"] = requeued.into();
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("re-queued {} failed items", output::thousands(requeued));
         output::print_copy(&summary, &args.state);
     }
     Ok(exit_for(summary.failed + summary.changed > 0))

@@ -259,7 +259,7 @@ fn the_policy_decides_what_happens_to_differing_items() {
 }
 
 #[test]
-fn an_unreadable_source_file_fails_with_its_reason_and_the_rest_is_copied() {
+fn an_unreadable_source_file_fails_with_its_reason_and_a_retry_copies_it_alone() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     make_tree(&src, 2, 1, 3);
@@ -285,6 +285,30 @@ fn an_unreadable_source_file_fails_with_its_reason_and_the_rest_is_copied() {
     want.remove(b"secret".as_slice());
     assert_eq!(snapshot(&dst), want);
     assert!(temporaries(&dst).is_empty());
+
+    // The cause is fixed (permissions restored above): a retry sweep
+    // copies that one item and rewrites nothing else.
+    use std::os::unix::fs::MetadataExt;
+    let inode = |p: &Path| fs::metadata(p).unwrap().ino();
+    let before = inode(&dst.join("d0").join("f001.txt"));
+    let (code, out, err) = run(&["retry", "--state", s(&state), "--path", "d0", "--json"]);
+    assert_eq!(code, 4, "nothing failed under d0, the failure stays: {err}");
+    assert_eq!(json(&out)["requeued"], 0);
+    let (code, out, err) = run(&["retry", "--state", s(&state), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let summary = json(&out);
+    assert_eq!(
+        (summary["requeued"].as_u64(), summary["failed"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(snapshot(&dst), snapshot(&src));
+    assert_eq!(
+        inode(&dst.join("d0").join("f001.txt")),
+        before,
+        "not rewritten"
+    );
+    let (_, out, _) = run(&["review", "--state", s(&state), "--status", "copy-failed"]);
+    assert_eq!(out.lines().count(), 1, "only the header: {out}");
 }
 
 #[test]

@@ -19,8 +19,8 @@ use treeshift_core::{
 };
 
 /// The latest copy status and reason per plan item.
-const LATEST_COPY: &str = "SELECT node_id, arg_max(status, seq) AS st, arg_max(reason, seq) AS reason \
-     FROM src_status_events WHERE phase = 'copy' GROUP BY node_id";
+const LATEST_COPY: &str = "SELECT node_id, arg_max(status, seq) AS st, arg_max(reason, seq) AS reason, \
+     arg_max(attempt, seq) AS attempt FROM src_status_events WHERE phase = 'copy' GROUP BY node_id";
 
 /// The latest verify status and reason per item.
 const LATEST_VERIFY: &str = "SELECT node_id, arg_max(status, seq) AS st, arg_max(reason, seq) AS reason \
@@ -302,7 +302,7 @@ impl Writer {
         self.conn
             .execute_batch(&format!(
                 "CREATE OR REPLACE TEMP TABLE copy_todo AS \
-                 SELECT p.*, coalesce(c.st, 'pending') AS copy_status \
+                 SELECT p.*, coalesce(c.st, 'pending') AS copy_status, coalesce(c.attempt, 1) AS attempt \
                  FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
                  WHERE p.action <> 'skip' AND coalesce(c.st, 'pending') IN ('pending', 'copying')"
             ))
@@ -352,7 +352,7 @@ impl Writer {
             .conn
             .prepare(&format!(
                 "SELECT node_id, depth, kind, action, rel_path, size, mtime_ns, dst_kind, dst_size, dst_mtime_ns, \
-                   copy_status = 'copying' FROM copy_todo WHERE {filter} AND node_id > ? ORDER BY node_id LIMIT ?"
+                   copy_status = 'copying', attempt FROM copy_todo WHERE {filter} AND node_id > ? ORDER BY node_id LIMIT ?"
             ))
             .context("pull copy tasks")?;
         let rows = stmt
@@ -376,6 +376,7 @@ impl Writer {
                         None => None,
                     },
                     in_flight: r.get(10)?,
+                    attempt: r.get::<_, i32>(11)?.max(1) as u32,
                 })
             })
             .context("pull copy tasks")?;
@@ -386,8 +387,7 @@ impl Writer {
     fn buffer_item_event(
         &mut self,
         phase: &'static str,
-        id: i64,
-        depth: u32,
+        (id, depth, attempt): (i64, u32, u32),
         status: &'static str,
         reason: Option<String>,
     ) {
@@ -399,14 +399,19 @@ impl Writer {
             phase,
             status,
             reason,
-            attempt: 1,
+            attempt,
         });
         self.note_rows(1);
     }
 
     pub(crate) fn record_copy(&mut self, events: Vec<CopyEvent>) {
         for e in events {
-            self.buffer_item_event("copy", e.id, e.depth, e.status.as_str(), e.reason);
+            self.buffer_item_event(
+                "copy",
+                (e.id, e.depth, e.attempt),
+                e.status.as_str(),
+                e.reason,
+            );
             if let Some((path, failure)) = e.error {
                 let seq = self.take_seq();
                 self.buf.errors.push(ErrorRow {
@@ -419,6 +424,43 @@ impl Writer {
                 });
             }
         }
+    }
+
+    pub(crate) fn requeue_failed_copies(
+        &mut self,
+        prefix: Option<&RelPath>,
+    ) -> Result<u64, StoreError> {
+        self.flush()?;
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT p.node_id, p.depth, p.rel_path, c.attempt FROM copy_plan p \
+                 JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id WHERE c.st = 'failed'"
+            ))
+            .context("find failed copies")?;
+        let failed: Vec<(i64, u32, Vec<u8>, u32)> = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i32>(1)?.max(0) as u32,
+                    r.get(2)?,
+                    r.get::<_, i32>(3)?.max(1) as u32,
+                ))
+            })
+            .context("find failed copies")?
+            .collect::<Result<_, _>>()
+            .context("find failed copies")?;
+        drop(stmt);
+        let mut requeued = 0;
+        for (id, depth, path, attempt) in failed {
+            if prefix.is_some_and(|p| !RelPath::from_bytes(path).is_within(p)) {
+                continue;
+            }
+            self.buffer_item_event("copy", (id, depth, attempt + 1), "pending", None);
+            requeued += 1;
+        }
+        self.flush()?;
+        Ok(requeued)
     }
 
     pub(crate) fn folder_times(
@@ -533,7 +575,7 @@ impl Writer {
 
     pub(crate) fn record_verify(&mut self, events: Vec<VerifyEvent>) {
         for e in events {
-            self.buffer_item_event("verify", e.id, e.depth, e.status.as_str(), e.reason);
+            self.buffer_item_event("verify", (e.id, e.depth, 1), e.status.as_str(), e.reason);
         }
     }
 
