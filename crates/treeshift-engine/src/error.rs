@@ -26,7 +26,7 @@ pub enum EngineError {
         kind: &'static str,
     },
     /// A root could not be examined.
-    #[error("cannot examine the {side} root: {source}")]
+    #[error("cannot examine the {side} root")]
     Root {
         /// `source` or `destination`.
         side: &'static str,
@@ -34,11 +34,11 @@ pub enum EngineError {
         source: BackendError,
     },
     /// Copy or verify needs an approval that matches the current plan.
-    #[error("approval required: {0}")]
+    #[error("approval required")]
     ApprovalRequired(#[source] StoreError),
     /// The destination cannot take writes at all (full, read-only): the
     /// run stops; items not finished stay pending for the next run.
-    #[error("the destination cannot take more writes: {0}")]
+    #[error("the destination cannot take more writes")]
     Destination(#[source] BackendError),
     /// The destination's backend cannot be written to.
     #[error("the destination {0} cannot be written to by this backend")]
