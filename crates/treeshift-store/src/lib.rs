@@ -561,8 +561,8 @@ impl StoreHandle {
         self.call(move |w| w.requeue_failed_copies(prefix.as_ref()))
     }
 
-    /// Folders the plan creates, deepest first, after the keyset position
-    /// `after` (depth, id).
+    /// Folders the copy created (status `copied`), deepest first, after
+    /// the keyset position `after` (depth, id).
     pub fn folder_times(
         &self,
         after: Option<(u32, i64)>,

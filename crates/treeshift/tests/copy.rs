@@ -187,6 +187,27 @@ fn items_that_changed_since_discovery_are_reported_not_copied() {
     assert!(temporaries(&dst).is_empty());
 }
 
+#[test]
+fn a_file_that_appears_where_a_folder_goes_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("newdir")).unwrap();
+    fs::write(src.join("newdir").join("x"), b"x").unwrap();
+    let dst = dir.path().join("dst");
+    fs::create_dir_all(&dst).unwrap();
+    let state = dir.path().join("s.duckdb");
+    discover_and_approve(&src, &dst, &state, "skip");
+    fs::write(dst.join("newdir"), b"someone else's").unwrap();
+    set_mtime(&dst.join("newdir"), 1_000_000_000);
+    let (code, out, err) = run(&["copy", "--state", s(&state), "--json"]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(json(&out)["changed"], 1, "{out}");
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dst.join("newdir")).unwrap();
+    assert_eq!(fs::read(dst.join("newdir")).unwrap(), b"someone else's");
+    assert_eq!(meta.mtime(), 1_000_000_000, "its mtime is not the folder's");
+}
+
 /// Source and destination with one of each disagreement: a newer and an
 /// older differing file, a file where dst has a folder, a folder where dst
 /// has a file.

@@ -469,15 +469,20 @@ impl Writer {
         limit: usize,
     ) -> Result<Vec<FolderTime>, StoreError> {
         let keyset = match after {
-            Some((d, id)) => format!("AND (depth < {d} OR (depth = {d} AND node_id > {id}))"),
+            Some((d, id)) => {
+                format!("AND (p.depth < {d} OR (p.depth = {d} AND p.node_id > {id}))")
+            }
             None => String::new(),
         };
+        // Only folders this copy made (or found there): a folder left
+        // `changed` has something else at its path, which is not ours.
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT node_id, depth, rel_path, mtime_ns FROM copy_plan \
-                 WHERE kind = {FOLDER} AND action <> 'skip' AND mtime_ns IS NOT NULL {keyset} \
-                 ORDER BY depth DESC, node_id LIMIT {limit}"
+                "SELECT p.node_id, p.depth, p.rel_path, p.mtime_ns FROM copy_plan p \
+                 JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
+                 WHERE p.kind = {FOLDER} AND c.st = 'copied' AND p.mtime_ns IS NOT NULL {keyset} \
+                 ORDER BY p.depth DESC, p.node_id LIMIT {limit}"
             ))
             .context("pull folder times")?;
         let rows = stmt
