@@ -12,11 +12,14 @@
 
 use crate::EngineError;
 use crate::pool::{self, PoolConfig};
+use crate::worker::{RetryPolicy, backoff, failure};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use treeshift_backend::{Backend, BackendError, ErrorKind, Writable};
-use treeshift_core::{Action, CopyStatus, CopySummary, Kind, aside_name, mtime_secs, temp_name};
-use treeshift_store::{CopyEvent, CopyPull, CopyTask, CopyTodo, DstSeen, Failure, StoreHandle};
+use treeshift_core::{
+    Action, CopyStatus, CopySummary, Entry, Kind, aside_name, mtime_secs, temp_name,
+};
+use treeshift_store::{CopyEvent, CopyPull, CopyTask, CopyTodo, StoreHandle};
 
 /// Tuning of a copy run.
 #[derive(Clone, Debug)]
@@ -36,6 +39,8 @@ pub struct CopyOptions {
     pub max_attempts: u32,
     /// First backoff delay; doubles per attempt.
     pub base_delay: Duration,
+    /// Longest backoff delay.
+    pub max_delay: Duration,
 }
 
 impl Default for CopyOptions {
@@ -48,6 +53,7 @@ impl Default for CopyOptions {
             commit_interval: Duration::from_millis(500),
             max_attempts: 4,
             base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(5),
         }
     }
 }
@@ -85,7 +91,11 @@ pub fn copy(
         src: src.as_ref(),
         dst: dst.as_ref(),
         writer,
-        options,
+        retry: RetryPolicy {
+            max_attempts: options.max_attempts.max(1),
+            base_delay: options.base_delay,
+            max_delay: options.max_delay,
+        },
         budget: ByteBudget::new(options.bytes_in_flight),
     };
     let config = PoolConfig {
@@ -164,7 +174,7 @@ struct Copier<'a> {
     src: &'a dyn Backend,
     dst: &'a dyn Backend,
     writer: &'a dyn Writable,
-    options: &'a CopyOptions,
+    retry: RetryPolicy,
     budget: ByteBudget,
 }
 
@@ -180,9 +190,9 @@ impl Copier<'_> {
         let outcome = loop {
             tries += 1;
             match attempt(task) {
-                Err(e) if e.kind.is_temporary() && tries < self.options.max_attempts => {
+                Err(e) if e.kind.is_temporary() && tries < self.retry.max_attempts => {
                     tracing::debug!(path = %task.path, error = %e, tries, "retrying a copy");
-                    std::thread::sleep(self.options.base_delay * (1 << (tries - 1).min(8)));
+                    std::thread::sleep(backoff(&self.retry, tries));
                 }
                 other => break other,
             }
@@ -205,15 +215,7 @@ impl Copier<'_> {
             Err(e) => {
                 tracing::warn!(path = %task.path, error = %e, "copy failed");
                 let mut ev = event(CopyStatus::Failed, Some(format!("{}: {e}", e.kind)));
-                ev.error = Some((
-                    task.path.clone(),
-                    Failure {
-                        operation: e.operation.to_string(),
-                        kind: e.kind.as_str().to_string(),
-                        message: e.message.clone(),
-                        attempts: tries,
-                    },
-                ));
+                ev.error = Some((task.path.clone(), failure(&e, tries)));
                 Ok(ev)
             }
         }
@@ -226,12 +228,15 @@ impl Copier<'_> {
         let Some(now) = self.dst.stat(&task.path)? else {
             return Ok(Ok(false));
         };
-        if same_as_source(&now, task) {
+        if matches(&now, task.kind, task.size, task.mtime_ns) {
             // Written by an earlier run that stopped before recording it,
             // or identical anyway.
             return Ok(Err(Done::Copied));
         }
-        let seen = task.dst.filter(|seen| same_as_seen(&now, seen));
+        // Still what discovery saw there?
+        let seen = task
+            .dst
+            .filter(|seen| matches(&now, seen.kind, seen.size, seen.mtime_ns));
         match (task.action, seen) {
             (Action::Rename, Some(_)) => {
                 let aside = task.path.sibling(&aside_name(task.path.name()));
@@ -376,18 +381,11 @@ impl Copier<'_> {
     }
 }
 
-/// True if `now` (at the destination) is already the source item.
-fn same_as_source(now: &treeshift_core::Entry, task: &CopyTask) -> bool {
-    now.kind == task.kind
-        && (task.kind == Kind::Folder
-            || (now.size == task.size && secs(now.mtime_ns) == secs(task.mtime_ns)))
-}
-
-/// True if `now` is still what discovery saw at the destination.
-fn same_as_seen(now: &treeshift_core::Entry, seen: &DstSeen) -> bool {
-    now.kind == seen.kind
-        && (seen.kind == Kind::Folder
-            || (now.size == seen.size && secs(now.mtime_ns) == secs(seen.mtime_ns)))
+/// True if `now` (at the destination) is an item of this kind, size and
+/// mtime (to the second; a folder matches by kind alone).
+fn matches(now: &Entry, kind: Kind, size: u64, mtime_ns: Option<i64>) -> bool {
+    now.kind == kind
+        && (kind == Kind::Folder || (now.size == size && secs(now.mtime_ns) == secs(mtime_ns)))
 }
 
 fn source_changed(task: &CopyTask, size: u64, mtime_ns: Option<i64>) -> Option<String> {

@@ -51,13 +51,8 @@ impl Lister<'_> {
                 }
                 Ok(Err(err)) => {
                     tracing::warn!(side = %self.side, path = %task.path, error = %err, "folder could not be listed");
-                    let failure = Failure {
-                        operation: err.operation.to_string(),
-                        kind: err.kind.as_str().to_string(),
-                        message: err.message.clone(),
-                        attempts: attempt,
-                    };
-                    self.store.folder_failed(self.side, task, failure)?;
+                    self.store
+                        .folder_failed(self.side, task, failure(&err, attempt))?;
                     return Ok(0);
                 }
                 Err(store_err) => return Err(store_err),
@@ -110,9 +105,19 @@ impl Lister<'_> {
     }
 }
 
+/// A backend error as the store records it, after `attempts` attempts.
+pub(crate) fn failure(err: &BackendError, attempts: u32) -> Failure {
+    Failure {
+        operation: err.operation.to_string(),
+        kind: err.kind.as_str().to_string(),
+        message: err.message.clone(),
+        attempts,
+    }
+}
+
 /// Exponential backoff with ±50 % jitter, so many workers hitting one
 /// throttled store do not retry in lockstep.
-fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+pub(crate) fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
     let exp = policy
         .base_delay
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))

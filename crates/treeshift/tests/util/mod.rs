@@ -110,14 +110,7 @@ pub fn make_tree(root: &Path, fanout: usize, depth: usize, files: usize) {
         for i in 0..files {
             let p = dir.join(format!("f{i:03}.txt"));
             std::fs::write(&p, format!("{tag}/{i}").repeat(i % 7 + 1)).unwrap();
-            let t = std::time::UNIX_EPOCH
-                + std::time::Duration::from_secs(1_600_000_000 + i as u64 * 60);
-            std::fs::File::options()
-                .write(true)
-                .open(&p)
-                .unwrap()
-                .set_modified(t)
-                .unwrap();
+            set_mtime(&p, 1_600_000_000 + i as u64 * 60);
         }
         if depth > 0 {
             for j in 0..fanout {
