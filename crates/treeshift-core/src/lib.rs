@@ -7,7 +7,7 @@ mod model;
 mod path;
 mod plan;
 
-pub use filter::{Filter, FilterError, Verdict};
+pub use filter::{Filter, FilterError, FilterSpec, Verdict, parse_size, parse_time};
 pub use model::{Entry, Kind, ListStatus, RoundState, Side, Status, Summary, ToCopy, Totals};
 pub use path::{RelPath, display_bytes};
 pub use plan::{

@@ -183,6 +183,16 @@ pub struct Approval {
     pub approved_by: String,
     /// When, as RFC 3339 UTC.
     pub approved_at: String,
+    /// The filter rules discovery ran with (what the plan leaves out).
+    #[serde(default)]
+    pub filters: Vec<String>,
+    /// When a retry sweep last extended the approval to items its
+    /// discovery added (creations only), as RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended_at: Option<String>,
+    /// Items retry sweeps added to the approved plan that way.
+    #[serde(default)]
+    pub extended_items: u64,
     /// Items the plan acts on (not skipped).
     pub items: u64,
     /// Of which files (and symlinks).

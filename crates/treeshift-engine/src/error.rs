@@ -50,10 +50,11 @@ pub enum EngineError {
 
 impl EngineError {
     /// Sorts the store's approval errors from its other errors.
-    pub(crate) fn approval(e: StoreError) -> Self {
+    pub fn approval(e: StoreError) -> Self {
         match e {
             StoreError::NotApproved
             | StoreError::PlanChanged { .. }
+            | StoreError::ExtensionTouchesDestination { .. }
             | StoreError::NotDiscovered => EngineError::ApprovalRequired(e),
             other => EngineError::Store(other),
         }

@@ -39,7 +39,8 @@ impl Lister<'_> {
             let mut sent_any = false;
             match self.list_once(task, &mut sent_any) {
                 Ok(Ok(count)) => {
-                    self.store.folder_listed(self.side, task)?;
+                    self.store
+                        .folder_listed(self.side, task, task.attempts + attempt)?;
                     return Ok(count);
                 }
                 Ok(Err(err)) if err.kind.is_temporary() && attempt < self.retry.max_attempts => {
@@ -51,8 +52,11 @@ impl Lister<'_> {
                 }
                 Ok(Err(err)) => {
                     tracing::warn!(side = %self.side, path = %task.path, error = %err, "folder could not be listed");
-                    self.store
-                        .folder_failed(self.side, task, failure(&err, attempt))?;
+                    self.store.folder_failed(
+                        self.side,
+                        task,
+                        failure(&err, task.attempts + attempt),
+                    )?;
                     return Ok(0);
                 }
                 Err(store_err) => return Err(store_err),
@@ -70,7 +74,7 @@ impl Lister<'_> {
             Ok(children) => children,
             Err(e) => return Ok(Err(e)),
         };
-        let filtering = !self.filter.patterns().is_empty();
+        let filtering = !self.filter.is_empty();
         let mut chunk = Vec::with_capacity(CHUNK);
         let mut count = 0u64;
         for child in children {

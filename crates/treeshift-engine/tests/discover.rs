@@ -23,11 +23,14 @@ fn run_with(
     progress: Arc<dyn DiscoveryProgress>,
 ) -> (tempfile::TempDir, Summary) {
     let dir = tempfile::tempdir().unwrap();
-    let excludes: Vec<String> = excludes.iter().map(|s| s.to_string()).collect();
+    let filter = treeshift_core::FilterSpec {
+        excludes: excludes.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
     let spec = MigrationSpec {
         src: src.describe(),
         dst: dst.describe(),
-        excludes: excludes.clone(),
+        filter: filter.clone(),
     };
     let (store, _) =
         Store::open(&dir.path().join("s.duckdb"), OpenMode::CreateOrResume(spec)).unwrap();
@@ -40,7 +43,7 @@ fn run_with(
         &store.handle(),
         src,
         dst,
-        &Filter::new(&excludes).unwrap(),
+        &Filter::new(&filter).unwrap(),
         &options,
         progress,
     )
@@ -272,4 +275,94 @@ fn local_trees_with_hostile_names_links_and_fifos() {
             "{n:?}"
         );
     }
+}
+
+/// Every folder of `backend` whose listing is refused, walking only what
+/// can be listed: the failures a discovery must report, no more, no less.
+fn refused_folders(backend: &dyn Backend) -> Vec<treeshift_core::RelPath> {
+    let mut refused = Vec::new();
+    let mut queue = std::collections::VecDeque::from([treeshift_core::RelPath::root()]);
+    while let Some(folder) = queue.pop_front() {
+        match backend.list_children(&folder) {
+            Ok(children) => {
+                for child in children {
+                    let child = child.unwrap();
+                    if child.kind == treeshift_core::Kind::Folder {
+                        queue.push_back(folder.join(&child.name));
+                    }
+                }
+            }
+            Err(e) => {
+                assert_eq!(e.kind, treeshift_backend::ErrorKind::PermissionDenied);
+                refused.push(folder);
+            }
+        }
+    }
+    refused.sort();
+    refused
+}
+
+#[test]
+fn transient_faults_end_in_nothing_failed_and_permanent_ones_are_reported_exactly() {
+    let base = "seed=21,depth=4,fanout=6,files=3";
+    let (_dir, got) = run(
+        sim(&format!("{base},fail_transient=0.05")),
+        sim(&format!("{base},mutate=4,fail_transient=0.05")),
+        &[],
+    );
+    assert_eq!(got.failed, 0, "5 % transient faults are all retried away");
+
+    let faulty = format!("{base},fail_perm=0.01,fail_transient=0.05");
+    let want =
+        refused_folders(&SimBackend::from_params(&format!("{base},fail_perm=0.01")).unwrap());
+    assert!(want.len() >= 5, "the seed gives some refusals: {want:?}");
+    let (dir, got) = run(sim(&faulty), sim(&format!("{base},mutate=4")), &[]);
+    let mut failed: Vec<_> = review(&dir, ReviewSelect::Failed)
+        .into_iter()
+        .map(|item| {
+            assert_eq!(item.side, Side::Src);
+            let reason = item.reason.unwrap_or_default();
+            assert!(reason.starts_with("permission_denied"), "{reason}");
+            item.path
+        })
+        .collect();
+    failed.sort();
+    assert_eq!(failed, want);
+    assert_eq!(got.failed, want.len() as u64);
+
+    // A retry sweep lists exactly those folders again; the simulated
+    // refusals are permanent, so each fails once more and nothing else
+    // changes.
+    let (store, _) = Store::open(&dir.path().join("s.duckdb"), OpenMode::Existing).unwrap();
+    let handle = store.handle();
+    let requeued = handle.requeue_failed_folders(None).unwrap();
+    assert_eq!(requeued.src, want.len() as u64);
+    let options = DiscoverOptions {
+        workers: 4,
+        base_delay: std::time::Duration::from_millis(1),
+        ..DiscoverOptions::default()
+    };
+    let again = discover(
+        &handle,
+        sim(&faulty),
+        sim(&format!("{base},mutate=4")),
+        &Filter::new(&Default::default()).unwrap(),
+        &options,
+        Arc::new(NoProgress),
+    )
+    .unwrap();
+    store.close().unwrap();
+    assert_eq!(again.failed, want.len() as u64);
+    assert_eq!(
+        Summary {
+            src_rounds: Default::default(),
+            dst_rounds: Default::default(),
+            ..again
+        },
+        Summary {
+            src_rounds: Default::default(),
+            dst_rounds: Default::default(),
+            ..got
+        }
+    );
 }

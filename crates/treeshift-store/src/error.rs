@@ -87,6 +87,15 @@ pub enum StoreError {
         /// The policy of the plan being copied.
         policy: String,
     },
+    /// A retry sweep found items that would replace or move destination
+    /// data: only a person may approve those.
+    #[error(
+        "the retried folders hold {items} items that would replace or move aside destination data: review them (review --state FILE) and approve the plan (approve --state FILE)"
+    )]
+    ExtensionTouchesDestination {
+        /// How many such items.
+        items: u64,
+    },
     /// The store thread stopped after an earlier error.
     #[error("state store stopped: {0}")]
     Stopped(String),

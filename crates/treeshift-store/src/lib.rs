@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use treeshift_core::{
-    Action, Approval, CopyStatus, CopySummary, Entry, Kind, Policy, RelPath, Side, Status, Summary,
-    VerifyStatus, VerifySummary,
+    Action, Approval, CopyStatus, CopySummary, Entry, FilterSpec, Kind, Policy, RelPath, Side,
+    Status, Summary, VerifyStatus, VerifySummary,
 };
 use writer::{Request, Writer};
 
@@ -42,8 +42,8 @@ pub struct MigrationSpec {
     pub src: String,
     /// Destination location.
     pub dst: String,
-    /// Exclude globs.
-    pub excludes: Vec<String>,
+    /// The filter rules discovery runs with (part of the approved plan).
+    pub filter: FilterSpec,
 }
 
 /// A folder to list: leased from the store, handed back with its children.
@@ -55,6 +55,8 @@ pub struct FolderTask {
     pub depth: u32,
     /// Path relative to the side's root.
     pub path: RelPath,
+    /// Listing attempts made before this one (in earlier runs or sweeps).
+    pub attempts: u32,
 }
 
 /// One listed child, with the filter's verdict.
@@ -77,6 +79,22 @@ pub struct Failure {
     pub message: String,
     /// How many attempts were made.
     pub attempts: u32,
+}
+
+/// Folders a retry sweep queued again, per side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FoldersRequeued {
+    /// Source folders.
+    pub src: u64,
+    /// Destination folders.
+    pub dst: u64,
+}
+
+impl FoldersRequeued {
+    /// Both sides together.
+    pub fn total(&self) -> u64 {
+        self.src + self.dst
+    }
 }
 
 /// Where each side's rounds stand (read on start, to resume).
@@ -424,12 +442,19 @@ impl StoreHandle {
         })
     }
 
-    /// Marks `folder` listed: all its children were sent before this.
-    pub fn folder_listed(&self, side: Side, folder: &FolderTask) -> Result<(), StoreError> {
+    /// Marks `folder` listed at its `attempt`-th try: all its children were
+    /// sent before this.
+    pub fn folder_listed(
+        &self,
+        side: Side,
+        folder: &FolderTask,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
         self.send(Request::Listed {
             side,
             id: folder.id,
             depth: folder.depth,
+            attempt,
         })
     }
 
@@ -553,6 +578,23 @@ impl StoreHandle {
             w.record_copy(events);
             Ok(())
         })
+    }
+
+    /// Queues the folders whose listing failed again (those under `prefix`
+    /// only, if given) and reopens discovery from the shallowest of them;
+    /// the next discovery run lists them and walks their subtrees.
+    pub fn requeue_failed_folders(
+        &self,
+        prefix: Option<RelPath>,
+    ) -> Result<FoldersRequeued, StoreError> {
+        self.call(move |w| w.requeue_failed_folders(prefix.as_ref()))
+    }
+
+    /// Extends the approval to items a retry sweep's discovery added, when
+    /// every one of them is a creation (or skipped) and no approved item
+    /// changed; returns how many were added, `None` if nothing is approved.
+    pub fn extend_approval(&self) -> Result<Option<u64>, StoreError> {
+        self.call(|w| w.extend_approval())
     }
 
     /// Queues the failed copies again (those under `prefix` only, if

@@ -7,7 +7,7 @@ fn spec(dst: &str) -> MigrationSpec {
     MigrationSpec {
         src: "sim:a".into(),
         dst: dst.into(),
-        excludes: vec![],
+        filter: Default::default(),
     }
 }
 
@@ -101,7 +101,7 @@ fn a_listing_cut_short_is_discarded_and_seals_are_idempotent() {
         vec![file("a", 1), file("b", 2), file("c", 3)],
     )
     .unwrap();
-    h.folder_listed(Side::Src, &root).unwrap();
+    h.folder_listed(Side::Src, &root, 1).unwrap();
     assert!(
         h.seal_round(Side::Src, 0, serde_json::json!({})).unwrap(),
         "no folders below: src done"
@@ -129,7 +129,7 @@ fn a_listing_cut_short_is_discarded_and_seals_are_idempotent() {
         vec![file("a", 1), file("b", 5), file("z", 9)],
     )
     .unwrap();
-    h.folder_listed(Side::Dst, &droot).unwrap();
+    h.folder_listed(Side::Dst, &droot, 1).unwrap();
     assert!(h.seal_round(Side::Dst, 0, serde_json::json!({})).unwrap());
     let s = h.summary().unwrap();
     assert_eq!((s.same, s.differs, s.missing, s.extra), (1, 1, 1, 1));
@@ -151,7 +151,7 @@ fn discovered(path: &std::path::Path) -> Store {
         h.begin_round(side, 0).unwrap();
         let root = h.pull(side, i64::MIN, 10).unwrap().remove(0);
         h.record_children(side, &root, children).unwrap();
-        h.folder_listed(side, &root).unwrap();
+        h.folder_listed(side, &root, 1).unwrap();
         assert!(h.seal_round(side, 0, serde_json::json!({})).unwrap());
     }
     store

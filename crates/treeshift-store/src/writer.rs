@@ -12,9 +12,12 @@ use duckdb::types::{TimeUnit, Value};
 use duckdb::{Config, Connection, params};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use treeshift_core::{Kind, RelPath, RoundState, Side, Status, Summary, ToCopy, Totals};
+use treeshift_core::{
+    FilterSpec, Kind, RelPath, RoundState, Side, Status, Summary, ToCopy, Totals,
+};
 
 mod copy;
+mod retry;
 
 /// Buffered rows are committed once there are this many...
 const FLUSH_ROWS: usize = 50_000;
@@ -41,6 +44,7 @@ pub(crate) enum Request {
         side: Side,
         id: i64,
         depth: u32,
+        attempt: u32,
     },
     Call(Call),
     Stop,
@@ -332,18 +336,19 @@ impl Writer {
         if recorded.dst != spec.dst {
             return Err(mismatch("destination", recorded.dst, spec.dst.clone()));
         }
-        if recorded.excludes != spec.excludes {
+        if recorded.filter != spec.filter {
+            let rules = |f: &FilterSpec| f.rules().join(", ");
             return Err(mismatch(
-                "--exclude rules",
-                recorded.excludes.join(" "),
-                spec.excludes.join(" "),
+                "filter rules",
+                rules(&recorded.filter),
+                rules(&spec.filter),
             ));
         }
         Ok(())
     }
 
     fn create(&mut self, spec: &MigrationSpec) -> Result<(), StoreError> {
-        let settings = serde_json::json!({ "excludes": spec.excludes }).to_string();
+        let settings = serde_json::json!({ "filter": spec.filter }).to_string();
         self.in_transaction("create the schema", |conn| {
             conn.execute_batch(CREATE)?;
             conn.execute(
@@ -398,7 +403,12 @@ impl Writer {
                     parent_path,
                     children,
                 }) => self.buffer_children(side, parent_id, depth, &parent_path, children),
-                Ok(Request::Listed { side, id, depth }) => {
+                Ok(Request::Listed {
+                    side,
+                    id,
+                    depth,
+                    attempt,
+                }) => {
                     let seq = self.take_seq();
                     self.buffer_event(
                         side,
@@ -409,7 +419,7 @@ impl Writer {
                             phase: "list",
                             status: "listed",
                             reason: None,
-                            attempt: 1,
+                            attempt,
                         },
                     );
                 }
@@ -519,15 +529,16 @@ impl Writer {
                 path: self.path.clone(),
                 detail: format!("unreadable settings: {e}"),
             })?;
-        let excludes = settings["excludes"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(MigrationSpec { src, dst, excludes })
+        // Files before filters grew beyond globs recorded `excludes` alone.
+        let filter = match settings.get("filter") {
+            Some(f) => serde_json::from_value(f.clone()),
+            None => serde_json::from_value(serde_json::json!({ "excludes": settings["excludes"] })),
+        }
+        .map_err(|e| StoreError::NotAStateFile {
+            path: self.path.clone(),
+            detail: format!("unreadable filter settings: {e}"),
+        })?;
+        Ok(MigrationSpec { src, dst, filter })
     }
 
     pub(crate) fn set_phase(&mut self, phase: &str) -> Result<(), StoreError> {
@@ -661,7 +672,8 @@ impl Writer {
             self.flush()?;
             let unlisted = format!(
                 "SELECT p.id FROM {side}_nodes p WHERE p.depth = {n} AND p.kind = {FOLDER} \
-                 AND p.id NOT IN (SELECT node_id FROM {side}_status_events WHERE depth = {n} AND phase = 'list')"
+                 AND p.id NOT IN (SELECT node_id FROM {side}_status_events \
+                                  WHERE depth = {n} AND phase = 'list' AND status = 'listed')"
             );
             self.in_transaction("drop a cut-short listing", |conn| {
                 conn.execute(
@@ -680,27 +692,33 @@ impl Writer {
         let frontier = match side {
             Side::Src => format!(
                 "CREATE OR REPLACE TEMP TABLE frontier_src AS \
-                 SELECT n.id, n.rel_path FROM src_nodes n \
-                 WHERE n.depth = {n} AND n.kind = {FOLDER} AND n.id NOT IN \
-                   (SELECT node_id FROM src_status_events WHERE depth = {n} \
-                    AND (phase = 'list' OR (phase = 'compare' AND status = 'excluded'))) \
-                 ORDER BY n.id"
+                 WITH {ll} \
+                 SELECT n.id, n.rel_path, coalesce(ll.attempt, 0) AS attempt FROM src_nodes n \
+                 LEFT JOIN ll ON ll.node_id = n.id \
+                 WHERE n.depth = {n} AND n.kind = {FOLDER} AND (ll.st IS NULL OR ll.st = 'requeued') \
+                   AND n.id NOT IN (SELECT node_id FROM src_status_events WHERE depth = {n} \
+                                    AND phase = 'compare' AND status = 'excluded') \
+                 ORDER BY n.id",
+                ll = latest_listing(side, depth)
             ),
             // A dst folder is listed only when it pairs with a src folder
             // (its comparison said `same`) that was itself listed: a failed
             // src listing never turns dst children into extras.
             Side::Dst => format!(
                 "CREATE OR REPLACE TEMP TABLE frontier_dst AS \
-                 WITH cmp AS (SELECT node_id, arg_max(status, seq) AS st FROM dst_status_events \
+                 WITH {ll}, \
+                 cmp AS (SELECT node_id, arg_max(status, seq) AS st FROM dst_status_events \
                               WHERE depth = {n} AND phase = 'compare' GROUP BY node_id), \
                  src_listed AS (SELECT s.rel_path FROM src_nodes s WHERE s.depth = {n} AND s.kind = {FOLDER} \
                               AND s.id IN (SELECT node_id FROM src_status_events \
                                            WHERE depth = {n} AND phase = 'list' AND status = 'listed')) \
-                 SELECT d.id, d.rel_path FROM dst_nodes d JOIN cmp ON cmp.node_id = d.id AND cmp.st = 'same' \
-                 WHERE d.depth = {n} AND d.kind = {FOLDER} \
-                   AND d.id NOT IN (SELECT node_id FROM dst_status_events WHERE depth = {n} AND phase = 'list') \
+                 SELECT d.id, d.rel_path, coalesce(ll.attempt, 0) AS attempt \
+                 FROM dst_nodes d JOIN cmp ON cmp.node_id = d.id AND cmp.st = 'same' \
+                 LEFT JOIN ll ON ll.node_id = d.id \
+                 WHERE d.depth = {n} AND d.kind = {FOLDER} AND (ll.st IS NULL OR ll.st = 'requeued') \
                    AND d.rel_path IN (SELECT rel_path FROM src_listed) \
-                 ORDER BY d.id"
+                 ORDER BY d.id",
+                ll = latest_listing(side, depth)
             ),
         };
         // A temp table: nothing goes to the file, so no transaction needed.
@@ -719,23 +737,24 @@ impl Writer {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT f.id, f.rel_path FROM frontier_{side} f WHERE f.id > ? ORDER BY f.id LIMIT ?"
+                "SELECT f.id, f.rel_path, f.attempt FROM frontier_{side} f WHERE f.id > ? ORDER BY f.id LIMIT ?"
             ))
             .context("prepare a pull")?;
         let rows = stmt
             .query_map(params![after, limit as i64], |r| {
                 let path: Vec<u8> = r.get(1)?;
-                Ok((r.get::<_, i64>(0)?, path))
+                Ok((r.get::<_, i64>(0)?, path, r.get::<_, i32>(2)?))
             })
             .context("pull pending folders")?;
         let mut out = Vec::with_capacity(limit);
         for row in rows {
-            let (id, path) = row.context("read a pending folder")?;
+            let (id, path, attempts) = row.context("read a pending folder")?;
             let path = RelPath::from_bytes(path);
             out.push(FolderTask {
                 id,
                 depth: path.depth() as u32,
                 path,
+                attempts: attempts.max(0) as u32,
             });
         }
         Ok(out)
@@ -981,6 +1000,16 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// A CTE `ll`: the latest `list` event (status, attempt) of each folder of
+/// `side` at `depth`. A folder is pending when it has none, or when a retry
+/// sweep re-queued it after it failed.
+fn latest_listing(side: Side, depth: u32) -> String {
+    format!(
+        "ll AS (SELECT node_id, arg_max(status, seq) AS st, arg_max(attempt, seq) AS attempt \
+         FROM {side}_status_events WHERE depth = {depth} AND phase = 'list' GROUP BY node_id)"
+    )
 }
 
 /// Compares the children of the folder pairs at `depth` (depth + 1 nodes)

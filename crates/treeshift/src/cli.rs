@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use treeshift_core::{FilterSpec, parse_size, parse_time};
 
 /// One-way migration of a source tree to a destination tree.
 #[derive(Debug, Parser)]
@@ -33,9 +34,19 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Discover, approve, copy and verify in one go.
     Migrate(MigrateArgs),
-    /// Copy the items whose copy failed again (after fixing the cause);
+    /// After fixing the cause: list the folders whose listing failed again
+    /// (walking their subtrees) and copy the items whose copy failed again;
     /// nothing that succeeded is redone.
     Retry(RetryArgs),
+}
+
+/// Which part of a migration a retry sweep redoes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RetryPhase {
+    /// Folders whose listing failed (and their subtrees).
+    Discovery,
+    /// Items whose copy failed.
+    Copy,
 }
 
 /// `retry --state FILE`.
@@ -44,6 +55,10 @@ pub struct RetryArgs {
     /// The state file.
     #[arg(long)]
     pub state: PathBuf,
+    /// Only this phase (default: discovery, then copy if a plan was
+    /// approved).
+    #[arg(long, value_enum)]
+    pub phase: Option<RetryPhase>,
     /// Only the failed items at or under this path (relative to the roots).
     #[arg(long)]
     pub path: Option<String>,
@@ -105,7 +120,7 @@ pub struct VerifyArgs {
 /// `migrate SRC DST --state FILE --yes`.
 #[derive(Debug, clap::Args)]
 pub struct MigrateArgs {
-    /// What to discover (source, destination, state file, excludes).
+    /// What to discover (source, destination, state file, filters).
     #[command(flatten)]
     pub discover: DiscoverArgs,
     /// Approve the plan without review (without it, migrate stops after
@@ -130,16 +145,78 @@ pub struct DiscoverArgs {
     /// The state file (created, or resumed if it holds this migration).
     #[arg(long)]
     pub state: PathBuf,
-    /// Leave out nodes matching this glob (a name glob such as '*.tmp', or a
-    /// path glob from the root such as 'build/**'); repeatable.
-    #[arg(long = "exclude", value_name = "GLOB")]
-    pub excludes: Vec<String>,
+    /// The filter rules.
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
     /// Folders listed at once per side.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
+}
+
+/// Filter rules: run on every child as it is listed; an excluded node is
+/// recorded with its rule and its subtree is not walked. They are stored in
+/// the state file and are part of the approved plan.
+#[derive(Debug, clap::Args)]
+pub struct FilterArgs {
+    /// Leave out what matches this .gitignore-style pattern: '*.tmp' at any
+    /// depth, '/build' or 'a/*/cache' from the root, 'logs/' folders only,
+    /// '!keep.tmp' to keep something back; repeatable, the last match wins.
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Only files (and symlinks, special files) matching one of these
+    /// patterns take part; folders are still walked; repeatable.
+    #[arg(long = "include", value_name = "PATTERN")]
+    pub includes: Vec<String>,
+    /// Leave out files smaller than this (e.g. 10k, 1.5M, 2G; powers of 1024).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub min_size: Option<u64>,
+    /// Leave out files larger than this.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_size: Option<u64>,
+    /// Leave out files modified before this UTC date (2026-01-31 or
+    /// 2026-01-31T12:00:00Z).
+    #[arg(long, value_name = "DATE", value_parser = time)]
+    pub modified_after: Option<i64>,
+    /// Leave out files modified at or after this UTC date.
+    #[arg(long, value_name = "DATE", value_parser = time)]
+    pub modified_before: Option<i64>,
+    /// Leave out hidden nodes (names starting with '.') and their subtrees.
+    #[arg(long)]
+    pub skip_hidden: bool,
+    /// Leave out symlinks.
+    #[arg(long)]
+    pub skip_symlinks: bool,
+    /// Leave out special files (fifos, sockets, devices).
+    #[arg(long)]
+    pub skip_special: bool,
+}
+
+impl FilterArgs {
+    /// The rules as the state file records them.
+    pub fn spec(&self) -> FilterSpec {
+        FilterSpec {
+            excludes: self.excludes.clone(),
+            includes: self.includes.clone(),
+            min_size: self.min_size,
+            max_size: self.max_size,
+            modified_after: self.modified_after,
+            modified_before: self.modified_before,
+            skip_hidden: self.skip_hidden,
+            skip_symlinks: self.skip_symlinks,
+            skip_special: self.skip_special,
+        }
+    }
+}
+
+fn size(text: &str) -> Result<u64, String> {
+    parse_size(text).map_err(|e| e.to_string())
+}
+
+fn time(text: &str) -> Result<i64, String> {
+    parse_time(text).map_err(|e| e.to_string())
 }
 
 /// `status --state FILE`.

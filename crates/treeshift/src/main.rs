@@ -8,8 +8,8 @@ mod progress;
 use anyhow::{Context, Result};
 use clap::Parser;
 use cli::{
-    ApproveArgs, Cli, Command, CopyArgs, DiscoverArgs, MigrateArgs, RetryArgs, ReviewArgs,
-    StatusArgs, VerifyArgs,
+    ApproveArgs, Cli, Command, CopyArgs, DiscoverArgs, MigrateArgs, RetryArgs, RetryPhase,
+    ReviewArgs, StatusArgs, VerifyArgs,
 };
 use std::io::IsTerminal;
 use std::path::Path;
@@ -20,7 +20,7 @@ use treeshift_core::{
     CopyStatus, CopySummary, Filter, Policy, RelPath, Status, Summary, VerifySummary,
 };
 use treeshift_engine::{CopyOptions, DiscoverOptions, DiscoveryProgress, EngineError};
-use treeshift_store::{MigrationSpec, OpenMode, ReviewSelect, Store, StoreHandle};
+use treeshift_store::{MigrationSpec, OpenMode, ReviewSelect, Store, StoreError, StoreHandle};
 
 /// Process exit codes of the CLI contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,13 +199,14 @@ struct DiscoverySetup {
 
 /// Opens the backends and the state file of a discovery.
 fn discovery_setup(args: &DiscoverArgs) -> Result<DiscoverySetup> {
-    let filter = Filter::new(&args.excludes).map_err(usage)?;
+    let spec = args.filter.spec();
+    let filter = Filter::new(&spec).map_err(usage)?;
     let src = open_backend(&args.src, "source")?;
     let dst = open_backend(&args.dst, "destination")?;
     let spec = MigrationSpec {
         src: src.describe(),
         dst: dst.describe(),
-        excludes: args.excludes.clone(),
+        filter: spec,
     };
     Ok(DiscoverySetup {
         filter,
@@ -299,19 +300,71 @@ fn retry(args: RetryArgs) -> Result<Exit> {
         .path
         .as_deref()
         .map(|p| RelPath::from_bytes(p.trim_matches('/').as_bytes().to_vec()));
-    let (requeued, summary) = with_store(&args.state, OpenMode::Existing, |h| {
-        let requeued = h.requeue_failed_copies(prefix)?;
-        Ok((requeued, run_copy(h, args.workers)?))
-    })?;
-    if args.json {
-        let mut value = serde_json::to_value(&summary)?;
-        value["requeued"] = requeued.into();
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    } else {
-        println!("re-queued {} failed items", output::thousands(requeued));
-        output::print_copy(&summary, &args.state);
-    }
-    Ok(exit_for(summary.failed + summary.changed > 0))
+    let discovery = args.phase != Some(RetryPhase::Copy);
+    let copying = args.phase != Some(RetryPhase::Discovery);
+    with_store(&args.state, OpenMode::Existing, |h| {
+        let mut report = serde_json::json!({});
+        let mut problems = 0;
+        if discovery {
+            let requeued = h.requeue_failed_folders(prefix.clone())?;
+            let progress = h.progress()?;
+            if !args.json {
+                println!(
+                    "re-queued {} failed folders ({} source, {} destination)",
+                    output::thousands(requeued.total()),
+                    output::thousands(requeued.src),
+                    output::thousands(requeued.dst)
+                );
+            }
+            let mut value = serde_json::json!({ "requeued": requeued });
+            if !(progress.src_done && progress.dst_done) {
+                let spec = h.migration()?;
+                let filter = Filter::new(&spec.filter).map_err(usage)?;
+                let (src, dst) = migration_backends(h)?;
+                let (summary, _) = run_discovery(h, src, dst, &filter, args.workers)?;
+                if !args.json {
+                    output::print_summary(&summary, &args.state);
+                }
+                problems += summary.failed;
+                value["summary"] = serde_json::to_value(&summary)?;
+            }
+            report["discovery"] = value;
+        }
+        if copying {
+            if !discovery && h.approval()?.is_none() {
+                return Err(EngineError::ApprovalRequired(StoreError::NotApproved).into());
+            }
+            let extended = h.extend_approval().map_err(EngineError::approval)?;
+            if let Some(added) = extended {
+                let requeued = h.requeue_failed_copies(prefix)?;
+                let summary = run_copy(h, args.workers)?;
+                if !args.json {
+                    if added > 0 {
+                        println!(
+                            "approval extended to {} new items (created under the approved policy)",
+                            output::thousands(added)
+                        );
+                    }
+                    println!("re-queued {} failed copies", output::thousands(requeued));
+                    output::print_copy(&summary, &args.state);
+                }
+                problems += summary.failed + summary.changed;
+                let mut value = serde_json::to_value(&summary)?;
+                value["requeued"] = requeued.into();
+                value["approval_extended"] = added.into();
+                report["copy"] = value;
+            } else if !args.json {
+                println!(
+                    "nothing approved yet: review the plan (treeshift review --state {0}) and approve it (treeshift approve --state {0})",
+                    args.state.display()
+                );
+            }
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Ok(exit_for(problems > 0))
+    })
 }
 
 fn verify(args: VerifyArgs) -> Result<Exit> {
@@ -399,15 +452,15 @@ fn status(args: StatusArgs) -> Result<Exit> {
         value["phase"] = phase.into();
         value["src_location"] = migration.src.into();
         value["dst_location"] = migration.dst.into();
-        value["excludes"] = migration.excludes.into();
+        value["filter"] = serde_json::to_value(&migration.filter)?;
         value["approval"] = serde_json::to_value(&approval)?;
         value["copy"] = serde_json::to_value(&copied)?;
         value["verify"] = serde_json::to_value(&verified)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("migration: {} -> {}", migration.src, migration.dst);
-        if !migration.excludes.is_empty() {
-            println!("excludes:  {}", migration.excludes.join(" "));
+        if !migration.filter.is_empty() {
+            println!("filters:   {}", migration.filter.rules().join(", "));
         }
         println!("phase:     {phase}");
         output::print_summary(&summary, &args.state);

@@ -66,7 +66,7 @@ fn state_file_of_another_migration_is_refused() {
         "--exclude",
         "*.tmp",
     ]);
-    assert_clean_error(code, &err, 1, "--exclude rules");
+    assert_clean_error(code, &err, 1, "filter rules");
 }
 
 #[test]

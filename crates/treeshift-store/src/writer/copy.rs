@@ -30,6 +30,13 @@ const LATEST_VERIFY: &str = "SELECT node_id, arg_max(status, seq) AS st, arg_max
 const PLAN_COLUMNS: &str = "node_id, parent_id, depth, kind, size, mtime_ns, rel_path, status, \
      dst_kind, dst_size, dst_mtime_ns, action, reason";
 
+/// True when a `copy_plan` row `p` and a `plan_candidate` row `c` of the
+/// same node say different things.
+const PLAN_DIFFERS: &str = "c.action IS DISTINCT FROM p.action OR c.kind IS DISTINCT FROM p.kind \
+     OR c.size IS DISTINCT FROM p.size OR c.mtime_ns IS DISTINCT FROM p.mtime_ns \
+     OR c.rel_path IS DISTINCT FROM p.rel_path OR c.dst_kind IS DISTINCT FROM p.dst_kind \
+     OR c.dst_size IS DISTINCT FROM p.dst_size OR c.dst_mtime_ns IS DISTINCT FROM p.dst_mtime_ns";
+
 /// A plan computed from the current discovery, before approval.
 struct Draft {
     hash: String,
@@ -134,7 +141,8 @@ impl Writer {
     }
 
     /// An order-independent hash of `plan_candidate`: the wrapping sum of
-    /// one BLAKE3 hash per row, then hashed with the policy and row count.
+    /// one BLAKE3 hash per row, then hashed with the policy, the filter
+    /// rules and the row count.
     /// Computed here rather than with the database's own hash function, so
     /// it stays the same across database versions.
     fn plan_hash(&self, policy: Policy) -> Result<String, StoreError> {
@@ -179,8 +187,13 @@ impl Writer {
             sum = sum.wrapping_add(u128::from_le_bytes(first));
             count += 1;
         }
+        // The filter decided what the plan leaves out, so it is part of it.
+        let filter = serde_json::to_string(&self.migration()?.filter)
+            .map_err(|e| StoreError::Thread(e.to_string()))?;
         let mut h = blake3::Hasher::new();
         h.update(policy.as_str().as_bytes());
+        h.update(&(filter.len() as u64).to_le_bytes());
+        h.update(filter.as_bytes());
         h.update(&count.to_le_bytes());
         h.update(&sum.to_le_bytes());
         Ok(h.finalize().to_hex()[..32].to_string())
@@ -212,19 +225,93 @@ impl Writer {
         }
         let approval = Approval {
             policy,
-            plan_hash: draft.hash,
+            plan_hash: draft.hash.clone(),
             approved_by: by.to_string(),
             approved_at: self.utc_now()?,
-            items: draft.items,
-            files: draft.files,
-            folders: draft.folders,
-            bytes: draft.bytes,
-            skipped: draft.skipped,
-            replaces: draft.replaces,
+            filters: self.migration()?.filter.rules(),
+            extended_at: None,
+            extended_items: 0,
+            items: 0,
+            files: 0,
+            folders: 0,
+            bytes: 0,
+            skipped: 0,
+            replaces: 0,
         };
+        self.record_approval(approval, &draft)
+    }
+
+    /// Extends the approval to the plan items a retry sweep's discovery
+    /// added, under the approved policy, when no approved item changed and
+    /// none of the new items touches what the destination holds (each is
+    /// created or skipped). Anything else needs a person's approval.
+    /// Returns how many items were added, `None` without an approval.
+    pub(crate) fn extend_approval(&mut self) -> Result<Option<u64>, StoreError> {
+        let Some(old) = self.approval()? else {
+            return Ok(None);
+        };
+        self.check_discovered()?;
+        let draft = self.draft_plan(old.policy)?;
+        if draft.hash == old.plan_hash {
+            return Ok(Some(0));
+        }
+        let changed = self.query_i64(&format!(
+            "SELECT count(*) FROM copy_plan p LEFT JOIN plan_candidate c ON c.node_id = p.node_id \
+             WHERE c.node_id IS NULL OR {}",
+            PLAN_DIFFERS
+        ))?;
+        if changed > 0 {
+            return Err(StoreError::PlanChanged {
+                approved: old.plan_hash,
+                current: draft.hash,
+            });
+        }
+        let [added, touching] = ["true", "action IN ('replace', 'rename')"].map(|cond| {
+            self.query_i64(&format!(
+                "SELECT count(*) FROM plan_candidate \
+                 WHERE node_id NOT IN (SELECT node_id FROM copy_plan) AND {cond}"
+            ))
+        });
+        let (added, touching) = (added?.max(0) as u64, touching?.max(0) as u64);
+        if touching > 0 {
+            return Err(StoreError::ExtensionTouchesDestination { items: touching });
+        }
+        let approval = Approval {
+            plan_hash: draft.hash.clone(),
+            extended_at: Some(self.utc_now()?),
+            extended_items: old.extended_items + added,
+            ..old
+        };
+        self.record_approval(approval, &draft)?;
+        Ok(Some(added))
+    }
+
+    /// Records `approval` for the plan in `plan_candidate`. Items new to the
+    /// plan, or changed since the last approval, start `pending` (or
+    /// `skipped`); items the last approval already held keep their copy
+    /// status, so approving again never redoes finished work.
+    fn record_approval(
+        &mut self,
+        mut approval: Approval,
+        draft: &Draft,
+    ) -> Result<Approval, StoreError> {
+        approval.items = draft.items;
+        approval.files = draft.files;
+        approval.folders = draft.folders;
+        approval.bytes = draft.bytes;
+        approval.skipped = draft.skipped;
+        approval.replaces = draft.replaces;
         let json =
             serde_json::to_string(&approval).map_err(|e| StoreError::Thread(e.to_string()))?;
-        let rows = self.query_i64("SELECT count(*) FROM plan_candidate")?;
+        self.conn
+            .execute_batch(&format!(
+                "CREATE OR REPLACE TEMP TABLE plan_fresh AS \
+                 SELECT c.node_id, c.depth, c.action, c.reason FROM plan_candidate c \
+                 LEFT JOIN copy_plan p ON p.node_id = c.node_id \
+                 WHERE p.node_id IS NULL OR {PLAN_DIFFERS}"
+            ))
+            .context("compare the plan with the approved one")?;
+        let rows = self.query_i64("SELECT count(*) FROM plan_fresh")?;
         let base = self.next_seq;
         self.next_seq += rows;
         self.in_transaction("record the approval", |conn| {
@@ -239,7 +326,7 @@ impl Writer {
                      SELECT {base} - 1 + row_number() OVER (), node_id, depth, 'copy', \
                        CASE WHEN action = 'skip' THEN 'skipped' ELSE 'pending' END, \
                        CASE WHEN action = 'skip' THEN reason ELSE NULL END, 1, now() \
-                     FROM plan_candidate"
+                     FROM plan_fresh"
                 ),
                 [],
             )?;
