@@ -8,7 +8,9 @@ mod path;
 mod plan;
 
 pub use filter::{Filter, FilterError, FilterSpec, Verdict, parse_size, parse_time};
-pub use model::{Entry, Kind, ListStatus, RoundState, Side, Status, Summary, ToCopy, Totals};
+pub use model::{
+    Changes, Entry, Kind, ListStatus, RoundState, Side, Status, Summary, ToCopy, Totals,
+};
 pub use path::{RelPath, display_bytes};
 pub use plan::{
     Action, Approval, CopyStatus, CopySummary, Policy, VerifyStatus, VerifySummary, aside_name,

@@ -207,9 +207,27 @@ pub struct RoundState {
     pub done: bool,
 }
 
+/// What a delta pass found changed on the source since the previous pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Changes {
+    /// Nodes that were not there.
+    pub new: u64,
+    /// Nodes whose kind, size or mtime changed.
+    pub modified: u64,
+    /// Nodes gone (a deleted folder counts once).
+    pub deleted: u64,
+}
+
 /// The discovery summary: what `discover --json` and `status --json` print.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
+    /// The pass this discovery belongs to (1, then one more per delta pass).
+    #[serde(default)]
+    pub pass: u32,
+    /// What changed on the source since the previous pass (all zero in the
+    /// first pass).
+    #[serde(default)]
+    pub changes: Changes,
     /// The source tree.
     pub src: Totals,
     /// The destination tree (only what discovery listed: a missing folder's

@@ -259,6 +259,8 @@ pub enum ReviewSelect {
     Status(Status),
     /// Folders that could not be listed, on either side.
     Failed,
+    /// What changed on the source since the previous pass.
+    Changes,
     /// Everything that needs attention or action: all but `same`.
     Actionable,
     /// Plan items with this copy status.
@@ -578,6 +580,13 @@ impl StoreHandle {
             w.record_copy(events);
             Ok(())
         })
+    }
+
+    /// Starts the next delta pass if the current one's copy finished (see
+    /// the `pass` module); returns its number, `None` if the current pass
+    /// goes on.
+    pub fn next_pass(&self) -> Result<Option<u32>, StoreError> {
+        self.call(|w| w.next_pass())
     }
 
     /// Queues the folders whose listing failed again (those under `prefix`

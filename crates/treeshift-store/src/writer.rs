@@ -17,6 +17,7 @@ use treeshift_core::{
 };
 
 mod copy;
+mod pass;
 mod retry;
 
 /// Buffered rows are committed once there are this many...
@@ -247,6 +248,10 @@ impl Writer {
                  CASE k WHEN 0 THEN 'folder' WHEN 1 THEN 'file' WHEN 2 THEN 'symlink' ELSE 'special' END;",
             )
             .context("define macros")?;
+        writer
+            .conn
+            .execute_batch(pass::PASS_TABLES)
+            .context("add the tables of delta passes")?;
         writer.next_id = writer.query_i64(
             "SELECT coalesce(max(m), 0) + 1 FROM \
              (SELECT max(id) AS m FROM src_nodes UNION ALL SELECT max(id) FROM dst_nodes)",
@@ -813,6 +818,9 @@ impl Writer {
             tracing::debug!(%side, depth, ms = started.elapsed().as_millis() as u64, "seal: round recorded");
             let done = side_done_after(conn, side, depth)?;
             tracing::debug!(%side, depth, ms = started.elapsed().as_millis() as u64, "seal: done checked");
+            if done && side == Side::Src {
+                pass::record_changes(conn)?;
+            }
             if done {
                 conn.execute(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -881,6 +889,8 @@ impl Writer {
         let src_nodes =
             src_totals.folders + src_totals.files + src_totals.symlinks + src_totals.special;
         Ok(Summary {
+            pass: self.pass()?,
+            changes: self.changes()?,
             dst: totals(&dst),
             missing: get(&src, "missing"),
             same: get(&src, "same"),
@@ -951,6 +961,9 @@ impl Writer {
                     st.as_str()
                 )
             }
+            ReviewSelect::Changes => "SELECT 'src' AS side, rel_path, kind, size, mtime_ns, \
+                 change AS st, reason FROM src_changes"
+                .to_string(),
             ReviewSelect::Failed => format!(
                 "SELECT * FROM ({}) WHERE st = 'failed' UNION ALL SELECT * FROM ({}) WHERE st = 'failed'",
                 latest(Side::Src, "list"),

@@ -240,8 +240,12 @@ pub struct ReviewArgs {
     /// failed, or all (everything but same) from discovery; pending,
     /// copying, copied, skipped, changed or copy-failed from the copy;
     /// mismatch from verify.
-    #[arg(long, default_value = "all")]
+    #[arg(long, default_value = "all", conflicts_with = "changes")]
     pub status: String,
+    /// List what changed on the source since the previous pass (new,
+    /// modified, deleted) instead.
+    #[arg(long)]
+    pub changes: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,

@@ -189,6 +189,18 @@ fn run_discovery(
     Ok((result?, timing))
 }
 
+/// On a state file whose copy finished, starts a delta pass: both trees
+/// are walked again and the changes become a new plan to approve.
+fn start_next_pass(handle: &StoreHandle) -> Result<()> {
+    if let Some(pass) = handle.next_pass()? {
+        eprintln!(
+            "treeshift: the copy of pass {} finished; pass {pass} walks both trees again for what changed",
+            pass - 1
+        );
+    }
+    Ok(())
+}
+
 /// What a discovery runs with.
 struct DiscoverySetup {
     filter: Filter,
@@ -224,6 +236,7 @@ fn discover(args: DiscoverArgs) -> Result<Exit> {
         mode,
     } = discovery_setup(&args)?;
     let (summary, timing) = with_store(&args.state, mode, |h| {
+        start_next_pass(h)?;
         run_discovery(h, src, dst, &filter, args.workers)
     })?;
     if args.json {
@@ -389,6 +402,7 @@ fn migrate(args: MigrateArgs) -> Result<Exit> {
         mode,
     } = discovery_setup(d)?;
     with_store(&d.state, mode, |h| {
+        start_next_pass(h)?;
         let (summary, timing) = run_discovery(h, src, dst, &filter, d.workers)?;
         if !d.json {
             output::print_summary(&summary, &d.state);
@@ -483,6 +497,7 @@ fn status(args: StatusArgs) -> Result<Exit> {
 
 fn review(args: ReviewArgs) -> Result<Exit> {
     let select = match args.status.as_str() {
+        _ if args.changes => ReviewSelect::Changes,
         "all" => ReviewSelect::Actionable,
         "failed" => ReviewSelect::Failed,
         "copy-failed" => ReviewSelect::Copy(CopyStatus::Failed),

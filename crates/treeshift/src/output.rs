@@ -46,7 +46,21 @@ pub fn print_summary(s: &Summary, state: &Path) {
     } else {
         "in progress (run discover again to resume)"
     };
-    println!("discovery {state_word}");
+    if s.pass > 1 {
+        println!("discovery (pass {}) {state_word}", s.pass);
+        if s.src_rounds.done {
+            let c = &s.changes;
+            println!(
+                "  changed on src since pass {}: {} new, {} modified, {} deleted (review --changes)",
+                s.pass - 1,
+                thousands(c.new),
+                thousands(c.modified),
+                thousands(c.deleted)
+            );
+        }
+    } else {
+        println!("discovery {state_word}");
+    }
     for (label, t) in [("src", &s.src), ("dst", &s.dst)] {
         let mut line = format!(
             "  {label}: {} folders, {} files, {}",

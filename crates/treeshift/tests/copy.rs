@@ -505,3 +505,106 @@ fn an_unreadable_destination_folder_is_compared_after_a_retry() {
     assert_eq!(report["copy"]["approval_extended"], 1, "{report}");
     assert_eq!(snapshot(&dst), snapshot(&src));
 }
+
+#[test]
+fn a_delta_pass_finds_what_changed_and_copies_only_that() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 3, 2, 3);
+    let dst = dir.path().join("dst");
+    let state = dir.path().join("s.duckdb");
+    let first = migrate_with_checksums(s(&src), &dst, &state);
+    assert_eq!(first["discovery"]["pass"], 1);
+
+    // The source moves on: one file new, one modified, one file and one
+    // folder (with its subtree) deleted.
+    fs::write(src.join("d0").join("new.txt"), b"new").unwrap();
+    let modified = src.join("d1").join("f000.txt");
+    fs::write(&modified, b"longer than before").unwrap();
+    set_mtime(&modified, 1_700_000_000);
+    fs::remove_file(src.join("d0").join("f001.txt")).unwrap();
+    fs::remove_dir_all(src.join("d2")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let inode = |p: &Path| fs::metadata(p).unwrap().ino();
+    let untouched = inode(&dst.join("d1").join("f001.txt"));
+
+    let (code, out, err) = run(&["discover", s(&src), s(&dst), "--state", s(&state), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("pass 2"), "{err}");
+    let second = json(&out);
+    assert_eq!(second["pass"], 2);
+    assert_eq!(
+        second["changes"],
+        serde_json::json!({"new": 1, "modified": 1, "deleted": 2}),
+        "{second}"
+    );
+    assert_eq!(second["to_copy"]["files"], 2, "{second}");
+    let (code, out, _) = run(&[
+        "review",
+        "--state",
+        s(&state),
+        "--changes",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(code, 0);
+    let mut changes: Vec<String> = out
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            format!("{} {}", c[1], c[3])
+        })
+        .collect();
+    changes.sort();
+    assert_eq!(
+        changes,
+        [
+            "deleted d0/f001.txt",
+            "deleted d2",
+            "modified d1/f000.txt",
+            "new d0/new.txt"
+        ]
+    );
+
+    // Copy exactly that; what the source deleted stays on the destination
+    // (extra), since treeshift never deletes without being told to.
+    let (code, _, err) = run(&["copy", "--state", s(&state)]);
+    assert_eq!(code, 3, "the new plan needs an approval: {err}");
+    let (code, _, err) = run(&["approve", "--state", s(&state), "--policy", "overwrite"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&["copy", "--state", s(&state), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let copied = json(&out);
+    assert_eq!(
+        (copied["planned"].as_u64(), copied["copied"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(inode(&dst.join("d1").join("f001.txt")), untouched);
+    let (want, got) = (snapshot(&src), snapshot(&dst));
+    for (path, node) in &want {
+        assert_eq!(
+            got.get(path),
+            Some(node),
+            "{}",
+            String::from_utf8_lossy(path)
+        );
+    }
+    let extra: Vec<&[u8]> = got
+        .keys()
+        .filter(|k| !want.contains_key(*k) && !k.starts_with(b"d2/"))
+        .map(|k| k.as_slice())
+        .collect();
+    assert_eq!(extra, [b"d0/f001.txt".as_slice(), b"d2"]);
+
+    // Nothing changed since: the next pass finds nothing to copy.
+    let (code, out, err) = run(&["discover", s(&src), s(&dst), "--state", s(&state), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let third = json(&out);
+    assert_eq!(third["pass"], 3);
+    assert_eq!(
+        third["changes"],
+        serde_json::json!({"new": 0, "modified": 0, "deleted": 0})
+    );
+    assert_eq!(third["to_copy"]["files"], 0);
+}

@@ -1,0 +1,166 @@
+//! Delta passes. Once the copy of a plan has finished, a new discovery on the
+//! same state file starts the next pass: the finished pass is summarised in
+//! `passes`, the source tree it saw is kept in `previous_src`, and the
+//! discovery tables start empty. When the new walk of the source is done,
+//! `src_changes` records what changed since the previous pass (new,
+//! modified, deleted); the new plan is reviewed and approved like the first.
+
+use super::{Writer, now_value};
+use crate::StoreError;
+use crate::schema::FOLDER;
+use duckdb::{Connection, params};
+use treeshift_core::Changes;
+
+/// Tables of delta passes. Created on open when missing, so state files
+/// written before passes existed gain them without a new schema version.
+pub(crate) const PASS_TABLES: &str = r#"
+CREATE TABLE IF NOT EXISTS passes (
+    pass INTEGER NOT NULL, finished_at TIMESTAMP NOT NULL, discovery VARCHAR NOT NULL,
+    approval VARCHAR, copy VARCHAR, verify VARCHAR
+);
+CREATE TABLE IF NOT EXISTS previous_src (
+    rel_path BLOB NOT NULL, parent_path BLOB, depth INTEGER NOT NULL,
+    kind UTINYINT NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT
+);
+CREATE TABLE IF NOT EXISTS src_changes (
+    rel_path BLOB NOT NULL, depth INTEGER NOT NULL, change VARCHAR NOT NULL,
+    kind UTINYINT NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT, reason VARCHAR
+);
+"#;
+
+/// Discovery's own tables: emptied when a new pass starts.
+const PASS_SCOPED: [&str; 9] = [
+    "src_nodes",
+    "dst_nodes",
+    "src_status_events",
+    "dst_status_events",
+    "src_stats",
+    "dst_stats",
+    "rounds",
+    "copy_plan",
+    "src_changes",
+];
+
+impl Writer {
+    /// The current pass (1 for the first discovery).
+    pub(crate) fn pass(&self) -> Result<u32, StoreError> {
+        Ok(self
+            .query_i64("SELECT coalesce(max(value::INTEGER), 1) FROM meta WHERE key = 'pass'")?
+            .max(1) as u32)
+    }
+
+    /// Starts the next pass if this one is over: discovered, approved, and
+    /// its copy finished (nothing pending or in flight). Returns the new
+    /// pass number, or `None` when the current pass is still going (a
+    /// discovery then resumes it).
+    pub(crate) fn next_pass(&mut self) -> Result<Option<u32>, StoreError> {
+        let progress = self.progress()?;
+        if !(progress.src_done && progress.dst_done) {
+            return Ok(None);
+        }
+        let Some(approval) = self.approval()? else {
+            return Ok(None);
+        };
+        let copy = self.copy_summary()?;
+        if !copy.is_finished() {
+            return Ok(None);
+        }
+        let json = |v: serde_json::Result<String>| v.map_err(|e| StoreError::Thread(e.to_string()));
+        let discovery = json(serde_json::to_string(&self.summary()?))?;
+        let approval = json(serde_json::to_string(&approval))?;
+        let copy = json(serde_json::to_string(&copy))?;
+        let verify = match self.verify_summary()? {
+            Some(v) => Some(json(serde_json::to_string(&v))?),
+            None => None,
+        };
+        let pass = self.pass()?;
+        self.flush()?;
+        self.in_transaction("start the next pass", |conn| {
+            conn.execute(
+                "INSERT INTO passes VALUES (?, ?, ?, ?, ?, ?)",
+                params![pass, now_value(), discovery, approval, copy, verify],
+            )?;
+            conn.execute("DELETE FROM previous_src", [])?;
+            conn.execute(
+                "INSERT INTO previous_src \
+                 SELECT n.rel_path, p.rel_path, n.depth, n.kind, n.size, n.mtime_ns \
+                 FROM src_nodes n LEFT JOIN src_nodes p ON p.id = n.parent_id WHERE n.depth > 0",
+                [],
+            )?;
+            for table in PASS_SCOPED {
+                conn.execute(&format!("DELETE FROM {table}"), [])?;
+            }
+            conn.execute(
+                "DELETE FROM meta WHERE key IN ('src_done', 'dst_done', 'pass')",
+                [],
+            )?;
+            conn.execute(
+                "INSERT INTO meta VALUES ('pass', ?)",
+                params![(pass + 1).to_string()],
+            )?;
+            conn.execute(
+                "UPDATE migrations SET approval = NULL, phase = 'created', updated_at = now() WHERE id = 1",
+                [],
+            )?;
+            Ok(())
+        })?;
+        Ok(Some(pass + 1))
+    }
+
+    /// Counts of `src_changes` by kind of change.
+    pub(crate) fn changes(&self) -> Result<Changes, StoreError> {
+        let count = |change: &str| {
+            self.query_i64(&format!(
+                "SELECT count(*) FROM src_changes WHERE change = '{change}'"
+            ))
+            .map(|n| n.max(0) as u64)
+        };
+        Ok(Changes {
+            new: count("new")?,
+            modified: count("modified")?,
+            deleted: count("deleted")?,
+        })
+    }
+}
+
+/// Records what changed on the source since the previous pass, once the
+/// source's walk is done (inside the seal that says so). New and modified
+/// nodes are listed one by one; a deleted subtree once, at its top (a node
+/// gone from a folder that was listed in this pass), so a folder that could
+/// not be listed never makes its contents look deleted. Folder mtimes are
+/// not compared: they change whenever their children do.
+pub(crate) fn record_changes(conn: &Connection) -> Result<(), duckdb::Error> {
+    let previous: i64 = conn.query_row("SELECT count(*) FROM previous_src", [], |r| r.get(0))?;
+    conn.execute("DELETE FROM src_changes", [])?;
+    if previous == 0 {
+        return Ok(());
+    }
+    conn.execute(
+        &format!(
+            "INSERT INTO src_changes \
+             SELECT n.rel_path, n.depth, CASE WHEN p.rel_path IS NULL THEN 'new' ELSE 'modified' END, \
+               n.kind, n.size, n.mtime_ns, \
+               CASE WHEN p.rel_path IS NULL THEN NULL \
+                    WHEN p.kind <> n.kind THEN kind_name(p.kind) || ' before, ' || kind_name(n.kind) || ' now' \
+                    WHEN p.size <> n.size THEN 'size ' || p.size::VARCHAR || ' before, ' || n.size::VARCHAR || ' now' \
+                    ELSE 'mtime ' || coalesce(mtime_s(p.mtime_ns)::VARCHAR, '?') || ' before, ' \
+                         || coalesce(mtime_s(n.mtime_ns)::VARCHAR, '?') || ' now' END \
+             FROM src_nodes n LEFT JOIN previous_src p ON p.depth = n.depth AND p.rel_path = n.rel_path \
+             WHERE n.depth > 0 AND (p.rel_path IS NULL OR p.kind <> n.kind \
+               OR (n.kind <> {FOLDER} AND (p.size <> n.size \
+                   OR mtime_s(p.mtime_ns) IS DISTINCT FROM mtime_s(n.mtime_ns))))"
+        ),
+        [],
+    )?;
+    conn.execute(
+        "INSERT INTO src_changes \
+         SELECT p.rel_path, p.depth, 'deleted', p.kind, p.size, p.mtime_ns, NULL \
+         FROM previous_src p \
+         JOIN src_nodes parent ON parent.depth = p.depth - 1 AND parent.rel_path = p.parent_path \
+         LEFT JOIN src_nodes n ON n.depth = p.depth AND n.rel_path = p.rel_path \
+         WHERE n.rel_path IS NULL AND parent.id IN \
+           (SELECT node_id FROM src_status_events WHERE phase = 'list' AND status = 'listed')",
+        [],
+    )?;
+    Ok(())
+}
