@@ -4,11 +4,14 @@
 //! - [`local`]: a local tree through `std::fs` (native and fast).
 //! - [`sim`]: a deterministic simulated tree from a seed, with a mutated
 //!   variant for destinations, per-operation latency and seeded faults.
+//! - [`Counted`]: a layer over any backend that counts its calls.
 
+mod counted;
 mod error;
 pub mod local;
 pub mod sim;
 
+pub use counted::{CallCounts, Counted};
 pub use error::{BackendError, ErrorKind};
 
 use std::fs::File;

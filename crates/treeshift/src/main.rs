@@ -15,7 +15,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use treeshift_backend::Backend;
+use treeshift_backend::{Backend, Counted};
 use treeshift_core::{
     CopyStatus, CopySummary, Filter, Policy, RelPath, Status, Summary, VerifySummary,
 };
@@ -76,15 +76,40 @@ fn usage(e: impl std::fmt::Display) -> anyhow::Error {
     UsageError(e.to_string()).into()
 }
 
-/// Opens a location; malformed or unsupported ones are usage errors.
-fn open_backend(location: &str, role: &str) -> Result<Arc<dyn treeshift_backend::Backend>> {
+/// The backends this process opened, by role, each behind a layer that
+/// counts its calls (reported as `calls` in `--json` results).
+static OPENED: std::sync::Mutex<Vec<(&'static str, Arc<Counted>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Opens a location; malformed or unsupported ones are usage errors. A
+/// process works on one migration, so a role is opened once and reused.
+fn open_backend(location: &str, role: &'static str) -> Result<Arc<dyn Backend>> {
     use treeshift_backend::ErrorKind;
-    treeshift_backend::open(location).map_err(|e| match e.kind {
+    let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, b)) = opened.iter().find(|(r, _)| *r == role) {
+        return Ok(b.clone());
+    }
+    let backend = treeshift_backend::open(location).map_err(|e| match e.kind {
         ErrorKind::Other | ErrorKind::Unsupported | ErrorKind::InvalidName => {
             usage(format!("{role}: {e}"))
         }
         _ => anyhow::Error::new(e).context(role.to_string()),
-    })
+    })?;
+    let counted = Arc::new(Counted::new(backend));
+    opened.push((role, counted.clone()));
+    Ok(counted)
+}
+
+/// Calls made to each backend so far, by role.
+fn calls() -> serde_json::Value {
+    let opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = serde_json::Map::new();
+    for (role, backend) in opened.iter() {
+        let key = if *role == "source" { "src" } else { "dst" };
+        let counts = serde_json::to_value(backend.counts()).unwrap_or_default();
+        out.insert(key.to_string(), counts);
+    }
+    out.into()
 }
 
 fn init_logging(verbose: u8) {
@@ -242,6 +267,7 @@ fn discover(args: DiscoverArgs) -> Result<Exit> {
     if args.json {
         let mut value = serde_json::to_value(&summary)?;
         value["timing"] = timing;
+        value["calls"] = calls();
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         output::print_summary(&summary, &args.state);
@@ -301,7 +327,9 @@ fn copy(args: CopyArgs) -> Result<Exit> {
         run_copy(h, args.workers)
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        let mut value = serde_json::to_value(&summary)?;
+        value["calls"] = calls();
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         output::print_copy(&summary, &args.state);
     }
@@ -374,6 +402,7 @@ fn retry(args: RetryArgs) -> Result<Exit> {
             }
         }
         if args.json {
+            report["calls"] = calls();
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Ok(exit_for(problems > 0))
@@ -431,6 +460,7 @@ fn migrate(args: MigrateArgs) -> Result<Exit> {
                 "approval": approval,
                 "copy": copied,
                 "verify": verified,
+                "calls": calls(),
             });
             println!("{}", serde_json::to_string_pretty(&value)?);
         } else {

@@ -455,6 +455,11 @@ fn an_unreadable_source_folder_fails_and_a_retry_walks_and_copies_its_subtree_al
     assert_eq!(report["discovery"]["summary"]["failed"], 0, "{report}");
     assert_eq!(report["copy"]["approval_extended"], subtree, "{report}");
     assert_eq!(report["copy"]["failed"], 0, "{report}");
+    // Touched: d1 and its 3 folders listed and its 12 files read; nothing
+    // listed on the destination (d1 was missing there, so is its subtree).
+    assert_eq!(report["calls"]["src"]["list"], 4, "{report}");
+    assert_eq!(report["calls"]["src"]["read"], 12, "{report}");
+    assert_eq!(report["calls"]["dst"]["list"], 0, "{report}");
     assert_eq!(snapshot(&dst), snapshot(&src));
     assert_eq!(inode(&dst.join("d0").join("f001.txt")), untouched);
     let (code, out, _) = run(&["review", "--state", s(&state), "--status", "failed"]);
