@@ -14,6 +14,14 @@ pub enum StoreError {
         /// Why.
         message: String,
     },
+    /// Another process holds the file (DuckDB allows one writer).
+    #[error("cannot open state file {path}: {message}")]
+    InUse {
+        /// The state file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// The file is a database but not a treeshift state file.
     #[error("{path} is not a treeshift state file ({detail})")]
     NotAStateFile {

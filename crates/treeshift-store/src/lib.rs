@@ -81,6 +81,96 @@ pub struct Failure {
     pub attempts: u32,
 }
 
+/// One log record, as the binary's tracing layer hands it over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    /// When it was emitted, microseconds since the Unix epoch (UTC).
+    pub at_micros: i64,
+    /// `ERROR`, `WARN`, `INFO`, `DEBUG` or `TRACE`.
+    pub level: &'static str,
+    /// The module that emitted it.
+    pub target: String,
+    /// The message and its fields, formatted.
+    pub message: String,
+}
+
+/// One row of the `logs` table.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LogEntry {
+    /// Its sequence number (pages and `--follow` continue after it).
+    pub seq: i64,
+    /// When, RFC 3339 UTC with milliseconds.
+    pub at: String,
+    /// Its level.
+    pub level: String,
+    /// The module that emitted it.
+    pub target: String,
+    /// The message and its fields.
+    pub message: String,
+}
+
+/// Failures recorded in `task_errors`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct TaskErrors {
+    /// All failures ever recorded (every attempt that ended in one).
+    pub total: u64,
+    /// By error kind (`permission_denied`, `not_found`, ...).
+    pub by_kind: std::collections::BTreeMap<String, u64>,
+    /// The latest ones, newest first.
+    pub recent: Vec<TaskError>,
+}
+
+/// One row of `task_errors`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TaskError {
+    /// `src` or `dst`.
+    pub side: String,
+    /// `discovery` or `copy`.
+    pub phase: String,
+    /// The item, escaped for display.
+    pub path: String,
+    /// What was being done (`list`, `read`, ...).
+    pub operation: String,
+    /// The error kind.
+    pub kind: String,
+    /// The error's message.
+    pub message: String,
+    /// Which attempt failed.
+    pub attempt: u32,
+    /// When, RFC 3339 UTC.
+    pub at: String,
+}
+
+/// The metrics of one discovery round, as sealed.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RoundMetrics {
+    /// `src` or `dst`.
+    pub side: String,
+    /// The round (folder depth).
+    pub depth: u32,
+    /// When it was sealed, RFC 3339 UTC.
+    pub at: String,
+    /// Folders, children, elapsed ms, folders/s, workers.
+    pub metrics: serde_json::Value,
+}
+
+/// What the copy still has to do, and how long that should take.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Estimate {
+    /// Files and symlinks left to copy.
+    pub files: u64,
+    /// Bytes left to copy.
+    pub bytes: u64,
+    /// Folders left to create.
+    pub folders: u64,
+    /// Files per second this migration's copy has had so far.
+    pub files_per_s: Option<f64>,
+    /// Bytes per second likewise.
+    pub bytes_per_s: Option<f64>,
+    /// Seconds left at those rates (the slower of the two bounds).
+    pub eta_s: Option<f64>,
+}
+
 /// Folders a retry sweep queued again, per side.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FoldersRequeued {
@@ -580,6 +670,33 @@ impl StoreHandle {
             w.record_copy(events);
             Ok(())
         })
+    }
+
+    /// Failures by kind and the latest ones.
+    pub fn task_errors(&self) -> Result<TaskErrors, StoreError> {
+        self.call(|w| w.task_errors())
+    }
+
+    /// The latest metrics of every discovery round.
+    pub fn queue_stats(&self) -> Result<Vec<RoundMetrics>, StoreError> {
+        self.call(|w| w.queue_stats())
+    }
+
+    /// What the copy still costs, with an ETA once a copy has run.
+    pub fn estimate(&self) -> Result<Estimate, StoreError> {
+        self.call(|w| w.estimate())
+    }
+
+    /// Appends log records (buffered; committed with the next batch).
+    pub fn append_logs(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {
+        self.send(Request::Logs(records))
+    }
+
+    /// Up to `limit` log records after sequence number `after`, at `level`
+    /// (`ERROR` ... `TRACE`) or more severe, oldest first.
+    pub fn logs(&self, after: i64, level: &str, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
+        let level = level.to_string();
+        self.call(move |w| w.logs(after, &level, limit))
     }
 
     /// Starts the next delta pass if the current one's copy finished (see

@@ -4,7 +4,7 @@
 use crate::error::Context;
 use crate::schema::{CREATE, FOLDER, SCHEMA_VERSION};
 use crate::{
-    ChildRecord, Failure, FolderTask, MigrationSpec, OpenMode, ReviewItem, ReviewSelect,
+    ChildRecord, Failure, FolderTask, LogRecord, MigrationSpec, OpenMode, ReviewItem, ReviewSelect,
     RoundProgress, StoreError,
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -17,7 +17,9 @@ use treeshift_core::{
 };
 
 mod copy;
+mod logs;
 mod pass;
+mod report;
 mod retry;
 
 /// Buffered rows are committed once there are this many...
@@ -47,6 +49,7 @@ pub(crate) enum Request {
         depth: u32,
         attempt: u32,
     },
+    Logs(Vec<LogRecord>),
     Call(Call),
     Stop,
 }
@@ -85,13 +88,14 @@ struct Buffers {
     nodes: [Vec<NodeRow>; 2],
     events: [Vec<EventRow>; 2],
     errors: Vec<ErrorRow>,
+    logs: Vec<(i64, LogRecord)>,
     rows: usize,
     since: Option<Instant>,
 }
 
 impl Buffers {
     fn is_empty(&self) -> bool {
-        self.rows == 0 && self.errors.is_empty()
+        self.rows == 0 && self.errors.is_empty() && self.logs.is_empty()
     }
 }
 
@@ -153,6 +157,19 @@ fn append_buffered(conn: &Connection, buf: &Buffers) -> Result<(), duckdb::Error
         }
         app.flush()?;
     }
+    if !buf.logs.is_empty() {
+        let mut app = conn.appender("logs")?;
+        for (seq, log) in &buf.logs {
+            app.append_row(params![
+                seq,
+                Value::Timestamp(TimeUnit::Microsecond, log.at_micros),
+                log.level,
+                log.target.as_str(),
+                log.message.as_str()
+            ])?;
+        }
+        app.flush()?;
+    }
     Ok(())
 }
 
@@ -205,9 +222,19 @@ impl Writer {
             .and_then(|c| c.threads(2))
             .and_then(|c| c.with("preserve_insertion_order", "false"))
             .context("configure DuckDB")?;
-        let conn = Connection::open_with_flags(path, config).map_err(|e| StoreError::Open {
-            path: path.to_path_buf(),
-            message: explain_open_error(&e),
+        let conn = Connection::open_with_flags(path, config).map_err(|e| {
+            let message = explain_open_error(&e);
+            if is_lock_error(&e) {
+                StoreError::InUse {
+                    path: path.to_path_buf(),
+                    message,
+                }
+            } else {
+                StoreError::Open {
+                    path: path.to_path_buf(),
+                    message,
+                }
+            }
         })?;
         let mut writer = Writer {
             conn,
@@ -428,6 +455,7 @@ impl Writer {
                         },
                     );
                 }
+                Ok(Request::Logs(records)) => self.buffer_logs(records),
                 Ok(Request::Call(call)) => call(self),
                 Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => {
                     return self.shutdown();
@@ -1206,9 +1234,14 @@ fn memory_limit() -> String {
 }
 
 /// Turns DuckDB's open errors into something a user can act on.
+fn is_lock_error(e: &duckdb::Error) -> bool {
+    let msg = e.to_string();
+    msg.contains("Could not set lock") || msg.contains("Conflicting lock")
+}
+
 fn explain_open_error(e: &duckdb::Error) -> String {
     let msg = e.to_string();
-    if msg.contains("Could not set lock") || msg.contains("Conflicting lock") {
+    if is_lock_error(e) {
         format!("another treeshift process is using it ({msg})")
     } else if msg.contains("not a valid DuckDB database")
         || msg.contains("Serialization")

@@ -11,6 +11,13 @@ pub struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Also send log records, one JSON object per datagram, to this UDP
+    /// address (e.g. 127.0.0.1:5140).
+    #[arg(long, value_name = "ADDR", global = true)]
+    pub log_udp: Option<std::net::SocketAddr>,
+    /// The least severe level sent to --log-udp.
+    #[arg(long, value_enum, default_value_t = LogLevel::Info, global = true)]
+    pub log_udp_level: LogLevel,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -38,6 +45,55 @@ pub enum Command {
     /// (walking their subtrees) and copy the items whose copy failed again;
     /// nothing that succeeded is redone.
     Retry(RetryArgs),
+    /// Print the log records kept in the state file.
+    Logs(LogsArgs),
+}
+
+/// Log levels, most severe first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Progress of rounds, passes and sweeps (what the state file keeps).
+    Info,
+    /// Details.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// As `tracing` names it.
+    pub fn level(self) -> tracing::Level {
+        match self {
+            LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Trace => tracing::Level::TRACE,
+        }
+    }
+}
+
+/// `logs --state FILE`.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The state file.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// The least severe level printed (the state file keeps info and above).
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub level: LogLevel,
+    /// Keep printing records as they arrive (polls the state file; while a
+    /// run holds it, records appear when it is free: use --log-udp on that
+    /// run for live logs).
+    #[arg(long)]
+    pub follow: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which part of a migration a retry sweep redoes.

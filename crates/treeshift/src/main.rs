@@ -2,14 +2,15 @@
 //! engine, prints results. Errors become `anyhow` with context only here.
 
 mod cli;
+mod logging;
 mod output;
 mod progress;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use cli::{
-    ApproveArgs, Cli, Command, CopyArgs, DiscoverArgs, MigrateArgs, RetryArgs, RetryPhase,
-    ReviewArgs, StatusArgs, VerifyArgs,
+    ApproveArgs, Cli, Command, CopyArgs, DiscoverArgs, LogsArgs, MigrateArgs, RetryArgs,
+    RetryPhase, ReviewArgs, StatusArgs, VerifyArgs,
 };
 use std::io::IsTerminal;
 use std::path::Path;
@@ -39,7 +40,14 @@ enum Exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    let udp = match cli.log_udp.map(logging::UdpSink::new).transpose() {
+        Ok(sink) => sink.map(|s| (s, cli.log_udp_level.level())),
+        Err(e) => {
+            eprintln!("treeshift: error: --log-udp: {e}");
+            return ExitCode::from(Exit::Usage as u8);
+        }
+    };
+    logging::init(cli.verbose, udp);
     match run(cli) {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(e) => {
@@ -112,21 +120,6 @@ fn calls() -> serde_json::Value {
     out.into()
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
-}
-
 fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Discover(args) => discover(args),
@@ -137,6 +130,7 @@ fn run(cli: Cli) -> Result<Exit> {
         Command::Verify(args) => verify(args),
         Command::Migrate(args) => migrate(args),
         Command::Retry(args) => retry(args),
+        Command::Logs(args) => logs(args),
     }
 }
 
@@ -148,10 +142,13 @@ fn with_store<T>(
     f: impl FnOnce(&StoreHandle) -> Result<T>,
 ) -> Result<T> {
     let (store, resumed) = Store::open(path, mode)?;
+    let logs = logging::table();
+    logs.attach(store.handle());
     if resumed {
-        tracing::info!(state = %path.display(), "resuming from the state file");
+        tracing::debug!(state = %path.display(), "resuming from the state file");
     }
     let result = f(&store.handle());
+    logs.detach();
     let closed = store.close();
     let value = result?;
     closed.context("closing the state file")?;
@@ -474,7 +471,7 @@ fn migrate(args: MigrateArgs) -> Result<Exit> {
 }
 
 fn status(args: StatusArgs) -> Result<Exit> {
-    let (migration, phase, summary, approval, copied, verified) =
+    let (migration, phase, summary, approval, copied, verified, report) =
         with_store(&args.state, OpenMode::Existing, |h| {
             let approval = h.approval()?;
             let (copied, verified) = if approval.is_some() {
@@ -482,6 +479,7 @@ fn status(args: StatusArgs) -> Result<Exit> {
             } else {
                 (None, None)
             };
+            let report = (h.estimate()?, h.task_errors()?, h.queue_stats()?);
             Ok((
                 h.migration()?,
                 h.phase()?,
@@ -489,8 +487,10 @@ fn status(args: StatusArgs) -> Result<Exit> {
                 approval,
                 copied,
                 verified,
+                report,
             ))
         })?;
+    let (estimate, errors, rounds) = report;
     if args.json {
         let mut value = serde_json::to_value(&summary)?;
         value["phase"] = phase.into();
@@ -500,6 +500,9 @@ fn status(args: StatusArgs) -> Result<Exit> {
         value["approval"] = serde_json::to_value(&approval)?;
         value["copy"] = serde_json::to_value(&copied)?;
         value["verify"] = serde_json::to_value(&verified)?;
+        value["estimate"] = serde_json::to_value(&estimate)?;
+        value["errors"] = serde_json::to_value(&errors)?;
+        value["rounds"] = serde_json::to_value(&rounds)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("migration: {} -> {}", migration.src, migration.dst);
@@ -517,6 +520,8 @@ fn status(args: StatusArgs) -> Result<Exit> {
         if let Some(v) = &verified {
             output::print_verify(v, &args.state);
         }
+        output::print_estimate(&estimate);
+        output::print_errors(&errors);
     }
     let copy_problems = copied.map_or(0, |c| c.failed + c.changed);
     let verify_problems = verified.map_or(0, |v| v.mismatch + v.failed);
@@ -554,4 +559,63 @@ fn review(args: ReviewArgs) -> Result<Exit> {
     produced?;
     printed?;
     Ok(Exit::Done)
+}
+
+fn logs(args: LogsArgs) -> Result<Exit> {
+    let level = args.level.level().as_str();
+    let mut after = 0;
+    let mut told_busy = false;
+    loop {
+        let read = with_store_quietly(&args.state, |h| {
+            let mut batch = h.logs(after, level, 10_000)?;
+            while !batch.is_empty() {
+                for entry in &batch {
+                    match output::print_log(entry, args.json) {
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                            return Ok(false);
+                        }
+                        other => other?,
+                    }
+                }
+                after = batch.last().map_or(after, |e| e.seq);
+                batch = h.logs(after, level, 10_000)?;
+            }
+            Ok(true)
+        });
+        match read {
+            Ok(false) => return Ok(Exit::Done), // the reader went away
+            Ok(true) => told_busy = false,
+            Err(e) if args.follow && is_in_use(&e) => {
+                if !told_busy {
+                    eprintln!(
+                        "treeshift: the state file is in use by a running treeshift; new records appear when it is free"
+                    );
+                    told_busy = true;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        if !args.follow {
+            return Ok(Exit::Done);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+fn is_in_use(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<StoreError>(),
+        Some(StoreError::InUse { .. })
+    )
+}
+
+/// Like `with_store`, without sending this command's own log records to the
+/// file (reading logs must not write any).
+fn with_store_quietly<T>(path: &Path, f: impl FnOnce(&StoreHandle) -> Result<T>) -> Result<T> {
+    let (store, _) = Store::open(path, OpenMode::Existing)?;
+    let result = f(&store.handle());
+    let closed = store.close();
+    let value = result?;
+    closed.context("closing the state file")?;
+    Ok(value)
 }

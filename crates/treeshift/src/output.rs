@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use treeshift_core::{Approval, CopySummary, Policy, Summary, VerifySummary, display_bytes};
-use treeshift_store::ReviewItem;
+use treeshift_store::{Estimate, LogEntry, ReviewItem, TaskErrors};
 
 /// `1234567` → `1,234,567`.
 pub fn thousands(n: u64) -> String {
@@ -292,6 +292,78 @@ fn write_review(rx: Receiver<Vec<ReviewItem>>, format: Format) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints one log record: a line for a terminal, or one JSON object. A
+/// closed pipe is an `Err` of kind `BrokenPipe` for the caller to stop on.
+pub fn print_log(entry: &LogEntry, json: bool) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let line = serde_json::to_string(entry).map_err(std::io::Error::other)?;
+        writeln!(out, "{line}")
+    } else {
+        writeln!(
+            out,
+            "{} {:<5} {}: {}",
+            entry.at, entry.level, entry.target, entry.message
+        )
+    }
+}
+
+/// What is left to copy and, once a copy has run, how long it should take.
+pub fn print_estimate(e: &Estimate) {
+    if e.files + e.folders == 0 {
+        return;
+    }
+    let mut line = format!(
+        "left to copy: {} files ({}), {} folders",
+        thousands(e.files),
+        human_bytes(e.bytes),
+        thousands(e.folders)
+    );
+    match (e.eta_s, e.files_per_s, e.bytes_per_s) {
+        (Some(eta), Some(files), Some(bytes)) => line.push_str(&format!(
+            "; at {:.0} files/s and {}/s so far: about {}",
+            files,
+            human_bytes(bytes as u64),
+            human_duration(eta)
+        )),
+        _ => line.push_str("; no copy throughput measured yet"),
+    }
+    println!("{line}");
+}
+
+/// Failures recorded so far, by kind, and the latest one.
+pub fn print_errors(e: &TaskErrors) {
+    if e.total == 0 {
+        return;
+    }
+    let kinds: Vec<String> = e
+        .by_kind
+        .iter()
+        .map(|(k, n)| format!("{k} {}", thousands(*n)))
+        .collect();
+    println!(
+        "failures recorded: {} ({})",
+        thousands(e.total),
+        kinds.join(", ")
+    );
+    if let Some(last) = e.recent.first() {
+        println!(
+            "  latest: {} {} {} {}: {} (attempt {})",
+            last.at, last.side, last.operation, last.path, last.message, last.attempt
+        );
+    }
+}
+
+/// `3725.0` → `1h 2m 5s`.
+pub fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m {s}s"),
+        (h, m, s) => format!("{h}h {m}m {s}s"),
+    }
 }
 
 #[cfg(test)]

@@ -48,8 +48,15 @@ fn run_with_kills(args: &[&str], max_ms: u64, rng: &mut Rng, max_kills: u32) -> 
 }
 
 fn same_end_state(reference: &std::path::Path, resumed: &std::path::Path) {
+    // What depends on the run's timing: its phase name, per-round metrics,
+    // and when failures happened.
     let strip = |mut v: serde_json::Value| {
-        v.as_object_mut().unwrap().remove("phase");
+        let o = v.as_object_mut().unwrap();
+        o.remove("phase");
+        o.remove("rounds");
+        for e in o["errors"]["recent"].as_array_mut().unwrap() {
+            e.as_object_mut().unwrap().remove("at");
+        }
         v
     };
     assert_eq!(strip(status_json(resumed)), strip(status_json(reference)));

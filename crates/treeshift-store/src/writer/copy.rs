@@ -19,7 +19,7 @@ use treeshift_core::{
 };
 
 /// The latest copy status and reason per plan item.
-const LATEST_COPY: &str = "SELECT node_id, arg_max(status, seq) AS st, arg_max(reason, seq) AS reason, \
+pub(super) const LATEST_COPY: &str = "SELECT node_id, arg_max(status, seq) AS st, arg_max(reason, seq) AS reason, \
      arg_max(attempt, seq) AS attempt FROM src_status_events WHERE phase = 'copy' GROUP BY node_id";
 
 /// The latest verify status and reason per item.

@@ -1,0 +1,163 @@
+//! Logs in the state file, the UDP sink, failures and estimates in
+//! `status --json`, end to end through the real binary.
+
+mod util;
+
+use std::fs;
+use std::net::UdpSocket;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+use util::{make_tree, run, s, status_json};
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("json: {e}: {out}"))
+}
+
+/// A tree with one folder that cannot be listed without root's override
+/// capabilities, discovered (and copied) unprivileged. `None` without setpriv.
+fn migrate_with_a_locked_folder(dir: &std::path::Path, extra: &[&str]) -> Option<i32> {
+    let src = dir.join("src");
+    make_tree(&src, 2, 2, 2);
+    let locked = src.join("d1");
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    let dst = dir.join("dst");
+    let state = dir.join("s.duckdb");
+    let mut args = vec!["migrate", s(&src), s(&dst), "--state", s(&state), "--yes"];
+    args.extend(extra);
+    let result = util::run_unprivileged(&args);
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();
+    let Some((code, _, err)) = result else {
+        eprintln!("setpriv missing; skipping");
+        return None;
+    };
+    assert!(!err.contains("panicked"), "{err}");
+    Some(code)
+}
+
+#[test]
+fn the_state_file_keeps_the_run_logs_and_status_reports_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(code) = migrate_with_a_locked_folder(dir.path(), &[]) else {
+        return;
+    };
+    assert_eq!(code, 4);
+    let state = dir.path().join("s.duckdb");
+
+    let (code, out, err) = run(&["logs", "--state", s(&state)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("INFO") && out.contains("round sealed"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("WARN") && l.contains("could not be listed") && l.contains("d1")),
+        "{out}"
+    );
+    let (code, out, _) = run(&["logs", "--state", s(&state), "--level", "warn", "--json"]);
+    assert_eq!(code, 0);
+    let lines: Vec<serde_json::Value> = out.lines().map(json).collect();
+    assert!(!lines.is_empty());
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"] == "WARN" || l["level"] == "ERROR"),
+        "{out}"
+    );
+    let seqs: Vec<i64> = lines.iter().map(|l| l["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+
+    let status = status_json(&state);
+    assert_eq!(
+        status["errors"]["by_kind"]["permission_denied"], 1,
+        "{status}"
+    );
+    let latest = &status["errors"]["recent"][0];
+    assert_eq!(
+        (latest["side"].as_str(), latest["phase"].as_str()),
+        (Some("src"), Some("discovery"))
+    );
+    assert_eq!(latest["path"], "d1");
+    assert!(status["rounds"].as_array().unwrap().len() >= 2, "{status}");
+    // Everything approved was copied: nothing left, whatever the rate.
+    assert_eq!(status["estimate"]["files"], 0, "{status}");
+}
+
+#[test]
+fn the_udp_sink_sends_json_records_at_its_own_level() {
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let addr = receiver.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = ["--log-udp", addr.as_str(), "--log-udp-level", "warn"];
+    let Some(code) = migrate_with_a_locked_folder(dir.path(), &extra) else {
+        return;
+    };
+    assert_eq!(code, 4);
+    let mut records = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = receiver.recv(&mut buf) {
+        records.push(json(std::str::from_utf8(&buf[..n]).unwrap()));
+    }
+    assert!(
+        records
+            .iter()
+            .any(|r| r["level"] == "WARN" && r["message"].as_str().unwrap().contains("d1")),
+        "{records:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["level"] == "WARN" || r["level"] == "ERROR"),
+        "{records:?}"
+    );
+
+    // At info, the rounds are reported too.
+    let src = dir.path().join("src");
+    let (code, _, err) = run(&[
+        "discover",
+        s(&src),
+        s(&dir.path().join("dst2")),
+        "--state",
+        s(&dir.path().join("t.duckdb")),
+        "--log-udp",
+        &addr,
+        "--log-udp-level",
+        "info",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let mut infos = 0;
+    while let Ok(n) = receiver.recv(&mut buf) {
+        infos += usize::from(json(std::str::from_utf8(&buf[..n]).unwrap())["level"] == "INFO");
+    }
+    assert!(infos > 0);
+}
+
+#[test]
+fn status_estimates_what_discovery_found_to_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 2, 1, 3);
+    let state = dir.path().join("s.duckdb");
+    let (code, out, err) = run(&[
+        "discover",
+        s(&src),
+        s(&dir.path().join("dst")),
+        "--state",
+        s(&state),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let found = json(&out);
+    let status = status_json(&state);
+    let estimate = &status["estimate"];
+    assert_eq!(estimate["files"], found["to_copy"]["files"]);
+    assert_eq!(estimate["bytes"], found["to_copy"]["bytes"]);
+    assert_eq!(estimate["folders"], found["to_copy"]["folders"]);
+    assert!(estimate["eta_s"].is_null(), "no copy has run: {estimate}");
+    let (code, out, _) = run(&["status", "--state", s(&state)]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no copy throughput measured yet"), "{out}");
+}
