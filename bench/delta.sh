@@ -22,6 +22,7 @@
 # calls, and that dst == src except the deleted files (still on dst as extras).
 #
 # Knobs: REPS [3], BENCH_DIR [/tmp/bench], SCENARIO_DIR [$BENCH_DIR/S1],
+# S1_GEN [S1's gen_tree.py args, used when $SCENARIO_DIR/src is absent],
 # WORK [$BENCH_DIR/delta], RESULTS_DIR [bench/results], RUN_ID [date],
 # KEEP_TREES [0] (1 keeps the trees and state files; logs are always kept), PEERS_DIR [../shared/bench] (treecmp.py).
 # Results: $RESULTS_DIR/delta-$RUN_ID.txt. Exit 1 if any check fails; the
@@ -40,8 +41,9 @@ peers=${PEERS_DIR:-$repo/../shared/bench}
 treecmp=$peers/treecmp.py
 export LC_ALL=C
 
-[ -d "$scen/src" ] || { echo "no scenario source at $scen/src (run bench/discover.sh once, or set SCENARIO_DIR)" >&2; exit 1; }
 [ -f "$treecmp" ] || { echo "treecmp.py not found at $treecmp (set PEERS_DIR)" >&2; exit 1; }
+# S1's source as the shared harness generates it, if $scen/src is not there
+s1_gen=${S1_GEN:-"--files 100000 --fanout 8 --files-per-dir 25 --size-dist small --seed 1"}
 [ -x /usr/bin/time ] || { echo "needs GNU time at /usr/bin/time (apt-get install time)" >&2; exit 1; }
 mkdir -p "$results"
 : > "$out"
@@ -72,7 +74,8 @@ timed() {
   read -r WALL rss_kib < <(tail -1 "$work/log/$name.time")
   RSS=$((rss_kib / 1024))
 }
-busy() { echo "$(pgrep -c -x 'cargo|rustc|cc|cc1plus|c\+\+|ld' || true) compiler processes running"; }
+ncomp() { ps -eo comm= | grep -cxE 'cargo|rustc|cc|cc1plus|c\+\+|ld' || true; }
+busy() { echo "$(ncomp) compiler processes running"; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 cpstate() { rm -f "$2" "$2.wal"; cp "$1" "$2"; [ ! -f "$1.wal" ] || cp "$1.wal" "$2.wal"; }
 
@@ -80,10 +83,11 @@ say "# bench/delta.sh run $run_id ($(date -u +%FT%TZ))"
 ver=$("$bin" --version 2>/dev/null) || ver='?'
 say "binary: $bin ($ver), repo at $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
 say "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg) and $(busy) at start; warm page cache only"
-say "scenario: $scen/src (copied to $work/src)"
+say "scenario: $scen/src (copied, or generated if absent, to $work/src)"
 
 rm -rf "$work"; mkdir -p "$work/log"
-cp -a "$scen/src" "$work/src"
+if [ -d "$scen/src" ]; then cp -a "$scen/src" "$work/src"
+else say "no $scen/src: generating S1's source ($s1_gen)"; python3 "$peers/gen_tree.py" --root "$work/src" $s1_gen > /dev/null; fi
 src=$work/src dst=$work/dst
 
 # --- pass 1: everything into an empty destination ----------------------------
@@ -165,7 +169,7 @@ declare -a d_wall d_rss d_tot f_wall f_rss f_tot d_calls order busy_n
 say ""
 say "## $REPS reps, alternating order (warm cache)"
 for ((r = 1; r <= REPS; r++)); do
-  busy_n[$r]=$(pgrep -c -x 'cargo|rustc|cc|cc1plus|c\+\+|ld' || true)
+  busy_n[$r]=$(ncomp)
   if ((r % 2)); then order[$r]="delta,fresh"; run_delta "$r"; run_fresh "$r"
   else order[$r]="fresh,delta"; run_fresh "$r"; run_delta "$r"; fi
 done

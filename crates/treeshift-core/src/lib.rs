@@ -13,6 +13,6 @@ pub use model::{
 };
 pub use path::{RelPath, display_bytes};
 pub use plan::{
-    Action, Approval, CopyStatus, CopySummary, Policy, VerifyStatus, VerifySummary, aside_name,
-    mtime_secs, temp_name,
+    Action, Approval, CopyStatus, CopySummary, Extras, Policy, QUARANTINE_DIR, VerifyStatus,
+    VerifySummary, aside_name, mtime_secs, quarantine_path, temp_name,
 };

@@ -59,6 +59,55 @@ impl fmt::Display for Policy {
     }
 }
 
+/// What to do with destination items that have no source counterpart
+/// (`extra`). Nothing on the destination is deleted, ever: the most an
+/// approval can do is move extras into a quarantine folder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Extras {
+    /// Leave them where they are (the default).
+    #[default]
+    Leave,
+    /// Move each into the quarantine folder of the pass (see
+    /// [`quarantine_path`]), keeping its relative path.
+    Quarantine,
+}
+
+impl Extras {
+    /// Stable lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Extras::Leave => "leave",
+            Extras::Quarantine => "quarantine",
+        }
+    }
+}
+
+impl FromStr for Extras {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "leave" => Ok(Extras::Leave),
+            "quarantine" => Ok(Extras::Quarantine),
+            other => Err(format!(
+                "unknown extras policy '{other}' (expected leave or quarantine)"
+            )),
+        }
+    }
+}
+
+/// The folder at the destination's root that quarantined extras go to.
+/// Discovery never reports it as an extra itself.
+pub const QUARANTINE_DIR: &[u8] = b".treeshift-quarantine";
+
+/// Where an extra at `path` goes when pass `pass` quarantines it.
+pub fn quarantine_path(pass: u32, path: &crate::RelPath) -> crate::RelPath {
+    crate::RelPath::root()
+        .join(QUARANTINE_DIR)
+        .join(format!("pass-{pass}").as_bytes())
+        .join(path.as_bytes())
+}
+
 /// What the approved plan does with one source item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -70,6 +119,8 @@ pub enum Action {
     Rename,
     /// Leave it (the policy, or the item cannot be copied).
     Skip,
+    /// A destination extra: move it into the quarantine folder.
+    Quarantine,
 }
 
 impl Action {
@@ -80,6 +131,7 @@ impl Action {
             Action::Replace => "replace",
             Action::Rename => "rename",
             Action::Skip => "skip",
+            Action::Quarantine => "quarantine",
         }
     }
 }
@@ -92,6 +144,7 @@ impl FromStr for Action {
             "replace" => Ok(Action::Replace),
             "rename" => Ok(Action::Rename),
             "skip" => Ok(Action::Skip),
+            "quarantine" => Ok(Action::Quarantine),
             other => Err(format!("unknown plan action '{other}'")),
         }
     }
@@ -186,6 +239,12 @@ pub struct Approval {
     /// The filter rules discovery ran with (what the plan leaves out).
     #[serde(default)]
     pub filters: Vec<String>,
+    /// What happens to destination extras.
+    #[serde(default)]
+    pub extras: Extras,
+    /// The pass this plan belongs to (names the quarantine folder).
+    #[serde(default)]
+    pub pass: u32,
     /// When a retry sweep last extended the approval to items its
     /// discovery added (creations only), as RFC 3339 UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -205,6 +264,9 @@ pub struct Approval {
     pub skipped: u64,
     /// Destination items the plan replaces or moves aside.
     pub replaces: u64,
+    /// Destination extras the plan moves into the quarantine folder.
+    #[serde(default)]
+    pub quarantines: u64,
 }
 
 /// Copy progress and results: what `copy --json` and `status --json` print.

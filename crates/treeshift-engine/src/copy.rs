@@ -17,7 +17,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use treeshift_backend::{Backend, BackendError, ErrorKind, Writable};
 use treeshift_core::{
-    Action, CopyStatus, CopySummary, Entry, Kind, aside_name, mtime_secs, temp_name,
+    Action, CopyStatus, CopySummary, Entry, Kind, aside_name, mtime_secs, quarantine_path,
+    temp_name,
 };
 use treeshift_store::{CopyEvent, CopyPull, CopyTask, CopyTodo, StoreHandle};
 
@@ -80,7 +81,7 @@ pub fn copy(
     options: &CopyOptions,
     progress: &dyn CopyProgress,
 ) -> Result<CopySummary, EngineError> {
-    store.approved_plan().map_err(EngineError::approval)?;
+    let approval = store.approved_plan().map_err(EngineError::approval)?;
     let writer = dst
         .writer()
         .ok_or_else(|| EngineError::NotWritable(dst.describe()))?;
@@ -97,6 +98,7 @@ pub fn copy(
             max_delay: options.max_delay,
         },
         budget: ByteBudget::new(options.bytes_in_flight),
+        pass: approval.pass,
     };
     let config = PoolConfig {
         workers: options.workers,
@@ -147,6 +149,11 @@ pub fn copy(
             Ok(store.flush()?)
         },
         |t| {
+            if t.action == Action::Quarantine {
+                let event = copier.item(t, |t| copier.quarantine(t))?;
+                progress.file_done(0);
+                return Ok(event);
+            }
             let event = copier.item(t, |t| copier.file(t))?;
             progress.file_done(t.size);
             Ok(event)
@@ -176,6 +183,8 @@ struct Copier<'a> {
     writer: &'a dyn Writable,
     retry: RetryPolicy,
     budget: ByteBudget,
+    /// The approved plan's pass (names its quarantine folder).
+    pass: u32,
 }
 
 impl Copier<'_> {
@@ -259,6 +268,41 @@ impl Copier<'_> {
                 now.size
             )))),
         }
+    }
+
+    /// Moves a destination extra into the pass's quarantine folder, keeping
+    /// its relative path; only what discovery saw there is moved.
+    fn quarantine(&self, task: &CopyTask) -> Result<Done, BackendError> {
+        let target = quarantine_path(self.pass, &task.path);
+        let Some(now) = self.dst.stat(&task.path)? else {
+            // A run that stopped after the move but before recording it.
+            return Ok(match self.dst.stat(&target)? {
+                Some(_) => Done::Copied,
+                None => Done::Changed("destination: vanished since discovery".to_string()),
+            });
+        };
+        if !task
+            .dst
+            .is_some_and(|seen| matches(&now, seen.kind, seen.size, seen.mtime_ns))
+        {
+            return Ok(Done::Changed(format!(
+                "destination changed since discovery (now a {} of {} bytes)",
+                now.kind.as_str(),
+                now.size
+            )));
+        }
+        let mut ancestors = Vec::new();
+        let mut folder = target.parent();
+        while !folder.is_root() {
+            let up = folder.parent();
+            ancestors.push(folder);
+            folder = up;
+        }
+        for folder in ancestors.iter().rev() {
+            self.writer.create_folder(folder)?;
+        }
+        self.writer.move_aside(&task.path, &target)?;
+        Ok(Done::Copied)
     }
 
     fn folder(&self, task: &CopyTask) -> Result<Done, BackendError> {

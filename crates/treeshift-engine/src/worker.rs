@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use treeshift_backend::{Backend, BackendError};
-use treeshift_core::{Filter, Side, Verdict};
+use treeshift_core::{Filter, QUARANTINE_DIR, Side, Verdict};
 use treeshift_store::{ChildRecord, Failure, FolderTask, StoreError, StoreHandle};
 
 /// Children per message to the store: large enough to amortise the channel,
@@ -82,6 +82,10 @@ impl Lister<'_> {
                 Ok(entry) => entry,
                 Err(e) => return Ok(Err(e)),
             };
+            // Our own quarantine folder is not part of the destination's tree.
+            if self.side == Side::Dst && task.path.is_root() && entry.name == QUARANTINE_DIR {
+                continue;
+            }
             let excluded = if filtering {
                 match self.filter.verdict(&task.path.join(&entry.name), &entry) {
                     Verdict::Include => None,

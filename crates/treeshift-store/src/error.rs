@@ -98,7 +98,7 @@ pub enum StoreError {
     /// A retry sweep found items that would replace or move destination
     /// data: only a person may approve those.
     #[error(
-        "the retried folders hold {items} items that would replace or move aside destination data: review them (review --state FILE) and approve the plan (approve --state FILE)"
+        "the retried folders hold {items} items that would replace or move destination data: review them (review --state FILE) and approve the plan (approve --state FILE)"
     )]
     ExtensionTouchesDestination {
         /// How many such items.

@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use treeshift_core::{
-    Action, Approval, CopyStatus, CopySummary, Entry, FilterSpec, Kind, Policy, RelPath, Side,
-    Status, Summary, VerifyStatus, VerifySummary,
+    Action, Approval, CopyStatus, CopySummary, Entry, Extras, FilterSpec, Kind, Policy, RelPath,
+    Side, Status, Summary, VerifyStatus, VerifySummary,
 };
 use writer::{Request, Writer};
 
@@ -278,7 +278,8 @@ pub enum CopyPull {
         /// The depth.
         depth: u32,
     },
-    /// Files and symlinks (all depths).
+    /// Files and symlinks (all depths), and the moves of destination
+    /// extras into quarantine.
     Files,
 }
 
@@ -629,12 +630,17 @@ impl StoreHandle {
         self.call(move |w| w.review(select, &sink))
     }
 
-    /// Computes the plan for `policy` and records its approval by
-    /// `approved_by`. Refused before discovery finished, and once the copy
-    /// of a different plan started.
-    pub fn approve(&self, policy: Policy, approved_by: &str) -> Result<Approval, StoreError> {
+    /// Computes the plan for `policy` (and `extras`) and records its
+    /// approval by `approved_by`. Refused before discovery finished, and
+    /// once the copy of a different plan started.
+    pub fn approve(
+        &self,
+        policy: Policy,
+        extras: Extras,
+        approved_by: &str,
+    ) -> Result<Approval, StoreError> {
         let by = approved_by.to_string();
-        self.call(move |w| w.approve(policy, &by))
+        self.call(move |w| w.approve(policy, extras, &by))
     }
 
     /// The recorded approval, if any, without checking it.

@@ -1,7 +1,7 @@
 //! Store tests: file identity, versions, and the resume invariants.
 
 use super::*;
-use treeshift_core::{CopyStatus, Entry, Policy};
+use treeshift_core::{CopyStatus, Entry, Extras, Policy};
 
 fn spec(dst: &str) -> MigrationSpec {
     MigrationSpec {
@@ -164,12 +164,14 @@ fn approval_records_the_plan_and_a_changed_plan_is_refused() {
     let store = discovered(&path);
     let h = store.handle();
     assert!(matches!(h.approved_plan(), Err(StoreError::NotApproved)));
-    let skip = h.approve(Policy::Skip, "tester").unwrap();
+    let skip = h.approve(Policy::Skip, Extras::Leave, "tester").unwrap();
     assert_eq!((skip.items, skip.skipped, skip.bytes), (1, 1, 3));
     let c = h.copy_summary().unwrap();
     assert_eq!((c.planned, c.pending, c.skipped), (2, 1, 1));
     // Before any copy, another policy may replace the plan.
-    let over = h.approve(Policy::Overwrite, "tester").unwrap();
+    let over = h
+        .approve(Policy::Overwrite, Extras::Leave, "tester")
+        .unwrap();
     assert_eq!((over.items, over.replaces, over.bytes), (2, 1, 5));
     assert_ne!(over.plan_hash, skip.plan_hash);
     assert_eq!(h.approved_plan().unwrap(), over);
@@ -186,10 +188,14 @@ fn approval_records_the_plan_and_a_changed_plan_is_refused() {
     }])
     .unwrap();
     assert!(matches!(
-        h.approve(Policy::Skip, "tester"),
+        h.approve(Policy::Skip, Extras::Leave, "tester"),
         Err(StoreError::CopyStarted { .. })
     ));
-    assert_eq!(h.approve(Policy::Overwrite, "someone else").unwrap(), over);
+    assert_eq!(
+        h.approve(Policy::Overwrite, Extras::Leave, "someone else")
+            .unwrap(),
+        over
+    );
     assert_eq!(
         h.begin_copy().unwrap().files,
         1,

@@ -137,6 +137,11 @@ pub struct ApproveArgs {
     /// older than the source's), rename (move them aside, then copy).
     #[arg(long, default_value = "skip")]
     pub policy: String,
+    /// What to do with destination items the source does not have: leave
+    /// them, or move them into .treeshift-quarantine/pass-N/ on the
+    /// destination (nothing is ever deleted).
+    #[arg(long, default_value = "leave")]
+    pub extras: String,
     /// Print the approval as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -186,6 +191,9 @@ pub struct MigrateArgs {
     /// The policy for items that differ (see `approve --policy`).
     #[arg(long, default_value = "skip")]
     pub policy: String,
+    /// What to do with destination extras (see `approve --extras`).
+    #[arg(long, default_value = "leave")]
+    pub extras: String,
     /// Verify with content hashes.
     #[arg(long)]
     pub checksum: bool,

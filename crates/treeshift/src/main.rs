@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use treeshift_backend::{Backend, Counted};
 use treeshift_core::{
-    CopyStatus, CopySummary, Filter, Policy, RelPath, Status, Summary, VerifySummary,
+    CopyStatus, CopySummary, Extras, Filter, Policy, RelPath, Status, Summary, VerifySummary,
 };
 use treeshift_engine::{CopyOptions, DiscoverOptions, DiscoveryProgress, EngineError};
 use treeshift_store::{MigrationSpec, OpenMode, ReviewSelect, Store, StoreError, StoreHandle};
@@ -282,8 +282,9 @@ fn exit_for(failed_items: bool) -> Exit {
 
 fn approve(args: ApproveArgs) -> Result<Exit> {
     let policy = parse_policy(&args.policy)?;
+    let extras = args.extras.parse::<Extras>().map_err(usage)?;
     let approval = with_store(&args.state, OpenMode::Existing, |h| {
-        Ok(h.approve(policy, &approver())?)
+        Ok(h.approve(policy, extras, &approver())?)
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&approval)?);
@@ -420,6 +421,7 @@ fn verify(args: VerifyArgs) -> Result<Exit> {
 
 fn migrate(args: MigrateArgs) -> Result<Exit> {
     let policy = parse_policy(&args.policy)?;
+    let extras = args.extras.parse::<Extras>().map_err(usage)?;
     let d = &args.discover;
     let DiscoverySetup {
         filter,
@@ -440,7 +442,7 @@ fn migrate(args: MigrateArgs) -> Result<Exit> {
             );
             return Ok(Exit::Approval);
         }
-        let approval = h.approve(policy, &approver())?;
+        let approval = h.approve(policy, extras, &approver())?;
         if !d.json {
             output::print_approval(&approval);
         }

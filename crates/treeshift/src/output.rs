@@ -131,6 +131,13 @@ pub fn print_approval(a: &Approval) {
             thousands(a.replaces)
         );
     }
+    if a.quarantines > 0 {
+        println!(
+            "  {} destination extras will be moved into .treeshift-quarantine/pass-{}/",
+            thousands(a.quarantines),
+            a.pass
+        );
+    }
 }
 
 /// Copy progress and results.

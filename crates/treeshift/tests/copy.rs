@@ -613,3 +613,80 @@ fn a_delta_pass_finds_what_changed_and_copies_only_that() {
     );
     assert_eq!(third["to_copy"]["files"], 0);
 }
+
+#[test]
+fn extras_stay_unless_an_approval_moves_them_into_quarantine() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 2, 1, 2);
+    let dst = dir.path().join("dst");
+    let status = std::process::Command::new("cp")
+        .args(["-a", s(&src), s(&dst)])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    fs::write(dst.join("old.log"), b"log").unwrap();
+    fs::create_dir(dst.join("d0").join("stale")).unwrap();
+    fs::write(dst.join("d0").join("stale").join("x"), b"x").unwrap();
+    fs::write(dst.join("d1").join("gone.txt"), b"gone").unwrap();
+    let before = snapshot(&dst);
+
+    // The default leaves them where they are.
+    let kept = dir.path().join("kept.duckdb");
+    discover_and_approve(&src, &dst, &kept, "skip");
+    let (code, out, _) = run(&[
+        "review",
+        "--state",
+        s(&kept),
+        "--status",
+        "extra",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!((code, out.lines().count()), (0, 4), "3 extras: {out}");
+    let (code, _, err) = run(&["copy", "--state", s(&kept)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(snapshot(&dst), before);
+
+    // Approved explicitly: moved, with their contents, never deleted.
+    let moved = dir.path().join("moved.duckdb");
+    let (code, _, err) = run(&["discover", s(&src), s(&dst), "--state", s(&moved)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&[
+        "approve",
+        "--state",
+        s(&moved),
+        "--extras",
+        "quarantine",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["quarantines"], 3);
+    let (code, _, err) = run(&["copy", "--state", s(&moved)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["verify", "--state", s(&moved)]);
+    assert_eq!(code, 0, "{err}");
+    let after = snapshot(&dst);
+    let q = ".treeshift-quarantine/pass-1/";
+    for extra in ["old.log", "d0/stale", "d0/stale/x", "d1/gone.txt"] {
+        let (was, now) = (
+            extra.as_bytes().to_vec(),
+            format!("{q}{extra}").into_bytes(),
+        );
+        assert!(!after.contains_key(&was), "{extra} moved away");
+        assert_eq!(
+            after.get(&now),
+            before.get(&was),
+            "{extra} kept in quarantine"
+        );
+    }
+    let mut rest = after.clone();
+    rest.retain(|k, _| !k.starts_with(b".treeshift-quarantine"));
+    assert_eq!(rest, snapshot(&src));
+    // The quarantine folder is ours: a new discovery does not call it extra.
+    let again = rediscover(&src, &dst, &dir.path().join("again.duckdb"));
+    assert_eq!(
+        (again["extra"].as_u64(), again["to_copy"]["files"].as_u64()),
+        (Some(0), Some(0))
+    );
+}

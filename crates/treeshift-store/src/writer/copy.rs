@@ -15,7 +15,7 @@ use crate::{
 };
 use duckdb::params;
 use treeshift_core::{
-    Action, Approval, CopyStatus, CopySummary, Kind, Policy, RelPath, Side, VerifySummary,
+    Action, Approval, CopyStatus, CopySummary, Extras, Kind, Policy, RelPath, Side, VerifySummary,
 };
 
 /// The latest copy status and reason per plan item.
@@ -37,6 +37,9 @@ const PLAN_DIFFERS: &str = "c.action IS DISTINCT FROM p.action OR c.kind IS DIST
      OR c.rel_path IS DISTINCT FROM p.rel_path OR c.dst_kind IS DISTINCT FROM p.dst_kind \
      OR c.dst_size IS DISTINCT FROM p.dst_size OR c.dst_mtime_ns IS DISTINCT FROM p.dst_mtime_ns";
 
+/// Plan actions that copy an item from the source.
+const COPIES: &str = "NOT IN ('skip', 'quarantine')";
+
 /// A plan computed from the current discovery, before approval.
 struct Draft {
     hash: String,
@@ -46,11 +49,12 @@ struct Draft {
     bytes: u64,
     skipped: u64,
     replaces: u64,
+    quarantines: u64,
 }
 
 impl Writer {
     /// Computes the plan for `policy` into the temp table `plan_candidate`.
-    fn draft_plan(&mut self, policy: Policy) -> Result<Draft, StoreError> {
+    fn draft_plan(&mut self, policy: Policy, extras: Extras) -> Result<Draft, StoreError> {
         self.flush()?;
         let pol = policy.as_str();
         // `newer` compares whole seconds, as discovery does.
@@ -102,17 +106,31 @@ impl Writer {
                     .context("skip the subtrees of skipped folders")?;
             }
         }
-        let hash = self.plan_hash(policy)?;
+        if extras == Extras::Quarantine {
+            self.conn
+                .execute(
+                    "INSERT INTO plan_candidate \
+                     SELECT d.id, d.parent_id, d.depth, d.kind, d.size, d.mtime_ns, d.rel_path, 'extra', \
+                       d.kind, d.size, d.mtime_ns, 'quarantine', NULL \
+                     FROM dst_nodes d JOIN (SELECT node_id, arg_max(status, seq) AS st FROM dst_status_events \
+                                            WHERE phase = 'compare' GROUP BY node_id) e ON e.node_id = d.id \
+                     WHERE e.st = 'extra'",
+                    [],
+                )
+                .context("add the extras to quarantine")?;
+        }
+        let hash = self.plan_hash(policy, extras)?;
         let row = self
             .conn
             .query_row(
                 &format!(
                     "SELECT count(*) FILTER (WHERE action <> 'skip'), \
-                       count(*) FILTER (WHERE action <> 'skip' AND kind <> {FOLDER}), \
-                       count(*) FILTER (WHERE action <> 'skip' AND kind = {FOLDER}), \
-                       coalesce(sum(size) FILTER (WHERE action <> 'skip' AND kind = 1), 0)::BIGINT, \
+                       count(*) FILTER (WHERE action {COPIES} AND kind <> {FOLDER}), \
+                       count(*) FILTER (WHERE action {COPIES} AND kind = {FOLDER}), \
+                       coalesce(sum(size) FILTER (WHERE action {COPIES} AND kind = 1), 0)::BIGINT, \
                        count(*) FILTER (WHERE action = 'skip'), \
-                       count(*) FILTER (WHERE action IN ('replace', 'rename')) \
+                       count(*) FILTER (WHERE action IN ('replace', 'rename')), \
+                       count(*) FILTER (WHERE action = 'quarantine') \
                      FROM plan_candidate"
                 ),
                 [],
@@ -124,11 +142,13 @@ impl Writer {
                         r.get(3)?,
                         r.get(4)?,
                         r.get(5)?,
+                        r.get(6)?,
                     ])
                 },
             )
             .context("count the plan")?;
-        let [items, files, folders, bytes, skipped, replaces] = row.map(|v| v.max(0) as u64);
+        let [items, files, folders, bytes, skipped, replaces, quarantines] =
+            row.map(|v| v.max(0) as u64);
         Ok(Draft {
             hash,
             items,
@@ -137,6 +157,7 @@ impl Writer {
             bytes,
             skipped,
             replaces,
+            quarantines,
         })
     }
 
@@ -145,7 +166,7 @@ impl Writer {
     /// rules and the row count.
     /// Computed here rather than with the database's own hash function, so
     /// it stays the same across database versions.
-    fn plan_hash(&self, policy: Policy) -> Result<String, StoreError> {
+    fn plan_hash(&self, policy: Policy, extras: Extras) -> Result<String, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
@@ -192,6 +213,8 @@ impl Writer {
             .map_err(|e| StoreError::Thread(e.to_string()))?;
         let mut h = blake3::Hasher::new();
         h.update(policy.as_str().as_bytes());
+        h.update(b"\0extras=");
+        h.update(extras.as_str().as_bytes());
         h.update(&(filter.len() as u64).to_le_bytes());
         h.update(filter.as_bytes());
         h.update(&count.to_le_bytes());
@@ -208,9 +231,14 @@ impl Writer {
         }
     }
 
-    pub(crate) fn approve(&mut self, policy: Policy, by: &str) -> Result<Approval, StoreError> {
+    pub(crate) fn approve(
+        &mut self,
+        policy: Policy,
+        extras: Extras,
+        by: &str,
+    ) -> Result<Approval, StoreError> {
         self.check_discovered()?;
-        let draft = self.draft_plan(policy)?;
+        let draft = self.draft_plan(policy, extras)?;
         if let Some(old) = self.approval()? {
             let summary = self.copy_summary()?;
             let started = summary.copied + summary.failed + summary.changed + summary.copying > 0;
@@ -229,6 +257,9 @@ impl Writer {
             approved_by: by.to_string(),
             approved_at: self.utc_now()?,
             filters: self.migration()?.filter.rules(),
+            extras,
+            pass: self.pass()?,
+            quarantines: 0,
             extended_at: None,
             extended_items: 0,
             items: 0,
@@ -251,7 +282,7 @@ impl Writer {
             return Ok(None);
         };
         self.check_discovered()?;
-        let draft = self.draft_plan(old.policy)?;
+        let draft = self.draft_plan(old.policy, old.extras)?;
         if draft.hash == old.plan_hash {
             return Ok(Some(0));
         }
@@ -266,12 +297,13 @@ impl Writer {
                 current: draft.hash,
             });
         }
-        let [added, touching] = ["true", "action IN ('replace', 'rename')"].map(|cond| {
-            self.query_i64(&format!(
-                "SELECT count(*) FROM plan_candidate \
+        let [added, touching] =
+            ["true", "action IN ('replace', 'rename', 'quarantine')"].map(|cond| {
+                self.query_i64(&format!(
+                    "SELECT count(*) FROM plan_candidate \
                  WHERE node_id NOT IN (SELECT node_id FROM copy_plan) AND {cond}"
-            ))
-        });
+                ))
+            });
         let (added, touching) = (added?.max(0) as u64, touching?.max(0) as u64);
         if touching > 0 {
             return Err(StoreError::ExtensionTouchesDestination { items: touching });
@@ -301,6 +333,7 @@ impl Writer {
         approval.bytes = draft.bytes;
         approval.skipped = draft.skipped;
         approval.replaces = draft.replaces;
+        approval.quarantines = draft.quarantines;
         let json =
             serde_json::to_string(&approval).map_err(|e| StoreError::Thread(e.to_string()))?;
         self.conn
@@ -374,7 +407,7 @@ impl Writer {
     pub(crate) fn approved_plan(&mut self) -> Result<Approval, StoreError> {
         let approval = self.approval()?.ok_or(StoreError::NotApproved)?;
         self.check_discovered()?;
-        let draft = self.draft_plan(approval.policy)?;
+        let draft = self.draft_plan(approval.policy, approval.extras)?;
         if draft.hash != approval.plan_hash {
             return Err(StoreError::PlanChanged {
                 approved: approval.plan_hash,
@@ -398,8 +431,9 @@ impl Writer {
             .conn
             .query_row(
                 &format!(
-                    "SELECT count(*) FILTER (WHERE kind = {FOLDER}), count(*) FILTER (WHERE kind <> {FOLDER}), \
-                     coalesce(sum(size) FILTER (WHERE kind = 1), 0)::BIGINT FROM copy_todo"
+                    "SELECT count(*) FILTER (WHERE kind = {FOLDER} AND action {COPIES}), \
+                       count(*) FILTER (WHERE kind <> {FOLDER} OR action = 'quarantine'), \
+                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {COPIES}), 0)::BIGINT FROM copy_todo"
                 ),
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -408,7 +442,7 @@ impl Writer {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT DISTINCT depth FROM copy_todo WHERE kind = {FOLDER} ORDER BY depth"
+                "SELECT DISTINCT depth FROM copy_todo WHERE kind = {FOLDER} AND action {COPIES} ORDER BY depth"
             ))
             .context("list folder depths")?;
         let folder_depths = stmt
@@ -432,8 +466,11 @@ impl Writer {
         limit: usize,
     ) -> Result<Vec<CopyTask>, StoreError> {
         let filter = match pull {
-            CopyPull::Folders { depth } => format!("kind = {FOLDER} AND depth = {depth}"),
-            CopyPull::Files => format!("kind <> {FOLDER}"),
+            CopyPull::Folders { depth } => {
+                format!("kind = {FOLDER} AND action {COPIES} AND depth = {depth}")
+            }
+            // Quarantine moves (of files and folders alike) run with files.
+            CopyPull::Files => format!("(kind <> {FOLDER} OR action = 'quarantine')"),
         };
         let mut stmt = self
             .conn
@@ -568,7 +605,7 @@ impl Writer {
             .prepare(&format!(
                 "SELECT p.node_id, p.depth, p.rel_path, p.mtime_ns FROM copy_plan p \
                  JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
-                 WHERE p.kind = {FOLDER} AND c.st = 'copied' AND p.mtime_ns IS NOT NULL {keyset} \
+                 WHERE p.kind = {FOLDER} AND p.action {COPIES} AND c.st = 'copied' AND p.mtime_ns IS NOT NULL {keyset} \
                  ORDER BY p.depth DESC, p.node_id LIMIT {limit}"
             ))
             .context("pull folder times")?;
@@ -632,7 +669,8 @@ impl Writer {
             .execute_batch(&format!(
                 "CREATE OR REPLACE TEMP TABLE verify_todo AS \
                  SELECT p.node_id, p.depth, p.kind, p.rel_path, p.size, p.mtime_ns FROM copy_plan p \
-                 JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id WHERE c.st = 'copied'"
+                 JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
+                 WHERE c.st = 'copied' AND p.action {COPIES}"
             ))
             .context("prepare the verification")?;
         Ok(self.query_i64("SELECT count(*) FROM verify_todo")?.max(0) as u64)
