@@ -87,6 +87,7 @@ pub fn copy(
         .ok_or_else(|| EngineError::NotWritable(dst.describe()))?;
     store.set_phase("copying")?;
     let todo = store.begin_copy()?;
+    tracing::info!(folders = todo.folders, files = todo.files, bytes = todo.bytes, policy = %approval.policy, "copy started");
     progress.start(&todo);
     let copier = Copier {
         src: src.as_ref(),
@@ -166,6 +167,13 @@ pub fn copy(
     if summary.is_finished() {
         store.set_phase("copied")?;
     }
+    tracing::info!(
+        copied = summary.copied,
+        failed = summary.failed,
+        changed = summary.changed,
+        pending = summary.pending,
+        "copy ended"
+    );
     Ok(summary)
 }
 

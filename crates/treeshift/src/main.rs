@@ -211,10 +211,15 @@ fn run_discovery(
     Ok((result?, timing))
 }
 
+fn log_approval(a: &treeshift_core::Approval) {
+    tracing::info!(by = %a.approved_by, policy = %a.policy, extras = a.extras.as_str(), plan = %a.plan_hash, items = a.items, "plan approved");
+}
+
 /// On a state file whose copy finished, starts a delta pass: both trees
 /// are walked again and the changes become a new plan to approve.
 fn start_next_pass(handle: &StoreHandle) -> Result<()> {
     if let Some(pass) = handle.next_pass()? {
+        tracing::info!(pass, "delta pass started");
         eprintln!(
             "treeshift: the copy of pass {} finished; pass {pass} walks both trees again for what changed",
             pass - 1
@@ -284,7 +289,9 @@ fn approve(args: ApproveArgs) -> Result<Exit> {
     let policy = parse_policy(&args.policy)?;
     let extras = args.extras.parse::<Extras>().map_err(usage)?;
     let approval = with_store(&args.state, OpenMode::Existing, |h| {
-        Ok(h.approve(policy, extras, &approver())?)
+        let approval = h.approve(policy, extras, &approver())?;
+        log_approval(&approval);
+        Ok(approval)
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&approval)?);
@@ -346,6 +353,11 @@ fn retry(args: RetryArgs) -> Result<Exit> {
         let mut problems = 0;
         if discovery {
             let requeued = h.requeue_failed_folders(prefix.clone())?;
+            tracing::info!(
+                src = requeued.src,
+                dst = requeued.dst,
+                "retry sweep: failed folders re-queued"
+            );
             let progress = h.progress()?;
             if !args.json {
                 println!(
@@ -376,6 +388,11 @@ fn retry(args: RetryArgs) -> Result<Exit> {
             let extended = h.extend_approval().map_err(EngineError::approval)?;
             if let Some(added) = extended {
                 let requeued = h.requeue_failed_copies(prefix)?;
+                tracing::info!(
+                    requeued,
+                    approval_extended = added,
+                    "retry sweep: failed copies re-queued"
+                );
                 let summary = run_copy(h, args.workers)?;
                 if !args.json {
                     if added > 0 {
@@ -443,6 +460,7 @@ fn migrate(args: MigrateArgs) -> Result<Exit> {
             return Ok(Exit::Approval);
         }
         let approval = h.approve(policy, extras, &approver())?;
+        log_approval(&approval);
         if !d.json {
             output::print_approval(&approval);
         }
