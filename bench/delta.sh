@@ -81,7 +81,10 @@ cpstate() { rm -f "$2" "$2.wal"; cp "$1" "$2"; [ ! -f "$1.wal" ] || cp "$1.wal" 
 
 say "# bench/delta.sh run $run_id ($(date -u +%FT%TZ))"
 ver=$("$bin" --version 2>/dev/null) || ver='?'
-say "binary: $bin ($ver), repo at $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
+sha=$(sha256sum "$bin" | cut -c1-12)
+head=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')
+if [ -n "${TREESHIFT_BIN:-}" ]; then head="$head (binary from TREESHIFT_BIN, not built here: may not match)"; fi
+say "binary: $bin ($ver, sha256 $sha..., modified $(date -u -r "$bin" +%FT%TZ)); repo HEAD $head"
 say "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg) and $(busy) at start; warm page cache only"
 say "scenario: $scen/src (copied, or generated if absent, to $work/src)"
 
@@ -99,7 +102,7 @@ check "pass 1 copy.failed" "$(jget "$work/log/pass1.json" copy.failed)" 0
 check "pass 1 discovery.failed" "$(jget "$work/log/pass1.json" discovery.failed)" 0
 
 # --- change 1 % of the source -------------------------------------------------
-python3 - "$src" "$work/changes.json" <<'PY'
+python3 - "$src" "$work/changes.json" <<'PY' | tee -a "$out"
 import json, os, sys
 root, manifest = sys.argv[1], sys.argv[2]
 files = sorted(os.path.relpath(os.path.join(cur, f), root)

@@ -313,6 +313,17 @@ impl Copier<'_> {
         Ok(Done::Copied)
     }
 
+    /// After the source item could not be opened: `Some` if that is because
+    /// it vanished or became another kind since discovery (a change to
+    /// report), `None` if it is still what discovery saw (the error stands).
+    fn source_gone(&self, task: &CopyTask) -> Option<Done> {
+        match self.src.stat(&task.path) {
+            Ok(Some(now)) if now.kind == task.kind => None,
+            Ok(other) => Some(kind_changed(task, other.as_ref())),
+            Err(_) => None,
+        }
+    }
+
     fn folder(&self, task: &CopyTask) -> Result<Done, BackendError> {
         match self.prepare(task)? {
             Ok(replace) => {
@@ -341,12 +352,7 @@ impl Copier<'_> {
             Kind::File => {
                 let mut source = match self.src.open_read(&task.path) {
                     Ok(f) => f,
-                    Err(e) if e.kind == ErrorKind::NotFound => {
-                        return Ok(Done::Changed(
-                            "source: vanished since discovery".to_string(),
-                        ));
-                    }
-                    Err(e) => return Err(e),
+                    Err(e) => return self.source_gone(task).ok_or(e),
                 };
                 if let Some(why) = source_changed(task, source.size, source.mtime_ns) {
                     return Ok(Done::Changed(format!("source: {why} since discovery")));
@@ -372,22 +378,12 @@ impl Copier<'_> {
             }
             Kind::Symlink => {
                 match self.src.stat(&task.path)? {
-                    None => {
-                        return Ok(Done::Changed(
-                            "source: vanished since discovery".to_string(),
-                        ));
-                    }
-                    Some(e) if e.kind != Kind::Symlink => {
-                        return Ok(Done::Changed(format!(
-                            "source: now a {}, not a symlink",
-                            e.kind.as_str()
-                        )));
-                    }
-                    Some(e) => {
+                    Some(e) if e.kind == Kind::Symlink => {
                         if let Some(why) = source_changed(task, e.size, e.mtime_ns) {
                             return Ok(Done::Changed(format!("source: {why} since discovery")));
                         }
                     }
+                    other => return Ok(kind_changed(task, other.as_ref())),
                 }
                 let target = self.src.read_link(&task.path)?;
                 self.writer.symlink_temp(&temp, &target, task.mtime_ns)?
@@ -420,15 +416,17 @@ impl Copier<'_> {
                 return Ok(());
             };
             after = Some((last.depth, last.id));
+            let mut dated = Vec::with_capacity(batch.len());
             for f in &batch {
                 match self.writer.set_mtime(&f.path, f.mtime_ns) {
-                    Ok(()) => {}
+                    Ok(()) => dated.push((f.id, f.depth)),
                     Err(e) if e.kind.stops_writes() => return Err(EngineError::Destination(e)),
                     Err(e) => {
                         tracing::warn!(path = %f.path, error = %e, "could not set a folder's mtime")
                     }
                 }
             }
+            store.record_dated(dated)?;
         }
     }
 }
@@ -438,6 +436,18 @@ impl Copier<'_> {
 fn matches(now: &Entry, kind: Kind, size: u64, mtime_ns: Option<i64>) -> bool {
     now.kind == kind
         && (kind == Kind::Folder || (now.size == size && secs(now.mtime_ns) == secs(mtime_ns)))
+}
+
+/// The source item vanished (`None`) or is another kind than discovery saw.
+fn kind_changed(task: &CopyTask, now: Option<&Entry>) -> Done {
+    Done::Changed(match now {
+        None => "source: vanished since discovery".to_string(),
+        Some(e) => format!(
+            "source: now a {} (a {} at discovery)",
+            e.kind.as_str(),
+            task.kind.as_str()
+        ),
+    })
 }
 
 fn source_changed(task: &CopyTask, size: u64, mtime_ns: Option<i64>) -> Option<String> {

@@ -61,13 +61,15 @@ pub enum StoreError {
     /// The file does not exist (commands that only read).
     #[error("state file {0} does not exist")]
     Missing(PathBuf),
-    /// A database operation failed.
-    #[error("state store: {context}: {source}")]
+    /// A database operation failed. The database's error is part of the
+    /// message and deliberately not a `source`: printing the error chain
+    /// would repeat it.
+    #[error("state store: {context}: {cause}")]
     Db {
         /// What the store was doing.
         context: String,
         /// The database's error.
-        source: duckdb::Error,
+        cause: duckdb::Error,
     },
     /// Approval or copy before discovery finished.
     #[error("discovery has not finished (run discover again to finish it)")]
@@ -126,7 +128,10 @@ impl<T> Context<T> for Result<T, duckdb::Error> {
                     " (the state store ran out of its memory limit: set TREESHIFT_DB_MEMORY, e.g. 256MB, and run the command again)",
                 );
             }
-            StoreError::Db { context, source }
+            StoreError::Db {
+                context,
+                cause: source,
+            }
         })
     }
 }

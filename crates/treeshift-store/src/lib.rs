@@ -735,14 +735,23 @@ impl StoreHandle {
         self.call(move |w| w.requeue_failed_copies(prefix.as_ref()))
     }
 
-    /// Folders the copy created (status `copied`), deepest first, after
-    /// the keyset position `after` (depth, id).
+    /// Folders the copy created (status `copied`) whose mtime needs setting
+    /// (never set, or something was copied into them since), deepest first,
+    /// after the keyset position `after` (depth, id).
     pub fn folder_times(
         &self,
         after: Option<(u32, i64)>,
         limit: usize,
     ) -> Result<Vec<FolderTime>, StoreError> {
         self.call(move |w| w.folder_times(after, limit))
+    }
+
+    /// Records that these folders' (id, depth) mtimes were set.
+    pub fn record_dated(&self, folders: Vec<(i64, u32)>) -> Result<(), StoreError> {
+        self.call(move |w| {
+            w.record_dated(folders);
+            Ok(())
+        })
     }
 
     /// Copy progress and results.

@@ -158,15 +158,18 @@ fn items_that_changed_since_discovery_are_reported_not_copied() {
     fs::create_dir_all(dst.join("d0")).unwrap();
     let state = dir.path().join("s.duckdb");
     discover_and_approve(&src, &dst, &state, "skip");
-    // After approval: one source file grows, one vanishes, and something
-    // appears on the destination where the plan creates a file.
+    // After approval: one source file grows, one vanishes, one becomes a
+    // folder, and something appears on the destination where the plan
+    // creates a file.
     fs::write(src.join("f001.txt"), b"grown since discovery").unwrap();
     fs::remove_file(src.join("d1").join("f002.txt")).unwrap();
+    fs::remove_file(src.join("d1").join("f003.txt")).unwrap();
+    fs::create_dir(src.join("d1").join("f003.txt")).unwrap();
     fs::write(dst.join("d0").join("f003.txt"), b"someone else's").unwrap();
     let (code, out, err) = run(&["copy", "--state", s(&state), "--json"]);
     assert_eq!(code, 4, "changed items make exit 4: {err}");
     let summary = json(&out);
-    assert_eq!(summary["changed"], 3, "{summary}");
+    assert_eq!(summary["changed"], 4, "{summary}");
     assert_eq!(summary["failed"], 0);
     assert!(!dst.join("f001.txt").exists(), "not copied blindly");
     assert_eq!(
@@ -181,6 +184,7 @@ fn items_that_changed_since_discovery_are_reported_not_copied() {
         "d0/f003.txt",
         "vanished",
         "appeared",
+        "now a folder (a file at discovery)",
     ] {
         assert!(out.contains(needle), "{needle} in {out}");
     }
@@ -460,6 +464,9 @@ fn an_unreadable_source_folder_fails_and_a_retry_walks_and_copies_its_subtree_al
     assert_eq!(report["calls"]["src"]["list"], 4, "{report}");
     assert_eq!(report["calls"]["src"]["read"], 12, "{report}");
     assert_eq!(report["calls"]["dst"]["list"], 0, "{report}");
+    // Written: 3 folders created, 12 files staged and committed, and the
+    // mtimes of the 4 folders written into (d1 and its 3); no other folder.
+    assert_eq!(report["calls"]["dst"]["write"], 3 + 12 * 2 + 4, "{report}");
     assert_eq!(snapshot(&dst), snapshot(&src));
     assert_eq!(inode(&dst.join("d0").join("f001.txt")), untouched);
     let (code, out, _) = run(&["review", "--state", s(&state), "--status", "failed"]);

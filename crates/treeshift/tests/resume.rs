@@ -4,48 +4,8 @@
 
 mod util;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-use util::{Rng, all_items, bin, make_tree, run, s, snapshot, status_json, temporaries};
-
-/// Runs treeshift with `args` again and again, killing it after a random
-/// delay in `0..max_ms`, until one run finishes by itself. Returns the
-/// number of kills.
-fn run_with_kills(args: &[&str], max_ms: u64, rng: &mut Rng, max_kills: u32) -> u32 {
-    let mut kills = 0;
-    loop {
-        let mut child = Command::new(bin())
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if kills < max_kills {
-            let delay = Duration::from_millis(rng.below(max_ms));
-            let start = Instant::now();
-            while start.elapsed() < delay {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-                continue;
-            }
-        }
-        let out = child.wait_with_output().unwrap();
-        let code = out.status.code();
-        assert!(
-            code == Some(0) || code == Some(4),
-            "resumed run failed: {code:?} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return kills;
-    }
-}
+use std::time::Instant;
+use util::{Rng, all_items, make_tree, run, s, snapshot, status_json, temporaries};
 
 fn same_end_state(reference: &std::path::Path, resumed: &std::path::Path) {
     // What depends on the run's timing: its phase name, per-round metrics,
@@ -87,14 +47,14 @@ fn sim_discovery_survives_random_kills() {
     let t0 = Instant::now();
     let ref_args = args(&reference);
     let ref_args: Vec<&str> = ref_args.iter().map(String::as_str).collect();
-    assert_eq!(run_with_kills(&ref_args, 1, &mut rng, 0), 0);
+    assert_eq!(util::run_with_kills(&ref_args, 0..1, &mut rng, 0).kills, 0);
     let full_ms = t0.elapsed().as_millis() as u64;
     let mut total_kills = 0;
     for round in 0..3 {
         let state = dir.path().join(format!("killed-{round}.duckdb"));
         let a = args(&state);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        total_kills += run_with_kills(&a, full_ms / 2, &mut rng, 8);
+        total_kills += util::run_with_kills(&a, 0..full_ms / 2, &mut rng, 8).kills;
         same_end_state(&reference, &state);
     }
     eprintln!("sim: {total_kills} kills, full run {full_ms} ms");
@@ -112,19 +72,20 @@ fn local_discovery_survives_random_kills() {
     let reference = dir.path().join("reference.duckdb");
     let t0 = Instant::now();
     assert_eq!(
-        run_with_kills(
+        util::run_with_kills(
             &["discover", s(&src), s(&dst), "--state", s(&reference)],
-            1,
+            0..1,
             &mut rng,
             0
-        ),
+        )
+        .kills,
         0
     );
     let full_ms = (t0.elapsed().as_millis() as u64).max(20);
     let mut total_kills = 0;
     for round in 0..3 {
         let state = dir.path().join(format!("killed-{round}.duckdb"));
-        total_kills += run_with_kills(
+        total_kills += util::run_with_kills(
             &[
                 "discover",
                 s(&src),
@@ -134,10 +95,11 @@ fn local_discovery_survives_random_kills() {
                 "--workers",
                 "2",
             ],
-            full_ms / 2,
+            0..full_ms / 2,
             &mut rng,
             8,
-        );
+        )
+        .kills;
         same_end_state(&reference, &state);
     }
     eprintln!("local: {total_kills} kills, full run {full_ms} ms");
@@ -172,7 +134,7 @@ fn copy_survives_random_kills() {
     let (ref_dst, ref_state) = prepare("reference");
     let t0 = Instant::now();
     assert_eq!(
-        run_with_kills(&["copy", "--state", s(&ref_state)], 1, &mut rng, 0),
+        util::run_with_kills(&["copy", "--state", s(&ref_state)], 0..1, &mut rng, 0).kills,
         0
     );
     let full_ms = (t0.elapsed().as_millis() as u64).max(20);
@@ -182,12 +144,13 @@ fn copy_survives_random_kills() {
     for round in 0..3 {
         let (dst, state) = prepare(&format!("killed-{round}"));
         // A resumed copy has less left to do, so kills come early.
-        total_kills += run_with_kills(
+        total_kills += util::run_with_kills(
             &["copy", "--state", s(&state), "--workers", "3"],
-            full_ms / 3,
+            0..full_ms / 3,
             &mut rng,
             12,
-        );
+        )
+        .kills;
         assert_eq!(snapshot(&dst), want, "round {round}: the same tree");
         assert!(
             temporaries(&dst).is_empty(),

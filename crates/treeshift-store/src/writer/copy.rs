@@ -587,26 +587,49 @@ impl Writer {
         Ok(requeued)
     }
 
+    /// Folders whose mtime needs setting, deepest first, after the keyset
+    /// position `after`; the first page (`after` = `None`) decides the set.
     pub(crate) fn folder_times(
         &mut self,
         after: Option<(u32, i64)>,
         limit: usize,
     ) -> Result<Vec<FolderTime>, StoreError> {
+        if after.is_none() {
+            self.flush()?;
+            // A folder the copy made (a folder left `changed` has something
+            // else at its path, which is not ours) needs its mtime set when
+            // it was never set, or when the folder or a child of it was
+            // copied after the last time: a retry or a resumed run then
+            // touches only the folders it wrote into.
+            self.conn
+                .execute_batch(&format!(
+                    "CREATE OR REPLACE TEMP TABLE folder_dates AS \
+                     WITH copied AS (SELECT node_id, max(seq) AS s FROM src_status_events \
+                                     WHERE phase = 'copy' AND status = 'copied' GROUP BY node_id), \
+                          dated AS (SELECT node_id, max(seq) AS s FROM src_status_events \
+                                    WHERE phase = 'dated' GROUP BY node_id), \
+                          touched AS (SELECT p.parent_id AS folder, max(c.s) AS s FROM copy_plan p \
+                                      JOIN copied c ON c.node_id = p.node_id GROUP BY p.parent_id) \
+                     SELECT p.node_id, p.depth, p.rel_path, p.mtime_ns FROM copy_plan p \
+                     JOIN ({LATEST_COPY}) lc ON lc.node_id = p.node_id \
+                     JOIN copied c ON c.node_id = p.node_id \
+                     LEFT JOIN dated d ON d.node_id = p.node_id \
+                     LEFT JOIN touched t ON t.folder = p.node_id \
+                     WHERE p.kind = {FOLDER} AND p.action {COPIES} AND lc.st = 'copied' \
+                       AND p.mtime_ns IS NOT NULL \
+                       AND (d.s IS NULL OR c.s > d.s OR coalesce(t.s, 0) > d.s)"
+                ))
+                .context("find folders to date")?;
+        }
         let keyset = match after {
-            Some((d, id)) => {
-                format!("AND (p.depth < {d} OR (p.depth = {d} AND p.node_id > {id}))")
-            }
+            Some((d, id)) => format!("WHERE depth < {d} OR (depth = {d} AND node_id > {id})"),
             None => String::new(),
         };
-        // Only folders this copy made (or found there): a folder left
-        // `changed` has something else at its path, which is not ours.
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT p.node_id, p.depth, p.rel_path, p.mtime_ns FROM copy_plan p \
-                 JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
-                 WHERE p.kind = {FOLDER} AND p.action {COPIES} AND c.st = 'copied' AND p.mtime_ns IS NOT NULL {keyset} \
-                 ORDER BY p.depth DESC, p.node_id LIMIT {limit}"
+                "SELECT node_id, depth, rel_path, mtime_ns FROM folder_dates {keyset} \
+                 ORDER BY depth DESC, node_id LIMIT {limit}"
             ))
             .context("pull folder times")?;
         let rows = stmt
@@ -620,6 +643,13 @@ impl Writer {
             })
             .context("pull folder times")?;
         rows.collect::<Result<_, _>>().context("pull folder times")
+    }
+
+    /// Records that these folders' mtimes were set (buffered).
+    pub(crate) fn record_dated(&mut self, folders: Vec<(i64, u32)>) {
+        for (id, depth) in folders {
+            self.buffer_item_event("dated", (id, depth, 1), "set", None);
+        }
     }
 
     pub(crate) fn copy_summary(&mut self) -> Result<CopySummary, StoreError> {

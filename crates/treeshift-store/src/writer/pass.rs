@@ -75,6 +75,7 @@ impl Writer {
         };
         let pass = self.pass()?;
         self.flush()?;
+        let started = std::time::Instant::now();
         self.in_transaction("start the next pass", |conn| {
             conn.execute(
                 "INSERT INTO passes VALUES (?, ?, ?, ?, ?, ?)",
@@ -87,9 +88,11 @@ impl Writer {
                  FROM src_nodes n LEFT JOIN src_nodes p ON p.id = n.parent_id WHERE n.depth > 0",
                 [],
             )?;
+            tracing::debug!(ms = started.elapsed().as_millis() as u64, "pass: kept the source tree");
             for table in PASS_SCOPED {
                 conn.execute(&format!("DELETE FROM {table}"), [])?;
             }
+            tracing::debug!(ms = started.elapsed().as_millis() as u64, "pass: emptied the tables");
             conn.execute(
                 "DELETE FROM meta WHERE key IN ('src_done', 'dst_done', 'pass')",
                 [],
@@ -104,6 +107,7 @@ impl Writer {
             )?;
             Ok(())
         })?;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "pass: committed");
         Ok(Some(pass + 1))
     }
 

@@ -236,6 +236,66 @@ impl Drop for Tmpfs {
     }
 }
 
+/// What a series of killed runs amounted to.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Killed {
+    /// Runs ended by SIGKILL.
+    pub kills: u32,
+    /// Runs started (the kills and the last, finished one).
+    pub runs: u32,
+    /// Runs whose stderr shows a panic.
+    pub panics: u32,
+}
+
+/// Runs treeshift with `args` again and again, killing it (SIGKILL) after a
+/// random delay drawn from `window` (milliseconds), at most `max_kills`
+/// times, until a run ends by itself. That run must exit 0 or 4.
+pub fn run_with_kills(
+    args: &[&str],
+    window: std::ops::Range<u64>,
+    rng: &mut Rng,
+    max_kills: u32,
+) -> Killed {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut done = Killed::default();
+    loop {
+        done.runs += 1;
+        let mut child = Command::new(bin())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if done.kills < max_kills {
+            let span = window.end.saturating_sub(window.start).max(1);
+            let delay = Duration::from_millis(window.start + rng.below(span));
+            let start = Instant::now();
+            while start.elapsed() < delay {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                done.kills += 1;
+                continue;
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        done.panics += u32::from(stderr.contains("panicked"));
+        let code = out.status.code();
+        assert!(
+            code == Some(0) || code == Some(4),
+            "resumed run failed: {code:?} {stderr}"
+        );
+        return done;
+    }
+}
+
 /// Runs the binary with the capabilities that let root ignore file
 /// permissions dropped. `None` if `setpriv` is missing.
 pub fn run_unprivileged(args: &[&str]) -> Option<(i32, String, String)> {
