@@ -487,11 +487,7 @@ fn an_unreadable_destination_folder_is_compared_after_a_retry() {
     let src = dir.path().join("src");
     make_tree(&src, 2, 2, 3);
     let dst = dir.path().join("dst");
-    let status = std::process::Command::new("cp")
-        .args(["-a", s(&src), s(&dst)])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    util::copy_tree(&src, &dst);
     fs::remove_file(dst.join("d1").join("d0").join("f002.txt")).unwrap();
     let locked = dst.join("d1");
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
@@ -627,11 +623,7 @@ fn extras_stay_unless_an_approval_moves_them_into_quarantine() {
     let src = dir.path().join("src");
     make_tree(&src, 2, 1, 2);
     let dst = dir.path().join("dst");
-    let status = std::process::Command::new("cp")
-        .args(["-a", s(&src), s(&dst)])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    util::copy_tree(&src, &dst);
     fs::write(dst.join("old.log"), b"log").unwrap();
     fs::create_dir(dst.join("d0").join("stale")).unwrap();
     fs::write(dst.join("d0").join("stale").join("x"), b"x").unwrap();

@@ -555,33 +555,16 @@ impl Writer {
         prefix: Option<&RelPath>,
     ) -> Result<u64, StoreError> {
         self.flush()?;
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
+        let failed = self.failed_items(
+            &format!(
                 "SELECT p.node_id, p.depth, p.rel_path, c.attempt FROM copy_plan p \
                  JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id WHERE c.st = 'failed'"
-            ))
-            .context("find failed copies")?;
-        let failed: Vec<(i64, u32, Vec<u8>, u32)> = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get::<_, i32>(1)?.max(0) as u32,
-                    r.get(2)?,
-                    r.get::<_, i32>(3)?.max(1) as u32,
-                ))
-            })
-            .context("find failed copies")?
-            .collect::<Result<_, _>>()
-            .context("find failed copies")?;
-        drop(stmt);
-        let mut requeued = 0;
-        for (id, depth, path, attempt) in failed {
-            if prefix.is_some_and(|p| !RelPath::from_bytes(path).is_within(p)) {
-                continue;
-            }
-            self.buffer_item_event("copy", (id, depth, attempt + 1), "pending", None);
-            requeued += 1;
+            ),
+            prefix,
+        )?;
+        let requeued = failed.len() as u64;
+        for (id, depth, attempt) in failed {
+            self.buffer_item_event("copy", (id, depth, attempt.max(1) + 1), "pending", None);
         }
         self.flush()?;
         Ok(requeued)

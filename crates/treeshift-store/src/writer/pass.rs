@@ -1,7 +1,8 @@
 //! Delta passes. Once the copy of a plan has finished, a new discovery on the
 //! same state file starts the next pass: the finished pass is summarised in
-//! `passes`, the source tree it saw is kept in `previous_src`, and the
-//! discovery tables start empty. When the new walk of the source is done,
+//! `passes`, the source tree it saw is kept as `previous_src_nodes` (the
+//! node table itself, renamed: nothing is copied), and the discovery tables
+//! start empty. When the new walk of the source is done,
 //! `src_changes` records what changed since the previous pass (new,
 //! modified, deleted); the new plan is reviewed and approved like the first.
 
@@ -18,19 +19,18 @@ CREATE TABLE IF NOT EXISTS passes (
     pass INTEGER NOT NULL, finished_at TIMESTAMP NOT NULL, discovery VARCHAR NOT NULL,
     approval VARCHAR, copy VARCHAR, verify VARCHAR
 );
-CREATE TABLE IF NOT EXISTS previous_src (
-    rel_path BLOB NOT NULL, parent_path BLOB, depth INTEGER NOT NULL,
-    kind UTINYINT NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT
-);
 CREATE TABLE IF NOT EXISTS src_changes (
     rel_path BLOB NOT NULL, depth INTEGER NOT NULL, change VARCHAR NOT NULL,
     kind UTINYINT NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT, reason VARCHAR
 );
 "#;
 
-/// Discovery's own tables: emptied when a new pass starts.
-const PASS_SCOPED: [&str; 9] = [
-    "src_nodes",
+/// Where the previous pass's source tree is kept.
+const PREVIOUS_SRC: &str = "previous_src_nodes";
+
+/// Discovery's own tables besides `src_nodes`: made anew when a new pass
+/// starts.
+const PASS_SCOPED: [&str; 8] = [
     "dst_nodes",
     "src_status_events",
     "dst_status_events",
@@ -81,16 +81,25 @@ impl Writer {
                 "INSERT INTO passes VALUES (?, ?, ?, ?, ?, ?)",
                 params![pass, now_value(), discovery, approval, copy, verify],
             )?;
-            conn.execute("DELETE FROM previous_src", [])?;
-            conn.execute(
-                "INSERT INTO previous_src \
-                 SELECT n.rel_path, p.rel_path, n.depth, n.kind, n.size, n.mtime_ns \
-                 FROM src_nodes n LEFT JOIN src_nodes p ON p.id = n.parent_id WHERE n.depth > 0",
-                [],
-            )?;
+            // Tables are dropped (or renamed) and made anew, not emptied row
+            // by row: no rows are copied, and the checkpoint frees whole
+            // blocks instead of compacting deleted rows.
+            let ddl = |table: &str| -> Result<String, duckdb::Error> {
+                conn.query_row(
+                    "SELECT sql FROM duckdb_tables() WHERE table_name = ? AND NOT temporary",
+                    params![table],
+                    |r| r.get(0),
+                )
+            };
+            let src_nodes = ddl("src_nodes")?;
+            conn.execute_batch(&format!(
+                "DROP TABLE IF EXISTS {PREVIOUS_SRC}; \
+                 ALTER TABLE src_nodes RENAME TO {PREVIOUS_SRC}; {src_nodes}"
+            ))?;
             tracing::debug!(ms = started.elapsed().as_millis() as u64, "pass: kept the source tree");
             for table in PASS_SCOPED {
-                conn.execute(&format!("DELETE FROM {table}"), [])?;
+                let sql = ddl(table)?;
+                conn.execute_batch(&format!("DROP TABLE {table}; {sql}"))?;
             }
             tracing::debug!(ms = started.elapsed().as_millis() as u64, "pass: emptied the tables");
             conn.execute(
@@ -134,8 +143,12 @@ impl Writer {
 /// not be listed never makes its contents look deleted. Folder mtimes are
 /// not compared: they change whenever their children do.
 pub(crate) fn record_changes(conn: &Connection) -> Result<(), duckdb::Error> {
-    let previous: i64 = conn.query_row("SELECT count(*) FROM previous_src", [], |r| r.get(0))?;
     conn.execute("DELETE FROM src_changes", [])?;
+    let previous: i64 = conn.query_row(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary",
+        params![PREVIOUS_SRC],
+        |r| r.get(0),
+    )?;
     if previous == 0 {
         return Ok(());
     }
@@ -149,7 +162,7 @@ pub(crate) fn record_changes(conn: &Connection) -> Result<(), duckdb::Error> {
                     WHEN p.size <> n.size THEN 'size ' || p.size::VARCHAR || ' before, ' || n.size::VARCHAR || ' now' \
                     ELSE 'mtime ' || coalesce(mtime_s(p.mtime_ns)::VARCHAR, '?') || ' before, ' \
                          || coalesce(mtime_s(n.mtime_ns)::VARCHAR, '?') || ' now' END \
-             FROM src_nodes n LEFT JOIN previous_src p ON p.depth = n.depth AND p.rel_path = n.rel_path \
+             FROM src_nodes n LEFT JOIN {PREVIOUS_SRC} p ON p.depth = n.depth AND p.rel_path = n.rel_path \
              WHERE n.depth > 0 AND (p.rel_path IS NULL OR p.kind <> n.kind \
                OR (n.kind <> {FOLDER} AND (p.size <> n.size \
                    OR mtime_s(p.mtime_ns) IS DISTINCT FROM mtime_s(n.mtime_ns))))"
@@ -157,13 +170,15 @@ pub(crate) fn record_changes(conn: &Connection) -> Result<(), duckdb::Error> {
         [],
     )?;
     conn.execute(
-        "INSERT INTO src_changes \
-         SELECT p.rel_path, p.depth, 'deleted', p.kind, p.size, p.mtime_ns, NULL \
-         FROM previous_src p \
-         JOIN src_nodes parent ON parent.depth = p.depth - 1 AND parent.rel_path = p.parent_path \
-         LEFT JOIN src_nodes n ON n.depth = p.depth AND n.rel_path = p.rel_path \
-         WHERE n.rel_path IS NULL AND parent.id IN \
-           (SELECT node_id FROM src_status_events WHERE phase = 'list' AND status = 'listed')",
+        &format!(
+            "INSERT INTO src_changes \
+             SELECT p.rel_path, p.depth, 'deleted', p.kind, p.size, p.mtime_ns, NULL \
+             FROM {PREVIOUS_SRC} p JOIN {PREVIOUS_SRC} pp ON pp.id = p.parent_id \
+             JOIN src_nodes parent ON parent.depth = p.depth - 1 AND parent.rel_path = pp.rel_path \
+             LEFT JOIN src_nodes n ON n.depth = p.depth AND n.rel_path = p.rel_path \
+             WHERE n.rel_path IS NULL AND parent.id IN \
+               (SELECT node_id FROM src_status_events WHERE phase = 'list' AND status = 'listed')"
+        ),
         [],
     )?;
     Ok(())

@@ -7,6 +7,34 @@ use crate::{FoldersRequeued, StoreError};
 use treeshift_core::{RelPath, Side};
 
 impl Writer {
+    /// Runs `sql`, which selects (id, depth, rel_path, attempt) of failed
+    /// items, and keeps those at or under `prefix`: (id, depth, attempt).
+    pub(super) fn failed_items(
+        &self,
+        sql: &str,
+        prefix: Option<&RelPath>,
+    ) -> Result<Vec<(i64, u32, u32)>, StoreError> {
+        let mut stmt = self.conn.prepare(sql).context("find failed items")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i32>(1)?.max(0) as u32,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, i32>(3)?.max(0) as u32,
+                ))
+            })
+            .context("find failed items")?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, depth, path, attempt) = row.context("find failed items")?;
+            if prefix.is_none_or(|p| RelPath::from_bytes(path).is_within(p)) {
+                out.push((id, depth, attempt));
+            }
+        }
+        Ok(out)
+    }
+
     /// Appends a `requeued` list event for every folder whose latest listing
     /// failed (at or under `prefix`), and, in the same transaction, reopens
     /// the rounds from the shallowest such folder: the next discovery run
@@ -20,32 +48,16 @@ impl Writer {
         let mut requeued = FoldersRequeued::default();
         let mut shallowest: [Option<u32>; 2] = [None, None];
         for side in [Side::Src, Side::Dst] {
-            let mut stmt = self
-                .conn
-                .prepare(&format!(
+            let failed = self.failed_items(
+                &format!(
                     "SELECT n.id, n.depth, n.rel_path, e.attempt FROM {side}_nodes n JOIN \
                      (SELECT node_id, arg_max(status, seq) AS st, arg_max(attempt, seq) AS attempt \
                       FROM {side}_status_events WHERE phase = 'list' GROUP BY node_id) e \
                      ON e.node_id = n.id WHERE e.st = 'failed' ORDER BY n.depth, n.id"
-                ))
-                .context("find failed folders")?;
-            let failed: Vec<(i64, u32, Vec<u8>, u32)> = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get::<_, i32>(1)?.max(0) as u32,
-                        r.get(2)?,
-                        r.get::<_, i32>(3)?.max(0) as u32,
-                    ))
-                })
-                .context("find failed folders")?
-                .collect::<Result<_, _>>()
-                .context("find failed folders")?;
-            drop(stmt);
-            for (id, depth, path, attempt) in failed {
-                if prefix.is_some_and(|p| !RelPath::from_bytes(path).is_within(p)) {
-                    continue;
-                }
+                ),
+                prefix,
+            )?;
+            for (id, depth, attempt) in failed {
                 let seq = self.take_seq();
                 self.buf.events[ix(side)].push(EventRow {
                     seq,

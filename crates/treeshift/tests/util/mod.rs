@@ -127,6 +127,20 @@ pub fn make_tree(root: &Path, fanout: usize, depth: usize, files: usize) {
     fill(root, fanout, depth, files, "");
 }
 
+/// `cp -a src dst`: a destination that is a finished copy of the source.
+pub fn copy_tree(src: &Path, dst: &Path) {
+    let status = Command::new("cp")
+        .args(["-a", s(src), s(dst)])
+        .status()
+        .expect("run cp");
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        src.display(),
+        dst.display()
+    );
+}
+
 /// One node of a tree snapshot: kind, size, mtime (whole seconds), and
 /// content (a file's bytes hashed, a symlink's target).
 #[derive(Clone, Debug, PartialEq, Eq)]
