@@ -246,8 +246,18 @@ impl Copier<'_> {
             return Ok(Ok(false));
         };
         if matches(&now, task.kind, task.size, task.mtime_ns) {
-            // Written by an earlier run that stopped before recording it,
-            // or identical anyway.
+            // Only an item marked `copying` (files and symlinks are marked
+            // before they are handed out) can have been written by an
+            // earlier run that stopped before recording it. Anything else
+            // where discovery saw nothing was put there by someone else, or
+            // is another name for the same entry on a case-insensitive
+            // store ("Case" for "case"): never take it for ours.
+            if task.kind != Kind::Folder && task.action == Action::Create && !task.in_flight {
+                return Ok(Err(Done::Changed(format!(
+                    "destination: a {} of the same size and mtime appeared since discovery",
+                    now.kind.as_str()
+                ))));
+            }
             return Ok(Err(Done::Copied));
         }
         // Still what discovery saw there?

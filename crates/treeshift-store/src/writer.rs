@@ -283,10 +283,12 @@ impl Writer {
             "SELECT coalesce(max(m), 0) + 1 FROM \
              (SELECT max(id) AS m FROM src_nodes UNION ALL SELECT max(id) FROM dst_nodes)",
         )?;
+        // One counter orders status events, failures and log records.
         writer.next_seq = writer.query_i64(
             "SELECT coalesce(max(m), 0) + 1 FROM \
              (SELECT max(seq) AS m FROM src_status_events UNION ALL \
-              SELECT max(seq) FROM dst_status_events UNION ALL SELECT max(seq) FROM task_errors)",
+              SELECT max(seq) FROM dst_status_events UNION ALL SELECT max(seq) FROM task_errors \
+              UNION ALL SELECT max(seq) FROM logs)",
         )?;
         Ok((writer, resumed))
     }

@@ -166,10 +166,15 @@ fn items_that_changed_since_discovery_are_reported_not_copied() {
     fs::remove_file(src.join("d1").join("f003.txt")).unwrap();
     fs::create_dir(src.join("d1").join("f003.txt")).unwrap();
     fs::write(dst.join("d0").join("f003.txt"), b"someone else's").unwrap();
+    // An identical file appearing is not ours either (on a case-insensitive
+    // store, it could be another source name's copy).
+    let twin = dst.join("d0").join("f000.txt");
+    fs::copy(src.join("d0").join("f000.txt"), &twin).unwrap();
+    set_mtime(&twin, 1_600_000_000);
     let (code, out, err) = run(&["copy", "--state", s(&state), "--json"]);
     assert_eq!(code, 4, "changed items make exit 4: {err}");
     let summary = json(&out);
-    assert_eq!(summary["changed"], 4, "{summary}");
+    assert_eq!(summary["changed"], 5, "{summary}");
     assert_eq!(summary["failed"], 0);
     assert!(!dst.join("f001.txt").exists(), "not copied blindly");
     assert_eq!(
@@ -185,6 +190,8 @@ fn items_that_changed_since_discovery_are_reported_not_copied() {
         "vanished",
         "appeared",
         "now a folder (a file at discovery)",
+        "d0/f000.txt",
+        "of the same size and mtime appeared",
     ] {
         assert!(out.contains(needle), "{needle} in {out}");
     }

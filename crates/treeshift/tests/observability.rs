@@ -54,6 +54,23 @@ fn the_state_file_keeps_the_run_logs_and_status_reports_failures() {
             .any(|l| l.contains("WARN") && l.contains("could not be listed") && l.contains("d1")),
         "{out}"
     );
+    // More processes append to the same log (approve ends on a log record,
+    // after its last event): one sequence goes on.
+    let (code, _, err) = run(&["approve", "--state", s(&state)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["retry", "--state", s(&state)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = run(&["logs", "--state", s(&state), "--json"]);
+    assert_eq!(code, 0);
+    let all: Vec<i64> = out
+        .lines()
+        .map(|l| json(l)["seq"].as_i64().unwrap())
+        .collect();
+    assert!(
+        all.windows(2).all(|w| w[0] < w[1]),
+        "one order across runs: {all:?}"
+    );
+    assert!(out.contains("retry sweep"), "{out}");
     let (code, out, _) = run(&["logs", "--state", s(&state), "--level", "warn", "--json"]);
     assert_eq!(code, 0);
     let lines: Vec<serde_json::Value> = out.lines().map(json).collect();
