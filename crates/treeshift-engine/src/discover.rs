@@ -142,11 +142,20 @@ fn check_roots(
 struct InFlight {
     count: Mutex<usize>,
     idle: Condvar,
+    /// The most tasks handed out at once since the last `peak` call.
+    most: AtomicU64,
 }
 
 impl InFlight {
     fn add(&self) {
-        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        *n += 1;
+        self.most.fetch_max(*n as u64, Ordering::Relaxed);
+    }
+
+    /// The peak since the last call (one round's), and starts a new one.
+    fn peak(&self) -> u64 {
+        self.most.swap(0, Ordering::Relaxed)
     }
 
     fn finish(&self) {
@@ -267,12 +276,17 @@ impl SideRunner<'_> {
                 return Err(e.into());
             }
             let elapsed = started.elapsed();
+            let secs = elapsed.as_secs_f64().max(1e-9);
+            let children = children_found.load(Ordering::Relaxed);
             let metrics = serde_json::json!({
+                "pending_at_start": pending,
                 "folders": leased,
-                "children": children_found.load(Ordering::Relaxed),
+                "children": children,
                 "elapsed_ms": elapsed.as_millis() as u64,
-                "folders_per_s": leased as f64 / elapsed.as_secs_f64().max(1e-9),
+                "folders_per_s": leased as f64 / secs,
+                "nodes_per_s": children as f64 / secs,
                 "workers": self.options.workers,
+                "max_in_flight": in_flight.peak(),
             });
             let done = self.store.seal_round(self.side, round, metrics)?;
             tracing::info!(side = %self.side, round, folders = leased, ms = elapsed.as_millis() as u64, done, "round sealed");

@@ -95,7 +95,27 @@ fn the_state_file_keeps_the_run_logs_and_status_reports_failures() {
         (Some("src"), Some("discovery"))
     );
     assert_eq!(latest["path"], "d1");
-    assert!(status["rounds"].as_array().unwrap().len() >= 2, "{status}");
+    let rounds = status["rounds"].as_array().unwrap();
+    assert!(rounds.len() >= 2, "{status}");
+    for key in [
+        "pending_at_start",
+        "folders",
+        "folders_per_s",
+        "nodes_per_s",
+        "max_in_flight",
+    ] {
+        assert!(
+            rounds.iter().all(|r| r["metrics"][key].is_number()),
+            "{key}: {status}"
+        );
+    }
+    // The latest source round 1 is the retry sweep's: d1 alone.
+    let round1 = rounds
+        .iter()
+        .find(|r| r["side"] == "src" && r["depth"] == 1)
+        .unwrap();
+    assert_eq!(round1["metrics"]["pending_at_start"], 1, "{round1}");
+    assert_eq!(round1["metrics"]["children"], 4, "{round1}");
     // Everything approved was copied: nothing left, whatever the rate.
     assert_eq!(status["estimate"]["files"], 0, "{status}");
 }
