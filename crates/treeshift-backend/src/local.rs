@@ -47,6 +47,75 @@ impl LocalBackend {
             self.root.join(OsStr::from_bytes(rel.as_bytes()))
         }
     }
+
+    /// A path the kernel accepts for `rel`: its absolute path, or, when that
+    /// is too long for one system call (PATH_MAX), the rest of it below an
+    /// open handle of an ancestor folder reached step by step, spelled
+    /// through `/proc/self/fd`. Deep trees then work like shallow ones.
+    fn sys(&self, rel: &RelPath, operation: &'static str) -> Result<SysPath, BackendError> {
+        let full = self.full_path(rel);
+        if full.as_os_str().len() < SHORT_ENOUGH {
+            return Ok(SysPath {
+                path: full,
+                _anchor: None,
+            });
+        }
+        let too_long = || {
+            let e = io::Error::from_raw_os_error(rustix::io::Errno::NAMETOOLONG.raw_os_error());
+            self.err(operation, rel, &e)
+        };
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let mut anchor = rustix::fs::open(&self.root, flags, Mode::empty())
+            .map_err(|e| self.err(operation, rel, &e.into()))?;
+        let mut rest = rel.as_bytes();
+        while rest.len() >= STEP {
+            let cut = rest[..STEP]
+                .iter()
+                .rposition(|&b| b == b'/')
+                .ok_or_else(too_long)?;
+            anchor = rustix::fs::openat(
+                &anchor,
+                OsStr::from_bytes(&rest[..cut]),
+                flags,
+                Mode::empty(),
+            )
+            .map_err(|e| self.err(operation, rel, &e.into()))?;
+            rest = &rest[cut + 1..];
+        }
+        let path = PathBuf::from(format!("/proc/self/fd/{}", anchor.as_raw_fd()))
+            .join(OsStr::from_bytes(rest));
+        Ok(SysPath {
+            path,
+            _anchor: Some(anchor),
+        })
+    }
+}
+
+/// Paths at least this long go through an ancestor's handle (PATH_MAX is
+/// 4096 including the terminating zero).
+const SHORT_ENOUGH: usize = 4000;
+
+/// The most bytes of a relative path resolved in one step below a handle.
+const STEP: usize = 3900;
+
+/// A path for one system call, and the folder handle it may go through
+/// (kept open for as long as the path is used).
+struct SysPath {
+    path: PathBuf,
+    _anchor: Option<rustix::fd::OwnedFd>,
+}
+
+impl AsRef<Path> for SysPath {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl std::ops::Deref for SysPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
 }
 
 impl Backend for LocalBackend {
@@ -67,8 +136,8 @@ impl Backend for LocalBackend {
     }
 
     fn list_children(&self, folder: &RelPath) -> Result<Children<'_>, BackendError> {
-        let dir = self.full_path(folder);
-        let read = fs::read_dir(&dir)
+        let dir = self.sys(folder, "list")?;
+        let read = fs::read_dir(&*dir)
             .map_err(|e| BackendError::from_io("list", folder.to_string(), &e))?;
         let folder = folder.clone();
         Ok(Box::new(read.filter_map(
@@ -80,7 +149,7 @@ impl Backend for LocalBackend {
     }
 
     fn stat(&self, path: &RelPath) -> Result<Option<Entry>, BackendError> {
-        match fs::symlink_metadata(self.full_path(path)) {
+        match fs::symlink_metadata(&*self.sys(path, "stat")?) {
             Ok(meta) => Ok(Some(entry_from_metadata(path.name().to_vec(), &meta))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err("stat", path, &e)),
@@ -93,7 +162,7 @@ impl Backend for LocalBackend {
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(self.full_path(path))
+            .open(&*self.sys(path, "open")?)
             .map_err(|e| self.err("open", path, &e))?;
         let meta = file.metadata().map_err(|e| self.err("stat", path, &e))?;
         if !meta.is_file() {
@@ -113,7 +182,7 @@ impl Backend for LocalBackend {
     }
 
     fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, BackendError> {
-        fs::read_link(self.full_path(path))
+        fs::read_link(&*self.sys(path, "read_link")?)
             .map(|t| t.into_os_string().into_encoded_bytes())
             .map_err(|e| self.err("read_link", path, &e))
     }
@@ -136,7 +205,7 @@ impl LocalBackend {
 
 impl Writable for LocalBackend {
     fn create_folder(&self, path: &RelPath) -> Result<(), BackendError> {
-        let full = self.full_path(path);
+        let full = self.sys(path, "create_folder")?;
         let made = if path.is_root() {
             fs::create_dir_all(&full)
         } else {
@@ -163,7 +232,7 @@ impl Writable for LocalBackend {
                     .create(true)
                     .truncate(true)
                     .mode(0o600)
-                    .open(self.full_path(temp))
+                    .open(&*self.sys(temp, "write")?)
                     .map_err(|e| self.err("write", temp, &e))?;
                 (file, Some(temp.clone()))
             }
@@ -187,9 +256,9 @@ impl Writable for LocalBackend {
         target: &[u8],
         mtime_ns: Option<i64>,
     ) -> Result<Staged, BackendError> {
-        let full = self.full_path(temp);
-        let _ = fs::remove_file(&full);
-        std::os::unix::fs::symlink(OsStr::from_bytes(target), &full)
+        let full = self.sys(temp, "symlink")?;
+        let _ = fs::remove_file(&*full);
+        std::os::unix::fs::symlink(OsStr::from_bytes(target), &*full)
             .map_err(|e| self.err("symlink", temp, &e))?;
         if let Some(ns) = mtime_ns {
             let times = Timestamps {
@@ -199,8 +268,8 @@ impl Writable for LocalBackend {
                 },
                 last_modification: timespec(ns),
             };
-            if let Err(e) = rustix::fs::utimensat(CWD, &full, &times, AtFlags::SYMLINK_NOFOLLOW) {
-                let _ = fs::remove_file(&full);
+            if let Err(e) = rustix::fs::utimensat(CWD, &*full, &times, AtFlags::SYMLINK_NOFOLLOW) {
+                let _ = fs::remove_file(&*full);
                 return Err(self.err("set_mtime", temp, &e.into()));
             }
         }
@@ -208,22 +277,22 @@ impl Writable for LocalBackend {
     }
 
     fn commit(&self, staged: Staged, path: &RelPath, replace: bool) -> Result<bool, BackendError> {
-        let to = self.full_path(path);
+        let to = self.sys(path, "link")?;
         match staged {
             Staged::Anonymous(file) => {
                 // Named through /proc: linkat never replaces, and needs no
                 // privilege (unlike AT_EMPTY_PATH).
                 let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-                match rustix::fs::linkat(CWD, &proc_path, CWD, &to, AtFlags::SYMLINK_FOLLOW) {
+                match rustix::fs::linkat(CWD, &proc_path, CWD, &*to, AtFlags::SYMLINK_FOLLOW) {
                     Ok(()) => Ok(true),
                     Err(rustix::io::Errno::EXIST) if !replace => Ok(false),
                     Err(e) => Err(self.err("link", path, &e.into())),
                 }
             }
             Staged::Named(temp) => {
-                let from = self.full_path(&temp);
+                let from = self.sys(&temp, "rename")?;
                 let placed = if replace {
-                    fs::rename(&from, &to).map(|()| true)
+                    fs::rename(&*from, &*to).map(|()| true)
                 } else {
                     rename_noreplace(&from, &to)
                 };
@@ -253,7 +322,7 @@ impl Writable for LocalBackend {
     }
 
     fn remove_temp(&self, temp: &RelPath) -> Result<(), BackendError> {
-        match fs::remove_file(self.full_path(temp)) {
+        match fs::remove_file(&*self.sys(temp, "remove_temp")?) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.err("remove_temp", temp, &e)),
@@ -261,21 +330,16 @@ impl Writable for LocalBackend {
     }
 
     fn move_aside(&self, path: &RelPath, to: &RelPath) -> Result<(), BackendError> {
-        rustix::fs::renameat_with(
-            CWD,
-            self.full_path(path),
-            CWD,
-            self.full_path(to),
-            RenameFlags::NOREPLACE,
-        )
-        .map_err(|e| self.err("move_aside", path, &e.into()))
+        let (from, to) = (self.sys(path, "move_aside")?, self.sys(to, "move_aside")?);
+        rustix::fs::renameat_with(CWD, &*from, CWD, &*to, RenameFlags::NOREPLACE)
+            .map_err(|e| self.err("move_aside", path, &e.into()))
     }
 
     fn remove(&self, path: &RelPath) -> Result<(), BackendError> {
-        let full = self.full_path(path);
-        let removed = match fs::symlink_metadata(&full) {
-            Ok(m) if m.is_dir() => fs::remove_dir_all(&full),
-            Ok(_) => fs::remove_file(&full),
+        let full = self.sys(path, "remove")?;
+        let removed = match fs::symlink_metadata(&*full) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&*full),
+            Ok(_) => fs::remove_file(&*full),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         };
@@ -283,7 +347,7 @@ impl Writable for LocalBackend {
     }
 
     fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> Result<(), BackendError> {
-        File::open(self.full_path(path))
+        File::open(&*self.sys(path, "set_mtime")?)
             .and_then(|f| f.set_modified(system_time(mtime_ns)))
             .map_err(|e| self.err("set_mtime", path, &e))
     }
@@ -296,9 +360,9 @@ impl LocalBackend {
         if self.no_tmpfile.load(Ordering::Relaxed) {
             return None;
         }
-        let dir = self.full_path(&temp.parent());
+        let dir = self.sys(&temp.parent(), "write").ok()?;
         let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
-        match rustix::fs::openat(CWD, &dir, flags, Mode::from_raw_mode(0o600)) {
+        match rustix::fs::openat(CWD, &*dir, flags, Mode::from_raw_mode(0o600)) {
             Ok(fd) => Some(File::from(fd)),
             Err(
                 rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL,
@@ -549,5 +613,47 @@ mod tests {
             w.move_aside(&f, &aside).is_err(),
             "an aside name is never replaced"
         );
+    }
+
+    #[test]
+    fn paths_past_path_max_work_like_short_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        fs::create_dir(&src).unwrap();
+        let (s, d) = (LocalBackend::new(&src), LocalBackend::new(&dst));
+        let w = d.writer().unwrap();
+        w.create_folder(&RelPath::root()).unwrap();
+        // 30 folders of 200 bytes: a 6,000-byte path, made through the
+        // backend itself on the destination.
+        let segment = vec![b's'; 200];
+        let mut deep = RelPath::root();
+        for _ in 0..30 {
+            deep = deep.join(&segment);
+            w.create_folder(&deep).unwrap();
+        }
+        assert!(d.full_path(&deep).as_os_str().len() > 6000);
+        fs::write(src.join("f"), b"deep data").unwrap();
+        let file = deep.join(b"f");
+        let temp = deep.join(b".t");
+        let mut source = s.open_read(&RelPath::from_bytes(b"f".to_vec())).unwrap();
+        let (staged, n) = w.write_temp(&temp, &mut source, false).unwrap();
+        assert_eq!(n, 9);
+        assert!(w.commit(staged, &file, false).unwrap());
+        let listed = names(&d, &deep);
+        assert_eq!(listed, vec![(b"f".to_vec(), Kind::File)]);
+        assert_eq!(d.stat(&file).unwrap().unwrap().size, 9);
+        w.set_mtime(&file, 1_000_000_000_000_000_000).unwrap();
+        assert_eq!(
+            d.stat(&file).unwrap().unwrap().mtime_ns,
+            Some(1_000_000_000_000_000_000)
+        );
+        let mut back = Vec::new();
+        match d.open_read(&file).unwrap().reader {
+            Reader::File(mut f) => io::Read::read_to_end(&mut f, &mut back).unwrap(),
+            Reader::Stream(_) => unreachable!("local files are files"),
+        };
+        assert_eq!(back, b"deep data");
+        w.remove(&deep.parent().parent()).unwrap();
+        assert_eq!(d.stat(&deep).unwrap(), None);
     }
 }
