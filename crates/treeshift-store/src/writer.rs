@@ -801,15 +801,18 @@ impl Writer {
         depth: u32,
         metrics: &serde_json::Value,
     ) -> Result<bool, StoreError> {
-        let buf = std::mem::take(&mut self.buf);
+        // The round's last appends commit first, as any batch does: rows
+        // not yet committed stay in memory for the whole transaction, and
+        // the comparison needs that memory for its hash tables.
+        let started = Instant::now();
+        self.flush()?;
+        let appended = started.elapsed();
+        tracing::debug!(%side, depth, ms = appended.as_millis() as u64, "seal: appended");
         let base = self.next_seq;
         let metrics = metrics.to_string();
-        // One transaction: the round's last appends, its comparison, its
-        // statistics and its marker land together or not at all.
-        let started = Instant::now();
+        // One transaction: the round's comparison, its statistics and its
+        // marker land together or not at all.
         let (done, used) = self.in_transaction("seal a round", |conn| {
-            append_buffered(conn, &buf)?;
-            let appended = started.elapsed();
             let used = match side {
                 Side::Src => {
                     replace_depth_stats(conn, Side::Src, depth + 1)?;
