@@ -31,6 +31,7 @@ fn run_with(
         src: src.describe(),
         dst: dst.describe(),
         filter: filter.clone(),
+        dst_case_insensitive: false,
     };
     let (store, _) =
         Store::open(&dir.path().join("s.duckdb"), OpenMode::CreateOrResume(spec)).unwrap();

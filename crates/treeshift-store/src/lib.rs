@@ -44,6 +44,10 @@ pub struct MigrationSpec {
     pub dst: String,
     /// The filter rules discovery runs with (part of the approved plan).
     pub filter: FilterSpec,
+    /// The destination holds names that differ only in letter case as one:
+    /// of such source siblings only the first (by bytes) is planned, the
+    /// others are excluded with the reason.
+    pub dst_case_insensitive: bool,
 }
 
 /// A folder to list: leased from the store, handed back with its children.

@@ -8,6 +8,7 @@ fn spec(dst: &str) -> MigrationSpec {
         src: "sim:a".into(),
         dst: dst.into(),
         filter: Default::default(),
+        dst_case_insensitive: false,
     }
 }
 

@@ -370,6 +370,20 @@ impl Writer {
         if recorded.dst != spec.dst {
             return Err(mismatch("destination", recorded.dst, spec.dst.clone()));
         }
+        if recorded.dst_case_insensitive != spec.dst_case_insensitive {
+            let says = |on: bool| {
+                if on {
+                    "case-insensitive"
+                } else {
+                    "case-sensitive"
+                }
+            };
+            return Err(mismatch(
+                "destination case rule",
+                says(recorded.dst_case_insensitive).into(),
+                says(spec.dst_case_insensitive).into(),
+            ));
+        }
         if recorded.filter != spec.filter {
             let rules = |f: &FilterSpec| f.rules().join(", ");
             return Err(mismatch(
@@ -382,7 +396,11 @@ impl Writer {
     }
 
     fn create(&mut self, spec: &MigrationSpec) -> Result<(), StoreError> {
-        let settings = serde_json::json!({ "filter": spec.filter }).to_string();
+        let settings = serde_json::json!({
+            "filter": spec.filter,
+            "dst_case_insensitive": spec.dst_case_insensitive,
+        })
+        .to_string();
         self.in_transaction("create the schema", |conn| {
             conn.execute_batch(CREATE)?;
             conn.execute(
@@ -573,7 +591,13 @@ impl Writer {
             path: self.path.clone(),
             detail: format!("unreadable filter settings: {e}"),
         })?;
-        Ok(MigrationSpec { src, dst, filter })
+        let dst_case_insensitive = settings["dst_case_insensitive"].as_bool().unwrap_or(false);
+        Ok(MigrationSpec {
+            src,
+            dst,
+            filter,
+            dst_case_insensitive,
+        })
     }
 
     pub(crate) fn set_phase(&mut self, phase: &str) -> Result<(), StoreError> {
@@ -810,13 +834,19 @@ impl Writer {
         tracing::debug!(%side, depth, ms = appended.as_millis() as u64, "seal: appended");
         let base = self.next_seq;
         let metrics = metrics.to_string();
+        let case_folding = side == Side::Src && self.migration()?.dst_case_insensitive;
         // One transaction: the round's comparison, its statistics and its
         // marker land together or not at all.
         let (done, used) = self.in_transaction("seal a round", |conn| {
             let used = match side {
                 Side::Src => {
+                    let used = if case_folding {
+                        exclude_case_clashes(conn, depth + 1, base)?
+                    } else {
+                        0
+                    };
                     replace_depth_stats(conn, Side::Src, depth + 1)?;
-                    0
+                    used
                 }
                 Side::Dst => {
                     let used = compare_round(conn, depth, base)?;
@@ -1137,6 +1167,27 @@ fn compare_round(conn: &Connection, depth: u32, base: i64) -> Result<i64, duckdb
     )? as i64;
     conn.execute_batch("DROP TABLE seal_src")?;
     Ok(src_events + dst_events)
+}
+
+/// For a case-insensitive destination: among source siblings at `depth`
+/// whose names differ only in ASCII letter case, keeps the first (by
+/// bytes) and excludes the others with the reason, before anything is
+/// compared or listed under them. Returns the sequence numbers used.
+fn exclude_case_clashes(conn: &Connection, depth: u32, base: i64) -> Result<i64, duckdb::Error> {
+    let excluded = conn.execute(
+        &format!(
+            "INSERT INTO src_status_events \
+             SELECT {base} - 1 + row_number() OVER (), id, {depth}, 'compare', 'excluded', \
+                    'dst-case-clash: one name on the destination with ' || keeper::VARCHAR, 1, now() \
+             FROM (SELECT id, rel_path, first_value(rel_path) OVER \
+                     (PARTITION BY parent_id, lower(rel_path::VARCHAR) ORDER BY rel_path) AS keeper \
+                   FROM src_nodes WHERE depth = {depth} AND id NOT IN \
+                     (SELECT node_id FROM src_status_events WHERE depth = {depth} AND phase = 'compare')) \
+             WHERE rel_path <> keeper"
+        ),
+        [],
+    )?;
+    Ok(excluded as i64)
 }
 
 /// Statistic keys kept per side and depth.

@@ -212,6 +212,12 @@ pub struct DiscoverArgs {
     /// The filter rules.
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// The destination holds names that differ only in letter case as one
+    /// (SMB and NTFS shares, APFS by default, casefolded ext4 folders): of
+    /// such source siblings only the first is planned, the others are
+    /// excluded with the reason. Recorded in the state file.
+    #[arg(long)]
+    pub dst_case_insensitive: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,

@@ -141,14 +141,29 @@ fn with_store<T>(
     mode: OpenMode,
     f: impl FnOnce(&StoreHandle) -> Result<T>,
 ) -> Result<T> {
+    open_store(path, mode, true, f)
+}
+
+/// Like `with_store`; `keep_logs` decides whether this command's own log
+/// records go to the file (reading logs must not write any).
+fn open_store<T>(
+    path: &Path,
+    mode: OpenMode,
+    keep_logs: bool,
+    f: impl FnOnce(&StoreHandle) -> Result<T>,
+) -> Result<T> {
     let (store, resumed) = Store::open(path, mode)?;
     let logs = logging::table();
-    logs.attach(store.handle());
+    if keep_logs {
+        logs.attach(store.handle());
+    }
     if resumed {
         tracing::debug!(state = %path.display(), "resuming from the state file");
     }
     let result = f(&store.handle());
-    logs.detach();
+    if keep_logs {
+        logs.detach();
+    }
     let closed = store.close();
     let value = result?;
     closed.context("closing the state file")?;
@@ -246,6 +261,7 @@ fn discovery_setup(args: &DiscoverArgs) -> Result<DiscoverySetup> {
         src: src.describe(),
         dst: dst.describe(),
         filter: spec,
+        dst_case_insensitive: args.dst_case_insensitive,
     };
     Ok(DiscoverySetup {
         filter,
@@ -517,6 +533,7 @@ fn status(args: StatusArgs) -> Result<Exit> {
         value["src_location"] = migration.src.into();
         value["dst_location"] = migration.dst.into();
         value["filter"] = serde_json::to_value(&migration.filter)?;
+        value["dst_case_insensitive"] = migration.dst_case_insensitive.into();
         value["approval"] = serde_json::to_value(&approval)?;
         value["copy"] = serde_json::to_value(&copied)?;
         value["verify"] = serde_json::to_value(&verified)?;
@@ -528,6 +545,9 @@ fn status(args: StatusArgs) -> Result<Exit> {
         println!("migration: {} -> {}", migration.src, migration.dst);
         if !migration.filter.is_empty() {
             println!("filters:   {}", migration.filter.rules().join(", "));
+        }
+        if migration.dst_case_insensitive {
+            println!("names:     the destination is case-insensitive (case clashes are excluded)");
         }
         println!("phase:     {phase}");
         output::print_summary(&summary, &args.state);
@@ -586,7 +606,7 @@ fn logs(args: LogsArgs) -> Result<Exit> {
     let mut after = 0;
     let mut told_busy = false;
     loop {
-        let read = with_store_quietly(&args.state, |h| {
+        let read = open_store(&args.state, OpenMode::Existing, false, |h| {
             let mut batch = h.logs(after, level, 10_000)?;
             while !batch.is_empty() {
                 for entry in &batch {
@@ -627,15 +647,4 @@ fn is_in_use(e: &anyhow::Error) -> bool {
         e.downcast_ref::<StoreError>(),
         Some(StoreError::InUse { .. })
     )
-}
-
-/// Like `with_store`, without sending this command's own log records to the
-/// file (reading logs must not write any).
-fn with_store_quietly<T>(path: &Path, f: impl FnOnce(&StoreHandle) -> Result<T>) -> Result<T> {
-    let (store, _) = Store::open(path, OpenMode::Existing)?;
-    let result = f(&store.handle());
-    let closed = store.close();
-    let value = result?;
-    closed.context("closing the state file")?;
-    Ok(value)
 }

@@ -162,3 +162,70 @@ fn the_rules_belong_to_the_state_file_and_bad_values_are_usage_errors() {
         assert!(!other.exists(), "no state file for a usage error");
     }
 }
+
+#[test]
+fn names_that_clash_on_a_case_insensitive_destination_are_found_at_discovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    file(&src.join("Case.txt"), 10, RECENT);
+    file(&src.join("case.txt"), 20, RECENT);
+    file(&src.join("Dir").join("a"), 30, RECENT);
+    file(&src.join("dir").join("b"), 40, RECENT);
+    file(&src.join("other.txt"), 50, RECENT);
+    let dst = dir.path().join("dst");
+    let state = dir.path().join("s.duckdb");
+    let (code, out, err) = run(&[
+        "migrate",
+        s(&src),
+        s(&dst),
+        "--state",
+        s(&state),
+        "--yes",
+        "--dst-case-insensitive",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["discovery"]["excluded"], 2, "{out}");
+    let (_, out, _) = run(&[
+        "review",
+        "--state",
+        s(&state),
+        "--status",
+        "excluded",
+        "--format",
+        "csv",
+    ]);
+    let mut rows: Vec<&str> = out.lines().skip(1).collect();
+    rows.sort();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(
+        rows[0].contains(",case.txt,")
+            && rows[0].contains("dst-case-clash")
+            && rows[0].contains("Case.txt"),
+        "{out}"
+    );
+    assert!(
+        rows[1].contains(",dir,") && rows[1].contains("Dir"),
+        "{out}"
+    );
+    // Only the first of each clash was copied; nothing under the other.
+    let copied: Vec<Vec<u8>> = snapshot(&dst).into_keys().collect();
+    let expected: Vec<&[u8]> = vec![b"Case.txt", b"Dir", b"Dir/a", b"other.txt"];
+    assert_eq!(copied, expected);
+
+    // The rule belongs to the state file; without it nothing clashes.
+    let (code, _, err) = run(&["discover", s(&src), s(&dst), "--state", s(&state)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("destination case rule"), "{err}");
+    let plain = dir.path().join("plain.duckdb");
+    let (code, out, err) = run(&[
+        "discover",
+        s(&src),
+        s(&dir.path().join("d2")),
+        "--state",
+        s(&plain),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["excluded"], 0);
+}

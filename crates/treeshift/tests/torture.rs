@@ -773,7 +773,7 @@ fn many_in_one_folder(mode: &mut Mode, dir: &Path) -> Row {
 fn case_insensitive_destination(_mode: &mut Mode, _dir: &Path) -> Row {
     let mut row = Row::new("names: case clash, case-insensitive dst");
     row.skipped = true;
-    row.note = "no case-insensitive file system here (the kernel lacks CONFIG_UNICODE: no casefold on tmpfs or ext4)".into();
+    row.note = "no case-insensitive file system here (the kernel lacks CONFIG_UNICODE: no casefold on tmpfs or ext4); discovery's --dst-case-insensitive is tested in tests/filters.rs".into();
     row
 }
 
