@@ -150,13 +150,12 @@ pub fn copy(
             Ok(store.flush()?)
         },
         |t| {
-            if t.action == Action::Quarantine {
-                let event = copier.item(t, |t| copier.quarantine(t))?;
-                progress.file_done(0);
-                return Ok(event);
-            }
-            let event = copier.item(t, |t| copier.file(t))?;
-            progress.file_done(t.size);
+            // A quarantine move copies no bytes.
+            let (event, bytes) = match t.action {
+                Action::Quarantine => (copier.item(t, |t| copier.quarantine(t))?, 0),
+                _ => (copier.item(t, |t| copier.file(t))?, t.size),
+            };
+            progress.file_done(bytes);
             Ok(event)
         },
         commit,

@@ -621,8 +621,8 @@ fn hostile_tree(mode: &mut Mode, dir: &Path) -> Row {
     ]);
     let reported = (failed.lines().count() + copy_failed.lines().count()).saturating_sub(2);
     // Down to a depth whose paths stay under PATH_MAX, everything arrives.
-    let want = snapshot_shallow(&src, SHALLOW);
-    let have = snapshot_shallow(&dst, SHALLOW);
+    let want = util::snapshot_within(&src, SHALLOW);
+    let have = util::snapshot_within(&dst, SHALLOW);
     row.lost += want
         .iter()
         .filter(|(k, v)| have.get(*k) != Some(*v))
@@ -641,7 +641,11 @@ fn hostile_tree(mode: &mut Mode, dir: &Path) -> Row {
     row.check(around.len() == 2, || {
         format!("something escaped next to dst: {around:?}")
     });
-    row.partial += temporaries_shallow(&dst);
+    // A source name shaped like our temporaries is not one of them.
+    row.partial += util::temporaries_within(&dst, SHALLOW)
+        .iter()
+        .filter(|p| !p.ends_with(b".treeshift-7.tmp"))
+        .count() as u64;
     row.note = format!(
         "{} names and a {}-byte path, all copied and verified",
         names.len() * 2,
@@ -693,51 +697,6 @@ fn make_deep(top: &Path, segment: &str, levels: usize) {
     )
     .unwrap();
     rustix::io::write(&file, b"bottom").unwrap();
-}
-
-/// Like `snapshot`, but only `max_depth` levels deep (paths stay below
-/// PATH_MAX).
-fn snapshot_shallow(root: &Path, max_depth: usize) -> BTreeMap<Vec<u8>, (bool, Vec<u8>)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![(root.to_path_buf(), 0usize)];
-    while let Some((dir, depth)) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let entry = entry.unwrap();
-            let path = entry.path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
-            let is_dir = entry.file_type().unwrap().is_dir();
-            let content = if is_dir {
-                Vec::new()
-            } else {
-                fs::read(&path).unwrap_or_default()
-            };
-            if is_dir && depth + 1 < max_depth {
-                stack.push((path.clone(), depth + 1));
-            }
-            out.insert(rel, (is_dir, content));
-        }
-    }
-    out
-}
-
-fn temporaries_shallow(root: &Path) -> u64 {
-    snapshot_shallow(root, SHALLOW)
-        .keys()
-        .filter(|p| {
-            let name = p.rsplit(|&b| b == b'/').next().unwrap_or(p);
-            name.starts_with(b".treeshift-")
-                && name.ends_with(b".tmp")
-                && name != b".treeshift-7.tmp"
-        })
-        .count() as u64
 }
 
 fn many_in_one_folder(mode: &mut Mode, dir: &Path) -> Row {

@@ -156,11 +156,17 @@ pub struct Node {
 /// restores them, but an interrupted one may not have yet). Fifos and
 /// sockets are listed as `special` without content.
 pub fn snapshot(root: &Path) -> std::collections::BTreeMap<Vec<u8>, Node> {
+    snapshot_within(root, usize::MAX)
+}
+
+/// Like `snapshot`, but only `max_depth` levels deep (so paths can stay
+/// below PATH_MAX in a tree that goes deeper).
+pub fn snapshot_within(root: &Path, max_depth: usize) -> std::collections::BTreeMap<Vec<u8>, Node> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
     let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
+    let mut stack = vec![(root.to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let entry = entry.unwrap();
             let path = entry.path();
@@ -173,7 +179,9 @@ pub fn snapshot(root: &Path) -> std::collections::BTreeMap<Vec<u8>, Node> {
                 .to_vec();
             let ft = meta.file_type();
             let (kind, content, size, mtime_s) = if ft.is_dir() {
-                stack.push(path.clone());
+                if depth + 1 < max_depth {
+                    stack.push((path.clone(), depth + 1));
+                }
                 ("folder", Vec::new(), 0, 0)
             } else if ft.is_file() {
                 let data = std::fs::read(&path).unwrap();
@@ -212,7 +220,12 @@ fn fnv(data: &[u8]) -> u64 {
 
 /// Paths under `root` that look like a copy's temporary files.
 pub fn temporaries(root: &Path) -> Vec<Vec<u8>> {
-    snapshot(root)
+    temporaries_within(root, usize::MAX)
+}
+
+/// Like `temporaries`, only `max_depth` levels deep.
+pub fn temporaries_within(root: &Path, max_depth: usize) -> Vec<Vec<u8>> {
+    snapshot_within(root, max_depth)
         .into_keys()
         .filter(|p| {
             let name = p.rsplit(|&b| b == b'/').next().unwrap_or(p);
