@@ -125,7 +125,7 @@ impl<T> Context<T> for Result<T, duckdb::Error> {
             let mut context = what.into();
             if source.to_string().contains("Out of Memory") {
                 context.push_str(
-                    " (the state store ran out of its memory limit: set TREESHIFT_DB_MEMORY, e.g. 256MB, and run the command again)",
+                    " (the state store ran out of its memory limit: set TREESHIFT_DB_MEMORY to more, e.g. 1GB, and run the command again)",
                 );
             }
             StoreError::Db {

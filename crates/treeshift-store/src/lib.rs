@@ -25,10 +25,12 @@ mod writer;
 pub use error::StoreError;
 pub use schema::SCHEMA_VERSION;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 use treeshift_core::{
     Action, Approval, CopyStatus, CopySummary, Entry, Extras, FilterSpec, Kind, Policy, RelPath,
     Side, Status, Summary, VerifyStatus, VerifySummary,
@@ -375,6 +377,8 @@ pub struct Store {
 pub struct StoreHandle {
     tx: Sender<Request>,
     fault: Arc<Mutex<Option<String>>>,
+    /// Set when the store thread has ended, however it ended.
+    ended: Arc<AtomicBool>,
     path: Arc<PathBuf>,
 }
 
@@ -392,6 +396,8 @@ pub enum OpenMode {
 /// Rows the channel to the store thread holds at most (each message carries
 /// up to a few thousand children), bounding memory when storage is slow.
 const CHANNEL_CAPACITY: usize = 16;
+/// How often a caller waiting for the store thread checks that it still runs.
+const ENDED_POLL: Duration = Duration::from_millis(100);
 
 impl Store {
     /// Opens (or creates) the state file at `path` and starts its thread.
@@ -401,10 +407,15 @@ impl Store {
         let (ready_tx, ready_rx) = bounded(1);
         let fault = Arc::new(Mutex::new(None));
         let thread_fault = Arc::clone(&fault);
+        let ended = Arc::new(AtomicBool::new(false));
+        let thread_ended = EndedGuard(Arc::clone(&ended));
         let owned_path = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("treeshift-store".into())
-            .spawn(move || run(owned_path, mode, rx, ready_tx, thread_fault))
+            .spawn(move || {
+                let _ended = thread_ended;
+                run(owned_path, mode, rx, ready_tx, thread_fault)
+            })
             .map_err(|e| StoreError::Thread(e.to_string()))?;
         let resumed = match ready_rx.recv() {
             Ok(Ok(resumed)) => resumed,
@@ -422,6 +433,7 @@ impl Store {
         let handle = StoreHandle {
             tx,
             fault,
+            ended,
             path: Arc::new(path.to_path_buf()),
         };
         Ok((
@@ -457,6 +469,15 @@ impl Drop for Store {
     }
 }
 
+/// Marks the store thread as ended when dropped (also on a panic).
+struct EndedGuard(Arc<AtomicBool>);
+
+impl Drop for EndedGuard {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 fn run(
     path: PathBuf,
     mode: OpenMode,
@@ -475,8 +496,14 @@ fn run(
         }
     };
     if let Err(e) = writer.serve(&rx) {
-        tracing::error!(error = %e, "state store stopped");
-        *fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        // Not logged as an error: every caller gets it from now on, and
+        // the command reports it once.
+        tracing::debug!(error = %e, "state store stopped");
+        let cause = match e {
+            StoreError::Stopped(cause) => cause,
+            e => e.to_string(),
+        };
+        *fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(cause);
     }
 }
 
@@ -508,7 +535,19 @@ impl StoreHandle {
         self.send(Request::Call(Box::new(move |w| {
             let _ = tx.send(f(w));
         })))?;
-        rx.recv().map_err(|_| self.stopped())?
+        // A call queued when the thread stopped (after a failed commit) is
+        // never run, and its reply sender stays queued with it: stop
+        // waiting once the thread has ended.
+        loop {
+            match rx.recv_timeout(ENDED_POLL) {
+                Ok(reply) => return reply,
+                Err(RecvTimeoutError::Timeout) if self.ended.load(Ordering::Acquire) => {
+                    return rx.try_recv().unwrap_or_else(|_| Err(self.stopped()));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(self.stopped()),
+            }
+        }
     }
 
     /// The migration this file holds.

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -34,6 +34,10 @@ struct SinkState {
     dropped: u64,
     store: Option<StoreHandle>,
     flusher: Option<std::thread::JoinHandle<()>>,
+    /// Dropped to wake the flusher at once when the sink detaches (a
+    /// sleeping flusher made every command wait up to `FLUSH_EVERY` at
+    /// its end).
+    wake: Option<mpsc::Sender<()>>,
 }
 
 static TABLE: OnceLock<Arc<TableSink>> = OnceLock::new();
@@ -60,11 +64,11 @@ impl TableSink {
     /// Starts sending records to `store` (the state file just opened).
     pub fn attach(self: &Arc<Self>, store: StoreHandle) {
         let sink = Arc::clone(self);
+        let (wake, woken) = mpsc::channel::<()>();
         let flusher = std::thread::Builder::new()
             .name("treeshift-logs".into())
             .spawn(move || {
-                loop {
-                    std::thread::sleep(FLUSH_EVERY);
+                while let Err(mpsc::RecvTimeoutError::Timeout) = woken.recv_timeout(FLUSH_EVERY) {
                     if !sink.flush() {
                         return;
                     }
@@ -74,6 +78,7 @@ impl TableSink {
         let mut state = self.lock();
         state.store = Some(store);
         state.flusher = flusher;
+        state.wake = Some(wake);
     }
 
     /// Sends what is pending; false once detached.
@@ -106,6 +111,7 @@ impl TableSink {
         let flusher = {
             let mut state = self.lock();
             state.store = None;
+            state.wake = None;
             state.flusher.take()
         };
         if let Some(f) = flusher {
