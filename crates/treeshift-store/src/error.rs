@@ -114,6 +114,11 @@ pub enum StoreError {
     Thread(String),
 }
 
+/// Whether DuckDB ran out of its memory limit.
+pub(crate) fn is_out_of_memory(e: &duckdb::Error) -> bool {
+    e.to_string().contains("Out of Memory")
+}
+
 /// Adds what the store was doing to a database error.
 pub(crate) trait Context<T> {
     fn context(self, what: impl Into<String>) -> Result<T, StoreError>;
@@ -123,7 +128,7 @@ impl<T> Context<T> for Result<T, duckdb::Error> {
     fn context(self, what: impl Into<String>) -> Result<T, StoreError> {
         self.map_err(|source| {
             let mut context = what.into();
-            if source.to_string().contains("Out of Memory") {
+            if is_out_of_memory(&source) {
                 context.push_str(
                     " (the state store ran out of its memory limit: set TREESHIFT_DB_MEMORY to more, e.g. 1GB, and run the command again)",
                 );

@@ -1,7 +1,7 @@
 //! The store thread: owns the DuckDB connection, buffers appends, runs the
 //! set-based statements (round seals, pulls, summaries, reviews).
 
-use crate::error::Context;
+use crate::error::{Context, is_out_of_memory};
 use crate::schema::{CREATE, FOLDER, SCHEMA_VERSION};
 use crate::{
     ChildRecord, Failure, FolderTask, LogRecord, MigrationSpec, OpenMode, ReviewItem, ReviewSelect,
@@ -588,9 +588,7 @@ impl Writer {
             if self.stopping {
                 return Ok(());
             }
-            if let Some(why) = &self.commit_failed {
-                return Err(StoreError::Stopped(why.clone()));
-            }
+            self.no_failed_commit()?;
             let due = self
                 .buf
                 .since
@@ -604,11 +602,17 @@ impl Writer {
     /// Commits what is buffered and checkpoints the file; the thread then ends.
     pub(crate) fn shutdown(&mut self) -> Result<(), StoreError> {
         self.stopping = true;
-        if let Some(why) = &self.commit_failed {
-            return Err(StoreError::Stopped(why.clone()));
-        }
+        self.no_failed_commit()?;
         self.flush()?;
         self.conn.execute_batch("CHECKPOINT").context("checkpoint")
+    }
+
+    /// Refuses to go on after a failed commit (see `commit_failed`).
+    fn no_failed_commit(&self) -> Result<(), StoreError> {
+        match &self.commit_failed {
+            Some(why) => Err(StoreError::Stopped(why.clone())),
+            None => Ok(()),
+        }
     }
 
     fn take_seq(&mut self) -> i64 {
@@ -874,7 +878,7 @@ impl Writer {
                    AND n.id NOT IN (SELECT node_id FROM src_status_events WHERE depth = {n} \
                                     AND phase = 'compare' AND status = 'excluded') \
                  ORDER BY n.id",
-                ll = latest_listing(side, depth)
+                ll = latest_listing(side, Some(depth))
             ),
             // A dst folder is listed only when it pairs with a src folder
             // (its comparison said `same`) that was itself listed: a failed
@@ -893,7 +897,7 @@ impl Writer {
                  WHERE d.depth = {n} AND d.kind = {FOLDER} AND (ll.st IS NULL OR ll.st = 'requeued') \
                    AND d.rel_path IN (SELECT rel_path FROM src_listed) \
                  ORDER BY d.id",
-                ll = latest_listing(side, depth)
+                ll = latest_listing(side, Some(depth))
             ),
         };
         // A temp table: nothing goes to the file, so no transaction needed.
@@ -1196,12 +1200,13 @@ impl Writer {
 }
 
 /// A CTE `ll`: the latest `list` event (status, attempt) of each folder of
-/// `side` at `depth`. A folder is pending when it has none, or when a retry
-/// sweep re-queued it after it failed.
-fn latest_listing(side: Side, depth: u32) -> String {
+/// `side` at `depth` (or at every depth). A folder is pending when it has
+/// none, or when a retry sweep re-queued it after it failed.
+pub(super) fn latest_listing(side: Side, depth: Option<u32>) -> String {
+    let at_depth = depth.map_or(String::new(), |d| format!("depth = {d} AND "));
     format!(
         "ll AS (SELECT node_id, arg_max(status, seq) AS st, arg_max(attempt, seq) AS attempt \
-         FROM {side}_status_events WHERE depth = {depth} AND phase = 'list' GROUP BY node_id)"
+         FROM {side}_status_events WHERE {at_depth}phase = 'list' GROUP BY node_id)"
     )
 }
 
@@ -1412,10 +1417,6 @@ fn memory_limit() -> (String, Option<u64>) {
         Ok(v) if !v.trim().is_empty() => (v, None),
         _ => (format!("{MEMORY_START_MB}MB"), Some(MEMORY_START_MB)),
     }
-}
-
-fn is_out_of_memory(e: &duckdb::Error) -> bool {
-    e.to_string().contains("Out of Memory")
 }
 
 /// Turns DuckDB's open errors into something a user can act on.

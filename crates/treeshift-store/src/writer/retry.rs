@@ -1,7 +1,7 @@
 //! Retry sweeps of discovery: folders whose listing failed are queued
 //! again, and the rounds from the shallowest of them are reopened.
 
-use super::{EventRow, Writer, append_buffered, ix};
+use super::{EventRow, Writer, append_buffered, ix, latest_listing};
 use crate::error::Context;
 use crate::{FoldersRequeued, StoreError};
 use treeshift_core::{RelPath, Side};
@@ -50,10 +50,9 @@ impl Writer {
         for side in [Side::Src, Side::Dst] {
             let failed = self.failed_items(
                 &format!(
-                    "SELECT n.id, n.depth, n.rel_path, e.attempt FROM {side}_nodes n JOIN \
-                     (SELECT node_id, arg_max(status, seq) AS st, arg_max(attempt, seq) AS attempt \
-                      FROM {side}_status_events WHERE phase = 'list' GROUP BY node_id) e \
-                     ON e.node_id = n.id WHERE e.st = 'failed' ORDER BY n.depth, n.id"
+                    "WITH {ll} SELECT n.id, n.depth, n.rel_path, ll.attempt FROM {side}_nodes n \
+                     JOIN ll ON ll.node_id = n.id WHERE ll.st = 'failed' ORDER BY n.depth, n.id",
+                    ll = latest_listing(side, None)
                 ),
                 prefix,
             )?;
