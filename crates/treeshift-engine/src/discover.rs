@@ -263,12 +263,17 @@ impl SideRunner<'_> {
                 let batch = self.store.pull(self.side, after, self.options.pull_batch)?;
                 let Some(last) = batch.last() else { break };
                 after = last.id;
+                // A short batch is the frontier's last: no empty pull to end it.
+                let last_batch = batch.len() < self.options.pull_batch;
                 for task in batch {
                     in_flight.add();
                     leased += 1;
                     if task_tx.send(task).is_err() {
                         in_flight.finish();
                     }
+                }
+                if last_batch {
+                    break;
                 }
             }
             in_flight.wait_idle();
