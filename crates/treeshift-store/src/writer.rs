@@ -1432,17 +1432,19 @@ fn side_done_after(conn: &Connection, side: Side, depth: u32) -> Result<bool, du
         }
         // The dst is done once the src is done, no src node lies deeper than
         // the depth just compared, and no dst folder there waits to be listed.
-        Side::Dst => conn.query_row(
-            &format!(
-                "SELECT (SELECT count(*) FROM meta WHERE key = 'src_done') > 0 \
-                 AND NOT EXISTS (SELECT 1 FROM src_nodes WHERE depth > {n1}) \
-                 AND NOT EXISTS (SELECT 1 FROM dst_nodes d JOIN dst_status_events e ON e.node_id = d.id \
+        // Checked in that order, each only if the one before held: most
+        // rounds end at the first, cheap check; only the last joins.
+        Side::Dst => {
+            let exists =
+                |sql: String| conn.query_row(&format!("SELECT EXISTS ({sql})"), [], |r| r.get(0));
+            Ok(exists("SELECT 1 FROM meta WHERE key = 'src_done'".into())?
+                && !exists(format!("SELECT 1 FROM src_nodes WHERE depth > {n1}"))?
+                && !exists(format!(
+                    "SELECT 1 FROM dst_nodes d JOIN dst_status_events e ON e.node_id = d.id \
                      WHERE d.depth = {n1} AND d.kind = {FOLDER} AND e.depth = {n1} \
-                     AND e.phase = 'compare' AND e.status = 'same')"
-            ),
-            [],
-            |r| r.get(0),
-        ),
+                     AND e.phase = 'compare' AND e.status = 'same'"
+                ))?)
+        }
     }
 }
 
