@@ -229,3 +229,45 @@ fn names_that_clash_on_a_case_insensitive_destination_are_found_at_discovery() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(json(&out)["excluded"], 0);
 }
+
+#[test]
+fn a_destination_item_whose_source_is_excluded_takes_the_verdict_not_extra() {
+    // The size rule excludes the source's small.txt, while the destination's
+    // is big enough to pass on its own: it is the excluded item's
+    // counterpart, not an extra for the extras policy to act on.
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    file(&src.join("small.txt"), 10, RECENT);
+    file(&src.join("keep.txt"), 100, RECENT);
+    file(&dst.join("small.txt"), 100, RECENT);
+    file(&dst.join("keep.txt"), 100, RECENT);
+    file(&dst.join("only-here.txt"), 100, RECENT);
+    let state = dir.path().join("s.duckdb");
+    let (code, out, err) = run(&[
+        "discover",
+        s(&src),
+        s(&dst),
+        "--state",
+        s(&state),
+        "--min-size",
+        "20",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let summary = json(&out);
+    assert_eq!(summary["excluded"], 1, "{out}");
+    assert_eq!(summary["same"], 1, "{out}");
+    assert_eq!(summary["extra"], 1, "{out}");
+    let (_, out, _) = run(&[
+        "review",
+        "--state",
+        s(&state),
+        "--status",
+        "extra",
+        "--format",
+        "csv",
+    ]);
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert!(rows[0].contains(",only-here.txt,"), "{out}");
+}
