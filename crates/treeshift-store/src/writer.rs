@@ -1271,15 +1271,14 @@ fn compare_round(conn: &Connection, depth: u32, base: i64) -> Result<i64, duckdb
     // depths exclude nothing, and joining the excluded paths then reads
     // every src path at the depth for nothing (18 of 42 ms in S1's last
     // seal), so that join is left out unless there is something to find.
-    let any_excluded: bool = std::env::var("XP_FORCE").is_err()
-        && conn.query_row(
-            &format!(
-                "SELECT EXISTS (SELECT 1 FROM src_status_events \
+    let any_excluded: bool = conn.query_row(
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM src_status_events \
              WHERE depth = {n1} AND phase = 'compare' AND status = 'excluded')"
-            ),
-            [],
-            |r| r.get(0),
-        )?;
+        ),
+        [],
+        |r| r.get(0),
+    )?;
     let (excluded_join, verdict) = if any_excluded {
         (
             format!(
