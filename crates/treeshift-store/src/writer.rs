@@ -1271,13 +1271,12 @@ fn compare_round(conn: &Connection, depth: u32, base: i64) -> Result<i64, duckdb
     // depths exclude nothing, and joining the excluded paths then reads
     // every src path at the depth for nothing (18 of 42 ms in S1's last
     // seal), so that join is left out unless there is something to find.
-    let any_excluded: bool = conn.query_row(
+    let any_excluded = exists(
+        conn,
         &format!(
-            "SELECT EXISTS (SELECT 1 FROM src_status_events \
-             WHERE depth = {n1} AND phase = 'compare' AND status = 'excluded')"
+            "SELECT 1 FROM src_status_events \
+             WHERE depth = {n1} AND phase = 'compare' AND status = 'excluded'"
         ),
-        [],
-        |r| r.get(0),
     )?;
     let (excluded_join, verdict) = if any_excluded {
         (
@@ -1348,7 +1347,7 @@ struct DepthStats {
 impl DepthStats {
     /// Adds `count` nodes of kind code `kind` and comparison `status`
     /// (`None`: not compared yet) holding `bytes`.
-    fn add(&mut self, kind: u8, status: Option<&str>, count: i64, bytes: i64) {
+    fn add(&mut self, kind: u8, status: Option<Status>, count: i64, bytes: i64) {
         let kind = Kind::from_code(kind);
         match kind {
             Some(Kind::Folder) => self.folders += count,
@@ -1360,12 +1359,11 @@ impl DepthStats {
             Some(Kind::Special) => self.special += count,
             None => {}
         }
-        let Some(i) = status.and_then(|st| Status::ALL.iter().position(|s| s.as_str() == st))
-        else {
-            return;
-        };
-        self.by_status[i] += count;
-        match (Status::ALL[i], kind) {
+        let Some(status) = status else { return };
+        if let Some(i) = Status::ALL.iter().position(|s| *s == status) {
+            self.by_status[i] += count;
+        }
+        match (status, kind) {
             (Status::Extra, Some(Kind::File)) => self.extra_bytes += bytes,
             (Status::Missing | Status::Differs, Some(Kind::File)) => {
                 self.to_copy_files += count;
@@ -1420,7 +1418,8 @@ fn replace_depth_stats(conn: &Connection, side: Side, depth: u32) -> Result<(), 
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let status: Option<String> = row.get(1)?;
-        stats.add(row.get(0)?, status.as_deref(), row.get(2)?, row.get(3)?);
+        let status = status.and_then(|s| s.parse().ok());
+        stats.add(row.get(0)?, status, row.get(2)?, row.get(3)?);
     }
     conn.execute(
         &format!("DELETE FROM {side}_stats WHERE depth = {depth}"),
@@ -1452,18 +1451,22 @@ fn side_done_after(conn: &Connection, side: Side, depth: u32) -> Result<bool, du
         // the depth just compared, and no dst folder there waits to be listed.
         // Checked in that order, each only if the one before held: most
         // rounds end at the first, cheap check; only the last joins.
-        Side::Dst => {
-            let exists =
-                |sql: String| conn.query_row(&format!("SELECT EXISTS ({sql})"), [], |r| r.get(0));
-            Ok(exists("SELECT 1 FROM meta WHERE key = 'src_done'".into())?
-                && !exists(format!("SELECT 1 FROM src_nodes WHERE depth > {n1}"))?
-                && !exists(format!(
+        Side::Dst => Ok(exists(conn, "SELECT 1 FROM meta WHERE key = 'src_done'")?
+            && !exists(conn, &format!("SELECT 1 FROM src_nodes WHERE depth > {n1}"))?
+            && !exists(
+                conn,
+                &format!(
                     "SELECT 1 FROM dst_nodes d JOIN dst_status_events e ON e.node_id = d.id \
                      WHERE d.depth = {n1} AND d.kind = {FOLDER} AND e.depth = {n1} \
                      AND e.phase = 'compare' AND e.status = 'same'"
-                ))?)
-        }
+                ),
+            )?),
     }
+}
+
+/// Whether the query `sql` returns any row.
+fn exists(conn: &Connection, sql: &str) -> Result<bool, duckdb::Error> {
+    conn.query_row(&format!("SELECT EXISTS ({sql})"), [], |r| r.get(0))
 }
 
 /// DuckDB's memory limit at start, in MB, when `TREESHIFT_DB_MEMORY` is not
@@ -1566,14 +1569,14 @@ mod tests {
     #[test]
     fn depth_stats_count_kinds_statuses_and_what_is_to_copy() {
         let mut stats = DepthStats::default();
-        stats.add(Kind::File.code(), Some("missing"), 3, 300);
-        stats.add(Kind::File.code(), Some("differs"), 2, 20);
-        stats.add(Kind::File.code(), Some("extra"), 1, 7);
+        stats.add(Kind::File.code(), Some(Status::Missing), 3, 300);
+        stats.add(Kind::File.code(), Some(Status::Differs), 2, 20);
+        stats.add(Kind::File.code(), Some(Status::Extra), 1, 7);
         stats.add(Kind::File.code(), None, 4, 40);
-        stats.add(FOLDER, Some("missing"), 5, 0);
-        stats.add(FOLDER, Some("same"), 6, 0);
-        stats.add(Kind::Symlink.code(), Some("conflict"), 1, 0);
-        stats.add(Kind::Special.code(), Some("excluded"), 1, 0);
+        stats.add(FOLDER, Some(Status::Missing), 5, 0);
+        stats.add(FOLDER, Some(Status::Same), 6, 0);
+        stats.add(Kind::Symlink.code(), Some(Status::Conflict), 1, 0);
+        stats.add(Kind::Special.code(), Some(Status::Excluded), 1, 0);
         let rows: std::collections::HashMap<_, _> = stats.rows().into_iter().collect();
         let expected = [
             ("folders", 11),
