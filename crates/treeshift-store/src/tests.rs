@@ -94,7 +94,13 @@ fn a_listing_cut_short_is_discarded_and_seals_are_idempotent() {
     h.record_children(Side::Src, &root, vec![file("a", 1), file("b", 2)])
         .unwrap();
     h.flush().unwrap();
-    // The round begins again: the partial children go, the root is pending.
+    // The next run begins the round again: the partial children go, the
+    // root is pending.
+    drop(h);
+    drop(store);
+    let (store, resumed) = Store::open(&path, OpenMode::CreateOrResume(spec("sim:b"))).unwrap();
+    assert!(resumed);
+    let h = store.handle();
     assert_eq!(h.begin_round(Side::Src, 0).unwrap(), 1);
     h.record_children(
         Side::Src,

@@ -251,6 +251,11 @@ pub(crate) struct Writer {
     /// after it: the store thread stops, and the next run resumes from the
     /// commits that did land (replayed from the WAL).
     commit_failed: Option<String>,
+    /// Per side, whether a round begun since opening already looked for
+    /// listings cut short. Only an earlier process can leave one (a listing
+    /// that fails in this one is discarded on the spot), so one look after
+    /// opening is enough.
+    cut_short_checked: [bool; 2],
 }
 
 impl Writer {
@@ -315,14 +320,16 @@ impl Writer {
             dst_case_insensitive: None,
             memory_limit_mb,
             commit_failed: None,
+            cut_short_checked: [false; 2],
         };
-        let resumed = if writer.has_table("meta")? {
+        let (has_meta, tables) = writer.tables()?;
+        let resumed = if has_meta {
             writer.check_version()?;
             if let OpenMode::CreateOrResume(spec) = mode {
                 writer.check_same_migration(spec)?;
             }
             true
-        } else if writer.table_count()? > 0 {
+        } else if tables > 0 {
             return Err(StoreError::NotAStateFile {
                 path: path.to_path_buf(),
                 detail: "a DuckDB database without treeshift's tables".into(),
@@ -351,38 +358,33 @@ impl Writer {
             .conn
             .execute_batch(pass::PASS_TABLES)
             .context("add the tables of delta passes")?;
-        writer.next_id = writer.query_i64(
-            "SELECT coalesce(max(m), 0) + 1 FROM \
-             (SELECT max(id) AS m FROM src_nodes UNION ALL SELECT max(id) FROM dst_nodes)",
-        )?;
         // One counter orders status events, failures and log records.
-        writer.next_seq = writer.query_i64(
-            "SELECT coalesce(max(m), 0) + 1 FROM \
-             (SELECT max(seq) AS m FROM src_status_events UNION ALL \
-              SELECT max(seq) FROM dst_status_events UNION ALL SELECT max(seq) FROM task_errors \
-              UNION ALL SELECT max(seq) FROM logs)",
-        )?;
+        (writer.next_id, writer.next_seq) = writer
+            .conn
+            .query_row(
+                "SELECT coalesce(greatest((SELECT max(id) FROM src_nodes), \
+                                          (SELECT max(id) FROM dst_nodes)), 0) + 1, \
+                        coalesce(greatest((SELECT max(seq) FROM src_status_events), \
+                                          (SELECT max(seq) FROM dst_status_events), \
+                                          (SELECT max(seq) FROM task_errors), \
+                                          (SELECT max(seq) FROM logs)), 0) + 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .context("read the next node id and sequence number")?;
         Ok((writer, resumed))
     }
 
-    fn has_table(&self, name: &str) -> Result<bool, StoreError> {
-        let n: i64 = self
-            .conn
-            .query_row(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'",
-                params![name],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.not_a_state_file(e))?;
-        Ok(n > 0)
-    }
-
-    fn table_count(&self) -> Result<i64, StoreError> {
+    /// Whether the file has treeshift's `meta` table, and how many tables
+    /// it has in all (`duckdb_tables()`: the `information_schema` view
+    /// costs several times more to plan, on every command).
+    fn tables(&self) -> Result<(bool, i64), StoreError> {
         self.conn
             .query_row(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main'",
+                "SELECT count(*) FILTER (WHERE table_name = 'meta') > 0, count(*) FROM duckdb_tables() \
+                 WHERE database_name = current_database() AND schema_name = 'main'",
                 [],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(|e| self.not_a_state_file(e))
     }
@@ -844,10 +846,14 @@ impl Writer {
         // Nodes one level down exist at the start of a round only if a
         // listing was cut short (a crash): drop the children of every folder
         // of this round that has no `list` event; it is listed again.
-        let partial = self.query_i64(&format!(
-            "SELECT count(*) FROM {side}_nodes WHERE depth = {n1}"
-        ))? > 0;
-        if partial {
+        let look = !std::mem::replace(&mut self.cut_short_checked[ix(side)], true);
+        if look
+            && exists(
+                &self.conn,
+                &format!("SELECT 1 FROM {side}_nodes WHERE depth = {n1}"),
+            )
+            .context("look for a listing cut short")?
+        {
             self.flush()?;
             let unlisted = format!(
                 "SELECT p.id FROM {side}_nodes p WHERE p.depth = {n} AND p.kind = {FOLDER} \
@@ -966,14 +972,13 @@ impl Writer {
                     } else {
                         0
                     };
-                    replace_depth_stats(conn, Side::Src, depth + 1)?;
+                    replace_depth_stats(conn, &[Side::Src], depth + 1)?;
                     used
                 }
                 Side::Dst => {
                     let used = compare_round(conn, depth, base)?;
                     tracing::debug!(ms = started.elapsed().as_millis() as u64, "seal: compared");
-                    replace_depth_stats(conn, Side::Src, depth + 1)?;
-                    replace_depth_stats(conn, Side::Dst, depth + 1)?;
+                    replace_depth_stats(conn, &Side::BOTH, depth + 1)?;
                     used
                 }
             };
@@ -1025,28 +1030,33 @@ impl Writer {
     }
 
     pub(crate) fn progress(&self) -> Result<RoundProgress, StoreError> {
-        let sealed = |side: &str| -> Result<Option<u32>, StoreError> {
-            let v: Option<i64> = self
-                .conn
-                .query_row(
-                    &format!("SELECT max(depth) FROM rounds WHERE side = '{side}'"),
-                    [],
-                    |r| r.get(0),
-                )
-                .context("read rounds")?;
-            Ok(v.map(|v| v as u32))
-        };
-        let done = |side: &str| -> Result<bool, StoreError> {
-            Ok(self.query_i64(&format!(
-                "SELECT count(*) FROM meta WHERE key = '{side}_done'"
-            ))? > 0)
-        };
+        // One statement: each costs more to plan than these lookups take.
+        let (src_sealed, src_done, dst_sealed, dst_done, roots_recorded) = self
+            .conn
+            .query_row(
+                "SELECT (SELECT max(depth) FROM rounds WHERE side = 'src'), \
+                        EXISTS (SELECT 1 FROM meta WHERE key = 'src_done'), \
+                        (SELECT max(depth) FROM rounds WHERE side = 'dst'), \
+                        EXISTS (SELECT 1 FROM meta WHERE key = 'dst_done'), \
+                        EXISTS (SELECT 1 FROM src_nodes WHERE depth = 0)",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<u32>>(0)?,
+                        r.get(1)?,
+                        r.get::<_, Option<u32>>(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                    ))
+                },
+            )
+            .context("read where the rounds stand")?;
         Ok(RoundProgress {
-            src_sealed: sealed("src")?,
-            src_done: done("src")?,
-            dst_sealed: sealed("dst")?,
-            dst_done: done("dst")?,
-            roots_recorded: self.query_i64("SELECT count(*) FROM src_nodes WHERE depth = 0")? > 0,
+            src_sealed,
+            src_done,
+            dst_sealed,
+            dst_done,
+            roots_recorded,
         })
     }
 
@@ -1399,37 +1409,50 @@ impl DepthStats {
     }
 }
 
-/// Recomputes every statistic of `side` at `depth` from its nodes and their
-/// latest comparison, replacing the old rows: sealing a round twice (a
-/// resume) never double-counts. One small aggregate by kind and status,
-/// with the keys derived here: a statement with a filtered aggregate per
-/// key cost about 5 ms more to plan, on every seal, than it took to run on
-/// a small round. (A plain join on the events, without taking the latest,
+/// Recomputes every statistic of `sides` at `depth` from their nodes and
+/// their latest comparison, replacing the old rows: sealing a round twice
+/// (a resume) never double-counts. One small aggregate by side, kind and
+/// status, with the keys derived here: a statement with a filtered
+/// aggregate per key cost about 5 ms more to plan, on every seal, than it
+/// took to run on a small round; one statement for both sides saves
+/// another plan. (A plain join on the events, without taking the latest,
 /// peaked 5-7 MiB higher on a 1M-node tree.)
-fn replace_depth_stats(conn: &Connection, side: Side, depth: u32) -> Result<(), duckdb::Error> {
-    let mut stats = DepthStats::default();
-    let mut stmt = conn.prepare(&format!(
-        "SELECT n.kind, e.status, count(*), coalesce(sum(n.size), 0)::BIGINT \
-         FROM {side}_nodes n LEFT JOIN \
-           (SELECT node_id, arg_max(status, seq) AS status FROM {side}_status_events \
-            WHERE depth = {depth} AND phase = 'compare' GROUP BY node_id) e ON e.node_id = n.id \
-         WHERE n.depth = {depth} GROUP BY ALL"
-    ))?;
+fn replace_depth_stats(conn: &Connection, sides: &[Side], depth: u32) -> Result<(), duckdb::Error> {
+    let per_side: Vec<String> = sides
+        .iter()
+        .map(|side| {
+            format!(
+                "SELECT {at} AS side, n.kind, e.status, count(*) AS nodes, \
+                        coalesce(sum(n.size), 0)::BIGINT AS bytes \
+                 FROM {side}_nodes n LEFT JOIN \
+                   (SELECT node_id, arg_max(status, seq) AS status FROM {side}_status_events \
+                    WHERE depth = {depth} AND phase = 'compare' GROUP BY node_id) e ON e.node_id = n.id \
+                 WHERE n.depth = {depth} GROUP BY ALL",
+                at = ix(*side)
+            )
+        })
+        .collect();
+    let mut stats: [DepthStats; 2] = Default::default();
+    let mut stmt = conn.prepare(&per_side.join(" UNION ALL "))?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        let status: Option<String> = row.get(1)?;
+        let at: usize = row.get(0)?;
+        let status: Option<String> = row.get(2)?;
         let status = status.and_then(|s| s.parse().ok());
-        stats.add(row.get(0)?, status, row.get(2)?, row.get(3)?);
+        stats[at].add(row.get(1)?, status, row.get(3)?, row.get(4)?);
     }
-    conn.execute(
-        &format!("DELETE FROM {side}_stats WHERE depth = {depth}"),
-        [],
-    )?;
-    let mut app = conn.appender(&format!("{side}_stats"))?;
-    for (key, value) in stats.rows() {
-        app.append_row(params![depth, key, value])?;
+    for &side in sides {
+        conn.execute(
+            &format!("DELETE FROM {side}_stats WHERE depth = {depth}"),
+            [],
+        )?;
+        let mut app = conn.appender(&format!("{side}_stats"))?;
+        for (key, value) in stats[ix(side)].rows() {
+            app.append_row(params![depth, key, value])?;
+        }
+        app.flush()?;
     }
-    app.flush()
+    Ok(())
 }
 
 /// Decides, inside a seal, whether `side` has nothing left after `depth`.
