@@ -376,8 +376,9 @@ impl Writer {
     }
 
     /// Whether the file has treeshift's `meta` table, and how many tables
-    /// it has in all (`duckdb_tables()`: the `information_schema` view
-    /// costs several times more to plan, on every command).
+    /// it has in all. Read from `duckdb_tables()` itself: the
+    /// `information_schema.tables` view unions it with `duckdb_views()`,
+    /// which only adds planning to every command.
     fn tables(&self) -> Result<(bool, i64), StoreError> {
         self.conn
             .query_row(
@@ -742,7 +743,9 @@ impl Writer {
     }
 
     pub(crate) fn record_roots(&mut self, dst_root: Option<Kind>) -> Result<(), StoreError> {
-        if self.query_i64("SELECT count(*) FROM src_nodes WHERE depth = 0")? > 0 {
+        if exists(&self.conn, "SELECT 1 FROM src_nodes WHERE depth = 0")
+            .context("look for the recorded roots")?
+        {
             return Ok(());
         }
         let (src_id, dst_id) = (self.next_id, self.next_id + 1);
@@ -1459,17 +1462,13 @@ fn replace_depth_stats(conn: &Connection, sides: &[Side], depth: u32) -> Result<
 fn side_done_after(conn: &Connection, side: Side, depth: u32) -> Result<bool, duckdb::Error> {
     let n1 = depth + 1;
     match side {
-        Side::Src => {
-            let pending: i64 = conn.query_row(
-                &format!(
-                    "SELECT count(*) FROM src_nodes WHERE depth = {n1} AND kind = {FOLDER} AND id NOT IN \
-                     (SELECT node_id FROM src_status_events WHERE depth = {n1} AND phase = 'compare' AND status = 'excluded')"
-                ),
-                [],
-                |r| r.get(0),
-            )?;
-            Ok(pending == 0)
-        }
+        Side::Src => Ok(!exists(
+            conn,
+            &format!(
+                "SELECT 1 FROM src_nodes WHERE depth = {n1} AND kind = {FOLDER} AND id NOT IN \
+                 (SELECT node_id FROM src_status_events WHERE depth = {n1} AND phase = 'compare' AND status = 'excluded')"
+            ),
+        )?),
         // The dst is done once the src is done, no src node lies deeper than
         // the depth just compared, and no dst folder there waits to be listed.
         // Checked in that order, each only if the one before held: most
