@@ -24,6 +24,10 @@ pub enum ErrorKind {
     NoSpace,
     /// The storage is read-only.
     ReadOnly,
+    /// The way to the path is no longer what it was: a folder on it became
+    /// a symlink (never followed) or a file, or the path would lead out of
+    /// the root. Nothing was read or written through it.
+    PathChanged,
     /// Anything else.
     Other,
 }
@@ -40,6 +44,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::NoSpace => "no_space",
             ErrorKind::ReadOnly => "read_only",
+            ErrorKind::PathChanged => "path_changed",
             ErrorKind::Other => "other",
         }
     }

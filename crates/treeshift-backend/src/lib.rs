@@ -116,14 +116,10 @@ pub trait Writable: Send + Sync {
     fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> Result<(), BackendError>;
 }
 
-/// Data written but not yet in place.
+/// Data written but not yet in place: only the backend that staged it can
+/// put it in place ([`Writable::commit`]) or discard it.
 #[derive(Debug)]
-pub enum Staged {
-    /// An open file with no name yet (freed if the process dies).
-    Anonymous(File),
-    /// A file or symlink under a temporary name.
-    Named(RelPath),
-}
+pub struct Staged(pub(crate) local::Staged);
 
 /// An open source file.
 pub struct SourceFile {

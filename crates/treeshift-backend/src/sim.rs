@@ -15,19 +15,22 @@
 //! param   := key "=" value
 //! key     := seed | depth | fanout | files | sizes | latency_us
 //!          | entry_latency_ns | mutate | del_dirs | del_files | modify
-//!          | extra | fail_perm | fail_transient | odd_names | symlinks
-//!          | specials
+//!          | extra | fail_perm | fail_transient | odd_names | bad_names
+//!          | symlinks | specials
 //! sizes   := small | tiny | mixed | fixed:N
 //! ```
 //!
 //! Integers are unsigned decimals; `del_dirs`, `del_files`, `modify` and
 //! `extra` are percentages in `0..=100`; `fail_perm` and `fail_transient` are
-//! fractions in `0..=1`; `odd_names` is `0` or `1`. A key may appear once.
+//! fractions in `0..=1`; `odd_names` and `bad_names` are `0` or `1`. A key
+//! may appear once.
 //!
 //! Names: folders `d{i:02}`, files `f{i:04}.dat`, mutation extras
 //! `x{i}.extra`, symlinks `l{i}`, special files `p{i}`, and with
-//! `odd_names=1` the names in [`ODD_NAMES`]. A listing yields folders first,
-//! then files, extras, odd names, symlinks and special files.
+//! `odd_names=1` the names in [`ODD_NAMES`], with `bad_names=1` the names
+//! in [`BAD_NAMES`] (which no local tree can hold, as an object store's
+//! listing can give them). A listing yields folders first, then files,
+//! extras, odd names, bad names, symlinks and special files.
 
 use crate::{Backend, BackendError, Children, ErrorKind};
 use std::collections::{HashMap, HashSet};
@@ -38,7 +41,7 @@ use std::time::Duration;
 use treeshift_core::{Entry, Kind, RelPath};
 
 /// Every key `from_params` accepts, in canonical order.
-const VALID_KEYS: [&str; 17] = [
+const VALID_KEYS: [&str; 18] = [
     "seed",
     "depth",
     "fanout",
@@ -54,6 +57,7 @@ const VALID_KEYS: [&str; 17] = [
     "fail_perm",
     "fail_transient",
     "odd_names",
+    "bad_names",
     "symlinks",
     "specials",
 ];
@@ -79,6 +83,19 @@ pub const ODD_NAMES: [&[u8]; 6] = [
     b"tab\there",
     b" spaced ",
     b"..x",
+];
+
+/// Names that cannot become paths, as files in every folder with
+/// `bad_names=1`: what an object store's keys can hold (`a//b`, `a/../x`)
+/// and a local tree cannot. Discovery must record them as `invalid-name`
+/// and never use them as paths.
+pub const BAD_NAMES: [&[u8]; 6] = [
+    b"",
+    b".",
+    b"..",
+    b"up/../../../escape",
+    b"/etc/passwd",
+    b"nul\0byte",
 ];
 
 /// How file sizes are drawn.
@@ -141,6 +158,8 @@ pub struct SimParams {
     pub fail_transient: f64,
     /// Adds the [`ODD_NAMES`] files to every folder.
     pub odd_names: bool,
+    /// Adds the [`BAD_NAMES`] files to every folder.
+    pub bad_names: bool,
     /// Symlinks per folder.
     pub symlinks: u32,
     /// Special files per folder.
@@ -165,6 +184,7 @@ impl Default for SimParams {
             fail_perm: 0.0,
             fail_transient: 0.0,
             odd_names: false,
+            bad_names: false,
             symlinks: 0,
             specials: 0,
         }
@@ -226,13 +246,8 @@ impl SimParams {
             "extra" => self.extra = parse_percent(value)?,
             "fail_perm" => self.fail_perm = parse_fraction(value)?,
             "fail_transient" => self.fail_transient = parse_fraction(value)?,
-            "odd_names" => {
-                self.odd_names = match value {
-                    "0" => false,
-                    "1" => true,
-                    _ => return Err("0 or 1"),
-                }
-            }
+            "odd_names" => self.odd_names = parse_flag(value)?,
+            "bad_names" => self.bad_names = parse_flag(value)?,
             "symlinks" => self.symlinks = parse_u32(value)?,
             "specials" => self.specials = parse_u32(value)?,
             _ => return Err("a known key"),
@@ -276,6 +291,9 @@ impl fmt::Display for SimParams {
         if self.odd_names {
             f.write_str(",odd_names=1")?;
         }
+        if self.bad_names {
+            f.write_str(",bad_names=1")?;
+        }
         if self.symlinks != d.symlinks {
             write!(f, ",symlinks={}", self.symlinks)?;
         }
@@ -300,6 +318,14 @@ fn param_error(text: &str, message: String) -> BackendError {
 
 fn parse_u64(value: &str) -> Result<u64, &'static str> {
     value.parse().map_err(|_| "an unsigned integer")
+}
+
+fn parse_flag(value: &str) -> Result<bool, &'static str> {
+    match value {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err("0 or 1"),
+    }
 }
 
 fn parse_u32(value: &str) -> Result<u32, &'static str> {
@@ -423,15 +449,17 @@ enum Slot {
     File,
     Extra,
     Odd,
+    Bad,
     Symlink,
     Special,
 }
 
-const SLOTS: [Slot; 6] = [
+const SLOTS: [Slot; 7] = [
     Slot::Folder,
     Slot::File,
     Slot::Extra,
     Slot::Odd,
+    Slot::Bad,
     Slot::Symlink,
     Slot::Special,
 ];
@@ -444,6 +472,10 @@ fn slot_name(slot: Slot, i: u64) -> Vec<u8> {
         Slot::Odd => usize::try_from(i)
             .ok()
             .and_then(|i| ODD_NAMES.get(i))
+            .map_or_else(Vec::new, |n| n.to_vec()),
+        Slot::Bad => usize::try_from(i)
+            .ok()
+            .and_then(|i| BAD_NAMES.get(i))
             .map_or_else(Vec::new, |n| n.to_vec()),
         Slot::Symlink => format!("l{i}").into_bytes(),
         Slot::Special => format!("p{i}").into_bytes(),
@@ -547,6 +579,8 @@ impl SimBackend {
             Slot::Extra => 0,
             Slot::Odd if p.odd_names => ODD_NAMES.len() as u64,
             Slot::Odd => 0,
+            Slot::Bad if p.bad_names => BAD_NAMES.len() as u64,
+            Slot::Bad => 0,
             Slot::Symlink => u64::from(p.symlinks),
             Slot::Special => u64::from(p.specials),
         }
@@ -583,7 +617,7 @@ impl SimBackend {
                     mtime_ns: Some(mtime_from(node_hash(m, TAG_EXTRA_MTIME, ph))),
                 })
             }
-            Slot::File | Slot::Odd | Slot::Symlink | Slot::Special => {
+            Slot::File | Slot::Odd | Slot::Bad | Slot::Symlink | Slot::Special => {
                 let kind = match slot {
                     Slot::Symlink => Kind::Symlink,
                     Slot::Special => Kind::Special,
@@ -861,7 +895,7 @@ fn content_key(seed: u64, path: &RelPath, entry: &Entry) -> u64 {
 struct Listing<'a> {
     sim: &'a SimBackend,
     at: FolderAt,
-    counts: [u64; 6],
+    counts: [u64; SLOTS.len()],
     /// Position in `SLOTS`.
     slot: usize,
     /// Next index within the current slot.
@@ -1386,7 +1420,7 @@ mod tests {
             sim("").describe(),
             "sim:seed=1,depth=4,fanout=8,files=25,sizes=small"
         );
-        let text = "seed=7,depth=2,fanout=3,files=10,sizes=fixed:100,latency_us=5,entry_latency_ns=3,mutate=9,del_dirs=0,del_files=12.5,modify=0.1,extra=2,fail_perm=0.25,fail_transient=1,odd_names=1,symlinks=2,specials=1";
+        let text = "seed=7,depth=2,fanout=3,files=10,sizes=fixed:100,latency_us=5,entry_latency_ns=3,mutate=9,del_dirs=0,del_files=12.5,modify=0.1,extra=2,fail_perm=0.25,fail_transient=1,odd_names=1,bad_names=1,symlinks=2,specials=1";
         let b = sim(text);
         let d = b.describe();
         let back = sim(d.strip_prefix("sim:").unwrap());

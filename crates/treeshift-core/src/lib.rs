@@ -11,7 +11,7 @@ pub use filter::{Filter, FilterError, FilterSpec, Verdict, parse_size, parse_tim
 pub use model::{
     Changes, Entry, Kind, ListStatus, RoundState, Side, Status, Summary, ToCopy, Totals,
 };
-pub use path::{RelPath, display_bytes};
+pub use path::{RelPath, display_bytes, name_problem, name_stand_in};
 pub use plan::{
     Action, Approval, CopyStatus, CopySummary, Extras, Policy, QUARANTINE_DIR, VerifyStatus,
     VerifySummary, aside_name, mtime_secs, quarantine_path, temp_name,

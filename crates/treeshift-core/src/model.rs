@@ -110,17 +110,21 @@ pub enum Status {
     Extra,
     /// Left out by a filter rule (the rule is the reason).
     Excluded,
+    /// A name that cannot become a path (empty, `.`, `..`, holding `/` or
+    /// NUL): recorded under a stand-in name, never used as a path.
+    InvalidName,
 }
 
 impl Status {
     /// Every status, in the order reports show them.
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::Missing,
         Status::Differs,
         Status::Conflict,
         Status::Same,
         Status::Extra,
         Status::Excluded,
+        Status::InvalidName,
     ];
 
     /// Lower-case name, as stored and shown.
@@ -132,6 +136,7 @@ impl Status {
             Status::Conflict => "conflict",
             Status::Extra => "extra",
             Status::Excluded => "excluded",
+            Status::InvalidName => "invalid-name",
         }
     }
 }
@@ -245,6 +250,9 @@ pub struct Summary {
     pub extra: u64,
     /// Source nodes left out by a filter.
     pub excluded: u64,
+    /// Nodes whose names cannot become paths (either side).
+    #[serde(default)]
+    pub invalid_name: u64,
     /// Folders that could not be listed (either side).
     pub failed: u64,
     /// Source nodes not compared yet (their dst folder failed or discovery

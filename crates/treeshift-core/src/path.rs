@@ -6,6 +6,42 @@
 
 use std::fmt;
 
+/// Why `name` cannot be one name in a path, or `None` if it can. Names
+/// come from listings of any backend (an object key such as `a/../../x`
+/// or `a//b`), and only plain names ever become paths: anything else would
+/// climb out of its folder or become several folders.
+pub fn name_problem(name: &[u8]) -> Option<&'static str> {
+    match name {
+        b"" => Some("an empty name"),
+        b"." => Some("the name '.' (the folder itself)"),
+        b".." => Some("the name '..' (would climb out of its folder)"),
+        _ if name.contains(&b'/') => Some("a name holding '/' (would become several folders)"),
+        _ if name.contains(&0) => Some("a name holding a NUL byte"),
+        _ => None,
+    }
+}
+
+/// A plain name that stands in for an invalid one in the state file, so
+/// it can be listed and reviewed: `/`, NUL and `\` escaped as `\xNN`, and
+/// `""`, `.` and `..` spelled out. The stand-in is never a path on either
+/// tree; an item recorded under one is never listed, compared or copied.
+pub fn name_stand_in(name: &[u8]) -> Vec<u8> {
+    match name {
+        b"" => return b"\\x(empty)".to_vec(),
+        b"." => return b"\\x2e".to_vec(),
+        b".." => return b"\\x2e\\x2e".to_vec(),
+        _ => {}
+    }
+    let mut out = Vec::with_capacity(name.len() + 8);
+    for &b in name {
+        match b {
+            b'/' | 0 | b'\\' => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+            _ => out.push(b),
+        }
+    }
+    out
+}
+
 /// A path relative to a tree's root, as raw bytes with `/` between names.
 /// The root itself is the empty path.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -166,5 +202,31 @@ mod tests {
         assert_eq!(display_bytes(b"back\\slash"), "back\\\\slash");
         assert_eq!(display_bytes("caf\u{e9}".as_bytes()), "caf\u{e9}");
         assert_ne!(display_bytes(b"\\xff"), display_bytes(b"\xff"));
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn names_that_cannot_be_paths_are_found_and_stand_ins_are_plain() {
+        for bad in [
+            &b""[..],
+            b".",
+            b"..",
+            b"a/../../x",
+            b"/etc",
+            b"nul\0x",
+            b"a/",
+        ] {
+            assert!(name_problem(bad).is_some(), "{bad:?}");
+            let stand_in = name_stand_in(bad);
+            assert_eq!(name_problem(&stand_in), None, "{stand_in:?}");
+        }
+        for good in [&b"a"[..], b"..x", b"...", b"bad\xff", b"new\nline", b" "] {
+            assert_eq!(name_problem(good), None, "{good:?}");
+        }
+        assert_eq!(name_stand_in(b"a/../x"), b"a\\x2f..\\x2fx");
     }
 }

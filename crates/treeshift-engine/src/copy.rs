@@ -221,6 +221,12 @@ impl Copier<'_> {
             error: None,
             attempt: task.attempt,
         };
+        // Source calls turn their own changed ways into `Changed`; one
+        // left here is the destination's.
+        let outcome = match outcome {
+            Err(e) if e.kind == ErrorKind::PathChanged => Ok(way_changed("destination", &e)),
+            other => other,
+        };
         match outcome {
             Ok(Done::Copied) => Ok(event(CopyStatus::Copied, None)),
             Ok(Done::Changed(why)) => {
@@ -329,6 +335,7 @@ impl Copier<'_> {
         match self.src.stat(&task.path) {
             Ok(Some(now)) if now.kind == task.kind => None,
             Ok(other) => Some(kind_changed(task, other.as_ref())),
+            Err(e) if e.kind == ErrorKind::PathChanged => Some(way_changed("source", &e)),
             Err(_) => None,
         }
     }
@@ -386,15 +393,25 @@ impl Copier<'_> {
                 staged
             }
             Kind::Symlink => {
-                match self.src.stat(&task.path)? {
-                    Some(e) if e.kind == Kind::Symlink => {
+                match self.src.stat(&task.path) {
+                    Ok(Some(e)) if e.kind == Kind::Symlink => {
                         if let Some(why) = source_changed(task, e.size, e.mtime_ns) {
                             return Ok(Done::Changed(format!("source: {why} since discovery")));
                         }
                     }
-                    other => return Ok(kind_changed(task, other.as_ref())),
+                    Ok(other) => return Ok(kind_changed(task, other.as_ref())),
+                    Err(e) if e.kind == ErrorKind::PathChanged => {
+                        return Ok(way_changed("source", &e));
+                    }
+                    Err(e) => return Err(e),
                 }
-                let target = self.src.read_link(&task.path)?;
+                let target = match self.src.read_link(&task.path) {
+                    Ok(target) => target,
+                    Err(e) if e.kind == ErrorKind::PathChanged => {
+                        return Ok(way_changed("source", &e));
+                    }
+                    Err(e) => return Err(e),
+                };
                 self.writer.symlink_temp(&temp, &target, task.mtime_ns)?
             }
             Kind::Folder | Kind::Special => {
@@ -445,6 +462,12 @@ impl Copier<'_> {
 fn matches(now: &Entry, kind: Kind, size: u64, mtime_ns: Option<i64>) -> bool {
     now.kind == kind
         && (kind == Kind::Folder || (now.size == size && secs(now.mtime_ns) == secs(mtime_ns)))
+}
+
+/// The way to an item changed since discovery (a folder on it became a
+/// symlink or a file): nothing was read or written through it.
+fn way_changed(side: &str, e: &BackendError) -> Done {
+    Done::Changed(format!("{side}: {} ({})", e.message, e.operation))
 }
 
 /// The source item vanished (`None`) or is another kind than discovery saw.

@@ -6,7 +6,7 @@ use crate::EngineError;
 use crate::pool::{self, PoolConfig};
 use std::sync::Arc;
 use std::time::Duration;
-use treeshift_backend::{Backend, BackendError, Reader};
+use treeshift_backend::{Backend, BackendError, ErrorKind, Reader};
 use treeshift_core::{Kind, VerifyStatus, VerifySummary, mtime_secs};
 use treeshift_store::{StoreHandle, VerifyEvent, VerifyTask};
 
@@ -71,6 +71,29 @@ pub fn verify(
     Ok(summary)
 }
 
+const SRC: &str = "source";
+const DST: &str = "destination";
+
+/// Why a check ended short of a verdict on content.
+enum Stop {
+    /// A mismatch, with its reason.
+    Mismatch(String),
+    /// An error of the backend.
+    Failed(BackendError),
+}
+
+/// A folder on the way to the item became a symlink or a file on `side`:
+/// what was copied is not where it was, and nothing is read through it. A
+/// mismatch to report, not a failure to retry.
+fn on<T>(side: &str, r: Result<T, BackendError>) -> Result<T, Stop> {
+    r.map_err(|e| match e.kind {
+        ErrorKind::PathChanged => {
+            Stop::Mismatch(format!("{side}: {} ({})", e.message, e.operation))
+        }
+        _ => Stop::Failed(e),
+    })
+}
+
 /// `Ok(None)` if the destination matches, `Ok(Some(how))` if not.
 fn check(
     src: &dyn Backend,
@@ -78,7 +101,20 @@ fn check(
     task: &VerifyTask,
     checksum: bool,
 ) -> Result<Option<String>, BackendError> {
-    let Some(now) = dst.stat(&task.path)? else {
+    match compare(src, dst, task, checksum) {
+        Ok(verdict) => Ok(verdict),
+        Err(Stop::Mismatch(why)) => Ok(Some(why)),
+        Err(Stop::Failed(e)) => Err(e),
+    }
+}
+
+fn compare(
+    src: &dyn Backend,
+    dst: &dyn Backend,
+    task: &VerifyTask,
+    checksum: bool,
+) -> Result<Option<String>, Stop> {
+    let Some(now) = on(DST, dst.stat(&task.path))? else {
         return Ok(Some("missing on the destination".into()));
     };
     if now.kind != task.kind {
@@ -101,7 +137,7 @@ fn check(
         return Ok(Some("mtime differs from the one copied".into()));
     }
     if checksum && task.kind == Kind::File {
-        let (a, b) = (hash(src, task)?, hash(dst, task)?);
+        let (a, b) = (on(SRC, hash(src, task))?, on(DST, hash(dst, task))?);
         if a != b {
             return Ok(Some(format!(
                 "content differs (blake3 {} on the source, {} on the destination)",
@@ -112,7 +148,7 @@ fn check(
     }
     if checksum
         && task.kind == Kind::Symlink
-        && src.read_link(&task.path)? != dst.read_link(&task.path)?
+        && on(SRC, src.read_link(&task.path))? != on(DST, dst.read_link(&task.path))?
     {
         return Ok(Some("symlink target differs".into()));
     }

@@ -5,7 +5,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use treeshift_backend::{Backend, BackendError};
-use treeshift_core::{Filter, QUARANTINE_DIR, Side, Verdict};
+use treeshift_core::{
+    Filter, QUARANTINE_DIR, Side, Status, Verdict, display_bytes, name_problem, name_stand_in,
+};
 use treeshift_store::{ChildRecord, Failure, FolderTask, StoreError, StoreHandle};
 
 /// Children per message to the store: large enough to amortise the channel,
@@ -78,7 +80,7 @@ impl Lister<'_> {
         let mut chunk = Vec::with_capacity(CHUNK);
         let mut count = 0u64;
         for child in children {
-            let entry = match child {
+            let mut entry = match child {
                 Ok(entry) => entry,
                 Err(e) => return Ok(Err(e)),
             };
@@ -86,15 +88,21 @@ impl Lister<'_> {
             if self.side == Side::Dst && task.path.is_root() && entry.name == QUARANTINE_DIR {
                 continue;
             }
-            let excluded = if filtering {
+            // A name that cannot be a path never becomes one, whatever the
+            // backend: it is recorded under a plain stand-in.
+            let left_out = if let Some(problem) = name_problem(&entry.name) {
+                let reason = format!("{problem}: \"{}\"", display_bytes(&entry.name));
+                entry.name = name_stand_in(&entry.name);
+                Some((Status::InvalidName, reason))
+            } else if filtering {
                 match self.filter.verdict(&task.path.join(&entry.name), &entry) {
                     Verdict::Include => None,
-                    Verdict::Exclude(rule) => Some(rule),
+                    Verdict::Exclude(rule) => Some((Status::Excluded, rule)),
                 }
             } else {
                 None
             };
-            chunk.push(ChildRecord { entry, excluded });
+            chunk.push(ChildRecord { entry, left_out });
             count += 1;
             if chunk.len() == CHUNK {
                 self.store.record_children(

@@ -70,8 +70,11 @@ pub struct FolderTask {
 pub struct ChildRecord {
     /// What the backend reported.
     pub entry: Entry,
-    /// `Some(rule)` if a filter excluded it (it is recorded, not traversed).
-    pub excluded: Option<String>,
+    /// `Some((status, reason))` if it takes no part in the migration: a
+    /// filter excluded it ([`Status::Excluded`], the rule is the reason) or
+    /// its name cannot be a path ([`Status::InvalidName`]). It is recorded
+    /// with that status, never traversed, compared or planned.
+    pub left_out: Option<(Status, String)>,
 }
 
 /// Why a folder could not be listed.

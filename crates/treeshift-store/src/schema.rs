@@ -7,6 +7,11 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// Kind codes stored in `*_nodes.kind` (see `treeshift_core::Kind::code`).
 pub const FOLDER: u8 = 0;
 
+/// The `compare` statuses of nodes that take no part in the migration
+/// (recorded when listed; never traversed, compared or planned), as a SQL
+/// list.
+pub const LEFT_OUT: &str = "('excluded', 'invalid-name')";
+
 /// Tables of a new state file. `copy_plan` is the approved plan: one row per
 /// source item discovery found missing, differing or in conflict, with the
 /// action the approved policy gives it and what the destination held;

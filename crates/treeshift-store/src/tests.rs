@@ -20,7 +20,7 @@ fn file(name: &str, size: u64) -> ChildRecord {
             size,
             mtime_ns: Some(1_600_000_000_000_000_000),
         },
-        excluded: None,
+        left_out: None,
     }
 }
 

@@ -2,7 +2,7 @@
 //! set-based statements (round seals, pulls, summaries, reviews).
 
 use crate::error::{Context, is_out_of_memory};
-use crate::schema::{CREATE, FOLDER, SCHEMA_VERSION};
+use crate::schema::{CREATE, FOLDER, LEFT_OUT, SCHEMA_VERSION};
 use crate::{
     ChildRecord, Failure, FolderTask, LogRecord, MigrationSpec, OpenMode, ReviewItem, ReviewSelect,
     RoundProgress, StoreError,
@@ -648,15 +648,15 @@ impl Writer {
         for child in children {
             let id = self.next_id;
             self.next_id += 1;
-            if let Some(rule) = child.excluded {
+            if let Some((status, reason)) = child.left_out {
                 let seq = self.take_seq();
                 self.buf.events[ix(side)].push(EventRow {
                     seq,
                     node_id: id,
                     depth: depth + 1,
                     phase: "compare",
-                    status: Status::Excluded.as_str(),
-                    reason: Some(rule),
+                    status: status.as_str(),
+                    reason: Some(reason),
                     attempt: 1,
                 });
                 self.buf.rows += 1;
@@ -885,7 +885,7 @@ impl Writer {
                  LEFT JOIN ll ON ll.node_id = n.id \
                  WHERE n.depth = {n} AND n.kind = {FOLDER} AND (ll.st IS NULL OR ll.st = 'requeued') \
                    AND n.id NOT IN (SELECT node_id FROM src_status_events WHERE depth = {n} \
-                                    AND phase = 'compare' AND status = 'excluded') \
+                                    AND phase = 'compare' AND status IN {LEFT_OUT}) \
                  ORDER BY n.id",
                 ll = latest_listing(side, Some(depth))
             ),
@@ -1079,9 +1079,10 @@ impl Writer {
         };
         let progress = self.progress()?;
         let src_totals = totals(&src);
-        let classified: u64 = ["missing", "same", "differs", "conflict", "excluded"]
+        let classified: u64 = Status::ALL
             .iter()
-            .map(|k| get(&src, k))
+            .filter(|st| **st != Status::Extra)
+            .map(|st| get(&src, st.as_str()))
             .sum();
         let src_nodes =
             src_totals.folders + src_totals.files + src_totals.symlinks + src_totals.special;
@@ -1095,6 +1096,7 @@ impl Writer {
             conflict: get(&src, "conflict"),
             extra: get(&dst, "extra"),
             excluded: get(&src, "excluded"),
+            invalid_name: get(&src, "invalid-name") + get(&dst, "invalid-name"),
             failed: self.query_i64("SELECT coalesce(sum(folders_failed), 0)::BIGINT FROM rounds")?
                 as u64,
             unclassified: src_nodes.saturating_sub(classified),
@@ -1466,7 +1468,7 @@ fn side_done_after(conn: &Connection, side: Side, depth: u32) -> Result<bool, du
             conn,
             &format!(
                 "SELECT 1 FROM src_nodes WHERE depth = {n1} AND kind = {FOLDER} AND id NOT IN \
-                 (SELECT node_id FROM src_status_events WHERE depth = {n1} AND phase = 'compare' AND status = 'excluded')"
+                 (SELECT node_id FROM src_status_events WHERE depth = {n1} AND phase = 'compare' AND status IN {LEFT_OUT})"
             ),
         )?),
         // The dst is done once the src is done, no src node lies deeper than
@@ -1599,19 +1601,21 @@ mod tests {
         stats.add(FOLDER, Some(Status::Same), 6, 0);
         stats.add(Kind::Symlink.code(), Some(Status::Conflict), 1, 0);
         stats.add(Kind::Special.code(), Some(Status::Excluded), 1, 0);
+        stats.add(Kind::File.code(), Some(Status::InvalidName), 2, 9);
         let rows: std::collections::HashMap<_, _> = stats.rows().into_iter().collect();
         let expected = [
             ("folders", 11),
-            ("files", 10),
+            ("files", 12),
             ("symlinks", 1),
             ("special", 1),
-            ("bytes", 367),
+            ("bytes", 376),
             ("missing", 8),
             ("same", 6),
             ("differs", 2),
             ("conflict", 1),
             ("extra", 1),
             ("excluded", 1),
+            ("invalid-name", 2),
             ("extra_bytes", 7),
             ("to_copy_files", 5),
             ("to_copy_folders", 5),

@@ -307,7 +307,7 @@ pub struct ReviewArgs {
     #[arg(long)]
     pub state: PathBuf,
     /// Which items: missing, differs, conflict, same, extra, excluded,
-    /// failed, or all (everything but same) from discovery; pending,
+    /// invalid-name, failed, or all (everything but same) from discovery; pending,
     /// copying, copied, skipped, changed or copy-failed from the copy;
     /// mismatch from verify.
     #[arg(long, default_value = "all", conflicts_with = "changes")]

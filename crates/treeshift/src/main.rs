@@ -290,7 +290,7 @@ fn discover(args: DiscoverArgs) -> Result<Exit> {
     } else {
         output::print_summary(&summary, &args.state);
     }
-    Ok(exit_for(summary.failed > 0))
+    Ok(exit_for(summary.failed + summary.invalid_name > 0))
 }
 
 fn exit_for(failed_items: bool) -> Exit {
@@ -500,7 +500,12 @@ fn migrate(args: MigrateArgs) -> Result<Exit> {
             output::print_verify(&verified, &d.state);
         }
         Ok(exit_for(
-            summary.failed + copied.failed + copied.changed + verified.mismatch + verified.failed
+            summary.failed
+                + summary.invalid_name
+                + copied.failed
+                + copied.changed
+                + verified.mismatch
+                + verified.failed
                 > 0,
         ))
     })
@@ -566,7 +571,7 @@ fn status(args: StatusArgs) -> Result<Exit> {
     let copy_problems = copied.map_or(0, |c| c.failed + c.changed);
     let verify_problems = verified.map_or(0, |v| v.mismatch + v.failed);
     Ok(exit_for(
-        summary.failed + copy_problems + verify_problems > 0,
+        summary.failed + summary.invalid_name + copy_problems + verify_problems > 0,
     ))
 }
 
@@ -582,7 +587,7 @@ fn review(args: ReviewArgs) -> Result<Exit> {
             (_, Ok(cs)) if cs != CopyStatus::Failed => ReviewSelect::Copy(cs),
             _ => {
                 return Err(usage(format!(
-                    "unknown status '{other}'; expected one of missing, differs, conflict, same, extra, excluded, failed, all, pending, copying, copied, skipped, changed, copy-failed, mismatch"
+                    "unknown status '{other}'; expected one of missing, differs, conflict, same, extra, excluded, invalid-name, failed, all, pending, copying, copied, skipped, changed, copy-failed, mismatch"
                 )));
             }
         },

@@ -84,6 +84,7 @@ pub fn print_summary(s: &Summary, state: &Path) {
         ("same", s.same),
         ("extra", s.extra),
         ("excluded", s.excluded),
+        ("invalid-name", s.invalid_name),
         ("failed", s.failed),
         ("unclassified", s.unclassified),
     ];

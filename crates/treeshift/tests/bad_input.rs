@@ -160,7 +160,7 @@ fn unreadable_folder_is_failed_with_reason_and_siblings_continue() {
         .output()
         .is_err()
     {
-        eprintln!("setpriv missing; skipping");
+        util::missing_prerequisite("setpriv");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

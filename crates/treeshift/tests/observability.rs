@@ -27,7 +27,7 @@ fn migrate_with_a_locked_folder(dir: &std::path::Path, extra: &[&str]) -> Option
     let result = util::run_unprivileged(&args);
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();
     let Some((code, _, err)) = result else {
-        eprintln!("setpriv missing; skipping");
+        util::missing_prerequisite("setpriv");
         return None;
     };
     assert!(!err.contains("panicked"), "{err}");

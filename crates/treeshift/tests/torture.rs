@@ -110,6 +110,18 @@ impl Row {
         self.duplicated += unique.iter().filter(|g| !want.contains(g)).count() as u64;
     }
 
+    /// A prerequisite is missing: a failure under CI (it must never pass
+    /// silently there), a skipped scenario elsewhere.
+    fn missing(mut self, what: &str) -> Row {
+        if util::in_ci() {
+            self.note = format!("FAILED: missing prerequisite under CI: {what}");
+        } else {
+            self.skipped = true;
+            self.note = format!("{what} missing");
+        }
+        self
+    }
+
     fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
         if !ok && self.note_is_failure().is_none() {
             self.note = format!("FAILED: {}", what());
@@ -322,9 +334,7 @@ fn crash_retry(mode: &mut Mode, dir: &Path) -> Row {
         fs::set_permissions(&locked[0], fs::Permissions::from_mode(0o755)).unwrap();
         fs::set_permissions(&locked[1], fs::Permissions::from_mode(0o644)).unwrap();
         let Some((code, _, err)) = first else {
-            row.skipped = true;
-            row.note = "setpriv missing".into();
-            return row;
+            return row.missing("setpriv");
         };
         row.check(code == 4, || {
             format!("the locked run should fail items: {code} {err}")
@@ -504,9 +514,7 @@ fn faults_during_copy(_mode: &mut Mode, dir: &Path) -> Row {
     )
     .unwrap();
     let Some((code, out, err)) = copied else {
-        row.skipped = true;
-        row.note = "setpriv missing".into();
-        return row;
+        return row.missing("setpriv");
     };
     row.check(code == 4, || {
         format!("copy should report items: {code} {err}")
@@ -729,6 +737,29 @@ fn many_in_one_folder(mode: &mut Mode, dir: &Path) -> Row {
     row
 }
 
+/// Folders of both trees swapped for symlinks to outside canary folders
+/// (same names, sizes and mtimes, secret content) and back, while copy,
+/// verify, retry and a quarantine run: nothing may leave the roots.
+fn swapped_folders(mode: &mut Mode, dir: &Path) -> Row {
+    let mut row = Row::new("races: folders swapped for symlinks");
+    let rounds = if mode.long { 20 } else { 2 };
+    let race = util::swap_race(dir, rounds, mode.rng.next());
+    row.runs += race.runs;
+    // Each swap of a folder for a symlink is a fault injected.
+    row.faults += race.swaps.min(u64::from(u32::MAX)) as u32;
+    row.check(race.bad_exits.is_empty(), || {
+        format!("{:?}", race.bad_exits)
+    });
+    row.check(race.canaries_touched.is_empty(), || {
+        format!("canaries touched: {:?}", race.canaries_touched)
+    });
+    row.check(race.leaks.is_empty(), || {
+        format!("secret leaked into {:?}", race.leaks)
+    });
+    row.check(race.swaps > 0, || "no swap happened".into());
+    row
+}
+
 fn case_insensitive_destination(_mode: &mut Mode, _dir: &Path) -> Row {
     let mut row = Row::new("names: case clash, case-insensitive dst");
     row.skipped = true;
@@ -742,9 +773,7 @@ fn destination_full(mode: &mut Mode, dir: &Path) -> Row {
     source_with_big_files(&src, &mut mode.rng);
     let dst = dir.join("dst");
     let Some(fs_dst) = Tmpfs::mount(&dst, "size=4m") else {
-        row.skipped = true;
-        row.note = "cannot mount tmpfs".into();
-        return row;
+        return row.missing("a tmpfs mount");
     };
     let state = dir.join("s.duckdb");
     discover_and_approve(&mut row, &src, &dst, &state);
@@ -788,9 +817,7 @@ fn state_disk_full(mode: &mut Mode, dir: &Path) -> Row {
     {
         let area = dir.join(format!("state-area-{i}"));
         let Some(fs_state) = Tmpfs::mount(&area, &format!("size={size}")) else {
-            row.skipped = true;
-            row.note = "cannot mount tmpfs".into();
-            return row;
+            return row.missing("a tmpfs mount");
         };
         let state = area.join("s.duckdb");
         let (code, _, err) = row.run(&["discover", &src, &dst, "--state", s(&state)]);
@@ -856,7 +883,7 @@ fn torture() {
         long,
         rng: Rng::from_env(),
     };
-    let scenarios: [Scenario; 14] = [
+    let scenarios: [Scenario; 15] = [
         crash_discover_sim,
         crash_discover_local,
         crash_copy,
@@ -866,6 +893,7 @@ fn torture() {
         concurrent_processes,
         faults_during_copy,
         hostile_tree,
+        swapped_folders,
         many_in_one_folder,
         case_insensitive_destination,
         destination_full,

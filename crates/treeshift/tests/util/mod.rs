@@ -39,7 +39,14 @@ pub fn status_json(state: &Path) -> serde_json::Value {
 pub fn all_items(state: &Path) -> Vec<String> {
     let mut lines = Vec::new();
     for status in [
-        "missing", "same", "differs", "conflict", "extra", "excluded", "failed",
+        "missing",
+        "same",
+        "differs",
+        "conflict",
+        "extra",
+        "excluded",
+        "invalid-name",
+        "failed",
     ] {
         let out = treeshift(&[
             "review",
@@ -60,6 +67,19 @@ pub fn all_items(state: &Path) -> Vec<String> {
     }
     lines.sort();
     lines
+}
+
+/// Returns true if and only if the tests run under CI (`CI` is set).
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+/// A prerequisite of a test is missing (a mount, `setpriv`, a tool). Under
+/// CI that fails the test, so a missing prerequisite never passes silently;
+/// elsewhere the test is reported as skipped, with the reason.
+pub fn missing_prerequisite(what: &str) {
+    assert!(!in_ci(), "missing prerequisite under CI: {what}");
+    eprintln!("skipped: {what}");
 }
 
 /// A path as a `&str` (test paths are UTF-8).
@@ -348,4 +368,249 @@ pub fn set_mtime(p: &Path, secs: u64) {
         .unwrap()
         .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
         .unwrap();
+}
+
+/// Swaps folders with symlinks to outside folders and back, over and over,
+/// from a thread of its own, until stopped: the race a migration running
+/// as root on a tree other people can write to must survive. Each swap is
+/// one `renameat2(RENAME_EXCHANGE)`, so the path is always either the real
+/// folder or the symlink.
+pub struct Swapper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Swapper {
+    /// Starts swapping each `(folder, outside)` pair: `folder` becomes a
+    /// symlink to `outside` for a moment, then the folder again.
+    pub fn start(pairs: &[(PathBuf, PathBuf)], seed: u64) -> Swapper {
+        use std::sync::atomic::Ordering;
+        let links: Vec<(PathBuf, PathBuf)> = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (folder, outside))| {
+                let link = folder.with_file_name(format!(".swap-{i}"));
+                std::os::unix::fs::symlink(outside, &link).unwrap();
+                (folder.clone(), link)
+            })
+            .collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut rng = Rng(seed);
+            let mut swaps = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let (folder, link) = &links[rng.below(links.len() as u64) as usize];
+                exchange(folder, link);
+                std::thread::sleep(std::time::Duration::from_micros(rng.below(2000)));
+                exchange(folder, link);
+                swaps += 1;
+                std::thread::sleep(std::time::Duration::from_micros(rng.below(500)));
+            }
+            for (_, link) in &links {
+                std::fs::remove_file(link).unwrap();
+            }
+            swaps
+        });
+        Swapper {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops swapping, leaves every folder in place and removes the
+    /// symlinks; returns how many swaps were made.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Swapper {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn exchange(a: &Path, b: &Path) {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).expect("renameat2(RENAME_EXCHANGE)");
+}
+
+/// Files under `root` (symlinks not followed) whose bytes contain
+/// `needle`, and `root` itself if it is a file that does.
+pub fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let holds = |p: &Path| {
+        std::fs::read(p).is_ok_and(|data| data.windows(needle.len()).any(|w| w == needle))
+    };
+    let meta = match std::fs::symlink_metadata(root) {
+        Ok(m) => m,
+        Err(_) => return Vec::new(),
+    };
+    if meta.is_file() {
+        return if holds(root) {
+            vec![root.to_path_buf()]
+        } else {
+            Vec::new()
+        };
+    }
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => stack.push(path),
+                Ok(m) if m.is_file() && holds(&path) => found.push(path),
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+/// What a race of folder swaps against a migration came to.
+#[derive(Debug, Default)]
+pub struct Race {
+    /// Swaps made while treeshift ran.
+    pub swaps: u64,
+    /// treeshift runs.
+    pub runs: u32,
+    /// Runs whose stderr shows a panic, or that exited other than 0 or 4.
+    pub bad_exits: Vec<String>,
+    /// Outside folders whose content changed.
+    pub canaries_touched: Vec<String>,
+    /// Files of the destination or the state file holding a canary's secret.
+    pub leaks: Vec<String>,
+}
+
+/// The secret every canary file holds: it must never appear anywhere a
+/// migration writes.
+pub const CANARY_SECRET: &[u8] = b"CANARY-SECRET-0e5c9a71";
+
+/// Builds a source under `dir`, then `rounds` times: a half-copied
+/// destination with canary folders beside it, discovery and an approval
+/// that moves extras into quarantine, and then `copy`, `verify --checksum`,
+/// `retry` and `copy` again while a thread swaps source and destination
+/// folders with symlinks to the canaries and back. The canaries hold the
+/// same names, sizes and mtimes as the folders they stand in for, and
+/// secret content, so only confinement keeps a copy out of them.
+pub fn swap_race(dir: &Path, rounds: u32, seed: u64) -> Race {
+    let src = dir.join("src");
+    // Files big enough to hold the whole secret once overwritten, and
+    // enough of them that the copy takes a while.
+    for top in 0..3 {
+        for sub in ["", "d0", "d1"] {
+            let folder = src.join(format!("d{top}")).join(sub);
+            std::fs::create_dir_all(&folder).unwrap();
+            for i in 0..30u64 {
+                let p = folder.join(format!("f{i}.txt"));
+                let data = format!("public {top}/{sub}/{i} ").repeat(8 + i as usize);
+                std::fs::write(&p, data).unwrap();
+                set_mtime(&p, 1_600_000_000 + i * 60);
+            }
+        }
+    }
+    let canary_src = [
+        (src.join("d1"), dir.join("canary-src-d1")),
+        (src.join("d2").join("d0"), dir.join("canary-src-d2-d0")),
+    ];
+    for (real, canary) in &canary_src {
+        make_canary(real, canary);
+    }
+    let mut race = Race::default();
+    let mut rng = Rng(seed);
+    for round in 0..rounds {
+        race_round(
+            dir,
+            &dir.join(format!("round-{round}")),
+            &canary_src,
+            &mut rng,
+            &mut race,
+        );
+    }
+    race
+}
+
+fn race_round(
+    dir: &Path,
+    here: &Path,
+    canary_src: &[(PathBuf, PathBuf)],
+    rng: &mut Rng,
+    race: &mut Race,
+) {
+    let src = dir.join("src");
+    let (dst, state) = (here.join("dst"), here.join("s.duckdb"));
+    std::fs::create_dir_all(&dst).unwrap();
+    copy_tree(&src.join("d0"), &dst.join("d0"));
+    std::fs::create_dir(dst.join("d1")).unwrap();
+    for i in 0..3 {
+        std::fs::write(dst.join("d0").join(format!("x{i}.extra")), b"extra").unwrap();
+        std::fs::write(dst.join("d1").join(format!("y{i}.extra")), b"extra").unwrap();
+    }
+    let mut canaries = canary_src.to_vec();
+    for name in ["d0", "d1"] {
+        let canary = here.join(format!("canary-dst-{name}"));
+        make_canary(&dst.join(name), &canary);
+        canaries.push((dst.join(name), canary));
+    }
+    let before: Vec<_> = canaries.iter().map(|(_, c)| snapshot(c)).collect();
+    let run = |race: &mut Race, args: &[&str]| {
+        race.runs += 1;
+        let (code, _, err) = run(args);
+        if err.contains("panicked") || !(code == 0 || code == 4) {
+            race.bad_exits.push(format!("{args:?}: {code}: {err}"));
+        }
+    };
+    run(race, &["discover", s(&src), s(&dst), "--state", s(&state)]);
+    run(
+        race,
+        &["approve", "--state", s(&state), "--extras", "quarantine"],
+    );
+    let swapper = Swapper::start(&canaries, rng.next());
+    run(race, &["copy", "--state", s(&state), "--workers", "4"]);
+    run(race, &["verify", "--state", s(&state), "--checksum"]);
+    run(race, &["retry", "--state", s(&state)]);
+    run(race, &["copy", "--state", s(&state)]);
+    race.swaps += swapper.stop();
+    for ((_, canary), want) in canaries.iter().zip(&before) {
+        if &snapshot(canary) != want {
+            race.canaries_touched.push(canary.display().to_string());
+        }
+    }
+    for place in [
+        dst.clone(),
+        state.clone(),
+        state.with_extension("duckdb.wal"),
+    ] {
+        for leak in files_containing(&place, CANARY_SECRET) {
+            race.leaks.push(leak.display().to_string());
+        }
+    }
+}
+
+/// A copy of `real` at `canary` with every file's content replaced by the
+/// secret, at the same size and mtime.
+fn make_canary(real: &Path, canary: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    copy_tree(real, canary);
+    for (rel, node) in snapshot(canary) {
+        if node.kind == "file" {
+            let p = canary.join(std::ffi::OsStr::from_bytes(&rel));
+            let secret: Vec<u8> = CANARY_SECRET
+                .iter()
+                .copied()
+                .cycle()
+                .take(node.size as usize)
+                .collect();
+            std::fs::write(&p, &secret).unwrap();
+            set_mtime(&p, node.mtime_s as u64);
+        }
+    }
 }

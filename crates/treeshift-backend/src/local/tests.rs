@@ -1,0 +1,366 @@
+use super::write::system_time;
+use super::*;
+use crate::ErrorKind;
+use std::fs::{self, Permissions};
+use std::os::unix::fs::symlink;
+
+fn names(b: &LocalBackend, p: &RelPath) -> Vec<(Vec<u8>, Kind)> {
+    let mut v: Vec<_> = b
+        .list_children(p)
+        .unwrap()
+        .map(|e| e.map(|e| (e.name, e.kind)).unwrap())
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn lists_kinds_without_following_links() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("sub")).unwrap();
+    fs::write(dir.path().join("f"), b"hello").unwrap();
+    symlink("sub", dir.path().join("link")).unwrap();
+    symlink("/nonexistent", dir.path().join("dangling")).unwrap();
+    let b = LocalBackend::new(dir.path());
+    assert_eq!(
+        names(&b, &RelPath::root()),
+        vec![
+            (b"dangling".to_vec(), Kind::Symlink),
+            (b"f".to_vec(), Kind::File),
+            (b"link".to_vec(), Kind::Symlink),
+            (b"sub".to_vec(), Kind::Folder),
+        ]
+    );
+    let f = b
+        .list_children(&RelPath::root())
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|e| e.name == b"f")
+        .unwrap();
+    assert_eq!(f.size, 5);
+    assert!(f.mtime_ns.unwrap() > 0);
+}
+
+#[test]
+fn odd_names_round_trip_as_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let odd: [&[u8]; 3] = [b"new\nline", b"bad\xff\xfe", &[b'x'; 255]];
+    for n in odd {
+        fs::write(dir.path().join(OsStr::from_bytes(n)), b"").unwrap();
+    }
+    let b = LocalBackend::new(dir.path());
+    let got: Vec<Vec<u8>> = names(&b, &RelPath::root())
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let mut want: Vec<Vec<u8>> = odd.iter().map(|n| n.to_vec()).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn missing_root_and_missing_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = LocalBackend::new(dir.path().join("nope"));
+    assert_eq!(b.root_kind().unwrap(), None);
+    let err = b.list_children(&RelPath::root()).err().unwrap();
+    assert_eq!(err.kind, ErrorKind::NotFound);
+}
+
+/// A backend of each way of resolving paths: `openat2`, and the walk
+/// that stands in for it on kernels without one.
+fn both_ways(root: &Path) -> [LocalBackend; 2] {
+    [
+        LocalBackend::new(root),
+        LocalBackend::with_root(Root::walking(root.to_path_buf())),
+    ]
+}
+
+#[test]
+fn writes_land_whole_and_never_replace_unless_asked() {
+    for walking in [false, true] {
+        writes_land_whole(walking);
+    }
+}
+
+fn writes_land_whole(walking: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"new data").unwrap();
+    fs::set_permissions(src.join("f"), Permissions::from_mode(0o640)).unwrap();
+    File::options()
+        .write(true)
+        .open(src.join("f"))
+        .unwrap()
+        .set_modified(system_time(1_600_000_000_123_456_789))
+        .unwrap();
+    let (s, [d, d_walking]) = (LocalBackend::new(&src), both_ways(&dst));
+    let d = if walking { d_walking } else { d };
+    let w = d.writer().unwrap();
+    w.create_folder(&RelPath::root()).unwrap();
+    w.create_folder(&RelPath::root()).unwrap();
+    let (f, tmp) = (
+        RelPath::from_bytes(b"f".to_vec()),
+        RelPath::from_bytes(b".t".to_vec()),
+    );
+    for anonymous in [true, false] {
+        let _ = fs::remove_file(dst.join("f"));
+        let mut source = s.open_read(&f).unwrap();
+        let (staged, n) = w.write_temp(&tmp, &mut source, anonymous).unwrap();
+        assert_eq!(n, 8);
+        assert_eq!(staged.0.is_anonymous(), anonymous);
+        fs::write(dst.join("f"), b"theirs").unwrap();
+        assert!(!w.commit(staged, &f, false).unwrap(), "never replaces");
+        assert_eq!(fs::read(dst.join("f")).unwrap(), b"theirs");
+        assert!(!dst.join(".t").exists(), "a refused item is discarded");
+        fs::remove_file(dst.join("f")).unwrap();
+        let mut source = s.open_read(&f).unwrap();
+        let (staged, _) = w.write_temp(&tmp, &mut source, anonymous).unwrap();
+        assert!(w.commit(staged, &f, false).unwrap());
+        assert_eq!(fs::read(dst.join("f")).unwrap(), b"new data");
+        assert!(!dst.join(".t").exists());
+        let (a, b) = (s.stat(&f).unwrap().unwrap(), d.stat(&f).unwrap().unwrap());
+        assert_eq!(
+            (a.size, a.mtime_ns),
+            (b.size, b.mtime_ns),
+            "mtime to the nanosecond"
+        );
+        let mode = fs::metadata(dst.join("f")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+    }
+    fs::write(dst.join("f"), b"theirs").unwrap();
+    let (staged, _) = w
+        .write_temp(&tmp, &mut s.open_read(&f).unwrap(), false)
+        .unwrap();
+    assert!(w.commit(staged, &f, true).unwrap(), "replaces when asked");
+    assert_eq!(fs::read(dst.join("f")).unwrap(), b"new data");
+    let staged = w
+        .symlink_temp(&tmp, b"../elsewhere", Some(1_500_000_000_000_000_000))
+        .unwrap();
+    let link = RelPath::from_bytes(b"l".to_vec());
+    assert!(w.commit(staged, &link, false).unwrap());
+    assert_eq!(d.read_link(&link).unwrap(), b"../elsewhere");
+    assert_eq!(
+        d.stat(&link).unwrap().unwrap().mtime_ns,
+        Some(1_500_000_000_000_000_000)
+    );
+    let aside = RelPath::from_bytes(b"f.old".to_vec());
+    w.move_aside(&f, &aside).unwrap();
+    assert_eq!(fs::read(dst.join("f.old")).unwrap(), b"new data");
+    fs::write(dst.join("f"), b"again").unwrap();
+    assert!(
+        w.move_aside(&f, &aside).is_err(),
+        "an aside name is never replaced"
+    );
+}
+
+#[test]
+fn paths_past_path_max_work_like_short_ones() {
+    for walking in [false, true] {
+        deep_paths(walking);
+    }
+}
+
+fn deep_paths(walking: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    fs::create_dir(&src).unwrap();
+    let (s, [d, d_walking]) = (LocalBackend::new(&src), both_ways(&dst));
+    let d = if walking { d_walking } else { d };
+    let w = d.writer().unwrap();
+    w.create_folder(&RelPath::root()).unwrap();
+    // 30 folders of 200 bytes: a 6,000-byte path, made through the
+    // backend itself on the destination.
+    let segment = vec![b's'; 200];
+    let mut deep = RelPath::root();
+    for _ in 0..30 {
+        deep = deep.join(&segment);
+        w.create_folder(&deep).unwrap();
+    }
+    assert!(d.full_path(&deep).as_os_str().len() > 6000);
+    fs::write(src.join("f"), b"deep data").unwrap();
+    let file = deep.join(b"f");
+    let temp = deep.join(b".t");
+    let mut source = s.open_read(&RelPath::from_bytes(b"f".to_vec())).unwrap();
+    let (staged, n) = w.write_temp(&temp, &mut source, false).unwrap();
+    assert_eq!(n, 9);
+    assert!(w.commit(staged, &file, false).unwrap());
+    let listed = names(&d, &deep);
+    assert_eq!(listed, vec![(b"f".to_vec(), Kind::File)]);
+    assert_eq!(d.stat(&file).unwrap().unwrap().size, 9);
+    w.set_mtime(&file, 1_000_000_000_000_000_000).unwrap();
+    assert_eq!(
+        d.stat(&file).unwrap().unwrap().mtime_ns,
+        Some(1_000_000_000_000_000_000)
+    );
+    let mut back = Vec::new();
+    match d.open_read(&file).unwrap().reader {
+        Reader::File(mut f) => io::Read::read_to_end(&mut f, &mut back).unwrap(),
+        Reader::Stream(_) => unreachable!("local files are files"),
+    };
+    assert_eq!(back, b"deep data");
+    w.remove(&deep.parent().parent()).unwrap();
+    assert_eq!(d.stat(&deep).unwrap(), None);
+}
+
+/// A tree with a folder `a` (holding `f`, `l` and `b/`) and, beside the
+/// tree, an outside folder holding the same names.
+fn tree_and_outside(dir: &Path) -> (PathBuf, PathBuf) {
+    let (root, outside) = (dir.join("root"), dir.join("outside"));
+    for base in [&root, &outside] {
+        let a = if base == &root {
+            base.join("a")
+        } else {
+            base.clone()
+        };
+        fs::create_dir_all(a.join("b")).unwrap();
+        fs::write(a.join("f"), b"secret").unwrap();
+        symlink("f", a.join("l")).unwrap();
+    }
+    (root, outside)
+}
+
+/// Every listing of the outside folder, with sizes and content: what must
+/// stay untouched.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Vec<u8>)> {
+    let mut all = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                stack.push(p.clone());
+            }
+            let data = if m.is_file() {
+                fs::read(&p).unwrap()
+            } else {
+                Vec::new()
+            };
+            all.push((p, m.len(), data));
+        }
+    }
+    all.sort();
+    all
+}
+
+#[test]
+fn a_folder_swapped_for_a_symlink_is_never_followed() {
+    for walking in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = tree_and_outside(dir.path());
+        let [b, b_walking] = both_ways(&root);
+        let b = if walking { b_walking } else { b };
+        // Resolve once while `a` is a folder, so the root is open...
+        assert_eq!(
+            names(&b, &RelPath::root()),
+            vec![(b"a".to_vec(), Kind::Folder)]
+        );
+        // ...then swap it for a symlink to the outside folder.
+        fs::rename(root.join("a"), dir.path().join("a.moved")).unwrap();
+        symlink(&outside, root.join("a")).unwrap();
+        let before = fingerprint(&outside);
+        let p = |s: &str| RelPath::from_bytes(s.as_bytes().to_vec());
+        let changed = |r: Result<(), BackendError>, what: &str| {
+            let e = r.expect_err(what);
+            assert_eq!(e.kind, ErrorKind::PathChanged, "{what} ({walking}): {e}");
+        };
+        changed(b.list_children(&p("a")).map(drop), "list");
+        changed(b.list_children(&p("a/b")).map(drop), "list below");
+        changed(b.stat(&p("a/f")).map(drop), "stat");
+        changed(b.open_read(&p("a/f")).map(drop), "open");
+        changed(b.read_link(&p("a/l")).map(drop), "read_link");
+        let w = b.writer().unwrap();
+        changed(w.create_folder(&p("a/new")), "create_folder");
+        changed(w.set_mtime(&p("a/f"), 0), "set_mtime");
+        changed(w.remove(&p("a/b")), "remove");
+        changed(w.remove(&p("a/f")), "remove a file");
+        changed(w.remove_temp(&p("a/f")), "remove_temp");
+        changed(w.move_aside(&p("a/f"), &p("moved")), "move_aside from");
+        fs::write(root.join("mine"), b"x").unwrap();
+        changed(w.move_aside(&p("mine"), &p("a/mine")), "move_aside into");
+        let src_dir = tempfile::tempdir().unwrap();
+        fs::write(src_dir.path().join("g"), b"payload").unwrap();
+        let s = LocalBackend::new(src_dir.path());
+        for anonymous in [true, false] {
+            let mut source = s.open_read(&p("g")).unwrap();
+            changed(
+                w.write_temp(&p("a/.t"), &mut source, anonymous).map(drop),
+                "write",
+            );
+        }
+        changed(w.symlink_temp(&p("a/.t"), b"x", None).map(drop), "symlink");
+        // The symlink itself is what a listing shows.
+        let top = b.list_children(&RelPath::root()).unwrap();
+        let kinds: Vec<_> = top.map(|e| e.unwrap()).map(|e| (e.name, e.kind)).collect();
+        assert!(kinds.contains(&(b"a".to_vec(), Kind::Symlink)), "{kinds:?}");
+        assert_eq!(
+            fingerprint(&outside),
+            before,
+            "the outside folder is untouched"
+        );
+    }
+}
+
+#[test]
+fn a_file_swapped_for_a_symlink_is_not_read_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, outside) = tree_and_outside(dir.path());
+    for b in both_ways(&root) {
+        fs::remove_file(root.join("a/f")).unwrap();
+        symlink(outside.join("f"), root.join("a/f")).unwrap();
+        let e = b
+            .open_read(&RelPath::from_bytes(b"a/f".to_vec()))
+            .err()
+            .expect("never opened through the link");
+        assert_eq!(e.kind, ErrorKind::PathChanged, "{e}");
+        fs::remove_file(root.join("a/f")).unwrap();
+        fs::write(root.join("a/f"), b"mine").unwrap();
+    }
+}
+
+#[test]
+fn names_that_would_climb_or_split_never_reach_the_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _outside) = tree_and_outside(dir.path());
+    for b in both_ways(&root) {
+        for bad in [
+            &b"../outside/f"[..],
+            b"a/../../outside/f",
+            b"a/./f",
+            b"a//f",
+            b"/etc/passwd",
+            b"a/f\0x",
+            b"..",
+        ] {
+            let path = RelPath::from_bytes(bad.to_vec());
+            let e = b.open_read(&path).err().expect("refused");
+            assert!(
+                matches!(e.kind, ErrorKind::PathChanged | ErrorKind::InvalidName),
+                "{}: {e}",
+                String::from_utf8_lossy(bad)
+            );
+            assert!(b.stat(&path).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(b.list_children(&path).is_err());
+        }
+    }
+}
+
+#[test]
+fn a_swapped_root_is_not_followed_once_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, outside) = tree_and_outside(dir.path());
+    let b = LocalBackend::new(&root);
+    assert!(
+        b.stat(&RelPath::from_bytes(b"a/f".to_vec()))
+            .unwrap()
+            .is_some()
+    );
+    fs::rename(&root, dir.path().join("root.moved")).unwrap();
+    symlink(&outside, &root).unwrap();
+    // The open root is the original folder, wherever it is now.
+    let f = b.stat(&RelPath::from_bytes(b"a/f".to_vec())).unwrap();
+    assert!(f.is_some(), "still the original tree");
+    assert_eq!(b.stat(&RelPath::from_bytes(b"f".to_vec())).unwrap(), None);
+}
