@@ -1,10 +1,10 @@
 //! A layer that counts the calls made to a backend, so a run can report how
 //! much of each tree it touched (a retry sweep must touch only what failed).
 
-use crate::{Backend, BackendError, Children, SourceFile, Staged, Writable};
+use crate::{Apply, Backend, BackendError, Children, SourceFile, Staged, Writable};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use treeshift_core::{Entry, Kind, RelPath};
+use treeshift_core::{Entry, Keep, Kind, RelPath, Xattr};
 
 /// Calls made through a [`Counted`] backend, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -98,6 +98,15 @@ impl Backend for Counted {
         self.inner.read_link(path)
     }
 
+    fn keep(&self, keep: &Keep) {
+        self.inner.keep(keep);
+    }
+
+    fn xattrs(&self, path: &RelPath) -> Result<Vec<Xattr>, BackendError> {
+        bump(&self.read);
+        self.inner.xattrs(path)
+    }
+
     fn sync(&self) -> Result<(), BackendError> {
         self.inner.sync()
     }
@@ -117,17 +126,19 @@ impl Writable for Counted {
         temp: &RelPath,
         source: &mut SourceFile,
         anonymous: bool,
+        apply: &Apply,
     ) -> Result<(Staged, u64), BackendError> {
-        self.write_through()?.write_temp(temp, source, anonymous)
+        self.write_through()?
+            .write_temp(temp, source, anonymous, apply)
     }
 
     fn symlink_temp(
         &self,
         temp: &RelPath,
         target: &[u8],
-        mtime_ns: Option<i64>,
+        apply: &Apply,
     ) -> Result<Staged, BackendError> {
-        self.write_through()?.symlink_temp(temp, target, mtime_ns)
+        self.write_through()?.symlink_temp(temp, target, apply)
     }
 
     fn commit(&self, staged: Staged, path: &RelPath, replace: bool) -> Result<bool, BackendError> {
@@ -150,8 +161,8 @@ impl Writable for Counted {
         self.write_through()?.remove(path)
     }
 
-    fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> Result<(), BackendError> {
-        self.write_through()?.set_mtime(path, mtime_ns)
+    fn set_metadata(&self, path: &RelPath, apply: &Apply) -> Result<(), BackendError> {
+        self.write_through()?.set_metadata(path, apply)
     }
 }
 

@@ -17,7 +17,7 @@ pub use error::{BackendError, ErrorKind};
 use std::fs::File;
 use std::io::Read;
 use std::sync::Arc;
-use treeshift_core::{Entry, Kind, RelPath};
+use treeshift_core::{Entry, Keep, Kind, Meta, RelPath, Xattr};
 
 /// The children of one folder, streamed: a folder with millions of children
 /// never sits in memory.
@@ -49,6 +49,17 @@ pub trait Backend: Send + Sync {
     /// The target of a symlink, as raw bytes.
     fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, BackendError>;
 
+    /// Tells the backend what the migration keeps, so listings and opened
+    /// files carry what will be compared and copied (reading extended
+    /// attributes costs calls; they are read only when kept).
+    fn keep(&self, _keep: &Keep) {}
+
+    /// The extended attributes of `path` that the migration keeps (none
+    /// where the storage has none).
+    fn xattrs(&self, _path: &RelPath) -> Result<Vec<Xattr>, BackendError> {
+        Ok(Vec::new())
+    }
+
     /// Flushes everything written so far to stable storage. Called once per
     /// batch of copied items, before the batch is recorded as copied.
     fn sync(&self) -> Result<(), BackendError> {
@@ -75,23 +86,24 @@ pub trait Writable: Send + Sync {
     /// fine. The root is created with its missing ancestors.
     fn create_folder(&self, path: &RelPath) -> Result<(), BackendError>;
 
-    /// Stages `source`'s data (with the source's mtime and, where both
-    /// sides have them, permission bits) in the folder of `temp`, named
-    /// `temp` unless `anonymous` is allowed and the storage can. Returns
-    /// the staged item and the bytes written.
+    /// Stages `source`'s data in the folder of `temp`, with the metadata
+    /// in `apply`, named `temp` unless `anonymous` is allowed and the
+    /// storage can. Returns the staged item and the bytes written.
     fn write_temp(
         &self,
         temp: &RelPath,
         source: &mut SourceFile,
         anonymous: bool,
+        apply: &Apply,
     ) -> Result<(Staged, u64), BackendError>;
 
-    /// Stages a symlink to `target` at `temp`, with this mtime.
+    /// Stages a symlink to `target` at `temp`, with the metadata in `apply`
+    /// (a symlink has no mode of its own).
     fn symlink_temp(
         &self,
         temp: &RelPath,
         target: &[u8],
-        mtime_ns: Option<i64>,
+        apply: &Apply,
     ) -> Result<Staged, BackendError>;
 
     /// Moves a staged item to `path`. With `replace` false it never
@@ -112,8 +124,26 @@ pub trait Writable: Send + Sync {
     /// Removes `path`, a folder with everything in it.
     fn remove(&self, path: &RelPath) -> Result<(), BackendError>;
 
-    /// Sets the mtime of `path` (a folder, after its contents were written).
-    fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> Result<(), BackendError>;
+    /// Sets the metadata in `apply` on what is at `path`, in place: a
+    /// folder after its contents were written, or an item whose data is
+    /// already in step.
+    fn set_metadata(&self, path: &RelPath, apply: &Apply) -> Result<(), BackendError>;
+}
+
+/// Metadata a write puts on an item besides its data; `None` leaves a
+/// field as the storage makes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Apply {
+    /// Modification time, in nanoseconds.
+    pub mtime_ns: Option<i64>,
+    /// Permission bits with setuid, setgid and sticky.
+    pub mode: Option<u32>,
+    /// User and group ids.
+    pub owner: Option<(u32, u32)>,
+    /// The kept extended attributes the item must have, exactly: others
+    /// of the kept kinds are removed (an ACL inherited from the folder,
+    /// say).
+    pub xattrs: Option<Vec<Xattr>>,
 }
 
 /// Data written but not yet in place: only the backend that staged it can
@@ -129,8 +159,10 @@ pub struct SourceFile {
     pub size: u64,
     /// Modification time when opened, in nanoseconds.
     pub mtime_ns: Option<i64>,
-    /// Unix permission bits, where the storage has them.
-    pub mode: Option<u32>,
+    /// Mode and owners as of the open, where the storage has them.
+    pub meta: Meta,
+    /// The kept extended attributes, read from the open file.
+    pub xattrs: Vec<Xattr>,
 }
 
 /// Where a source file's data comes from. A local file stays a [`File`] so

@@ -601,21 +601,21 @@ impl SimBackend {
                 if self.dir_deleted(ph) {
                     return None;
                 }
-                Some(Entry {
+                Some(Entry::new(
                     name,
-                    kind: Kind::Folder,
-                    size: 0,
-                    mtime_ns: Some(mtime_from(node_hash(p.seed, TAG_MTIME, ph))),
-                })
+                    Kind::Folder,
+                    0,
+                    Some(mtime_from(node_hash(p.seed, TAG_MTIME, ph))),
+                ))
             }
             Slot::Extra => {
                 let m = p.mutate?;
-                Some(Entry {
+                Some(Entry::new(
                     name,
-                    kind: Kind::File,
-                    size: draw_size(p.sizes, node_hash(m, TAG_EXTRA_SIZE, ph)),
-                    mtime_ns: Some(mtime_from(node_hash(m, TAG_EXTRA_MTIME, ph))),
-                })
+                    Kind::File,
+                    draw_size(p.sizes, node_hash(m, TAG_EXTRA_SIZE, ph)),
+                    Some(mtime_from(node_hash(m, TAG_EXTRA_MTIME, ph))),
+                ))
             }
             Slot::File | Slot::Odd | Slot::Bad | Slot::Symlink | Slot::Special => {
                 let kind = match slot {
@@ -643,12 +643,7 @@ impl SimBackend {
                         mtime -= MODIFY_AGE_NS;
                     }
                 }
-                Some(Entry {
-                    name,
-                    kind,
-                    size,
-                    mtime_ns: Some(mtime),
-                })
+                Some(Entry::new(name, kind, size, Some(mtime)))
             }
         }
     }
@@ -696,12 +691,12 @@ impl SimBackend {
     /// apply to listings only.
     fn entry_at(&self, path: &RelPath) -> Result<Option<Entry>, BackendError> {
         if path.is_root() {
-            return Ok(Some(Entry {
-                name: Vec::new(),
-                kind: Kind::Folder,
-                size: 0,
-                mtime_ns: Some(mtime_from(node_hash(self.params.seed, TAG_MTIME, 0))),
-            }));
+            return Ok(Some(Entry::new(
+                Vec::new(),
+                Kind::Folder,
+                0,
+                Some(mtime_from(node_hash(self.params.seed, TAG_MTIME, 0))),
+            )));
         }
         let at = match self.resolve(&path.parent()) {
             Ok(at) => at,
@@ -844,7 +839,8 @@ impl Backend for SimBackend {
             })),
             size: entry.size,
             mtime_ns: entry.mtime_ns,
-            mode: None,
+            meta: treeshift_core::Meta::default(),
+            xattrs: Vec::new(),
         })
     }
 

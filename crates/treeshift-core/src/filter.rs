@@ -601,12 +601,7 @@ mod tests {
     const NS: i64 = 1_000_000_000;
 
     fn node(kind: Kind, size: u64, mtime_ns: Option<i64>) -> Entry {
-        Entry {
-            name: Vec::new(),
-            kind,
-            size,
-            mtime_ns,
-        }
+        Entry::new(Vec::new(), kind, size, mtime_ns)
     }
 
     /// The verdict for the node at `path` (its name is the path's last name).

@@ -3,13 +3,15 @@
 //! exclude nodes, and the copy plan's vocabulary. Pure data and rules: nothing here touches storage.
 
 mod filter;
+mod keep;
 mod model;
 mod path;
 mod plan;
 
 pub use filter::{Filter, FilterError, FilterSpec, Verdict, parse_size, parse_time};
+pub use keep::{FileId, Keep, Meta, OwnerMap, Owners, Xattr, keeps_xattr, xattr_digest};
 pub use model::{
-    Changes, Entry, Kind, ListStatus, RoundState, Side, Status, Summary, ToCopy, Totals,
+    Changes, Entry, Kind, LeftAlone, ListStatus, RoundState, Side, Status, Summary, ToCopy, Totals,
 };
 pub use path::{RelPath, display_bytes, name_problem, name_stand_in};
 pub use plan::{

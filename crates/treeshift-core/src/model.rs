@@ -1,5 +1,6 @@
 //! Nodes, kinds, sides and the statuses discovery assigns.
 
+use crate::keep::{FileId, Meta};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -92,6 +93,26 @@ pub struct Entry {
     pub size: u64,
     /// Modification time in nanoseconds since the Unix epoch, if known.
     pub mtime_ns: Option<i64>,
+    /// Mode, owners and a digest of the extended attributes, where the
+    /// storage has them.
+    pub meta: Meta,
+    /// For a file with more than one name (hard links): the identity its
+    /// names share.
+    pub link: Option<FileId>,
+}
+
+impl Entry {
+    /// An entry with no metadata beyond kind, size and mtime.
+    pub fn new(name: Vec<u8>, kind: Kind, size: u64, mtime_ns: Option<i64>) -> Entry {
+        Entry {
+            name,
+            kind,
+            size,
+            mtime_ns,
+            meta: Meta::default(),
+            link: None,
+        }
+    }
 }
 
 /// The outcome of comparing a node with its counterpart on the other side.
@@ -102,8 +123,16 @@ pub enum Status {
     Missing,
     /// On both sides and equal (folders: both are folders).
     Same,
-    /// A file on both sides with a different size or mtime (to the second).
+    /// On both sides, with a different size or mtime (to the second), or
+    /// (the reason starts with `metadata:`) only another mode, owner or
+    /// extended attributes; the destination is not what an earlier pass
+    /// left there, so the policy decides.
     Differs,
+    /// Like `Differs`, but the destination is still exactly what the
+    /// source held at the previous pass (treeshift wrote it, or it was
+    /// already in step) and the source changed since: an update the
+    /// migration owns, made by the default approval.
+    Outdated,
     /// The same name is of different kinds on the two sides.
     Conflict,
     /// On dst only; recorded, never traversed.
@@ -117,8 +146,9 @@ pub enum Status {
 
 impl Status {
     /// Every status, in the order reports show them.
-    pub const ALL: [Status; 7] = [
+    pub const ALL: [Status; 8] = [
         Status::Missing,
+        Status::Outdated,
         Status::Differs,
         Status::Conflict,
         Status::Same,
@@ -133,6 +163,7 @@ impl Status {
             Status::Missing => "missing",
             Status::Same => "same",
             Status::Differs => "differs",
+            Status::Outdated => "outdated",
             Status::Conflict => "conflict",
             Status::Extra => "extra",
             Status::Excluded => "excluded",
@@ -192,14 +223,29 @@ pub struct Totals {
     pub bytes: u64,
 }
 
-/// What a copy of the current plan would create.
+/// What the default approval (`--policy skip`) would do.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToCopy {
-    /// Files missing on dst or differing.
+    /// Files and symlinks missing on dst, or outdated there.
     pub files: u64,
     /// Folders missing on dst.
     pub folders: u64,
     /// Bytes of those files.
+    pub bytes: u64,
+    /// Items whose data is in step but whose mode, owner or extended
+    /// attributes are outdated: updated in place, no data copied.
+    #[serde(default)]
+    pub metadata: u64,
+}
+
+/// What the default approval leaves alone: items that differ from a
+/// destination treeshift did not leave that way (`--policy overwrite`,
+/// `newer` or `rename` acts on them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftAlone {
+    /// Items that differ, or whose kind differs.
+    pub items: u64,
+    /// Bytes of the source's files among them.
     pub bytes: u64,
 }
 
@@ -242,8 +288,12 @@ pub struct Summary {
     pub missing: u64,
     /// Nodes equal on both sides.
     pub same: u64,
-    /// Files whose size or mtime differ.
+    /// Items that differ from a destination treeshift did not leave so.
     pub differs: u64,
+    /// Items whose destination is as the previous pass left it while the
+    /// source changed (the migration updates them).
+    #[serde(default)]
+    pub outdated: u64,
     /// Names whose kind differs between the sides.
     pub conflict: u64,
     /// Destination nodes with no source counterpart.
@@ -258,8 +308,11 @@ pub struct Summary {
     /// Source nodes not compared yet (their dst folder failed or discovery
     /// has not reached them).
     pub unclassified: u64,
-    /// What a copy would do.
+    /// What the default approval would copy.
     pub to_copy: ToCopy,
+    /// What the default approval would leave alone.
+    #[serde(default)]
+    pub left_alone: LeftAlone,
     /// Source rounds.
     pub src_rounds: RoundState,
     /// Destination rounds.

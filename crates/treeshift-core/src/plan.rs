@@ -121,6 +121,9 @@ pub enum Action {
     Skip,
     /// A destination extra: move it into the quarantine folder.
     Quarantine,
+    /// The data is in step: set the mode, owner and extended attributes
+    /// (and mtime) in place, copying nothing.
+    Metadata,
 }
 
 impl Action {
@@ -132,6 +135,7 @@ impl Action {
             Action::Rename => "rename",
             Action::Skip => "skip",
             Action::Quarantine => "quarantine",
+            Action::Metadata => "metadata",
         }
     }
 }
@@ -145,6 +149,7 @@ impl FromStr for Action {
             "rename" => Ok(Action::Rename),
             "skip" => Ok(Action::Skip),
             "quarantine" => Ok(Action::Quarantine),
+            "metadata" => Ok(Action::Metadata),
             other => Err(format!("unknown plan action '{other}'")),
         }
     }
@@ -267,6 +272,9 @@ pub struct Approval {
     /// Destination extras the plan moves into the quarantine folder.
     #[serde(default)]
     pub quarantines: u64,
+    /// Items whose metadata alone the plan updates (no data copied).
+    #[serde(default)]
+    pub metadata: u64,
 }
 
 /// Copy progress and results: what `copy --json` and `status --json` print.

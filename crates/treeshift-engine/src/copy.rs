@@ -13,14 +13,15 @@
 use crate::EngineError;
 use crate::pool::{self, PoolConfig};
 use crate::worker::{RetryPolicy, backoff, failure};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
-use treeshift_backend::{Backend, BackendError, ErrorKind, Writable};
+use treeshift_backend::{Apply, Backend, BackendError, ErrorKind, Staged, Writable};
 use treeshift_core::{
-    Action, CopyStatus, CopySummary, Entry, Kind, aside_name, mtime_secs, quarantine_path,
-    temp_name,
+    Action, CopyStatus, CopySummary, Entry, Keep, Kind, Meta, RelPath, Side, Xattr, aside_name,
+    mtime_secs, quarantine_path, temp_name,
 };
-use treeshift_store::{CopyEvent, CopyPull, CopyTask, CopyTodo, StoreHandle};
+use treeshift_store::{CopyEvent, CopyPull, CopyTask, CopyTodo, FolderTime, StoreHandle};
 
 /// Tuning of a copy run.
 #[derive(Clone, Debug)]
@@ -87,9 +88,14 @@ pub fn copy(
         .ok_or_else(|| EngineError::NotWritable(dst.describe()))?;
     store.set_phase("copying")?;
     let todo = store.begin_copy()?;
-    tracing::info!(folders = todo.folders, files = todo.files, bytes = todo.bytes, policy = %approval.policy, "copy started");
+    let keep = store.migration()?.keep;
+    src.keep(&keep);
+    dst.keep(&keep);
+    tracing::info!(folders = todo.folders, files = todo.files, bytes = todo.bytes, policy = %approval.policy, keep = %keep.describe(), "copy started");
     progress.start(&todo);
     let copier = Copier {
+        keep,
+        xattrs_refused: AtomicBool::new(false),
         src: src.as_ref(),
         dst: dst.as_ref(),
         writer,
@@ -150,9 +156,10 @@ pub fn copy(
             Ok(store.flush()?)
         },
         |t| {
-            // A quarantine move copies no bytes.
+            // A quarantine move or a metadata update copies no bytes.
             let (event, bytes) = match t.action {
                 Action::Quarantine => (copier.item(t, |t| copier.quarantine(t))?, 0),
+                Action::Metadata => (copier.item(t, |t| copier.metadata(t))?, 0),
                 _ => (copier.item(t, |t| copier.file(t))?, t.size),
             };
             progress.file_done(bytes);
@@ -160,7 +167,7 @@ pub fn copy(
         },
         commit,
     )?;
-    copier.folder_times(store)?;
+    copier.finish_folders(store)?;
     dst.sync().map_err(EngineError::Destination)?;
     let summary = store.copy_summary()?;
     if summary.is_finished() {
@@ -178,13 +185,25 @@ pub fn copy(
 
 /// How one item ended, short of an error.
 enum Done {
-    /// At its destination path, complete.
-    Copied,
+    /// At its destination path, complete (with a note of what the
+    /// destination could not keep, if anything).
+    Copied(Option<String>),
     /// Not copied: something changed since discovery.
     Changed(String),
 }
 
+const COPIED: Done = Done::Copied(None);
+
+/// The note on items copied without their extended attributes.
+const XATTRS_REFUSED: &str =
+    "copied without its extended attributes and ACLs: the destination does not support them";
+
 struct Copier<'a> {
+    /// What the migration keeps besides data and mtimes.
+    keep: Keep,
+    /// Set once the destination refused extended attributes: the rest go
+    /// without, each with a note.
+    xattrs_refused: AtomicBool,
     src: &'a dyn Backend,
     dst: &'a dyn Backend,
     writer: &'a dyn Writable,
@@ -228,7 +247,7 @@ impl Copier<'_> {
             other => other,
         };
         match outcome {
-            Ok(Done::Copied) => Ok(event(CopyStatus::Copied, None)),
+            Ok(Done::Copied(note)) => Ok(event(CopyStatus::Copied, note)),
             Ok(Done::Changed(why)) => {
                 tracing::info!(path = %task.path, reason = %why, "not copied: changed since discovery");
                 Ok(event(CopyStatus::Changed, Some(why)))
@@ -263,7 +282,7 @@ impl Copier<'_> {
                     now.kind.as_str()
                 ))));
             }
-            return Ok(Err(Done::Copied));
+            return Ok(Err(COPIED));
         }
         // Still what discovery saw there?
         let seen = task
@@ -300,7 +319,7 @@ impl Copier<'_> {
         let Some(now) = self.dst.stat(&task.path)? else {
             // A run that stopped after the move but before recording it.
             return Ok(match self.dst.stat(&target)? {
-                Some(_) => Done::Copied,
+                Some(_) => COPIED,
                 None => Done::Changed("destination: vanished since discovery".to_string()),
             });
         };
@@ -325,7 +344,7 @@ impl Copier<'_> {
             self.writer.create_folder(folder)?;
         }
         self.writer.move_aside(&task.path, &target)?;
-        Ok(Done::Copied)
+        Ok(COPIED)
     }
 
     /// After the source item could not be opened: `Some` if that is because
@@ -348,7 +367,7 @@ impl Copier<'_> {
                     self.writer.remove(&task.path)?;
                 }
                 self.writer.create_folder(&task.path)?;
-                Ok(Done::Copied)
+                Ok(COPIED)
             }
             Err(done) => Ok(done),
         }
@@ -364,47 +383,16 @@ impl Copier<'_> {
             Ok(replace) => replace,
             Err(done) => return Ok(done),
         };
-        let staged = match task.kind {
-            Kind::File => {
-                let mut source = match self.src.open_read(&task.path) {
-                    Ok(f) => f,
-                    Err(e) => return self.source_gone(task).ok_or(e),
-                };
-                if let Some(why) = source_changed(task, source.size, source.mtime_ns) {
-                    return Ok(Done::Changed(format!("source: {why} since discovery")));
-                }
-                let _permit = self.budget.acquire(task.size);
-                // Anonymous staging cannot replace; a replacement is renamed.
-                let (staged, written) = self.writer.write_temp(&temp, &mut source, !replace)?;
-                let now = source.restat().unwrap_or((written, source.mtime_ns));
-                let changed = if written != task.size {
-                    Some(format!(
-                        "source: read {written} bytes of {} (changed while copied)",
-                        task.size
-                    ))
-                } else {
-                    source_changed(task, now.0, now.1)
-                        .map(|why| format!("source: {why} while copied"))
-                };
-                if let Some(why) = changed {
-                    self.writer.discard(staged)?;
-                    return Ok(Done::Changed(why));
-                }
-                staged
-            }
+        let (staged, note) = match task.kind {
+            Kind::File => match self.stage_file(task, &temp, replace)? {
+                Ok(staged) => staged,
+                Err(done) => return Ok(done),
+            },
             Kind::Symlink => {
-                match self.src.stat(&task.path) {
-                    Ok(Some(e)) if e.kind == Kind::Symlink => {
-                        if let Some(why) = source_changed(task, e.size, e.mtime_ns) {
-                            return Ok(Done::Changed(format!("source: {why} since discovery")));
-                        }
-                    }
-                    Ok(other) => return Ok(kind_changed(task, other.as_ref())),
-                    Err(e) if e.kind == ErrorKind::PathChanged => {
-                        return Ok(way_changed("source", &e));
-                    }
-                    Err(e) => return Err(e),
-                }
+                let live = match self.src_now(task)? {
+                    Ok(live) => live,
+                    Err(done) => return Ok(done),
+                };
                 let target = match self.src.read_link(&task.path) {
                     Ok(target) => target,
                     Err(e) if e.kind == ErrorKind::PathChanged => {
@@ -412,7 +400,8 @@ impl Copier<'_> {
                     }
                     Err(e) => return Err(e),
                 };
-                self.writer.symlink_temp(&temp, &target, task.mtime_ns)?
+                let apply = self.apply_for(&live.meta, None, task.mtime_ns);
+                (self.writer.symlink_temp(&temp, &target, &apply)?, None)
             }
             Kind::Folder | Kind::Special => {
                 return Err(BackendError::new(
@@ -424,7 +413,7 @@ impl Copier<'_> {
             }
         };
         if self.writer.commit(staged, &task.path, replace)? {
-            Ok(Done::Copied)
+            Ok(Done::Copied(note))
         } else {
             Ok(Done::Changed(
                 "destination: an item appeared at this path while it was copied".to_string(),
@@ -432,9 +421,145 @@ impl Copier<'_> {
         }
     }
 
-    /// Gives created folders their source mtimes, deepest first (writing
-    /// into a folder changes its mtime, so this comes last).
-    fn folder_times(&self, store: &StoreHandle) -> Result<(), EngineError> {
+    /// Stages a file's data with its metadata at `temp`, reading the
+    /// source once more if the destination turns out to refuse extended
+    /// attributes (then every later file goes without them, with a note).
+    /// `Err(done)`: nothing staged, for that reason.
+    fn stage_file(
+        &self,
+        task: &CopyTask,
+        temp: &RelPath,
+        replace: bool,
+    ) -> Result<Result<(Staged, Option<String>), Done>, BackendError> {
+        loop {
+            let mut source = match self.src.open_read(&task.path) {
+                Ok(f) => f,
+                Err(e) => return self.source_gone(task).map(Err).ok_or(e),
+            };
+            if let Some(why) = source_changed(task, source.size, source.mtime_ns) {
+                return Ok(Err(Done::Changed(format!("source: {why} since discovery"))));
+            }
+            let refused = self.xattrs_refused.load(Ordering::Relaxed);
+            let apply = self.apply_for(&source.meta, Some(&source.xattrs), source.mtime_ns);
+            let _permit = self.budget.acquire(task.size);
+            // Anonymous staging cannot replace; a replacement is renamed.
+            let (staged, written) =
+                match self.writer.write_temp(temp, &mut source, !replace, &apply) {
+                    Err(e) if !refused && refuses_xattrs(&e) => {
+                        self.refuse_xattrs(&e);
+                        continue;
+                    }
+                    other => other?,
+                };
+            let now = source.restat().unwrap_or((written, source.mtime_ns));
+            let changed = if written != task.size {
+                Some(format!(
+                    "source: read {written} bytes of {} (changed while copied)",
+                    task.size
+                ))
+            } else {
+                source_changed(task, now.0, now.1).map(|why| format!("source: {why} while copied"))
+            };
+            if let Some(why) = changed {
+                self.writer.discard(staged)?;
+                return Ok(Err(Done::Changed(why)));
+            }
+            let note = (refused && !source.xattrs.is_empty()).then(|| XATTRS_REFUSED.to_string());
+            return Ok(Ok((staged, note)));
+        }
+    }
+
+    /// An item whose data is in step: sets its metadata as the source has
+    /// it now, copying nothing. Both sides must still be what discovery saw.
+    fn metadata(&self, task: &CopyTask) -> Result<Done, BackendError> {
+        let Some(now) = self.dst.stat(&task.path)? else {
+            return Ok(Done::Changed(
+                "destination: vanished since discovery".into(),
+            ));
+        };
+        if !task
+            .dst
+            .is_some_and(|seen| matches(&now, seen.kind, seen.size, seen.mtime_ns))
+        {
+            return Ok(Done::Changed(format!(
+                "destination changed since discovery (now a {} of {} bytes)",
+                now.kind.as_str(),
+                now.size
+            )));
+        }
+        let live = match self.src_now(task)? {
+            Ok(live) => live,
+            Err(done) => return Ok(done),
+        };
+        loop {
+            let refused = self.xattrs_refused.load(Ordering::Relaxed);
+            let xattrs = match task.kind {
+                Kind::File | Kind::Folder if self.keep.any_xattrs() && !refused => {
+                    Some(self.src.xattrs(&task.path)?)
+                }
+                _ => None,
+            };
+            let apply = self.apply_for(&live.meta, xattrs.as_deref(), task.mtime_ns);
+            match self.writer.set_metadata(&task.path, &apply) {
+                Err(e) if !refused && refuses_xattrs(&e) => self.refuse_xattrs(&e),
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    let had = xattrs.is_some_and(|x| !x.is_empty());
+                    return Ok(Done::Copied(
+                        (refused && had).then(|| XATTRS_REFUSED.to_string()),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The source item as it is now, which must be what discovery saw
+    /// (size and mtime aside for a folder). `Err(done)`: it is not.
+    fn src_now(&self, task: &CopyTask) -> Result<Result<Entry, Done>, BackendError> {
+        let live = match self.src.stat(&task.path) {
+            Ok(Some(e)) if e.kind == task.kind => e,
+            Ok(other) => return Ok(Err(kind_changed(task, other.as_ref()))),
+            Err(e) if e.kind == ErrorKind::PathChanged => {
+                return Ok(Err(way_changed("source", &e)));
+            }
+            Err(e) => return Err(e),
+        };
+        if task.kind != Kind::Folder
+            && let Some(why) = source_changed(task, live.size, live.mtime_ns)
+        {
+            return Ok(Err(Done::Changed(format!("source: {why} since discovery"))));
+        }
+        Ok(Ok(live))
+    }
+
+    /// What a write puts on an item besides its data: the source's
+    /// metadata (`meta`, as the source has it) as the migration keeps it,
+    /// owners mapped, and its extended attributes unless the destination
+    /// refuses them.
+    fn apply_for(&self, meta: &Meta, xattrs: Option<&[Xattr]>, mtime_ns: Option<i64>) -> Apply {
+        let kept = self.keep.apply(Side::Src, *meta);
+        let refused = self.xattrs_refused.load(Ordering::Relaxed);
+        Apply {
+            mtime_ns,
+            mode: kept.mode,
+            owner: kept.uid.zip(kept.gid),
+            xattrs: xattrs
+                .filter(|_| self.keep.any_xattrs() && !refused)
+                .map(<[Xattr]>::to_vec),
+        }
+    }
+
+    fn refuse_xattrs(&self, e: &BackendError) {
+        if !self.xattrs_refused.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %e, "the destination does not support extended attributes: items are copied without them, each with a note");
+        }
+    }
+
+    /// Gives the folders the copy made, updated or wrote into their
+    /// metadata and mtimes, deepest first: last, because writing into a
+    /// folder changes its mtime, and a read-only folder must first receive
+    /// its contents.
+    fn finish_folders(&self, store: &StoreHandle) -> Result<(), EngineError> {
         let mut after = None;
         loop {
             let batch = store.folder_times(after, 2048)?;
@@ -444,17 +569,54 @@ impl Copier<'_> {
             after = Some((last.depth, last.id));
             let mut dated = Vec::with_capacity(batch.len());
             for f in &batch {
-                match self.writer.set_mtime(&f.path, f.mtime_ns) {
+                match self.finish_folder(f) {
                     Ok(()) => dated.push((f.id, f.depth)),
                     Err(e) if e.kind.stops_writes() => return Err(EngineError::Destination(e)),
                     Err(e) => {
-                        tracing::warn!(path = %f.path, error = %e, "could not set a folder's mtime")
+                        tracing::warn!(path = %f.path, error = %e, "could not set a folder's metadata")
                     }
                 }
             }
             store.record_dated(dated)?;
         }
     }
+
+    fn finish_folder(&self, f: &FolderTime) -> Result<(), BackendError> {
+        let Some(meta) = f.meta else {
+            // In step, but written into: only its mtime is put back.
+            return self.writer.set_metadata(
+                &f.path,
+                &Apply {
+                    mtime_ns: Some(f.mtime_ns),
+                    ..Apply::default()
+                },
+            );
+        };
+        loop {
+            let refused = self.xattrs_refused.load(Ordering::Relaxed);
+            let xattrs = if self.keep.any_xattrs() && !refused {
+                Some(self.src.xattrs(&f.path)?)
+            } else {
+                None
+            };
+            // Recorded at discovery with owners mapped already.
+            let apply = Apply {
+                mtime_ns: Some(f.mtime_ns),
+                mode: meta.mode,
+                owner: meta.uid.zip(meta.gid),
+                xattrs,
+            };
+            match self.writer.set_metadata(&f.path, &apply) {
+                Err(e) if !refused && refuses_xattrs(&e) => self.refuse_xattrs(&e),
+                other => return other,
+            }
+        }
+    }
+}
+
+/// The destination refused to hold extended attributes (or ACLs).
+fn refuses_xattrs(e: &BackendError) -> bool {
+    e.kind == ErrorKind::Unsupported && e.operation == "set_xattrs"
 }
 
 /// True if `now` (at the destination) is an item of this kind, size and

@@ -9,8 +9,8 @@ use crossbeam_channel::bounded;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use treeshift_backend::Backend;
-use treeshift_core::{Filter, Kind, Side, Summary};
+use treeshift_backend::{Backend, BackendError};
+use treeshift_core::{Entry, Filter, Keep, Kind, RelPath, Side, Summary, xattr_digest};
 use treeshift_store::{FolderTask, StoreError, StoreHandle};
 
 /// Tuning of a discovery run.
@@ -51,7 +51,10 @@ pub fn discover(
     options: &DiscoverOptions,
     progress: Arc<dyn DiscoveryProgress>,
 ) -> Result<Summary, EngineError> {
-    check_roots(store, src.as_ref(), dst.as_ref())?;
+    let keep = store.migration()?.keep;
+    src.keep(&keep);
+    dst.keep(&keep);
+    check_roots(store, src.as_ref(), dst.as_ref(), &keep)?;
     let state = store.progress()?;
     let gate = Gate::new(state.src_sealed, state.src_done);
     let retry = RetryPolicy {
@@ -71,6 +74,7 @@ pub fn discover(
                     side: *side,
                     backend: backend.as_ref(),
                     filter,
+                    keep: &keep,
                     store,
                     options,
                     retry: &retry,
@@ -105,11 +109,13 @@ pub fn discover(
     Ok(store.summary()?)
 }
 
-/// Validates the roots and records them on the first run.
+/// Validates the roots and records them, with their metadata, on the
+/// first run.
 fn check_roots(
     store: &StoreHandle,
     src: &dyn Backend,
     dst: &dyn Backend,
+    keep: &Keep,
 ) -> Result<(), EngineError> {
     match src.root_kind() {
         Ok(Some(Kind::Folder)) => {}
@@ -133,7 +139,33 @@ fn check_roots(
             });
         }
     };
-    store.record_roots(dst_kind)?;
+    if store.progress()?.roots_recorded {
+        return Ok(());
+    }
+    let root = |backend: &dyn Backend, side: Side| -> Result<Entry, BackendError> {
+        let path = RelPath::root();
+        let mut entry = backend
+            .stat(&path)?
+            .unwrap_or_else(|| Entry::new(Vec::new(), Kind::Folder, 0, None));
+        if keep.any_xattrs() {
+            entry.meta.xattrs = Some(xattr_digest(&backend.xattrs(&path)?));
+        }
+        entry.meta = keep.apply(side, entry.meta);
+        entry.link = None;
+        Ok(entry)
+    };
+    let src_root = root(src, Side::Src).map_err(|source| EngineError::Root {
+        side: "source",
+        source,
+    })?;
+    let dst_root = dst_kind
+        .map(|_| root(dst, Side::Dst))
+        .transpose()
+        .map_err(|source| EngineError::Root {
+            side: "destination",
+            source,
+        })?;
+    store.record_roots(src_root, dst_root)?;
     Ok(())
 }
 
@@ -178,6 +210,7 @@ struct SideRunner<'a> {
     side: Side,
     backend: &'a dyn Backend,
     filter: &'a Filter,
+    keep: &'a Keep,
     store: &'a StoreHandle,
     options: &'a DiscoverOptions,
     retry: &'a RetryPolicy,
@@ -205,6 +238,7 @@ impl SideRunner<'_> {
                     side: self.side,
                     backend: self.backend,
                     filter: self.filter,
+                    keep: self.keep,
                     store: self.store,
                     retry: self.retry,
                 };

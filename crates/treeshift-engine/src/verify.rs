@@ -7,7 +7,7 @@ use crate::pool::{self, PoolConfig};
 use std::sync::Arc;
 use std::time::Duration;
 use treeshift_backend::{Backend, BackendError, ErrorKind, Reader};
-use treeshift_core::{Kind, VerifyStatus, VerifySummary, mtime_secs};
+use treeshift_core::{Keep, Kind, Meta, VerifyStatus, VerifySummary, mtime_secs, xattr_digest};
 use treeshift_store::{StoreHandle, VerifyEvent, VerifyTask};
 
 /// Reports verification progress.
@@ -32,6 +32,9 @@ pub fn verify(
     store
         .approval()?
         .ok_or_else(|| EngineError::approval(treeshift_store::StoreError::NotApproved))?;
+    let keep = store.migration()?.keep;
+    src.keep(&keep);
+    dst.keep(&keep);
     let items = store.begin_verify(checksum)?;
     progress.start(items);
     let config = PoolConfig {
@@ -46,7 +49,7 @@ pub fn verify(
         |t| t.id,
         |_| Ok(()),
         |t| {
-            let (status, reason) = match check(src.as_ref(), dst.as_ref(), t, checksum) {
+            let (status, reason) = match check(src.as_ref(), dst.as_ref(), t, checksum, &keep) {
                 Ok(None) => (VerifyStatus::Verified, None),
                 Ok(Some(why)) => (VerifyStatus::Mismatch, Some(why)),
                 Err(e) => (VerifyStatus::Failed, Some(format!("{}: {e}", e.kind))),
@@ -100,8 +103,9 @@ fn check(
     dst: &dyn Backend,
     task: &VerifyTask,
     checksum: bool,
+    keep: &Keep,
 ) -> Result<Option<String>, BackendError> {
-    match compare(src, dst, task, checksum) {
+    match compare(src, dst, task, checksum, keep) {
         Ok(verdict) => Ok(verdict),
         Err(Stop::Mismatch(why)) => Ok(Some(why)),
         Err(Stop::Failed(e)) => Err(e),
@@ -113,6 +117,7 @@ fn compare(
     dst: &dyn Backend,
     task: &VerifyTask,
     checksum: bool,
+    keep: &Keep,
 ) -> Result<Option<String>, Stop> {
     let Some(now) = on(DST, dst.stat(&task.path))? else {
         return Ok(Some("missing on the destination".into()));
@@ -123,6 +128,18 @@ fn compare(
             now.kind.as_str(),
             task.kind.as_str()
         )));
+    }
+    if let Some(why) = meta_mismatch(&task.meta, &now.meta) {
+        return Ok(Some(why));
+    }
+    if keep.any_xattrs()
+        && matches!(task.kind, Kind::File | Kind::Folder)
+        && let Some(want) = task.meta.xattrs
+        && xattr_digest(&on(DST, dst.xattrs(&task.path))?) != want
+    {
+        return Ok(Some(
+            "extended attributes or ACLs differ from the source's".into(),
+        ));
     }
     if task.kind == Kind::Folder {
         return Ok(None);
@@ -153,6 +170,29 @@ fn compare(
         return Ok(Some("symlink target differs".into()));
     }
     Ok(None)
+}
+
+/// How the destination's mode and owners differ from what was copied
+/// (each checked where the source's was recorded).
+fn meta_mismatch(want: &Meta, got: &Meta) -> Option<String> {
+    let mut how = Vec::new();
+    if let (Some(w), Some(g)) = (want.mode, got.mode)
+        && w != g
+    {
+        how.push(format!("mode {g:04o} on the destination, {w:04o} copied"));
+    }
+    let owner = |u: Option<u32>, g: Option<u32>| {
+        let id = |v: Option<u32>| v.map_or("?".to_string(), |v| v.to_string());
+        format!("{}:{}", id(u), id(g))
+    };
+    if (want.uid.is_some() && want.uid != got.uid) || (want.gid.is_some() && want.gid != got.gid) {
+        how.push(format!(
+            "owner {} on the destination, {} copied",
+            owner(got.uid, got.gid),
+            owner(want.uid, want.gid)
+        ));
+    }
+    (!how.is_empty()).then(|| how.join("; "))
 }
 
 fn hash(backend: &dyn Backend, task: &VerifyTask) -> Result<blake3::Hash, BackendError> {

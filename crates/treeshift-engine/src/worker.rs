@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use treeshift_backend::{Backend, BackendError};
 use treeshift_core::{
-    Filter, QUARANTINE_DIR, Side, Status, Verdict, display_bytes, name_problem, name_stand_in,
+    Filter, Keep, QUARANTINE_DIR, Side, Status, Verdict, display_bytes, name_problem, name_stand_in,
 };
 use treeshift_store::{ChildRecord, Failure, FolderTask, StoreError, StoreHandle};
 
@@ -27,6 +27,7 @@ pub(crate) struct Lister<'a> {
     pub side: Side,
     pub backend: &'a dyn Backend,
     pub filter: &'a Filter,
+    pub keep: &'a Keep,
     pub store: &'a StoreHandle,
     pub retry: &'a RetryPolicy,
 }
@@ -87,6 +88,11 @@ impl Lister<'_> {
             // Our own quarantine folder is not part of the destination's tree.
             if self.side == Side::Dst && task.path.is_root() && entry.name == QUARANTINE_DIR {
                 continue;
+            }
+            // Only what the migration keeps is recorded and compared.
+            entry.meta = self.keep.apply(self.side, entry.meta);
+            if !self.keep.hard_links {
+                entry.link = None;
             }
             // A name that cannot be a path never becomes one, whatever the
             // backend: it is recorded under a plain stand-in.

@@ -32,9 +32,13 @@ fn run_with(
         dst: dst.describe(),
         filter: filter.clone(),
         dst_case_insensitive: false,
+        keep: treeshift_core::Keep::everything(treeshift_core::Owners::Keep),
     };
-    let (store, _) =
-        Store::open(&dir.path().join("s.duckdb"), OpenMode::CreateOrResume(spec)).unwrap();
+    let (store, _) = Store::open(
+        &dir.path().join("s.duckdb"),
+        OpenMode::CreateOrResume(Box::new(spec)),
+    )
+    .unwrap();
     let options = DiscoverOptions {
         workers: 4,
         base_delay: std::time::Duration::from_millis(1),

@@ -32,8 +32,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use treeshift_core::{
-    Action, Approval, CopyStatus, CopySummary, Entry, Extras, FilterSpec, Kind, Policy, RelPath,
-    Side, Status, Summary, VerifyStatus, VerifySummary,
+    Action, Approval, CopyStatus, CopySummary, Entry, Extras, FilterSpec, Keep, Kind, Meta, Policy,
+    RelPath, Side, Status, Summary, VerifyStatus, VerifySummary,
 };
 use writer::{Request, Writer};
 
@@ -50,6 +50,9 @@ pub struct MigrationSpec {
     /// of such source siblings only the first (by bytes) is planned, the
     /// others are excluded with the reason.
     pub dst_case_insensitive: bool,
+    /// What the migration keeps besides data and mtimes (modes, owners,
+    /// extended attributes, ACLs, hard links).
+    pub keep: Keep,
 }
 
 /// A folder to list: leased from the store, handed back with its children.
@@ -309,7 +312,9 @@ pub struct CopyEvent {
     pub attempt: u32,
 }
 
-/// A created folder whose mtime is set once its contents are written.
+/// A folder the copy made, updated or wrote into, whose mtime (and, for
+/// one it made or updated, mode, owners and extended attributes) is set
+/// once its contents are written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FolderTime {
     /// Source node id.
@@ -320,6 +325,10 @@ pub struct FolderTime {
     pub path: RelPath,
     /// The source's mtime.
     pub mtime_ns: i64,
+    /// The source's metadata as discovery recorded it (owners mapped),
+    /// for a folder the plan made or updates; `None` for a folder that was
+    /// in step and only had items written into it (its mtime is restored).
+    pub meta: Option<Meta>,
 }
 
 /// One copied item to verify.
@@ -337,6 +346,9 @@ pub struct VerifyTask {
     pub size: u64,
     /// Mtime copied.
     pub mtime_ns: Option<i64>,
+    /// Metadata copied, as discovery recorded it on the source (owners
+    /// mapped); each part is checked where recorded.
+    pub meta: Meta,
 }
 
 /// The outcome of verifying one item.
@@ -391,7 +403,7 @@ pub enum OpenMode {
     /// Create the file for this migration, or reopen it if it already holds
     /// the same migration (the resume case). A file of another migration is
     /// an error.
-    CreateOrResume(MigrationSpec),
+    CreateOrResume(Box<MigrationSpec>),
     /// Open an existing file only (status, review).
     Existing,
 }
@@ -558,11 +570,12 @@ impl StoreHandle {
         self.call(|w| w.migration())
     }
 
-    /// Records both roots once (idempotent): the source root, and the
-    /// destination root if it exists (`dst_root` is its kind, `None` if it
-    /// does not exist, in which case everything is missing).
-    pub fn record_roots(&self, dst_root: Option<Kind>) -> Result<(), StoreError> {
-        self.call(move |w| w.record_roots(dst_root))
+    /// Records both roots once (idempotent), with their mtimes and
+    /// metadata (as the migration keeps them): the source root, and the
+    /// destination root if it exists (`None` if it does not, in which case
+    /// everything is missing). The roots compare like any other pair.
+    pub fn record_roots(&self, src_root: Entry, dst_root: Option<Entry>) -> Result<(), StoreError> {
+        self.call(move |w| w.record_roots(&src_root, dst_root.as_ref()))
     }
 
     /// Appends children of `parent` (buffered; committed in batches).
@@ -781,9 +794,10 @@ impl StoreHandle {
         self.call(move |w| w.requeue_failed_copies(prefix.as_ref()))
     }
 
-    /// Folders the copy created (status `copied`) whose mtime needs setting
-    /// (never set, or something was copied into them since), deepest first,
-    /// after the keyset position `after` (depth, id).
+    /// Folders the copy made or updated (status `copied`), and folders it
+    /// wrote into, whose mtime and metadata need setting (never set, or
+    /// something was copied into them since), deepest first, after the
+    /// keyset position `after` (depth, id).
     pub fn folder_times(
         &self,
         after: Option<(u32, i64)>,

@@ -2,7 +2,26 @@
 
 /// The schema this build writes and reads. A file with another version is
 /// refused with a clear error instead of being misread.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// Brings a version 2 file to version 3: the metadata columns (mode,
+/// owners, a digest of the kept extended attributes, and the identity of
+/// files with several names), empty for what was discovered before.
+pub const UPGRADE_FROM_2: &[&str] = &[
+    "ALTER TABLE {t} ADD COLUMN mode UINTEGER",
+    "ALTER TABLE {t} ADD COLUMN uid UINTEGER",
+    "ALTER TABLE {t} ADD COLUMN gid UINTEGER",
+    "ALTER TABLE {t} ADD COLUMN xattrs UBIGINT",
+];
+
+/// What [`UPGRADE_FROM_2`] adds to node tables only, and to `copy_plan`.
+pub const UPGRADE_NODES_FROM_2: &[&str] = &[
+    "ALTER TABLE {t} ADD COLUMN link_dev UBIGINT",
+    "ALTER TABLE {t} ADD COLUMN link_ino UBIGINT",
+];
+
+/// What [`UPGRADE_FROM_2`] adds to `copy_plan` only.
+pub const UPGRADE_PLAN_FROM_2: &[&str] = &["ALTER TABLE {t} ADD COLUMN link_to BLOB"];
 
 /// Kind codes stored in `*_nodes.kind` (see `treeshift_core::Kind::code`).
 pub const FOLDER: u8 = 0;
@@ -40,12 +59,16 @@ CREATE TABLE migrations (
 CREATE TABLE src_nodes (
     id BIGINT NOT NULL, parent_id BIGINT, depth INTEGER NOT NULL,
     kind UTINYINT NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT,
-    rel_path BLOB NOT NULL
+    rel_path BLOB NOT NULL,
+    mode UINTEGER, uid UINTEGER, gid UINTEGER, xattrs UBIGINT,
+    link_dev UBIGINT, link_ino UBIGINT
 );
 CREATE TABLE dst_nodes (
     id BIGINT NOT NULL, parent_id BIGINT, depth INTEGER NOT NULL,
     kind UTINYINT NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT,
-    rel_path BLOB NOT NULL
+    rel_path BLOB NOT NULL,
+    mode UINTEGER, uid UINTEGER, gid UINTEGER, xattrs UBIGINT,
+    link_dev UBIGINT, link_ino UBIGINT
 );
 CREATE TABLE src_status_events (
     seq BIGINT NOT NULL, node_id BIGINT NOT NULL, depth INTEGER NOT NULL,
@@ -79,7 +102,8 @@ CREATE TABLE copy_plan (
     kind UTINYINT NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT,
     rel_path BLOB NOT NULL, status VARCHAR NOT NULL,
     dst_kind UTINYINT, dst_size UBIGINT, dst_mtime_ns BIGINT,
-    action VARCHAR NOT NULL, reason VARCHAR
+    action VARCHAR NOT NULL, reason VARCHAR,
+    mode UINTEGER, uid UINTEGER, gid UINTEGER, xattrs UBIGINT, link_to BLOB
 );
 CREATE TABLE queue_stats (
     side VARCHAR NOT NULL, depth INTEGER NOT NULL, recorded_at TIMESTAMP NOT NULL,

@@ -9,17 +9,22 @@ fn spec(dst: &str) -> MigrationSpec {
         dst: dst.into(),
         filter: Default::default(),
         dst_case_insensitive: false,
+        keep: Default::default(),
     }
+}
+
+fn root() -> Entry {
+    Entry::new(Vec::new(), Kind::Folder, 0, Some(1_600_000_000_000_000_000))
 }
 
 fn file(name: &str, size: u64) -> ChildRecord {
     ChildRecord {
-        entry: Entry {
-            name: name.as_bytes().to_vec(),
-            kind: Kind::File,
+        entry: Entry::new(
+            name.as_bytes().to_vec(),
+            Kind::File,
             size,
-            mtime_ns: Some(1_600_000_000_000_000_000),
-        },
+            Some(1_600_000_000_000_000_000),
+        ),
         left_out: None,
     }
 }
@@ -28,14 +33,16 @@ fn file(name: &str, size: u64) -> ChildRecord {
 fn reopening_checks_the_migration() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.duckdb");
-    let (store, resumed) = Store::open(&path, OpenMode::CreateOrResume(spec("sim:b"))).unwrap();
+    let (store, resumed) =
+        Store::open(&path, OpenMode::CreateOrResume(Box::new(spec("sim:b")))).unwrap();
     assert!(!resumed);
     store.close().unwrap();
-    let (store, resumed) = Store::open(&path, OpenMode::CreateOrResume(spec("sim:b"))).unwrap();
+    let (store, resumed) =
+        Store::open(&path, OpenMode::CreateOrResume(Box::new(spec("sim:b")))).unwrap();
     assert!(resumed);
     assert_eq!(store.handle().migration().unwrap(), spec("sim:b"));
     store.close().unwrap();
-    let err = Store::open(&path, OpenMode::CreateOrResume(spec("sim:c")))
+    let err = Store::open(&path, OpenMode::CreateOrResume(Box::new(spec("sim:c"))))
         .err()
         .unwrap();
     assert!(
@@ -54,7 +61,7 @@ fn reopening_checks_the_migration() {
 fn other_schema_versions_and_foreign_databases_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.duckdb");
-    let (store, _) = Store::open(&path, OpenMode::CreateOrResume(spec("sim:b"))).unwrap();
+    let (store, _) = Store::open(&path, OpenMode::CreateOrResume(Box::new(spec("sim:b")))).unwrap();
     store.close().unwrap();
     {
         let conn = duckdb::Connection::open(&path).unwrap();
@@ -73,7 +80,7 @@ fn other_schema_versions_and_foreign_databases_are_refused() {
         let conn = duckdb::Connection::open(&foreign).unwrap();
         conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
     }
-    let err = Store::open(&foreign, OpenMode::CreateOrResume(spec("sim:b")))
+    let err = Store::open(&foreign, OpenMode::CreateOrResume(Box::new(spec("sim:b"))))
         .err()
         .unwrap();
     assert!(matches!(err, StoreError::NotAStateFile { .. }), "{err}");
@@ -83,10 +90,10 @@ fn other_schema_versions_and_foreign_databases_are_refused() {
 fn a_listing_cut_short_is_discarded_and_seals_are_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.duckdb");
-    let (store, _) = Store::open(&path, OpenMode::CreateOrResume(spec("sim:b"))).unwrap();
+    let (store, _) = Store::open(&path, OpenMode::CreateOrResume(Box::new(spec("sim:b")))).unwrap();
     let h = store.handle();
-    h.record_roots(Some(Kind::Folder)).unwrap();
-    h.record_roots(Some(Kind::Folder)).unwrap();
+    h.record_roots(root(), Some(root())).unwrap();
+    h.record_roots(root(), Some(root())).unwrap();
     assert_eq!(h.begin_round(Side::Src, 0).unwrap(), 1);
     let root = h.pull(Side::Src, i64::MIN, 10).unwrap().remove(0);
     assert!(root.path.is_root());
@@ -98,7 +105,8 @@ fn a_listing_cut_short_is_discarded_and_seals_are_idempotent() {
     // root is pending.
     drop(h);
     drop(store);
-    let (store, resumed) = Store::open(&path, OpenMode::CreateOrResume(spec("sim:b"))).unwrap();
+    let (store, resumed) =
+        Store::open(&path, OpenMode::CreateOrResume(Box::new(spec("sim:b")))).unwrap();
     assert!(resumed);
     let h = store.handle();
     assert_eq!(h.begin_round(Side::Src, 0).unwrap(), 1);
@@ -140,7 +148,10 @@ fn a_listing_cut_short_is_discarded_and_seals_are_idempotent() {
     assert!(h.seal_round(Side::Dst, 0, serde_json::json!({})).unwrap());
     let s = h.summary().unwrap();
     assert_eq!((s.same, s.differs, s.missing, s.extra), (1, 1, 1, 1));
-    assert_eq!((s.to_copy.files, s.to_copy.bytes), (2, 5));
+    // The default approval copies what is missing; what differs from a
+    // destination no earlier pass left is beside it.
+    assert_eq!((s.to_copy.files, s.to_copy.bytes), (1, 3));
+    assert_eq!((s.left_alone.items, s.left_alone.bytes), (1, 2));
     assert!(h.seal_round(Side::Dst, 0, serde_json::json!({})).unwrap());
     assert_eq!(h.summary().unwrap(), s, "sealing twice never double-counts");
     store.close().unwrap();
@@ -148,9 +159,9 @@ fn a_listing_cut_short_is_discarded_and_seals_are_idempotent() {
 
 /// Discovers a root with `a` (same), `b` (differs) and `c` (missing).
 fn discovered(path: &std::path::Path) -> Store {
-    let (store, _) = Store::open(path, OpenMode::CreateOrResume(spec("sim:b"))).unwrap();
+    let (store, _) = Store::open(path, OpenMode::CreateOrResume(Box::new(spec("sim:b")))).unwrap();
     let h = store.handle();
-    h.record_roots(Some(Kind::Folder)).unwrap();
+    h.record_roots(root(), Some(root())).unwrap();
     for (side, children) in [
         (Side::Src, vec![file("a", 1), file("b", 2), file("c", 3)]),
         (Side::Dst, vec![file("a", 1), file("b", 5)]),

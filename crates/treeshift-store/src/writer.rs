@@ -2,14 +2,17 @@
 //! set-based statements (round seals, pulls, summaries, reviews).
 
 use crate::error::{Context, is_out_of_memory};
-use crate::schema::{CREATE, FOLDER, LEFT_OUT, SCHEMA_VERSION};
+use crate::schema::{
+    CREATE, FOLDER, LEFT_OUT, SCHEMA_VERSION, UPGRADE_FROM_2, UPGRADE_NODES_FROM_2,
+    UPGRADE_PLAN_FROM_2,
+};
 use crate::{
     ChildRecord, Failure, FolderTask, LogRecord, MigrationSpec, OpenMode, ReviewItem, ReviewSelect,
     RoundProgress, StoreError,
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use duckdb::arrow::array::{
-    ArrayRef, BinaryBuilder, Int32Array, Int64Array, UInt8Array, UInt64Array,
+    ArrayRef, BinaryBuilder, Int32Array, Int64Array, UInt8Array, UInt32Array, UInt64Array,
 };
 use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::types::{TimeUnit, Value};
@@ -18,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use treeshift_core::{
-    FilterSpec, Kind, RelPath, RoundState, Side, Status, Summary, ToCopy, Totals,
+    Entry, FilterSpec, Keep, Kind, LeftAlone, RelPath, RoundState, Side, Status, Summary, ToCopy,
+    Totals,
 };
 
 mod copy;
@@ -71,6 +75,8 @@ struct NodeRow {
     size: u64,
     mtime_ns: Option<i64>,
     rel_path: Vec<u8>,
+    meta: treeshift_core::Meta,
+    link: Option<treeshift_core::FileId>,
 }
 
 struct EventRow {
@@ -181,7 +187,13 @@ fn node_batch(nodes: &[NodeRow]) -> Result<RecordBatch, duckdb::Error> {
     for n in nodes {
         paths.append_value(&n.rel_path);
     }
-    let columns: [(&str, ArrayRef); 7] = [
+    let u32s = |f: fn(&NodeRow) -> Option<u32>| -> ArrayRef {
+        Arc::new(UInt32Array::from_iter(nodes.iter().map(f)))
+    };
+    let u64s = |f: fn(&NodeRow) -> Option<u64>| -> ArrayRef {
+        Arc::new(UInt64Array::from_iter(nodes.iter().map(f)))
+    };
+    let columns: [(&str, ArrayRef); 13] = [
         (
             "id",
             Arc::new(Int64Array::from_iter_values(nodes.iter().map(|n| n.id))),
@@ -211,6 +223,12 @@ fn node_batch(nodes: &[NodeRow]) -> Result<RecordBatch, duckdb::Error> {
             Arc::new(Int64Array::from_iter(nodes.iter().map(|n| n.mtime_ns))),
         ),
         ("rel_path", Arc::new(paths.finish())),
+        ("mode", u32s(|n| n.meta.mode)),
+        ("uid", u32s(|n| n.meta.uid)),
+        ("gid", u32s(|n| n.meta.gid)),
+        ("xattrs", u64s(|n| n.meta.xattrs)),
+        ("link_dev", u64s(|n| n.link.map(|l| l.dev))),
+        ("link_ino", u64s(|n| n.link.map(|l| l.ino))),
     ];
     RecordBatch::try_from_iter(columns)
         .map_err(|e| duckdb::Error::ToSqlConversionFailure(Box::new(e)))
@@ -325,6 +343,7 @@ impl Writer {
         let (has_meta, tables) = writer.tables()?;
         let resumed = if has_meta {
             writer.check_version()?;
+            writer.upgrade()?;
             if let OpenMode::CreateOrResume(spec) = mode {
                 writer.check_same_migration(spec)?;
             }
@@ -351,7 +370,11 @@ impl Writer {
                 "CREATE OR REPLACE TEMP MACRO mtime_s(ns) AS \
                  CASE WHEN ns >= 0 THEN ns // 1000000000 ELSE -((-ns + 999999999) // 1000000000) END; \
                  CREATE OR REPLACE TEMP MACRO kind_name(k) AS \
-                 CASE k WHEN 0 THEN 'folder' WHEN 1 THEN 'file' WHEN 2 THEN 'symlink' ELSE 'special' END;",
+                 CASE k WHEN 0 THEN 'folder' WHEN 1 THEN 'file' WHEN 2 THEN 'symlink' ELSE 'special' END; \
+                 CREATE OR REPLACE TEMP MACRO mode_text(m) AS \
+                 ((m >> 9) & 7)::VARCHAR || ((m >> 6) & 7)::VARCHAR || ((m >> 3) & 7)::VARCHAR || (m & 7)::VARCHAR; \
+                 CREATE OR REPLACE TEMP MACRO owner_text(u, g) AS \
+                 coalesce(u::VARCHAR, '?') || ':' || coalesce(g::VARCHAR, '?');",
             )
             .context("define macros")?;
         writer
@@ -407,7 +430,7 @@ impl Writer {
             )
             .ok();
         match found {
-            Some(v) if v == SCHEMA_VERSION.to_string() => Ok(()),
+            Some(v) if v == SCHEMA_VERSION.to_string() || v == "2" => Ok(()),
             Some(v) => {
                 let newer = v
                     .parse::<u32>()
@@ -429,6 +452,56 @@ impl Writer {
                 detail: "no schema version recorded".into(),
             }),
         }
+    }
+
+    /// Brings a file of the previous schema up to this one, in one
+    /// transaction: the metadata columns, empty for what was discovered
+    /// before (such nodes compare as they did then).
+    fn upgrade(&mut self) -> Result<(), StoreError> {
+        let version: String = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .context("read the schema version")?;
+        if version != "2" {
+            return Ok(());
+        }
+        let previous = exists(
+            &self.conn,
+            "SELECT 1 FROM duckdb_tables() WHERE table_name = 'previous_src_nodes'",
+        )
+        .context("look for the previous pass's tree")?;
+        let mut node_tables = vec!["src_nodes", "dst_nodes"];
+        if previous {
+            node_tables.push("previous_src_nodes");
+        }
+        let mut statements = Vec::new();
+        for table in node_tables.iter().chain(["copy_plan"].iter()) {
+            statements.extend(UPGRADE_FROM_2.iter().map(|s| s.replace("{t}", table)));
+        }
+        for table in &node_tables {
+            statements.extend(UPGRADE_NODES_FROM_2.iter().map(|s| s.replace("{t}", table)));
+        }
+        statements.extend(
+            UPGRADE_PLAN_FROM_2
+                .iter()
+                .map(|s| s.replace("{t}", "copy_plan")),
+        );
+        self.in_transaction("upgrade the state file", |conn| {
+            for statement in &statements {
+                conn.execute_batch(statement)?;
+            }
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                params![SCHEMA_VERSION.to_string()],
+            )?;
+            Ok(())
+        })?;
+        tracing::info!(path = %self.path.display(), "state file upgraded from schema 2 to {SCHEMA_VERSION}");
+        Ok(())
     }
 
     fn check_same_migration(&self, spec: &MigrationSpec) -> Result<(), StoreError> {
@@ -459,6 +532,13 @@ impl Writer {
                 says(spec.dst_case_insensitive).into(),
             ));
         }
+        if recorded.keep != spec.keep {
+            return Err(mismatch(
+                "what is kept",
+                recorded.keep.describe(),
+                spec.keep.describe(),
+            ));
+        }
         if recorded.filter != spec.filter {
             let rules = |f: &FilterSpec| f.rules().join(", ");
             return Err(mismatch(
@@ -474,6 +554,7 @@ impl Writer {
         let settings = serde_json::json!({
             "filter": spec.filter,
             "dst_case_insensitive": spec.dst_case_insensitive,
+            "keep": spec.keep,
         })
         .to_string();
         self.in_transaction("create the schema", |conn| {
@@ -670,6 +751,8 @@ impl Writer {
                 size: e.size,
                 mtime_ns: e.mtime_ns,
                 rel_path: parent_path.join(&e.name).into_bytes(),
+                meta: e.meta,
+                link: e.link,
             });
         }
         self.note_rows(n);
@@ -715,11 +798,22 @@ impl Writer {
             detail: format!("unreadable filter settings: {e}"),
         })?;
         let dst_case_insensitive = settings["dst_case_insensitive"].as_bool().unwrap_or(false);
+        // Files before these settings kept modes only.
+        let keep = match settings.get("keep") {
+            Some(k) => {
+                serde_json::from_value(k.clone()).map_err(|e| StoreError::NotAStateFile {
+                    path: self.path.clone(),
+                    detail: format!("unreadable settings of what is kept: {e}"),
+                })?
+            }
+            None => Keep::default(),
+        };
         Ok(MigrationSpec {
             src,
             dst,
             filter,
             dst_case_insensitive,
+            keep,
         })
     }
 
@@ -742,7 +836,11 @@ impl Writer {
             .context("read the phase")
     }
 
-    pub(crate) fn record_roots(&mut self, dst_root: Option<Kind>) -> Result<(), StoreError> {
+    pub(crate) fn record_roots(
+        &mut self,
+        src_root: &Entry,
+        dst_root: Option<&Entry>,
+    ) -> Result<(), StoreError> {
         if exists(&self.conn, "SELECT 1 FROM src_nodes WHERE depth = 0")
             .context("look for the recorded roots")?
         {
@@ -751,40 +849,48 @@ impl Writer {
         let (src_id, dst_id) = (self.next_id, self.next_id + 1);
         self.next_id += 2;
         let (s1, s2) = (self.take_seq(), self.take_seq());
-        let src_status = if dst_root.is_some() {
-            "same"
-        } else {
-            "missing"
+        let previous = has_previous_pass(&self.conn).context("look for the previous pass")?;
+        let verdict = Comparison {
+            previous: if previous { "pv" } else { "" },
         };
-        let reason = if dst_root.is_some() {
-            None
+        let pv_join = if previous {
+            "LEFT JOIN previous_src_nodes pv ON pv.depth = 0"
         } else {
-            Some("destination root does not exist")
+            ""
         };
+        let insert = "VALUES (?, NULL, 0, 0, 0, ?, ''::BLOB, ?, ?, ?, ?, NULL, NULL)";
         self.in_transaction("record the roots", |conn| {
-            conn.execute(
-                "INSERT INTO src_nodes VALUES (?, NULL, 0, 0, 0, NULL, ''::BLOB)",
-                params![src_id],
-            )?;
-            conn.execute(
-                "INSERT INTO src_status_events VALUES (?, ?, 0, 'compare', ?, ?, 1, now())",
-                params![s1, src_id, src_status, reason],
-            )?;
-            if dst_root.is_some() {
+            let insert_root = |table: &str, id: i64, e: &Entry| {
+                let m = e.meta;
                 conn.execute(
-                    "INSERT INTO dst_nodes VALUES (?, NULL, 0, 0, 0, NULL, ''::BLOB)",
-                    params![dst_id],
+                    &format!("INSERT INTO {table} {insert}"),
+                    params![id, e.mtime_ns, m.mode, m.uid, m.gid, m.xattrs],
+                )
+            };
+            insert_root("src_nodes", src_id, src_root)?;
+            let Some(dst_root) = dst_root else {
+                conn.execute(
+                    "INSERT INTO src_status_events VALUES \
+                     (?, ?, 0, 'compare', 'missing', 'destination root does not exist', 1, now())",
+                    params![s1, src_id],
                 )?;
+                return mark_discovering(conn);
+            };
+            insert_root("dst_nodes", dst_id, dst_root)?;
+            // Both roots take the pair's status, as every other pair.
+            for (table, seq, id) in [("src", s1, src_id), ("dst", s2, dst_id)] {
                 conn.execute(
-                    "INSERT INTO dst_status_events VALUES (?, ?, 0, 'compare', 'same', NULL, 1, now())",
-                    params![s2, dst_id],
+                    &format!(
+                        "INSERT INTO {table}_status_events \
+                         SELECT {seq}, {id}, 0, 'compare', {status}, {reason}, 1, now() \
+                         FROM src_nodes c JOIN dst_nodes d ON d.depth = 0 {pv_join} WHERE c.depth = 0",
+                        status = verdict.status(),
+                        reason = verdict.reason(),
+                    ),
+                    [],
                 )?;
             }
-            conn.execute(
-                "UPDATE migrations SET phase = 'discovering', updated_at = now() WHERE id = 1",
-                [],
-            )?;
-            Ok(())
+            mark_discovering(conn)
         })
     }
 
@@ -890,7 +996,7 @@ impl Writer {
                 ll = latest_listing(side, Some(depth))
             ),
             // A dst folder is listed only when it pairs with a src folder
-            // (its comparison said `same`) that was itself listed: a failed
+            // (its comparison found them in step, metadata aside) that was itself listed: a failed
             // src listing never turns dst children into extras.
             Side::Dst => format!(
                 "CREATE OR REPLACE TEMP TABLE frontier_dst AS \
@@ -901,7 +1007,7 @@ impl Writer {
                               AND s.id IN (SELECT node_id FROM src_status_events \
                                            WHERE depth = {n} AND phase = 'list' AND status = 'listed')) \
                  SELECT d.id, d.rel_path, coalesce(ll.attempt, 0) AS attempt \
-                 FROM dst_nodes d JOIN cmp ON cmp.node_id = d.id AND cmp.st = 'same' \
+                 FROM dst_nodes d JOIN cmp ON cmp.node_id = d.id AND cmp.st IN {IN_STEP} \
                  LEFT JOIN ll ON ll.node_id = d.id \
                  WHERE d.depth = {n} AND d.kind = {FOLDER} AND (ll.st IS NULL OR ll.st = 'requeued') \
                    AND d.rel_path IN (SELECT rel_path FROM src_listed) \
@@ -1100,10 +1206,16 @@ impl Writer {
             failed: self.query_i64("SELECT coalesce(sum(folders_failed), 0)::BIGINT FROM rounds")?
                 as u64,
             unclassified: src_nodes.saturating_sub(classified),
+            outdated: get(&src, "outdated"),
             to_copy: ToCopy {
                 files: get(&src, "to_copy_files"),
                 folders: get(&src, "to_copy_folders"),
                 bytes: get(&src, "to_copy_bytes"),
+                metadata: get(&src, "to_copy_metadata"),
+            },
+            left_alone: LeftAlone {
+                items: get(&src, "left_alone_items"),
+                bytes: get(&src, "left_alone_bytes"),
             },
             src: src_totals,
             src_rounds: RoundState {
@@ -1236,6 +1348,19 @@ fn compare_round(conn: &Connection, depth: u32, base: i64) -> Result<i64, duckdb
     // join is a plain equi-join on the path (a dst child exists only under
     // a listed dst folder), so DuckDB hashes it; a condition on the parent's
     // mode there would turn it into a nested loop.
+    let previous = has_previous_pass(conn)?;
+    let (pv_join, pv) = if previous {
+        (
+            format!(
+                "LEFT JOIN previous_src_nodes pv ON pv.depth = {n1} AND pv.rel_path = c.rel_path"
+            ),
+            "pv",
+        )
+    } else {
+        (String::new(), "")
+    };
+    let verdict = Comparison { previous: pv };
+    let (status, reason) = (verdict.status(), verdict.reason());
     conn.execute_batch(&format!(
         "CREATE OR REPLACE TEMP TABLE seal_src AS \
          WITH cs AS (SELECT node_id, arg_max(status, seq) AS st FROM src_status_events \
@@ -1245,30 +1370,19 @@ fn compare_round(conn: &Connection, depth: u32, base: i64) -> Result<i64, duckdb
               seal_parents AS ( \
                 SELECT s.id AS src_id, \
                   CASE WHEN cs.st IN ('missing', 'conflict') THEN 'missing' \
-                       WHEN cs.st = 'same' AND dl.st = 'listed' THEN 'compare' \
+                       WHEN cs.st IN {IN_STEP} AND dl.st = 'listed' THEN 'compare' \
                        ELSE 'skip' END AS mode \
                 FROM src_nodes s JOIN cs ON cs.node_id = s.id \
                 LEFT JOIN dst_nodes d ON d.depth = {n} AND d.rel_path = s.rel_path \
                 LEFT JOIN dl ON dl.node_id = d.id \
                 WHERE s.depth = {n} AND s.kind = {FOLDER}) \
          SELECT c.id AS src_id, d.id AS dst_id, \
-           CASE WHEN p.mode = 'missing' OR d.id IS NULL THEN 'missing' \
-                WHEN d.kind <> c.kind THEN 'conflict' \
-                WHEN c.kind = {FOLDER} THEN 'same' \
-                WHEN c.size <> d.size THEN 'differs' \
-                WHEN mtime_s(c.mtime_ns) IS DISTINCT FROM mtime_s(d.mtime_ns) THEN 'differs' \
-                ELSE 'same' END AS status, \
+           CASE WHEN p.mode = 'missing' OR d.id IS NULL THEN 'missing' ELSE {status} END AS status, \
            CASE WHEN p.mode = 'missing' THEN 'parent folder missing on dst' \
-                WHEN d.id IS NULL THEN NULL \
-                WHEN d.kind <> c.kind THEN kind_name(c.kind) || ' on src, ' || kind_name(d.kind) || ' on dst' \
-                WHEN c.kind = {FOLDER} THEN NULL \
-                WHEN c.size <> d.size THEN 'size ' || c.size::VARCHAR || ' on src, ' || d.size::VARCHAR || ' on dst' \
-                WHEN mtime_s(c.mtime_ns) IS DISTINCT FROM mtime_s(d.mtime_ns) THEN \
-                     'mtime ' || coalesce(mtime_s(c.mtime_ns)::VARCHAR, '?') || ' on src, ' || coalesce(mtime_s(d.mtime_ns)::VARCHAR, '?') || ' on dst' \
-                ELSE NULL END AS reason \
+                WHEN d.id IS NULL THEN NULL ELSE {reason} END AS reason \
          FROM src_nodes c \
          JOIN seal_parents p ON p.src_id = c.parent_id AND p.mode <> 'skip' \
-         LEFT JOIN dst_nodes d ON d.depth = {n1} AND d.rel_path = c.rel_path \
+         LEFT JOIN dst_nodes d ON d.depth = {n1} AND d.rel_path = c.rel_path {pv_join} \
          WHERE c.depth = {n1} AND c.id NOT IN \
            (SELECT node_id FROM src_status_events WHERE depth = {n1} AND phase = 'compare')"
     ))?;
@@ -1323,6 +1437,100 @@ fn compare_round(conn: &Connection, depth: u32, base: i64) -> Result<i64, duckdb
     Ok(src_events + dst_events)
 }
 
+/// Comparison statuses of a folder pair whose contents are compared: the
+/// folders agree in kind (their metadata may differ), as a SQL list.
+pub(super) const IN_STEP: &str = "('same', 'differs', 'outdated')";
+
+/// Returns true if and only if the file holds the previous pass's source
+/// tree (from the second pass on).
+fn has_previous_pass(conn: &Connection) -> Result<bool, duckdb::Error> {
+    exists(
+        conn,
+        "SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() \
+         AND schema_name = 'main' AND table_name = 'previous_src_nodes'",
+    )
+}
+
+/// How a source node `c` compares with the destination node `d` of the
+/// same path (both present, so neither is missing), as SQL expressions:
+/// the status and its reason. Data first (kind, then size and mtime to
+/// the second, for all but folders), then metadata (mode, owners, the
+/// digest of the kept extended attributes), each compared only where both
+/// sides recorded it. A difference is `outdated` rather than `differs`
+/// when the destination still equals the previous pass's source node
+/// (`previous` names it; empty in the first pass): the destination is as
+/// that pass left it (or was already in step then), so the update is the
+/// migration's to make.
+struct Comparison {
+    previous: &'static str,
+}
+
+impl Comparison {
+    fn data_differs() -> String {
+        format!(
+            "(c.kind <> {FOLDER} AND (c.size <> d.size \
+              OR mtime_s(c.mtime_ns) IS DISTINCT FROM mtime_s(d.mtime_ns)))"
+        )
+    }
+
+    /// A folder's mtime is metadata too: rsync -a keeps it, and a copy
+    /// restores it after writing into the folder.
+    fn meta_differs() -> String {
+        format!(
+            "(coalesce(c.mode <> d.mode, false) OR coalesce(c.uid <> d.uid, false) \
+              OR coalesce(c.gid <> d.gid, false) OR coalesce(c.xattrs <> d.xattrs, false) \
+              OR (c.kind = {FOLDER} AND coalesce(mtime_s(c.mtime_ns) <> mtime_s(d.mtime_ns), false)))"
+        )
+    }
+
+    /// The destination equals the previous pass's source node.
+    fn owned(&self) -> String {
+        let pv = self.previous;
+        if pv.is_empty() {
+            return "false".into();
+        }
+        format!(
+            "({pv}.id IS NOT NULL AND {pv}.kind = d.kind AND {pv}.size = d.size \
+              AND mtime_s({pv}.mtime_ns) IS NOT DISTINCT FROM mtime_s(d.mtime_ns) \
+              AND coalesce({pv}.mode = d.mode, true) AND coalesce({pv}.uid = d.uid, true) \
+              AND coalesce({pv}.gid = d.gid, true) AND coalesce({pv}.xattrs = d.xattrs, true))"
+        )
+    }
+
+    fn status(&self) -> String {
+        format!(
+            "CASE WHEN d.kind <> c.kind THEN 'conflict' \
+                  WHEN {data} OR {meta} THEN CASE WHEN {owned} THEN 'outdated' ELSE 'differs' END \
+                  ELSE 'same' END",
+            data = Self::data_differs(),
+            meta = Self::meta_differs(),
+            owned = self.owned(),
+        )
+    }
+
+    /// A reason that starts with `metadata:` says the data is in step.
+    fn reason(&self) -> String {
+        format!(
+            "CASE WHEN d.kind <> c.kind THEN kind_name(c.kind) || ' on src, ' || kind_name(d.kind) || ' on dst' \
+                  WHEN c.kind <> {FOLDER} AND c.size <> d.size THEN \
+                       'size ' || c.size::VARCHAR || ' on src, ' || d.size::VARCHAR || ' on dst' \
+                  WHEN c.kind <> {FOLDER} AND mtime_s(c.mtime_ns) IS DISTINCT FROM mtime_s(d.mtime_ns) THEN \
+                       'mtime ' || coalesce(mtime_s(c.mtime_ns)::VARCHAR, '?') || ' on src, ' \
+                       || coalesce(mtime_s(d.mtime_ns)::VARCHAR, '?') || ' on dst' \
+                  WHEN {meta} THEN 'metadata: ' || concat_ws('; ', \
+                       CASE WHEN c.mode <> d.mode THEN \
+                            'mode ' || mode_text(c.mode) || ' on src, ' || mode_text(d.mode) || ' on dst' END, \
+                       CASE WHEN c.uid <> d.uid OR c.gid <> d.gid THEN \
+                            'owner ' || owner_text(c.uid, c.gid) || ' on src, ' || owner_text(d.uid, d.gid) || ' on dst' END, \
+                       CASE WHEN c.xattrs <> d.xattrs THEN 'extended attributes or ACLs' END, \
+                       CASE WHEN c.kind = {FOLDER} AND mtime_s(c.mtime_ns) <> mtime_s(d.mtime_ns) THEN \
+                            'mtime ' || mtime_s(c.mtime_ns)::VARCHAR || ' on src, ' || mtime_s(d.mtime_ns)::VARCHAR || ' on dst' END) \
+                  ELSE NULL END",
+            meta = Self::meta_differs(),
+        )
+    }
+}
+
 /// For a case-insensitive destination: among source siblings at `depth`
 /// whose names differ only in ASCII letter case, keeps the first (by
 /// bytes) and excludes the others with the reason, before anything is
@@ -1357,12 +1565,16 @@ struct DepthStats {
     to_copy_files: i64,
     to_copy_folders: i64,
     to_copy_bytes: i64,
+    to_copy_metadata: i64,
+    left_alone_items: i64,
+    left_alone_bytes: i64,
 }
 
 impl DepthStats {
     /// Adds `count` nodes of kind code `kind` and comparison `status`
-    /// (`None`: not compared yet) holding `bytes`.
-    fn add(&mut self, kind: u8, status: Option<Status>, count: i64, bytes: i64) {
+    /// (`None`: not compared yet) holding `bytes`; `meta_only`: the
+    /// difference is in metadata alone.
+    fn add(&mut self, kind: u8, status: Option<Status>, meta_only: bool, count: i64, bytes: i64) {
         let kind = Kind::from_code(kind);
         match kind {
             Some(Kind::Folder) => self.folders += count,
@@ -1378,13 +1590,22 @@ impl DepthStats {
         if let Some(i) = Status::ALL.iter().position(|s| *s == status) {
             self.by_status[i] += count;
         }
+        // What the default approval does: creates what is missing, updates
+        // what is outdated, leaves what differs (or conflicts) alone.
         match (status, kind) {
             (Status::Extra, Some(Kind::File)) => self.extra_bytes += bytes,
-            (Status::Missing | Status::Differs, Some(Kind::File)) => {
+            (Status::Outdated, _) if meta_only => self.to_copy_metadata += count,
+            (Status::Missing | Status::Outdated, Some(Kind::File)) => {
                 self.to_copy_files += count;
                 self.to_copy_bytes += bytes;
             }
             (Status::Missing, Some(Kind::Folder)) => self.to_copy_folders += count,
+            (Status::Differs | Status::Conflict, _) => {
+                self.left_alone_items += count;
+                if kind == Some(Kind::File) {
+                    self.left_alone_bytes += bytes;
+                }
+            }
             _ => {}
         }
     }
@@ -1409,6 +1630,9 @@ impl DepthStats {
             ("to_copy_files", self.to_copy_files),
             ("to_copy_folders", self.to_copy_folders),
             ("to_copy_bytes", self.to_copy_bytes),
+            ("to_copy_metadata", self.to_copy_metadata),
+            ("left_alone_items", self.left_alone_items),
+            ("left_alone_bytes", self.left_alone_bytes),
         ]);
         rows
     }
@@ -1427,10 +1651,11 @@ fn replace_depth_stats(conn: &Connection, sides: &[Side], depth: u32) -> Result<
         .iter()
         .map(|side| {
             format!(
-                "SELECT {at} AS side, n.kind, e.status, count(*) AS nodes, \
+                "SELECT {at} AS side, n.kind, e.status, coalesce(e.meta_only, false), count(*) AS nodes, \
                         coalesce(sum(n.size), 0)::BIGINT AS bytes \
                  FROM {side}_nodes n LEFT JOIN \
-                   (SELECT node_id, arg_max(status, seq) AS status FROM {side}_status_events \
+                   (SELECT node_id, arg_max(status, seq) AS status, \
+                           arg_max(reason, seq) LIKE 'metadata:%' AS meta_only FROM {side}_status_events \
                     WHERE depth = {depth} AND phase = 'compare' GROUP BY node_id) e ON e.node_id = n.id \
                  WHERE n.depth = {depth} GROUP BY ALL",
                 at = ix(*side)
@@ -1444,7 +1669,7 @@ fn replace_depth_stats(conn: &Connection, sides: &[Side], depth: u32) -> Result<
         let at: usize = row.get(0)?;
         let status: Option<String> = row.get(2)?;
         let status = status.and_then(|s| s.parse().ok());
-        stats[at].add(row.get(1)?, status, row.get(3)?, row.get(4)?);
+        stats[at].add(row.get(1)?, status, row.get(3)?, row.get(4)?, row.get(5)?);
     }
     for &side in sides {
         conn.execute(
@@ -1482,10 +1707,18 @@ fn side_done_after(conn: &Connection, side: Side, depth: u32) -> Result<bool, du
                 &format!(
                     "SELECT 1 FROM dst_nodes d JOIN dst_status_events e ON e.node_id = d.id \
                      WHERE d.depth = {n1} AND d.kind = {FOLDER} AND e.depth = {n1} \
-                     AND e.phase = 'compare' AND e.status = 'same'"
+                     AND e.phase = 'compare' AND e.status IN {IN_STEP}"
                 ),
             )?),
     }
+}
+
+fn mark_discovering(conn: &Connection) -> Result<(), duckdb::Error> {
+    conn.execute(
+        "UPDATE migrations SET phase = 'discovering', updated_at = now() WHERE id = 1",
+        [],
+    )?;
+    Ok(())
 }
 
 /// Whether the query `sql` returns any row.
@@ -1546,10 +1779,59 @@ mod tests {
             dst: "sim:b".into(),
             filter: Default::default(),
             dst_case_insensitive: false,
+            keep: Default::default(),
         };
-        Writer::open(&dir.join("s.duckdb"), &OpenMode::CreateOrResume(spec))
-            .unwrap()
-            .0
+        Writer::open(
+            &dir.join("s.duckdb"),
+            &OpenMode::CreateOrResume(Box::new(spec)),
+        )
+        .unwrap()
+        .0
+    }
+
+    #[test]
+    fn a_file_of_the_previous_schema_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        w.conn
+            .execute_batch(
+                "INSERT INTO src_nodes (id, depth, kind, size, rel_path) VALUES (7, 1, 1, 3, 'a'::BLOB)",
+            )
+            .unwrap();
+        // What a version 2 file looked like: no metadata columns.
+        for table in ["src_nodes", "dst_nodes", "copy_plan"] {
+            for column in ["mode", "uid", "gid", "xattrs"] {
+                w.conn
+                    .execute_batch(&format!("ALTER TABLE {table} DROP COLUMN {column}"))
+                    .unwrap();
+            }
+        }
+        for table in ["src_nodes", "dst_nodes"] {
+            for column in ["link_dev", "link_ino"] {
+                w.conn
+                    .execute_batch(&format!("ALTER TABLE {table} DROP COLUMN {column}"))
+                    .unwrap();
+            }
+        }
+        w.conn
+            .execute_batch(
+                "ALTER TABLE copy_plan DROP COLUMN link_to; \
+                 UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+            )
+            .unwrap();
+        w.shutdown().unwrap();
+        drop(w);
+        let w = writer(dir.path());
+        let (version, mode, size): (String, Option<u32>, u64) = w
+            .conn
+            .query_row(
+                "SELECT (SELECT value FROM meta WHERE key = 'schema_version'), mode, size \
+                 FROM src_nodes WHERE id = 7",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((version.as_str(), mode, size), ("3", None, 3));
     }
 
     fn limit_to(w: &mut Writer, mb: u64, adaptive: bool) {
@@ -1593,23 +1875,27 @@ mod tests {
     #[test]
     fn depth_stats_count_kinds_statuses_and_what_is_to_copy() {
         let mut stats = DepthStats::default();
-        stats.add(Kind::File.code(), Some(Status::Missing), 3, 300);
-        stats.add(Kind::File.code(), Some(Status::Differs), 2, 20);
-        stats.add(Kind::File.code(), Some(Status::Extra), 1, 7);
-        stats.add(Kind::File.code(), None, 4, 40);
-        stats.add(FOLDER, Some(Status::Missing), 5, 0);
-        stats.add(FOLDER, Some(Status::Same), 6, 0);
-        stats.add(Kind::Symlink.code(), Some(Status::Conflict), 1, 0);
-        stats.add(Kind::Special.code(), Some(Status::Excluded), 1, 0);
-        stats.add(Kind::File.code(), Some(Status::InvalidName), 2, 9);
+        stats.add(Kind::File.code(), Some(Status::Missing), false, 3, 300);
+        stats.add(Kind::File.code(), Some(Status::Differs), false, 2, 20);
+        stats.add(Kind::File.code(), Some(Status::Extra), false, 1, 7);
+        stats.add(Kind::File.code(), None, false, 4, 40);
+        stats.add(FOLDER, Some(Status::Missing), false, 5, 0);
+        stats.add(FOLDER, Some(Status::Same), false, 6, 0);
+        stats.add(Kind::Symlink.code(), Some(Status::Conflict), false, 1, 0);
+        stats.add(Kind::Special.code(), Some(Status::Excluded), false, 1, 0);
+        stats.add(Kind::File.code(), Some(Status::InvalidName), false, 2, 9);
+        stats.add(Kind::File.code(), Some(Status::Outdated), false, 3, 30);
+        stats.add(Kind::File.code(), Some(Status::Outdated), true, 1, 5);
+        stats.add(FOLDER, Some(Status::Outdated), true, 2, 0);
         let rows: std::collections::HashMap<_, _> = stats.rows().into_iter().collect();
         let expected = [
-            ("folders", 11),
-            ("files", 12),
+            ("folders", 13),
+            ("files", 16),
             ("symlinks", 1),
             ("special", 1),
-            ("bytes", 376),
+            ("bytes", 411),
             ("missing", 8),
+            ("outdated", 6),
             ("same", 6),
             ("differs", 2),
             ("conflict", 1),
@@ -1617,9 +1903,12 @@ mod tests {
             ("excluded", 1),
             ("invalid-name", 2),
             ("extra_bytes", 7),
-            ("to_copy_files", 5),
+            ("to_copy_files", 6),
             ("to_copy_folders", 5),
-            ("to_copy_bytes", 320),
+            ("to_copy_bytes", 330),
+            ("to_copy_metadata", 3),
+            ("left_alone_items", 3),
+            ("left_alone_bytes", 20),
         ];
         assert_eq!(rows.len(), expected.len(), "every key, once");
         for (key, value) in expected {

@@ -218,12 +218,37 @@ pub struct DiscoverArgs {
     /// excluded with the reason. Recorded in the state file.
     #[arg(long)]
     pub dst_case_insensitive: bool,
+    /// What the migration keeps besides data and mtimes.
+    #[command(flatten)]
+    pub keep: KeepArgs,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
     /// Folders listed at once per side.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
+}
+
+/// What a migration keeps besides data and mtimes (modes always). Recorded
+/// in the state file; a resumed discovery must give the same.
+#[derive(Debug, clap::Args)]
+pub struct KeepArgs {
+    /// Owners: keep (the source's user and group ids), ignore, or
+    /// map:FILE (lines 'user SRC DST' and 'group SRC DST', names or ids).
+    /// Default: keep when this process may set owners (root, CAP_CHOWN),
+    /// else ignore.
+    #[arg(long, value_name = "keep|ignore|map:FILE")]
+    pub owners: Option<String>,
+    /// Extended attributes (user., trusted., security.).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub xattrs: bool,
+    /// POSIX ACLs.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub acls: bool,
+    /// Files with several names (hard links) are recreated as one file
+    /// with those names.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hard_links: bool,
 }
 
 /// Filter rules: run on every child as it is listed; an excluded node is

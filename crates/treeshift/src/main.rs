@@ -2,6 +2,7 @@
 //! engine, prints results. Errors become `anyhow` with context only here.
 
 mod cli;
+mod keep;
 mod logging;
 mod output;
 mod progress;
@@ -262,12 +263,19 @@ fn discovery_setup(args: &DiscoverArgs) -> Result<DiscoverySetup> {
         dst: dst.describe(),
         filter: spec,
         dst_case_insensitive: args.dst_case_insensitive,
+        keep: keep::resolve(
+            args.keep.owners.as_deref(),
+            args.keep.xattrs,
+            args.keep.acls,
+            args.keep.hard_links,
+        )
+        .map_err(|e| usage(format!("{e:#}")))?,
     };
     Ok(DiscoverySetup {
         filter,
         src,
         dst,
-        mode: OpenMode::CreateOrResume(spec),
+        mode: OpenMode::CreateOrResume(Box::new(spec)),
     })
 }
 

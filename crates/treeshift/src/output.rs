@@ -79,6 +79,7 @@ pub fn print_summary(s: &Summary, state: &Path) {
     }
     let rows = [
         ("missing", s.missing),
+        ("outdated", s.outdated),
         ("differs", s.differs),
         ("conflict", s.conflict),
         ("same", s.same),
@@ -93,12 +94,28 @@ pub fn print_summary(s: &Summary, state: &Path) {
             println!("  {label:<13}{:>12}", thousands(n));
         }
     }
-    println!(
+    // Exactly what the default approval copies; what it leaves beside it.
+    let mut to_copy = format!(
         "  to copy: {} files ({}), {} folders to create",
         thousands(s.to_copy.files),
         human_bytes(s.to_copy.bytes),
         thousands(s.to_copy.folders)
     );
+    if s.to_copy.metadata > 0 {
+        to_copy.push_str(&format!(
+            ", {} items' metadata to update",
+            thousands(s.to_copy.metadata)
+        ));
+    }
+    println!("{to_copy}");
+    if s.left_alone.items > 0 {
+        println!(
+            "  left alone: {} items ({}) that differ from a destination treeshift did not leave so; \
+             approve --policy overwrite, newer or rename acts on them",
+            thousands(s.left_alone.items),
+            human_bytes(s.left_alone.bytes)
+        );
+    }
     if s.failed > 0 {
         println!(
             "  {} folders could not be listed: treeshift review --state {} --status failed",
@@ -122,6 +139,12 @@ pub fn print_approval(a: &Approval) {
         human_bytes(a.bytes),
         thousands(a.skipped)
     );
+    if a.metadata > 0 {
+        println!(
+            "  update the mode, owner or extended attributes of {} items in place",
+            thousands(a.metadata)
+        );
+    }
     if a.replaces > 0 {
         let how = match a.policy {
             Policy::Rename => "moved aside (name.treeshift-old)",

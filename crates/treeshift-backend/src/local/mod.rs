@@ -11,6 +11,7 @@
 
 mod beneath;
 mod write;
+mod xattr;
 
 use crate::{Backend, BackendError, Children, ErrorKind, Reader, SourceFile, Writable};
 use beneath::Root;
@@ -19,11 +20,12 @@ use rustix::io::Errno;
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use treeshift_core::{Entry, Kind, RelPath};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use treeshift_core::{Entry, FileId, Keep, Kind, Meta, RelPath, Xattr};
 
 pub(crate) use write::Staged;
 
@@ -33,6 +35,9 @@ pub struct LocalBackend {
     root: Root,
     /// Set once the file system refused an anonymous file.
     no_tmpfile: AtomicBool,
+    /// Which extended attributes the migration keeps: bit 1 the `user.`,
+    /// `trusted.` and `security.` ones, bit 2 the ACLs.
+    xattrs: AtomicU8,
 }
 
 impl LocalBackend {
@@ -45,6 +50,7 @@ impl LocalBackend {
         LocalBackend {
             root,
             no_tmpfile: AtomicBool::new(false),
+            xattrs: AtomicU8::new(0),
         }
     }
 
@@ -89,6 +95,12 @@ impl LocalBackend {
             _ => return BackendError::from_io(operation, path.to_string(), &e),
         };
         BackendError::new(ErrorKind::PathChanged, operation, path.to_string(), changed)
+    }
+
+    /// Which extended attributes are kept, `None` if none are.
+    fn kept_xattrs(&self) -> Option<xattr::Which> {
+        let bits = self.xattrs.load(Ordering::Relaxed);
+        (bits != 0).then_some((bits & 1 != 0, bits & 2 != 0))
     }
 
     /// `lstat` of `path`, `None` if nothing is there.
@@ -141,6 +153,7 @@ impl Backend for LocalBackend {
             backend: self,
             dir,
             folder: folder.clone(),
+            xattrs: self.kept_xattrs(),
         }))
     }
 
@@ -163,6 +176,11 @@ impl Backend for LocalBackend {
             .map_err(|e| self.err("open", path, e))?;
         let file = File::from(fd);
         let meta = file.metadata().map_err(|e| self.err("stat", path, e))?;
+        let xattrs = match self.kept_xattrs() {
+            Some(which) => xattr::read(xattr::On::Fd(file.as_fd()), which)
+                .map_err(|e| self.err("read_xattrs", path, e))?,
+            None => Vec::new(),
+        };
         if !meta.is_file() {
             return Err(BackendError::new(
                 ErrorKind::Other,
@@ -174,7 +192,13 @@ impl Backend for LocalBackend {
         Ok(SourceFile {
             size: meta.len(),
             mtime_ns: Some(mtime_ns(&meta)),
-            mode: Some(meta.permissions().mode()),
+            meta: Meta {
+                mode: Some(meta.permissions().mode() & 0o7777),
+                uid: Some(meta.uid()),
+                gid: Some(meta.gid()),
+                xattrs: Some(treeshift_core::xattr_digest(&xattrs)),
+            },
+            xattrs,
             reader: Reader::File(file),
         })
     }
@@ -187,6 +211,27 @@ impl Backend for LocalBackend {
         rustix::fs::readlinkat(&folder, name, Vec::new())
             .map(|target| target.into_bytes())
             .map_err(|e| self.err("read_link", path, e))
+    }
+
+    fn keep(&self, keep: &Keep) {
+        let bits = u8::from(keep.xattrs) | (u8::from(keep.acls) << 1);
+        self.xattrs.store(bits, Ordering::Relaxed);
+    }
+
+    fn xattrs(&self, path: &RelPath) -> Result<Vec<Xattr>, BackendError> {
+        let Some(which) = self.kept_xattrs() else {
+            return Ok(Vec::new());
+        };
+        // A descriptor of the item itself (never through a symlink).
+        let fd = self
+            .root
+            .open(
+                path.as_bytes(),
+                OFlags::RDONLY | OFlags::NONBLOCK,
+                Mode::empty(),
+            )
+            .map_err(|e| self.err("read_xattrs", path, e))?;
+        xattr::read(xattr::On::Fd(fd.as_fd()), which).map_err(|e| self.err("read_xattrs", path, e))
     }
 
     fn sync(&self) -> Result<(), BackendError> {
@@ -210,6 +255,8 @@ struct Listing<'a> {
     backend: &'a LocalBackend,
     dir: Dir,
     folder: RelPath,
+    /// Which extended attributes to read, if any.
+    xattrs: Option<xattr::Which>,
 }
 
 impl Iterator for Listing<'_> {
@@ -230,13 +277,38 @@ impl Iterator for Listing<'_> {
                 Err(e) => return Some(Err(self.backend.err("list", &self.folder, e))),
             };
             match rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => return Some(Ok(entry_from_stat(name.to_bytes().to_vec(), &st))),
+                Ok(st) => {
+                    let mut entry = entry_from_stat(name.to_bytes().to_vec(), &st);
+                    if let Some(which) = self.xattrs {
+                        entry.meta.xattrs = digest_below(fd, &entry, which);
+                    }
+                    return Some(Ok(entry));
+                }
                 // Vanished between the listing and its stat: left out.
                 Err(Errno::NOENT) => continue,
                 Err(e) => return Some(Err(self.backend.err("list", &self.folder, e))),
             }
         }
     }
+}
+
+/// The digest of the kept extended attributes of a listed file or folder,
+/// read through the listed folder's descriptor (`/proc/self/fd/N/name`
+/// with calls that do not follow the name); `None` for other kinds, or
+/// when they cannot be read (an open of the item reports why).
+fn digest_below(
+    dir: rustix::fd::BorrowedFd<'_>,
+    entry: &Entry,
+    which: xattr::Which,
+) -> Option<u64> {
+    if !matches!(entry.kind, Kind::File | Kind::Folder) {
+        return None;
+    }
+    let mut path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    path.push(OsStr::from_bytes(&entry.name));
+    xattr::read(xattr::On::Path(&path), which)
+        .ok()
+        .map(|attrs| treeshift_core::xattr_digest(&attrs))
 }
 
 /// A file's mtime in nanoseconds.
@@ -264,6 +336,17 @@ fn entry_from_stat(name: Vec<u8>, st: &Stat) -> Entry {
             st.st_size as u64
         },
         mtime_ns: Some(stat_mtime_ns(st)),
+        meta: Meta {
+            // A symlink's own mode means nothing on Linux.
+            mode: (kind != Kind::Symlink).then_some(st.st_mode & 0o7777),
+            uid: Some(st.st_uid),
+            gid: Some(st.st_gid),
+            xattrs: None,
+        },
+        link: (kind == Kind::File && st.st_nlink > 1).then_some(FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }),
     }
 }
 

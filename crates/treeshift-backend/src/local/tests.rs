@@ -1,8 +1,27 @@
-use super::write::system_time;
 use super::*;
-use crate::ErrorKind;
+use crate::{Apply, ErrorKind};
 use std::fs::{self, Permissions};
 use std::os::unix::fs::symlink;
+
+fn system_time(ns: i64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64)
+}
+
+/// What the engine asks a write to keep of a source file: mode and mtime.
+fn as_source(source: &SourceFile) -> Apply {
+    Apply {
+        mtime_ns: source.mtime_ns,
+        mode: source.meta.mode,
+        ..Apply::default()
+    }
+}
+
+fn mtime(ns: i64) -> Apply {
+    Apply {
+        mtime_ns: Some(ns),
+        ..Apply::default()
+    }
+}
 
 fn names(b: &LocalBackend, p: &RelPath) -> Vec<(Vec<u8>, Kind)> {
     let mut v: Vec<_> = b
@@ -107,7 +126,8 @@ fn writes_land_whole(walking: bool) {
     for anonymous in [true, false] {
         let _ = fs::remove_file(dst.join("f"));
         let mut source = s.open_read(&f).unwrap();
-        let (staged, n) = w.write_temp(&tmp, &mut source, anonymous).unwrap();
+        let apply = as_source(&source);
+        let (staged, n) = w.write_temp(&tmp, &mut source, anonymous, &apply).unwrap();
         assert_eq!(n, 8);
         assert_eq!(staged.0.is_anonymous(), anonymous);
         fs::write(dst.join("f"), b"theirs").unwrap();
@@ -116,7 +136,8 @@ fn writes_land_whole(walking: bool) {
         assert!(!dst.join(".t").exists(), "a refused item is discarded");
         fs::remove_file(dst.join("f")).unwrap();
         let mut source = s.open_read(&f).unwrap();
-        let (staged, _) = w.write_temp(&tmp, &mut source, anonymous).unwrap();
+        let apply = as_source(&source);
+        let (staged, _) = w.write_temp(&tmp, &mut source, anonymous, &apply).unwrap();
         assert!(w.commit(staged, &f, false).unwrap());
         assert_eq!(fs::read(dst.join("f")).unwrap(), b"new data");
         assert!(!dst.join(".t").exists());
@@ -131,12 +152,17 @@ fn writes_land_whole(walking: bool) {
     }
     fs::write(dst.join("f"), b"theirs").unwrap();
     let (staged, _) = w
-        .write_temp(&tmp, &mut s.open_read(&f).unwrap(), false)
+        .write_temp(
+            &tmp,
+            &mut s.open_read(&f).unwrap(),
+            false,
+            &Apply::default(),
+        )
         .unwrap();
     assert!(w.commit(staged, &f, true).unwrap(), "replaces when asked");
     assert_eq!(fs::read(dst.join("f")).unwrap(), b"new data");
     let staged = w
-        .symlink_temp(&tmp, b"../elsewhere", Some(1_500_000_000_000_000_000))
+        .symlink_temp(&tmp, b"../elsewhere", &mtime(1_500_000_000_000_000_000))
         .unwrap();
     let link = RelPath::from_bytes(b"l".to_vec());
     assert!(w.commit(staged, &link, false).unwrap());
@@ -183,13 +209,15 @@ fn deep_paths(walking: bool) {
     let file = deep.join(b"f");
     let temp = deep.join(b".t");
     let mut source = s.open_read(&RelPath::from_bytes(b"f".to_vec())).unwrap();
-    let (staged, n) = w.write_temp(&temp, &mut source, false).unwrap();
+    let apply = as_source(&source);
+    let (staged, n) = w.write_temp(&temp, &mut source, false, &apply).unwrap();
     assert_eq!(n, 9);
     assert!(w.commit(staged, &file, false).unwrap());
     let listed = names(&d, &deep);
     assert_eq!(listed, vec![(b"f".to_vec(), Kind::File)]);
     assert_eq!(d.stat(&file).unwrap().unwrap().size, 9);
-    w.set_mtime(&file, 1_000_000_000_000_000_000).unwrap();
+    w.set_metadata(&file, &mtime(1_000_000_000_000_000_000))
+        .unwrap();
     assert_eq!(
         d.stat(&file).unwrap().unwrap().mtime_ns,
         Some(1_000_000_000_000_000_000)
@@ -273,7 +301,7 @@ fn a_folder_swapped_for_a_symlink_is_never_followed() {
         changed(b.read_link(&p("a/l")).map(drop), "read_link");
         let w = b.writer().unwrap();
         changed(w.create_folder(&p("a/new")), "create_folder");
-        changed(w.set_mtime(&p("a/f"), 0), "set_mtime");
+        changed(w.set_metadata(&p("a/f"), &mtime(0)), "set_metadata");
         changed(w.remove(&p("a/b")), "remove");
         changed(w.remove(&p("a/f")), "remove a file");
         changed(w.remove_temp(&p("a/f")), "remove_temp");
@@ -286,11 +314,16 @@ fn a_folder_swapped_for_a_symlink_is_never_followed() {
         for anonymous in [true, false] {
             let mut source = s.open_read(&p("g")).unwrap();
             changed(
-                w.write_temp(&p("a/.t"), &mut source, anonymous).map(drop),
+                w.write_temp(&p("a/.t"), &mut source, anonymous, &Apply::default())
+                    .map(drop),
                 "write",
             );
         }
-        changed(w.symlink_temp(&p("a/.t"), b"x", None).map(drop), "symlink");
+        changed(
+            w.symlink_temp(&p("a/.t"), b"x", &Apply::default())
+                .map(drop),
+            "symlink",
+        );
         // The symlink itself is what a listing shows.
         let top = b.list_children(&RelPath::root()).unwrap();
         let kinds: Vec<_> = top.map(|e| e.unwrap()).map(|e| (e.name, e.kind)).collect();
@@ -363,4 +396,113 @@ fn a_swapped_root_is_not_followed_once_open() {
     let f = b.stat(&RelPath::from_bytes(b"a/f".to_vec())).unwrap();
     assert!(f.is_some(), "still the original tree");
     assert_eq!(b.stat(&RelPath::from_bytes(b"f".to_vec())).unwrap(), None);
+}
+
+#[test]
+fn owners_modes_and_extended_attributes_are_read_and_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("f"), b"data").unwrap();
+    // chown clears setuid: owner first, as a copy must too.
+    std::os::unix::fs::chown(src.join("f"), Some(1234), Some(4321)).unwrap();
+    fs::set_permissions(src.join("f"), Permissions::from_mode(0o4750)).unwrap();
+    rustix::fs::setxattr(
+        src.join("f"),
+        "user.note",
+        b"kept",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let keep = Keep::everything(treeshift_core::Owners::Keep);
+    let (s, d) = (LocalBackend::new(&src), LocalBackend::new(&dst));
+    s.keep(&keep);
+    d.keep(&keep);
+    let listed: Vec<Entry> = s
+        .list_children(&RelPath::root())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let f = listed.iter().find(|e| e.name == b"f").unwrap();
+    assert_eq!(
+        (f.meta.mode, f.meta.uid, f.meta.gid),
+        (Some(0o4750), Some(1234), Some(4321))
+    );
+    let want = vec![(b"user.note".to_vec(), b"kept".to_vec())];
+    assert_eq!(f.meta.xattrs, Some(treeshift_core::xattr_digest(&want)));
+    let sub = listed.iter().find(|e| e.name == b"sub").unwrap();
+    assert_eq!(sub.meta.xattrs, Some(0), "none");
+
+    // Written: owner first, so the setuid bit survives; then the
+    // attributes, the mode and the mtime.
+    let w = d.writer().unwrap();
+    w.create_folder(&RelPath::root()).unwrap();
+    let path = RelPath::from_bytes(b"f".to_vec());
+    let mut source = s.open_read(&path).unwrap();
+    assert_eq!(source.xattrs, want);
+    let apply = Apply {
+        mtime_ns: source.mtime_ns,
+        mode: source.meta.mode,
+        owner: Some((1234, 4321)),
+        xattrs: Some(source.xattrs.clone()),
+    };
+    let (staged, _) = w
+        .write_temp(
+            &RelPath::from_bytes(b".t".to_vec()),
+            &mut source,
+            true,
+            &apply,
+        )
+        .unwrap();
+    assert!(w.commit(staged, &path, false).unwrap());
+    let got = d.stat(&path).unwrap().unwrap();
+    assert_eq!(
+        (got.meta.mode, got.meta.uid, got.meta.gid),
+        (Some(0o4750), Some(1234), Some(4321))
+    );
+    assert_eq!(d.xattrs(&path).unwrap(), want);
+
+    // In place: a folder's mode with the sticky and setgid bits, an
+    // attribute removed, a symlink's owner.
+    let folder = RelPath::from_bytes(b"shared".to_vec());
+    w.create_folder(&folder).unwrap();
+    for mode in [0o1777, 0o2775, 0o700] {
+        let apply = Apply {
+            mode: Some(mode),
+            owner: Some((7, 8)),
+            mtime_ns: Some(1_600_000_000_000_000_000),
+            xattrs: Some(Vec::new()),
+        };
+        w.set_metadata(&folder, &apply).unwrap();
+        let got = d.stat(&folder).unwrap().unwrap();
+        assert_eq!((got.meta.mode, got.meta.uid), (Some(mode), Some(7)));
+        assert_eq!(got.mtime_ns, Some(1_600_000_000_000_000_000));
+    }
+    w.set_metadata(
+        &path,
+        &Apply {
+            xattrs: Some(Vec::new()),
+            ..Apply::default()
+        },
+    )
+    .unwrap();
+    assert!(d.xattrs(&path).unwrap().is_empty(), "removed");
+    let link = RelPath::from_bytes(b"l".to_vec());
+    let staged = w
+        .symlink_temp(
+            &RelPath::from_bytes(b".l".to_vec()),
+            b"f",
+            &Apply {
+                owner: Some((55, 66)),
+                ..mtime(1_500_000_000_000_000_000)
+            },
+        )
+        .unwrap();
+    assert!(w.commit(staged, &link, false).unwrap());
+    let got = d.stat(&link).unwrap().unwrap();
+    assert_eq!(
+        (got.meta.uid, got.meta.gid, got.meta.mode),
+        (Some(55), Some(66), None)
+    );
+    assert_eq!(got.mtime_ns, Some(1_500_000_000_000_000_000));
 }

@@ -6,18 +6,20 @@
 
 use super::LocalBackend;
 use super::beneath::{Folder, component};
-use crate::{BackendError, ErrorKind, Reader, SourceFile, Writable};
-use rustix::fs::{AtFlags, CWD, Mode, OFlags, RenameFlags, Timespec, Timestamps, UTIME_OMIT};
+use super::xattr;
+use crate::{Apply, BackendError, ErrorKind, Reader, SourceFile, Writable};
+use rustix::fd::{AsFd, BorrowedFd};
+use rustix::fs::{
+    AtFlags, CWD, Gid, Mode, OFlags, RenameFlags, Timespec, Timestamps, UTIME_OMIT, Uid,
+};
 use rustix::io::Errno;
 use std::ffi::OsStr;
-use std::fs::{File, Permissions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use treeshift_core::RelPath;
 
 /// Data written into a folder of the tree but not yet in place.
@@ -78,6 +80,7 @@ impl Writable for LocalBackend {
         temp: &RelPath,
         source: &mut SourceFile,
         anonymous: bool,
+        apply: &Apply,
     ) -> Result<(crate::Staged, u64), BackendError> {
         let (folder, name) = self
             .root
@@ -96,7 +99,12 @@ impl Writable for LocalBackend {
                 (File::from(fd), Some(name.to_vec()))
             }
         };
-        match fill(&mut out, source) {
+        let filled = fill(&mut out, source).and_then(|written| {
+            apply_to(out.as_fd(), apply, self.kept_xattrs())
+                .map(|()| written)
+                .map_err(|(op, e)| (op, e.into()))
+        });
+        match filled {
             Ok(written) => {
                 let item = match item {
                     None => StagedItem::Anonymous(out),
@@ -122,7 +130,7 @@ impl Writable for LocalBackend {
         &self,
         temp: &RelPath,
         target: &[u8],
-        mtime_ns: Option<i64>,
+        apply: &Apply,
     ) -> Result<crate::Staged, BackendError> {
         let (folder, name) = self
             .root
@@ -130,19 +138,9 @@ impl Writable for LocalBackend {
             .map_err(|e| self.err("symlink", temp, e))?;
         let _ = rustix::fs::unlinkat(&folder, name, AtFlags::empty());
         rustix::fs::symlinkat(target, &folder, name).map_err(|e| self.err("symlink", temp, e))?;
-        if let Some(ns) = mtime_ns {
-            let times = Timestamps {
-                last_access: Timespec {
-                    tv_sec: 0,
-                    tv_nsec: UTIME_OMIT,
-                },
-                last_modification: timespec(ns),
-            };
-            if let Err(e) = rustix::fs::utimensat(&folder, name, &times, AtFlags::SYMLINK_NOFOLLOW)
-            {
-                let _ = rustix::fs::unlinkat(&folder, name, AtFlags::empty());
-                return Err(self.err("set_mtime", temp, e));
-            }
+        if let Err((operation, e)) = apply_to_symlink(&folder, name, apply) {
+            let _ = rustix::fs::unlinkat(&folder, name, AtFlags::empty());
+            return Err(self.err(operation, temp, e));
         }
         Ok(crate::Staged(Staged {
             folder,
@@ -264,26 +262,34 @@ impl Writable for LocalBackend {
         removed.map_err(|e| self.err("remove", path, e))
     }
 
-    fn set_mtime(&self, path: &RelPath, mtime_ns: i64) -> Result<(), BackendError> {
-        let times = Timestamps {
-            last_access: Timespec {
-                tv_sec: 0,
-                tv_nsec: UTIME_OMIT,
-            },
-            last_modification: timespec(mtime_ns),
-        };
-        let set = if path.is_root() {
-            self.root
+    fn set_metadata(&self, path: &RelPath, apply: &Apply) -> Result<(), BackendError> {
+        let which = self.kept_xattrs();
+        if path.is_root() {
+            let fd = self
+                .root
                 .open(b"", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-                .and_then(|fd| rustix::fs::futimens(&fd, &times))
-        } else {
-            self.root
-                .parent(path.as_bytes())
-                .and_then(|(folder, name)| {
-                    rustix::fs::utimensat(&folder, name, &times, AtFlags::SYMLINK_NOFOLLOW)
-                })
-        };
-        set.map_err(|e| self.err("set_mtime", path, e))
+                .map_err(|e| self.err("set_metadata", path, e))?;
+            return apply_to(fd.as_fd(), apply, which).map_err(|(op, e)| self.err(op, path, e));
+        }
+        let (folder, name) = self
+            .root
+            .parent(path.as_bytes())
+            .map_err(|e| self.err("set_metadata", path, e))?;
+        let st = rustix::fs::statat(&folder, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.err("set_metadata", path, e))?;
+        match st.st_mode & 0o170000 {
+            0o120000 => apply_to_symlink(&folder, name, apply),
+            0o100000 | 0o040000 => {
+                // The item's own descriptor (O_NOFOLLOW: a symlink swapped in
+                // since the stat fails here).
+                let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+                rustix::fs::openat(&folder, name, flags, Mode::empty())
+                    .map_err(|e| ("set_metadata", e))
+                    .and_then(|fd| apply_to(fd.as_fd(), apply, which))
+            }
+            _ => Err(("set_metadata", Errno::OPNOTSUPP)),
+        }
+        .map_err(|(op, e)| self.err(op, path, e))
     }
 }
 
@@ -320,24 +326,81 @@ fn discard(folder: &Folder, item: StagedItem) {
     }
 }
 
-/// Copies the data, then the permission bits and the mtime, through the
-/// new file's descriptor. The error carries the failing operation.
+/// Copies the data. The error carries the failing operation.
 fn fill(out: &mut File, source: &mut SourceFile) -> Result<u64, (&'static str, io::Error)> {
     // File to file, std's `io::copy` uses copy_file_range (or sendfile).
-    let written = match &mut source.reader {
+    match &mut source.reader {
         Reader::File(f) => io::copy(f, out),
         Reader::Stream(r) => io::copy(r, out),
     }
-    .map_err(|e| ("write", e))?;
-    if let Some(mode) = source.mode {
-        out.set_permissions(Permissions::from_mode(mode & 0o7777))
-            .map_err(|e| ("chmod", e))?;
+    .map_err(|e| ("write", e))
+}
+
+/// Sets `apply` on an open file or folder, in the order that leaves each
+/// part as asked: the owner first (changing it clears setuid and setgid),
+/// then the extended attributes (an ACL sets the group bits from its
+/// mask), then the mode, last the mtime (every other change touches it).
+fn apply_to(
+    fd: BorrowedFd<'_>,
+    apply: &Apply,
+    which: Option<xattr::Which>,
+) -> Result<(), (&'static str, Errno)> {
+    if let Some((uid, gid)) = apply.owner {
+        rustix::fs::fchown(fd, owner(uid), group(gid)).map_err(|e| ("chown", e))?;
     }
-    if let Some(ns) = source.mtime_ns {
-        out.set_modified(system_time(ns))
+    if let (Some(attrs), Some(which)) = (&apply.xattrs, which) {
+        xattr::replace(xattr::On::Fd(fd), attrs, which).map_err(|e| ("set_xattrs", e))?;
+    }
+    if let Some(mode) = apply.mode {
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(mode & 0o7777)).map_err(|e| ("chmod", e))?;
+    }
+    if let Some(ns) = apply.mtime_ns {
+        rustix::fs::futimens(fd, &mtime_only(ns)).map_err(|e| ("set_mtime", e))?;
+    }
+    Ok(())
+}
+
+/// Sets the owner and mtime of the symlink `name` in `folder` (a symlink
+/// has no mode of its own, and no attributes of the kept kinds).
+fn apply_to_symlink(
+    folder: &Folder,
+    name: &[u8],
+    apply: &Apply,
+) -> Result<(), (&'static str, Errno)> {
+    if let Some((uid, gid)) = apply.owner {
+        rustix::fs::chownat(
+            folder,
+            name,
+            owner(uid),
+            group(gid),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| ("chown", e))?;
+    }
+    if let Some(ns) = apply.mtime_ns {
+        rustix::fs::utimensat(folder, name, &mtime_only(ns), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| ("set_mtime", e))?;
     }
-    Ok(written)
+    Ok(())
+}
+
+/// `-1` means "leave as is" to chown; no item is owned by it.
+fn owner(uid: u32) -> Option<Uid> {
+    (uid != u32::MAX).then(|| Uid::from_raw(uid))
+}
+
+fn group(gid: u32) -> Option<Gid> {
+    (gid != u32::MAX).then(|| Gid::from_raw(gid))
+}
+
+fn mtime_only(ns: i64) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: timespec(ns),
+    }
 }
 
 /// Renames `from` to `to` in `folder` without replacing: `Ok(false)` if
@@ -356,14 +419,6 @@ fn rename_noreplace(folder: &Folder, from: &[u8], to: &[u8]) -> Result<bool, Err
             }
         }
         Err(e) => Err(e),
-    }
-}
-
-pub(super) fn system_time(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
     }
 }
 

@@ -15,7 +15,8 @@ use crate::{
 };
 use duckdb::params;
 use treeshift_core::{
-    Action, Approval, CopyStatus, CopySummary, Extras, Kind, Policy, RelPath, Side, VerifySummary,
+    Action, Approval, CopyStatus, CopySummary, Extras, Kind, Meta, Policy, RelPath, Side,
+    VerifySummary,
 };
 
 /// The latest copy status and reason per plan item.
@@ -28,17 +29,27 @@ const LATEST_VERIFY: &str = "SELECT node_id, arg_max(status, seq) AS st, arg_max
 
 /// Columns of `copy_plan`, in table order.
 const PLAN_COLUMNS: &str = "node_id, parent_id, depth, kind, size, mtime_ns, rel_path, status, \
-     dst_kind, dst_size, dst_mtime_ns, action, reason";
+     dst_kind, dst_size, dst_mtime_ns, action, reason, mode, uid, gid, xattrs, link_to";
 
 /// True when a `copy_plan` row `p` and a `plan_candidate` row `c` of the
 /// same node say different things.
 const PLAN_DIFFERS: &str = "c.action IS DISTINCT FROM p.action OR c.kind IS DISTINCT FROM p.kind \
      OR c.size IS DISTINCT FROM p.size OR c.mtime_ns IS DISTINCT FROM p.mtime_ns \
      OR c.rel_path IS DISTINCT FROM p.rel_path OR c.dst_kind IS DISTINCT FROM p.dst_kind \
-     OR c.dst_size IS DISTINCT FROM p.dst_size OR c.dst_mtime_ns IS DISTINCT FROM p.dst_mtime_ns";
+     OR c.dst_size IS DISTINCT FROM p.dst_size OR c.dst_mtime_ns IS DISTINCT FROM p.dst_mtime_ns \
+     OR c.mode IS DISTINCT FROM p.mode OR c.uid IS DISTINCT FROM p.uid \
+     OR c.gid IS DISTINCT FROM p.gid OR c.xattrs IS DISTINCT FROM p.xattrs \
+     OR c.link_to IS DISTINCT FROM p.link_to";
 
-/// Plan actions that copy an item from the source.
+/// Plan actions the copy carries out on a source item (its data, or its
+/// metadata alone).
 const COPIES: &str = "NOT IN ('skip', 'quarantine')";
+
+/// Why an item under a folder in conflict is skipped.
+const INSIDE_SKIPPED: &str = "inside a folder the plan leaves alone";
+
+/// Plan actions that copy an item's data.
+const DATA: &str = "IN ('create', 'replace', 'rename')";
 
 /// A plan computed from the current discovery, before approval.
 struct Draft {
@@ -50,6 +61,7 @@ struct Draft {
     skipped: u64,
     replaces: u64,
     quarantines: u64,
+    metadata: u64,
 }
 
 impl Writer {
@@ -59,34 +71,50 @@ impl Writer {
         let pol = policy.as_str();
         // `newer` compares whole seconds, as discovery does.
         let src_newer = "mtime_s(s.mtime_ns) > mtime_s(d.mtime_ns)";
+        // The data is in step, only metadata differs (see `Comparison`).
+        let meta_only = "coalesce(cs.reason LIKE 'metadata:%', false)";
         self.conn
             .execute_batch(&format!(
                 "CREATE OR REPLACE TEMP TABLE plan_candidate AS \
-                 WITH cs AS (SELECT node_id, arg_max(status, seq) AS st FROM src_status_events \
-                             WHERE phase = 'compare' GROUP BY node_id) \
+                 WITH cs AS (SELECT node_id, arg_max(status, seq) AS st, arg_max(reason, seq) AS reason \
+                             FROM src_status_events WHERE phase = 'compare' GROUP BY node_id) \
                  SELECT s.id AS node_id, s.parent_id, s.depth, s.kind, s.size, s.mtime_ns, s.rel_path, \
                    cs.st AS status, d.kind AS dst_kind, d.size AS dst_size, d.mtime_ns AS dst_mtime_ns, \
                    CASE WHEN s.kind = 3 THEN 'skip' \
                         WHEN cs.st = 'missing' THEN 'create' \
+                        WHEN cs.st = 'outdated' AND {meta_only} THEN 'metadata' \
+                        WHEN cs.st = 'outdated' THEN 'replace' \
+                        WHEN {meta_only} AND '{pol}' IN ('overwrite', 'rename') THEN 'metadata' \
+                        WHEN {meta_only} THEN 'skip' \
                         WHEN '{pol}' = 'overwrite' THEN 'replace' \
                         WHEN '{pol}' = 'rename' THEN 'rename' \
                         WHEN '{pol}' = 'newer' AND cs.st = 'differs' AND {src_newer} THEN 'replace' \
                         ELSE 'skip' END AS action, \
                    CASE WHEN s.kind = 3 THEN 'special files are not copied' \
-                        WHEN cs.st = 'missing' OR '{pol}' IN ('overwrite', 'rename') THEN NULL \
+                        WHEN cs.st IN ('missing', 'outdated') THEN NULL \
+                        WHEN {meta_only} AND '{pol}' IN ('overwrite', 'rename') THEN NULL \
+                        WHEN {meta_only} AND '{pol}' = 'newer' THEN 'only metadata differs (policy newer)' \
+                        WHEN {meta_only} THEN 'only metadata differs (policy skip)' \
+                        WHEN '{pol}' IN ('overwrite', 'rename') THEN NULL \
                         WHEN '{pol}' = 'newer' AND cs.st = 'differs' AND {src_newer} THEN NULL \
                         WHEN '{pol}' = 'newer' AND cs.st = 'differs' THEN 'the destination is not older (policy newer)' \
                         WHEN '{pol}' = 'newer' THEN 'kinds differ (policy newer leaves conflicts alone)' \
-                        ELSE cs.st || ' (policy skip)' END AS reason \
+                        ELSE cs.st || ' (policy skip)' END AS reason, \
+                   s.mode, s.uid, s.gid, s.xattrs, NULL::BLOB AS link_to \
                  FROM src_nodes s JOIN cs ON cs.node_id = s.id \
                  LEFT JOIN dst_nodes d ON d.depth = s.depth AND d.rel_path = s.rel_path \
-                 WHERE cs.st IN ('missing', 'differs', 'conflict')"
+                 WHERE cs.st IN ('missing', 'differs', 'outdated', 'conflict')"
             ))
             .context("compute the plan")?;
         // Under a folder left in conflict, the source's subtree cannot go
-        // anywhere: skip it, depth by depth.
+        // anywhere: skip it, depth by depth. (A folder left alone because
+        // only its metadata differs still receives its contents.)
+        let blocked = format!(
+            "kind = {FOLDER} AND action = 'skip' \
+             AND (status = 'conflict' OR reason = '{INSIDE_SKIPPED}')"
+        );
         let skipped_folders = self.query_i64(&format!(
-            "SELECT count(*) FROM plan_candidate WHERE kind = {FOLDER} AND action = 'skip'"
+            "SELECT count(*) FROM plan_candidate WHERE {blocked}"
         ))?;
         if skipped_folders > 0 {
             let max_depth = self.query_i64("SELECT coalesce(max(depth), 0) FROM plan_candidate")?;
@@ -94,11 +122,9 @@ impl Writer {
                 self.conn
                     .execute(
                         &format!(
-                            "UPDATE plan_candidate SET action = 'skip', \
-                             reason = 'inside a folder the plan leaves alone' \
+                            "UPDATE plan_candidate SET action = 'skip', reason = '{INSIDE_SKIPPED}' \
                              WHERE depth = {} AND action <> 'skip' AND parent_id IN \
-                             (SELECT node_id FROM plan_candidate WHERE depth = {d} \
-                              AND kind = {FOLDER} AND action = 'skip')",
+                             (SELECT node_id FROM plan_candidate WHERE depth = {d} AND {blocked})",
                             d + 1
                         ),
                         [],
@@ -111,7 +137,7 @@ impl Writer {
                 .execute(
                     "INSERT INTO plan_candidate \
                      SELECT d.id, d.parent_id, d.depth, d.kind, d.size, d.mtime_ns, d.rel_path, 'extra', \
-                       d.kind, d.size, d.mtime_ns, 'quarantine', NULL \
+                       d.kind, d.size, d.mtime_ns, 'quarantine', NULL, NULL, NULL, NULL, NULL, NULL \
                      FROM dst_nodes d JOIN (SELECT node_id, arg_max(status, seq) AS st FROM dst_status_events \
                                             WHERE phase = 'compare' GROUP BY node_id) e ON e.node_id = d.id \
                      WHERE e.st = 'extra'",
@@ -125,12 +151,13 @@ impl Writer {
             .query_row(
                 &format!(
                     "SELECT count(*) FILTER (WHERE action <> 'skip'), \
-                       count(*) FILTER (WHERE action {COPIES} AND kind <> {FOLDER}), \
-                       count(*) FILTER (WHERE action {COPIES} AND kind = {FOLDER}), \
-                       coalesce(sum(size) FILTER (WHERE action {COPIES} AND kind = 1), 0)::BIGINT, \
+                       count(*) FILTER (WHERE action {DATA} AND kind <> {FOLDER}), \
+                       count(*) FILTER (WHERE action {DATA} AND kind = {FOLDER}), \
+                       coalesce(sum(size) FILTER (WHERE action {DATA} AND kind = 1), 0)::BIGINT, \
                        count(*) FILTER (WHERE action = 'skip'), \
                        count(*) FILTER (WHERE action IN ('replace', 'rename')), \
-                       count(*) FILTER (WHERE action = 'quarantine') \
+                       count(*) FILTER (WHERE action = 'quarantine'), \
+                       count(*) FILTER (WHERE action = 'metadata') \
                      FROM plan_candidate"
                 ),
                 [],
@@ -143,12 +170,21 @@ impl Writer {
                         r.get(4)?,
                         r.get(5)?,
                         r.get(6)?,
+                        r.get(7)?,
                     ])
                 },
             )
             .context("count the plan")?;
-        let [items, files, folders, bytes, skipped, replaces, quarantines] =
-            row.map(|v| v.max(0) as u64);
+        let [
+            items,
+            files,
+            folders,
+            bytes,
+            skipped,
+            replaces,
+            quarantines,
+            metadata,
+        ] = row.map(|v| v.max(0) as u64);
         Ok(Draft {
             hash,
             items,
@@ -158,6 +194,7 @@ impl Writer {
             skipped,
             replaces,
             quarantines,
+            metadata,
         })
     }
 
@@ -170,8 +207,8 @@ impl Writer {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT node_id, action, kind, size, mtime_ns, rel_path, dst_kind, dst_size, dst_mtime_ns \
-                 FROM plan_candidate",
+                "SELECT node_id, action, kind, size, mtime_ns, rel_path, dst_kind, dst_size, dst_mtime_ns, \
+                   mode, uid, gid, xattrs, link_to FROM plan_candidate",
             )
             .context("hash the plan")?;
         let mut rows = stmt.query([]).context("hash the plan")?;
@@ -202,6 +239,25 @@ impl Writer {
                 .context("hash")?
                 .map(|v| v as i64)));
             h.update(&opt(r.get(8).context("hash")?));
+            // What the copy sets besides the data. Absent from plans made
+            // before it was recorded, whose hashes stay as they were.
+            let meta: [Option<i64>; 4] = [
+                r.get::<_, Option<u32>>(9).context("hash")?.map(i64::from),
+                r.get::<_, Option<u32>>(10).context("hash")?.map(i64::from),
+                r.get::<_, Option<u32>>(11).context("hash")?.map(i64::from),
+                r.get::<_, Option<u64>>(12)
+                    .context("hash")?
+                    .map(|v| v as i64),
+            ];
+            let link_to: Option<Vec<u8>> = r.get(13).context("hash")?;
+            if meta.iter().any(Option::is_some) || link_to.is_some() {
+                for v in meta {
+                    h.update(&opt(v));
+                }
+                let link_to = link_to.unwrap_or_default();
+                h.update(&(link_to.len() as u64).to_le_bytes());
+                h.update(&link_to);
+            }
             let digest = h.finalize();
             let mut first = [0u8; 16];
             first.copy_from_slice(&digest.as_bytes()[..16]);
@@ -260,6 +316,7 @@ impl Writer {
             extras,
             pass: self.pass()?,
             quarantines: 0,
+            metadata: 0,
             extended_at: None,
             extended_items: 0,
             items: 0,
@@ -334,6 +391,7 @@ impl Writer {
         approval.skipped = draft.skipped;
         approval.replaces = draft.replaces;
         approval.quarantines = draft.quarantines;
+        approval.metadata = draft.metadata;
         let json =
             serde_json::to_string(&approval).map_err(|e| StoreError::Thread(e.to_string()))?;
         self.conn
@@ -433,7 +491,7 @@ impl Writer {
                 &format!(
                     "SELECT count(*) FILTER (WHERE kind = {FOLDER} AND action {COPIES}), \
                        count(*) FILTER (WHERE kind <> {FOLDER} OR action = 'quarantine'), \
-                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {COPIES}), 0)::BIGINT FROM copy_todo"
+                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA}), 0)::BIGINT FROM copy_todo"
                 ),
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -579,11 +637,13 @@ impl Writer {
     ) -> Result<Vec<FolderTime>, StoreError> {
         if after.is_none() {
             self.flush()?;
-            // A folder the copy made (a folder left `changed` has something
-            // else at its path, which is not ours) needs its mtime set when
-            // it was never set, or when the folder or a child of it was
-            // copied after the last time: a retry or a resumed run then
-            // touches only the folders it wrote into.
+            // A folder the copy made or updated (a folder left `changed`
+            // has something else at its path, which is not ours) needs its
+            // metadata and mtime set when they were never set, or when the
+            // folder or a child of it was copied after the last time; a
+            // folder that was in step but had data written into it needs
+            // its mtime back. A retry or a resumed run then touches only the
+            // folders it wrote into.
             self.conn
                 .execute_batch(&format!(
                     "CREATE OR REPLACE TEMP TABLE folder_dates AS \
@@ -592,15 +652,23 @@ impl Writer {
                           dated AS (SELECT node_id, max(seq) AS s FROM src_status_events \
                                     WHERE phase = 'dated' GROUP BY node_id), \
                           touched AS (SELECT p.parent_id AS folder, max(c.s) AS s FROM copy_plan p \
-                                      JOIN copied c ON c.node_id = p.node_id GROUP BY p.parent_id) \
-                     SELECT p.node_id, p.depth, p.rel_path, p.mtime_ns FROM copy_plan p \
-                     JOIN ({LATEST_COPY}) lc ON lc.node_id = p.node_id \
-                     JOIN copied c ON c.node_id = p.node_id \
-                     LEFT JOIN dated d ON d.node_id = p.node_id \
-                     LEFT JOIN touched t ON t.folder = p.node_id \
-                     WHERE p.kind = {FOLDER} AND p.action {COPIES} AND lc.st = 'copied' \
-                       AND p.mtime_ns IS NOT NULL \
-                       AND (d.s IS NULL OR c.s > d.s OR coalesce(t.s, 0) > d.s)"
+                                      JOIN copied c ON c.node_id = p.node_id WHERE p.action {DATA} \
+                                      GROUP BY p.parent_id), \
+                          planned AS (SELECT p.node_id, p.depth, p.rel_path, p.mtime_ns, true AS all_meta, \
+                                        p.mode, p.uid, p.gid, p.xattrs, c.s AS copied_at FROM copy_plan p \
+                                      JOIN ({LATEST_COPY}) lc ON lc.node_id = p.node_id \
+                                      JOIN copied c ON c.node_id = p.node_id \
+                                      WHERE p.kind = {FOLDER} AND p.action {COPIES} AND lc.st = 'copied'), \
+                          in_step AS (SELECT s.id AS node_id, s.depth, s.rel_path, s.mtime_ns, false AS all_meta, \
+                                        NULL::UINTEGER AS mode, NULL::UINTEGER AS uid, NULL::UINTEGER AS gid, \
+                                        NULL::UBIGINT AS xattrs, NULL::BIGINT AS copied_at \
+                                      FROM src_nodes s JOIN touched t ON t.folder = s.id \
+                                      WHERE s.kind = {FOLDER} AND s.id NOT IN (SELECT node_id FROM planned)) \
+                     SELECT x.* FROM (SELECT * FROM planned UNION ALL SELECT * FROM in_step) x \
+                     LEFT JOIN dated d ON d.node_id = x.node_id \
+                     LEFT JOIN touched t ON t.folder = x.node_id \
+                     WHERE x.mtime_ns IS NOT NULL \
+                       AND (d.s IS NULL OR coalesce(x.copied_at, 0) > d.s OR coalesce(t.s, 0) > d.s)"
                 ))
                 .context("find folders to date")?;
         }
@@ -611,17 +679,19 @@ impl Writer {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT node_id, depth, rel_path, mtime_ns FROM folder_dates {keyset} \
-                 ORDER BY depth DESC, node_id LIMIT {limit}"
+                "SELECT node_id, depth, rel_path, mtime_ns, all_meta, mode, uid, gid, xattrs FROM folder_dates \
+                 {keyset} ORDER BY depth DESC, node_id LIMIT {limit}"
             ))
             .context("pull folder times")?;
         let rows = stmt
             .query_map([], |r| {
+                let all_meta: bool = r.get(4)?;
                 Ok(FolderTime {
                     id: r.get(0)?,
                     depth: r.get::<_, i32>(1)?.max(0) as u32,
                     path: RelPath::from_bytes(r.get(2)?),
                     mtime_ns: r.get(3)?,
+                    meta: if all_meta { Some(meta_at(r, 5)?) } else { None },
                 })
             })
             .context("pull folder times")?;
@@ -647,8 +717,8 @@ impl Writer {
             .query_row(
                 &format!(
                     "SELECT count(*), {counts}, \
-                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action <> 'skip'), 0)::BIGINT, \
-                       coalesce(sum(size) FILTER (WHERE kind = 1 AND st = 'copied'), 0)::BIGINT \
+                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA}), 0)::BIGINT, \
+                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND st = 'copied'), 0)::BIGINT \
                      FROM (SELECT p.kind, p.size, p.action, coalesce(c.st, 'pending') AS st \
                            FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id)"
                 ),
@@ -681,7 +751,8 @@ impl Writer {
         self.conn
             .execute_batch(&format!(
                 "CREATE OR REPLACE TEMP TABLE verify_todo AS \
-                 SELECT p.node_id, p.depth, p.kind, p.rel_path, p.size, p.mtime_ns FROM copy_plan p \
+                 SELECT p.node_id, p.depth, p.kind, p.rel_path, p.size, p.mtime_ns, \
+                   p.mode, p.uid, p.gid, p.xattrs FROM copy_plan p \
                  JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
                  WHERE c.st = 'copied' AND p.action {COPIES}"
             ))
@@ -697,7 +768,7 @@ impl Writer {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT node_id, depth, kind, rel_path, size, mtime_ns FROM verify_todo \
+                "SELECT node_id, depth, kind, rel_path, size, mtime_ns, mode, uid, gid, xattrs FROM verify_todo \
                  WHERE node_id > ? ORDER BY node_id LIMIT ?",
             )
             .context("pull verify tasks")?;
@@ -710,6 +781,7 @@ impl Writer {
                     path: RelPath::from_bytes(r.get(3)?),
                     size: r.get(4)?,
                     mtime_ns: r.get(5)?,
+                    meta: meta_at(r, 6)?,
                 })
             })
             .context("pull verify tasks")?;
@@ -778,6 +850,16 @@ pub(super) fn review_sql(select: ReviewSelect) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// The metadata in the four columns from `at` (mode, uid, gid, xattrs).
+fn meta_at(r: &duckdb::Row<'_>, at: usize) -> Result<Meta, duckdb::Error> {
+    Ok(Meta {
+        mode: r.get(at)?,
+        uid: r.get(at + 1)?,
+        gid: r.get(at + 2)?,
+        xattrs: r.get(at + 3)?,
+    })
 }
 
 fn kind_of(code: u8) -> Kind {

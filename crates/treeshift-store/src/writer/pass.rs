@@ -141,7 +141,8 @@ impl Writer {
 /// nodes are listed one by one; a deleted subtree once, at its top (a node
 /// gone from a folder that was listed in this pass), so a folder that could
 /// not be listed never makes its contents look deleted. Folder mtimes are
-/// not compared: they change whenever their children do.
+/// not compared: they change whenever their children do. A changed mode,
+/// owner or set of extended attributes is a modification too.
 pub(crate) fn record_changes(conn: &Connection) -> Result<(), duckdb::Error> {
     conn.execute("DELETE FROM src_changes", [])?;
     let previous: i64 = conn.query_row(
@@ -159,13 +160,22 @@ pub(crate) fn record_changes(conn: &Connection) -> Result<(), duckdb::Error> {
                n.kind, n.size, n.mtime_ns, \
                CASE WHEN p.rel_path IS NULL THEN NULL \
                     WHEN p.kind <> n.kind THEN kind_name(p.kind) || ' before, ' || kind_name(n.kind) || ' now' \
-                    WHEN p.size <> n.size THEN 'size ' || p.size::VARCHAR || ' before, ' || n.size::VARCHAR || ' now' \
-                    ELSE 'mtime ' || coalesce(mtime_s(p.mtime_ns)::VARCHAR, '?') || ' before, ' \
-                         || coalesce(mtime_s(n.mtime_ns)::VARCHAR, '?') || ' now' END \
+                    WHEN n.kind <> {FOLDER} AND p.size <> n.size THEN \
+                         'size ' || p.size::VARCHAR || ' before, ' || n.size::VARCHAR || ' now' \
+                    WHEN n.kind <> {FOLDER} AND mtime_s(p.mtime_ns) IS DISTINCT FROM mtime_s(n.mtime_ns) THEN \
+                         'mtime ' || coalesce(mtime_s(p.mtime_ns)::VARCHAR, '?') || ' before, ' \
+                         || coalesce(mtime_s(n.mtime_ns)::VARCHAR, '?') || ' now' \
+                    ELSE 'metadata: ' || concat_ws('; ', \
+                         CASE WHEN p.mode <> n.mode THEN 'mode ' || mode_text(p.mode) || ' before, ' || mode_text(n.mode) || ' now' END, \
+                         CASE WHEN p.uid <> n.uid OR p.gid <> n.gid THEN \
+                              'owner ' || owner_text(p.uid, p.gid) || ' before, ' || owner_text(n.uid, n.gid) || ' now' END, \
+                         CASE WHEN p.xattrs <> n.xattrs THEN 'extended attributes or ACLs' END) END \
              FROM src_nodes n LEFT JOIN {PREVIOUS_SRC} p ON p.depth = n.depth AND p.rel_path = n.rel_path \
              WHERE n.depth > 0 AND (p.rel_path IS NULL OR p.kind <> n.kind \
                OR (n.kind <> {FOLDER} AND (p.size <> n.size \
-                   OR mtime_s(p.mtime_ns) IS DISTINCT FROM mtime_s(n.mtime_ns))))"
+                   OR mtime_s(p.mtime_ns) IS DISTINCT FROM mtime_s(n.mtime_ns))) \
+               OR coalesce(p.mode <> n.mode, false) OR coalesce(p.uid <> n.uid, false) \
+               OR coalesce(p.gid <> n.gid, false) OR coalesce(p.xattrs <> n.xattrs, false))"
         ),
         [],
     )?;

@@ -360,11 +360,9 @@ pub fn run_unprivileged(args: &[&str]) -> Option<(i32, String, String)> {
     ))
 }
 
-/// Sets a path's mtime (seconds since the epoch).
+/// Sets the mtime of a file or folder (seconds since the epoch).
 pub fn set_mtime(p: &Path, secs: u64) {
-    std::fs::File::options()
-        .write(true)
-        .open(p)
+    std::fs::File::open(p)
         .unwrap()
         .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
         .unwrap();
