@@ -1,0 +1,396 @@
+//! Opening a state file: DuckDB's settings, the identity checks (a state
+//! file of this migration, of a known schema), creating and upgrading the
+//! schema.
+
+use super::*;
+
+/// WAL size that triggers a checkpoint (DuckDB's default is 16 MB); see
+/// [`Writer::open`].
+pub(super) const CHECKPOINT_WAL: &str = "4MB";
+
+impl Writer {
+    /// Opens or creates the file; returns the writer and whether it already
+    /// held this migration.
+    pub(crate) fn open(path: &Path, mode: &OpenMode) -> Result<(Writer, bool), StoreError> {
+        let existed = path.exists();
+        if !existed && matches!(mode, OpenMode::Existing) {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+        if existed && path.is_dir() {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                message: "it is a folder".into(),
+            });
+        }
+        // Bounded memory. Rows committed since the last checkpoint live in
+        // memory that DuckDB cannot evict (`IN_MEMORY_TABLE` in
+        // `duckdb_memory()`: 20 MB before S1's last seal with the default
+        // 16 MB WAL threshold, which is what ran out at a 40 MB limit), so
+        // the file is checkpointed every 4 MB of WAL; what is checkpointed
+        // can be evicted, and joins spill past the limit to a temp folder.
+        // One DuckDB thread: the store thread runs every statement itself,
+        // with no hand-offs to helper threads that compete with the listing
+        // workers for the same cores, and with one set of per-thread join
+        // and aggregate buffers instead of two.
+        // No extension autoloading: the JSON columns are plain text, and a
+        // state store must never reach for the network.
+        let (limit, memory_limit_mb) = memory_limit();
+        let config = Config::default()
+            .enable_autoload_extension(false)
+            .and_then(|c| c.max_memory(&limit))
+            .and_then(|c| c.threads(1))
+            .and_then(|c| c.with("checkpoint_threshold", CHECKPOINT_WAL))
+            .and_then(|c| c.with("preserve_insertion_order", "false"))
+            .context("configure DuckDB")?;
+        let conn = Connection::open_with_flags(path, config).map_err(|e| {
+            let message = explain_open_error(&e);
+            if is_lock_error(&e) {
+                StoreError::InUse {
+                    path: path.to_path_buf(),
+                    message,
+                }
+            } else {
+                StoreError::Open {
+                    path: path.to_path_buf(),
+                    message,
+                }
+            }
+        })?;
+        // Only `shutdown` checkpoints (after a clean run); closing the
+        // connection must not, for the reason at `commit_failed`.
+        conn.execute_batch("PRAGMA disable_checkpoint_on_shutdown")
+            .context("configure DuckDB")?;
+        let mut writer = Writer {
+            conn,
+            path: path.to_path_buf(),
+            next_id: 1,
+            next_seq: 1,
+            buf: Buffers::default(),
+            stopping: false,
+            dst_case_insensitive: None,
+            memory_limit_mb,
+            commit_failed: None,
+            cut_short_checked: [false; 2],
+        };
+        let (has_meta, tables) = writer.tables()?;
+        let resumed = if has_meta {
+            writer.check_version()?;
+            writer.upgrade()?;
+            if let OpenMode::CreateOrResume(spec) = mode {
+                writer.check_same_migration(spec)?;
+            }
+            true
+        } else if tables > 0 {
+            return Err(StoreError::NotAStateFile {
+                path: path.to_path_buf(),
+                detail: "a DuckDB database without treeshift's tables".into(),
+            });
+        } else {
+            match mode {
+                OpenMode::CreateOrResume(spec) => writer.create(spec)?,
+                OpenMode::Existing => {
+                    return Err(StoreError::NotAStateFile {
+                        path: path.to_path_buf(),
+                        detail: "an empty database".into(),
+                    });
+                }
+            }
+            false
+        };
+        writer.conn
+            .execute_batch(
+                "CREATE OR REPLACE TEMP MACRO mtime_s(ns) AS \
+                 CASE WHEN ns >= 0 THEN ns // 1000000000 ELSE -((-ns + 999999999) // 1000000000) END; \
+                 CREATE OR REPLACE TEMP MACRO kind_name(k) AS \
+                 CASE k WHEN 0 THEN 'folder' WHEN 1 THEN 'file' WHEN 2 THEN 'symlink' ELSE 'special' END; \
+                 CREATE OR REPLACE TEMP MACRO mode_text(m) AS \
+                 ((m >> 9) & 7)::VARCHAR || ((m >> 6) & 7)::VARCHAR || ((m >> 3) & 7)::VARCHAR || (m & 7)::VARCHAR; \
+                 CREATE OR REPLACE TEMP MACRO owner_text(u, g) AS \
+                 coalesce(u::VARCHAR, '?') || ':' || coalesce(g::VARCHAR, '?');",
+            )
+            .context("define macros")?;
+        writer
+            .conn
+            .execute_batch(pass::PASS_TABLES)
+            .context("add the tables of delta passes")?;
+        // One counter orders status events, failures and log records.
+        (writer.next_id, writer.next_seq) = writer
+            .conn
+            .query_row(
+                "SELECT coalesce(greatest((SELECT max(id) FROM src_nodes), \
+                                          (SELECT max(id) FROM dst_nodes)), 0) + 1, \
+                        coalesce(greatest((SELECT max(seq) FROM src_status_events), \
+                                          (SELECT max(seq) FROM dst_status_events), \
+                                          (SELECT max(seq) FROM task_errors), \
+                                          (SELECT max(seq) FROM logs)), 0) + 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .context("read the next node id and sequence number")?;
+        Ok((writer, resumed))
+    }
+
+    /// Whether the file has treeshift's `meta` table, and how many tables
+    /// it has in all. Read from `duckdb_tables()` itself: the
+    /// `information_schema.tables` view unions it with `duckdb_views()`,
+    /// which only adds planning to every command.
+    pub(super) fn tables(&self) -> Result<(bool, i64), StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FILTER (WHERE table_name = 'meta') > 0, count(*) FROM duckdb_tables() \
+                 WHERE database_name = current_database() AND schema_name = 'main'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.not_a_state_file(e))
+    }
+
+    pub(super) fn not_a_state_file(&self, e: duckdb::Error) -> StoreError {
+        StoreError::NotAStateFile {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    pub(super) fn check_version(&self) -> Result<(), StoreError> {
+        let found: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        match found {
+            Some(v) if v == SCHEMA_VERSION.to_string() || v == "2" => Ok(()),
+            Some(v) => {
+                let newer = v
+                    .parse::<u32>()
+                    .map(|n| n > SCHEMA_VERSION)
+                    .unwrap_or(false);
+                Err(StoreError::SchemaVersion {
+                    path: self.path.clone(),
+                    found: v,
+                    expected: SCHEMA_VERSION,
+                    hint: if newer {
+                        " (written by a newer treeshift: upgrade treeshift)"
+                    } else {
+                        " (written by an older treeshift: finish it with that version or start a new state file)"
+                    },
+                })
+            }
+            None => Err(StoreError::NotAStateFile {
+                path: self.path.clone(),
+                detail: "no schema version recorded".into(),
+            }),
+        }
+    }
+
+    /// Brings a file of the previous schema up to this one, in one
+    /// transaction: the metadata columns, empty for what was discovered
+    /// before (such nodes compare as they did then).
+    pub(super) fn upgrade(&mut self) -> Result<(), StoreError> {
+        let version: String = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .context("read the schema version")?;
+        if version != "2" {
+            return Ok(());
+        }
+        let previous = exists(
+            &self.conn,
+            "SELECT 1 FROM duckdb_tables() WHERE table_name = 'previous_src_nodes'",
+        )
+        .context("look for the previous pass's tree")?;
+        let mut node_tables = vec!["src_nodes", "dst_nodes"];
+        if previous {
+            node_tables.push("previous_src_nodes");
+        }
+        let mut statements = Vec::new();
+        for table in node_tables.iter().chain(["copy_plan"].iter()) {
+            statements.extend(UPGRADE_FROM_2.iter().map(|s| s.replace("{t}", table)));
+        }
+        for table in &node_tables {
+            statements.extend(UPGRADE_NODES_FROM_2.iter().map(|s| s.replace("{t}", table)));
+        }
+        statements.extend(
+            UPGRADE_PLAN_FROM_2
+                .iter()
+                .map(|s| s.replace("{t}", "copy_plan")),
+        );
+        self.in_transaction("upgrade the state file", |conn| {
+            for statement in &statements {
+                conn.execute_batch(statement)?;
+            }
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                params![SCHEMA_VERSION.to_string()],
+            )?;
+            Ok(())
+        })?;
+        tracing::info!(path = %self.path.display(), "state file upgraded from schema 2 to {SCHEMA_VERSION}");
+        Ok(())
+    }
+
+    pub(super) fn check_same_migration(&self, spec: &MigrationSpec) -> Result<(), StoreError> {
+        let recorded = self.migration()?;
+        let mismatch = |what, recorded: String, requested: String| StoreError::OtherMigration {
+            path: self.path.clone(),
+            what,
+            recorded,
+            requested,
+        };
+        if recorded.src != spec.src {
+            return Err(mismatch("source", recorded.src, spec.src.clone()));
+        }
+        if recorded.dst != spec.dst {
+            return Err(mismatch("destination", recorded.dst, spec.dst.clone()));
+        }
+        if recorded.dst_case_insensitive != spec.dst_case_insensitive {
+            let says = |on: bool| {
+                if on {
+                    "case-insensitive"
+                } else {
+                    "case-sensitive"
+                }
+            };
+            return Err(mismatch(
+                "destination case rule",
+                says(recorded.dst_case_insensitive).into(),
+                says(spec.dst_case_insensitive).into(),
+            ));
+        }
+        if recorded.keep != spec.keep {
+            return Err(mismatch(
+                "what is kept",
+                recorded.keep.describe(),
+                spec.keep.describe(),
+            ));
+        }
+        if recorded.filter != spec.filter {
+            let rules = |f: &FilterSpec| f.rules().join(", ");
+            return Err(mismatch(
+                "filter rules",
+                rules(&recorded.filter),
+                rules(&spec.filter),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn create(&mut self, spec: &MigrationSpec) -> Result<(), StoreError> {
+        let settings = serde_json::json!({
+            "filter": spec.filter,
+            "dst_case_insensitive": spec.dst_case_insensitive,
+            "keep": spec.keep,
+        })
+        .to_string();
+        self.in_transaction("create the schema", |conn| {
+            conn.execute_batch(CREATE)?;
+            conn.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?), ('created_by', ?)",
+                params![SCHEMA_VERSION.to_string(), format!("treeshift {}", env!("CARGO_PKG_VERSION"))],
+            )?;
+            conn.execute(
+                "INSERT INTO migrations (id, name, phase, src, dst, settings) VALUES (1, ?, 'created', ?, ?, ?)",
+                params![format!("{} -> {}", spec.src, spec.dst), spec.src, spec.dst, settings],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub(crate) fn migration(&self) -> Result<MigrationSpec, StoreError> {
+        let (src, dst, settings): (String, String, String) = self
+            .conn
+            .query_row(
+                "SELECT src, dst, settings::VARCHAR FROM migrations WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(|e| self.not_a_state_file(e))?;
+        let settings: serde_json::Value =
+            serde_json::from_str(&settings).map_err(|e| StoreError::NotAStateFile {
+                path: self.path.clone(),
+                detail: format!("unreadable settings: {e}"),
+            })?;
+        // Files before filters grew beyond globs recorded `excludes` alone.
+        let filter = match settings.get("filter") {
+            Some(f) => serde_json::from_value(f.clone()),
+            None => serde_json::from_value(serde_json::json!({ "excludes": settings["excludes"] })),
+        }
+        .map_err(|e| StoreError::NotAStateFile {
+            path: self.path.clone(),
+            detail: format!("unreadable filter settings: {e}"),
+        })?;
+        let dst_case_insensitive = settings["dst_case_insensitive"].as_bool().unwrap_or(false);
+        // Files before these settings kept modes only.
+        let keep = match settings.get("keep") {
+            Some(k) => {
+                serde_json::from_value(k.clone()).map_err(|e| StoreError::NotAStateFile {
+                    path: self.path.clone(),
+                    detail: format!("unreadable settings of what is kept: {e}"),
+                })?
+            }
+            None => Keep::default(),
+        };
+        Ok(MigrationSpec {
+            src,
+            dst,
+            filter,
+            dst_case_insensitive,
+            keep,
+        })
+    }
+
+    pub(super) fn dst_case_insensitive(&mut self) -> Result<bool, StoreError> {
+        if self.dst_case_insensitive.is_none() {
+            self.dst_case_insensitive = Some(self.migration()?.dst_case_insensitive);
+        }
+        Ok(self.dst_case_insensitive.unwrap_or(false))
+    }
+}
+
+/// DuckDB's memory limit at start, in MB, when `TREESHIFT_DB_MEMORY` is not
+/// set. With the 4 MB checkpoint threshold, S1 (100k files vs a partial
+/// copy) and S3 (200k files in one folder) discover and migrate within it,
+/// and so does a simulated tree of 1M nodes, whose largest seal needs more
+/// than 40 MB. At 48 MB, S3 peaked at 101 MiB RSS once in six runs; at 44,
+/// 90-92 MiB in five. A tree of 10M nodes needs more (see
+/// [`Writer::raise_memory_limit`]).
+pub(super) const MEMORY_START_MB: u64 = 44;
+
+/// The most an adaptive limit grows to.
+pub(super) const MEMORY_CEILING_MB: u64 = 4096;
+
+/// DuckDB's memory limit: `TREESHIFT_DB_MEMORY` as given (a fixed limit),
+/// or [`MEMORY_START_MB`], which may grow (the second value).
+pub(super) fn memory_limit() -> (String, Option<u64>) {
+    match std::env::var("TREESHIFT_DB_MEMORY") {
+        Ok(v) if !v.trim().is_empty() => (v, None),
+        _ => (format!("{MEMORY_START_MB}MB"), Some(MEMORY_START_MB)),
+    }
+}
+
+/// Turns DuckDB's open errors into something a user can act on.
+pub(super) fn is_lock_error(e: &duckdb::Error) -> bool {
+    let msg = e.to_string();
+    msg.contains("Could not set lock") || msg.contains("Conflicting lock")
+}
+
+pub(super) fn explain_open_error(e: &duckdb::Error) -> String {
+    let msg = e.to_string();
+    if is_lock_error(e) {
+        format!("another treeshift process is using it ({msg})")
+    } else if msg.contains("not a valid DuckDB database")
+        || msg.contains("Serialization")
+        || msg.contains("Corrupt")
+    {
+        format!("not a DuckDB database, or corrupt ({msg})")
+    } else {
+        msg
+    }
+}
