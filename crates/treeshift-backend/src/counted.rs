@@ -161,6 +161,17 @@ impl Writable for Counted {
         self.write_through()?.remove(path)
     }
 
+    fn hard_link(
+        &self,
+        existing: &RelPath,
+        path: &RelPath,
+        temp: &RelPath,
+        replace: bool,
+    ) -> Result<bool, BackendError> {
+        self.write_through()?
+            .hard_link(existing, path, temp, replace)
+    }
+
     fn set_metadata(&self, path: &RelPath, apply: &Apply) -> Result<(), BackendError> {
         self.write_through()?.set_metadata(path, apply)
     }

@@ -124,6 +124,28 @@ pub trait Writable: Send + Sync {
     /// Removes `path`, a folder with everything in it.
     fn remove(&self, path: &RelPath) -> Result<(), BackendError>;
 
+    /// Makes `path` another name of the file at `existing` (a hard link),
+    /// never replacing an item at `path` unless `replace`, in which case
+    /// the link is made at `temp` (a sibling of `path`) and renamed over
+    /// it. `Ok(false)`: something is at `path` and `replace` is false.
+    /// Storage that cannot hold hard links says so with
+    /// [`ErrorKind::Unsupported`].
+    fn hard_link(
+        &self,
+        existing: &RelPath,
+        path: &RelPath,
+        temp: &RelPath,
+        replace: bool,
+    ) -> Result<bool, BackendError> {
+        let _ = (existing, temp, replace);
+        Err(BackendError::new(
+            ErrorKind::Unsupported,
+            "hard_link",
+            path.to_string(),
+            "this storage cannot hold hard links",
+        ))
+    }
+
     /// Sets the metadata in `apply` on what is at `path`, in place: a
     /// folder after its contents were written, or an item whose data is
     /// already in step.

@@ -275,6 +275,10 @@ pub struct Approval {
     /// Items whose metadata alone the plan updates (no data copied).
     #[serde(default)]
     pub metadata: u64,
+    /// Files the plan makes as hard links of another name it copies or
+    /// finds in step (no data copied; counted among `files`).
+    #[serde(default)]
+    pub links: u64,
 }
 
 /// Copy progress and results: what `copy --json` and `status --json` print.

@@ -134,27 +134,28 @@ pub fn copy(
             commit,
         )?;
     }
+    let mark_copying = |batch: &[CopyTask]| -> Result<(), EngineError> {
+        let marks = batch
+            .iter()
+            .map(|t| CopyEvent {
+                id: t.id,
+                depth: t.depth,
+                status: CopyStatus::Copying,
+                reason: None,
+                error: None,
+                attempt: t.attempt,
+            })
+            .collect();
+        // Committed before any of them is written, so a temporary can
+        // only exist for an item a resumed run sees as `copying`.
+        store.record_copy(marks)?;
+        Ok(store.flush()?)
+    };
     pool::run(
         &config,
         |after| Ok(store.pull_copy(CopyPull::Files, after, config.pull_batch)?),
         |t| t.id,
-        |batch| {
-            let marks = batch
-                .iter()
-                .map(|t| CopyEvent {
-                    id: t.id,
-                    depth: t.depth,
-                    status: CopyStatus::Copying,
-                    reason: None,
-                    error: None,
-                    attempt: t.attempt,
-                })
-                .collect();
-            // Committed before any of them is written, so a temporary can
-            // only exist for an item a resumed run sees as `copying`.
-            store.record_copy(marks)?;
-            Ok(store.flush()?)
-        },
+        mark_copying,
         |t| {
             // A quarantine move or a metadata update copies no bytes.
             let (event, bytes) = match t.action {
@@ -163,6 +164,19 @@ pub fn copy(
                 _ => (copier.item(t, |t| copier.file(t))?, t.size),
             };
             progress.file_done(bytes);
+            Ok(event)
+        },
+        commit,
+    )?;
+    // Every file is in place: the other names of files with several.
+    pool::run(
+        &config,
+        |after| Ok(store.pull_copy(CopyPull::Links, after, config.pull_batch)?),
+        |t| t.id,
+        mark_copying,
+        |t| {
+            let event = copier.item(t, |t| copier.link(t))?;
+            progress.file_done(0);
             Ok(event)
         },
         commit,
@@ -418,6 +432,58 @@ impl Copier<'_> {
             Ok(Done::Changed(
                 "destination: an item appeared at this path while it was copied".to_string(),
             ))
+        }
+    }
+
+    /// Another name of a file with several: a hard link to the name the
+    /// plan made it share data with, once that one holds the source's data
+    /// on the destination. Where the destination cannot hold hard links,
+    /// the file is copied on its own, with a note.
+    fn link(&self, task: &CopyTask) -> Result<Done, BackendError> {
+        let Some(leader) = &task.link_to else {
+            return self.file(task);
+        };
+        let temp = task.path.sibling(&temp_name(task.id));
+        if task.in_flight {
+            self.writer.remove_temp(&temp)?;
+        }
+        let replace = match self.prepare(task)? {
+            Ok(replace) => replace,
+            Err(done) => return Ok(done),
+        };
+        match self.dst.stat(leader)? {
+            Some(e) if matches(&e, Kind::File, task.size, task.mtime_ns) => {}
+            // Its copy failed or has not happened: a failure a retry sweep
+            // redoes, after the name it links to.
+            None => {
+                return Err(BackendError::new(
+                    ErrorKind::NotFound,
+                    "hard_link",
+                    task.path.to_string(),
+                    format!("{leader}, which it is a hard link of, is not on the destination"),
+                ));
+            }
+            Some(_) => {
+                return Ok(Done::Changed(format!(
+                    "destination: {leader}, which it is a hard link of, does not hold the source's data"
+                )));
+            }
+        }
+        if let Err(done) = self.src_now(task)? {
+            return Ok(done);
+        }
+        match self.writer.hard_link(leader, &task.path, &temp, replace) {
+            Ok(true) => Ok(COPIED),
+            Ok(false) => Ok(Done::Changed(
+                "destination: an item appeared at this path while it was linked".to_string(),
+            )),
+            Err(e) if e.kind == ErrorKind::Unsupported => Ok(match self.file(task)? {
+                Done::Copied(None) => Done::Copied(Some(format!(
+                    "copied as a file of its own: the destination cannot hold hard links ({leader})"
+                ))),
+                other => other,
+            }),
+            Err(e) => Err(e),
         }
     }
 

@@ -144,6 +144,16 @@ fn compare(
     if task.kind == Kind::Folder {
         return Ok(None);
     }
+    if keep.hard_links
+        && let Some(leader) = &task.link_to
+    {
+        let other = on(DST, dst.stat(leader))?;
+        if now.link.is_none() || other.and_then(|o| o.link) != now.link {
+            return Ok(Some(format!(
+                "not a hard link of {leader} on the destination"
+            )));
+        }
+    }
     if now.size != task.size {
         return Ok(Some(format!(
             "size {} on the destination, {} copied",

@@ -267,6 +267,9 @@ pub struct CopyTask {
     pub in_flight: bool,
     /// Which attempt this is (1, then one more per retry sweep).
     pub attempt: u32,
+    /// For another name of a file with several names (hard links): the
+    /// path of the name whose data it shares, which the copy links to.
+    pub link_to: Option<RelPath>,
 }
 
 /// What a copy run has left to do.
@@ -293,6 +296,9 @@ pub enum CopyPull {
     /// Files and symlinks (all depths), and the moves of destination
     /// extras into quarantine.
     Files,
+    /// Other names of files with several names: linked once every file
+    /// is in place.
+    Links,
 }
 
 /// The outcome of one copy task.
@@ -349,6 +355,8 @@ pub struct VerifyTask {
     /// Metadata copied, as discovery recorded it on the source (owners
     /// mapped); each part is checked where recorded.
     pub meta: Meta,
+    /// A hard link: the name whose file it must be on the destination too.
+    pub link_to: Option<RelPath>,
 }
 
 /// The outcome of verifying one item.

@@ -8,45 +8,7 @@ mod util;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, lchown, symlink};
 use std::path::Path;
-use std::process::Command;
-use util::{run, s, set_mtime, status_json};
-
-/// Runs a tool the test needs; `None` (after reporting it, which fails
-/// under CI) when it is not installed.
-fn tool(name: &str, args: &[&str]) -> Option<String> {
-    match Command::new(name).args(args).output() {
-        Ok(out) => {
-            assert!(
-                out.status.success(),
-                "{name} {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Some(String::from_utf8_lossy(&out.stdout).into_owned())
-        }
-        Err(_) => {
-            util::missing_prerequisite(&format!("{name} (apt-get install rsync acl)"));
-            None
-        }
-    }
-}
-
-/// What rsync would still change to make `dst` equal `src`: one line per
-/// item, empty when they are equal.
-fn rsync_differences(src: &Path, dst: &Path) -> Option<Vec<String>> {
-    let out = tool(
-        "rsync",
-        &[
-            "-aHAX",
-            "-c",
-            "-n",
-            "-i",
-            "--delete",
-            &format!("{}/", s(src)),
-            &format!("{}/", s(dst)),
-        ],
-    )?;
-    Some(out.lines().map(str::to_string).collect())
-}
+use util::{rsync_differences, run, s, set_mtime, status_json, tool};
 
 /// A tree with what a file server holds: private, shared, sticky and
 /// setgid folders, setuid and private files owned by others, symlinks
@@ -82,6 +44,18 @@ fn server_tree(src: &Path) -> Option<()> {
     lchown(src.join("link-to-plain"), Some(1004), Some(1005)).unwrap();
     symlink("../private/diary", src.join("team/dangling-ish")).unwrap();
     lchown(src.join("team/dangling-ish"), Some(1001), Some(2000)).unwrap();
+    // One file with three names, across folders; a pair in one folder.
+    fs::hard_link(src.join("team/plan"), src.join("shared/plan-link")).unwrap();
+    fs::hard_link(src.join("team/plan"), src.join("private/plan-also")).unwrap();
+    fs::hard_link(src.join("plain"), src.join("plain-twin")).unwrap();
+    // 64 MiB with 8 KiB of data in two places: holes at the start, the
+    // middle and the end.
+    let sparse = fs::File::create(src.join("sparse.img")).unwrap();
+    sparse.set_len(64 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, &[7u8; 4096], 1 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, &[9u8; 4096], 40 << 20).unwrap();
+    drop(sparse);
+    set_mtime(&src.join("sparse.img"), 1_700_000_000);
     let p = |rel: &str| s(&src.join(rel)).to_string();
     tool(
         "setfattr",
@@ -134,6 +108,17 @@ fn rsync_finds_nothing_to_change_after_a_migrate_or_a_delta_pass() {
         left.is_empty(),
         "after the migrate, rsync would change: {left:#?}"
     );
+    // The holes are kept: the copy takes the disk its source takes.
+    use std::os::unix::fs::MetadataExt;
+    let blocks = |p: &Path| fs::metadata(p).unwrap().blocks();
+    let (a, b) = (
+        blocks(&src.join("sparse.img")),
+        blocks(&dst.join("sparse.img")),
+    );
+    assert!(
+        b <= a + 3 * 8,
+        "{b} blocks on the destination for {a} on the source"
+    );
 
     // Pass 2, after the source changed: content, a mode, an owner, a
     // folder's mode and owner, an attribute, an ACL. And someone changed
@@ -160,13 +145,14 @@ fn rsync_finds_nothing_to_change_after_a_migrate_or_a_delta_pass() {
     assert_eq!(code, 0, "{err}");
     let found: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(found["pass"], 2, "{found}");
-    // The migration's own: one file's data, the metadata of three items,
-    // and the mtimes of the folders whose mtime changed (the root, private
-    // with its mode and owner, team, tmp, shared/acl); the diary someone
-    // else edited is left alone, and said so.
-    assert_eq!(found["to_copy"]["files"], 1, "{found}");
-    assert_eq!(found["to_copy"]["metadata"], 3 + 4, "{found}");
-    assert_eq!(found["outdated"], 1 + 3 + 4, "{found}");
+    // The migration's own: one file's data (under its three names), the
+    // metadata of four items (plain and its twin, scratch, doc), and the mtimes
+    // of the folders whose mtime changed (private with its mode and owner,
+    // team, tmp, shared/acl); the diary someone else edited is left alone,
+    // and said so.
+    assert_eq!(found["to_copy"]["files"], 3, "{found}");
+    assert_eq!(found["to_copy"]["metadata"], 4 + 4, "{found}");
+    assert_eq!(found["outdated"], 3 + 4 + 4, "{found}");
     assert_eq!(found["left_alone"]["items"], 1, "{found}");
     assert_eq!(found["differs"], 1, "{found}");
     let (code, _, err) = run(&["approve", "--state", s(&state)]);

@@ -10,6 +10,7 @@
 //! `find -printf` does. Symlinks are reported, never followed.
 
 mod beneath;
+mod sparse;
 mod write;
 mod xattr;
 

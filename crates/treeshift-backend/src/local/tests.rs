@@ -506,3 +506,76 @@ fn owners_modes_and_extended_attributes_are_read_and_written() {
     );
     assert_eq!(got.mtime_ns, Some(1_500_000_000_000_000_000));
 }
+
+#[test]
+fn hard_links_are_made_and_replace_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("a")).unwrap();
+    fs::write(dir.path().join("a/f"), b"shared").unwrap();
+    fs::write(dir.path().join("g"), b"someone's").unwrap();
+    for b in both_ways(dir.path()) {
+        let w = b.writer().unwrap();
+        let p = |s: &str| RelPath::from_bytes(s.as_bytes().to_vec());
+        let _ = fs::remove_file(dir.path().join("h"));
+        assert!(w.hard_link(&p("a/f"), &p("h"), &p(".t"), false).unwrap());
+        assert!(
+            !w.hard_link(&p("a/f"), &p("g"), &p(".t"), false).unwrap(),
+            "never replaces"
+        );
+        assert_eq!(fs::read(dir.path().join("g")).unwrap(), b"someone's");
+        let (f, h) = (
+            b.stat(&p("a/f")).unwrap().unwrap(),
+            b.stat(&p("h")).unwrap().unwrap(),
+        );
+        assert!(f.link.is_some() && f.link == h.link, "one file, two names");
+        // Replacing, even a name that is already a link of the file.
+        for _ in 0..2 {
+            assert!(w.hard_link(&p("a/f"), &p("h"), &p(".t"), true).unwrap());
+            assert!(!dir.path().join(".t").exists(), "no temporary left");
+        }
+        assert_eq!(fs::read(dir.path().join("h")).unwrap(), b"shared");
+    }
+}
+
+#[test]
+fn holes_are_kept() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    let f = File::create(src.join("sparse")).unwrap();
+    f.set_len(32 << 20).unwrap();
+    f.write_all_at(b"start", 0).unwrap();
+    f.write_all_at(&[1u8; 10_000], 20 << 20).unwrap();
+    drop(f);
+    let (s, d) = (LocalBackend::new(&src), LocalBackend::new(&dst));
+    let w = d.writer().unwrap();
+    w.create_folder(&RelPath::root()).unwrap();
+    let path = RelPath::from_bytes(b"sparse".to_vec());
+    let mut source = s.open_read(&path).unwrap();
+    let (staged, n) = w
+        .write_temp(
+            &RelPath::from_bytes(b".t".to_vec()),
+            &mut source,
+            true,
+            &Apply::default(),
+        )
+        .unwrap();
+    assert_eq!(n, 32 << 20);
+    assert!(w.commit(staged, &path, false).unwrap());
+    let (a, b) = (
+        fs::metadata(src.join("sparse")).unwrap(),
+        fs::metadata(dst.join("sparse")).unwrap(),
+    );
+    assert_eq!(b.len(), a.len());
+    assert!(
+        b.blocks() <= a.blocks() + 3 * 8,
+        "{} for {}",
+        b.blocks(),
+        a.blocks()
+    );
+    assert_eq!(
+        fs::read(dst.join("sparse")).unwrap(),
+        fs::read(src.join("sparse")).unwrap()
+    );
+}

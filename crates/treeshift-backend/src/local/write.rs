@@ -6,6 +6,7 @@
 
 use super::LocalBackend;
 use super::beneath::{Folder, component};
+use super::sparse;
 use super::xattr;
 use crate::{Apply, BackendError, ErrorKind, Reader, SourceFile, Writable};
 use rustix::fd::{AsFd, BorrowedFd};
@@ -262,6 +263,50 @@ impl Writable for LocalBackend {
         removed.map_err(|e| self.err("remove", path, e))
     }
 
+    fn hard_link(
+        &self,
+        existing: &RelPath,
+        path: &RelPath,
+        temp: &RelPath,
+        replace: bool,
+    ) -> Result<bool, BackendError> {
+        let (from, from_name) = self
+            .root
+            .parent(existing.as_bytes())
+            .map_err(|e| self.err("hard_link", existing, e))?;
+        let (into, name) = self
+            .root
+            .parent(path.as_bytes())
+            .map_err(|e| self.err("hard_link", path, e))?;
+        if !replace {
+            return match rustix::fs::linkat(&from, from_name, &into, name, AtFlags::empty()) {
+                Ok(()) => Ok(true),
+                Err(Errno::EXIST) => Ok(false),
+                Err(e) => Err(self.err("hard_link", path, e)),
+            };
+        }
+        let temp_name = component(temp.name())
+            .ok()
+            .filter(|_| temp.parent() == path.parent())
+            .ok_or_else(|| {
+                BackendError::new(
+                    ErrorKind::InvalidName,
+                    "hard_link",
+                    temp.to_string(),
+                    format!("not a name beside {path}"),
+                )
+            })?;
+        let _ = rustix::fs::unlinkat(&into, temp_name, AtFlags::empty());
+        let linked = rustix::fs::linkat(&from, from_name, &into, temp_name, AtFlags::empty())
+            .and_then(|()| rustix::fs::renameat(&into, temp_name, &into, name));
+        // Renaming a name over another name of the same file does nothing,
+        // and leaves the temporary: it goes either way.
+        let _ = rustix::fs::unlinkat(&into, temp_name, AtFlags::empty());
+        linked
+            .map(|()| true)
+            .map_err(|e| self.err("hard_link", path, e))
+    }
+
     fn set_metadata(&self, path: &RelPath, apply: &Apply) -> Result<(), BackendError> {
         let which = self.kept_xattrs();
         if path.is_root() {
@@ -326,8 +371,15 @@ fn discard(folder: &Folder, item: StagedItem) {
     }
 }
 
-/// Copies the data. The error carries the failing operation.
+/// Copies the data; a file with holes keeps them. The error carries the
+/// failing operation.
 fn fill(out: &mut File, source: &mut SourceFile) -> Result<u64, (&'static str, io::Error)> {
+    if let Reader::File(f) = &source.reader
+        && sparse::has_holes(f)
+        && let Some(len) = sparse::copy_ranges(f, out, source.size).map_err(|e| ("write", e))?
+    {
+        return Ok(len);
+    }
     // File to file, std's `io::copy` uses copy_file_range (or sendfile).
     match &mut source.reader {
         Reader::File(f) => io::copy(f, out),

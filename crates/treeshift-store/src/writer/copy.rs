@@ -6,9 +6,9 @@
 //! action, and what the destination held), so a copy can tell the plan it
 //! is about to carry out is the one a person approved.
 
-use super::{ErrorRow, EventRow, Writer, ix};
+use super::{ErrorRow, EventRow, Writer, exists, ix};
 use crate::error::Context;
-use crate::schema::FOLDER;
+use crate::schema::{FOLDER, LEFT_OUT};
 use crate::{
     CopyEvent, CopyPull, CopyTask, CopyTodo, DstSeen, FolderTime, ReviewSelect, StoreError,
     VerifyEvent, VerifyTask,
@@ -62,6 +62,7 @@ struct Draft {
     replaces: u64,
     quarantines: u64,
     metadata: u64,
+    links: u64,
 }
 
 impl Writer {
@@ -100,7 +101,8 @@ impl Writer {
                         WHEN '{pol}' = 'newer' AND cs.st = 'differs' THEN 'the destination is not older (policy newer)' \
                         WHEN '{pol}' = 'newer' THEN 'kinds differ (policy newer leaves conflicts alone)' \
                         ELSE cs.st || ' (policy skip)' END AS reason, \
-                   s.mode, s.uid, s.gid, s.xattrs, NULL::BLOB AS link_to \
+                   s.mode, s.uid, s.gid, s.xattrs, NULL::BLOB AS link_to, \
+                   {meta_only} AS meta_only, s.link_dev, s.link_ino \
                  FROM src_nodes s JOIN cs ON cs.node_id = s.id \
                  LEFT JOIN dst_nodes d ON d.depth = s.depth AND d.rel_path = s.rel_path \
                  WHERE cs.st IN ('missing', 'differs', 'outdated', 'conflict')"
@@ -132,12 +134,14 @@ impl Writer {
                     .context("skip the subtrees of skipped folders")?;
             }
         }
+        self.link_names()?;
         if extras == Extras::Quarantine {
             self.conn
                 .execute(
                     "INSERT INTO plan_candidate \
                      SELECT d.id, d.parent_id, d.depth, d.kind, d.size, d.mtime_ns, d.rel_path, 'extra', \
-                       d.kind, d.size, d.mtime_ns, 'quarantine', NULL, NULL, NULL, NULL, NULL, NULL \
+                       d.kind, d.size, d.mtime_ns, 'quarantine', NULL, NULL, NULL, NULL, NULL, NULL, \
+                       false, NULL, NULL \
                      FROM dst_nodes d JOIN (SELECT node_id, arg_max(status, seq) AS st FROM dst_status_events \
                                             WHERE phase = 'compare' GROUP BY node_id) e ON e.node_id = d.id \
                      WHERE e.st = 'extra'",
@@ -153,11 +157,12 @@ impl Writer {
                     "SELECT count(*) FILTER (WHERE action <> 'skip'), \
                        count(*) FILTER (WHERE action {DATA} AND kind <> {FOLDER}), \
                        count(*) FILTER (WHERE action {DATA} AND kind = {FOLDER}), \
-                       coalesce(sum(size) FILTER (WHERE action {DATA} AND kind = 1), 0)::BIGINT, \
+                       coalesce(sum(size) FILTER (WHERE action {DATA} AND kind = 1 AND link_to IS NULL), 0)::BIGINT, \
                        count(*) FILTER (WHERE action = 'skip'), \
                        count(*) FILTER (WHERE action IN ('replace', 'rename')), \
                        count(*) FILTER (WHERE action = 'quarantine'), \
-                       count(*) FILTER (WHERE action = 'metadata') \
+                       count(*) FILTER (WHERE action = 'metadata'), \
+                       count(*) FILTER (WHERE action {DATA} AND link_to IS NOT NULL) \
                      FROM plan_candidate"
                 ),
                 [],
@@ -171,6 +176,7 @@ impl Writer {
                         r.get(5)?,
                         r.get(6)?,
                         r.get(7)?,
+                        r.get(8)?,
                     ])
                 },
             )
@@ -184,6 +190,7 @@ impl Writer {
             replaces,
             quarantines,
             metadata,
+            links,
         ] = row.map(|v| v.max(0) as u64);
         Ok(Draft {
             hash,
@@ -195,7 +202,46 @@ impl Writer {
             replaces,
             quarantines,
             metadata,
+            links,
         })
+    }
+
+    /// Among source files with several names (hard links) in the tree,
+    /// the first name by path leads: every other name the plan copies
+    /// becomes a link to it, provided the leader will hold the source's
+    /// data after the copy (it is in step, or the plan copies it). A name
+    /// whose leader the plan leaves differing is copied on its own.
+    fn link_names(&mut self) -> Result<(), StoreError> {
+        if !exists(
+            &self.conn,
+            "SELECT 1 FROM plan_candidate WHERE link_dev IS NOT NULL",
+        )
+        .context("look for hard links")?
+        {
+            return Ok(());
+        }
+        self.conn
+            .execute_batch(&format!(
+                "UPDATE plan_candidate SET link_to = g.leader, reason = 'hard link of ' || g.leader::VARCHAR \
+                 FROM ( \
+                   WITH members AS ( \
+                     SELECT s.id, s.rel_path, s.link_dev, s.link_ino FROM src_nodes s \
+                     WHERE s.link_dev IS NOT NULL AND s.kind = 1 AND s.id NOT IN \
+                       (SELECT node_id FROM src_status_events WHERE phase = 'compare' AND status IN {LEFT_OUT})), \
+                   groups AS (SELECT link_dev, link_ino, min(rel_path) AS leader FROM members \
+                              GROUP BY ALL HAVING count(*) > 1), \
+                   leaders AS ( \
+                     SELECT g.link_dev, g.link_ino, g.leader FROM groups g \
+                     JOIN members m ON m.link_dev = g.link_dev AND m.link_ino = g.link_ino AND m.rel_path = g.leader \
+                     LEFT JOIN plan_candidate l ON l.node_id = m.id \
+                     WHERE l.node_id IS NULL OR l.action IN ('create', 'replace', 'rename', 'metadata') \
+                        OR l.meta_only) \
+                   SELECT m.id, l.leader FROM members m JOIN leaders l \
+                     ON l.link_dev = m.link_dev AND l.link_ino = m.link_ino WHERE m.rel_path <> l.leader \
+                 ) g \
+                 WHERE plan_candidate.node_id = g.id AND plan_candidate.action {DATA}"
+            ))
+            .context("find hard links")
     }
 
     /// An order-independent hash of `plan_candidate`: the wrapping sum of
@@ -317,6 +363,7 @@ impl Writer {
             pass: self.pass()?,
             quarantines: 0,
             metadata: 0,
+            links: 0,
             extended_at: None,
             extended_items: 0,
             items: 0,
@@ -392,6 +439,7 @@ impl Writer {
         approval.replaces = draft.replaces;
         approval.quarantines = draft.quarantines;
         approval.metadata = draft.metadata;
+        approval.links = draft.links;
         let json =
             serde_json::to_string(&approval).map_err(|e| StoreError::Thread(e.to_string()))?;
         self.conn
@@ -491,7 +539,8 @@ impl Writer {
                 &format!(
                     "SELECT count(*) FILTER (WHERE kind = {FOLDER} AND action {COPIES}), \
                        count(*) FILTER (WHERE kind <> {FOLDER} OR action = 'quarantine'), \
-                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA}), 0)::BIGINT FROM copy_todo"
+                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND link_to IS NULL), 0)::BIGINT \
+                     FROM copy_todo"
                 ),
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -528,13 +577,17 @@ impl Writer {
                 format!("kind = {FOLDER} AND action {COPIES} AND depth = {depth}")
             }
             // Quarantine moves (of files and folders alike) run with files.
-            CopyPull::Files => format!("(kind <> {FOLDER} OR action = 'quarantine')"),
+            CopyPull::Files => {
+                format!("(kind <> {FOLDER} OR action = 'quarantine') AND link_to IS NULL")
+            }
+            CopyPull::Links => "link_to IS NOT NULL".to_string(),
         };
         let mut stmt = self
             .conn
             .prepare(&format!(
                 "SELECT node_id, depth, kind, action, rel_path, size, mtime_ns, dst_kind, dst_size, dst_mtime_ns, \
-                   copy_status = 'copying', attempt FROM copy_todo WHERE {filter} AND node_id > ? ORDER BY node_id LIMIT ?"
+                   copy_status = 'copying', attempt, link_to FROM copy_todo \
+                 WHERE {filter} AND node_id > ? ORDER BY node_id LIMIT ?"
             ))
             .context("pull copy tasks")?;
         let rows = stmt
@@ -559,6 +612,7 @@ impl Writer {
                     },
                     in_flight: r.get(10)?,
                     attempt: r.get::<_, i32>(11)?.max(1) as u32,
+                    link_to: r.get::<_, Option<Vec<u8>>>(12)?.map(RelPath::from_bytes),
                 })
             })
             .context("pull copy tasks")?;
@@ -717,9 +771,10 @@ impl Writer {
             .query_row(
                 &format!(
                     "SELECT count(*), {counts}, \
-                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA}), 0)::BIGINT, \
-                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND st = 'copied'), 0)::BIGINT \
-                     FROM (SELECT p.kind, p.size, p.action, coalesce(c.st, 'pending') AS st \
+                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND link_to IS NULL), 0)::BIGINT, \
+                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND link_to IS NULL \
+                                                  AND st = 'copied'), 0)::BIGINT \
+                     FROM (SELECT p.kind, p.size, p.action, p.link_to, coalesce(c.st, 'pending') AS st \
                            FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id)"
                 ),
                 [],
@@ -752,7 +807,7 @@ impl Writer {
             .execute_batch(&format!(
                 "CREATE OR REPLACE TEMP TABLE verify_todo AS \
                  SELECT p.node_id, p.depth, p.kind, p.rel_path, p.size, p.mtime_ns, \
-                   p.mode, p.uid, p.gid, p.xattrs FROM copy_plan p \
+                   p.mode, p.uid, p.gid, p.xattrs, p.link_to FROM copy_plan p \
                  JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
                  WHERE c.st = 'copied' AND p.action {COPIES}"
             ))
@@ -768,7 +823,8 @@ impl Writer {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT node_id, depth, kind, rel_path, size, mtime_ns, mode, uid, gid, xattrs FROM verify_todo \
+                "SELECT node_id, depth, kind, rel_path, size, mtime_ns, mode, uid, gid, xattrs, link_to \
+                 FROM verify_todo \
                  WHERE node_id > ? ORDER BY node_id LIMIT ?",
             )
             .context("pull verify tasks")?;
@@ -782,6 +838,7 @@ impl Writer {
                     size: r.get(4)?,
                     mtime_ns: r.get(5)?,
                     meta: meta_at(r, 6)?,
+                    link_to: r.get::<_, Option<Vec<u8>>>(10)?.map(RelPath::from_bytes),
                 })
             })
             .context("pull verify tasks")?;

@@ -612,3 +612,40 @@ fn make_canary(real: &Path, canary: &Path) {
         }
     }
 }
+
+/// Runs a tool the test needs; `None` (after reporting it, which fails
+/// under CI) when it is not installed.
+pub fn tool(name: &str, args: &[&str]) -> Option<String> {
+    match Command::new(name).args(args).output() {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "{name} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Some(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+        Err(_) => {
+            missing_prerequisite(&format!("{name} (apt-get install rsync acl)"));
+            None
+        }
+    }
+}
+
+/// What rsync would still change to make `dst` equal `src`: one line per
+/// item, empty when they are equal.
+pub fn rsync_differences(src: &Path, dst: &Path) -> Option<Vec<String>> {
+    let out = tool(
+        "rsync",
+        &[
+            "-aHAX",
+            "-c",
+            "-n",
+            "-i",
+            "--delete",
+            &format!("{}/", s(src)),
+            &format!("{}/", s(dst)),
+        ],
+    )?;
+    Some(out.lines().map(str::to_string).collect())
+}
