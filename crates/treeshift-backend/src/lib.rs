@@ -185,6 +185,9 @@ pub struct SourceFile {
     pub meta: Meta,
     /// The kept extended attributes, read from the open file.
     pub xattrs: Vec<Xattr>,
+    /// The storage says the file has holes: a copy by data ranges keeps
+    /// them.
+    pub holes: bool,
 }
 
 /// Where a source file's data comes from. A local file stays a [`File`] so

@@ -841,6 +841,7 @@ impl Backend for SimBackend {
             mtime_ns: entry.mtime_ns,
             meta: treeshift_core::Meta::default(),
             xattrs: Vec::new(),
+            holes: false,
         })
     }
 

@@ -280,10 +280,16 @@ impl Copier<'_> {
     /// item (`replace`: what discovery saw there is still there and the
     /// plan replaces it). `Err(done)`: nothing to write.
     fn prepare(&self, task: &CopyTask) -> Result<Result<bool, Done>, BackendError> {
-        let Some(now) = self.dst.stat(&task.path)? else {
-            return Ok(Ok(false));
-        };
-        if matches(&now, task.kind, task.size, task.mtime_ns) {
+        match self.dst.stat(&task.path)? {
+            Some(now) => self.occupied(task, &now),
+            None => Ok(Ok(false)),
+        }
+    }
+
+    /// What to do with the item at the destination path (`now`); see
+    /// [`Copier::prepare`].
+    fn occupied(&self, task: &CopyTask, now: &Entry) -> Result<Result<bool, Done>, BackendError> {
+        if matches(now, task.kind, task.size, task.mtime_ns) {
             // Only an item marked `copying` (files and symlinks are marked
             // before they are handed out) can have been written by an
             // earlier run that stopped before recording it. Anything else
@@ -301,7 +307,7 @@ impl Copier<'_> {
         // Still what discovery saw there?
         let seen = task
             .dst
-            .filter(|seen| matches(&now, seen.kind, seen.size, seen.mtime_ns));
+            .filter(|seen| matches(now, seen.kind, seen.size, seen.mtime_ns));
         match (task.action, seen) {
             (Action::Rename, Some(_)) => {
                 let aside = task.path.sibling(&aside_name(task.path.name()));
@@ -393,9 +399,17 @@ impl Copier<'_> {
             // A stopped run was writing it: a named temporary may be left.
             self.writer.remove_temp(&temp)?;
         }
-        let replace = match self.prepare(task)? {
-            Ok(replace) => replace,
-            Err(done) => return Ok(done),
+        // A file or symlink the plan creates is written without a look at
+        // its destination path first: putting it in place never replaces,
+        // and whatever took the path is judged then, as it would be now.
+        let create = task.action == Action::Create;
+        let replace = if create {
+            false
+        } else {
+            match self.prepare(task)? {
+                Ok(replace) => replace,
+                Err(done) => return Ok(done),
+            }
         };
         let (staged, note) = match task.kind {
             Kind::File => match self.stage_file(task, &temp, replace)? {
@@ -427,12 +441,18 @@ impl Copier<'_> {
             }
         };
         if self.writer.commit(staged, &task.path, replace)? {
-            Ok(Done::Copied(note))
-        } else {
-            Ok(Done::Changed(
-                "destination: an item appeared at this path while it was copied".to_string(),
-            ))
+            return Ok(Done::Copied(note));
         }
+        let appeared = || {
+            Done::Changed("destination: an item appeared at this path while it was copied".into())
+        };
+        if !create {
+            return Ok(appeared());
+        }
+        Ok(match self.dst.stat(&task.path)? {
+            Some(now) => self.occupied(task, &now)?.err().unwrap_or_else(appeared),
+            None => appeared(),
+        })
     }
 
     /// Another name of a file with several: a hard link to the name the

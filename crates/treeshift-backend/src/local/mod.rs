@@ -39,6 +39,9 @@ pub struct LocalBackend {
     /// Which extended attributes the migration keeps: bit 1 the `user.`,
     /// `trusted.` and `security.` ones, bit 2 the ACLs.
     xattrs: AtomicU8,
+    /// Set once the kernel refused to copy between the two file systems
+    /// (`copy_file_range` across devices): data then goes through a buffer.
+    no_copy_range: AtomicBool,
 }
 
 impl LocalBackend {
@@ -52,6 +55,7 @@ impl LocalBackend {
             root,
             no_tmpfile: AtomicBool::new(false),
             xattrs: AtomicU8::new(0),
+            no_copy_range: AtomicBool::new(false),
         }
     }
 
@@ -200,6 +204,7 @@ impl Backend for LocalBackend {
                 xattrs: Some(treeshift_core::xattr_digest(&xattrs)),
             },
             xattrs,
+            holes: sparse::has_holes(&meta),
             reader: Reader::File(file),
         })
     }

@@ -9,12 +9,11 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 
-/// Returns true if and only if `file` has fewer blocks than its length
+/// Returns true if and only if a file has fewer blocks than its length
 /// needs: it has holes (or the file system compresses it, and a copy by
 /// ranges is as right for that).
-pub(super) fn has_holes(file: &File) -> bool {
-    file.metadata()
-        .is_ok_and(|m| m.blocks().saturating_mul(512) < m.len())
+pub(super) fn has_holes(meta: &std::fs::Metadata) -> bool {
+    meta.blocks().saturating_mul(512) < meta.len()
 }
 
 /// Copies the data ranges of `src` into the empty `out` at their offsets
@@ -43,6 +42,24 @@ pub(super) fn copy_ranges(src: &File, out: &File, len: u64) -> io::Result<Option
     }
     out.set_len(len)?;
     Ok(Some(len))
+}
+
+/// Copies all of `src` from where it stands into `out` with
+/// `copy_file_range`, to the end. `Ok(None)` before any byte moved when
+/// the kernel will not copy between these two files (another file system,
+/// an old kernel): the caller copies through a buffer instead.
+pub(super) fn copy_whole(src: &File, out: &File) -> io::Result<Option<u64>> {
+    let mut total = 0u64;
+    loop {
+        match rustix::fs::copy_file_range(src, None, out, None, 1 << 30) {
+            Ok(0) => return Ok(Some(total)),
+            Ok(n) => total += n as u64,
+            Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if total == 0 => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Copies `start..end` of `src` to the same offsets of `out`, in the

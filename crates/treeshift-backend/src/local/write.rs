@@ -20,7 +20,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use treeshift_core::RelPath;
 
 /// Data written into a folder of the tree but not yet in place.
@@ -100,7 +100,7 @@ impl Writable for LocalBackend {
                 (File::from(fd), Some(name.to_vec()))
             }
         };
-        let filled = fill(&mut out, source).and_then(|written| {
+        let filled = fill(&mut out, source, &self.no_copy_range).and_then(|written| {
             apply_to(out.as_fd(), apply, self.kept_xattrs())
                 .map(|()| written)
                 .map_err(|(op, e)| (op, e.into()))
@@ -373,19 +373,33 @@ fn discard(folder: &Folder, item: StagedItem) {
 
 /// Copies the data; a file with holes keeps them. The error carries the
 /// failing operation.
-fn fill(out: &mut File, source: &mut SourceFile) -> Result<u64, (&'static str, io::Error)> {
-    if let Reader::File(f) = &source.reader
-        && sparse::has_holes(f)
-        && let Some(len) = sparse::copy_ranges(f, out, source.size).map_err(|e| ("write", e))?
-    {
-        return Ok(len);
-    }
-    // File to file, std's `io::copy` uses copy_file_range (or sendfile).
+fn fill(
+    out: &mut File,
+    source: &mut SourceFile,
+    no_copy_range: &AtomicBool,
+) -> Result<u64, (&'static str, io::Error)> {
+    let write = |e| ("write", e);
     match &mut source.reader {
-        Reader::File(f) => io::copy(f, out),
-        Reader::Stream(r) => io::copy(r, out),
+        Reader::File(f) if source.holes => {
+            if let Some(len) = sparse::copy_ranges(f, out, source.size).map_err(write)? {
+                return Ok(len);
+            }
+            io::copy(f, out).map_err(write)
+        }
+        // File to file in the kernel (it reflinks where the file system
+        // can), without std's probing of both files first.
+        Reader::File(f) if !no_copy_range.load(Ordering::Relaxed) => {
+            match sparse::copy_whole(f, out).map_err(write)? {
+                Some(n) => Ok(n),
+                None => {
+                    no_copy_range.store(true, Ordering::Relaxed);
+                    io::copy(f, out).map_err(write)
+                }
+            }
+        }
+        Reader::File(f) => io::copy(f, out).map_err(write),
+        Reader::Stream(r) => io::copy(r, out).map_err(write),
     }
-    .map_err(|e| ("write", e))
 }
 
 /// Sets `apply` on an open file or folder, in the order that leaves each
