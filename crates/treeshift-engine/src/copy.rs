@@ -91,11 +91,12 @@ pub fn copy(
     let keep = store.migration()?.keep;
     src.keep(&keep);
     dst.keep(&keep);
+    let xattrs_refused = store.xattrs_refused()?;
     tracing::info!(folders = todo.folders, files = todo.files, bytes = todo.bytes, policy = %approval.policy, keep = %keep.describe(), "copy started");
     progress.start(&todo);
     let copier = Copier {
         keep,
-        xattrs_refused: AtomicBool::new(false),
+        xattrs_refused: AtomicBool::new(xattrs_refused),
         src: src.as_ref(),
         dst: dst.as_ref(),
         writer,
@@ -183,6 +184,9 @@ pub fn copy(
     )?;
     copier.finish_folders(store)?;
     dst.sync().map_err(EngineError::Destination)?;
+    if copier.xattrs_refused.load(Ordering::Relaxed) && !xattrs_refused {
+        store.note_xattrs_refused()?;
+    }
     let summary = store.copy_summary()?;
     if summary.is_finished() {
         store.set_phase("copied")?;

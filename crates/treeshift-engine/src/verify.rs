@@ -32,7 +32,12 @@ pub fn verify(
     store
         .approval()?
         .ok_or_else(|| EngineError::approval(treeshift_store::StoreError::NotApproved))?;
-    let keep = store.migration()?.keep;
+    let mut keep = store.migration()?.keep;
+    // The copy reported, item by item, what the destination would not hold.
+    if store.xattrs_refused()? {
+        keep.xattrs = false;
+        keep.acls = false;
+    }
     src.keep(&keep);
     dst.keep(&keep);
     let items = store.begin_verify(checksum)?;

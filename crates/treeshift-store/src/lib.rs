@@ -682,6 +682,18 @@ impl StoreHandle {
         self.call(|w| w.phase())
     }
 
+    /// Records that the destination refused extended attributes (items
+    /// were copied without them, each with a note), so verification does
+    /// not report again what the copy reported.
+    pub fn note_xattrs_refused(&self) -> Result<(), StoreError> {
+        self.call(|w| w.set_flag("dst_refuses_xattrs"))
+    }
+
+    /// Whether [`StoreHandle::note_xattrs_refused`] was recorded.
+    pub fn xattrs_refused(&self) -> Result<bool, StoreError> {
+        self.call(|w| w.flag("dst_refuses_xattrs"))
+    }
+
     /// The discovery summary, from sealed statistics.
     pub fn summary(&self) -> Result<Summary, StoreError> {
         self.call(|w| w.summary())

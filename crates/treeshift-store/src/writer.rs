@@ -264,6 +264,25 @@ impl Writer {
         s
     }
 
+    /// Sets a flag of the migration in `meta` (idempotent).
+    pub(crate) fn set_flag(&mut self, key: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta VALUES (?, 'true')",
+                params![key],
+            )
+            .context("record a flag")?;
+        Ok(())
+    }
+
+    pub(crate) fn flag(&self, key: &str) -> Result<bool, StoreError> {
+        exists(
+            &self.conn,
+            &format!("SELECT 1 FROM meta WHERE key = '{key}' AND value = 'true'"),
+        )
+        .context("read a flag")
+    }
+
     pub(crate) fn set_phase(&mut self, phase: &str) -> Result<(), StoreError> {
         self.flush()?;
         self.conn

@@ -8,6 +8,7 @@ mod util;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, lchown, symlink};
 use std::path::Path;
+use std::process::Command;
 use util::{rsync_differences, run, s, set_mtime, status_json, tool};
 
 /// A tree with what a file server holds: private, shared, sticky and
@@ -167,4 +168,95 @@ fn rsync_finds_nothing_to_change_after_a_migrate_or_a_delta_pass() {
     let (code, out, err) = run(&["verify", "--state", s(&state), "--checksum", "--json"]);
     assert_eq!(code, 0, "{out} {err}");
     assert_eq!(status_json(&state)["verify"]["mismatch"], 0);
+}
+
+/// A file system mounted for a test, unmounted on drop.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_destination_without_extended_attributes_gets_everything_else_with_a_note_per_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst, state) = (
+        dir.path().join("src"),
+        dir.path().join("dst"),
+        dir.path().join("s.duckdb"),
+    );
+    fs::create_dir_all(src.join("acl")).unwrap();
+    fs::write(src.join("tagged"), b"tagged").unwrap();
+    fs::write(src.join("plain"), b"plain").unwrap();
+    fs::write(src.join("acl/doc"), b"doc").unwrap();
+    if tool(
+        "setfattr",
+        &["-n", "user.tag", "-v", "x", s(&src.join("tagged"))],
+    )
+    .is_none()
+        || tool("setfacl", &["-m", "u:1234:r--", s(&src.join("acl/doc"))]).is_none()
+    {
+        return;
+    }
+    // ramfs holds neither extended attributes nor ACLs.
+    fs::create_dir_all(&dst).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "ramfs", "ramfs", s(&dst)])
+        .status()
+        .is_ok_and(|st| st.success());
+    if !mounted {
+        util::missing_prerequisite("a ramfs mount");
+        return;
+    }
+    let _mount = Mounted(dst.clone());
+    let (code, out, err) = run(&[
+        "migrate",
+        s(&src),
+        s(&dst),
+        "--state",
+        s(&state),
+        "--yes",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "the data is all there, and verified: {out} {err}");
+    let (_, copied, _) = run(&[
+        "review",
+        "--state",
+        s(&state),
+        "--status",
+        "copied",
+        "--format",
+        "csv",
+    ]);
+    let noted: Vec<&str> = copied
+        .lines()
+        .filter(|l| l.contains("copied without its extended attributes"))
+        .collect();
+    assert_eq!(
+        noted.len(),
+        2,
+        "tagged and acl/doc, each with a note: {copied}"
+    );
+    assert!(noted.iter().any(|l| l.contains(",tagged,")), "{noted:?}");
+    assert!(
+        !copied
+            .lines()
+            .any(|l| l.contains(",plain,") && l.contains("without"))
+    );
+    // All but the attributes: rsync without -A and -X finds nothing.
+    let left = tool(
+        "rsync",
+        &[
+            "-aH",
+            "-c",
+            "-n",
+            "-i",
+            &format!("{}/", s(&src)),
+            &format!("{}/", s(&dst)),
+        ],
+    )
+    .unwrap();
+    assert!(left.trim().is_empty(), "{left}");
 }
