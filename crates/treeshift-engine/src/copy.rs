@@ -347,15 +347,8 @@ impl Copier<'_> {
                 None => Done::Changed("destination: vanished since discovery".to_string()),
             });
         };
-        if !task
-            .dst
-            .is_some_and(|seen| matches(&now, seen.kind, seen.size, seen.mtime_ns))
-        {
-            return Ok(Done::Changed(format!(
-                "destination changed since discovery (now a {} of {} bytes)",
-                now.kind.as_str(),
-                now.size
-            )));
+        if let Some(changed) = unlike_seen(task, &now) {
+            return Ok(changed);
         }
         let mut ancestors = Vec::new();
         let mut folder = target.parent();
@@ -567,15 +560,8 @@ impl Copier<'_> {
                 "destination: vanished since discovery".into(),
             ));
         };
-        if !task
-            .dst
-            .is_some_and(|seen| matches(&now, seen.kind, seen.size, seen.mtime_ns))
-        {
-            return Ok(Done::Changed(format!(
-                "destination changed since discovery (now a {} of {} bytes)",
-                now.kind.as_str(),
-                now.size
-            )));
+        if let Some(changed) = unlike_seen(task, &now) {
+            return Ok(changed);
         }
         let live = match self.src_now(task)? {
             Ok(live) => live,
@@ -720,6 +706,21 @@ fn matches(now: &Entry, kind: Kind, size: u64, mtime_ns: Option<i64>) -> bool {
 /// symlink or a file): nothing was read or written through it.
 fn way_changed(side: &str, e: &BackendError) -> Done {
     Done::Changed(format!("{side}: {} ({})", e.message, e.operation))
+}
+
+/// `None` if `now`, at the destination, is still what discovery saw
+/// there; else the change to report.
+fn unlike_seen(task: &CopyTask, now: &Entry) -> Option<Done> {
+    let as_seen = task
+        .dst
+        .is_some_and(|seen| matches(now, seen.kind, seen.size, seen.mtime_ns));
+    (!as_seen).then(|| {
+        Done::Changed(format!(
+            "destination changed since discovery (now a {} of {} bytes)",
+            now.kind.as_str(),
+            now.size
+        ))
+    })
 }
 
 /// The source item vanished (`None`) or is another kind than discovery saw.

@@ -8,7 +8,8 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use util::{
-    CANARY_SECRET, Rng, files_containing, run, s, set_mtime, snapshot, status_json, swap_race,
+    CANARY_SECRET, Rng, files_containing, review_csv, run, s, set_mtime, snapshot, status_json,
+    swap_race,
 };
 
 fn discover_and_approve(src: &Path, dst: &Path, state: &Path) {
@@ -16,21 +17,6 @@ fn discover_and_approve(src: &Path, dst: &Path, state: &Path) {
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = run(&["approve", "--state", s(state)]);
     assert_eq!(code, 0, "{err}");
-}
-
-/// `review --status S --format csv`, without its header.
-fn review(state: &Path, status: &str) -> Vec<String> {
-    let (code, out, err) = run(&[
-        "review",
-        "--state",
-        s(state),
-        "--status",
-        status,
-        "--format",
-        "csv",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    out.lines().skip(1).map(str::to_string).collect()
 }
 
 #[test]
@@ -57,7 +43,7 @@ fn a_destination_folder_swapped_for_a_symlink_before_the_copy_is_not_written_thr
     let (code, out, err) = run(&["copy", "--state", s(&state), "--json"]);
     assert_eq!(code, 4, "changed items: {out} {err}");
     assert_eq!(snapshot(&outside), before, "nothing written outside");
-    let changed = review(&state, "changed");
+    let changed = review_csv(&state, "changed");
     assert_eq!(changed.len(), 3, "a/b, a/b/f and a/g: {changed:?}");
     assert!(
         changed
@@ -68,7 +54,7 @@ fn a_destination_folder_swapped_for_a_symlink_before_the_copy_is_not_written_thr
     // A new pass sees the symlink as what it is.
     let (code, _, err) = run(&["discover", s(&src), s(&dst), "--state", s(&state)]);
     assert_eq!(code, 0, "{err}");
-    let conflict = review(&state, "conflict");
+    let conflict = review_csv(&state, "conflict");
     assert!(
         conflict
             .iter()
@@ -103,7 +89,7 @@ fn a_source_folder_swapped_for_a_symlink_to_a_private_folder_is_not_read() {
     let (code, _, err) = run(&["copy", "--state", s(&state)]);
     assert_eq!(code, 4, "{err}");
     assert!(!dst.join("a/f").exists());
-    let changed = review(&state, "changed");
+    let changed = review_csv(&state, "changed");
     assert!(
         changed.len() == 1 && changed[0].contains("source: a symlink is in the way"),
         "{changed:?}"
@@ -132,7 +118,7 @@ fn a_source_file_replaced_by_a_link_to_a_root_only_file_is_never_copied() {
     symlink(&shadow, src.join("f")).unwrap();
     let (code, _, err) = run(&["copy", "--state", s(&state)]);
     assert_eq!(code, 4, "{err}");
-    let changed = review(&state, "changed");
+    let changed = review_csv(&state, "changed");
     assert!(
         changed.len() == 1 && changed[0].contains("source: now a symlink"),
         "{changed:?}"
@@ -172,7 +158,7 @@ fn names_that_cannot_be_paths_are_invalid_name_items_and_never_used() {
     let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
     // Six bad names in the root and in each of its two folders.
     assert_eq!(summary["discovery"]["invalid_name"], 18, "{summary}");
-    let items = review(&state, "invalid-name");
+    let items = review_csv(&state, "invalid-name");
     assert_eq!(items.len(), 18, "{items:?}");
     for needle in ["an empty name", "'..'", "holding '/'", "NUL byte", "'.'"] {
         assert!(

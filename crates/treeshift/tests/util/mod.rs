@@ -48,22 +48,11 @@ pub fn all_items(state: &Path) -> Vec<String> {
         "invalid-name",
         "failed",
     ] {
-        let out = treeshift(&[
-            "review",
-            "--state",
-            s(state),
-            "--status",
-            status,
-            "--format",
-            "csv",
-        ]);
-        assert!(
-            out.status.success(),
-            "review {status}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        lines.extend(
+            review_csv(state, status)
+                .into_iter()
+                .map(|l| format!("{status}|{l}")),
         );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        lines.extend(text.lines().skip(1).map(|l| format!("{status}|{l}")));
     }
     lines.sort();
     lines
@@ -80,6 +69,26 @@ pub fn in_ci() -> bool {
 pub fn missing_prerequisite(what: &str) {
     assert!(!in_ci(), "missing prerequisite under CI: {what}");
     eprintln!("skipped: {what}");
+}
+
+/// `review --status S --format csv`, without its header line.
+pub fn review_csv(state: &Path, status: &str) -> Vec<String> {
+    let out = treeshift(&[
+        "review",
+        "--state",
+        s(state),
+        "--status",
+        status,
+        "--format",
+        "csv",
+    ]);
+    assert!(
+        out.status.success(),
+        "review {status}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().skip(1).map(str::to_string).collect()
 }
 
 /// A path as a `&str` (test paths are UTF-8).
