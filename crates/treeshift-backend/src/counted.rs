@@ -4,7 +4,7 @@
 use crate::{Apply, Backend, BackendError, Children, SourceFile, Staged, Writable};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use treeshift_core::{Entry, Keep, Kind, RelPath, Xattr};
+use treeshift_core::{Entry, FileId, Keep, Kind, RelPath, Xattr};
 
 /// Calls made through a [`Counted`] backend, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -96,6 +96,11 @@ impl Backend for Counted {
     fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, BackendError> {
         bump(&self.read);
         self.inner.read_link(path)
+    }
+
+    fn identity(&self, path: &RelPath) -> Result<Option<FileId>, BackendError> {
+        bump(&self.stat);
+        self.inner.identity(path)
     }
 
     fn keep(&self, keep: &Keep) {

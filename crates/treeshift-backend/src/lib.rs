@@ -17,7 +17,7 @@ pub use error::{BackendError, ErrorKind};
 use std::fs::File;
 use std::io::Read;
 use std::sync::Arc;
-use treeshift_core::{Entry, Keep, Kind, Meta, RelPath, Xattr};
+use treeshift_core::{Entry, FileId, Keep, Kind, Meta, RelPath, Xattr};
 
 /// The children of one folder, streamed: a folder with millions of children
 /// never sits in memory.
@@ -48,6 +48,14 @@ pub trait Backend: Send + Sync {
 
     /// The target of a symlink, as raw bytes.
     fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, BackendError>;
+
+    /// The identity of the folder at `path` now (never through a symlink),
+    /// `None` where nothing is there or the storage has no identities: a
+    /// copy tells by it that a folder was put in the place of the one
+    /// discovery saw.
+    fn identity(&self, _path: &RelPath) -> Result<Option<FileId>, BackendError> {
+        Ok(None)
+    }
 
     /// Tells the backend what the migration keeps, so listings and opened
     /// files carry what will be compared and copied (reading extended

@@ -22,8 +22,8 @@ pub struct Meta {
     pub xattrs: Option<u64>,
 }
 
-/// The identity of a file that has more than one name (hard links): the
-/// device and inode its names share.
+/// The identity of a folder or file: its device and inode (the names of a
+/// file with several share it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FileId {
     /// The device.

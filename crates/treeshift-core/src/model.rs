@@ -96,9 +96,10 @@ pub struct Entry {
     /// Mode, owners and a digest of the extended attributes, where the
     /// storage has them.
     pub meta: Meta,
-    /// For a file with more than one name (hard links): the identity its
-    /// names share.
-    pub link: Option<FileId>,
+    /// The identity of a folder, or of a file with more than one name (the
+    /// identity its names share), where the storage has one: a folder put
+    /// in another's place, or a file's other names, are told by it.
+    pub file_id: Option<FileId>,
 }
 
 impl Entry {
@@ -110,7 +111,7 @@ impl Entry {
             size,
             mtime_ns,
             meta: Meta::default(),
-            link: None,
+            file_id: None,
         }
     }
 }

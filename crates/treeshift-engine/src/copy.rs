@@ -97,6 +97,7 @@ pub fn copy(
     let copier = Copier {
         keep,
         xattrs_refused: AtomicBool::new(xattrs_refused),
+        last_folders: Default::default(),
         src: src.as_ref(),
         dst: dst.as_ref(),
         writer,
@@ -212,6 +213,10 @@ enum Done {
 
 const COPIED: Done = Done::Copied(None);
 
+/// A folder whose identity was checked, and the change found (`None`: it
+/// is the folder discovery saw).
+type FolderVerdict = (RelPath, Option<String>);
+
 /// The note on items copied without their extended attributes.
 const XATTRS_REFUSED: &str =
     "copied without its extended attributes and ACLs: the destination does not support them";
@@ -222,6 +227,9 @@ struct Copier<'a> {
     /// Set once the destination refused extended attributes: the rest go
     /// without, each with a note.
     xattrs_refused: AtomicBool,
+    /// Per side, the last folder whose identity was checked, and the
+    /// change found (`None`: it is the folder discovery saw).
+    last_folders: [Mutex<Option<FolderVerdict>>; 2],
     src: &'a dyn Backend,
     dst: &'a dyn Backend,
     writer: &'a dyn Writable,
@@ -242,7 +250,14 @@ impl Copier<'_> {
         let mut tries = 0;
         let outcome = loop {
             tries += 1;
-            match attempt(task) {
+            // Nothing is read or written in a folder put in the place of
+            // the one discovery saw.
+            let attempted = match self.folder_swapped(task) {
+                Ok(Some(done)) => Ok(done),
+                Ok(None) => attempt(task),
+                Err(e) => Err(e),
+            };
+            match attempted {
                 Err(e) if e.kind.is_temporary() && tries < self.retry.max_attempts => {
                     tracing::debug!(path = %task.path, error = %e, tries, "retrying a copy");
                     std::thread::sleep(backoff(&self.retry, tries));
@@ -278,6 +293,51 @@ impl Copier<'_> {
                 Ok(ev)
             }
         }
+    }
+
+    /// `Some(changed)` if the folder `task` is in, on either side, is not
+    /// the folder discovery saw there: another was put in its place, or it
+    /// is gone. Each side remembers its last folder and verdict: items come
+    /// in node order, so one look serves a folder's items.
+    fn folder_swapped(&self, task: &CopyTask) -> Result<Option<Done>, BackendError> {
+        let folder = task.path.parent();
+        let sides: [(&str, &dyn Backend); 2] = [("source", self.src), ("destination", self.dst)];
+        for (i, (side, backend)) in sides.into_iter().enumerate() {
+            let Some(want) = task.folders[i] else {
+                continue;
+            };
+            let cached = self.last_folders[i]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .filter(|(path, _)| *path == folder)
+                .map(|(_, verdict)| verdict.clone());
+            let verdict = match cached {
+                Some(verdict) => verdict,
+                None => {
+                    let verdict = match backend.identity(&folder) {
+                        Ok(Some(now)) if now == want => None,
+                        Ok(Some(_)) => Some(format!(
+                            "{side}: {folder} is not the folder discovery saw (another was put in its place)"
+                        )),
+                        Ok(None) => Some(format!("{side}: {folder} is gone")),
+                        Err(e) if e.kind == ErrorKind::PathChanged => {
+                            Some(format!("{side}: {} ({})", e.message, e.operation))
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    *self.last_folders[i]
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) =
+                        Some((folder.clone(), verdict.clone()));
+                    verdict
+                }
+            };
+            if let Some(why) = verdict {
+                return Ok(Some(Done::Changed(why)));
+            }
+        }
+        Ok(None)
     }
 
     /// Clears the way at the destination path. `Ok(replace)`: write the

@@ -151,7 +151,7 @@ fn check_roots(
             entry.meta.xattrs = Some(xattr_digest(&backend.xattrs(&path)?));
         }
         entry.meta = keep.apply(side, entry.meta);
-        entry.link = None;
+        entry.file_id = None;
         Ok(entry)
     };
     let src_root = root(src, Side::Src).map_err(|source| EngineError::Root {

@@ -153,7 +153,7 @@ fn compare(
         && let Some(leader) = &task.link_to
     {
         let other = on(DST, dst.stat(leader))?;
-        if now.link.is_none() || other.and_then(|o| o.link) != now.link {
+        if now.file_id.is_none() || other.and_then(|o| o.file_id) != now.file_id {
             return Ok(Some(format!(
                 "not a hard link of {leader} on the destination"
             )));

@@ -6,7 +6,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use treeshift_backend::{Backend, BackendError};
 use treeshift_core::{
-    Filter, Keep, QUARANTINE_DIR, Side, Status, Verdict, display_bytes, name_problem, name_stand_in,
+    Filter, Keep, Kind, QUARANTINE_DIR, Side, Status, Verdict, display_bytes, name_problem,
+    name_stand_in,
 };
 use treeshift_store::{ChildRecord, Failure, FolderTask, StoreError, StoreHandle};
 
@@ -91,8 +92,8 @@ impl Lister<'_> {
             }
             // Only what the migration keeps is recorded and compared.
             entry.meta = self.keep.apply(self.side, entry.meta);
-            if !self.keep.hard_links {
-                entry.link = None;
+            if !self.keep.hard_links && entry.kind != Kind::Folder {
+                entry.file_id = None;
             }
             // A name that cannot be a path never becomes one, whatever the
             // backend: it is recorded under a plain stand-in.

@@ -32,8 +32,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use treeshift_core::{
-    Action, Approval, CopyStatus, CopySummary, Entry, Extras, FilterSpec, Keep, Kind, Meta, Policy,
-    RelPath, Side, Status, Summary, VerifyStatus, VerifySummary,
+    Action, Approval, CopyStatus, CopySummary, Entry, Extras, FileId, FilterSpec, Keep, Kind, Meta,
+    Policy, RelPath, Side, Status, Summary, VerifyStatus, VerifySummary,
 };
 use writer::{Request, Writer};
 
@@ -270,6 +270,10 @@ pub struct CopyTask {
     /// For another name of a file with several names (hard links): the
     /// path of the name whose data it shares, which the copy links to.
     pub link_to: Option<RelPath>,
+    /// The identity discovery recorded of the folder the item is in, on
+    /// the source and on the destination (`None` where none was recorded:
+    /// a folder the copy made, a root, a backend without identities).
+    pub folders: [Option<FileId>; 2],
 }
 
 /// What a copy run has left to do.

@@ -14,10 +14,10 @@ pub const UPGRADE_FROM_2: &[&str] = &[
     "ALTER TABLE {t} ADD COLUMN xattrs UBIGINT",
 ];
 
-/// What [`UPGRADE_FROM_2`] adds to node tables only, and to `copy_plan`.
+/// What [`UPGRADE_FROM_2`] adds to node tables only.
 pub const UPGRADE_NODES_FROM_2: &[&str] = &[
-    "ALTER TABLE {t} ADD COLUMN link_dev UBIGINT",
-    "ALTER TABLE {t} ADD COLUMN link_ino UBIGINT",
+    "ALTER TABLE {t} ADD COLUMN dev UBIGINT",
+    "ALTER TABLE {t} ADD COLUMN ino UBIGINT",
 ];
 
 /// What [`UPGRADE_FROM_2`] adds to `copy_plan` only.
@@ -61,14 +61,14 @@ CREATE TABLE src_nodes (
     kind UTINYINT NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT,
     rel_path BLOB NOT NULL,
     mode UINTEGER, uid UINTEGER, gid UINTEGER, xattrs UBIGINT,
-    link_dev UBIGINT, link_ino UBIGINT
+    dev UBIGINT, ino UBIGINT
 );
 CREATE TABLE dst_nodes (
     id BIGINT NOT NULL, parent_id BIGINT, depth INTEGER NOT NULL,
     kind UTINYINT NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT,
     rel_path BLOB NOT NULL,
     mode UINTEGER, uid UINTEGER, gid UINTEGER, xattrs UBIGINT,
-    link_dev UBIGINT, link_ino UBIGINT
+    dev UBIGINT, ino UBIGINT
 );
 CREATE TABLE src_status_events (
     seq BIGINT NOT NULL, node_id BIGINT NOT NULL, depth INTEGER NOT NULL,

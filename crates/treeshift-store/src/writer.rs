@@ -349,7 +349,7 @@ mod tests {
             }
         }
         for table in ["src_nodes", "dst_nodes"] {
-            for column in ["link_dev", "link_ino"] {
+            for column in ["dev", "ino"] {
                 w.conn
                     .execute_batch(&format!("ALTER TABLE {table} DROP COLUMN {column}"))
                     .unwrap();

@@ -197,3 +197,47 @@ fn swaps_during_copy_verify_retry_and_quarantine_never_leave_the_roots() {
     );
     assert!(race.leaks.is_empty(), "{:?}", race.leaks);
 }
+
+#[test]
+fn a_folder_put_in_the_place_of_the_one_discovery_saw_is_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    // a/f and b/f: same name, size and mtime, other content.
+    for (folder, data) in [("a", b"from a"), ("b", b"from b")] {
+        fs::create_dir_all(src.join(folder)).unwrap();
+        fs::write(src.join(folder).join("f"), data).unwrap();
+        set_mtime(&src.join(folder).join("f"), 1_700_000_000);
+    }
+    // The destination has a folder x that discovery sees.
+    fs::create_dir_all(src.join("x")).unwrap();
+    fs::write(src.join("x/g"), b"g").unwrap();
+    fs::create_dir_all(dst.join("x")).unwrap();
+    let state = dir.path().join("s.duckdb");
+    discover_and_approve(&src, &dst, &state);
+
+    // On the source, b takes a's place; on the destination, a new x
+    // takes the place of the one discovery saw.
+    fs::rename(src.join("a"), dir.path().join("a.old")).unwrap();
+    fs::rename(src.join("b"), src.join("a")).unwrap();
+    fs::rename(dst.join("x"), dir.path().join("x.old")).unwrap();
+    fs::create_dir(dst.join("x")).unwrap();
+    let (code, _, err) = run(&["copy", "--state", s(&state)]);
+    assert_eq!(code, 4, "{err}");
+    let changed = review_csv(&state, "changed");
+    assert!(
+        changed
+            .iter()
+            .any(|l| l.contains(",a/f,") && l.contains("source: a is not the folder discovery saw")),
+        "{changed:?}"
+    );
+    assert!(
+        changed
+            .iter()
+            .any(|l| l.contains(",x/g,")
+                && l.contains("destination: x is not the folder discovery saw")),
+        "{changed:?}"
+    );
+    assert!(!dst.join("a/f").exists(), "b's file is not copied as a's");
+    assert!(!dst.join("x/g").exists());
+    assert_eq!(fs::read_dir(dir.path().join("x.old")).unwrap().count(), 0);
+}

@@ -219,6 +219,25 @@ impl Backend for LocalBackend {
             .map_err(|e| self.err("read_link", path, e))
     }
 
+    fn identity(&self, path: &RelPath) -> Result<Option<FileId>, BackendError> {
+        let opened = self
+            .root
+            .open(
+                path.as_bytes(),
+                OFlags::PATH | OFlags::DIRECTORY,
+                Mode::empty(),
+            )
+            .and_then(|fd| rustix::fs::fstat(&fd));
+        match opened {
+            Ok(st) => Ok(Some(FileId {
+                dev: st.st_dev,
+                ino: st.st_ino,
+            })),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(self.err("stat", path, e)),
+        }
+    }
+
     fn keep(&self, keep: &Keep) {
         let bits = u8::from(keep.xattrs) | (u8::from(keep.acls) << 1);
         self.xattrs.store(bits, Ordering::Relaxed);
@@ -349,10 +368,14 @@ fn entry_from_stat(name: Vec<u8>, st: &Stat) -> Entry {
             gid: Some(st.st_gid),
             xattrs: None,
         },
-        link: (kind == Kind::File && st.st_nlink > 1).then_some(FileId {
-            dev: st.st_dev,
-            ino: st.st_ino,
-        }),
+        // A folder's identity tells it from one put in its place; a file's
+        // is kept only where it has other names.
+        file_id: (kind == Kind::Folder || (kind == Kind::File && st.st_nlink > 1)).then_some(
+            FileId {
+                dev: st.st_dev,
+                ino: st.st_ino,
+            },
+        ),
     }
 }
 

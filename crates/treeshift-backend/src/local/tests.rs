@@ -527,7 +527,10 @@ fn hard_links_are_made_and_replace_only_when_asked() {
             b.stat(&p("a/f")).unwrap().unwrap(),
             b.stat(&p("h")).unwrap().unwrap(),
         );
-        assert!(f.link.is_some() && f.link == h.link, "one file, two names");
+        assert!(
+            f.file_id.is_some() && f.file_id == h.file_id,
+            "one file, two names"
+        );
         // Replacing, even a name that is already a link of the file.
         for _ in 0..2 {
             assert!(w.hard_link(&p("a/f"), &p("h"), &p(".t"), true).unwrap());

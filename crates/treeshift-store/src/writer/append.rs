@@ -12,7 +12,7 @@ pub(super) struct NodeRow {
     pub(super) mtime_ns: Option<i64>,
     pub(super) rel_path: Vec<u8>,
     pub(super) meta: treeshift_core::Meta,
-    pub(super) link: Option<treeshift_core::FileId>,
+    pub(super) file_id: Option<treeshift_core::FileId>,
 }
 
 pub(super) struct EventRow {
@@ -163,8 +163,8 @@ pub(super) fn node_batch(nodes: &[NodeRow]) -> Result<RecordBatch, duckdb::Error
         ("uid", u32s(|n| n.meta.uid)),
         ("gid", u32s(|n| n.meta.gid)),
         ("xattrs", u64s(|n| n.meta.xattrs)),
-        ("link_dev", u64s(|n| n.link.map(|l| l.dev))),
-        ("link_ino", u64s(|n| n.link.map(|l| l.ino))),
+        ("dev", u64s(|n| n.file_id.map(|l| l.dev))),
+        ("ino", u64s(|n| n.file_id.map(|l| l.ino))),
     ];
     RecordBatch::try_from_iter(columns)
         .map_err(|e| duckdb::Error::ToSqlConversionFailure(Box::new(e)))
@@ -218,7 +218,7 @@ impl Writer {
                 mtime_ns: e.mtime_ns,
                 rel_path: parent_path.join(&e.name).into_bytes(),
                 meta: e.meta,
-                link: e.link,
+                file_id: e.file_id,
             });
         }
         self.note_rows(n);

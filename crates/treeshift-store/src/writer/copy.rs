@@ -15,7 +15,7 @@ use crate::{
 };
 use duckdb::params;
 use treeshift_core::{
-    Action, Approval, CopyStatus, CopySummary, Extras, Kind, Meta, Policy, RelPath, Side,
+    Action, Approval, CopyStatus, CopySummary, Extras, FileId, Kind, Meta, Policy, RelPath, Side,
     VerifySummary,
 };
 
@@ -102,7 +102,7 @@ impl Writer {
                         WHEN '{pol}' = 'newer' THEN 'kinds differ (policy newer leaves conflicts alone)' \
                         ELSE cs.st || ' (policy skip)' END AS reason, \
                    s.mode, s.uid, s.gid, s.xattrs, NULL::BLOB AS link_to, \
-                   {meta_only} AS meta_only, s.link_dev, s.link_ino \
+                   {meta_only} AS meta_only, s.dev, s.ino \
                  FROM src_nodes s JOIN cs ON cs.node_id = s.id \
                  LEFT JOIN dst_nodes d ON d.depth = s.depth AND d.rel_path = s.rel_path \
                  WHERE cs.st IN ('missing', 'differs', 'outdated', 'conflict')"
@@ -214,7 +214,7 @@ impl Writer {
     fn link_names(&mut self) -> Result<(), StoreError> {
         if !exists(
             &self.conn,
-            "SELECT 1 FROM plan_candidate WHERE link_dev IS NOT NULL",
+            "SELECT 1 FROM plan_candidate WHERE kind = 1 AND dev IS NOT NULL",
         )
         .context("look for hard links")?
         {
@@ -225,19 +225,19 @@ impl Writer {
                 "UPDATE plan_candidate SET link_to = g.leader, reason = 'hard link of ' || g.leader::VARCHAR \
                  FROM ( \
                    WITH members AS ( \
-                     SELECT s.id, s.rel_path, s.link_dev, s.link_ino FROM src_nodes s \
-                     WHERE s.link_dev IS NOT NULL AND s.kind = 1 AND s.id NOT IN \
+                     SELECT s.id, s.rel_path, s.dev, s.ino FROM src_nodes s \
+                     WHERE s.dev IS NOT NULL AND s.kind = 1 AND s.id NOT IN \
                        (SELECT node_id FROM src_status_events WHERE phase = 'compare' AND status IN {LEFT_OUT})), \
-                   groups AS (SELECT link_dev, link_ino, min(rel_path) AS leader FROM members \
+                   groups AS (SELECT dev, ino, min(rel_path) AS leader FROM members \
                               GROUP BY ALL HAVING count(*) > 1), \
                    leaders AS ( \
-                     SELECT g.link_dev, g.link_ino, g.leader FROM groups g \
-                     JOIN members m ON m.link_dev = g.link_dev AND m.link_ino = g.link_ino AND m.rel_path = g.leader \
+                     SELECT g.dev, g.ino, g.leader FROM groups g \
+                     JOIN members m ON m.dev = g.dev AND m.ino = g.ino AND m.rel_path = g.leader \
                      LEFT JOIN plan_candidate l ON l.node_id = m.id \
                      WHERE l.node_id IS NULL OR l.action IN ('create', 'replace', 'rename', 'metadata') \
                         OR l.meta_only) \
                    SELECT m.id, l.leader FROM members m JOIN leaders l \
-                     ON l.link_dev = m.link_dev AND l.link_ino = m.link_ino WHERE m.rel_path <> l.leader \
+                     ON l.dev = m.dev AND l.ino = m.ino WHERE m.rel_path <> l.leader \
                  ) g \
                  WHERE plan_candidate.node_id = g.id AND plan_candidate.action {DATA}"
             ))
@@ -528,8 +528,13 @@ impl Writer {
         self.conn
             .execute_batch(&format!(
                 "CREATE OR REPLACE TEMP TABLE copy_todo AS \
-                 SELECT p.*, coalesce(c.st, 'pending') AS copy_status, coalesce(c.attempt, 1) AS attempt \
+                 SELECT p.*, coalesce(c.st, 'pending') AS copy_status, coalesce(c.attempt, 1) AS attempt, \
+                   sp.dev AS src_folder_dev, sp.ino AS src_folder_ino, \
+                   coalesce(dp.dev, qp.dev) AS dst_folder_dev, coalesce(dp.ino, qp.ino) AS dst_folder_ino \
                  FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
+                 LEFT JOIN src_nodes sp ON p.action <> 'quarantine' AND sp.id = p.parent_id \
+                 LEFT JOIN dst_nodes dp ON dp.depth = p.depth - 1 AND dp.rel_path = sp.rel_path \
+                 LEFT JOIN dst_nodes qp ON p.action = 'quarantine' AND qp.id = p.parent_id \
                  WHERE p.action <> 'skip' AND coalesce(c.st, 'pending') IN ('pending', 'copying')"
             ))
             .context("prepare the copy")?;
@@ -586,7 +591,8 @@ impl Writer {
             .conn
             .prepare(&format!(
                 "SELECT node_id, depth, kind, action, rel_path, size, mtime_ns, dst_kind, dst_size, dst_mtime_ns, \
-                   copy_status = 'copying', attempt, link_to FROM copy_todo \
+                   copy_status = 'copying', attempt, link_to, \
+                   src_folder_dev, src_folder_ino, dst_folder_dev, dst_folder_ino FROM copy_todo \
                  WHERE {filter} AND node_id > ? ORDER BY node_id LIMIT ?"
             ))
             .context("pull copy tasks")?;
@@ -613,6 +619,7 @@ impl Writer {
                     in_flight: r.get(10)?,
                     attempt: r.get::<_, i32>(11)?.max(1) as u32,
                     link_to: r.get::<_, Option<Vec<u8>>>(12)?.map(RelPath::from_bytes),
+                    folders: [file_id_at(r, 13)?, file_id_at(r, 15)?],
                 })
             })
             .context("pull copy tasks")?;
@@ -907,6 +914,14 @@ pub(super) fn review_sql(select: ReviewSelect) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// The identity in the two columns from `at` (dev, ino), if recorded.
+fn file_id_at(r: &duckdb::Row<'_>, at: usize) -> Result<Option<FileId>, duckdb::Error> {
+    Ok(match (r.get(at)?, r.get(at + 1)?) {
+        (Some(dev), Some(ino)) => Some(FileId { dev, ino }),
+        _ => None,
+    })
 }
 
 /// The metadata in the four columns from `at` (mode, uid, gid, xattrs).
