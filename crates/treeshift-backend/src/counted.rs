@@ -1,7 +1,9 @@
 //! A layer that counts the calls made to a backend, so a run can report how
 //! much of each tree it touched (a retry sweep must touch only what failed).
 
-use crate::{Apply, Backend, BackendError, Children, SourceFile, Staged, Writable};
+use crate::{
+    Apply, Backend, BackendError, Capabilities, Check, Children, SourceFile, Writable, Written,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use treeshift_core::{Entry, FileId, Keep, Kind, RelPath, Xattr};
@@ -73,6 +75,10 @@ impl Backend for Counted {
         self.inner.describe()
     }
 
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
     fn root_kind(&self) -> Result<Option<Kind>, BackendError> {
         bump(&self.stat);
         self.inner.root_kind()
@@ -126,32 +132,29 @@ impl Writable for Counted {
         self.write_through()?.create_folder(path)
     }
 
-    fn write_temp(
+    fn write(
         &self,
+        path: &RelPath,
         temp: &RelPath,
         source: &mut SourceFile,
-        anonymous: bool,
+        replace: bool,
         apply: &Apply,
-    ) -> Result<(Staged, u64), BackendError> {
+        check: Check<'_>,
+    ) -> Result<Written, BackendError> {
         self.write_through()?
-            .write_temp(temp, source, anonymous, apply)
+            .write(path, temp, source, replace, apply, check)
     }
 
-    fn symlink_temp(
+    fn symlink(
         &self,
+        path: &RelPath,
         temp: &RelPath,
         target: &[u8],
+        replace: bool,
         apply: &Apply,
-    ) -> Result<Staged, BackendError> {
-        self.write_through()?.symlink_temp(temp, target, apply)
-    }
-
-    fn commit(&self, staged: Staged, path: &RelPath, replace: bool) -> Result<bool, BackendError> {
-        self.write_through()?.commit(staged, path, replace)
-    }
-
-    fn discard(&self, staged: Staged) -> Result<(), BackendError> {
-        self.write_through()?.discard(staged)
+    ) -> Result<Written, BackendError> {
+        self.write_through()?
+            .symlink(path, temp, target, replace, apply)
     }
 
     fn remove_temp(&self, temp: &RelPath) -> Result<(), BackendError> {

@@ -34,6 +34,10 @@ pub trait Backend: Send + Sync {
     /// A short human description such as `local:/data` or `sim:seed=1`.
     fn describe(&self) -> String;
 
+    /// What this storage keeps and can do: what it cannot do is said here,
+    /// not found out item by item.
+    fn capabilities(&self) -> Capabilities;
+
     /// The kind of the root, or `None` if the root does not exist.
     fn root_kind(&self) -> Result<Option<Kind>, BackendError>;
 
@@ -82,45 +86,45 @@ pub trait Backend: Send + Sync {
 
 /// A destination a copy can write to.
 ///
-/// Contract: an item appears at its final name only complete. Data is
-/// staged first ([`Writable::write_temp`]): as an anonymous file in the
-/// target's folder where the storage has them (Linux `O_TMPFILE`: a crash
-/// leaves nothing behind), else under a temporary name there. Then
-/// [`Writable::commit`] links or renames it into place. Nothing here
-/// deletes anything but temporaries, except [`Writable::remove`], which the
-/// engine calls only when an approved plan says to replace an item.
+/// Contract: an item appears at its final name only complete. How a write
+/// gets there is the backend's own business (a local tree stages an
+/// anonymous `O_TMPFILE` file, or a file under `temp`, in the target's
+/// folder and links or renames it into place; an object store's upload is
+/// atomic by itself). Nothing here deletes anything but a backend's own
+/// temporaries, except [`Writable::remove`], which the engine calls only
+/// when an approved plan says to replace an item.
 pub trait Writable: Send + Sync {
     /// Creates the folder `path` (its parent exists); an existing folder is
     /// fine. The root is created with its missing ancestors.
     fn create_folder(&self, path: &RelPath) -> Result<(), BackendError>;
 
-    /// Stages `source`'s data in the folder of `temp`, with the metadata
-    /// in `apply`, named `temp` unless `anonymous` is allowed and the
-    /// storage can. Returns the staged item and the bytes written.
-    fn write_temp(
+    /// Writes `source`'s data, with the metadata in `apply`, to `path`.
+    /// `check` is asked once the data is written and before the item is put
+    /// in place; `Some(why)` (the source changed while it was read) stops
+    /// the write, and nothing is put in place. With `replace` false an item
+    /// already at `path` is never replaced ([`Written::Occupied`]). `temp`
+    /// is a name beside `path` a backend may stage under; one a stopped run
+    /// left is removed with [`Writable::remove_temp`].
+    fn write(
         &self,
+        path: &RelPath,
         temp: &RelPath,
         source: &mut SourceFile,
-        anonymous: bool,
+        replace: bool,
         apply: &Apply,
-    ) -> Result<(Staged, u64), BackendError>;
+        check: Check<'_>,
+    ) -> Result<Written, BackendError>;
 
-    /// Stages a symlink to `target` at `temp`, with the metadata in `apply`
-    /// (a symlink has no mode of its own).
-    fn symlink_temp(
+    /// Makes `path` a symlink to `target` with the metadata in `apply` (a
+    /// symlink has no mode of its own), replacing only if `replace`.
+    fn symlink(
         &self,
+        path: &RelPath,
         temp: &RelPath,
         target: &[u8],
+        replace: bool,
         apply: &Apply,
-    ) -> Result<Staged, BackendError>;
-
-    /// Moves a staged item to `path`. With `replace` false it never
-    /// replaces an existing item: it discards the staged one and returns
-    /// `Ok(false)`. On an error the staged item is discarded too.
-    fn commit(&self, staged: Staged, path: &RelPath, replace: bool) -> Result<bool, BackendError>;
-
-    /// Discards a staged item.
-    fn discard(&self, staged: Staged) -> Result<(), BackendError>;
+    ) -> Result<Written, BackendError>;
 
     /// Removes a temporary a stopped run may have left; one that is not
     /// there is fine.
@@ -160,6 +164,104 @@ pub trait Writable: Send + Sync {
     fn set_metadata(&self, path: &RelPath, apply: &Apply) -> Result<(), BackendError>;
 }
 
+/// What a storage keeps and can do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// How a written file's mtime is kept.
+    pub mtime: MtimeKeeping,
+    /// Modes and owners (POSIX permissions).
+    pub permissions: bool,
+    /// Symlinks, as symlinks.
+    pub symlinks: bool,
+    /// Several names of one file.
+    pub hard_links: bool,
+    /// Extended attributes and ACLs.
+    pub xattrs: bool,
+    /// How an empty folder is held.
+    pub folders: FolderKeeping,
+    /// A write can refuse, atomically, to replace an item already there.
+    pub create_new: bool,
+    /// Items can be renamed (moved aside, into quarantine).
+    pub rename: bool,
+    /// The most bytes in one name, if limited.
+    pub max_name_bytes: Option<usize>,
+    /// The most bytes in a whole path (or key), if limited.
+    pub max_path_bytes: Option<usize>,
+    /// Names must be UTF-8.
+    pub utf8_names: bool,
+    /// Names that differ only in letter case are one name.
+    pub case_insensitive: bool,
+    /// Listings give each file's content hash (an MD5 etag of a single-part
+    /// upload, say), so content can be compared without reading it.
+    pub listing_hash: bool,
+}
+
+/// How a storage keeps a file's modification time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MtimeKeeping {
+    /// Set on the item itself, as a local file system does.
+    Native,
+    /// Kept in user metadata next to the item (read back by a stat, not by
+    /// a listing), as an object store can.
+    UserMetadata,
+    /// Not at all: the storage's own time of the write stands.
+    None,
+}
+
+/// How a storage holds an empty folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FolderKeeping {
+    /// Real folders.
+    Real,
+    /// A zero-byte `name/` marker object stands for it.
+    Markers,
+}
+
+impl Capabilities {
+    /// A POSIX file system: everything.
+    pub fn posix() -> Capabilities {
+        Capabilities {
+            mtime: MtimeKeeping::Native,
+            permissions: true,
+            symlinks: true,
+            hard_links: true,
+            xattrs: true,
+            folders: FolderKeeping::Real,
+            create_new: true,
+            rename: true,
+            max_name_bytes: Some(255),
+            max_path_bytes: None,
+            utf8_names: false,
+            case_insensitive: false,
+            listing_hash: false,
+        }
+    }
+}
+
+/// Asked by [`Writable::write`] once the data is written, before the item
+/// is put in place, with the source and the bytes written: `Some(why)` if
+/// the source changed while it was read.
+pub type Check<'a> = &'a (dyn Fn(&SourceFile, u64) -> Option<String> + Sync);
+
+/// How a write ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// In place and complete: the bytes written, and the etag the storage
+    /// gave the item, where it gives one.
+    Done {
+        /// Bytes of data written.
+        bytes: u64,
+        /// The storage's tag for this version of the item.
+        etag: Option<String>,
+    },
+    /// Something is at the path and the write was not to replace it:
+    /// nothing was put there.
+    Occupied,
+    /// The source changed while it was read (the check's reason): nothing
+    /// was put in place.
+    Changed(String),
+}
+
 /// Metadata a write puts on an item besides its data; `None` leaves a
 /// field as the storage makes it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -175,11 +277,6 @@ pub struct Apply {
     /// say).
     pub xattrs: Option<Vec<Xattr>>,
 }
-
-/// Data written but not yet in place: only the backend that staged it can
-/// put it in place ([`Writable::commit`]) or discard it.
-#[derive(Debug)]
-pub struct Staged(pub(crate) local::Staged);
 
 /// An open source file.
 pub struct SourceFile {

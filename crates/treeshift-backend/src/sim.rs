@@ -783,6 +783,19 @@ impl Backend for SimBackend {
         format!("sim:{}", self.params)
     }
 
+    /// A read-only tree of files with exact mtimes, symlinks and special
+    /// files, nothing more.
+    fn capabilities(&self) -> crate::Capabilities {
+        crate::Capabilities {
+            permissions: false,
+            hard_links: false,
+            xattrs: false,
+            create_new: false,
+            rename: false,
+            ..crate::Capabilities::posix()
+        }
+    }
+
     fn root_kind(&self) -> Result<Option<Kind>, BackendError> {
         Ok(Some(Kind::Folder))
     }
@@ -1322,6 +1335,9 @@ mod tests {
         impl Backend for Flip {
             fn describe(&self) -> String {
                 self.0.describe()
+            }
+            fn capabilities(&self) -> crate::Capabilities {
+                self.0.capabilities()
             }
             fn root_kind(&self) -> Result<Option<Kind>, BackendError> {
                 self.0.root_kind()

@@ -16,7 +16,7 @@ use crate::worker::{RetryPolicy, backoff, failure};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
-use treeshift_backend::{Apply, Backend, BackendError, ErrorKind, Staged, Writable};
+use treeshift_backend::{Apply, Backend, BackendError, ErrorKind, SourceFile, Writable, Written};
 use treeshift_core::{
     Action, CopyStatus, CopySummary, Entry, Keep, Kind, Meta, RelPath, Side, Xattr, aside_name,
     mtime_secs, quarantine_path, temp_name,
@@ -453,7 +453,7 @@ impl Copier<'_> {
     fn file(&self, task: &CopyTask) -> Result<Done, BackendError> {
         let temp = task.path.sibling(&temp_name(task.id));
         if task.in_flight {
-            // A stopped run was writing it: a named temporary may be left.
+            // A stopped run was writing it: a temporary may be left.
             self.writer.remove_temp(&temp)?;
         }
         // A file or symlink the plan creates is written without a look at
@@ -468,9 +468,9 @@ impl Copier<'_> {
                 Err(done) => return Ok(done),
             }
         };
-        let (staged, note) = match task.kind {
-            Kind::File => match self.stage_file(task, &temp, replace)? {
-                Ok(staged) => staged,
+        let (written, note) = match task.kind {
+            Kind::File => match self.write_file(task, &temp, replace)? {
+                Ok(written) => written,
                 Err(done) => return Ok(done),
             },
             Kind::Symlink => {
@@ -486,7 +486,10 @@ impl Copier<'_> {
                     Err(e) => return Err(e),
                 };
                 let apply = self.apply_for(&live.meta, None, task.mtime_ns);
-                (self.writer.symlink_temp(&temp, &target, &apply)?, None)
+                let written = self
+                    .writer
+                    .symlink(&task.path, &temp, &target, replace, &apply)?;
+                (written, None)
             }
             Kind::Folder | Kind::Special => {
                 return Err(BackendError::new(
@@ -497,18 +500,17 @@ impl Copier<'_> {
                 ));
             }
         };
-        if self.writer.commit(staged, &task.path, replace)? {
-            return Ok(Done::Copied(note));
-        }
         let appeared = || {
             Done::Changed("destination: an item appeared at this path while it was copied".into())
         };
-        if !create {
-            return Ok(appeared());
-        }
-        Ok(match self.dst.stat(&task.path)? {
-            Some(now) => self.occupied(task, &now)?.err().unwrap_or_else(appeared),
-            None => appeared(),
+        Ok(match written {
+            Written::Done { .. } => Done::Copied(note),
+            Written::Changed(why) => Done::Changed(why),
+            Written::Occupied if !create => appeared(),
+            Written::Occupied => match self.dst.stat(&task.path)? {
+                Some(now) => self.occupied(task, &now)?.err().unwrap_or_else(appeared),
+                None => appeared(),
+            },
         })
     }
 
@@ -564,16 +566,28 @@ impl Copier<'_> {
         }
     }
 
-    /// Stages a file's data with its metadata at `temp`, reading the
-    /// source once more if the destination turns out to refuse extended
-    /// attributes (then every later file goes without them, with a note).
-    /// `Err(done)`: nothing staged, for that reason.
-    fn stage_file(
+    /// Writes a file's data with its metadata, reading the source once
+    /// more if the destination turns out to refuse extended attributes
+    /// (then every later file goes without them, with a note). The source
+    /// is checked again after its data is written and before it is put in
+    /// place. `Err(done)`: nothing written, for that reason.
+    fn write_file(
         &self,
         task: &CopyTask,
         temp: &RelPath,
         replace: bool,
-    ) -> Result<Result<(Staged, Option<String>), Done>, BackendError> {
+    ) -> Result<Result<(Written, Option<String>), Done>, BackendError> {
+        let check = |source: &SourceFile, written: u64| {
+            let now = source.restat().unwrap_or((written, source.mtime_ns));
+            if written != task.size {
+                Some(format!(
+                    "source: read {written} bytes of {} (changed while copied)",
+                    task.size
+                ))
+            } else {
+                source_changed(task, now.0, now.1).map(|why| format!("source: {why} while copied"))
+            }
+        };
         loop {
             let mut source = match self.src.open_read(&task.path) {
                 Ok(f) => f,
@@ -585,30 +599,18 @@ impl Copier<'_> {
             let refused = self.xattrs_refused.load(Ordering::Relaxed);
             let apply = self.apply_for(&source.meta, Some(&source.xattrs), source.mtime_ns);
             let _permit = self.budget.acquire(task.size);
-            // Anonymous staging cannot replace; a replacement is renamed.
-            let (staged, written) =
-                match self.writer.write_temp(temp, &mut source, !replace, &apply) {
-                    Err(e) if !refused && refuses_xattrs(&e) => {
-                        self.refuse_xattrs(&e);
-                        continue;
-                    }
-                    other => other?,
-                };
-            let now = source.restat().unwrap_or((written, source.mtime_ns));
-            let changed = if written != task.size {
-                Some(format!(
-                    "source: read {written} bytes of {} (changed while copied)",
-                    task.size
-                ))
-            } else {
-                source_changed(task, now.0, now.1).map(|why| format!("source: {why} while copied"))
-            };
-            if let Some(why) = changed {
-                self.writer.discard(staged)?;
-                return Ok(Err(Done::Changed(why)));
+            match self
+                .writer
+                .write(&task.path, temp, &mut source, replace, &apply, &check)
+            {
+                Err(e) if !refused && refuses_xattrs(&e) => self.refuse_xattrs(&e),
+                Err(e) => return Err(e),
+                Ok(written) => {
+                    let note =
+                        (refused && !source.xattrs.is_empty()).then(|| XATTRS_REFUSED.to_string());
+                    return Ok(Ok((written, note)));
+                }
             }
-            let note = (refused && !source.xattrs.is_empty()).then(|| XATTRS_REFUSED.to_string());
-            return Ok(Ok((staged, note)));
         }
     }
 

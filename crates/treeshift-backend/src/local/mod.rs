@@ -14,7 +14,9 @@ mod sparse;
 mod write;
 mod xattr;
 
-use crate::{Backend, BackendError, Children, ErrorKind, Reader, SourceFile, Writable};
+use crate::{
+    Backend, BackendError, Capabilities, Children, ErrorKind, Reader, SourceFile, Writable,
+};
 use beneath::Root;
 use rustix::fs::{AtFlags, Dir, Mode, OFlags, Stat};
 use rustix::io::Errno;
@@ -27,8 +29,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use treeshift_core::{Entry, FileId, Keep, Kind, Meta, RelPath, Xattr};
-
-pub(crate) use write::Staged;
 
 /// A tree on a local file system.
 #[derive(Debug)]
@@ -130,6 +130,10 @@ impl LocalBackend {
 impl Backend for LocalBackend {
     fn describe(&self) -> String {
         format!("local:{}", self.root().display())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::posix()
     }
 
     fn root_kind(&self) -> Result<Option<Kind>, BackendError> {

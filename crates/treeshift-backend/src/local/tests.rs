@@ -1,10 +1,25 @@
 use super::*;
-use crate::{Apply, ErrorKind};
+use crate::{Apply, ErrorKind, Written};
 use std::fs::{self, Permissions};
 use std::os::unix::fs::symlink;
 
 fn system_time(ns: i64) -> std::time::SystemTime {
     std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64)
+}
+
+/// Writes the source's `f` to `path` with its mode and mtime, checking
+/// nothing.
+fn put(
+    w: &dyn Writable,
+    s: &LocalBackend,
+    path: &RelPath,
+    tmp: &RelPath,
+    replace: bool,
+) -> Written {
+    let mut source = s.open_read(&RelPath::from_bytes(b"f".to_vec())).unwrap();
+    let apply = as_source(&source);
+    w.write(path, tmp, &mut source, replace, &apply, &|_, _| None)
+        .unwrap()
 }
 
 /// What the engine asks a write to keep of a source file: mode and mtime.
@@ -124,21 +139,37 @@ fn writes_land_whole(walking: bool) {
         RelPath::from_bytes(b".t".to_vec()),
     );
     for anonymous in [true, false] {
+        // Where the file system has no anonymous files, a file is staged
+        // under its temporary name.
+        d.no_tmpfile
+            .store(!anonymous, std::sync::atomic::Ordering::Relaxed);
         let _ = fs::remove_file(dst.join("f"));
-        let mut source = s.open_read(&f).unwrap();
-        let apply = as_source(&source);
-        let (staged, n) = w.write_temp(&tmp, &mut source, anonymous, &apply).unwrap();
-        assert_eq!(n, 8);
-        assert_eq!(staged.0.is_anonymous(), anonymous);
         fs::write(dst.join("f"), b"theirs").unwrap();
-        assert!(!w.commit(staged, &f, false).unwrap(), "never replaces");
+        assert_eq!(
+            put(w, &s, &f, &tmp, false),
+            Written::Occupied,
+            "never replaces"
+        );
         assert_eq!(fs::read(dst.join("f")).unwrap(), b"theirs");
         assert!(!dst.join(".t").exists(), "a refused item is discarded");
         fs::remove_file(dst.join("f")).unwrap();
+        // The source changed while it was read: nothing is put in place.
         let mut source = s.open_read(&f).unwrap();
         let apply = as_source(&source);
-        let (staged, _) = w.write_temp(&tmp, &mut source, anonymous, &apply).unwrap();
-        assert!(w.commit(staged, &f, false).unwrap());
+        let changed = w
+            .write(&f, &tmp, &mut source, false, &apply, &|_, n| {
+                Some(format!("{n} read"))
+            })
+            .unwrap();
+        assert_eq!(changed, Written::Changed("8 read".into()));
+        assert!(!dst.join("f").exists() && !dst.join(".t").exists());
+        assert_eq!(
+            put(w, &s, &f, &tmp, false),
+            Written::Done {
+                bytes: 8,
+                etag: None
+            }
+        );
         assert_eq!(fs::read(dst.join("f")).unwrap(), b"new data");
         assert!(!dst.join(".t").exists());
         let (a, b) = (s.stat(&f).unwrap().unwrap(), d.stat(&f).unwrap().unwrap());
@@ -151,21 +182,22 @@ fn writes_land_whole(walking: bool) {
         assert_eq!(mode, 0o640);
     }
     fs::write(dst.join("f"), b"theirs").unwrap();
-    let (staged, _) = w
-        .write_temp(
+    assert!(
+        matches!(put(w, &s, &f, &tmp, true), Written::Done { .. }),
+        "replaces when asked"
+    );
+    assert_eq!(fs::read(dst.join("f")).unwrap(), b"new data");
+    let link = RelPath::from_bytes(b"l".to_vec());
+    let written = w
+        .symlink(
+            &link,
             &tmp,
-            &mut s.open_read(&f).unwrap(),
+            b"../elsewhere",
             false,
-            &Apply::default(),
+            &mtime(1_500_000_000_000_000_000),
         )
         .unwrap();
-    assert!(w.commit(staged, &f, true).unwrap(), "replaces when asked");
-    assert_eq!(fs::read(dst.join("f")).unwrap(), b"new data");
-    let staged = w
-        .symlink_temp(&tmp, b"../elsewhere", &mtime(1_500_000_000_000_000_000))
-        .unwrap();
-    let link = RelPath::from_bytes(b"l".to_vec());
-    assert!(w.commit(staged, &link, false).unwrap());
+    assert!(matches!(written, Written::Done { .. }));
     assert_eq!(d.read_link(&link).unwrap(), b"../elsewhere");
     assert_eq!(
         d.stat(&link).unwrap().unwrap().mtime_ns,
@@ -210,9 +242,16 @@ fn deep_paths(walking: bool) {
     let temp = deep.join(b".t");
     let mut source = s.open_read(&RelPath::from_bytes(b"f".to_vec())).unwrap();
     let apply = as_source(&source);
-    let (staged, n) = w.write_temp(&temp, &mut source, false, &apply).unwrap();
-    assert_eq!(n, 9);
-    assert!(w.commit(staged, &file, false).unwrap());
+    let written = w
+        .write(&file, &temp, &mut source, false, &apply, &|_, _| None)
+        .unwrap();
+    assert_eq!(
+        written,
+        Written::Done {
+            bytes: 9,
+            etag: None
+        }
+    );
     let listed = names(&d, &deep);
     assert_eq!(listed, vec![(b"f".to_vec(), Kind::File)]);
     assert_eq!(d.stat(&file).unwrap().unwrap().size, 9);
@@ -311,16 +350,23 @@ fn a_folder_swapped_for_a_symlink_is_never_followed() {
         let src_dir = tempfile::tempdir().unwrap();
         fs::write(src_dir.path().join("g"), b"payload").unwrap();
         let s = LocalBackend::new(src_dir.path());
-        for anonymous in [true, false] {
+        for replace in [false, true] {
             let mut source = s.open_read(&p("g")).unwrap();
             changed(
-                w.write_temp(&p("a/.t"), &mut source, anonymous, &Apply::default())
-                    .map(drop),
+                w.write(
+                    &p("a/g"),
+                    &p("a/.t"),
+                    &mut source,
+                    replace,
+                    &Apply::default(),
+                    &|_, _| None,
+                )
+                .map(drop),
                 "write",
             );
         }
         changed(
-            w.symlink_temp(&p("a/.t"), b"x", &Apply::default())
+            w.symlink(&p("a/l2"), &p("a/.t"), b"x", false, &Apply::default())
                 .map(drop),
             "symlink",
         );
@@ -446,15 +492,17 @@ fn owners_modes_and_extended_attributes_are_read_and_written() {
         owner: Some((1234, 4321)),
         xattrs: Some(source.xattrs.clone()),
     };
-    let (staged, _) = w
-        .write_temp(
+    let written = w
+        .write(
+            &path,
             &RelPath::from_bytes(b".t".to_vec()),
             &mut source,
-            true,
+            false,
             &apply,
+            &|_, _| None,
         )
         .unwrap();
-    assert!(w.commit(staged, &path, false).unwrap());
+    assert!(matches!(written, Written::Done { .. }));
     let got = d.stat(&path).unwrap().unwrap();
     assert_eq!(
         (got.meta.mode, got.meta.uid, got.meta.gid),
@@ -488,17 +536,19 @@ fn owners_modes_and_extended_attributes_are_read_and_written() {
     .unwrap();
     assert!(d.xattrs(&path).unwrap().is_empty(), "removed");
     let link = RelPath::from_bytes(b"l".to_vec());
-    let staged = w
-        .symlink_temp(
+    let written = w
+        .symlink(
+            &link,
             &RelPath::from_bytes(b".l".to_vec()),
             b"f",
+            false,
             &Apply {
                 owner: Some((55, 66)),
                 ..mtime(1_500_000_000_000_000_000)
             },
         )
         .unwrap();
-    assert!(w.commit(staged, &link, false).unwrap());
+    assert!(matches!(written, Written::Done { .. }));
     let got = d.stat(&link).unwrap().unwrap();
     assert_eq!(
         (got.meta.uid, got.meta.gid, got.meta.mode),
@@ -556,16 +606,23 @@ fn holes_are_kept() {
     w.create_folder(&RelPath::root()).unwrap();
     let path = RelPath::from_bytes(b"sparse".to_vec());
     let mut source = s.open_read(&path).unwrap();
-    let (staged, n) = w
-        .write_temp(
+    let written = w
+        .write(
+            &path,
             &RelPath::from_bytes(b".t".to_vec()),
             &mut source,
-            true,
+            false,
             &Apply::default(),
+            &|_, _| None,
         )
         .unwrap();
-    assert_eq!(n, 32 << 20);
-    assert!(w.commit(staged, &path, false).unwrap());
+    assert_eq!(
+        written,
+        Written::Done {
+            bytes: 32 << 20,
+            etag: None
+        }
+    );
     let (a, b) = (
         fs::metadata(src.join("sparse")).unwrap(),
         fs::metadata(dst.join("sparse")).unwrap(),

@@ -8,7 +8,7 @@ use super::LocalBackend;
 use super::beneath::{Folder, component};
 use super::sparse;
 use super::xattr;
-use crate::{Apply, BackendError, ErrorKind, Reader, SourceFile, Writable};
+use crate::{Apply, BackendError, Check, ErrorKind, Reader, SourceFile, Writable, Written};
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::{
     AtFlags, CWD, Gid, Mode, OFlags, RenameFlags, Timespec, Timestamps, UTIME_OMIT, Uid,
@@ -25,7 +25,7 @@ use treeshift_core::RelPath;
 
 /// Data written into a folder of the tree but not yet in place.
 #[derive(Debug)]
-pub(crate) struct Staged {
+pub(super) struct Staged {
     /// The folder it was written into, and goes into.
     folder: Folder,
     item: StagedItem,
@@ -39,14 +39,6 @@ enum StagedItem {
     Anonymous(File),
     /// A file or symlink under this temporary name in the folder.
     Named(Vec<u8>),
-}
-
-impl Staged {
-    /// Returns true if and only if the data has no name yet.
-    #[cfg(test)]
-    pub(crate) fn is_anonymous(&self) -> bool {
-        matches!(self.item, StagedItem::Anonymous(_))
-    }
 }
 
 impl Writable for LocalBackend {
@@ -76,134 +68,46 @@ impl Writable for LocalBackend {
         }
     }
 
-    fn write_temp(
+    fn write(
         &self,
+        path: &RelPath,
         temp: &RelPath,
         source: &mut SourceFile,
-        anonymous: bool,
+        replace: bool,
         apply: &Apply,
-    ) -> Result<(crate::Staged, u64), BackendError> {
-        let (folder, name) = self
-            .root
-            .parent(temp.as_bytes())
-            .map_err(|e| self.err("write", temp, e))?;
-        let (mut out, item) = match anonymous.then(|| self.open_anonymous(&folder)).flatten() {
-            Some(file) => (file, None),
-            None => {
-                let flags = OFlags::WRONLY
-                    | OFlags::CREATE
-                    | OFlags::TRUNC
-                    | OFlags::NOFOLLOW
-                    | OFlags::CLOEXEC;
-                let fd = rustix::fs::openat(&folder, name, flags, Mode::from_raw_mode(0o600))
-                    .map_err(|e| self.err("write", temp, e))?;
-                (File::from(fd), Some(name.to_vec()))
-            }
-        };
-        let filled = fill(&mut out, source, &self.no_copy_range).and_then(|written| {
-            apply_to(out.as_fd(), apply, self.kept_xattrs())
-                .map(|()| written)
-                .map_err(|(op, e)| (op, e.into()))
-        });
-        match filled {
-            Ok(written) => {
-                let item = match item {
-                    None => StagedItem::Anonymous(out),
-                    Some(name) => StagedItem::Named(name),
-                };
-                let staged = Staged {
-                    folder,
-                    item,
-                    temp: temp.clone(),
-                };
-                Ok((crate::Staged(staged), written))
-            }
-            Err((operation, e)) => {
-                if item.is_some() {
-                    let _ = rustix::fs::unlinkat(&folder, name, AtFlags::empty());
-                }
-                Err(self.err(operation, temp, e))
-            }
+        check: Check<'_>,
+    ) -> Result<Written, BackendError> {
+        // An anonymous file cannot replace: a replacement is staged under
+        // `temp` and renamed over.
+        let (staged, bytes) = self.stage_file(temp, source, !replace, apply)?;
+        if let Some(why) = check(source, bytes) {
+            self.discard(staged)?;
+            return Ok(Written::Changed(why));
         }
+        Ok(if self.commit(staged, path, replace)? {
+            Written::Done { bytes, etag: None }
+        } else {
+            Written::Occupied
+        })
     }
 
-    fn symlink_temp(
+    fn symlink(
         &self,
+        path: &RelPath,
         temp: &RelPath,
         target: &[u8],
-        apply: &Apply,
-    ) -> Result<crate::Staged, BackendError> {
-        let (folder, name) = self
-            .root
-            .parent(temp.as_bytes())
-            .map_err(|e| self.err("symlink", temp, e))?;
-        let _ = rustix::fs::unlinkat(&folder, name, AtFlags::empty());
-        rustix::fs::symlinkat(target, &folder, name).map_err(|e| self.err("symlink", temp, e))?;
-        if let Err((operation, e)) = apply_to_symlink(&folder, name, apply) {
-            let _ = rustix::fs::unlinkat(&folder, name, AtFlags::empty());
-            return Err(self.err(operation, temp, e));
-        }
-        Ok(crate::Staged(Staged {
-            folder,
-            item: StagedItem::Named(name.to_vec()),
-            temp: temp.clone(),
-        }))
-    }
-
-    fn commit(
-        &self,
-        staged: crate::Staged,
-        path: &RelPath,
         replace: bool,
-    ) -> Result<bool, BackendError> {
-        let Staged { folder, item, temp } = staged.0;
-        let name = match component(path.name()) {
-            Ok(name) if path.parent() == temp.parent() => name,
-            _ => {
-                discard(&folder, item);
-                return Err(BackendError::new(
-                    ErrorKind::InvalidName,
-                    "commit",
-                    path.to_string(),
-                    format!("not a name beside its staged data {temp}"),
-                ));
+        apply: &Apply,
+    ) -> Result<Written, BackendError> {
+        let staged = self.stage_symlink(temp, target, apply)?;
+        Ok(if self.commit(staged, path, replace)? {
+            Written::Done {
+                bytes: 0,
+                etag: None,
             }
-        };
-        match item {
-            StagedItem::Anonymous(file) => {
-                // Named through /proc: linkat never replaces, and needs no
-                // privilege (unlike AT_EMPTY_PATH).
-                let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-                match rustix::fs::linkat(CWD, &proc_path, &folder, name, AtFlags::SYMLINK_FOLLOW) {
-                    Ok(()) => Ok(true),
-                    Err(Errno::EXIST) if !replace => Ok(false),
-                    Err(e) => Err(self.err("link", path, e)),
-                }
-            }
-            StagedItem::Named(temp_name) => {
-                let placed = if replace {
-                    rustix::fs::renameat(&folder, &temp_name, &folder, name).map(|()| true)
-                } else {
-                    rename_noreplace(&folder, &temp_name, name)
-                };
-                if !matches!(placed, Ok(true)) {
-                    let _ = rustix::fs::unlinkat(&folder, &temp_name, AtFlags::empty());
-                }
-                placed.map_err(|e| self.err("rename", path, e))
-            }
-        }
-    }
-
-    fn discard(&self, staged: crate::Staged) -> Result<(), BackendError> {
-        let Staged { folder, item, temp } = staged.0;
-        match item {
-            StagedItem::Anonymous(_) => Ok(()),
-            StagedItem::Named(name) => match rustix::fs::unlinkat(&folder, &name, AtFlags::empty())
-            {
-                Ok(()) | Err(Errno::NOENT) => Ok(()),
-                Err(e) => Err(self.err("remove_temp", &temp, e)),
-            },
-        }
+        } else {
+            Written::Occupied
+        })
     }
 
     fn remove_temp(&self, temp: &RelPath) -> Result<(), BackendError> {
@@ -339,6 +243,131 @@ impl Writable for LocalBackend {
 }
 
 impl LocalBackend {
+    pub(super) fn stage_file(
+        &self,
+        temp: &RelPath,
+        source: &mut SourceFile,
+        anonymous: bool,
+        apply: &Apply,
+    ) -> Result<(Staged, u64), BackendError> {
+        let (folder, name) = self
+            .root
+            .parent(temp.as_bytes())
+            .map_err(|e| self.err("write", temp, e))?;
+        let (mut out, item) = match anonymous.then(|| self.open_anonymous(&folder)).flatten() {
+            Some(file) => (file, None),
+            None => {
+                let flags = OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::TRUNC
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC;
+                let fd = rustix::fs::openat(&folder, name, flags, Mode::from_raw_mode(0o600))
+                    .map_err(|e| self.err("write", temp, e))?;
+                (File::from(fd), Some(name.to_vec()))
+            }
+        };
+        let filled = fill(&mut out, source, &self.no_copy_range).and_then(|written| {
+            apply_to(out.as_fd(), apply, self.kept_xattrs())
+                .map(|()| written)
+                .map_err(|(op, e)| (op, e.into()))
+        });
+        match filled {
+            Ok(written) => {
+                let item = match item {
+                    None => StagedItem::Anonymous(out),
+                    Some(name) => StagedItem::Named(name),
+                };
+                let staged = Staged {
+                    folder,
+                    item,
+                    temp: temp.clone(),
+                };
+                Ok((staged, written))
+            }
+            Err((operation, e)) => {
+                if item.is_some() {
+                    let _ = rustix::fs::unlinkat(&folder, name, AtFlags::empty());
+                }
+                Err(self.err(operation, temp, e))
+            }
+        }
+    }
+
+    fn stage_symlink(
+        &self,
+        temp: &RelPath,
+        target: &[u8],
+        apply: &Apply,
+    ) -> Result<Staged, BackendError> {
+        let (folder, name) = self
+            .root
+            .parent(temp.as_bytes())
+            .map_err(|e| self.err("symlink", temp, e))?;
+        let _ = rustix::fs::unlinkat(&folder, name, AtFlags::empty());
+        rustix::fs::symlinkat(target, &folder, name).map_err(|e| self.err("symlink", temp, e))?;
+        if let Err((operation, e)) = apply_to_symlink(&folder, name, apply) {
+            let _ = rustix::fs::unlinkat(&folder, name, AtFlags::empty());
+            return Err(self.err(operation, temp, e));
+        }
+        Ok(Staged {
+            folder,
+            item: StagedItem::Named(name.to_vec()),
+            temp: temp.clone(),
+        })
+    }
+
+    fn commit(&self, staged: Staged, path: &RelPath, replace: bool) -> Result<bool, BackendError> {
+        let Staged { folder, item, temp } = staged;
+        let name = match component(path.name()) {
+            Ok(name) if path.parent() == temp.parent() => name,
+            _ => {
+                discard(&folder, item);
+                return Err(BackendError::new(
+                    ErrorKind::InvalidName,
+                    "commit",
+                    path.to_string(),
+                    format!("not a name beside its staged data {temp}"),
+                ));
+            }
+        };
+        match item {
+            StagedItem::Anonymous(file) => {
+                // Named through /proc: linkat never replaces, and needs no
+                // privilege (unlike AT_EMPTY_PATH).
+                let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+                match rustix::fs::linkat(CWD, &proc_path, &folder, name, AtFlags::SYMLINK_FOLLOW) {
+                    Ok(()) => Ok(true),
+                    Err(Errno::EXIST) if !replace => Ok(false),
+                    Err(e) => Err(self.err("link", path, e)),
+                }
+            }
+            StagedItem::Named(temp_name) => {
+                let placed = if replace {
+                    rustix::fs::renameat(&folder, &temp_name, &folder, name).map(|()| true)
+                } else {
+                    rename_noreplace(&folder, &temp_name, name)
+                };
+                if !matches!(placed, Ok(true)) {
+                    let _ = rustix::fs::unlinkat(&folder, &temp_name, AtFlags::empty());
+                }
+                placed.map_err(|e| self.err("rename", path, e))
+            }
+        }
+    }
+
+    fn discard(&self, staged: Staged) -> Result<(), BackendError> {
+        let Staged { folder, item, temp } = staged;
+        match item {
+            StagedItem::Anonymous(_) => Ok(()),
+            StagedItem::Named(name) => match rustix::fs::unlinkat(&folder, &name, AtFlags::empty())
+            {
+                Ok(()) | Err(Errno::NOENT) => Ok(()),
+                Err(e) => Err(self.err("remove_temp", &temp, e)),
+            },
+        }
+    }
+
     /// An anonymous file in `folder`, if the file system has them
     /// (`O_TMPFILE`; remembered when it does not).
     fn open_anonymous(&self, folder: &Folder) -> Option<File> {
