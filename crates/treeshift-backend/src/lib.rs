@@ -4,11 +4,13 @@
 //! - [`local`]: a local tree through `std::fs` (native and fast).
 //! - [`sim`]: a deterministic simulated tree from a seed, with a mutated
 //!   variant for destinations, per-operation latency and seeded faults.
+//! - [`remote`]: remote storage through OpenDAL (S3).
 //! - [`Counted`]: a layer over any backend that counts its calls.
 
 mod counted;
 mod error;
 pub mod local;
+pub mod remote;
 pub mod sim;
 
 pub use counted::{CallCounts, Counted};
@@ -333,13 +335,16 @@ pub fn open(location: &str) -> Result<Arc<dyn Backend>, BackendError> {
     if let Some(path) = location.strip_prefix("local:") {
         return open(path);
     }
+    if location.starts_with("s3://") {
+        return Ok(Arc::new(remote::RemoteBackend::open(location)?));
+    }
     if let Some((scheme, _)) = location.split_once("://") {
         return Err(BackendError::new(
             ErrorKind::Unsupported,
             "open",
             location,
             format!(
-                "the '{scheme}' backend is not available in this build (supported: local paths, file://, sim:)"
+                "the '{scheme}' backend is not available in this build (supported: local paths, file://, sim:, s3://)"
             ),
         ));
     }

@@ -100,6 +100,9 @@ pub struct Entry {
     /// identity its names share), where the storage has one: a folder put
     /// in another's place, or a file's other names, are told by it.
     pub file_id: Option<FileId>,
+    /// The storage's tag for this version of a file, where its listing
+    /// gives one (an object store's ETag).
+    pub etag: Option<String>,
 }
 
 impl Entry {
@@ -112,6 +115,7 @@ impl Entry {
             mtime_ns,
             meta: Meta::default(),
             file_id: None,
+            etag: None,
         }
     }
 }

@@ -146,6 +146,7 @@ pub fn copy(
                 reason: None,
                 error: None,
                 attempt: t.attempt,
+                etag: None,
             })
             .collect();
         // Committed before any of them is written, so a temporary can
@@ -204,14 +205,27 @@ pub fn copy(
 
 /// How one item ended, short of an error.
 enum Done {
-    /// At its destination path, complete (with a note of what the
-    /// destination could not keep, if anything).
-    Copied(Option<String>),
+    /// At its destination path, complete.
+    Copied {
+        /// What the destination could not keep, if anything.
+        note: Option<String>,
+        /// The tag the destination gave the data written, where it gives one.
+        etag: Option<String>,
+    },
     /// Not copied: something changed since discovery.
     Changed(String),
 }
 
-const COPIED: Done = Done::Copied(None);
+const COPIED: Done = Done::Copied {
+    note: None,
+    etag: None,
+};
+
+impl Done {
+    fn noted(note: Option<String>) -> Done {
+        Done::Copied { note, etag: None }
+    }
+}
 
 /// A folder whose identity was checked, and the change found (`None`: it
 /// is the folder discovery saw).
@@ -272,6 +286,7 @@ impl Copier<'_> {
             reason,
             error: None,
             attempt: task.attempt,
+            etag: None,
         };
         // Source calls turn their own changed ways into `Changed`; one
         // left here is the destination's.
@@ -280,7 +295,10 @@ impl Copier<'_> {
             other => other,
         };
         match outcome {
-            Ok(Done::Copied(note)) => Ok(event(CopyStatus::Copied, note)),
+            Ok(Done::Copied { note, etag }) => Ok(CopyEvent {
+                etag,
+                ..event(CopyStatus::Copied, note)
+            }),
             Ok(Done::Changed(why)) => {
                 tracing::info!(path = %task.path, reason = %why, "not copied: changed since discovery");
                 Ok(event(CopyStatus::Changed, Some(why)))
@@ -504,7 +522,7 @@ impl Copier<'_> {
             Done::Changed("destination: an item appeared at this path while it was copied".into())
         };
         Ok(match written {
-            Written::Done { .. } => Done::Copied(note),
+            Written::Done { etag, .. } => Done::Copied { note, etag },
             Written::Changed(why) => Done::Changed(why),
             Written::Occupied if !create => appeared(),
             Written::Occupied => match self.dst.stat(&task.path)? {
@@ -557,9 +575,12 @@ impl Copier<'_> {
                 "destination: an item appeared at this path while it was linked".to_string(),
             )),
             Err(e) if e.kind == ErrorKind::Unsupported => Ok(match self.file(task)? {
-                Done::Copied(None) => Done::Copied(Some(format!(
-                    "copied as a file of its own: the destination cannot hold hard links ({leader})"
-                ))),
+                Done::Copied { note: None, etag } => Done::Copied {
+                    note: Some(format!(
+                        "copied as a file of its own: the destination cannot hold hard links ({leader})"
+                    )),
+                    etag,
+                },
                 other => other,
             }),
             Err(e) => Err(e),
@@ -643,7 +664,7 @@ impl Copier<'_> {
                 Err(e) => return Err(e),
                 Ok(()) => {
                     let had = xattrs.is_some_and(|x| !x.is_empty());
-                    return Ok(Done::Copied(
+                    return Ok(Done::noted(
                         (refused && had).then(|| XATTRS_REFUSED.to_string()),
                     ));
                 }
@@ -759,9 +780,15 @@ fn refuses_xattrs(e: &BackendError) -> bool {
 
 /// True if `now` (at the destination) is an item of this kind, size and
 /// mtime (to the second; a folder matches by kind alone).
+/// An mtime missing on either side is not compared: a store that keeps
+/// none of its own (an object store) knows it only from what treeshift
+/// wrote into the item's metadata.
 fn matches(now: &Entry, kind: Kind, size: u64, mtime_ns: Option<i64>) -> bool {
-    now.kind == kind
-        && (kind == Kind::Folder || (now.size == size && secs(now.mtime_ns) == secs(mtime_ns)))
+    let same_mtime = match (now.mtime_ns, mtime_ns) {
+        (Some(a), Some(b)) => mtime_secs(a) == mtime_secs(b),
+        _ => true,
+    };
+    now.kind == kind && (kind == Kind::Folder || (now.size == size && same_mtime))
 }
 
 /// The way to an item changed since discovery (a folder on it became a

@@ -9,7 +9,7 @@ use crossbeam_channel::bounded;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use treeshift_backend::{Backend, BackendError};
+use treeshift_backend::{Backend, BackendError, MtimeKeeping};
 use treeshift_core::{Entry, Filter, Keep, Kind, RelPath, Side, Summary, xattr_digest};
 use treeshift_store::{FolderTask, StoreError, StoreHandle};
 
@@ -139,6 +139,9 @@ fn check_roots(
             });
         }
     };
+    if !dst.capabilities().symlinks {
+        store.note_no_symlinks_at_destination()?;
+    }
     if store.progress()?.roots_recorded {
         return Ok(());
     }
@@ -152,6 +155,9 @@ fn check_roots(
         }
         entry.meta = keep.apply(side, entry.meta);
         entry.file_id = None;
+        if side == Side::Dst && backend.capabilities().mtime != MtimeKeeping::Native {
+            entry.mtime_ns = None;
+        }
         Ok(entry)
     };
     let src_root = root(src, Side::Src).map_err(|source| EngineError::Root {
@@ -239,6 +245,7 @@ impl SideRunner<'_> {
                     backend: self.backend,
                     filter: self.filter,
                     keep: self.keep,
+                    native_mtime: self.backend.capabilities().mtime == MtimeKeeping::Native,
                     store: self.store,
                     retry: self.retry,
                 };

@@ -29,6 +29,8 @@ pub(crate) struct Lister<'a> {
     pub backend: &'a dyn Backend,
     pub filter: &'a Filter,
     pub keep: &'a Keep,
+    /// The side's storage keeps mtimes natively (not in user metadata).
+    pub native_mtime: bool,
     pub store: &'a StoreHandle,
     pub retry: &'a RetryPolicy,
 }
@@ -92,6 +94,11 @@ impl Lister<'_> {
             }
             // Only what the migration keeps is recorded and compared.
             entry.meta = self.keep.apply(self.side, entry.meta);
+            // A destination that keeps no mtime of its own lists the time of
+            // each upload: no mtime to compare (see the store's comparison).
+            if self.side == Side::Dst && !self.native_mtime {
+                entry.mtime_ns = None;
+            }
             if !self.keep.hard_links && entry.kind != Kind::Folder {
                 entry.file_id = None;
             }

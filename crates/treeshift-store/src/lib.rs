@@ -320,6 +320,10 @@ pub struct CopyEvent {
     pub error: Option<(RelPath, Failure)>,
     /// The attempt it belongs to (the task's).
     pub attempt: u32,
+    /// For a copied file: the tag the destination gave what was written,
+    /// where it gives one (an object store's ETag). Recorded with the
+    /// source's size and mtime, a later discovery compares by it.
+    pub etag: Option<String>,
 }
 
 /// A folder the copy made, updated or wrote into, whose mtime (and, for
@@ -423,6 +427,9 @@ pub enum OpenMode {
 /// Rows the channel to the store thread holds at most (each message carries
 /// up to a few thousand children), bounding memory when storage is slow.
 const CHANNEL_CAPACITY: usize = 16;
+
+/// The `meta` flag set when the destination cannot hold symlinks.
+const NO_SYMLINKS_AT_DESTINATION: &str = "dst_holds_no_symlinks";
 /// How often a caller waiting for the store thread checks that it still runs.
 const ENDED_POLL: Duration = Duration::from_millis(100);
 
@@ -691,6 +698,13 @@ impl StoreHandle {
     /// not report again what the copy reported.
     pub fn note_xattrs_refused(&self) -> Result<(), StoreError> {
         self.call(|w| w.set_flag("dst_refuses_xattrs"))
+    }
+
+    /// Records that the destination cannot hold symlinks: the plan leaves
+    /// the source's symlinks alone, with that reason, for a person to see
+    /// before approving.
+    pub fn note_no_symlinks_at_destination(&self) -> Result<(), StoreError> {
+        self.call(|w| w.set_flag(NO_SYMLINKS_AT_DESTINATION))
     }
 
     /// Whether [`StoreHandle::note_xattrs_refused`] was recorded.

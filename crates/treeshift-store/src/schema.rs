@@ -18,6 +18,7 @@ pub const UPGRADE_FROM_2: &[&str] = &[
 pub const UPGRADE_NODES_FROM_2: &[&str] = &[
     "ALTER TABLE {t} ADD COLUMN dev UBIGINT",
     "ALTER TABLE {t} ADD COLUMN ino UBIGINT",
+    "ALTER TABLE {t} ADD COLUMN etag VARCHAR",
 ];
 
 /// What [`UPGRADE_FROM_2`] adds to `copy_plan` only.
@@ -61,14 +62,14 @@ CREATE TABLE src_nodes (
     kind UTINYINT NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT,
     rel_path BLOB NOT NULL,
     mode UINTEGER, uid UINTEGER, gid UINTEGER, xattrs UBIGINT,
-    dev UBIGINT, ino UBIGINT
+    dev UBIGINT, ino UBIGINT, etag VARCHAR
 );
 CREATE TABLE dst_nodes (
     id BIGINT NOT NULL, parent_id BIGINT, depth INTEGER NOT NULL,
     kind UTINYINT NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT,
     rel_path BLOB NOT NULL,
     mode UINTEGER, uid UINTEGER, gid UINTEGER, xattrs UBIGINT,
-    dev UBIGINT, ino UBIGINT
+    dev UBIGINT, ino UBIGINT, etag VARCHAR
 );
 CREATE TABLE src_status_events (
     seq BIGINT NOT NULL, node_id BIGINT NOT NULL, depth INTEGER NOT NULL,

@@ -24,7 +24,8 @@ use crate::{
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use duckdb::arrow::array::{
-    ArrayRef, BinaryBuilder, Int32Array, Int64Array, UInt8Array, UInt32Array, UInt64Array,
+    ArrayRef, BinaryBuilder, Int32Array, Int64Array, StringArray, UInt8Array, UInt32Array,
+    UInt64Array,
 };
 use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::types::{TimeUnit, Value};
@@ -349,7 +350,7 @@ mod tests {
             }
         }
         for table in ["src_nodes", "dst_nodes"] {
-            for column in ["dev", "ino"] {
+            for column in ["dev", "ino", "etag"] {
                 w.conn
                     .execute_batch(&format!("ALTER TABLE {table} DROP COLUMN {column}"))
                     .unwrap();

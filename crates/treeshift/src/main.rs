@@ -263,13 +263,17 @@ fn discovery_setup(args: &DiscoverArgs) -> Result<DiscoverySetup> {
         dst: dst.describe(),
         filter: spec,
         dst_case_insensitive: args.dst_case_insensitive,
-        keep: keep::resolve(
-            args.keep.owners.as_deref(),
-            args.keep.xattrs,
-            args.keep.acls,
-            args.keep.hard_links,
-        )
-        .map_err(|e| usage(format!("{e:#}")))?,
+        keep: keep::within(
+            keep::resolve(
+                args.keep.owners.as_deref(),
+                args.keep.xattrs,
+                args.keep.acls,
+                args.keep.hard_links,
+            )
+            .map_err(|e| usage(format!("{e:#}")))?,
+            &src.capabilities(),
+            &dst.capabilities(),
+        ),
     };
     Ok(DiscoverySetup {
         filter,

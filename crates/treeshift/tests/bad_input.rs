@@ -139,12 +139,20 @@ fn usage_errors_exit_2() {
     assert_clean_error(code, &err, 2, "invalid --exclude pattern");
     let (code, _, err) = run(&[
         "discover",
-        "s3://bucket/x",
+        "webdav://host/x",
         s(dir.path()),
         "--state",
         s(&state),
     ]);
     assert_clean_error(code, &err, 2, "not available");
+    let (code, _, err) = run(&[
+        "discover",
+        "s3://bucket/x?endpiont=http://127.0.0.1:1",
+        s(dir.path()),
+        "--state",
+        s(&state),
+    ]);
+    assert_clean_error(code, &err, 2, "unknown option 'endpiont'");
     let (code, _, err) = run(&["review", "--state", s(&state), "--status", "bogus"]);
     assert_clean_error(code, &err, 2, "unknown status");
     let (code, _, _) = run(&["discover"]);

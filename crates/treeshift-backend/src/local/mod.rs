@@ -380,6 +380,7 @@ fn entry_from_stat(name: Vec<u8>, st: &Stat) -> Entry {
                 ino: st.st_ino,
             },
         ),
+        etag: None,
     }
 }
 

@@ -13,6 +13,7 @@ pub(super) struct NodeRow {
     pub(super) rel_path: Vec<u8>,
     pub(super) meta: treeshift_core::Meta,
     pub(super) file_id: Option<treeshift_core::FileId>,
+    pub(super) etag: Option<String>,
 }
 
 pub(super) struct EventRow {
@@ -40,13 +41,16 @@ pub(super) struct Buffers {
     pub(super) events: [Vec<EventRow>; 2],
     pub(super) errors: Vec<ErrorRow>,
     pub(super) logs: Vec<(i64, LogRecord)>,
+    /// Objects written with the etag the store gave them: (node id, etag,
+    /// seq).
+    pub(super) written: Vec<(i64, String, i64)>,
     pub(super) rows: usize,
     pub(super) since: Option<Instant>,
 }
 
 impl Buffers {
     fn is_empty(&self) -> bool {
-        self.rows == 0 && self.errors.is_empty() && self.logs.is_empty()
+        self.rows == 0 && self.errors.is_empty() && self.logs.is_empty() && self.written.is_empty()
     }
 }
 
@@ -98,6 +102,20 @@ pub(super) fn append_buffered(conn: &Connection, buf: &Buffers) -> Result<(), du
         }
         app.flush()?;
     }
+    if !buf.written.is_empty() {
+        // What the copy wrote, kept across passes with the source's size and
+        // mtime then (the plan is made anew each pass).
+        let mut app = conn.appender("written_new")?;
+        for (node_id, etag, seq) in &buf.written {
+            app.append_row(params![node_id, etag.as_str(), seq])?;
+        }
+        app.flush()?;
+        conn.execute_batch(
+            "INSERT INTO written SELECT p.depth, p.rel_path, p.size, p.mtime_ns, n.etag, n.seq \
+             FROM written_new n JOIN copy_plan p ON p.node_id = n.node_id; \
+             DELETE FROM written_new;",
+        )?;
+    }
     if !buf.logs.is_empty() {
         let mut app = conn.appender("logs")?;
         for (seq, log) in &buf.logs {
@@ -129,7 +147,7 @@ pub(super) fn node_batch(nodes: &[NodeRow]) -> Result<RecordBatch, duckdb::Error
     let u64s = |f: fn(&NodeRow) -> Option<u64>| -> ArrayRef {
         Arc::new(UInt64Array::from_iter(nodes.iter().map(f)))
     };
-    let columns: [(&str, ArrayRef); 13] = [
+    let columns: [(&str, ArrayRef); 14] = [
         (
             "id",
             Arc::new(Int64Array::from_iter_values(nodes.iter().map(|n| n.id))),
@@ -165,6 +183,12 @@ pub(super) fn node_batch(nodes: &[NodeRow]) -> Result<RecordBatch, duckdb::Error
         ("xattrs", u64s(|n| n.meta.xattrs)),
         ("dev", u64s(|n| n.file_id.map(|l| l.dev))),
         ("ino", u64s(|n| n.file_id.map(|l| l.ino))),
+        (
+            "etag",
+            Arc::new(StringArray::from_iter(
+                nodes.iter().map(|n| n.etag.as_deref()),
+            )),
+        ),
     ];
     RecordBatch::try_from_iter(columns)
         .map_err(|e| duckdb::Error::ToSqlConversionFailure(Box::new(e)))
@@ -219,6 +243,7 @@ impl Writer {
                 rel_path: parent_path.join(&e.name).into_bytes(),
                 meta: e.meta,
                 file_id: e.file_id,
+                etag: e.etag,
             });
         }
         self.note_rows(n);

@@ -30,7 +30,22 @@ pub(super) fn compare_round(
     } else {
         (String::new(), "")
     };
-    let verdict = Comparison { previous: pv };
+    // What treeshift wrote at this depth, for a store that keeps no mtime
+    // of its own (its listing's size and etag are compared with that).
+    let written = exists(conn, &format!("SELECT 1 FROM written WHERE depth = {n1}"))?;
+    let w_join = if written {
+        format!(
+            "LEFT JOIN (SELECT rel_path, arg_max(size, seq) AS size, arg_max(mtime_ns, seq) AS mtime_ns, \
+                          arg_max(etag, seq) AS etag FROM written WHERE depth = {n1} GROUP BY rel_path) w \
+               ON w.rel_path = c.rel_path"
+        )
+    } else {
+        String::new()
+    };
+    let verdict = Comparison {
+        previous: pv,
+        written,
+    };
     let (status, reason) = (verdict.status(), verdict.reason());
     conn.execute_batch(&format!(
         "CREATE OR REPLACE TEMP TABLE seal_src AS \
@@ -53,7 +68,7 @@ pub(super) fn compare_round(
                 WHEN d.id IS NULL THEN NULL ELSE {reason} END AS reason \
          FROM src_nodes c \
          JOIN seal_parents p ON p.src_id = c.parent_id AND p.mode <> 'skip' \
-         LEFT JOIN dst_nodes d ON d.depth = {n1} AND d.rel_path = c.rel_path {pv_join} \
+         LEFT JOIN dst_nodes d ON d.depth = {n1} AND d.rel_path = c.rel_path {pv_join} {w_join} \
          WHERE c.depth = {n1} AND c.id NOT IN \
            (SELECT node_id FROM src_status_events WHERE depth = {n1} AND phase = 'compare')"
     ))?;
@@ -132,16 +147,38 @@ pub(super) fn has_previous_pass(conn: &Connection) -> Result<bool, duckdb::Error
 /// (`previous` names it; empty in the first pass): the destination is as
 /// that pass left it (or was already in step then), so the update is the
 /// migration's to make.
+///
+/// A destination that keeps no mtime of its own (an object store's
+/// listing gives the time of the upload) has none recorded: its files
+/// compare by size, and by the record of what treeshift wrote there
+/// (`written`, joined as `w` when `written` is set): the same etag means
+/// the object is what treeshift wrote, from the source's size and mtime
+/// then. So a discovery right after a copy finds nothing to do without a
+/// request per object, and a source file changed since is still found.
 pub(super) struct Comparison {
     pub(super) previous: &'static str,
+    pub(super) written: bool,
 }
 
 impl Comparison {
-    fn data_differs() -> String {
+    fn data_differs(&self) -> String {
         format!(
             "(c.kind <> {FOLDER} AND (c.size <> d.size \
-              OR mtime_s(c.mtime_ns) IS DISTINCT FROM mtime_s(d.mtime_ns)))"
+              OR (d.mtime_ns IS NOT NULL AND mtime_s(c.mtime_ns) IS DISTINCT FROM mtime_s(d.mtime_ns)) \
+              OR {unlike}))",
+            unlike = self.unlike_written(),
         )
+    }
+
+    /// A destination file without an mtime is not what treeshift wrote
+    /// from this version of the source.
+    fn unlike_written(&self) -> &'static str {
+        if !self.written {
+            return "false";
+        }
+        "(d.mtime_ns IS NULL AND c.kind = 1 AND w.rel_path IS NOT NULL \
+          AND (w.size <> c.size OR mtime_s(w.mtime_ns) IS DISTINCT FROM mtime_s(c.mtime_ns) \
+               OR w.etag IS DISTINCT FROM d.etag))"
     }
 
     /// A folder's mtime is metadata too: rsync -a keeps it, and a copy
@@ -154,18 +191,25 @@ impl Comparison {
         )
     }
 
-    /// The destination equals the previous pass's source node.
+    /// The destination equals the previous pass's source node, or is the
+    /// very object treeshift wrote there (its etag).
     fn owned(&self) -> String {
         let pv = self.previous;
-        if pv.is_empty() {
-            return "false".into();
+        let previous = if pv.is_empty() {
+            "false".to_string()
+        } else {
+            format!(
+                "({pv}.id IS NOT NULL AND {pv}.kind = d.kind AND {pv}.size = d.size \
+                  AND mtime_s({pv}.mtime_ns) IS NOT DISTINCT FROM mtime_s(d.mtime_ns) \
+                  AND coalesce({pv}.mode = d.mode, true) AND coalesce({pv}.uid = d.uid, true) \
+                  AND coalesce({pv}.gid = d.gid, true) AND coalesce({pv}.xattrs = d.xattrs, true))"
+            )
+        };
+        if self.written {
+            format!("({previous} OR (w.rel_path IS NOT NULL AND w.etag = d.etag))")
+        } else {
+            previous
         }
-        format!(
-            "({pv}.id IS NOT NULL AND {pv}.kind = d.kind AND {pv}.size = d.size \
-              AND mtime_s({pv}.mtime_ns) IS NOT DISTINCT FROM mtime_s(d.mtime_ns) \
-              AND coalesce({pv}.mode = d.mode, true) AND coalesce({pv}.uid = d.uid, true) \
-              AND coalesce({pv}.gid = d.gid, true) AND coalesce({pv}.xattrs = d.xattrs, true))"
-        )
     }
 
     pub(super) fn status(&self) -> String {
@@ -173,7 +217,7 @@ impl Comparison {
             "CASE WHEN d.kind <> c.kind THEN 'conflict' \
                   WHEN {data} OR {meta} THEN CASE WHEN {owned} THEN 'outdated' ELSE 'differs' END \
                   ELSE 'same' END",
-            data = Self::data_differs(),
+            data = self.data_differs(),
             meta = Self::meta_differs(),
             owned = self.owned(),
         )
@@ -185,9 +229,11 @@ impl Comparison {
             "CASE WHEN d.kind <> c.kind THEN kind_name(c.kind) || ' on src, ' || kind_name(d.kind) || ' on dst' \
                   WHEN c.kind <> {FOLDER} AND c.size <> d.size THEN \
                        'size ' || c.size::VARCHAR || ' on src, ' || d.size::VARCHAR || ' on dst' \
-                  WHEN c.kind <> {FOLDER} AND mtime_s(c.mtime_ns) IS DISTINCT FROM mtime_s(d.mtime_ns) THEN \
+                  WHEN c.kind <> {FOLDER} AND d.mtime_ns IS NOT NULL \
+                       AND mtime_s(c.mtime_ns) IS DISTINCT FROM mtime_s(d.mtime_ns) THEN \
                        'mtime ' || coalesce(mtime_s(c.mtime_ns)::VARCHAR, '?') || ' on src, ' \
                        || coalesce(mtime_s(d.mtime_ns)::VARCHAR, '?') || ' on dst' \
+                  {written_reasons} \
                   WHEN {meta} THEN 'metadata: ' || concat_ws('; ', \
                        CASE WHEN c.mode <> d.mode THEN \
                             'mode ' || mode_text(c.mode) || ' on src, ' || mode_text(d.mode) || ' on dst' END, \
@@ -198,6 +244,16 @@ impl Comparison {
                             'mtime ' || mtime_s(c.mtime_ns)::VARCHAR || ' on src, ' || mtime_s(d.mtime_ns)::VARCHAR || ' on dst' END) \
                   ELSE NULL END",
             meta = Self::meta_differs(),
+            written_reasons = if self.written {
+                format!(
+                    "WHEN {unlike} AND w.etag IS DISTINCT FROM d.etag THEN \
+                          'changed on the destination since treeshift wrote it (etag ' || coalesce(d.etag, '?') || ')' \
+                     WHEN {unlike} THEN 'the destination holds what treeshift wrote from an earlier version of the source'",
+                    unlike = self.unlike_written()
+                )
+            } else {
+                String::new()
+            },
         )
     }
 }

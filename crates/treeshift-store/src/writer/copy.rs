@@ -48,6 +48,10 @@ const COPIES: &str = "NOT IN ('skip', 'quarantine')";
 /// Why an item under a folder in conflict is skipped.
 const INSIDE_SKIPPED: &str = "inside a folder the plan leaves alone";
 
+/// Why a source symlink is left alone where the destination cannot hold
+/// one (an object store).
+const NO_SYMLINKS: &str = "the destination cannot hold symlinks";
+
 /// Plan actions that copy an item's data.
 const DATA: &str = "IN ('create', 'replace', 'rename')";
 
@@ -74,6 +78,10 @@ impl Writer {
         let src_newer = "mtime_s(s.mtime_ns) > mtime_s(d.mtime_ns)";
         // The data is in step, only metadata differs (see `Comparison`).
         let meta_only = "coalesce(cs.reason LIKE 'metadata:%', false)";
+        let no_symlinks = format!(
+            "s.kind = 2 AND {}",
+            self.flag(crate::NO_SYMLINKS_AT_DESTINATION)?
+        );
         self.conn
             .execute_batch(&format!(
                 "CREATE OR REPLACE TEMP TABLE plan_candidate AS \
@@ -81,7 +89,7 @@ impl Writer {
                              FROM src_status_events WHERE phase = 'compare' GROUP BY node_id) \
                  SELECT s.id AS node_id, s.parent_id, s.depth, s.kind, s.size, s.mtime_ns, s.rel_path, \
                    cs.st AS status, d.kind AS dst_kind, d.size AS dst_size, d.mtime_ns AS dst_mtime_ns, \
-                   CASE WHEN s.kind = 3 THEN 'skip' \
+                   CASE WHEN s.kind = 3 OR {no_symlinks} THEN 'skip' \
                         WHEN cs.st = 'missing' THEN 'create' \
                         WHEN cs.st = 'outdated' AND {meta_only} THEN 'metadata' \
                         WHEN cs.st = 'outdated' THEN 'replace' \
@@ -92,6 +100,7 @@ impl Writer {
                         WHEN '{pol}' = 'newer' AND cs.st = 'differs' AND {src_newer} THEN 'replace' \
                         ELSE 'skip' END AS action, \
                    CASE WHEN s.kind = 3 THEN 'special files are not copied' \
+                        WHEN {no_symlinks} THEN '{NO_SYMLINKS}' \
                         WHEN cs.st IN ('missing', 'outdated') THEN NULL \
                         WHEN {meta_only} AND '{pol}' IN ('overwrite', 'rename') THEN NULL \
                         WHEN {meta_only} AND '{pol}' = 'newer' THEN 'only metadata differs (policy newer)' \
@@ -649,6 +658,10 @@ impl Writer {
 
     pub(crate) fn record_copy(&mut self, events: Vec<CopyEvent>) {
         for e in events {
+            if let (CopyStatus::Copied, Some(etag)) = (e.status, &e.etag) {
+                let seq = self.take_seq();
+                self.buf.written.push((e.id, etag.clone(), seq));
+            }
             self.buffer_item_event(
                 "copy",
                 (e.id, e.depth, e.attempt),

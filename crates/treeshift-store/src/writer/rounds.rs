@@ -20,13 +20,14 @@ impl Writer {
         let previous = has_previous_pass(&self.conn).context("look for the previous pass")?;
         let verdict = Comparison {
             previous: if previous { "pv" } else { "" },
+            written: false,
         };
         let pv_join = if previous {
             "LEFT JOIN previous_src_nodes pv ON pv.depth = 0"
         } else {
             ""
         };
-        let insert = "VALUES (?, NULL, 0, 0, 0, ?, ''::BLOB, ?, ?, ?, ?, NULL, NULL)";
+        let insert = "VALUES (?, NULL, 0, 0, 0, ?, ''::BLOB, ?, ?, ?, ?, NULL, NULL, NULL)";
         self.in_transaction("record the roots", |conn| {
             let insert_root = |table: &str, id: i64, e: &Entry| {
                 let m = e.meta;

@@ -12,10 +12,17 @@ pub fn bin() -> PathBuf {
 
 /// Runs `treeshift ARGS` to completion.
 pub fn treeshift(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .output()
-        .expect("run treeshift")
+    command().args(args).output().expect("run treeshift")
+}
+
+/// The binary, with the credentials of the test S3 server (it checks no
+/// signature, but requests are signed as for a real store).
+pub fn command() -> Command {
+    let mut command = Command::new(bin());
+    command
+        .env("AWS_ACCESS_KEY_ID", "treeshift-test")
+        .env("AWS_SECRET_ACCESS_KEY", "treeshift-test-secret");
+    command
 }
 
 /// Runs and returns (exit code, stdout, stderr).
@@ -317,7 +324,7 @@ pub fn run_with_kills(
     let mut done = Killed::default();
     loop {
         done.runs += 1;
-        let mut child = Command::new(bin())
+        let mut child = command()
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -657,4 +664,146 @@ pub fn rsync_differences(src: &Path, dst: &Path) -> Option<Vec<String>> {
         ],
     )?;
     Some(out.lines().map(str::to_string).collect())
+}
+
+/// A server a test started on 127.0.0.1, stopped (by its PID) on drop.
+pub struct Server {
+    child: std::process::Child,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; it is free again once
+/// this returns, and a server started right after takes it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits up to 30 s until something accepts connections on `port`.
+fn wait_for_port(port: u16, child: &mut std::process::Child, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before it listened: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not listen on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A program of the test venv (`TREESHIFT_TEST_VENV`, which `.ci/run`
+/// makes; `/var/tmp/treeshift-venv` by default), if it is there.
+pub fn venv_program(name: &str) -> Option<PathBuf> {
+    let venv = std::env::var_os("TREESHIFT_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/treeshift-venv"));
+    let path = venv.join("bin").join(name);
+    path.exists().then_some(path)
+}
+
+/// An S3 server (moto) on a free loopback port with the bucket `bkt`;
+/// `None`, after reporting the missing prerequisite (a failure under CI),
+/// when moto is not installed.
+pub fn s3_server() -> Option<Server> {
+    let Some(moto) = venv_program("moto_server") else {
+        missing_prerequisite("moto_server (.ci/run installs moto[s3] in a venv)");
+        return None;
+    };
+    let port = free_port();
+    let mut child = Command::new(moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    wait_for_port(port, &mut child, "moto_server");
+    let server = Server { child, port };
+    let status = http(port, "PUT", "/bkt");
+    assert_eq!(status, 200, "could not make the bucket");
+    Some(server)
+}
+
+/// Sends a bodiless HTTP/1.1 request to 127.0.0.1:`port` and returns the
+/// response's status code (enough to make a bucket on a test server that
+/// checks no signatures).
+pub fn http(port: u16, method: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Server {
+    /// The location of `prefix` in the bucket of this S3 server.
+    pub fn s3(&self, prefix: &str) -> String {
+        format!("s3://bkt/{prefix}?endpoint=http://127.0.0.1:{}", self.port)
+    }
+
+    /// What rclone (which reads the mtime treeshift writes into an
+    /// object's metadata, as it writes its own) finds between a local
+    /// folder and `prefix` on this server: `rclone check` (sizes, and
+    /// hashes where the store has them) and the files a `sync --dry-run`
+    /// would still send (sizes and mtimes). Empty when they are equal.
+    pub fn rclone_differences(&self, local: &Path, prefix: &str) -> Option<Vec<String>> {
+        let remote = format!("t:bkt/{prefix}");
+        let rclone = |args: &[&str]| {
+            Command::new("rclone")
+                .args(args)
+                .env("RCLONE_CONFIG_T_TYPE", "s3")
+                .env("RCLONE_CONFIG_T_PROVIDER", "Other")
+                .env(
+                    "RCLONE_CONFIG_T_ENDPOINT",
+                    format!("http://127.0.0.1:{}", self.port),
+                )
+                .env("RCLONE_CONFIG_T_ACCESS_KEY_ID", "treeshift-test")
+                .env("RCLONE_CONFIG_T_SECRET_ACCESS_KEY", "treeshift-test-secret")
+                .env("RCLONE_CONFIG_T_FORCE_PATH_STYLE", "true")
+                .env("RCLONE_CONFIG", "/dev/null")
+                // rclone 1.60 cannot reach S3 with it set (TOOLING-NOTES).
+                .env_remove("AWS_CA_BUNDLE")
+                .output()
+        };
+        let Ok(check) = rclone(&["check", "--one-way", s(local), &remote]) else {
+            missing_prerequisite("rclone (apt-get install rclone)");
+            return None;
+        };
+        let mut found = Vec::new();
+        let said = String::from_utf8_lossy(&check.stderr).into_owned();
+        if !check.status.success() {
+            found.push(format!("rclone check: {said}"));
+        }
+        let sync = rclone(&["sync", "--dry-run", "-v", s(local), &remote]).unwrap();
+        let said = String::from_utf8_lossy(&sync.stderr);
+        assert!(sync.status.success(), "rclone sync --dry-run: {said}");
+        found.extend(
+            said.lines()
+                .filter(|l| l.contains("Skipped copy") || l.contains("Skipped update"))
+                .map(str::to_string),
+        );
+        Some(found)
+    }
 }

@@ -1,0 +1,553 @@
+//! Remote storage through OpenDAL: one adapter between the Backend
+//! contract and OpenDAL's operator, for every service (S3 now).
+//!
+//! OpenDAL is asynchronous; treeshift's workers are threads. The adapter
+//! owns a small Tokio runtime and runs each call to completion on it from
+//! the calling worker thread, so many workers keep many requests in flight.
+//! Listings stream page by page; reads stream; writes go up in chunks
+//! (one PUT for a small file, a multipart upload for a large one) and are
+//! aborted, leaving nothing, when the source changed while it was read.
+
+mod location;
+
+pub use location::RemoteLocation;
+
+use crate::{
+    Apply, Backend, BackendError, Capabilities, Check, Children, ErrorKind, FolderKeeping,
+    MtimeKeeping, Reader, SourceFile, Writable, Written,
+};
+use futures::StreamExt;
+use opendal::Operator;
+use std::collections::HashMap;
+use std::io::Read;
+use std::time::UNIX_EPOCH;
+use treeshift_core::{Entry, Kind, Meta, RelPath};
+
+/// Bytes a write sends at a time, and the part size of a multipart upload
+/// (S3 wants parts of at least 5 MiB): a file up to this size is one PUT.
+const CHUNK: usize = 8 << 20;
+
+/// Bytes read from a source per call.
+const READ_BUF: usize = 1 << 20;
+
+/// The user-metadata key a written object's mtime goes under: rclone's,
+/// so both tools read the other's.
+const MTIME_KEY: &str = "mtime";
+
+/// A tree in remote storage, under a prefix.
+pub struct RemoteBackend {
+    op: Operator,
+    runtime: tokio::runtime::Runtime,
+    location: RemoteLocation,
+}
+
+impl std::fmt::Debug for RemoteBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteBackend")
+            .field("location", &self.location.to_string())
+            .finish()
+    }
+}
+
+impl RemoteBackend {
+    /// Opens the location (`s3://bucket/prefix?endpoint=...`). Credentials
+    /// come from the service's usual environment variables and files; a
+    /// cloud's instance metadata endpoint is never asked unless the
+    /// location says `ec2_metadata=true`.
+    pub fn open(text: &str) -> Result<RemoteBackend, BackendError> {
+        let location = RemoteLocation::parse(text)?;
+        // One TLS provider for the process: ring (see Cargo.toml). And the
+        // HTTP transport: without OpenDAL's default features (which would
+        // bring aws-lc) nothing installs it; this is the call those
+        // features make (first install wins, so calling twice is fine).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        opendal_http_transport_reqwest::install_default();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("treeshift-remote")
+            .enable_all()
+            .build()
+            .map_err(|e| BackendError::from_io("open", text, &e))?;
+        let op = location.operator()?;
+        Ok(RemoteBackend {
+            op,
+            runtime,
+            location,
+        })
+    }
+
+    fn run<T>(
+        &self,
+        f: impl std::future::IntoFuture<Output = opendal::Result<T>>,
+    ) -> opendal::Result<T> {
+        self.runtime.block_on(f.into_future())
+    }
+
+    fn err(&self, operation: &'static str, path: &RelPath, e: &opendal::Error) -> BackendError {
+        let mut message = describe(e);
+        if message.contains("failed to load signing credential") {
+            message.push_str(&format!(
+                "; no credentials were found for {}: {}",
+                self.location.scheme,
+                self.location.credentials_hint()
+            ));
+        }
+        BackendError::new(error_kind(e), operation, path.to_string(), message)
+    }
+}
+
+/// An OpenDAL error in one line a person can act on: the store's own code
+/// and message where it gave one, then each cause, without the request's
+/// headers OpenDAL's `Display` includes.
+fn describe(e: &opendal::Error) -> String {
+    let message = e.message();
+    let quoted = |field: &str| {
+        let start = message.find(&format!("{field}: \""))? + field.len() + 3;
+        let len = message[start..].find('"')?;
+        Some(&message[start..start + len])
+    };
+    let mut text = match (quoted("code"), quoted("message")) {
+        (Some(code), Some(said)) => format!("{code}: {said}"),
+        _ => message.to_string(),
+    };
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = c.source();
+    }
+    format!("{text} ({})", e.kind())
+}
+
+/// What an OpenDAL error means to a caller deciding to retry or report.
+fn error_kind(e: &opendal::Error) -> ErrorKind {
+    match e.kind() {
+        opendal::ErrorKind::NotFound => ErrorKind::NotFound,
+        opendal::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+        opendal::ErrorKind::RateLimited => ErrorKind::RateLimited,
+        opendal::ErrorKind::Unsupported => ErrorKind::Unsupported,
+        _ if e.is_temporary() => ErrorKind::Temporary,
+        _ => ErrorKind::Other,
+    }
+}
+
+/// The object key of `path` (object keys are UTF-8).
+fn key(path: &RelPath, operation: &'static str) -> Result<String, BackendError> {
+    std::str::from_utf8(path.as_bytes())
+        .map(str::to_string)
+        .map_err(|_| {
+            BackendError::new(
+                ErrorKind::InvalidName,
+                operation,
+                path.to_string(),
+                "object keys are UTF-8; this name is not",
+            )
+        })
+}
+
+/// The prefix a folder's children are listed under (`""` for the root).
+fn folder_key(folder: &RelPath, operation: &'static str) -> Result<String, BackendError> {
+    let k = key(folder, operation)?;
+    Ok(if k.is_empty() { k } else { format!("{k}/") })
+}
+
+/// An entry of a listing or a stat; the mtime is the store's own time of
+/// the object's last write.
+fn entry_of(name: &str, meta: &opendal::Metadata) -> Entry {
+    let kind = if meta.is_dir() {
+        Kind::Folder
+    } else {
+        Kind::File
+    };
+    let mtime_ns = meta.last_modified().map(|t| {
+        let t: std::time::SystemTime = t.into();
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_nanos().min(i64::MAX as u128) as i64,
+            Err(e) => -(e.duration().as_nanos().min(i64::MAX as u128) as i64),
+        }
+    });
+    let mut entry = Entry::new(
+        name.trim_end_matches('/').as_bytes().to_vec(),
+        kind,
+        if kind == Kind::Folder {
+            0
+        } else {
+            meta.content_length()
+        },
+        mtime_ns,
+    );
+    entry.etag = meta.etag().map(|e| e.trim_matches('"').to_string());
+    entry
+}
+
+impl Backend for RemoteBackend {
+    fn describe(&self) -> String {
+        self.location.to_string()
+    }
+
+    /// An object store: the mtime goes into user metadata (rclone's key),
+    /// nothing POSIX, folders are prefixes (or markers), a write can refuse
+    /// to replace (`If-None-Match: *`), keys are UTF-8 of at most 1,024
+    /// bytes.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            mtime: MtimeKeeping::UserMetadata,
+            permissions: false,
+            symlinks: false,
+            hard_links: false,
+            xattrs: false,
+            folders: FolderKeeping::Markers,
+            create_new: true,
+            rename: false,
+            max_name_bytes: None,
+            max_path_bytes: Some(1024),
+            utf8_names: true,
+            case_insensitive: false,
+            listing_hash: false,
+        }
+    }
+
+    /// A prefix is always a folder (an empty one holds nothing yet). One
+    /// small listing checks the bucket is there and the credentials work:
+    /// a run that cannot reach the store stops here, with the store's
+    /// answer, not folder by folder.
+    fn root_kind(&self) -> Result<Option<Kind>, BackendError> {
+        let root = RelPath::root();
+        let mut lister = self
+            .run(self.op.lister_with("").limit(1))
+            .map_err(|e| self.err("open", &root, &e))?;
+        if let Some(Err(e)) = self.runtime.block_on(lister.next()) {
+            return Err(self.err("open", &root, &e));
+        }
+        Ok(Some(Kind::Folder))
+    }
+
+    fn list_children(&self, folder: &RelPath) -> Result<Children<'_>, BackendError> {
+        let prefix = folder_key(folder, "list")?;
+        let lister = self
+            .run(self.op.lister_with(&prefix).recursive(false))
+            .map_err(|e| self.err("list", folder, &e))?;
+        Ok(Box::new(Listing {
+            backend: self,
+            lister,
+            prefix,
+            folder: folder.clone(),
+        }))
+    }
+
+    fn stat(&self, path: &RelPath) -> Result<Option<Entry>, BackendError> {
+        if path.is_root() {
+            return Ok(Some(Entry::new(Vec::new(), Kind::Folder, 0, None)));
+        }
+        let k = key(path, "stat")?;
+        match self.run(self.op.stat(&k)) {
+            Ok(meta) => {
+                // The item's own mtime is the one treeshift (or rclone) wrote
+                // into its metadata; the store's time of the upload is not.
+                let mut entry =
+                    entry_of(std::str::from_utf8(path.name()).unwrap_or_default(), &meta);
+                entry.mtime_ns = meta
+                    .user_metadata()
+                    .and_then(|m| m.get(MTIME_KEY).and_then(parse_mtime));
+                Ok(Some(entry))
+            }
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+                // No object: a folder if anything lies under it (its
+                // marker included).
+                let mut lister = self
+                    .run(self.op.lister_with(&format!("{k}/")).limit(1))
+                    .map_err(|e| self.err("stat", path, &e))?;
+                match self.runtime.block_on(lister.next()) {
+                    Some(Err(e)) => Err(self.err("stat", path, &e)),
+                    Some(Ok(_)) => Ok(Some(Entry::new(
+                        path.name().to_vec(),
+                        Kind::Folder,
+                        0,
+                        None,
+                    ))),
+                    None => Ok(None),
+                }
+            }
+            Err(e) => Err(self.err("stat", path, &e)),
+        }
+    }
+
+    fn open_read(&self, path: &RelPath) -> Result<SourceFile, BackendError> {
+        let k = key(path, "open")?;
+        let meta = self
+            .run(self.op.stat(&k))
+            .map_err(|e| self.err("open", path, &e))?;
+        let entry = entry_of(std::str::from_utf8(path.name()).unwrap_or_default(), &meta);
+        let reader = self
+            .run(self.op.reader(&k))
+            .map_err(|e| self.err("open", path, &e))?;
+        let stream = self
+            .run(reader.into_bytes_stream(..))
+            .map_err(|e| self.err("open", path, &e))?;
+        Ok(SourceFile {
+            reader: Reader::Stream(Box::new(StreamRead {
+                handle: self.runtime.handle().clone(),
+                stream: Box::pin(stream),
+                pending: bytes_empty(),
+            })),
+            size: entry.size,
+            mtime_ns: entry.mtime_ns,
+            meta: Meta::default(),
+            xattrs: Vec::new(),
+            holes: false,
+        })
+    }
+
+    fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, BackendError> {
+        Err(BackendError::new(
+            ErrorKind::Unsupported,
+            "read_link",
+            path.to_string(),
+            "object stores hold no symlinks",
+        ))
+    }
+
+    fn writer(&self) -> Option<&dyn Writable> {
+        Some(self)
+    }
+}
+
+fn bytes_empty() -> std::io::Cursor<Vec<u8>> {
+    std::io::Cursor::new(Vec::new())
+}
+
+/// A listing in progress: one page at a time from the store.
+struct Listing<'a> {
+    backend: &'a RemoteBackend,
+    lister: opendal::Lister,
+    prefix: String,
+    folder: RelPath,
+}
+
+impl Iterator for Listing<'_> {
+    type Item = Result<Entry, BackendError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let item = match self.backend.runtime.block_on(self.lister.next())? {
+                Ok(item) => item,
+                Err(e) => return Some(Err(self.backend.err("list", &self.folder, &e))),
+            };
+            // The listed prefix itself comes back too.
+            if item.path() == self.prefix || item.path().trim_end_matches('/').is_empty() {
+                continue;
+            }
+            let name = item.path()[self.prefix.len().min(item.path().len())..].to_string();
+            return Some(Ok(entry_of(&name, item.metadata())));
+        }
+    }
+}
+
+/// An object's data as `std::io::Read`, pulled chunk by chunk.
+struct StreamRead {
+    handle: tokio::runtime::Handle,
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send>>,
+    pending: std::io::Cursor<Vec<u8>>,
+}
+
+impl Read for StreamRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.pending.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            match self.handle.block_on(self.stream.next()) {
+                Some(Ok(bytes)) => self.pending = std::io::Cursor::new(bytes.to_vec()),
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+    }
+}
+
+impl Writable for RemoteBackend {
+    /// Folders are prefixes; a marker object (`name/`, empty) keeps one
+    /// that holds nothing, so an empty source folder is found again by the
+    /// next discovery (rclone's `--create-empty-src-dirs` does the same).
+    fn create_folder(&self, path: &RelPath) -> Result<(), BackendError> {
+        if path.is_root() {
+            return Ok(());
+        }
+        let k = folder_key(path, "create_folder")?;
+        self.run(self.op.create_dir(&k))
+            .map_err(|e| self.err("create_folder", path, &e))
+    }
+
+    fn write(
+        &self,
+        path: &RelPath,
+        _temp: &RelPath,
+        source: &mut SourceFile,
+        replace: bool,
+        apply: &Apply,
+        check: Check<'_>,
+    ) -> Result<Written, BackendError> {
+        let k = key(path, "write")?;
+        let mut metadata = HashMap::new();
+        if let Some(ns) = apply.mtime_ns {
+            metadata.insert(MTIME_KEY.to_string(), mtime_text(ns));
+        }
+        let mut writer = self
+            .run(
+                self.op
+                    .writer_with(&k)
+                    .if_not_exists(!replace)
+                    .chunk(CHUNK)
+                    .user_metadata(metadata),
+            )
+            .map_err(|e| self.err("write", path, &e))?;
+        let mut buf = vec![0u8; READ_BUF];
+        let mut written = 0u64;
+        let reader: &mut dyn Read = match &mut source.reader {
+            Reader::File(f) => f,
+            Reader::Stream(r) => r,
+        };
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = self.run(writer.abort());
+                    return Err(BackendError::from_io("read", path.to_string(), &e));
+                }
+            };
+            if let Err(e) = self.run(writer.write(buf[..n].to_vec())) {
+                let _ = self.run(writer.abort());
+                return Err(self.err("write", path, &e));
+            }
+            written += n as u64;
+        }
+        if let Some(why) = check(source, written) {
+            let _ = self.run(writer.abort());
+            return Ok(Written::Changed(why));
+        }
+        match self.run(writer.close()) {
+            Ok(meta) => Ok(Written::Done {
+                bytes: written,
+                etag: meta.etag().map(|e| e.trim_matches('"').to_string()),
+            }),
+            Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => Ok(Written::Occupied),
+            Err(e) => Err(self.err("write", path, &e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        path: &RelPath,
+        _temp: &RelPath,
+        _target: &[u8],
+        _replace: bool,
+        _apply: &Apply,
+    ) -> Result<Written, BackendError> {
+        Err(BackendError::new(
+            ErrorKind::Unsupported,
+            "symlink",
+            path.to_string(),
+            "object stores hold no symlinks",
+        ))
+    }
+
+    /// A write leaves no temporary behind.
+    fn remove_temp(&self, _temp: &RelPath) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn move_aside(&self, path: &RelPath, _to: &RelPath) -> Result<(), BackendError> {
+        Err(BackendError::new(
+            ErrorKind::Unsupported,
+            "move_aside",
+            path.to_string(),
+            "object stores cannot rename: copy, then delete, is not done without being asked",
+        ))
+    }
+
+    fn remove(&self, path: &RelPath) -> Result<(), BackendError> {
+        let k = key(path, "remove")?;
+        self.run(self.op.delete(&k))
+            .and_then(|()| self.run(self.op.delete_with(&format!("{k}/")).recursive(true)))
+            .map_err(|e| self.err("remove", path, &e))
+    }
+
+    /// Folders hold no metadata here, and an object's can only change by
+    /// writing it again: what the store cannot hold is left, and the
+    /// capabilities said so.
+    fn set_metadata(&self, _path: &RelPath, _apply: &Apply) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
+
+/// Reads an mtime as [`mtime_text`] writes it (a fraction of up to nine
+/// digits).
+fn parse_mtime(text: &str) -> Option<i64> {
+    let (secs, frac) = text.split_once('.').unwrap_or((text, "0"));
+    let secs: i64 = secs.parse().ok()?;
+    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos: i64 = format!("{frac:0<9}").parse().ok()?;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+/// An mtime as rclone writes it: seconds since the epoch, with the
+/// nanoseconds as a fraction.
+fn mtime_text(ns: i64) -> String {
+    let (secs, nanos) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+    format!("{secs}.{nanos:09}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtimes_are_written_as_rclone_does() {
+        assert_eq!(
+            mtime_text(1_700_000_000_123_456_789),
+            "1700000000.123456789"
+        );
+        assert_eq!(mtime_text(0), "0.000000000");
+        for ns in [1_700_000_000_123_456_789, 0, 5] {
+            assert_eq!(parse_mtime(&mtime_text(ns)), Some(ns));
+        }
+        assert_eq!(parse_mtime("1700000000.5"), Some(1_700_000_000_500_000_000));
+        assert_eq!(parse_mtime("1700000000"), Some(1_700_000_000_000_000_000));
+        assert_eq!(parse_mtime("x"), None);
+    }
+
+    #[test]
+    fn store_errors_read_as_the_store_said_them() {
+        let e = opendal::Error::new(
+            opendal::ErrorKind::ConfigInvalid,
+            r#"S3Error { code: "NoSuchBucket", message: "The specified bucket does not exist", resource: "" }"#,
+        );
+        assert_eq!(
+            describe(&e),
+            "NoSuchBucket: The specified bucket does not exist (ConfigInvalid)"
+        );
+        let e = opendal::Error::new(opendal::ErrorKind::Unexpected, "send http request")
+            .set_source(std::io::Error::other("connection refused"));
+        assert_eq!(
+            describe(&e),
+            "send http request: connection refused (Unexpected)"
+        );
+    }
+
+    #[test]
+    fn keys_are_utf8_and_folders_end_in_a_slash() {
+        let path = RelPath::from_bytes(b"a/b".to_vec());
+        assert_eq!(key(&path, "t").unwrap(), "a/b");
+        assert_eq!(folder_key(&path, "t").unwrap(), "a/b/");
+        assert_eq!(folder_key(&RelPath::root(), "t").unwrap(), "");
+        let bad = RelPath::from_bytes(b"bad\xff".to_vec());
+        assert_eq!(key(&bad, "t").unwrap_err().kind, ErrorKind::InvalidName);
+    }
+}
