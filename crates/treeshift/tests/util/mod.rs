@@ -690,21 +690,6 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Waits up to 30 s until something accepts connections on `port`.
-fn wait_for_port(port: u16, child: &mut std::process::Child, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited before it listened: {status}");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} did not listen on {port}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
 /// A program of the test venv (`TREESHIFT_TEST_VENV`, which `.ci/run`
 /// makes; `/var/tmp/treeshift-venv` by default), if it is there.
 pub fn venv_program(name: &str) -> Option<PathBuf> {
@@ -715,46 +700,55 @@ pub fn venv_program(name: &str) -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
-/// An S3 server (moto) on a free loopback port with the bucket `bkt`;
-/// `None`, after reporting the missing prerequisite (a failure under CI),
-/// when moto is not installed.
-pub fn s3_server() -> Option<Server> {
-    let Some(moto) = venv_program("moto_server") else {
+/// Starts `tests/servers/s3.py` with `args` in the test venv and reads the
+/// port it bound (it binds its own, so nothing can take the port between a
+/// pick and a bind). `None`, after reporting the missing prerequisite (a
+/// failure under CI), when the venv has no moto.
+fn start_s3_script(args: &[&str]) -> Option<Server> {
+    use std::io::BufRead;
+    if venv_program("moto_server").is_none() {
         missing_prerequisite("moto_server (.ci/run installs moto[s3] in a venv)");
         return None;
-    };
-    let port = free_port();
-    let mut child = Command::new(moto)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers/s3.py");
+    let mut child = Command::new(venv_program("python3").unwrap())
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
         .spawn()
-        .expect("start moto_server");
-    wait_for_port(port, &mut child, "moto_server");
-    let server = Server { child, port };
-    let status = http(port, "PUT", "/bkt");
-    assert_eq!(status, 200, "could not make the bucket");
-    Some(server)
+        .expect("start tests/servers/s3.py");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let Ok(port) = line.trim().parse() else {
+        let status = child.wait();
+        panic!("s3.py {args:?} did not start: {status:?}");
+    };
+    Some(Server { child, port })
 }
 
-/// Sends a bodiless HTTP/1.1 request to 127.0.0.1:`port` and returns the
-/// response's status code (enough to make a bucket on a test server that
-/// checks no signatures).
-pub fn http(port: u16, method: &str, path: &str) -> u16 {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
+/// An S3 server (moto) on a loopback port with the bucket `bkt`; `None`
+/// when moto is not installed (see `start_s3_script`).
+pub fn s3_server() -> Option<Server> {
+    start_s3_script(&["moto"])
+}
+
+/// A proxy in front of the S3 server `upstream` that answers every
+/// `fail_every`th request with a throttling or server error (503 SlowDown,
+/// 500, 429 with Retry-After) instead of passing it on; on `port` when
+/// given (to come back where a killed one was).
+pub fn s3_proxy(upstream: &Server, port: Option<u16>, fail_every: u32) -> Option<Server> {
+    start_s3_script(&[
+        "proxy",
+        &upstream.port.to_string(),
+        "--port",
+        &port.unwrap_or(0).to_string(),
+        "--fail-every",
+        &fail_every.to_string(),
+    ])
 }
 
 impl Server {

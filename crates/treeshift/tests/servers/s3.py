@@ -1,0 +1,141 @@
+"""Test servers for the remote-storage tests, on 127.0.0.1 only.
+
+    s3.py moto                          an S3 server (moto) holding the bucket `bkt`
+    s3.py proxy UPSTREAM [--port P] [--fail-every N]
+                                        a proxy in front of it that answers every
+                                        Nth request with a throttling or server
+                                        error instead of passing it on
+
+Each binds its own port (0 unless --port is given, so no other process can
+take it between a pick and a bind), prints it on a line of its own, and
+serves until its standard input closes or it is killed.
+"""
+
+import argparse
+import http.client
+import sys
+import threading
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def serve_moto():
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    port = server.get_host_and_port()[1]
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/bkt", method="PUT")
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 200, response.status
+    return port
+
+
+# What a store says when it is asked too often, or fails for a moment.
+FAULTS = [
+    (503, "SlowDown", "Please reduce your request rate."),
+    (500, "InternalError", "We encountered an internal error. Please try again."),
+    (429, "TooManyRequests", "Too many requests."),
+]
+
+
+def serve_proxy(upstream, port, fail_every):
+    counter = {"requests": 0}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def body(self):
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                data = b""
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0], 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass
+                        return data
+                    data += self.rfile.read(size)
+                    self.rfile.readline()
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def handle_any(self):
+            body = self.body()
+            with lock:
+                counter["requests"] += 1
+                n = counter["requests"]
+            if fail_every and n % fail_every == 0:
+                status, code, message = FAULTS[(n // fail_every) % len(FAULTS)]
+                reply = (
+                    f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+                    f"<Message>{message}</Message></Error>"
+                ).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(reply)))
+                if status == 429:
+                    self.send_header("Retry-After", "1")
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(reply)
+                return
+            headers = {
+                k: v
+                for k, v in self.headers.items()
+                if k.lower() not in ("transfer-encoding", "connection", "content-length")
+            }
+            headers["Content-Length"] = str(len(body))
+            connection = http.client.HTTPConnection("127.0.0.1", upstream, timeout=60)
+            try:
+                connection.request(self.command, self.path, body=body, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+                self.send_response(response.status, response.reason)
+                for k, v in response.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                length = response.getheader("Content-Length")
+                if self.command == "HEAD" and length is not None:
+                    self.send_header("Content-Length", length)
+                else:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+            finally:
+                connection.close()
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="what", required=True)
+    sub.add_parser("moto")
+    proxy = sub.add_parser("proxy")
+    proxy.add_argument("upstream", type=int)
+    proxy.add_argument("--port", type=int, default=0)
+    proxy.add_argument("--fail-every", type=int, default=0)
+    args = parser.parse_args()
+    if args.what == "moto":
+        port = serve_moto()
+    else:
+        port = serve_proxy(args.upstream, args.port, args.fail_every)
+    print(port, flush=True)
+    sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
