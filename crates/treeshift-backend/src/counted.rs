@@ -125,6 +125,10 @@ impl Backend for Counted {
     fn writer(&self) -> Option<&dyn Writable> {
         self.inner.writer().map(|_| self as &dyn Writable)
     }
+
+    fn requests(&self) -> Option<crate::RequestCounts> {
+        self.inner.requests()
+    }
 }
 
 impl Writable for Counted {

@@ -11,10 +11,13 @@ mod counted;
 mod error;
 pub mod local;
 pub mod remote;
+mod retry;
 pub mod sim;
 
 pub use counted::{CallCounts, Counted};
 pub use error::{BackendError, ErrorKind};
+pub use remote::RequestCounts;
+pub use retry::RetryPolicy;
 
 use std::fs::File;
 use std::io::Read;
@@ -82,6 +85,12 @@ pub trait Backend: Send + Sync {
 
     /// The write side, if this backend can be a destination.
     fn writer(&self) -> Option<&dyn Writable> {
+        None
+    }
+
+    /// The requests sent so far, where the storage is reached by them
+    /// (remote storage): retries and throttling included.
+    fn requests(&self) -> Option<RequestCounts> {
         None
     }
 }
@@ -321,22 +330,40 @@ impl SourceFile {
     }
 }
 
+/// How a backend is opened, besides its location.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// Requests a second, at most, to remote storage.
+    pub tps: Option<u32>,
+}
+
 /// Opens a backend from a location as the CLI takes it: a local path,
-/// `file:///path`, `local:/path` (what [`Backend::describe`] gives), or
-/// `sim:key=value,...`.
-pub fn open(location: &str) -> Result<Arc<dyn Backend>, BackendError> {
+/// `file:///path`, `local:/path` (what [`Backend::describe`] gives),
+/// `sim:key=value,...`, or remote storage (`s3://bucket/prefix`).
+pub fn open(location: &str, options: &OpenOptions) -> Result<Arc<dyn Backend>, BackendError> {
+    if location.starts_with("s3://") {
+        return Ok(Arc::new(remote::RemoteBackend::open(
+            location,
+            options.tps,
+        )?));
+    }
+    if options.tps.is_some() {
+        return Err(BackendError::new(
+            ErrorKind::Other,
+            "open",
+            location,
+            "a requests-per-second limit applies to remote storage only",
+        ));
+    }
     if let Some(params) = location.strip_prefix("sim:") {
         return Ok(Arc::new(sim::SimBackend::from_params(params)?));
     }
     if let Some(path) = location.strip_prefix("file://") {
-        return open(path);
+        return open(path, options);
     }
     // As `describe` writes it (and state files record it).
     if let Some(path) = location.strip_prefix("local:") {
-        return open(path);
-    }
-    if location.starts_with("s3://") {
-        return Ok(Arc::new(remote::RemoteBackend::open(location)?));
+        return open(path, options);
     }
     if let Some((scheme, _)) = location.split_once("://") {
         return Err(BackendError::new(

@@ -1439,7 +1439,7 @@ mod tests {
         let back = sim(d.strip_prefix("sim:").unwrap());
         assert_eq!(back.params(), b.params());
         assert!(!d.contains("extra="), "defaults are left out: {d}");
-        let opened = crate::open(&d).unwrap();
+        let opened = crate::open(&d, &crate::OpenOptions::default()).unwrap();
         assert_eq!(opened.describe(), d);
     }
 

@@ -12,11 +12,13 @@
 
 use crate::EngineError;
 use crate::pool::{self, PoolConfig};
-use crate::worker::{RetryPolicy, backoff, failure};
+use crate::worker::failure;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
-use treeshift_backend::{Apply, Backend, BackendError, ErrorKind, SourceFile, Writable, Written};
+use treeshift_backend::{
+    Apply, Backend, BackendError, ErrorKind, RetryPolicy, SourceFile, Writable, Written,
+};
 use treeshift_core::{
     Action, CopyStatus, CopySummary, Entry, Keep, Kind, Meta, RelPath, Side, Xattr, aside_name,
     mtime_secs, quarantine_path, temp_name,
@@ -272,9 +274,9 @@ impl Copier<'_> {
                 Err(e) => Err(e),
             };
             match attempted {
-                Err(e) if e.kind.is_temporary() && tries < self.retry.max_attempts => {
+                Err(e) if e.kind.is_temporary() && self.retry.again(tries) => {
                     tracing::debug!(path = %task.path, error = %e, tries, "retrying a copy");
-                    std::thread::sleep(backoff(&self.retry, tries));
+                    std::thread::sleep(self.retry.delay(tries, None));
                 }
                 other => break other,
             }

@@ -4,12 +4,12 @@
 use crate::EngineError;
 use crate::coordinator::Gate;
 use crate::progress::DiscoveryProgress;
-use crate::worker::{Lister, RetryPolicy};
+use crate::worker::Lister;
 use crossbeam_channel::bounded;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use treeshift_backend::{Backend, BackendError, MtimeKeeping};
+use treeshift_backend::{Backend, BackendError, MtimeKeeping, RetryPolicy};
 use treeshift_core::{Entry, Filter, Keep, Kind, RelPath, Side, Summary, xattr_digest};
 use treeshift_store::{FolderTask, StoreError, StoreHandle};
 

@@ -3,8 +3,7 @@
 //! exponential backoff and jitter; anything else fails the folder with its
 //! reason, and its siblings carry on.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use treeshift_backend::{Backend, BackendError};
+use treeshift_backend::{Backend, BackendError, RetryPolicy};
 use treeshift_core::{
     Filter, Keep, Kind, QUARANTINE_DIR, Side, Status, Verdict, display_bytes, name_problem,
     name_stand_in,
@@ -14,14 +13,6 @@ use treeshift_store::{ChildRecord, Failure, FolderTask, StoreError, StoreHandle}
 /// Children per message to the store: large enough to amortise the channel,
 /// small enough that a 10-million-child folder streams in bounded memory.
 const CHUNK: usize = 2048;
-
-/// How a worker retries.
-#[derive(Clone, Debug)]
-pub(crate) struct RetryPolicy {
-    pub max_attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-}
 
 /// Everything a worker needs, shared by the workers of one side.
 pub(crate) struct Lister<'a> {
@@ -49,12 +40,12 @@ impl Lister<'_> {
                         .folder_listed(self.side, task, task.attempts + attempt)?;
                     return Ok(count);
                 }
-                Ok(Err(err)) if err.kind.is_temporary() && attempt < self.retry.max_attempts => {
+                Ok(Err(err)) if err.kind.is_temporary() && self.retry.again(attempt) => {
                     tracing::debug!(side = %self.side, path = %task.path, attempt, error = %err, "retrying a listing");
                     if sent_any {
                         self.store.discard_children(self.side, task)?;
                     }
-                    std::thread::sleep(backoff(self.retry, attempt));
+                    std::thread::sleep(self.retry.delay(attempt, None));
                 }
                 Ok(Err(err)) => {
                     tracing::warn!(side = %self.side, path = %task.path, error = %err, "folder could not be listed");
@@ -142,37 +133,5 @@ pub(crate) fn failure(err: &BackendError, attempts: u32) -> Failure {
         kind: err.kind.as_str().to_string(),
         message: err.message.clone(),
         attempts,
-    }
-}
-
-/// Exponential backoff with ±50 % jitter, so many workers hitting one
-/// throttled store do not retry in lockstep.
-pub(crate) fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
-    let exp = policy
-        .base_delay
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(policy.max_delay);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let jitter = 0.5 + f64::from(nanos % 1000) / 1000.0;
-    exp.mul_f64(jitter)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(100),
-        };
-        assert!(backoff(&p, 1) <= Duration::from_millis(15));
-        assert!(backoff(&p, 3) >= Duration::from_millis(20));
-        assert!(backoff(&p, 30) <= Duration::from_millis(150));
     }
 }

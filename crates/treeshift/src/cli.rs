@@ -18,6 +18,13 @@ pub struct Cli {
     /// The least severe level sent to --log-udp.
     #[arg(long, value_enum, default_value_t = LogLevel::Info, global = true)]
     pub log_udp_level: LogLevel,
+    /// Requests a second to the source, at most (remote storage only;
+    /// throttled requests are retried whatever the limit).
+    #[arg(long, value_name = "N", global = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub src_tps: Option<u32>,
+    /// Requests a second to the destination, at most (remote storage only).
+    #[arg(long, value_name = "N", global = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub dst_tps: Option<u32>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

@@ -90,6 +90,9 @@ fn usage(e: impl std::fmt::Display) -> anyhow::Error {
 static OPENED: std::sync::Mutex<Vec<(&'static str, Arc<Counted>)>> =
     std::sync::Mutex::new(Vec::new());
 
+/// Requests-per-second limits by role, from `--src-tps` and `--dst-tps`.
+static TPS: std::sync::OnceLock<(Option<u32>, Option<u32>)> = std::sync::OnceLock::new();
+
 /// Opens a location; malformed or unsupported ones are usage errors. A
 /// process works on one migration, so a role is opened once and reused.
 fn open_backend(location: &str, role: &'static str) -> Result<Arc<dyn Backend>> {
@@ -98,7 +101,11 @@ fn open_backend(location: &str, role: &'static str) -> Result<Arc<dyn Backend>> 
     if let Some((_, b)) = opened.iter().find(|(r, _)| *r == role) {
         return Ok(b.clone());
     }
-    let backend = treeshift_backend::open(location).map_err(|e| match e.kind {
+    let (src_tps, dst_tps) = TPS.get().copied().unwrap_or_default();
+    let options = treeshift_backend::OpenOptions {
+        tps: if role == "source" { src_tps } else { dst_tps },
+    };
+    let backend = treeshift_backend::open(location, &options).map_err(|e| match e.kind {
         ErrorKind::Other | ErrorKind::Unsupported | ErrorKind::InvalidName => {
             usage(format!("{role}: {e}"))
         }
@@ -115,13 +122,17 @@ fn calls() -> serde_json::Value {
     let mut out = serde_json::Map::new();
     for (role, backend) in opened.iter() {
         let key = if *role == "source" { "src" } else { "dst" };
-        let counts = serde_json::to_value(backend.counts()).unwrap_or_default();
+        let mut counts = serde_json::to_value(backend.counts()).unwrap_or_default();
+        if let Some(requests) = backend.requests() {
+            counts["requests"] = serde_json::to_value(requests).unwrap_or_default();
+        }
         out.insert(key.to_string(), counts);
     }
     out.into()
 }
 
 fn run(cli: Cli) -> Result<Exit> {
+    let _ = TPS.set((cli.src_tps, cli.dst_tps));
     match cli.command {
         Command::Discover(args) => discover(args),
         Command::Status(args) => status(args),

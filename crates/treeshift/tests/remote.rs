@@ -200,3 +200,119 @@ fn a_store_that_cannot_be_used_stops_the_run_with_the_reason() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("Connection refused"), "{err}");
 }
+
+#[test]
+fn throttling_and_a_store_gone_for_a_moment_are_ridden_out() {
+    let Some(server) = s3_server() else {
+        return;
+    };
+    // Every 4th request answered 503 SlowDown, 500 or 429 (Retry-After: 1).
+    let Some(proxy) = util::s3_proxy(&server, None, 4) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 2, 1, 4);
+    let through =
+        |port: u16, prefix: &str| format!("s3://bkt/{prefix}?endpoint=http://127.0.0.1:{port}");
+    let state = dir.path().join("s.duckdb");
+    let done = migrate(s(&src), &through(proxy.port, "throttled"), &state);
+    assert_eq!(done["copy"]["failed"], 0, "{done}");
+    assert_eq!(done["verify"]["mismatch"], 0, "{done}");
+    let requests = &done["calls"]["dst"]["requests"];
+    assert!(requests["throttled"].as_u64().unwrap() > 0, "{done}");
+    assert!(requests["retried"].as_u64().unwrap() > 0, "{done}");
+    if let Some(differences) = server.rclone_differences(&src, "throttled") {
+        assert!(differences.is_empty(), "{differences:#?}");
+    }
+
+    // The store gone in the middle of a copy (paced, so it is still
+    // running), and back on its address a moment later.
+    let port = proxy.port;
+    drop(proxy);
+    let proxy = util::s3_proxy(&server, Some(port), 0).unwrap();
+    let state = dir.path().join("gone.duckdb");
+    let mut child = util::command()
+        .args([
+            "migrate",
+            s(&src),
+            &through(port, "gone"),
+            "--state",
+            s(&state),
+        ])
+        .args(["--yes", "--json", "--dst-tps", "10"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    drop(proxy);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let proxy = util::s3_proxy(&server, Some(port), 0).unwrap();
+    let mut out = String::new();
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let done = json(&out);
+    assert!(
+        done["calls"]["dst"]["requests"]["failed_briefly"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "the store was not gone during the copy: {done}"
+    );
+    // What was in flight when it went is retried as a whole; what then
+    // failed still, a retry sweep takes.
+    if done["copy"]["failed"] != 0 {
+        let (code, _, err) = run(&["retry", "--state", s(&state)]);
+        assert_eq!(code, 0, "{err}");
+    } else {
+        assert_eq!(status.code(), Some(0), "{err}");
+    }
+    let again = discover(s(&src), &through(proxy.port, "gone"), &state);
+    assert_eq!(again["to_copy"]["files"], 0, "{again}");
+    if let Some(differences) = server.rclone_differences(&src, "gone") {
+        assert!(differences.is_empty(), "{differences:#?}");
+    }
+}
+
+#[test]
+fn a_requests_per_second_limit_is_for_remote_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    make_tree(&src, 1, 0, 1);
+    let state = dir.path().join("s.duckdb");
+    let (code, _, err) = run(&[
+        "discover",
+        s(&src),
+        s(&dst),
+        "--state",
+        s(&state),
+        "--src-tps",
+        "5",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("remote storage only"), "{err}");
+    let (code, _, err) = run(&[
+        "discover",
+        s(&src),
+        s(&dst),
+        "--state",
+        s(&state),
+        "--dst-tps",
+        "0",
+    ]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -9,17 +9,20 @@
 //! aborted, leaving nothing, when the source changed while it was read.
 
 mod location;
+mod transport;
 
 pub use location::RemoteLocation;
+pub use transport::RequestCounts;
 
 use crate::{
     Apply, Backend, BackendError, Capabilities, Check, Children, ErrorKind, FolderKeeping,
     MtimeKeeping, Reader, SourceFile, Writable, Written,
 };
 use futures::StreamExt;
-use opendal::Operator;
+use opendal::{HttpTransporter, Operator};
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 use treeshift_core::{Entry, Kind, Meta, RelPath};
 
@@ -39,6 +42,7 @@ pub struct RemoteBackend {
     op: Operator,
     runtime: tokio::runtime::Runtime,
     location: RemoteLocation,
+    requests: Arc<transport::Counters>,
 }
 
 impl std::fmt::Debug for RemoteBackend {
@@ -50,11 +54,11 @@ impl std::fmt::Debug for RemoteBackend {
 }
 
 impl RemoteBackend {
-    /// Opens the location (`s3://bucket/prefix?endpoint=...`). Credentials
-    /// come from the service's usual environment variables and files; a
-    /// cloud's instance metadata endpoint is never asked unless the
-    /// location says `ec2_metadata=true`.
-    pub fn open(text: &str) -> Result<RemoteBackend, BackendError> {
+    /// Opens the location (`s3://bucket/prefix?endpoint=...`), sending at
+    /// most `tps` requests a second. Credentials come from the service's
+    /// usual environment variables and files; a cloud's instance metadata
+    /// endpoint is never asked unless the location says `ec2_metadata=true`.
+    pub fn open(text: &str, tps: Option<u32>) -> Result<RemoteBackend, BackendError> {
         let location = RemoteLocation::parse(text)?;
         // One TLS provider for the process: ring (see Cargo.toml). And the
         // HTTP transport: without OpenDAL's default features (which would
@@ -68,11 +72,20 @@ impl RemoteBackend {
             .enable_all()
             .build()
             .map_err(|e| BackendError::from_io("open", text, &e))?;
+        let transport = transport::Transport::new(tps).map_err(|e| {
+            BackendError::new(ErrorKind::Other, "open", text, format!("HTTP client: {e}"))
+        })?;
+        let requests = transport.counters();
         let op = location.operator()?;
+        let op = op.clone().with_context(
+            op.context()
+                .with_http_transport(HttpTransporter::new(transport)),
+        );
         Ok(RemoteBackend {
             op,
             runtime,
             location,
+            requests,
         })
     }
 
@@ -311,6 +324,10 @@ impl Backend for RemoteBackend {
 
     fn writer(&self) -> Option<&dyn Writable> {
         Some(self)
+    }
+
+    fn requests(&self) -> Option<RequestCounts> {
+        Some(self.requests.snapshot())
     }
 }
 
