@@ -1,18 +1,56 @@
 //! Remote locations as the command line takes them:
-//! `s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=eu-west-1`.
+//! `s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=eu-west-1`,
+//! `azblob://container/prefix?account=name`.
 //!
-//! Options go in the query string. Secrets never do: they come from the
+//! Options go in the query string. Secrets never do: they come from each
 //! service's usual environment variables and files (`AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY`, `~/.aws/credentials`, ...).
+//! `AZURE_STORAGE_ACCOUNT_KEY`, ...).
+//! A cloud's instance metadata endpoint is never asked unless the location
+//! says so.
 
 use crate::{BackendError, ErrorKind};
 use opendal::Operator;
 use std::fmt;
 
+/// The remote services this build has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    /// Amazon S3 and S3-compatible stores.
+    S3,
+    /// Azure Blob Storage.
+    Azblob,
+}
+
+impl Service {
+    fn of(scheme: &str) -> Option<Service> {
+        match scheme {
+            "s3" => Some(Service::S3),
+            "azblob" => Some(Service::Azblob),
+            _ => None,
+        }
+    }
+
+    /// The options its locations take.
+    fn options(self) -> &'static [&'static str] {
+        match self {
+            Service::S3 => &[
+                "endpoint",
+                "region",
+                "virtual_host",
+                "ec2_metadata",
+                "anonymous",
+            ],
+            Service::Azblob => &["endpoint", "account", "anonymous"],
+        }
+    }
+}
+
 /// A parsed remote location.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteLocation {
-    /// The service (`s3`).
+    /// The service.
+    pub service: Service,
+    /// The scheme as written (`s3`, `azblob`).
     pub scheme: String,
     /// The bucket (or container).
     pub bucket: String,
@@ -22,14 +60,12 @@ pub struct RemoteLocation {
     pub options: Vec<(String, String)>,
 }
 
-/// Options each service takes.
-const S3_OPTIONS: [&str; 5] = [
-    "endpoint",
-    "region",
-    "virtual_host",
-    "ec2_metadata",
-    "anonymous",
-];
+/// The environment variables Azure credentials are read from, as Azure's
+/// own tools name them.
+const AZURE_ACCOUNT: &str = "AZURE_STORAGE_ACCOUNT_NAME";
+const AZURE_KEY: &str = "AZURE_STORAGE_ACCOUNT_KEY";
+const AZURE_SAS: &str = "AZURE_STORAGE_SAS_TOKEN";
+const AZURE_CONNECTION: &str = "AZURE_STORAGE_CONNECTION_STRING";
 
 impl RemoteLocation {
     /// Parses `scheme://bucket/prefix?key=value&...`.
@@ -38,28 +74,35 @@ impl RemoteLocation {
         let (scheme, rest) = text
             .split_once("://")
             .ok_or_else(|| bad("expected scheme://bucket/prefix".into()))?;
-        if scheme != "s3" {
+        let Some(service) = Service::of(scheme) else {
             return Err(BackendError::new(
                 ErrorKind::Unsupported,
                 "open",
                 text,
-                format!("no remote service '{scheme}' (this build has s3)"),
+                format!("no remote service '{scheme}' (this build has s3, azblob)"),
             ));
-        }
+        };
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
         if bucket.is_empty() {
-            return Err(bad("no bucket: expected s3://bucket/prefix".into()));
+            return Err(bad(format!(
+                "no bucket: expected {scheme}://{}/prefix",
+                if service == Service::Azblob {
+                    "container"
+                } else {
+                    "bucket"
+                }
+            )));
         }
         let mut options = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair
                 .split_once('=')
                 .ok_or_else(|| bad(format!("option '{pair}' is not key=value")))?;
-            if !S3_OPTIONS.contains(&k) {
+            if !service.options().contains(&k) {
                 return Err(bad(format!(
-                    "unknown option '{k}' (s3 takes: {})",
-                    S3_OPTIONS.join(", ")
+                    "unknown option '{k}' ({scheme} takes: {})",
+                    service.options().join(", ")
                 )));
             }
             if options.iter().any(|(seen, _)| seen == k) {
@@ -68,6 +111,7 @@ impl RemoteLocation {
             options.push((k.to_string(), v.to_string()));
         }
         Ok(RemoteLocation {
+            service,
             scheme: scheme.to_string(),
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
@@ -86,24 +130,42 @@ impl RemoteLocation {
         match self.option(key) {
             None | Some("false") => Ok(false),
             Some("true") => Ok(true),
-            Some(other) => Err(BackendError::new(
-                ErrorKind::Other,
-                "open",
-                self.to_string(),
-                format!("option '{key}' takes true or false, not '{other}'"),
-            )),
+            Some(other) => {
+                Err(self.bad(format!("option '{key}' takes true or false, not '{other}'")))
+            }
         }
+    }
+
+    fn bad(&self, why: String) -> BackendError {
+        BackendError::new(ErrorKind::Other, "open", self.to_string(), why)
     }
 
     /// Where this service's credentials come from, for a run that found
     /// none.
     pub(super) fn credentials_hint(&self) -> &'static str {
-        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE with \
-         ~/.aws/credentials), or add anonymous=true to the location of a public bucket"
+        match self.service {
+            Service::S3 => {
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE with \
+                 ~/.aws/credentials), or add anonymous=true to the location of a public bucket"
+            }
+            Service::Azblob => {
+                "set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN (with the account \
+                 in AZURE_STORAGE_ACCOUNT_NAME or account=), or AZURE_STORAGE_CONNECTION_STRING, \
+                 or add anonymous=true to the location of a public container"
+            }
+        }
     }
 
     /// An OpenDAL operator for the location.
     pub(super) fn operator(&self) -> Result<Operator, BackendError> {
+        let op = match self.service {
+            Service::S3 => Operator::new(self.s3()?),
+            Service::Azblob => Operator::new(self.azblob()?),
+        };
+        op.map_err(|e| self.bad(e.to_string()))
+    }
+
+    fn s3(&self) -> Result<opendal::services::S3, BackendError> {
         let mut builder = opendal::services::S3::default()
             .bucket(&self.bucket)
             .root(&format!("/{}", self.prefix))
@@ -122,9 +184,56 @@ impl RemoteLocation {
         if self.flag("anonymous")? {
             builder = builder.skip_signature();
         }
-        Operator::new(builder).map_err(|e| {
-            BackendError::new(ErrorKind::Other, "open", self.to_string(), e.to_string())
-        })
+        Ok(builder)
+    }
+
+    /// Azure: the credentials are read here, from the environment, and
+    /// given to OpenDAL; without any the location is refused, because
+    /// OpenDAL's own search would go on to the Azure CLI and the
+    /// instance metadata endpoint.
+    fn azblob(&self) -> Result<opendal::services::Azblob, BackendError> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut builder = match env(AZURE_CONNECTION) {
+            Some(conn) => opendal::services::Azblob::from_connection_string(&conn)
+                .map_err(|e| self.bad(format!("{AZURE_CONNECTION}: {e}")))?,
+            None => opendal::services::Azblob::default(),
+        };
+        builder = builder
+            .container(&self.bucket)
+            .root(&format!("/{}", self.prefix));
+        let account = self
+            .option("account")
+            .map(str::to_string)
+            .or_else(|| env(AZURE_ACCOUNT));
+        if let Some(account) = &account {
+            builder = builder.account_name(account);
+        }
+        match self.option("endpoint") {
+            Some(endpoint) => builder = builder.endpoint(endpoint),
+            None if env(AZURE_CONNECTION).is_none() => {
+                let Some(account) = &account else {
+                    return Err(self.bad(format!(
+                        "no storage account: add account=NAME (or set {AZURE_ACCOUNT})"
+                    )));
+                };
+                builder = builder.endpoint(&format!("https://{account}.blob.core.windows.net"));
+            }
+            None => {}
+        }
+        if self.flag("anonymous")? {
+            return Ok(builder.skip_signature());
+        }
+        if let Some(key) = env(AZURE_KEY) {
+            builder = builder.account_key(&key);
+        } else if let Some(sas) = env(AZURE_SAS) {
+            builder = builder.sas_token(&sas);
+        } else if env(AZURE_CONNECTION).is_none() {
+            return Err(self.bad(format!(
+                "no credentials were found for azblob: {}",
+                self.credentials_hint()
+            )));
+        }
+        Ok(builder)
     }
 }
 
@@ -168,5 +277,12 @@ mod tests {
         }
         let e = RemoteLocation::parse("gopher://x").unwrap_err();
         assert_eq!(e.kind, ErrorKind::Unsupported);
+        let az = RemoteLocation::parse("azblob://c/p?account=a&endpoint=http://h").unwrap();
+        assert_eq!(az.service, Service::Azblob);
+        assert!(RemoteLocation::parse("azblob://c?region=x").is_err());
+        assert_eq!(
+            RemoteLocation::parse("gcs://b/p").unwrap_err().kind,
+            ErrorKind::Unsupported
+        );
     }
 }

@@ -11,7 +11,7 @@
 mod location;
 mod transport;
 
-pub use location::RemoteLocation;
+pub use location::{RemoteLocation, Service};
 pub use transport::RequestCounts;
 
 use crate::{
@@ -32,10 +32,6 @@ const CHUNK: usize = 8 << 20;
 
 /// Bytes read from a source per call.
 const READ_BUF: usize = 1 << 20;
-
-/// The user-metadata key a written object's mtime goes under: rclone's,
-/// so both tools read the other's.
-const MTIME_KEY: &str = "mtime";
 
 /// A tree in remote storage, under a prefix.
 pub struct RemoteBackend {
@@ -410,7 +406,7 @@ impl Writable for RemoteBackend {
         let k = key(path, "write")?;
         let mut metadata = HashMap::new();
         if let Some(ns) = apply.mtime_ns {
-            metadata.insert(MTIME_KEY.to_string(), mtime_text(ns));
+            metadata.extend([mtime_metadata(self.location.service, ns)]);
         }
         let mut writer = self
             .run(
@@ -502,9 +498,32 @@ impl Writable for RemoteBackend {
     }
 }
 
-/// Reads an mtime as [`mtime_text`] writes it (a fraction of up to nine
-/// digits).
+/// The user-metadata key an mtime goes under: rclone's on each service,
+/// so each tool reads the other's.
+const MTIME_KEY: &str = "mtime";
+
+/// The user metadata that keeps an mtime, as rclone writes it on each
+/// service: on S3 seconds since the epoch with the nanoseconds as a
+/// fraction, on Azure RFC 3339 with nanoseconds.
+fn mtime_metadata(service: Service, ns: i64) -> (String, String) {
+    let (secs, nanos) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+    let text = match service {
+        Service::S3 => None,
+        Service::Azblob => jiff::Timestamp::from_nanosecond(i128::from(ns))
+            .ok()
+            .map(|t| format!("{t:.9}")),
+    };
+    let text = text.unwrap_or_else(|| format!("{secs}.{nanos:09}"));
+    (MTIME_KEY.to_string(), text)
+}
+
+/// An mtime in any form [`mtime_metadata`] writes: seconds since the
+/// epoch with an optional fraction of up to nine digits, or RFC 3339.
 fn parse_mtime(text: &str) -> Option<i64> {
+    if text.contains('T') {
+        let t: jiff::Timestamp = text.parse().ok()?;
+        return i64::try_from(t.as_nanosecond()).ok();
+    }
     let (secs, frac) = text.split_once('.').unwrap_or((text, "0"));
     let secs: i64 = secs.parse().ok()?;
     if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
@@ -514,29 +533,30 @@ fn parse_mtime(text: &str) -> Option<i64> {
     secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
-/// An mtime as rclone writes it: seconds since the epoch, with the
-/// nanoseconds as a fraction.
-fn mtime_text(ns: i64) -> String {
-    let (secs, nanos) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
-    format!("{secs}.{nanos:09}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn mtimes_are_written_as_rclone_does() {
+        let ns = 1_700_000_000_123_456_789;
+        assert_eq!(mtime_metadata(Service::S3, ns).1, "1700000000.123456789");
         assert_eq!(
-            mtime_text(1_700_000_000_123_456_789),
-            "1700000000.123456789"
+            mtime_metadata(Service::Azblob, ns).1,
+            "2023-11-14T22:13:20.123456789Z"
         );
-        assert_eq!(mtime_text(0), "0.000000000");
-        for ns in [1_700_000_000_123_456_789, 0, 5] {
-            assert_eq!(parse_mtime(&mtime_text(ns)), Some(ns));
+        for service in [Service::S3, Service::Azblob] {
+            for ns in [ns, 0, 5, -1_500_000_000] {
+                let (key, text) = mtime_metadata(service, ns);
+                assert_eq!((key.as_str(), parse_mtime(&text)), (MTIME_KEY, Some(ns)));
+            }
         }
         assert_eq!(parse_mtime("1700000000.5"), Some(1_700_000_000_500_000_000));
         assert_eq!(parse_mtime("1700000000"), Some(1_700_000_000_000_000_000));
+        assert_eq!(
+            parse_mtime("2023-11-14T23:13:20+01:00"),
+            Some(1_700_000_000_000_000_000)
+        );
         assert_eq!(parse_mtime("x"), None);
     }
 

@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+mod servers;
+
+pub use servers::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -15,13 +18,15 @@ pub fn treeshift(args: &[&str]) -> Output {
     command().args(args).output().expect("run treeshift")
 }
 
-/// The binary, with the credentials of the test S3 server (it checks no
-/// signature, but requests are signed as for a real store).
+/// The binary, with the credentials of the test storage servers
+/// (requests are signed as for a real store).
 pub fn command() -> Command {
     let mut command = Command::new(bin());
     command
         .env("AWS_ACCESS_KEY_ID", "treeshift-test")
-        .env("AWS_SECRET_ACCESS_KEY", "treeshift-test-secret");
+        .env("AWS_SECRET_ACCESS_KEY", "treeshift-test-secret")
+        .env("AZURE_STORAGE_ACCOUNT_NAME", AZURE_ACCOUNT)
+        .env("AZURE_STORAGE_ACCOUNT_KEY", AZURE_KEY);
     command
 }
 
@@ -664,140 +669,4 @@ pub fn rsync_differences(src: &Path, dst: &Path) -> Option<Vec<String>> {
         ],
     )?;
     Some(out.lines().map(str::to_string).collect())
-}
-
-/// A server a test started on 127.0.0.1, stopped (by its PID) on drop.
-pub struct Server {
-    child: std::process::Child,
-    /// Its port.
-    pub port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free TCP port on 127.0.0.1 (the OS picks it; it is free again once
-/// this returns, and a server started right after takes it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A program of the test venv (`TREESHIFT_TEST_VENV`, which `.ci/run`
-/// makes; `/var/tmp/treeshift-venv` by default), if it is there.
-pub fn venv_program(name: &str) -> Option<PathBuf> {
-    let venv = std::env::var_os("TREESHIFT_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/treeshift-venv"));
-    let path = venv.join("bin").join(name);
-    path.exists().then_some(path)
-}
-
-/// Starts `tests/servers/s3.py` with `args` in the test venv and reads the
-/// port it bound (it binds its own, so nothing can take the port between a
-/// pick and a bind). `None`, after reporting the missing prerequisite (a
-/// failure under CI), when the venv has no moto.
-fn start_s3_script(args: &[&str]) -> Option<Server> {
-    use std::io::BufRead;
-    if venv_program("moto_server").is_none() {
-        missing_prerequisite("moto_server (.ci/run installs moto[s3] in a venv)");
-        return None;
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers/s3.py");
-    let mut child = Command::new(venv_program("python3").unwrap())
-        .arg(script)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("start tests/servers/s3.py");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let Ok(port) = line.trim().parse() else {
-        let status = child.wait();
-        panic!("s3.py {args:?} did not start: {status:?}");
-    };
-    Some(Server { child, port })
-}
-
-/// An S3 server (moto) on a loopback port with the bucket `bkt`; `None`
-/// when moto is not installed (see `start_s3_script`).
-pub fn s3_server() -> Option<Server> {
-    start_s3_script(&["moto"])
-}
-
-/// A proxy in front of the S3 server `upstream` that answers every
-/// `fail_every`th request with a throttling or server error (503 SlowDown,
-/// 500, 429 with Retry-After) instead of passing it on; on `port` when
-/// given (to come back where a killed one was).
-pub fn s3_proxy(upstream: &Server, port: Option<u16>, fail_every: u32) -> Option<Server> {
-    start_s3_script(&[
-        "proxy",
-        &upstream.port.to_string(),
-        "--port",
-        &port.unwrap_or(0).to_string(),
-        "--fail-every",
-        &fail_every.to_string(),
-    ])
-}
-
-impl Server {
-    /// The location of `prefix` in the bucket of this S3 server.
-    pub fn s3(&self, prefix: &str) -> String {
-        format!("s3://bkt/{prefix}?endpoint=http://127.0.0.1:{}", self.port)
-    }
-
-    /// What rclone (which reads the mtime treeshift writes into an
-    /// object's metadata, as it writes its own) finds between a local
-    /// folder and `prefix` on this server: `rclone check` (sizes, and
-    /// hashes where the store has them) and the files a `sync --dry-run`
-    /// would still send (sizes and mtimes). Empty when they are equal.
-    pub fn rclone_differences(&self, local: &Path, prefix: &str) -> Option<Vec<String>> {
-        let remote = format!("t:bkt/{prefix}");
-        let rclone = |args: &[&str]| {
-            Command::new("rclone")
-                .args(args)
-                .env("RCLONE_CONFIG_T_TYPE", "s3")
-                .env("RCLONE_CONFIG_T_PROVIDER", "Other")
-                .env(
-                    "RCLONE_CONFIG_T_ENDPOINT",
-                    format!("http://127.0.0.1:{}", self.port),
-                )
-                .env("RCLONE_CONFIG_T_ACCESS_KEY_ID", "treeshift-test")
-                .env("RCLONE_CONFIG_T_SECRET_ACCESS_KEY", "treeshift-test-secret")
-                .env("RCLONE_CONFIG_T_FORCE_PATH_STYLE", "true")
-                .env("RCLONE_CONFIG", "/dev/null")
-                // rclone 1.60 cannot reach S3 with it set (TOOLING-NOTES).
-                .env_remove("AWS_CA_BUNDLE")
-                .output()
-        };
-        let Ok(check) = rclone(&["check", "--one-way", s(local), &remote]) else {
-            missing_prerequisite("rclone (apt-get install rclone)");
-            return None;
-        };
-        let mut found = Vec::new();
-        let said = String::from_utf8_lossy(&check.stderr).into_owned();
-        if !check.status.success() {
-            found.push(format!("rclone check: {said}"));
-        }
-        let sync = rclone(&["sync", "--dry-run", "-v", s(local), &remote]).unwrap();
-        let said = String::from_utf8_lossy(&sync.stderr);
-        assert!(sync.status.success(), "rclone sync --dry-run: {said}");
-        found.extend(
-            said.lines()
-                .filter(|l| l.contains("Skipped copy") || l.contains("Skipped update"))
-                .map(str::to_string),
-        );
-        Some(found)
-    }
 }

@@ -1,17 +1,24 @@
 """Test servers for the remote-storage tests, on 127.0.0.1 only.
 
-    s3.py moto                          an S3 server (moto) holding the bucket `bkt`
-    s3.py proxy UPSTREAM [--port P] [--fail-every N]
+    stores.py moto                      an S3 server (moto) holding the bucket `bkt`
+    stores.py proxy UPSTREAM [--port P] [--fail-every N]
                                         a proxy in front of it that answers every
                                         Nth request with a throttling or server
                                         error instead of passing it on
+    stores.py azure-container PORT NAME makes a container on the Azurite server
+                                        at PORT (a request signed with the
+                                        emulator's published key)
 
-Each binds its own port (0 unless --port is given, so no other process can
-take it between a pick and a bind), prints it on a line of its own, and
-serves until its standard input closes or it is killed.
+The servers bind their own port (0 unless --port is given, so no other
+process can take it between a pick and a bind), print it on a line of its
+own, and serve until their standard input closes or they are killed.
 """
 
 import argparse
+import base64
+import email.utils
+import hashlib
+import hmac
 import http.client
 import sys
 import threading
@@ -120,6 +127,39 @@ def serve_proxy(upstream, port, fail_every):
     return server.server_address[1]
 
 
+AZURE_ACCOUNT = "devstoreaccount1"
+AZURE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azure_container(port, name):
+    """Create Container, signed with Shared Key (path-style, as Azurite is
+    addressed: the account is the first segment of the path)."""
+    date = email.utils.formatdate(usegmt=True)
+    version = "2021-08-06"
+    to_sign = (
+        "PUT\n" + "\n" * 11
+        + f"x-ms-date:{date}\nx-ms-version:{version}\n"
+        + f"/{AZURE_ACCOUNT}/{AZURE_ACCOUNT}/{name}\nrestype:container"
+    )
+    key = base64.b64decode(AZURE_KEY)
+    signature = base64.b64encode(hmac.new(key, to_sign.encode(), hashlib.sha256).digest())
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request(
+        "PUT",
+        f"/{AZURE_ACCOUNT}/{name}?restype=container",
+        headers={
+            "x-ms-date": date,
+            "x-ms-version": version,
+            "Authorization": f"SharedKey {AZURE_ACCOUNT}:{signature.decode()}",
+            "Content-Length": "0",
+        },
+    )
+    response = connection.getresponse()
+    body = response.read()
+    if response.status != 201:
+        sys.exit(f"create container {name}: {response.status} {body[:300]!r}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="what", required=True)
@@ -128,7 +168,13 @@ def main():
     proxy.add_argument("upstream", type=int)
     proxy.add_argument("--port", type=int, default=0)
     proxy.add_argument("--fail-every", type=int, default=0)
+    container = sub.add_parser("azure-container")
+    container.add_argument("port", type=int)
+    container.add_argument("name")
     args = parser.parse_args()
+    if args.what == "azure-container":
+        azure_container(args.port, args.name)
+        return
     if args.what == "moto":
         port = serve_moto()
     else:
