@@ -295,8 +295,13 @@ pub struct SourceFile {
     pub reader: Reader,
     /// Size when opened.
     pub size: u64,
-    /// Modification time when opened, in nanoseconds.
+    /// Modification time when opened, in nanoseconds, as listings give it
+    /// (what tells a changed file).
     pub mtime_ns: Option<i64>,
+    /// The file's own mtime, where the storage keeps it apart from
+    /// `mtime_ns`: an object's `mtime` metadata, while its listed time is
+    /// that of its upload. The destination is given this one.
+    pub own_mtime_ns: Option<i64>,
     /// Mode and owners as of the open, where the storage has them.
     pub meta: Meta,
     /// The kept extended attributes, read from the open file.

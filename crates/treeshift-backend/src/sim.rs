@@ -854,6 +854,7 @@ impl Backend for SimBackend {
             mtime_ns: entry.mtime_ns,
             meta: treeshift_core::Meta::default(),
             xattrs: Vec::new(),
+            own_mtime_ns: None,
             holes: false,
         })
     }

@@ -17,13 +17,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use treeshift_backend::{
-    Apply, Backend, BackendError, ErrorKind, RetryPolicy, SourceFile, Writable, Written,
+    Apply, Backend, BackendError, ErrorKind, MtimeKeeping, RetryPolicy, SourceFile, Writable,
+    Written,
 };
 use treeshift_core::{
     Action, CopyStatus, CopySummary, Entry, Keep, Kind, Meta, RelPath, Side, Xattr, aside_name,
     mtime_secs, quarantine_path, temp_name,
 };
-use treeshift_store::{CopyEvent, CopyPull, CopyTask, CopyTodo, FolderTime, StoreHandle};
+use treeshift_store::{
+    CopyEvent, CopyPull, CopyTask, CopyTodo, FolderTime, StoreHandle, WrittenAs,
+};
 
 /// Tuning of a copy run.
 #[derive(Clone, Debug)]
@@ -110,6 +113,7 @@ pub fn copy(
         },
         budget: ByteBudget::new(options.bytes_in_flight),
         pass: approval.pass,
+        src_own_mtimes: src.capabilities().mtime == MtimeKeeping::UserMetadata,
     };
     let config = PoolConfig {
         workers: options.workers,
@@ -148,7 +152,7 @@ pub fn copy(
                 reason: None,
                 error: None,
                 attempt: t.attempt,
-                etag: None,
+                written: WrittenAs::default(),
             })
             .collect();
         // Committed before any of them is written, so a temporary can
@@ -211,8 +215,8 @@ enum Done {
     Copied {
         /// What the destination could not keep, if anything.
         note: Option<String>,
-        /// The tag the destination gave the data written, where it gives one.
-        etag: Option<String>,
+        /// What a later discovery compares the destination with.
+        written: WrittenAs,
     },
     /// Not copied: something changed since discovery.
     Changed(String),
@@ -220,13 +224,29 @@ enum Done {
 
 const COPIED: Done = Done::Copied {
     note: None,
-    etag: None,
+    written: WrittenAs {
+        etag: None,
+        own_mtime_ns: None,
+    },
 };
 
 impl Done {
     fn noted(note: Option<String>) -> Done {
-        Done::Copied { note, etag: None }
+        Done::Copied {
+            note,
+            written: WrittenAs::default(),
+        }
     }
+}
+
+/// What writing one file or symlink did.
+struct FileWritten {
+    written: Written,
+    /// What the destination could not keep, if anything.
+    note: Option<String>,
+    /// The file's own mtime the destination was given, where the source
+    /// keeps it apart from its listing's.
+    own_mtime_ns: Option<i64>,
 }
 
 /// A folder whose identity was checked, and the change found (`None`: it
@@ -253,6 +273,9 @@ struct Copier<'a> {
     budget: ByteBudget,
     /// The approved plan's pass (names its quarantine folder).
     pass: u32,
+    /// The source keeps files' own mtimes apart from the ones its
+    /// listings give (object stores, in user metadata).
+    src_own_mtimes: bool,
 }
 
 impl Copier<'_> {
@@ -288,7 +311,7 @@ impl Copier<'_> {
             reason,
             error: None,
             attempt: task.attempt,
-            etag: None,
+            written: WrittenAs::default(),
         };
         // Source calls turn their own changed ways into `Changed`; one
         // left here is the destination's.
@@ -297,8 +320,8 @@ impl Copier<'_> {
             other => other,
         };
         match outcome {
-            Ok(Done::Copied { note, etag }) => Ok(CopyEvent {
-                etag,
+            Ok(Done::Copied { note, written }) => Ok(CopyEvent {
+                written,
                 ..event(CopyStatus::Copied, note)
             }),
             Ok(Done::Changed(why)) => {
@@ -373,7 +396,15 @@ impl Copier<'_> {
     /// What to do with the item at the destination path (`now`); see
     /// [`Copier::prepare`].
     fn occupied(&self, task: &CopyTask, now: &Entry) -> Result<Result<bool, Done>, BackendError> {
-        if matches(now, task.kind, task.size, task.mtime_ns) {
+        // What a stopped run wrote there carries the file's own mtime where
+        // the source keeps it apart (an object's metadata, which its
+        // stat gives): that is the one to find, and to record.
+        let own_mtime_ns = if task.in_flight && task.kind == Kind::File && self.src_own_mtimes {
+            self.src.stat(&task.path)?.and_then(|e| e.mtime_ns)
+        } else {
+            None
+        };
+        if matches(now, task.kind, task.size, own_mtime_ns.or(task.mtime_ns)) {
             // Only an item marked `copying` (files and symlinks are marked
             // before they are handed out) can have been written by an
             // earlier run that stopped before recording it. Anything else
@@ -386,7 +417,13 @@ impl Copier<'_> {
                     now.kind.as_str()
                 ))));
             }
-            return Ok(Err(COPIED));
+            return Ok(Err(Done::Copied {
+                note: None,
+                written: WrittenAs {
+                    etag: now.etag.clone(),
+                    own_mtime_ns,
+                },
+            }));
         }
         // Still what discovery saw there?
         let seen = task
@@ -488,7 +525,11 @@ impl Copier<'_> {
                 Err(done) => return Ok(done),
             }
         };
-        let (written, note) = match task.kind {
+        let FileWritten {
+            written,
+            note,
+            own_mtime_ns,
+        } = match task.kind {
             Kind::File => match self.write_file(task, &temp, replace)? {
                 Ok(written) => written,
                 Err(done) => return Ok(done),
@@ -509,7 +550,11 @@ impl Copier<'_> {
                 let written = self
                     .writer
                     .symlink(&task.path, &temp, &target, replace, &apply)?;
-                (written, None)
+                FileWritten {
+                    written,
+                    note: None,
+                    own_mtime_ns: None,
+                }
             }
             Kind::Folder | Kind::Special => {
                 return Err(BackendError::new(
@@ -524,7 +569,10 @@ impl Copier<'_> {
             Done::Changed("destination: an item appeared at this path while it was copied".into())
         };
         Ok(match written {
-            Written::Done { etag, .. } => Done::Copied { note, etag },
+            Written::Done { etag, .. } => Done::Copied {
+                note,
+                written: WrittenAs { etag, own_mtime_ns },
+            },
             Written::Changed(why) => Done::Changed(why),
             Written::Occupied if !create => appeared(),
             Written::Occupied => match self.dst.stat(&task.path)? {
@@ -577,11 +625,14 @@ impl Copier<'_> {
                 "destination: an item appeared at this path while it was linked".to_string(),
             )),
             Err(e) if e.kind == ErrorKind::Unsupported => Ok(match self.file(task)? {
-                Done::Copied { note: None, etag } => Done::Copied {
+                Done::Copied {
+                    note: None,
+                    written,
+                } => Done::Copied {
                     note: Some(format!(
                         "copied as a file of its own: the destination cannot hold hard links ({leader})"
                     )),
-                    etag,
+                    written,
                 },
                 other => other,
             }),
@@ -599,7 +650,7 @@ impl Copier<'_> {
         task: &CopyTask,
         temp: &RelPath,
         replace: bool,
-    ) -> Result<Result<(Written, Option<String>), Done>, BackendError> {
+    ) -> Result<Result<FileWritten, Done>, BackendError> {
         let check = |source: &SourceFile, written: u64| {
             let now = source.restat().unwrap_or((written, source.mtime_ns));
             if written != task.size {
@@ -620,7 +671,8 @@ impl Copier<'_> {
                 return Ok(Err(Done::Changed(format!("source: {why} since discovery"))));
             }
             let refused = self.xattrs_refused.load(Ordering::Relaxed);
-            let apply = self.apply_for(&source.meta, Some(&source.xattrs), source.mtime_ns);
+            let mtime = source.own_mtime_ns.or(source.mtime_ns);
+            let apply = self.apply_for(&source.meta, Some(&source.xattrs), mtime);
             let _permit = self.budget.acquire(task.size);
             match self
                 .writer
@@ -631,7 +683,11 @@ impl Copier<'_> {
                 Ok(written) => {
                     let note =
                         (refused && !source.xattrs.is_empty()).then(|| XATTRS_REFUSED.to_string());
-                    return Ok(Ok((written, note)));
+                    return Ok(Ok(FileWritten {
+                        written,
+                        note,
+                        own_mtime_ns: source.own_mtime_ns,
+                    }));
                 }
             }
         }

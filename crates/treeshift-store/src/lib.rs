@@ -320,10 +320,30 @@ pub struct CopyEvent {
     pub error: Option<(RelPath, Failure)>,
     /// The attempt it belongs to (the task's).
     pub attempt: u32,
-    /// For a copied file: the tag the destination gave what was written,
-    /// where it gives one (an object store's ETag). Recorded with the
-    /// source's size and mtime, a later discovery compares by it.
+    /// For a copied file: what a later discovery compares the destination
+    /// with, besides the source (recorded with the source's size and mtime
+    /// as discovery saw them).
+    pub written: WrittenAs,
+}
+
+/// What a copy left at the destination that the source's listing cannot
+/// tell: recorded for each copied file that has any of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WrittenAs {
+    /// The tag the destination gave the data, where it gives one (an
+    /// object store's ETag).
     pub etag: Option<String>,
+    /// The mtime the destination was given, where the source keeps a
+    /// file's own mtime apart from the one its listing gives (an object's
+    /// `mtime` metadata beside its upload time).
+    pub own_mtime_ns: Option<i64>,
+}
+
+impl WrittenAs {
+    /// True if there is nothing to record.
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.own_mtime_ns.is_none()
+    }
 }
 
 /// A folder the copy made, updated or wrote into, whose mtime (and, for

@@ -203,7 +203,7 @@ fn approval_records_the_plan_and_a_changed_plan_is_refused() {
         reason: None,
         error: None,
         attempt: 1,
-        etag: None,
+        written: Default::default(),
     }])
     .unwrap();
     assert!(matches!(
@@ -230,7 +230,7 @@ fn approval_records_the_plan_and_a_changed_plan_is_refused() {
         reason: Some("permission_denied: open".into()),
         error: None,
         attempt: other.attempt,
-        etag: None,
+        written: Default::default(),
     }])
     .unwrap();
     assert_eq!(h.copy_summary().unwrap().failed, 1);

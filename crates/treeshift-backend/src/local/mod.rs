@@ -201,6 +201,7 @@ impl Backend for LocalBackend {
         Ok(SourceFile {
             size: meta.len(),
             mtime_ns: Some(mtime_ns(&meta)),
+            own_mtime_ns: None,
             meta: Meta {
                 mode: Some(meta.permissions().mode() & 0o7777),
                 uid: Some(meta.uid()),

@@ -289,9 +289,13 @@ impl Backend for RemoteBackend {
             .run(self.op.stat(&k))
             .map_err(|e| self.err("open", path, &e))?;
         let entry = entry_of(std::str::from_utf8(path.name()).unwrap_or_default(), &meta);
-        let reader = self
-            .run(self.op.reader(&k))
-            .map_err(|e| self.err("open", path, &e))?;
+        // The version just looked at, and no other: a rewrite in between
+        // fails the read (precondition) instead of mixing the two.
+        let mut reading = self.op.reader_with(&k);
+        if let Some(etag) = meta.etag() {
+            reading = reading.if_match(etag);
+        }
+        let reader = self.run(reading).map_err(|e| self.err("open", path, &e))?;
         let stream = self
             .run(reader.into_bytes_stream(..))
             .map_err(|e| self.err("open", path, &e))?;
@@ -303,6 +307,9 @@ impl Backend for RemoteBackend {
             })),
             size: entry.size,
             mtime_ns: entry.mtime_ns,
+            own_mtime_ns: meta
+                .user_metadata()
+                .and_then(|m| m.get(MTIME_KEY).and_then(parse_mtime)),
             meta: Meta::default(),
             xattrs: Vec::new(),
             holes: false,

@@ -2,6 +2,7 @@
 //! committed in batches, node rows through DuckDB's Arrow appender.
 
 use super::*;
+use crate::WrittenAs;
 
 pub(super) struct NodeRow {
     pub(super) id: i64,
@@ -41,9 +42,9 @@ pub(super) struct Buffers {
     pub(super) events: [Vec<EventRow>; 2],
     pub(super) errors: Vec<ErrorRow>,
     pub(super) logs: Vec<(i64, LogRecord)>,
-    /// Objects written with the etag the store gave them: (node id, etag,
+    /// Files written with what a later discovery compares by: (node id, it,
     /// seq).
-    pub(super) written: Vec<(i64, String, i64)>,
+    pub(super) written: Vec<(i64, WrittenAs, i64)>,
     pub(super) rows: usize,
     pub(super) since: Option<Instant>,
 }
@@ -106,12 +107,12 @@ pub(super) fn append_buffered(conn: &Connection, buf: &Buffers) -> Result<(), du
         // What the copy wrote, kept across passes with the source's size and
         // mtime then (the plan is made anew each pass).
         let mut app = conn.appender("written_new")?;
-        for (node_id, etag, seq) in &buf.written {
-            app.append_row(params![node_id, etag.as_str(), seq])?;
+        for (node_id, written, seq) in &buf.written {
+            app.append_row(params![node_id, written.etag, written.own_mtime_ns, seq])?;
         }
         app.flush()?;
         conn.execute_batch(
-            "INSERT INTO written SELECT p.depth, p.rel_path, p.size, p.mtime_ns, n.etag, n.seq \
+            "INSERT INTO written SELECT p.depth, p.rel_path, p.size, p.mtime_ns, n.etag, n.own_mtime_ns, n.seq \
              FROM written_new n JOIN copy_plan p ON p.node_id = n.node_id; \
              DELETE FROM written_new;",
         )?;

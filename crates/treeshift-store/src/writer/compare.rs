@@ -30,13 +30,16 @@ pub(super) fn compare_round(
     } else {
         (String::new(), "")
     };
-    // What treeshift wrote at this depth, for a store that keeps no mtime
-    // of its own (its listing's size and etag are compared with that).
+    // What treeshift wrote at this depth where the listings cannot tell:
+    // a destination that keeps no mtime of its own (its listing's size and
+    // etag are compared with that), a source that keeps files' own mtimes
+    // apart from its listing's (the destination got the file's own).
     let written = exists(conn, &format!("SELECT 1 FROM written WHERE depth = {n1}"))?;
     let w_join = if written {
         format!(
             "LEFT JOIN (SELECT rel_path, arg_max(size, seq) AS size, arg_max(mtime_ns, seq) AS mtime_ns, \
-                          arg_max(etag, seq) AS etag FROM written WHERE depth = {n1} GROUP BY rel_path) w \
+                          arg_max(etag, seq) AS etag, arg_max(own_mtime_ns, seq) AS own_mtime_ns \
+                   FROM written WHERE depth = {n1} GROUP BY rel_path) w \
                ON w.rel_path = c.rel_path"
         )
     } else {
@@ -155,6 +158,12 @@ pub(super) fn has_previous_pass(conn: &Connection) -> Result<bool, duckdb::Error
 /// the object is what treeshift wrote, from the source's size and mtime
 /// then. So a discovery right after a copy finds nothing to do without a
 /// request per object, and a source file changed since is still found.
+///
+/// A source that keeps files' own mtimes apart from its listing's (an
+/// object store: the listing gives the upload time, the metadata the
+/// file's mtime) gave the destination the file's own: while the source is
+/// the version copied (the same size and listed mtime as then), that is
+/// the mtime expected on the destination.
 pub(super) struct Comparison {
     pub(super) previous: &'static str,
     pub(super) written: bool,
@@ -164,10 +173,20 @@ impl Comparison {
     fn data_differs(&self) -> String {
         format!(
             "(c.kind <> {FOLDER} AND (c.size <> d.size \
-              OR (d.mtime_ns IS NOT NULL AND mtime_s(c.mtime_ns) IS DISTINCT FROM mtime_s(d.mtime_ns)) \
+              OR (d.mtime_ns IS NOT NULL AND mtime_s({expected}) IS DISTINCT FROM mtime_s(d.mtime_ns)) \
               OR {unlike}))",
+            expected = self.expected_mtime(),
             unlike = self.unlike_written(),
         )
+    }
+
+    /// The mtime a file should have on the destination (see above).
+    fn expected_mtime(&self) -> &'static str {
+        if !self.written {
+            return "c.mtime_ns";
+        }
+        "coalesce(CASE WHEN w.size = c.size AND mtime_s(w.mtime_ns) IS NOT DISTINCT FROM mtime_s(c.mtime_ns) \
+                       THEN w.own_mtime_ns END, c.mtime_ns)"
     }
 
     /// A destination file without an mtime is not what treeshift wrote
@@ -206,7 +225,11 @@ impl Comparison {
             )
         };
         if self.written {
-            format!("({previous} OR (w.rel_path IS NOT NULL AND w.etag = d.etag))")
+            format!(
+                "({previous} OR (w.rel_path IS NOT NULL AND w.etag = d.etag) \
+                  OR (w.rel_path IS NOT NULL AND w.size = d.size \
+                      AND mtime_s(w.own_mtime_ns) = mtime_s(d.mtime_ns)))"
+            )
         } else {
             previous
         }
@@ -230,8 +253,8 @@ impl Comparison {
                   WHEN c.kind <> {FOLDER} AND c.size <> d.size THEN \
                        'size ' || c.size::VARCHAR || ' on src, ' || d.size::VARCHAR || ' on dst' \
                   WHEN c.kind <> {FOLDER} AND d.mtime_ns IS NOT NULL \
-                       AND mtime_s(c.mtime_ns) IS DISTINCT FROM mtime_s(d.mtime_ns) THEN \
-                       'mtime ' || coalesce(mtime_s(c.mtime_ns)::VARCHAR, '?') || ' on src, ' \
+                       AND mtime_s({expected}) IS DISTINCT FROM mtime_s(d.mtime_ns) THEN \
+                       'mtime ' || coalesce(mtime_s({expected})::VARCHAR, '?') || ' on src, ' \
                        || coalesce(mtime_s(d.mtime_ns)::VARCHAR, '?') || ' on dst' \
                   {written_reasons} \
                   WHEN {meta} THEN 'metadata: ' || concat_ws('; ', \
@@ -244,6 +267,7 @@ impl Comparison {
                             'mtime ' || mtime_s(c.mtime_ns)::VARCHAR || ' on src, ' || mtime_s(d.mtime_ns)::VARCHAR || ' on dst' END) \
                   ELSE NULL END",
             meta = Self::meta_differs(),
+            expected = self.expected_mtime(),
             written_reasons = if self.written {
                 format!(
                     "WHEN {unlike} AND w.etag IS DISTINCT FROM d.etag THEN \

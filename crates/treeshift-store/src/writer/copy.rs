@@ -658,9 +658,9 @@ impl Writer {
 
     pub(crate) fn record_copy(&mut self, events: Vec<CopyEvent>) {
         for e in events {
-            if let (CopyStatus::Copied, Some(etag)) = (e.status, &e.etag) {
+            if e.status == CopyStatus::Copied && !e.written.is_empty() {
                 let seq = self.take_seq();
-                self.buf.written.push((e.id, etag.clone(), seq));
+                self.buf.written.push((e.id, e.written, seq));
             }
             self.buffer_item_event(
                 "copy",
@@ -826,9 +826,15 @@ impl Writer {
         self.conn
             .execute_batch(&format!(
                 "CREATE OR REPLACE TEMP TABLE verify_todo AS \
-                 SELECT p.node_id, p.depth, p.kind, p.rel_path, p.size, p.mtime_ns, \
+                 WITH w AS (SELECT rel_path, arg_max(size, seq) AS size, arg_max(mtime_ns, seq) AS mtime_ns, \
+                                   arg_max(own_mtime_ns, seq) AS own_mtime_ns \
+                            FROM written WHERE own_mtime_ns IS NOT NULL GROUP BY rel_path) \
+                 SELECT p.node_id, p.depth, p.kind, p.rel_path, p.size, \
+                   coalesce(CASE WHEN w.size = p.size AND w.mtime_ns IS NOT DISTINCT FROM p.mtime_ns \
+                                 THEN w.own_mtime_ns END, p.mtime_ns) AS mtime_ns, \
                    p.mode, p.uid, p.gid, p.xattrs, p.link_to FROM copy_plan p \
                  JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
+                 LEFT JOIN w ON w.rel_path = p.rel_path \
                  WHERE c.st = 'copied' AND p.action {COPIES}"
             ))
             .context("prepare the verification")?;

@@ -25,9 +25,11 @@ CREATE TABLE IF NOT EXISTS src_changes (
 );
 CREATE TABLE IF NOT EXISTS written (
     depth INTEGER NOT NULL, rel_path BLOB NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT,
-    etag VARCHAR NOT NULL, seq BIGINT NOT NULL
+    etag VARCHAR, own_mtime_ns BIGINT, seq BIGINT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS written_new (node_id BIGINT NOT NULL, etag VARCHAR NOT NULL, seq BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS written_new (
+    node_id BIGINT NOT NULL, etag VARCHAR, own_mtime_ns BIGINT, seq BIGINT NOT NULL
+);
 "#;
 
 /// Where the previous pass's source tree is kept.
