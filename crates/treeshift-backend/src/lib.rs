@@ -247,6 +247,29 @@ impl Capabilities {
             listing_hash: false,
         }
     }
+
+    /// Why this storage cannot hold an item at `path` (relative to its
+    /// root), if it cannot: a name that is not UTF-8 where names must be,
+    /// a name or a path longer than it takes.
+    pub fn cannot_hold(&self, path: &RelPath) -> Option<String> {
+        let name = path.name();
+        if self.utf8_names && std::str::from_utf8(name).is_err() {
+            return Some("not UTF-8, and the destination holds UTF-8 names only".into());
+        }
+        if let Some(max) = self.max_name_bytes.filter(|&max| name.len() > max) {
+            return Some(format!(
+                "a name of {} bytes, and the destination holds at most {max}",
+                name.len()
+            ));
+        }
+        let len = path.as_bytes().len();
+        if let Some(max) = self.max_path_bytes.filter(|&max| len > max) {
+            return Some(format!(
+                "a path of {len} bytes, and the destination holds at most {max} under its root"
+            ));
+        }
+        None
+    }
 }
 
 /// Asked by [`Writable::write`] once the data is written, before the item
@@ -396,4 +419,42 @@ pub fn open(location: &str, options: &OpenOptions) -> Result<Arc<dyn Backend>, B
     let path =
         std::path::absolute(location).map_err(|e| BackendError::from_io("open", location, &e))?;
     Ok(Arc::new(local::LocalBackend::new(path)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storage_says_which_names_it_cannot_hold() {
+        let path = |bytes: &[u8]| RelPath::from_bytes(bytes.to_vec());
+        let posix = Capabilities::posix();
+        assert_eq!(posix.cannot_hold(&path(b"a/caf\xe9")), None);
+        let long = [b'n'; 256];
+        assert!(
+            posix
+                .cannot_hold(&path(&long))
+                .unwrap()
+                .contains("256 bytes")
+        );
+        let store = Capabilities {
+            utf8_names: true,
+            max_name_bytes: None,
+            max_path_bytes: Some(10),
+            ..posix
+        };
+        assert!(
+            store
+                .cannot_hold(&path(b"caf\xe9"))
+                .unwrap()
+                .contains("UTF-8")
+        );
+        assert_eq!(store.cannot_hold(&path(b"abcd/efghi")), None);
+        assert!(
+            store
+                .cannot_hold(&path(b"abcd/efghij"))
+                .unwrap()
+                .contains("11 bytes")
+        );
+    }
 }

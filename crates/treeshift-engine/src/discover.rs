@@ -9,7 +9,7 @@ use crossbeam_channel::bounded;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use treeshift_backend::{Backend, BackendError, MtimeKeeping, RetryPolicy};
+use treeshift_backend::{Backend, BackendError, Capabilities, MtimeKeeping, RetryPolicy};
 use treeshift_core::{Entry, Filter, Keep, Kind, RelPath, Side, Summary, xattr_digest};
 use treeshift_store::{FolderTask, StoreError, StoreHandle};
 
@@ -62,6 +62,7 @@ pub fn discover(
         base_delay: options.base_delay,
         max_delay: options.max_delay,
     };
+    let dst_caps = dst.capabilities();
     let sides = [
         (Side::Src, src, state.src_sealed, state.src_done),
         (Side::Dst, dst, state.dst_sealed, state.dst_done),
@@ -73,6 +74,7 @@ pub fn discover(
                 let runner = SideRunner {
                     side: *side,
                     backend: backend.as_ref(),
+                    destination: (*side == Side::Src).then_some(&dst_caps),
                     filter,
                     keep: &keep,
                     store,
@@ -215,6 +217,8 @@ impl InFlight {
 struct SideRunner<'a> {
     side: Side,
     backend: &'a dyn Backend,
+    /// For the source: what the destination can hold.
+    destination: Option<&'a Capabilities>,
     filter: &'a Filter,
     keep: &'a Keep,
     store: &'a StoreHandle,
@@ -246,6 +250,7 @@ impl SideRunner<'_> {
                     filter: self.filter,
                     keep: self.keep,
                     native_mtime: self.backend.capabilities().mtime == MtimeKeeping::Native,
+                    destination: self.destination,
                     store: self.store,
                     retry: self.retry,
                 };

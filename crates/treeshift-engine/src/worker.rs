@@ -3,7 +3,7 @@
 //! exponential backoff and jitter; anything else fails the folder with its
 //! reason, and its siblings carry on.
 
-use treeshift_backend::{Backend, BackendError, RetryPolicy};
+use treeshift_backend::{Backend, BackendError, Capabilities, RetryPolicy};
 use treeshift_core::{
     Filter, Keep, Kind, QUARANTINE_DIR, Side, Status, Verdict, display_bytes, name_problem,
     name_stand_in,
@@ -22,6 +22,11 @@ pub(crate) struct Lister<'a> {
     pub keep: &'a Keep,
     /// The side's storage keeps mtimes natively (not in user metadata).
     pub native_mtime: bool,
+    /// For the source: what the destination can hold. A source item it
+    /// cannot (a name not UTF-8 toward an object store, a name or key too
+    /// long) is left out as an invalid name, with the reason, instead of
+    /// failing at its copy.
+    pub destination: Option<&'a Capabilities>,
     pub store: &'a StoreHandle,
     pub retry: &'a RetryPolicy,
 }
@@ -95,10 +100,16 @@ impl Lister<'_> {
             }
             // A name that cannot be a path never becomes one, whatever the
             // backend: it is recorded under a plain stand-in.
+            let cannot_hold = || {
+                self.destination
+                    .and_then(|caps| caps.cannot_hold(&task.path.join(&entry.name)))
+            };
             let left_out = if let Some(problem) = name_problem(&entry.name) {
                 let reason = format!("{problem}: \"{}\"", display_bytes(&entry.name));
                 entry.name = name_stand_in(&entry.name);
                 Some((Status::InvalidName, reason))
+            } else if let Some(why) = cannot_hold() {
+                Some((Status::InvalidName, why))
             } else if filtering {
                 match self.filter.verdict(&task.path.join(&entry.name), &entry) {
                     Verdict::Include => None,

@@ -503,6 +503,16 @@ fn an_unreadable_destination_folder_is_compared_after_a_retry() {
     let dst = dir.path().join("dst");
     util::copy_tree(&src, &dst);
     fs::remove_file(dst.join("d1").join("d0").join("f002.txt")).unwrap();
+    // The removal moved the folder's mtime; put the source's back, so the
+    // file is the one difference whichever second the test runs in.
+    let folder_mtime = fs::metadata(src.join("d1").join("d0"))
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    util::set_mtime(&dst.join("d1").join("d0"), folder_mtime);
     let locked = dst.join("d1");
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
     let state = dir.path().join("s.duckdb");

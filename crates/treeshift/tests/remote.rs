@@ -479,3 +479,52 @@ fn an_azure_container_that_cannot_be_used_stops_the_run_with_the_reason() {
         "{err}"
     );
 }
+
+#[test]
+fn names_a_store_cannot_hold_are_left_out_at_discovery_with_the_reason() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(server) = s3_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, state) = (dir.path().join("src"), dir.path().join("s.duckdb"));
+    make_tree(&src, 1, 1, 2);
+    // Latin-1, as an old file server may hold it: not UTF-8.
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    fs::write(src.join(latin1), b"old").unwrap();
+    // A path of 1,020 bytes (five nested folders of 200-byte names, and
+    // a 15-byte file name): its key would be 1,026 with the prefix.
+    let mut deep = src.clone();
+    for i in 0..5 {
+        deep = deep.join(format!("{i}{}", "x".repeat(199)));
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("fffffffffff.txt"), b"deep").unwrap();
+    let (code, out, err) = run(&[
+        "migrate",
+        s(&src),
+        &server.s3("names"),
+        "--state",
+        s(&state),
+        "--yes",
+        "--json",
+    ]);
+    assert_eq!(
+        code, 4,
+        "invalid names are reported by the exit code: {err}"
+    );
+    let done = json(&out);
+    assert_eq!(done["discovery"]["invalid_name"], 2, "{done}");
+    assert_eq!(done["copy"]["failed"], 0, "{done}");
+    let items = util::review_csv(&state, "invalid-name");
+    assert!(items.iter().any(|l| l.contains("not UTF-8")), "{items:?}");
+    assert!(
+        items
+            .iter()
+            .any(|l| l.contains("at most 1018 under its root")),
+        "the key limit less the prefix 'names/': {items:?}"
+    );
+    if let Some(differences) = server.rclone_differences(&src.join("d0"), "names/d0") {
+        assert!(differences.is_empty(), "{differences:#?}");
+    }
+}

@@ -211,7 +211,12 @@ impl Backend for RemoteBackend {
             create_new: true,
             rename: false,
             max_name_bytes: None,
-            max_path_bytes: Some(1024),
+            // A key holds at most 1,024 bytes, the prefix and its slash
+            // included.
+            max_path_bytes: Some(1024usize.saturating_sub(match self.location.prefix.len() {
+                0 => 0,
+                n => n + 1,
+            })),
             utf8_names: true,
             case_insensitive: false,
             listing_hash: false,
