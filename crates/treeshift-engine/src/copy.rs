@@ -287,19 +287,30 @@ impl Copier<'_> {
         attempt: impl Fn(&CopyTask) -> Result<Done, BackendError>,
     ) -> Result<CopyEvent, EngineError> {
         let mut tries = 0;
+        let mut retried;
+        let mut current = task;
         let outcome = loop {
             tries += 1;
             // Nothing is read or written in a folder put in the place of
             // the one discovery saw.
-            let attempted = match self.folder_swapped(task) {
+            let attempted = match self.folder_swapped(current) {
                 Ok(Some(done)) => Ok(done),
-                Ok(None) => attempt(task),
+                Ok(None) => attempt(current),
                 Err(e) => Err(e),
             };
             match attempted {
                 Err(e) if e.kind.is_temporary() && self.retry.again(tries) => {
                     tracing::debug!(path = %task.path, error = %e, tries, "retrying a copy");
                     std::thread::sleep(self.retry.delay(tries, None));
+                    // The failed attempt may have written the item all the
+                    // same (a store that did the write and lost the answer):
+                    // the next one judges what it finds there as a stopped
+                    // run's own write.
+                    retried = CopyTask {
+                        in_flight: true,
+                        ..task.clone()
+                    };
+                    current = &retried;
                 }
                 other => break other,
             }
