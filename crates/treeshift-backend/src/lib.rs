@@ -4,7 +4,7 @@
 //! - [`local`]: a local tree through `std::fs` (native and fast).
 //! - [`sim`]: a deterministic simulated tree from a seed, with a mutated
 //!   variant for destinations, per-operation latency and seeded faults.
-//! - [`remote`]: remote storage through OpenDAL (S3, Azure Blob).
+//! - [`remote`]: remote storage through OpenDAL (S3, Azure Blob, GCS).
 //! - [`Counted`]: a layer over any backend that counts its calls.
 
 mod counted;
@@ -369,7 +369,7 @@ pub struct OpenOptions {
 /// `file:///path`, `local:/path` (what [`Backend::describe`] gives),
 /// `sim:key=value,...`, or remote storage (`s3://bucket/prefix`).
 pub fn open(location: &str, options: &OpenOptions) -> Result<Arc<dyn Backend>, BackendError> {
-    if ["s3://", "azblob://"]
+    if ["s3://", "azblob://", "gcs://"]
         .iter()
         .any(|scheme| location.starts_with(scheme))
     {
@@ -402,7 +402,7 @@ pub fn open(location: &str, options: &OpenOptions) -> Result<Arc<dyn Backend>, B
             "open",
             location,
             format!(
-                "the '{scheme}' backend is not available in this build (supported: local paths, file://, sim:, s3://, azblob://)"
+                "the '{scheme}' backend is not available in this build (supported: local paths, file://, sim:, s3://, azblob://, gcs://)"
             ),
         ));
     }

@@ -15,12 +15,13 @@ fn json(out: &str) -> serde_json::Value {
 }
 
 /// A source with small files, an empty one, a name with spaces and
-/// non-ASCII letters, and a file larger than one upload part.
-fn source(src: &Path) {
+/// non-ASCII letters, and a file of `big` bytes (larger than one upload
+/// part, where the server takes multipart uploads).
+fn source(src: &Path, big: u32) {
     make_tree(src, 2, 1, 3);
     fs::write(src.join("empty"), b"").unwrap();
     fs::write(src.join("naïve name.txt"), b"unicode").unwrap();
-    let big: Vec<u8> = (0..(9u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let big: Vec<u8> = (0..big).map(|i| (i % 251) as u8).collect();
     fs::write(src.join("d0").join("big.bin"), big).unwrap();
     std::os::unix::fs::symlink("empty", src.join("link")).unwrap();
     fs::create_dir_all(src.join("hollow").join("inner")).unwrap();
@@ -63,9 +64,9 @@ fn discover(src: &str, dst: &str, state: &Path) -> serde_json::Value {
 /// was written, and the way back compared by rsync (data and mtimes, the
 /// mtimes having gone there and back in the objects' metadata). Returns
 /// the source.
-fn there_and_back(location: &str, dir: &Path) -> std::path::PathBuf {
+fn there_and_back(location: &str, dir: &Path, big: u32) -> std::path::PathBuf {
     let (src, state) = (dir.join("src"), dir.join("s.duckdb"));
-    source(&src);
+    source(&src, big);
     let first = migrate(s(&src), location, &state);
     let files_in_source = files(&src).len() as u64;
     assert_eq!(first["copy"]["failed"], 0, "{first}");
@@ -140,7 +141,7 @@ fn local_to_s3_and_back_and_a_second_discovery_asks_for_no_object() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let src = there_and_back(&server.s3("migrated"), dir.path());
+    let src = there_and_back(&server.s3("migrated"), dir.path(), 9 << 20);
     // A tool nobody here wrote agrees on the store too: same data, sizes
     // and mtimes, read from the metadata as rclone writes it.
     if let Some(differences) = server.rclone_differences(&src, "migrated") {
@@ -154,18 +155,30 @@ fn local_to_azure_and_back_and_a_second_discovery_asks_for_no_blob() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    there_and_back(&server.azblob("migrated"), dir.path());
+    there_and_back(&server.azblob("migrated"), dir.path(), 9 << 20);
 }
 
-/// Copies a tree with multi-part files to `location`, killing the copy at
+#[test]
+fn local_to_gcs_and_back_and_a_second_discovery_asks_for_no_object() {
+    let Some(server) = util::gcs_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The emulator has no multipart uploads (GCS's XML API): the large
+    // file stays within one 8 MiB part.
+    there_and_back(&server.gcs("migrated"), dir.path(), 6 << 20);
+}
+
+/// Copies a tree with large files to `location`, killing the copy at
 /// random moments, resumes it, and checks the store holds the tree (by a
 /// new discovery, and by a copy back compared byte for byte). Returns the
 /// source.
-fn copy_killed_and_resumed(location: &str, dir: &Path) -> std::path::PathBuf {
+fn copy_killed_and_resumed(location: &str, dir: &Path, big: u32) -> std::path::PathBuf {
     let (src, state) = (dir.join("src"), dir.join("s.duckdb"));
     make_tree(&src, 4, 2, 8);
-    // Uploads in several parts, which a kill can leave half sent.
-    let big: Vec<u8> = (0..(17u32 << 20)).map(|i| (i % 253) as u8).collect();
+    // Uploads in several parts where `big` is larger than one, which a kill
+    // can leave half sent.
+    let big: Vec<u8> = (0..big).map(|i| (i % 253) as u8).collect();
     for name in ["a.bin", "d1/b.bin", "d2/d3/c.bin"] {
         fs::write(src.join(name), &big).unwrap();
     }
@@ -208,7 +221,7 @@ fn a_copy_to_s3_killed_at_random_moments_resumes_to_the_same_objects() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let src = copy_killed_and_resumed(&server.s3("killed"), dir.path());
+    let src = copy_killed_and_resumed(&server.s3("killed"), dir.path(), 17 << 20);
     if let Some(differences) = server.rclone_differences(&src, "killed") {
         assert!(differences.is_empty(), "{differences:#?}");
     }
@@ -220,7 +233,17 @@ fn a_copy_to_azure_killed_at_random_moments_resumes_to_the_same_blobs() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    copy_killed_and_resumed(&server.azblob("killed"), dir.path());
+    copy_killed_and_resumed(&server.azblob("killed"), dir.path(), 17 << 20);
+}
+
+#[test]
+fn a_copy_to_gcs_killed_at_random_moments_resumes_to_the_same_objects() {
+    let Some(server) = util::gcs_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Within one part: the emulator has no multipart uploads.
+    copy_killed_and_resumed(&server.gcs("killed"), dir.path(), 6 << 20);
 }
 
 #[test]
@@ -489,4 +512,32 @@ fn names_a_store_cannot_hold_are_left_out_at_discovery_with_the_reason() {
     if let Some(differences) = server.rclone_differences(&src.join("d0"), "names/d0") {
         assert!(differences.is_empty(), "{differences:#?}");
     }
+}
+
+#[test]
+fn a_gcs_bucket_that_cannot_be_used_stops_the_run_with_the_reason() {
+    let Some(server) = util::gcs_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 1, 0, 1);
+    let state = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let missing = server.gcs("x").replacen("bkt", "no-such-bucket", 1);
+    let (code, _, err) = run(&["discover", s(&src), &missing, "--state", &state("a")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("NotFound") || err.contains("404"), "{err}");
+    // Signed requests without credentials anywhere: refused at the root
+    // check, naming where they come from (the VM metadata server is not
+    // asked: the location does not say vm_metadata=true).
+    let signed = server.gcs("x").replace("&anonymous=true", "");
+    let out = util::command()
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env("HOME", dir.path())
+        .args(["discover", s(&src), &signed, "--state", &state("b")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{err}");
 }

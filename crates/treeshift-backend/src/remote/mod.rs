@@ -262,9 +262,7 @@ impl Backend for RemoteBackend {
                 // into its metadata; the store's time of the upload is not.
                 let mut entry =
                     entry_of(std::str::from_utf8(path.name()).unwrap_or_default(), &meta);
-                entry.mtime_ns = meta
-                    .user_metadata()
-                    .and_then(|m| m.get(MTIME_KEY).and_then(parse_mtime));
+                entry.mtime_ns = own_mtime(&meta);
                 Ok(Some(entry))
             }
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
@@ -297,8 +295,12 @@ impl Backend for RemoteBackend {
         // The version just looked at, and no other: a rewrite in between
         // fails the read (precondition) instead of mixing the two.
         let mut reading = self.op.reader_with(&k);
-        if let Some(etag) = meta.etag() {
-            reading = reading.if_match(etag);
+        // GCS pins a read by generation (its JSON API's etags are not
+        // content tags); the others by etag.
+        match (self.location.service, meta.version(), meta.etag()) {
+            (Service::Gcs, Some(generation), _) => reading = reading.if_version_match(generation),
+            (Service::Gcs, None, _) | (_, _, None) => {}
+            (_, _, Some(etag)) => reading = reading.if_match(etag),
         }
         let reader = self.run(reading).map_err(|e| self.err("open", path, &e))?;
         let stream = self
@@ -312,9 +314,7 @@ impl Backend for RemoteBackend {
             })),
             size: entry.size,
             mtime_ns: entry.mtime_ns,
-            own_mtime_ns: meta
-                .user_metadata()
-                .and_then(|m| m.get(MTIME_KEY).and_then(parse_mtime)),
+            own_mtime_ns: own_mtime(&meta),
             meta: Meta::default(),
             xattrs: Vec::new(),
             holes: false,
@@ -418,7 +418,7 @@ impl Writable for RemoteBackend {
         let k = key(path, "write")?;
         let mut metadata = HashMap::new();
         if let Some(ns) = apply.mtime_ns {
-            metadata.extend([mtime_metadata(self.location.service, ns)]);
+            metadata.extend(mtime_metadata(self.location.service, ns));
         }
         let mut writer = self
             .run(
@@ -514,19 +514,39 @@ impl Writable for RemoteBackend {
 /// so each tool reads the other's.
 const MTIME_KEY: &str = "mtime";
 
+/// Where gsutil keeps a file's mtime on GCS, in whole seconds.
+const GSUTIL_MTIME_KEY: &str = "goog-reserved-file-mtime";
+
 /// The user metadata that keeps an mtime, as rclone writes it on each
 /// service: on S3 seconds since the epoch with the nanoseconds as a
-/// fraction, on Azure RFC 3339 with nanoseconds.
-fn mtime_metadata(service: Service, ns: i64) -> (String, String) {
+/// fraction, on Azure and GCS RFC 3339 with nanoseconds; on GCS also
+/// gsutil's whole seconds.
+fn mtime_metadata(service: Service, ns: i64) -> Vec<(String, String)> {
     let (secs, nanos) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
     let text = match service {
         Service::S3 => None,
-        Service::Azblob => jiff::Timestamp::from_nanosecond(i128::from(ns))
+        Service::Azblob | Service::Gcs => jiff::Timestamp::from_nanosecond(i128::from(ns))
             .ok()
             .map(|t| format!("{t:.9}")),
     };
     let text = text.unwrap_or_else(|| format!("{secs}.{nanos:09}"));
-    (MTIME_KEY.to_string(), text)
+    let mut out = vec![(MTIME_KEY.to_string(), text)];
+    if service == Service::Gcs {
+        out.push((GSUTIL_MTIME_KEY.to_string(), secs.to_string()));
+    }
+    out
+}
+
+/// The object's own mtime, from its metadata in any form
+/// [`mtime_metadata`] writes (rclone's key first, then gsutil's).
+fn own_mtime(meta: &opendal::Metadata) -> Option<i64> {
+    let m = meta.user_metadata()?;
+    m.get(MTIME_KEY).and_then(parse_mtime).or_else(|| {
+        m.get(GSUTIL_MTIME_KEY)?
+            .parse::<i64>()
+            .ok()?
+            .checked_mul(1_000_000_000)
+    })
 }
 
 /// An mtime in any form [`mtime_metadata`] writes: seconds since the
@@ -552,17 +572,30 @@ mod tests {
     #[test]
     fn mtimes_are_written_as_rclone_does() {
         let ns = 1_700_000_000_123_456_789;
-        assert_eq!(mtime_metadata(Service::S3, ns).1, "1700000000.123456789");
+        let written = |service, ns| -> HashMap<String, String> {
+            mtime_metadata(service, ns).into_iter().collect()
+        };
+        assert_eq!(written(Service::S3, ns)["mtime"], "1700000000.123456789");
         assert_eq!(
-            mtime_metadata(Service::Azblob, ns).1,
+            written(Service::Azblob, ns)["mtime"],
             "2023-11-14T22:13:20.123456789Z"
         );
-        for service in [Service::S3, Service::Azblob] {
+        assert_eq!(
+            written(Service::Gcs, ns)["goog-reserved-file-mtime"],
+            "1700000000"
+        );
+        let read = |metadata: HashMap<String, String>| {
+            let mut built = opendal::MetadataBuilder::file(0);
+            built.user_metadata(metadata);
+            own_mtime(&built.build())
+        };
+        for service in [Service::S3, Service::Azblob, Service::Gcs] {
             for ns in [ns, 0, 5, -1_500_000_000] {
-                let (key, text) = mtime_metadata(service, ns);
-                assert_eq!((key.as_str(), parse_mtime(&text)), (MTIME_KEY, Some(ns)));
+                assert_eq!(read(written(service, ns)), Some(ns), "{service:?}");
             }
         }
+        let gsutil = HashMap::from([(GSUTIL_MTIME_KEY.to_string(), "7".to_string())]);
+        assert_eq!(read(gsutil), Some(7_000_000_000));
         assert_eq!(parse_mtime("1700000000.5"), Some(1_700_000_000_500_000_000));
         assert_eq!(parse_mtime("1700000000"), Some(1_700_000_000_000_000_000));
         assert_eq!(

@@ -5,6 +5,8 @@
                                         a proxy in front of it that answers every
                                         Nth request with a throttling or server
                                         error instead of passing it on
+    stores.py gcs                       a GCS server (gcp-storage-emulator, in memory)
+                                        holding the bucket `bkt`
     stores.py azure-container PORT NAME makes a container on the Azurite server
                                         at PORT (a request signed with the
                                         emulator's published key)
@@ -15,6 +17,7 @@ own, and serve until their standard input closes or they are killed.
 """
 
 import argparse
+import os
 import base64
 import email.utils
 import hashlib
@@ -40,6 +43,35 @@ def serve_moto():
     with urllib.request.urlopen(request) as response:
         assert response.status == 200, response.status
     return port
+
+
+def serve_gcs():
+    import logging
+
+    from gcp_storage_emulator.handlers import objects
+    from gcp_storage_emulator.server import create_server
+
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
+    # The emulator fails on an upload with an empty body (it reads it as
+    # no body at all) and answers one without a Content-Type with a null
+    # contentType; real GCS takes the first (a folder marker `name/`) and
+    # gives the second its default type.
+    media_upload = objects._media_upload
+    content_type = objects._content_type_from_request
+
+    def empty_or_not(request, response, storage):
+        if request.data is None:
+            request._data = b""
+        return media_upload(request, response, storage)
+
+    def typed(request, default=None):
+        return content_type(request, default) or "application/octet-stream"
+
+    objects._media_upload = empty_or_not
+    objects._content_type_from_request = typed
+    server = create_server("127.0.0.1", 0, in_memory=True, default_bucket="bkt")
+    server.start()
+    return server._api._httpd.server_address[1]
 
 
 # What a store says when it is asked too often, or fails for a moment.
@@ -164,6 +196,7 @@ def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="what", required=True)
     sub.add_parser("moto")
+    sub.add_parser("gcs")
     proxy = sub.add_parser("proxy")
     proxy.add_argument("upstream", type=int)
     proxy.add_argument("--port", type=int, default=0)
@@ -177,10 +210,14 @@ def main():
         return
     if args.what == "moto":
         port = serve_moto()
+    elif args.what == "gcs":
+        port = serve_gcs()
     else:
         port = serve_proxy(args.upstream, args.port, args.fail_every)
     print(port, flush=True)
     sys.stdin.read()
+    # Server threads that are not daemons (the GCS emulator's) end with us.
+    os._exit(0)
 
 
 if __name__ == "__main__":

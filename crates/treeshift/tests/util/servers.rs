@@ -49,10 +49,10 @@ pub fn venv_program(name: &str) -> Option<PathBuf> {
 /// Starts `tests/servers/stores.py` with `args` in the test venv and reads the
 /// port it bound (it binds its own, so nothing can take the port between a
 /// pick and a bind). `None`, after reporting the missing prerequisite (a
-/// failure under CI), when the venv has no moto.
-fn start_s3_script(args: &[&str]) -> Option<Server> {
-    if venv_program("moto_server").is_none() {
-        missing_prerequisite("moto_server (.ci/run installs moto[s3] in a venv)");
+/// failure under CI), when the venv lacks the program `needs`.
+fn start_store_script(args: &[&str], needs: &str) -> Option<Server> {
+    if venv_program(needs).is_none() {
+        missing_prerequisite(&format!("{needs} (.ci/run installs it in the test venv)"));
         return None;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers/stores.py");
@@ -76,9 +76,16 @@ fn start_s3_script(args: &[&str]) -> Option<Server> {
 }
 
 /// An S3 server (moto) on a loopback port with the bucket `bkt`; `None`
-/// when moto is not installed (see `start_s3_script`).
+/// when moto is not installed (see `start_store_script`).
 pub fn s3_server() -> Option<Server> {
-    start_s3_script(&["moto"])
+    start_store_script(&["moto"], "moto_server")
+}
+
+/// A GCS server (gcp-storage-emulator, in memory) on a loopback port with
+/// the bucket `bkt`; `None` when it is not installed (see
+/// `start_store_script`).
+pub fn gcs_server() -> Option<Server> {
+    start_store_script(&["gcs"], "gcp-storage-emulator")
 }
 
 /// A proxy in front of the S3 server `upstream` that answers every
@@ -86,14 +93,17 @@ pub fn s3_server() -> Option<Server> {
 /// 500, 429 with Retry-After) instead of passing it on; on `port` when
 /// given (to come back where a killed one was).
 pub fn s3_proxy(upstream: &Server, port: Option<u16>, fail_every: u32) -> Option<Server> {
-    start_s3_script(&[
-        "proxy",
-        &upstream.port.to_string(),
-        "--port",
-        &port.unwrap_or(0).to_string(),
-        "--fail-every",
-        &fail_every.to_string(),
-    ])
+    start_store_script(
+        &[
+            "proxy",
+            &upstream.port.to_string(),
+            "--port",
+            &port.unwrap_or(0).to_string(),
+            "--fail-every",
+            &fail_every.to_string(),
+        ],
+        "moto_server",
+    )
 }
 
 impl Server {
@@ -201,6 +211,15 @@ pub fn azure_server() -> Option<Server> {
 }
 
 impl Server {
+    /// The location of `prefix` in the bucket of this GCS emulator (which
+    /// checks no signature: requests go unsigned).
+    pub fn gcs(&self, prefix: &str) -> String {
+        format!(
+            "gcs://bkt/{prefix}?endpoint=http://127.0.0.1:{}&anonymous=true",
+            self.port
+        )
+    }
+
     /// The location of `prefix` in the container of this Azurite server.
     pub fn azblob(&self, prefix: &str) -> String {
         format!(
