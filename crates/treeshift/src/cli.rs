@@ -209,10 +209,19 @@ pub struct MigrateArgs {
 /// `discover SRC DST --state FILE`.
 #[derive(Debug, clap::Args)]
 pub struct DiscoverArgs {
-    /// Source: a local path, file:///path, or sim:key=value,...
+    /// Source: a local path, file:///path, sim:key=value,..., or remote
+    /// storage (s3://bucket/prefix, azblob://container/prefix,
+    /// gcs://bucket/prefix).
     pub src: String,
     /// Destination: same forms as the source.
     pub dst: String,
+    /// An option of a remote source (as in its location's query string,
+    /// e.g. region=eu-west-1); repeatable. Recorded with the migration.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub src_opt: Vec<String>,
+    /// An option of a remote destination; repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub dst_opt: Vec<String>,
     /// The state file (created, or resumed if it holds this migration).
     #[arg(long)]
     pub state: PathBuf,

@@ -255,6 +255,28 @@ fn start_next_pass(handle: &StoreHandle) -> Result<()> {
     Ok(())
 }
 
+/// A remote location with `--src-opt`/`--dst-opt` options added to its
+/// query string (the backend checks them as it checks the query's own).
+fn with_options(location: &str, options: &[String]) -> Result<String> {
+    if options.is_empty() {
+        return Ok(location.to_string());
+    }
+    if !location.contains("://") || location.starts_with("file://") {
+        return Err(usage(format!(
+            "{location}: options (--src-opt/--dst-opt) apply to remote storage only"
+        )));
+    }
+    let mut out = location.to_string();
+    for option in options {
+        if !option.contains('=') {
+            return Err(usage(format!("option '{option}' is not KEY=VALUE")));
+        }
+        out.push(if out.contains('?') { '&' } else { '?' });
+        out.push_str(option);
+    }
+    Ok(out)
+}
+
 /// What a discovery runs with.
 struct DiscoverySetup {
     filter: Filter,
@@ -267,8 +289,8 @@ struct DiscoverySetup {
 fn discovery_setup(args: &DiscoverArgs) -> Result<DiscoverySetup> {
     let spec = args.filter.spec();
     let filter = Filter::new(&spec).map_err(usage)?;
-    let src = open_backend(&args.src, "source")?;
-    let dst = open_backend(&args.dst, "destination")?;
+    let src = open_backend(&with_options(&args.src, &args.src_opt)?, "source")?;
+    let dst = open_backend(&with_options(&args.dst, &args.dst_opt)?, "destination")?;
     let spec = MigrationSpec {
         src: src.describe(),
         dst: dst.describe(),

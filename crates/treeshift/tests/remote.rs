@@ -541,3 +541,58 @@ fn a_gcs_bucket_that_cannot_be_used_stops_the_run_with_the_reason() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{err}");
 }
+
+#[test]
+fn options_given_as_flags_join_the_location_and_stay_with_the_migration() {
+    let Some(server) = s3_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, state) = (dir.path().join("src"), dir.path().join("s.duckdb"));
+    make_tree(&src, 1, 1, 2);
+    let endpoint = format!("endpoint=http://127.0.0.1:{}", server.port);
+    let (code, _, err) = run(&[
+        "discover",
+        s(&src),
+        "s3://bkt/opts",
+        "--dst-opt",
+        &endpoint,
+        "--dst-opt",
+        "region=eu-west-1",
+        "--state",
+        s(&state),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // The later steps reopen the destination from the state file, options
+    // and all.
+    let (code, _, err) = run(&["approve", "--state", s(&state)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["copy", "--state", s(&state)]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(&["status", "--state", s(&state), "--json"]);
+    assert!(
+        out.contains(&endpoint) && out.contains("region=eu-west-1"),
+        "{out}"
+    );
+    if let Some(differences) = server.rclone_differences(&src, "opts") {
+        assert!(differences.is_empty(), "{differences:#?}");
+    }
+    // Misused: on a local side, an unknown key, no value.
+    for (side, option) in [
+        ("--src-opt", "region=x"),
+        ("--dst-opt", "regoin=x"),
+        ("--dst-opt", "region"),
+    ] {
+        let other = dir.path().join("o.duckdb");
+        let (code, _, err) = run(&[
+            "discover",
+            s(&src),
+            "s3://bkt/opts",
+            side,
+            option,
+            "--state",
+            s(&other),
+        ]);
+        assert_eq!(code, 2, "{side} {option}: {err}");
+    }
+}
