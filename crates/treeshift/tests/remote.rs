@@ -187,7 +187,10 @@ fn copy_killed_and_resumed(location: &str, dir: &Path, big: u32) -> std::path::P
     let (code, _, err) = run(&["approve", "--state", s(&state)]);
     assert_eq!(code, 0, "{err}");
     let mut rng = Rng::from_env();
-    let killed = run_with_kills(&["copy", "--state", s(&state)], 100..700, &mut rng, 4);
+    // Paced, so that each run lasts well past the moment it is killed
+    // (a few hundred requests at 50 a second), however fast the server.
+    let copy = ["copy", "--state", s(&state), "--dst-tps", "50"];
+    let killed = run_with_kills(&copy, 100..700, &mut rng, 4);
     eprintln!("{killed:?}");
     assert!(
         killed.kills >= 1,
@@ -206,8 +209,13 @@ fn copy_killed_and_resumed(location: &str, dir: &Path, big: u32) -> std::path::P
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = run(&["approve", "--state", s(&back_state)]);
     assert_eq!(code, 0, "{err}");
-    let killed = run_with_kills(&["copy", "--state", s(&back_state)], 50..400, &mut rng, 3);
+    let copy_back = ["copy", "--state", s(&back_state), "--src-tps", "50"];
+    let killed = run_with_kills(&copy_back, 100..700, &mut rng, 3);
     eprintln!("back: {killed:?}");
+    assert!(
+        killed.kills >= 1,
+        "the copy back ended before any kill: {killed:?}"
+    );
     assert_eq!(killed.panics, 0);
     let (code, out, err) = run(&["verify", "--state", s(&back_state), "--json"]);
     assert_eq!(code, 0, "{out} {err}");
