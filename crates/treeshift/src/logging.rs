@@ -150,7 +150,10 @@ pub fn init(verbose: u8, udp: Option<(UdpSink, Level)>) {
     };
     let terminal_filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only for a person at a terminal: a file or a pipe gets the
+    // plain text.
     let terminal = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_filter(terminal_filter);

@@ -31,6 +31,10 @@ fn migrate_with_a_locked_folder(dir: &std::path::Path, extra: &[&str]) -> Option
         return None;
     };
     assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("WARN") && !err.contains('\x1b'),
+        "warnings written to a pipe carry no colour codes: {err:?}"
+    );
     Some(code)
 }
 
