@@ -248,11 +248,11 @@ impl Capabilities {
         }
     }
 
-    /// Why this storage cannot hold an item at `path` (relative to its
-    /// root), if it cannot: a name that is not UTF-8 where names must be,
-    /// a name or a path longer than it takes.
-    pub fn cannot_hold(&self, path: &RelPath) -> Option<String> {
-        let name = path.name();
+    /// Why this storage cannot hold the item `name` in `folder` (relative
+    /// to its root), if it cannot: a name that is not UTF-8 where names
+    /// must be, a name or a path longer than it takes. Asked for every
+    /// child a discovery lists, so it builds no path.
+    pub fn cannot_hold(&self, folder: &RelPath, name: &[u8]) -> Option<String> {
         if self.utf8_names && std::str::from_utf8(name).is_err() {
             return Some("not UTF-8, and the destination holds UTF-8 names only".into());
         }
@@ -262,7 +262,10 @@ impl Capabilities {
                 name.len()
             ));
         }
-        let len = path.as_bytes().len();
+        let len = match folder.as_bytes().len() {
+            0 => name.len(),
+            n => n + 1 + name.len(),
+        };
         if let Some(max) = self.max_path_bytes.filter(|&max| len > max) {
             return Some(format!(
                 "a path of {len} bytes, and the destination holds at most {max} under its root"
@@ -427,13 +430,14 @@ mod tests {
 
     #[test]
     fn a_storage_says_which_names_it_cannot_hold() {
-        let path = |bytes: &[u8]| RelPath::from_bytes(bytes.to_vec());
+        let root = RelPath::root();
+        let folder = RelPath::from_bytes(b"abcd".to_vec());
         let posix = Capabilities::posix();
-        assert_eq!(posix.cannot_hold(&path(b"a/caf\xe9")), None);
+        assert_eq!(posix.cannot_hold(&folder, b"caf\xe9"), None);
         let long = [b'n'; 256];
         assert!(
             posix
-                .cannot_hold(&path(&long))
+                .cannot_hold(&root, &long)
                 .unwrap()
                 .contains("256 bytes")
         );
@@ -445,14 +449,15 @@ mod tests {
         };
         assert!(
             store
-                .cannot_hold(&path(b"caf\xe9"))
+                .cannot_hold(&root, b"caf\xe9")
                 .unwrap()
                 .contains("UTF-8")
         );
-        assert_eq!(store.cannot_hold(&path(b"abcd/efghi")), None);
+        assert_eq!(store.cannot_hold(&folder, b"efghi"), None);
+        assert_eq!(store.cannot_hold(&root, b"abcdefghij"), None);
         assert!(
             store
-                .cannot_hold(&path(b"abcd/efghij"))
+                .cannot_hold(&folder, b"efghij")
                 .unwrap()
                 .contains("11 bytes")
         );

@@ -102,7 +102,7 @@ impl Lister<'_> {
             // backend: it is recorded under a plain stand-in.
             let cannot_hold = || {
                 self.destination
-                    .and_then(|caps| caps.cannot_hold(&task.path.join(&entry.name)))
+                    .and_then(|caps| caps.cannot_hold(&task.path, &entry.name))
             };
             let left_out = if let Some(problem) = name_problem(&entry.name) {
                 let reason = format!("{problem}: \"{}\"", display_bytes(&entry.name));

@@ -203,8 +203,9 @@ impl RemoteLocation {
     /// instance metadata endpoint.
     fn azblob(&self) -> Result<opendal::services::Azblob, BackendError> {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let mut builder = match env(AZURE_CONNECTION) {
-            Some(conn) => opendal::services::Azblob::from_connection_string(&conn)
+        let connection = env(AZURE_CONNECTION);
+        let mut builder = match &connection {
+            Some(conn) => opendal::services::Azblob::from_connection_string(conn)
                 .map_err(|e| self.bad(format!("{AZURE_CONNECTION}: {e}")))?,
             None => opendal::services::Azblob::default(),
         };
@@ -220,7 +221,7 @@ impl RemoteLocation {
         }
         match self.option("endpoint") {
             Some(endpoint) => builder = builder.endpoint(endpoint),
-            None if env(AZURE_CONNECTION).is_none() => {
+            None if connection.is_none() => {
                 let Some(account) = &account else {
                     return Err(self.bad(format!(
                         "no storage account: add account=NAME (or set {AZURE_ACCOUNT})"
@@ -237,7 +238,7 @@ impl RemoteLocation {
             builder = builder.account_key(&key);
         } else if let Some(sas) = env(AZURE_SAS) {
             builder = builder.sas_token(&sas);
-        } else if env(AZURE_CONNECTION).is_none() {
+        } else if connection.is_none() {
             return Err(self.bad(format!(
                 "no credentials were found for azblob: {}",
                 self.credentials_hint()

@@ -37,10 +37,8 @@ pub(super) fn compare_round(
     let written = exists(conn, &format!("SELECT 1 FROM written WHERE depth = {n1}"))?;
     let w_join = if written {
         format!(
-            "LEFT JOIN (SELECT rel_path, arg_max(size, seq) AS size, arg_max(mtime_ns, seq) AS mtime_ns, \
-                          arg_max(etag, seq) AS etag, arg_max(own_mtime_ns, seq) AS own_mtime_ns \
-                   FROM written WHERE depth = {n1} GROUP BY rel_path) w \
-               ON w.rel_path = c.rel_path"
+            "LEFT JOIN {latest} ON w.rel_path = c.rel_path",
+            latest = latest_written(&format!("depth = {n1}"))
         )
     } else {
         String::new()
@@ -181,12 +179,11 @@ impl Comparison {
     }
 
     /// The mtime a file should have on the destination (see above).
-    fn expected_mtime(&self) -> &'static str {
+    fn expected_mtime(&self) -> String {
         if !self.written {
-            return "c.mtime_ns";
+            return "c.mtime_ns".into();
         }
-        "coalesce(CASE WHEN w.size = c.size AND mtime_s(w.mtime_ns) IS NOT DISTINCT FROM mtime_s(c.mtime_ns) \
-                       THEN w.own_mtime_ns END, c.mtime_ns)"
+        expected_mtime("c")
     }
 
     /// A destination file without an mtime is not what treeshift wrote
@@ -280,6 +277,28 @@ impl Comparison {
             },
         )
     }
+}
+
+/// The latest record of what the copy wrote, per path, among the
+/// `written` rows `filter` keeps, as the subquery `w`.
+pub(super) fn latest_written(filter: &str) -> String {
+    format!(
+        "(SELECT rel_path, arg_max(size, seq) AS size, arg_max(mtime_ns, seq) AS mtime_ns, \
+                 arg_max(etag, seq) AS etag, arg_max(own_mtime_ns, seq) AS own_mtime_ns \
+          FROM written WHERE {filter} GROUP BY rel_path) w"
+    )
+}
+
+/// The mtime the destination holds for the source file `item` (a row
+/// with its size and mtime as discovery saw them) when the copy left it
+/// in step: the file's own mtime where the latest record `w` was written
+/// from this very version of the source with one, else the source's.
+pub(super) fn expected_mtime(item: &str) -> String {
+    format!(
+        "coalesce(CASE WHEN w.size = {item}.size \
+                        AND mtime_s(w.mtime_ns) IS NOT DISTINCT FROM mtime_s({item}.mtime_ns) \
+                       THEN w.own_mtime_ns END, {item}.mtime_ns)"
+    )
 }
 
 /// For a case-insensitive destination: among source siblings at `depth`

@@ -6,6 +6,7 @@
 //! action, and what the destination held), so a copy can tell the plan it
 //! is about to carry out is the one a person approved.
 
+use super::compare::{expected_mtime, latest_written};
 use super::{ErrorRow, EventRow, Writer, exists, ix};
 use crate::error::Context;
 use crate::schema::{FOLDER, LEFT_OUT};
@@ -826,16 +827,13 @@ impl Writer {
         self.conn
             .execute_batch(&format!(
                 "CREATE OR REPLACE TEMP TABLE verify_todo AS \
-                 WITH w AS (SELECT rel_path, arg_max(size, seq) AS size, arg_max(mtime_ns, seq) AS mtime_ns, \
-                                   arg_max(own_mtime_ns, seq) AS own_mtime_ns \
-                            FROM written WHERE own_mtime_ns IS NOT NULL GROUP BY rel_path) \
-                 SELECT p.node_id, p.depth, p.kind, p.rel_path, p.size, \
-                   coalesce(CASE WHEN w.size = p.size AND w.mtime_ns IS NOT DISTINCT FROM p.mtime_ns \
-                                 THEN w.own_mtime_ns END, p.mtime_ns) AS mtime_ns, \
+                 SELECT p.node_id, p.depth, p.kind, p.rel_path, p.size, {expected} AS mtime_ns, \
                    p.mode, p.uid, p.gid, p.xattrs, p.link_to FROM copy_plan p \
                  JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
-                 LEFT JOIN w ON w.rel_path = p.rel_path \
-                 WHERE c.st = 'copied' AND p.action {COPIES}"
+                 LEFT JOIN {latest} ON w.rel_path = p.rel_path \
+                 WHERE c.st = 'copied' AND p.action {COPIES}",
+                expected = expected_mtime("p"),
+                latest = latest_written("own_mtime_ns IS NOT NULL"),
             ))
             .context("prepare the verification")?;
         Ok(self.query_i64("SELECT count(*) FROM verify_todo")?.max(0) as u64)
