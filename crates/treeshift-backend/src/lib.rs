@@ -205,6 +205,8 @@ pub struct Capabilities {
     /// Listings give each file's content hash (an MD5 etag of a single-part
     /// upload, say), so content can be compared without reading it.
     pub listing_hash: bool,
+    /// Characters no name sent there may hold, with the reason.
+    pub refused_chars: Option<(&'static [u8], &'static str)>,
 }
 
 /// How a storage keeps a file's modification time.
@@ -245,6 +247,7 @@ impl Capabilities {
             utf8_names: false,
             case_insensitive: false,
             listing_hash: false,
+            refused_chars: None,
         }
     }
 
@@ -261,6 +264,11 @@ impl Capabilities {
                 "a name of {} bytes, and the destination holds at most {max}",
                 name.len()
             ));
+        }
+        if let Some((chars, why)) = self.refused_chars
+            && let Some(c) = name.iter().find(|c| chars.contains(c))
+        {
+            return Some(format!("'{}' in the name: {why}", char::from(*c)));
         }
         let len = match folder.as_bytes().len() {
             0 => name.len(),
@@ -372,7 +380,7 @@ pub struct OpenOptions {
 /// `file:///path`, `local:/path` (what [`Backend::describe`] gives),
 /// `sim:key=value,...`, or remote storage (`s3://bucket/prefix`).
 pub fn open(location: &str, options: &OpenOptions) -> Result<Arc<dyn Backend>, BackendError> {
-    if ["s3://", "azblob://", "gcs://"]
+    if ["s3://", "azblob://", "gcs://", "webdav://", "webdavs://"]
         .iter()
         .any(|scheme| location.starts_with(scheme))
     {
@@ -405,7 +413,7 @@ pub fn open(location: &str, options: &OpenOptions) -> Result<Arc<dyn Backend>, B
             "open",
             location,
             format!(
-                "the '{scheme}' backend is not available in this build (supported: local paths, file://, sim:, s3://, azblob://, gcs://)"
+                "the '{scheme}' backend is not available in this build (supported: local paths, file://, sim:, s3://, azblob://, gcs://, webdav://, webdavs://)"
             ),
         ));
     }
@@ -461,5 +469,14 @@ mod tests {
                 .unwrap()
                 .contains("11 bytes")
         );
+        let picky = Capabilities {
+            refused_chars: Some((b";?", "not here")),
+            ..Capabilities::posix()
+        };
+        assert_eq!(
+            picky.cannot_hold(&root, b"a;b").as_deref(),
+            Some("';' in the name: not here")
+        );
+        assert_eq!(picky.cannot_hold(&root, b"a b#%&"), None);
     }
 }

@@ -139,7 +139,7 @@ fn usage_errors_exit_2() {
     assert_clean_error(code, &err, 2, "invalid --exclude pattern");
     let (code, _, err) = run(&[
         "discover",
-        "webdav://host/x",
+        "ftp://host/x",
         s(dir.path()),
         "--state",
         s(&state),

@@ -169,6 +169,97 @@ fn local_to_gcs_and_back_and_a_second_discovery_asks_for_no_object() {
     there_and_back(&server.gcs("migrated"), dir.path(), 6 << 20);
 }
 
+#[test]
+fn local_to_webdav_and_back_and_a_second_discovery_asks_for_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("served");
+    let Some(server) = util::webdav_server(&served) else {
+        return;
+    };
+    let src = there_and_back(&server.webdav("migrated"), dir.path(), 9 << 20);
+    // The server's own folder, read by a tool nobody here wrote: the same
+    // names and data, every empty folder, no temporary left.
+    if let Some(differences) = rsync_content_differences(&src, &served.join("migrated")) {
+        assert!(differences.is_empty(), "{differences:#?}");
+    }
+    assert!(served.join("migrated/hollow/inner").is_dir());
+    assert_eq!(util::temporaries(&served), Vec::<Vec<u8>>::new());
+}
+
+#[test]
+fn a_copy_to_webdav_killed_at_random_moments_resumes_to_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("served");
+    let Some(server) = util::webdav_server(&served) else {
+        return;
+    };
+    let src = copy_killed_and_resumed(&server.webdav("killed"), dir.path(), 5 << 20);
+    // A killed upload went to a temporary name: no file under its own
+    // name is short, and the resumed copy took every temporary away.
+    if let Some(differences) = rsync_content_differences(&src, &served.join("killed")) {
+        assert!(differences.is_empty(), "{differences:#?}");
+    }
+    assert_eq!(util::temporaries(&served), Vec::<Vec<u8>>::new());
+}
+
+#[test]
+fn a_webdav_server_that_cannot_be_used_or_a_file_too_large_to_send_is_said_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("served");
+    let Some(server) = util::webdav_server(&served) else {
+        return;
+    };
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("small"), b"small").unwrap();
+    fs::write(src.join("large"), vec![7u8; 4096]).unwrap();
+    let state = dir.path().join("s.duckdb");
+
+    // A wrong password: the run stops at the start with the server's
+    // answer, and writes nothing.
+    let out = util::command()
+        .args([
+            "discover",
+            s(&src),
+            &server.webdav("x"),
+            "--state",
+            s(&state),
+        ])
+        .env("WEBDAV_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("401") || err.contains("PermissionDenied"),
+        "{err}"
+    );
+    assert!(!served.join("x").exists());
+
+    // A file above the location's buffer limit fails with the reason;
+    // the rest is copied.
+    let location = format!("{}&max_buffer=1k", server.webdav("limited"));
+    let state = dir.path().join("limited.duckdb");
+    let (code, out, err) = run(&[
+        "migrate",
+        s(&src),
+        &location,
+        "--state",
+        s(&state),
+        "--yes",
+        "--json",
+    ]);
+    assert_eq!(code, 4, "{out} {err}");
+    let summary = json(&out);
+    assert_eq!(summary["copy"]["failed"], 1, "{summary}");
+    let (_, failed, _) = run(&["review", "--state", s(&state), "--status", "copy-failed"]);
+    assert!(failed.contains("max_buffer=SIZE"), "{failed}");
+    assert_eq!(fs::read(served.join("limited/small")).unwrap(), b"small");
+    assert!(!served.join("limited/large").exists());
+    assert_eq!(util::temporaries(&served), Vec::<Vec<u8>>::new());
+}
+
 /// Copies a tree with large files to `location`, killing the copy at
 /// random moments, resumes it, and checks the store holds the tree (by a
 /// new discovery, and by a copy back compared byte for byte). Returns the
@@ -398,12 +489,23 @@ fn a_requests_per_second_limit_is_for_remote_storage() {
 /// data by checksum and files' mtimes (an object store keeps neither
 /// modes nor folder times; symlinks are left out): one line per item.
 fn rsync_data_differences(src: &Path, back: &Path) -> Option<Vec<String>> {
+    rsync_differences_in(src, back, "-t")
+}
+
+/// Like [`rsync_data_differences`], on data and names alone: for the
+/// folder a WebDAV server keeps its files in, whose mtimes are the
+/// server's (the source's are kept as properties).
+fn rsync_content_differences(src: &Path, served: &Path) -> Option<Vec<String>> {
+    rsync_differences_in(src, served, "--no-times")
+}
+
+fn rsync_differences_in(src: &Path, back: &Path, times: &str) -> Option<Vec<String>> {
     let out = util::tool(
         "rsync",
         &[
             "-r",
             "-c",
-            "-t",
+            times,
             "--omit-dir-times",
             "--no-links",
             "-n",

@@ -1,10 +1,12 @@
 //! Remote locations as the command line takes them:
 //! `s3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=eu-west-1`,
-//! `azblob://container/prefix?account=name`, `gcs://bucket/prefix`.
+//! `azblob://container/prefix?account=name`, `gcs://bucket/prefix`,
+//! `webdav://host:port/path?user=name` (`webdavs` for HTTPS).
 //!
 //! Options go in the query string. Secrets never do: they come from each
 //! service's usual environment variables and files (`AWS_ACCESS_KEY_ID`,
-//! `AZURE_STORAGE_ACCOUNT_KEY`, `GOOGLE_APPLICATION_CREDENTIALS`, ...).
+//! `AZURE_STORAGE_ACCOUNT_KEY`, `GOOGLE_APPLICATION_CREDENTIALS`,
+//! `WEBDAV_PASSWORD`, ...).
 //! A cloud's instance metadata endpoint is never asked unless the location
 //! says so.
 
@@ -21,6 +23,8 @@ pub enum Service {
     Azblob,
     /// Google Cloud Storage.
     Gcs,
+    /// A WebDAV server (RFC 4918).
+    Webdav,
 }
 
 impl Service {
@@ -29,6 +33,7 @@ impl Service {
             "s3" => Some(Service::S3),
             "azblob" => Some(Service::Azblob),
             "gcs" => Some(Service::Gcs),
+            "webdav" | "webdavs" => Some(Service::Webdav),
             _ => None,
         }
     }
@@ -45,18 +50,33 @@ impl Service {
             ],
             Service::Azblob => &["endpoint", "account", "anonymous"],
             Service::Gcs => &["endpoint", "anonymous", "vm_metadata"],
+            Service::Webdav => &["user", "max_buffer", "mtime"],
+        }
+    }
+
+    /// What the first part of its locations names.
+    fn container(self) -> &'static str {
+        match self {
+            Service::S3 | Service::Gcs => "bucket",
+            Service::Azblob => "container",
+            Service::Webdav => "host",
         }
     }
 }
+
+/// The largest file a WebDAV upload holds in memory unless the location
+/// says otherwise (`max_buffer=`): OpenDAL sends a WebDAV file in one
+/// request from one buffer.
+pub const WEBDAV_MAX_BUFFER: u64 = 256 << 20;
 
 /// A parsed remote location.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteLocation {
     /// The service.
     pub service: Service,
-    /// The scheme as written (`s3`, `azblob`, `gcs`).
+    /// The scheme as written (`s3`, `azblob`, `gcs`, `webdav`, `webdavs`).
     pub scheme: String,
-    /// The bucket (or container).
+    /// The bucket (or container; the host and port on WebDAV).
     pub bucket: String,
     /// The prefix within it, without slashes at either end.
     pub prefix: String,
@@ -71,6 +91,11 @@ const AZURE_KEY: &str = "AZURE_STORAGE_ACCOUNT_KEY";
 const AZURE_SAS: &str = "AZURE_STORAGE_SAS_TOKEN";
 const AZURE_CONNECTION: &str = "AZURE_STORAGE_CONNECTION_STRING";
 
+/// The environment variables a WebDAV password or bearer token is read
+/// from (never the location: it is recorded in the state file).
+const WEBDAV_PASSWORD: &str = "WEBDAV_PASSWORD";
+const WEBDAV_TOKEN: &str = "WEBDAV_BEARER_TOKEN";
+
 impl RemoteLocation {
     /// Parses `scheme://bucket/prefix?key=value&...`.
     pub fn parse(text: &str) -> Result<RemoteLocation, BackendError> {
@@ -83,20 +108,23 @@ impl RemoteLocation {
                 ErrorKind::Unsupported,
                 "open",
                 text,
-                format!("no remote service '{scheme}' (this build has s3, azblob, gcs)"),
+                format!(
+                    "no remote service '{scheme}' (this build has s3, azblob, gcs, webdav, webdavs)"
+                ),
             ));
         };
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
         if bucket.is_empty() {
-            return Err(bad(format!(
-                "no bucket: expected {scheme}://{}/prefix",
-                if service == Service::Azblob {
-                    "container"
-                } else {
-                    "bucket"
-                }
-            )));
+            let what = service.container();
+            return Err(bad(format!("no {what}: expected {scheme}://{what}/prefix")));
+        }
+        if service == Service::Webdav && bucket.contains('@') {
+            return Err(bad(
+                "no user or password in the location: give the user as user=NAME and the \
+                 password in WEBDAV_PASSWORD"
+                    .into(),
+            ));
         }
         let mut options = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -131,8 +159,13 @@ impl RemoteLocation {
     }
 
     fn flag(&self, key: &str) -> Result<bool, BackendError> {
+        self.flag_or(key, false)
+    }
+
+    fn flag_or(&self, key: &str, default: bool) -> Result<bool, BackendError> {
         match self.option(key) {
-            None | Some("false") => Ok(false),
+            None => Ok(default),
+            Some("false") => Ok(false),
             Some("true") => Ok(true),
             Some(other) => {
                 Err(self.bad(format!("option '{key}' takes true or false, not '{other}'")))
@@ -162,7 +195,54 @@ impl RemoteLocation {
                  gcloud auth application-default login), add vm_metadata=true on a GCE \
                  instance, or anonymous=true for a public bucket"
             }
+            Service::Webdav => {
+                "give the user as user=NAME and set WEBDAV_PASSWORD, or set WEBDAV_BEARER_TOKEN"
+            }
         }
+    }
+
+    /// Whether a written file's mtime is kept (WebDAV: as a property,
+    /// which a server without a property store refuses; `mtime=false`
+    /// writes without it).
+    pub(super) fn keeps_mtime(&self) -> Result<bool, BackendError> {
+        self.flag_or("mtime", true)
+    }
+
+    /// The largest file a WebDAV upload may hold in memory.
+    pub(super) fn max_buffer(&self) -> Result<u64, BackendError> {
+        match self.option("max_buffer") {
+            None => Ok(WEBDAV_MAX_BUFFER),
+            Some(text) => {
+                treeshift_core::parse_size(text).map_err(|e| self.bad(format!("max_buffer: {e}")))
+            }
+        }
+    }
+
+    /// The WebDAV server's base URL.
+    pub(super) fn webdav_endpoint(&self) -> String {
+        let scheme = if self.scheme == "webdavs" {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.bucket)
+    }
+
+    /// The `Authorization` header of WebDAV requests, from the user and
+    /// the environment.
+    pub(super) fn webdav_authorization(&self) -> Result<Option<String>, BackendError> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let header = match (self.option("user"), env(WEBDAV_TOKEN)) {
+            (Some(user), _) => {
+                let password = env(WEBDAV_PASSWORD).unwrap_or_default();
+                opendal::raw::format_authorization_by_basic(user, &password)
+            }
+            (None, Some(token)) => opendal::raw::format_authorization_by_bearer(&token),
+            (None, None) => return Ok(None),
+        };
+        header
+            .map(Some)
+            .map_err(|e| self.bad(format!("credentials: {e}")))
     }
 
     /// An OpenDAL operator for the location.
@@ -171,6 +251,7 @@ impl RemoteLocation {
             Service::S3 => Operator::new(self.s3()?),
             Service::Azblob => Operator::new(self.azblob()?),
             Service::Gcs => Operator::new(self.gcs()?),
+            Service::Webdav => Operator::new(self.webdav()?),
         };
         op.map_err(|e| self.bad(e.to_string()))
     }
@@ -262,6 +343,28 @@ impl RemoteLocation {
         if self.flag("anonymous")? {
             builder = builder.skip_signature();
         }
+        Ok(builder)
+    }
+
+    /// WebDAV: the user's password or a bearer token from the
+    /// environment. Folders are made by the copy, parents first, so a
+    /// write does not look for them again.
+    fn webdav(&self) -> Result<opendal::services::Webdav, BackendError> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let mut builder = opendal::services::Webdav::default()
+            .endpoint(&self.webdav_endpoint())
+            .root(&format!("/{}", self.prefix))
+            .disable_create_dir(true);
+        if let Some(user) = self.option("user") {
+            builder = builder.username(user);
+            if let Some(password) = env(WEBDAV_PASSWORD) {
+                builder = builder.password(&password);
+            }
+        } else if let Some(token) = env(WEBDAV_TOKEN) {
+            builder = builder.token(&token);
+        }
+        self.keeps_mtime()?;
+        self.max_buffer()?;
         Ok(builder)
     }
 }

@@ -10,6 +10,7 @@
 
 mod location;
 mod transport;
+mod webdav;
 
 pub use location::{RemoteLocation, Service};
 pub use transport::RequestCounts;
@@ -39,6 +40,8 @@ pub struct RemoteBackend {
     runtime: tokio::runtime::Runtime,
     location: RemoteLocation,
     requests: Arc<transport::Counters>,
+    /// What a WebDAV server's writes need (`None` for object stores).
+    webdav: Option<webdav::Webdav>,
 }
 
 impl std::fmt::Debug for RemoteBackend {
@@ -73,6 +76,10 @@ impl RemoteBackend {
         })?;
         let requests = transport.counters();
         let op = location.operator()?;
+        let webdav = match location.service {
+            Service::Webdav => Some(webdav::Webdav::new(&location)?),
+            _ => None,
+        };
         let op = op.clone().with_context(
             op.context()
                 .with_http_transport(HttpTransporter::new(transport)),
@@ -82,6 +89,7 @@ impl RemoteBackend {
             runtime,
             location,
             requests,
+            webdav,
         })
     }
 
@@ -117,7 +125,7 @@ fn describe(e: &opendal::Error) -> String {
     };
     let mut text = match (quoted("code"), quoted("message")) {
         (Some(code), Some(said)) => format!("{code}: {said}"),
-        _ => message.to_string(),
+        _ => without_html(message),
     };
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
@@ -128,6 +136,34 @@ fn describe(e: &opendal::Error) -> String {
         cause = c.source();
     }
     format!("{text} ({})", e.kind())
+}
+
+/// A message that holds an HTML error page (as WebDAV servers answer),
+/// cut down to what the page says: its first paragraph, else its title.
+fn without_html(message: &str) -> String {
+    let Some(start) = message.to_ascii_lowercase().find("<html") else {
+        return message.to_string();
+    };
+    let page = &message[start..];
+    let between = |open: &str, close: &str| {
+        let from = page.find(open)? + open.len();
+        let len = page[from..].find(close)?;
+        Some(page[from..from + len].trim())
+    };
+    let said = between("<p>", "</p>")
+        .or_else(|| between("<title>", "</title>"))
+        .unwrap_or("an HTML page");
+    let said = said
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">");
+    // What comes before the page, unless it is the page's doctype.
+    let before = message[..start].trim();
+    if before.is_empty() || before.to_ascii_lowercase().starts_with("<!doctype") {
+        said
+    } else {
+        format!("{before} {said}")
+    }
 }
 
 /// What an OpenDAL error means to a caller deciding to retry or report.
@@ -199,8 +235,11 @@ impl Backend for RemoteBackend {
     /// An object store: the mtime goes into user metadata (rclone's key),
     /// nothing POSIX, folders are prefixes (or markers), a write can refuse
     /// to replace (`If-None-Match: *`), keys are UTF-8 of at most 1,024
-    /// bytes.
+    /// bytes. A WebDAV server's are its own (see `webdav.rs`).
     fn capabilities(&self) -> Capabilities {
+        if let Some(dav) = &self.webdav {
+            return dav.capabilities();
+        }
         Capabilities {
             mtime: MtimeKeeping::UserMetadata,
             permissions: false,
@@ -220,6 +259,7 @@ impl Backend for RemoteBackend {
             utf8_names: true,
             case_insensitive: false,
             listing_hash: false,
+            refused_chars: None,
         }
     }
 
@@ -229,6 +269,10 @@ impl Backend for RemoteBackend {
     /// answer, not folder by folder.
     fn root_kind(&self) -> Result<Option<Kind>, BackendError> {
         let root = RelPath::root();
+        if self.webdav.is_some() {
+            // A collection, which the copy makes if it is not there.
+            return self.webdav_root_kind();
+        }
         let mut lister = self
             .run(self.op.lister_with("").limit(1))
             .map_err(|e| self.err("open", &root, &e))?;
@@ -398,6 +442,9 @@ impl Writable for RemoteBackend {
     /// that holds nothing, so an empty source folder is found again by the
     /// next discovery (rclone's `--create-empty-src-dirs` does the same).
     fn create_folder(&self, path: &RelPath) -> Result<(), BackendError> {
+        if self.webdav.is_some() {
+            self.webdav_root()?;
+        }
         if path.is_root() {
             return Ok(());
         }
@@ -409,12 +456,15 @@ impl Writable for RemoteBackend {
     fn write(
         &self,
         path: &RelPath,
-        _temp: &RelPath,
+        temp: &RelPath,
         source: &mut SourceFile,
         replace: bool,
         apply: &Apply,
         check: Check<'_>,
     ) -> Result<Written, BackendError> {
+        if self.webdav.is_some() {
+            return self.write_webdav(path, temp, source, replace, apply, check);
+        }
         let k = key(path, "write")?;
         let mut metadata = HashMap::new();
         if let Some(ns) = apply.mtime_ns {
@@ -481,9 +531,12 @@ impl Writable for RemoteBackend {
         ))
     }
 
-    /// A write leaves no temporary behind.
-    fn remove_temp(&self, _temp: &RelPath) -> Result<(), BackendError> {
-        Ok(())
+    /// An object write leaves no temporary behind; a WebDAV one may.
+    fn remove_temp(&self, temp: &RelPath) -> Result<(), BackendError> {
+        if self.webdav.is_none() {
+            return Ok(());
+        }
+        self.remove_temp_key(&key(temp, "remove_temp")?, temp)
     }
 
     fn move_aside(&self, path: &RelPath, _to: &RelPath) -> Result<(), BackendError> {
@@ -518,13 +571,13 @@ const MTIME_KEY: &str = "mtime";
 const GSUTIL_MTIME_KEY: &str = "goog-reserved-file-mtime";
 
 /// The user metadata that keeps an mtime, as rclone writes it on each
-/// service: on S3 seconds since the epoch with the nanoseconds as a
+/// service: on S3 (and WebDAV) seconds since the epoch with the nanoseconds as a
 /// fraction, on Azure and GCS RFC 3339 with nanoseconds; on GCS also
 /// gsutil's whole seconds.
 fn mtime_metadata(service: Service, ns: i64) -> Vec<(String, String)> {
     let (secs, nanos) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
     let text = match service {
-        Service::S3 => None,
+        Service::S3 | Service::Webdav => None,
         Service::Azblob | Service::Gcs => jiff::Timestamp::from_nanosecond(i128::from(ns))
             .ok()
             .map(|t| format!("{t:.9}")),
@@ -621,6 +674,19 @@ mod tests {
             describe(&e),
             "send http request: connection refused (Unexpected)"
         );
+    }
+
+    #[test]
+    fn an_html_error_page_reads_as_what_it_says() {
+        let page = "<!DOCTYPE HTML PUBLIC '-//W3C//DTD HTML 4.01//EN'>\n<html><head>\
+                    <title>409 Conflict</title></head><body><h1>409 Conflict</h1>\
+                    <p>409 Conflict: PUT parent must be a collection &amp; so on</p></body></html>";
+        let e = opendal::Error::new(opendal::ErrorKind::Unexpected, page);
+        assert_eq!(
+            describe(&e),
+            "409 Conflict: PUT parent must be a collection & so on (Unexpected)"
+        );
+        assert_eq!(without_html("plain"), "plain");
     }
 
     #[test]

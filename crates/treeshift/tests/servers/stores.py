@@ -7,6 +7,10 @@
                                         error instead of passing it on
     stores.py gcs                       a GCS server (gcp-storage-emulator, in memory)
                                         holding the bucket `bkt`
+    stores.py webdav DIR [--user U --password P]
+                                        a WebDAV server (wsgidav) serving DIR, which
+                                        keeps dead properties (an mtime) in memory;
+                                        basic authentication when a user is given
     stores.py azure-container PORT NAME makes a container on the Azurite server
                                         at PORT (a request signed with the
                                         emulator's published key)
@@ -26,6 +30,7 @@ import http.client
 import sys
 import threading
 import urllib.request
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -53,11 +58,28 @@ def serve_gcs():
 
     logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
     # The emulator fails on an upload with an empty body (it reads it as
-    # no body at all) and answers one without a Content-Type with a null
-    # contentType; real GCS takes the first (a folder marker `name/`) and
-    # gives the second its default type.
+    # no body at all), answers one without a Content-Type with a null
+    # contentType, and ignores `ifGenerationMatch=0`; real GCS takes the
+    # first (a folder marker `name/`), gives the second its default type,
+    # and refuses the third (412) where the object exists, when a resumable
+    # upload starts and again when it completes.
+    from gcp_storage_emulator.storage import Storage
+
     media_upload = objects._media_upload
+    start_resumable = objects._create_resumable_upload
+    finalize_resumable = objects._finalize_resumable_object
     content_type = objects._content_type_from_request
+    register_resumable = Storage.create_resumable_upload
+    one_at_a_time = threading.Lock()
+    starting = threading.local()
+    create_only = set()
+
+    def exists(storage, bucket, name):
+        try:
+            storage.get_file_obj(bucket, name)
+            return True
+        except Exception:
+            return False
 
     def empty_or_not(request, response, storage):
         if request.data is None:
@@ -67,11 +89,69 @@ def serve_gcs():
     def typed(request, default=None):
         return content_type(request, default) or "application/octet-stream"
 
+    def start_if_new(request, response, storage):
+        new_only = request.query.get("ifGenerationMatch") == ["0"]
+        name = request.query.get("name", [None])[0] or (request.data or {}).get("name")
+        if new_only and "upload_id" not in request.query:
+            if exists(storage, request.params["bucket_name"], name):
+                response.status = HTTPStatus.PRECONDITION_FAILED
+                return None
+        starting.new_only = new_only
+        try:
+            return start_resumable(request, response, storage)
+        finally:
+            starting.new_only = False
+
+    def register(self, bucket_name, file_name, file_obj):
+        upload_id = register_resumable(self, bucket_name, file_name, file_obj)
+        if getattr(starting, "new_only", False):
+            create_only.add(upload_id)
+        return upload_id
+
+    def finalize_if_new(response, storage, obj, data, upload_id):
+        with one_at_a_time:
+            if upload_id in create_only and exists(storage, obj["bucket"], obj["name"]):
+                response.status = HTTPStatus.PRECONDITION_FAILED
+                return None
+            return finalize_resumable(response, storage, obj, data, upload_id)
+
     objects._media_upload = empty_or_not
+    objects._create_resumable_upload = start_if_new
+    objects._finalize_resumable_object = finalize_if_new
+    Storage.create_resumable_upload = register
     objects._content_type_from_request = typed
     server = create_server("127.0.0.1", 0, in_memory=True, default_bucket="bkt")
     server.start()
     return server._api._httpd.server_address[1]
+
+
+def serve_webdav(root, user, password):
+    import logging
+
+    from cheroot import wsgi
+    from wsgidav.wsgidav_app import WsgiDAVApp
+
+    logging.getLogger("wsgidav").setLevel(logging.ERROR)
+    users = {user: {"password": password}} if user else True
+    app = WsgiDAVApp(
+        {
+            "provider_mapping": {"/": root},
+            "simple_dc": {"user_mapping": {"*": users}},
+            "http_authenticator": {
+                "accept_basic": True,
+                "accept_digest": False,
+                "default_to_digest": False,
+            },
+            "property_manager": True,
+            "lock_storage": True,
+            "verbose": 0,
+            "logging": {"enable": False},
+        }
+    )
+    server = wsgi.Server(("127.0.0.1", 0), app, numthreads=16)
+    server.prepare()
+    threading.Thread(target=server.serve, daemon=True).start()
+    return server.bind_addr[1]
 
 
 # What a store says when it is asked too often, or fails for a moment.
@@ -201,6 +281,10 @@ def main():
     proxy.add_argument("upstream", type=int)
     proxy.add_argument("--port", type=int, default=0)
     proxy.add_argument("--fail-every", type=int, default=0)
+    webdav = sub.add_parser("webdav")
+    webdav.add_argument("root")
+    webdav.add_argument("--user")
+    webdav.add_argument("--password")
     container = sub.add_parser("azure-container")
     container.add_argument("port", type=int)
     container.add_argument("name")
@@ -212,6 +296,8 @@ def main():
         port = serve_moto()
     elif args.what == "gcs":
         port = serve_gcs()
+    elif args.what == "webdav":
+        port = serve_webdav(args.root, args.user, args.password)
     else:
         port = serve_proxy(args.upstream, args.port, args.fail_every)
     print(port, flush=True)

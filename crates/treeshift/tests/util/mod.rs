@@ -21,12 +21,17 @@ pub fn treeshift(args: &[&str]) -> Output {
 /// The binary, with the credentials of the test storage servers
 /// (requests are signed as for a real store).
 pub fn command() -> Command {
-    let mut command = Command::new(bin());
+    with_test_credentials(Command::new(bin()))
+}
+
+/// `command`, given the credentials of the test storage servers.
+pub fn with_test_credentials(mut command: Command) -> Command {
     command
         .env("AWS_ACCESS_KEY_ID", "treeshift-test")
         .env("AWS_SECRET_ACCESS_KEY", "treeshift-test-secret")
         .env("AZURE_STORAGE_ACCOUNT_NAME", AZURE_ACCOUNT)
-        .env("AZURE_STORAGE_ACCOUNT_KEY", AZURE_KEY);
+        .env("AZURE_STORAGE_ACCOUNT_KEY", AZURE_KEY)
+        .env("WEBDAV_PASSWORD", WEBDAV_PASSWORD);
     command
 }
 

@@ -12,6 +12,10 @@ pub const AZURE_ACCOUNT: &str = "devstoreaccount1";
 pub const AZURE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
+/// The WebDAV test server's user and password (basic authentication).
+pub const WEBDAV_USER: &str = "treeshift";
+pub const WEBDAV_PASSWORD: &str = "treeshift-test-dav";
+
 /// A server a test started on 127.0.0.1, stopped (by its PID) on drop.
 pub struct Server {
     child: std::process::Child,
@@ -86,6 +90,24 @@ pub fn s3_server() -> Option<Server> {
 /// `start_store_script`).
 pub fn gcs_server() -> Option<Server> {
     start_store_script(&["gcs"], "gcp-storage-emulator")
+}
+
+/// A WebDAV server (wsgidav, with a property store in memory) serving the
+/// folder `root`, with basic authentication; `None` when it is not
+/// installed (see `start_store_script`).
+pub fn webdav_server(root: &Path) -> Option<Server> {
+    std::fs::create_dir_all(root).unwrap();
+    start_store_script(
+        &[
+            "webdav",
+            root.to_str().unwrap(),
+            "--user",
+            WEBDAV_USER,
+            "--password",
+            WEBDAV_PASSWORD,
+        ],
+        "wsgidav",
+    )
 }
 
 /// A proxy in front of the S3 server `upstream` that answers every
@@ -216,6 +238,14 @@ impl Server {
     pub fn gcs(&self, prefix: &str) -> String {
         format!(
             "gcs://bkt/{prefix}?endpoint=http://127.0.0.1:{}&anonymous=true",
+            self.port
+        )
+    }
+
+    /// The location of `prefix` on this WebDAV server.
+    pub fn webdav(&self, prefix: &str) -> String {
+        format!(
+            "webdav://127.0.0.1:{}/{prefix}?user={WEBDAV_USER}",
             self.port
         )
     }
