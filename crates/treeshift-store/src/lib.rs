@@ -173,8 +173,16 @@ pub struct Estimate {
     pub files: u64,
     /// Bytes left to copy.
     pub bytes: u64,
-    /// Folders left to create.
+    /// Folders left to create (the root aside: see `creates_root`).
     pub folders: u64,
+    /// Of the files, those larger than the part size asked for.
+    pub large_files: u64,
+    /// The parts of those large files, all together.
+    pub parts: u64,
+    /// Items that replace what is at their destination path.
+    pub replaces: u64,
+    /// The destination's root is among the folders to create.
+    pub creates_root: bool,
     /// Files per second this migration's copy has had so far.
     pub files_per_s: Option<f64>,
     /// Bytes per second likewise.
@@ -805,9 +813,10 @@ impl StoreHandle {
         self.call(|w| w.queue_stats())
     }
 
-    /// What the copy still costs, with an ETA once a copy has run.
-    pub fn estimate(&self) -> Result<Estimate, StoreError> {
-        self.call(|w| w.estimate())
+    /// What the copy still costs, with an ETA once a copy has run; files
+    /// larger than `part_size` are counted apart, with their parts.
+    pub fn estimate(&self, part_size: u64) -> Result<Estimate, StoreError> {
+        self.call(move |w| w.estimate(part_size))
     }
 
     /// Appends log records (buffered; committed with the next batch).

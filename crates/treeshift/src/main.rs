@@ -349,15 +349,22 @@ fn exit_for(failed_items: bool) -> Exit {
 fn approve(args: ApproveArgs) -> Result<Exit> {
     let policy = parse_policy(&args.policy)?;
     let extras = args.extras.parse::<Extras>().map_err(usage)?;
-    let approval = with_store(&args.state, OpenMode::Existing, |h| {
+    let (approval, cost) = with_store(&args.state, OpenMode::Existing, |h| {
         let approval = h.approve(policy, extras, &approver())?;
         log_approval(&approval);
-        Ok(approval)
+        let migration = h.migration()?;
+        let estimate = h.estimate(output::CopyCost::part_size(&migration))?;
+        Ok((approval, output::CopyCost::of(&migration, &estimate)))
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&approval)?);
+        let mut value = serde_json::to_value(&approval)?;
+        value["cost"] = serde_json::to_value(&cost)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         output::print_approval(&approval);
+        if let Some(cost) = &cost {
+            output::print_cost(cost);
+        }
         println!("next: treeshift copy --state {}", args.state.display());
     }
     Ok(Exit::Done)
@@ -565,9 +572,11 @@ fn status(args: StatusArgs) -> Result<Exit> {
             } else {
                 (None, None)
             };
-            let report = (h.estimate()?, h.task_errors()?, h.queue_stats()?);
+            let migration = h.migration()?;
+            let estimate = h.estimate(output::CopyCost::part_size(&migration))?;
+            let report = (estimate, h.task_errors()?, h.queue_stats()?);
             Ok((
-                h.migration()?,
+                migration,
                 h.phase()?,
                 h.summary()?,
                 approval,
@@ -577,6 +586,7 @@ fn status(args: StatusArgs) -> Result<Exit> {
             ))
         })?;
     let (estimate, errors, rounds) = report;
+    let cost = output::CopyCost::of(&migration, &estimate);
     if args.json {
         let mut value = serde_json::to_value(&summary)?;
         value["phase"] = phase.into();
@@ -588,6 +598,7 @@ fn status(args: StatusArgs) -> Result<Exit> {
         value["copy"] = serde_json::to_value(&copied)?;
         value["verify"] = serde_json::to_value(&verified)?;
         value["estimate"] = serde_json::to_value(&estimate)?;
+        value["cost"] = serde_json::to_value(&cost)?;
         value["errors"] = serde_json::to_value(&errors)?;
         value["rounds"] = serde_json::to_value(&rounds)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -611,6 +622,12 @@ fn status(args: StatusArgs) -> Result<Exit> {
             output::print_verify(v, &args.state);
         }
         output::print_estimate(&estimate);
+        if let Some(cost) = cost
+            .as_ref()
+            .filter(|_| estimate.files + estimate.folders > 0)
+        {
+            output::print_cost(cost);
+        }
         output::print_errors(&errors);
     }
     let copy_problems = copied.map_or(0, |c| c.failed + c.changed);

@@ -8,10 +8,12 @@
 //! (one PUT for a small file, a multipart upload for a large one) and are
 //! aborted, leaving nothing, when the source changed while it was read.
 
+mod cost;
 mod location;
 mod transport;
 mod webdav;
 
+pub use cost::{CopyShape, RequestCosts, Requests};
 pub use location::{RemoteLocation, Service};
 pub use transport::RequestCounts;
 

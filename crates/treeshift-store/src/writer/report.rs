@@ -85,38 +85,76 @@ impl Writer {
     }
 
     /// What is left to copy, and how long it should take at the rate this
-    /// migration's copy has had so far.
-    pub(crate) fn estimate(&mut self) -> Result<Estimate, StoreError> {
-        let mut estimate = if self.approval()?.is_some() {
-            let row = self
-                .conn
-                .query_row(
-                    &format!(
-                        "SELECT count(*) FILTER (WHERE p.kind <> {FOLDER}), \
-                           coalesce(sum(p.size) FILTER (WHERE p.kind = 1), 0)::BIGINT, \
-                           count(*) FILTER (WHERE p.kind = {FOLDER}) \
-                         FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
-                         WHERE p.action <> 'skip' AND coalesce(c.st, 'pending') IN ('pending', 'copying')"
-                    ),
-                    [],
-                    |r| Ok([r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?]),
-                )
-                .context("estimate the copy")?;
-            let [files, bytes, folders] = row.map(|v| v.max(0) as u64);
-            Estimate {
-                files,
-                bytes,
-                folders,
-                ..Estimate::default()
-            }
+    /// migration's copy has had so far. Before an approval, what the
+    /// default approval would copy (see `DepthStats::add`).
+    pub(crate) fn estimate(&mut self, part_size: u64) -> Result<Estimate, StoreError> {
+        let part = part_size.clamp(1, i64::MAX as u64);
+        // Files past one part, their parts, replacements, and the root, of
+        // the rows `p` (kind, size, depth, and `replaces` saying which
+        // replace).
+        let shape = |replaces: &str| {
+            format!(
+                "count(*) FILTER (WHERE p.kind = 1 AND p.size > {part}), \
+                 coalesce(sum(ceil(p.size / {part})) FILTER (WHERE p.kind = 1 AND p.size > {part}), 0)::BIGINT, \
+                 count(*) FILTER (WHERE {replaces}), \
+                 count(*) FILTER (WHERE p.kind = {FOLDER} AND p.depth = 0)"
+            )
+        };
+        let approved = self.approval()?.is_some();
+        let (query, what) = if approved {
+            (
+                format!(
+                    "SELECT count(*) FILTER (WHERE p.kind <> {FOLDER}), \
+                       coalesce(sum(p.size) FILTER (WHERE p.kind = 1), 0)::BIGINT, \
+                       count(*) FILTER (WHERE p.kind = {FOLDER} AND p.depth > 0), {} \
+                     FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
+                     WHERE p.action <> 'skip' AND coalesce(c.st, 'pending') IN ('pending', 'copying')",
+                    shape("p.action IN ('replace', 'rename')")
+                ),
+                "estimate the copy",
+            )
         } else {
-            let s = self.summary()?;
-            Estimate {
-                files: s.to_copy.files,
-                bytes: s.to_copy.bytes,
-                folders: s.to_copy.folders,
-                ..Estimate::default()
-            }
+            (
+                format!(
+                    "WITH cs AS (SELECT node_id, arg_max(status, seq) AS st, \
+                                   arg_max(reason, seq) LIKE 'metadata:%' AS meta_only \
+                                 FROM src_status_events WHERE phase = 'compare' GROUP BY node_id) \
+                     SELECT count(*) FILTER (WHERE p.kind = 1), \
+                       coalesce(sum(p.size) FILTER (WHERE p.kind = 1), 0)::BIGINT, \
+                       count(*) FILTER (WHERE p.kind = {FOLDER} AND p.depth > 0 AND cs.st = 'missing'), {} \
+                     FROM src_nodes p JOIN cs ON cs.node_id = p.id \
+                     WHERE (cs.st = 'missing' AND p.kind IN (1, {FOLDER})) \
+                        OR (cs.st = 'outdated' AND p.kind = 1 AND NOT coalesce(cs.meta_only, false))",
+                    shape("cs.st = 'outdated'")
+                ),
+                "estimate the plan",
+            )
+        };
+        let row = self
+            .conn
+            .query_row(&query, [], |r| {
+                Ok([
+                    r.get::<_, i64>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ])
+            })
+            .context(what)?;
+        let [files, bytes, folders, large_files, parts, replaces, root] =
+            row.map(|v| v.max(0) as u64);
+        let mut estimate = Estimate {
+            files,
+            bytes,
+            folders,
+            large_files,
+            parts,
+            replaces,
+            creates_root: root > 0,
+            ..Estimate::default()
         };
         // Batches of `copied` events share a timestamp: the gaps between
         // them, short ones only, are the time the copy ran.
