@@ -8,7 +8,7 @@ if [ -n "${TREESHIFT_BIN:-}" ]; then
   [ -x "$TREESHIFT_BIN" ] || { echo "TREESHIFT_BIN=$TREESHIFT_BIN is not an executable" >&2; exit 1; }
   bin=$TREESHIFT_BIN
 else
-  (cd "$repo" && cargo build --release -q -p treeshift)
+  (cd "$repo" && cargo build --release -q --workspace)
   bin=$CARGO_TARGET_DIR/release/treeshift
 fi
 BENCH_DIR=${BENCH_DIR:-/tmp/bench}

@@ -120,6 +120,8 @@ impl RequestCosts {
         let replace = Requests::new(0, 0, 1, 0, 0);
         Some(match location.service {
             Service::S3 => RequestCosts {
+                // One GET says all a read needs.
+                read: Requests::new(0, 1, 0, 0, 0),
                 part_size: PART,
                 write: Requests::new(1, 0, 0, 0, 0),
                 write_over: Requests::new(1, 0, 0, 0, 0),
@@ -129,7 +131,6 @@ impl RequestCosts {
                 root: Requests::default(),
                 root_seen: Requests::default(),
                 replace,
-                read,
             },
             Service::Azblob => RequestCosts {
                 part_size: PART,
