@@ -323,10 +323,12 @@ fn discover(args: DiscoverArgs) -> Result<Exit> {
         dst,
         mode,
     } = discovery_setup(&args)?;
+    let fresh = !args.state.exists();
     let (summary, timing) = with_store(&args.state, mode, |h| {
         start_next_pass(h)?;
         run_discovery(h, src, dst, &filter, args.workers)
-    })?;
+    })
+    .inspect_err(|e| forget_unstarted(&args.state, fresh, e))?;
     if args.json {
         let mut value = serde_json::to_value(&summary)?;
         value["timing"] = timing;
@@ -336,6 +338,30 @@ fn discover(args: DiscoverArgs) -> Result<Exit> {
         output::print_summary(&summary, &args.state);
     }
     Ok(exit_for(summary.failed + summary.invalid_name > 0))
+}
+
+/// A first discovery that could not start (a root missing, not a folder,
+/// or unreachable: a wrong bucket, credentials or endpoint) leaves no state
+/// file behind. It recorded nothing but the migration's locations, and a
+/// run with the location corrected would be refused as another
+/// migration's.
+fn forget_unstarted(state: &Path, fresh: bool, e: &anyhow::Error) {
+    let unstarted = e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<EngineError>(),
+            Some(
+                EngineError::Root { .. }
+                    | EngineError::SrcRootMissing(_)
+                    | EngineError::RootNotFolder { .. }
+            )
+        )
+    });
+    if fresh && unstarted {
+        let mut wal = state.as_os_str().to_owned();
+        wal.push(".wal");
+        let _ = std::fs::remove_file(state);
+        let _ = std::fs::remove_file(wal);
+    }
 }
 
 fn exit_for(failed_items: bool) -> Exit {
@@ -514,6 +540,7 @@ fn migrate(args: MigrateArgs) -> Result<Exit> {
         dst,
         mode,
     } = discovery_setup(d)?;
+    let fresh = !d.state.exists();
     with_store(&d.state, mode, |h| {
         start_next_pass(h)?;
         let (summary, timing) = run_discovery(h, src, dst, &filter, d.workers)?;
@@ -561,6 +588,7 @@ fn migrate(args: MigrateArgs) -> Result<Exit> {
                 > 0,
         ))
     })
+    .inspect_err(|e| forget_unstarted(&d.state, fresh, e))
 }
 
 fn status(args: StatusArgs) -> Result<Exit> {

@@ -367,6 +367,30 @@ fn a_store_that_cannot_be_used_stops_the_run_with_the_reason() {
     let (code, _, err) = run(&["discover", s(&src), &gone, "--state", &state("c")]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("Connection refused"), "{err}");
+    // None of them left a state file: the corrected location starts
+    // afresh on the same one, through discover or migrate.
+    for n in ["a", "b", "c"] {
+        assert!(!Path::new(&state(n)).exists(), "{n}");
+    }
+    let (code, _, err) = run(&[
+        "migrate",
+        s(&src),
+        &no_bucket,
+        "--state",
+        &state("a"),
+        "--yes",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!Path::new(&state("a")).exists());
+    let (code, _, err) = run(&["discover", s(&src), &server.s3("x"), "--state", &state("a")]);
+    assert_eq!(code, 0, "{err}");
+    // A run on an existing state file keeps it, whatever stops it.
+    let (code, _, err) = run(&["discover", s(&src), &server.s3("x"), "--state", &state("a")]);
+    assert_eq!(code, 0, "{err}");
+    let stopped = format!("s3://bkt/x?endpoint=http://127.0.0.1:{}", util::free_port());
+    let (code, _, err) = run(&["discover", s(&src), &stopped, "--state", &state("a")]);
+    assert_ne!(code, 0, "{err}");
+    assert!(Path::new(&state("a")).exists());
 }
 
 #[test]
