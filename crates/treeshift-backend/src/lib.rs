@@ -355,6 +355,16 @@ pub enum Reader {
     Stream(Box<dyn Read + Send>),
 }
 
+/// Either kind of reader, read alike where the kind does not matter.
+impl Read for Reader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Reader::File(f) => f.read(buf),
+            Reader::Stream(r) => r.read(buf),
+        }
+    }
+}
+
 impl SourceFile {
     /// Size and mtime now, to detect a file that changed while it was read;
     /// `None` where the storage cannot tell cheaply (streams are snapshots).

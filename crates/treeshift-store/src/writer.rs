@@ -186,6 +186,19 @@ impl Writer {
             .context(sql.to_string())
     }
 
+    /// The `N` counts (or sums) of one row `sql` selects, none below zero.
+    fn query_counts<const N: usize>(&self, sql: &str, what: &str) -> Result<[u64; N], StoreError> {
+        self.conn
+            .query_row(sql, [], |r| {
+                let mut counts = [0u64; N];
+                for (i, count) in counts.iter_mut().enumerate() {
+                    *count = r.get::<_, i64>(i)?.max(0) as u64;
+                }
+                Ok(counts)
+            })
+            .context(what.to_string())
+    }
+
     /// Serves requests until told to stop. Commits buffered rows when enough
     /// piled up or the oldest waited long enough.
     pub(crate) fn serve(&mut self, rx: &Receiver<Request>) -> Result<(), StoreError> {

@@ -133,11 +133,8 @@ fn write(b: &dyn Backend, p: &RelPath, data: &[u8], mtime_s: i64, replace: bool)
 fn read(b: &dyn Backend, p: &RelPath) -> Vec<u8> {
     let mut file = b.open_read(p).unwrap_or_else(|e| panic!("open {p}: {e}"));
     let mut data = Vec::new();
-    match &mut file.reader {
-        Reader::File(f) => std::io::Read::read_to_end(f, &mut data),
-        Reader::Stream(r) => r.read_to_end(&mut data),
-    }
-    .unwrap_or_else(|e| panic!("read {p}: {e}"));
+    std::io::Read::read_to_end(&mut file.reader, &mut data)
+        .unwrap_or_else(|e| panic!("read {p}: {e}"));
     data
 }
 

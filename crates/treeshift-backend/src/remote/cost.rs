@@ -113,60 +113,52 @@ impl RequestCosts {
     /// not remote storage.
     pub fn of(location: &str) -> Option<RequestCosts> {
         let location = RemoteLocation::parse(location).ok()?;
-        // A folder where none was: a stat that finds no object, then a
-        // listing that finds nothing under it, then the folder made.
-        let look_for_folder = Requests::new(0, 0, 1, 1, 0);
-        let read = Requests::new(0, 1, 1, 0, 0);
-        let replace = Requests::new(0, 0, 1, 0, 0);
+        let put = Requests::new(1, 0, 0, 0, 0);
+        // What the object stores share: one PUT a file (and a marker a
+        // folder, after a stat that finds no object and a listing that
+        // finds nothing under it), a stat before a replacement, a stat and
+        // a GET a read; a prefix is always there.
+        let object_store = RequestCosts {
+            part_size: PART,
+            write: put,
+            write_over: put,
+            write_large: Requests::default(),
+            folder: Requests::new(1, 0, 1, 1, 0),
+            root: Requests::default(),
+            root_seen: Requests::default(),
+            replace: Requests::new(0, 0, 1, 0, 0),
+            read: Requests::new(0, 1, 1, 0, 0),
+        };
         Some(match location.service {
             Service::S3 => RequestCosts {
-                // One GET says all a read needs.
-                read: Requests::new(0, 1, 0, 0, 0),
-                part_size: PART,
-                write: Requests::new(1, 0, 0, 0, 0),
-                write_over: Requests::new(1, 0, 0, 0, 0),
                 // Starting and completing the multipart upload.
                 write_large: Requests::new(0, 0, 0, 0, 2),
-                folder: look_for_folder.plus(Requests::new(1, 0, 0, 0, 0)),
-                root: Requests::default(),
-                root_seen: Requests::default(),
-                replace,
+                // One GET says all a read needs.
+                read: Requests::new(0, 1, 0, 0, 0),
+                ..object_store
             },
             Service::Azblob => RequestCosts {
-                part_size: PART,
-                write: Requests::new(1, 0, 0, 0, 0),
-                write_over: Requests::new(1, 0, 0, 0, 0),
                 // The block list that commits the blocks.
                 write_large: Requests::new(0, 0, 0, 0, 1),
-                folder: look_for_folder.plus(Requests::new(1, 0, 0, 0, 0)),
-                root: Requests::default(),
-                root_seen: Requests::default(),
-                replace,
-                read,
+                ..object_store
             },
             Service::Gcs => RequestCosts {
-                part_size: PART,
                 // A write that must not replace is a resumable upload: one
                 // request starts it, one sends the data; one that replaces
                 // is a single upload.
                 write: Requests::new(1, 0, 0, 0, 1),
-                write_over: Requests::new(1, 0, 0, 0, 0),
                 write_large: Requests::new(0, 0, 0, 0, 1),
-                folder: look_for_folder.plus(Requests::new(1, 0, 0, 0, 0)),
-                root: Requests::default(),
-                root_seen: Requests::default(),
-                replace,
-                read,
+                ..object_store
             },
             Service::Webdav => {
                 // PUT to the temporary name, PROPPATCH of its mtime (when
                 // kept), MOVE into place, PROPFIND of the tag it got.
                 let proppatch = u64::from(location.keeps_mtime().unwrap_or(true));
+                let write = Requests::new(1, 0, 1, 0, 1 + proppatch);
                 RequestCosts {
                     part_size: u64::MAX,
-                    write: Requests::new(1, 0, 1, 0, 1 + proppatch),
-                    write_over: Requests::new(1, 0, 1, 0, 1 + proppatch),
-                    write_large: Requests::default(),
+                    write,
+                    write_over: write,
                     // Looked for (a PROPFIND of the item, then of it as a
                     // folder), then made: OpenDAL looks for it and its
                     // parent before the MKCOL.
@@ -174,8 +166,7 @@ impl RequestCosts {
                     // Looked for, then made.
                     root: Requests::new(0, 0, 1, 0, 1),
                     root_seen: Requests::new(0, 0, 1, 0, 0),
-                    replace,
-                    read,
+                    ..object_store
                 }
             }
         })

@@ -228,17 +228,30 @@ impl RemoteLocation {
         format!("{scheme}://{}", self.bucket)
     }
 
-    /// The `Authorization` header of WebDAV requests, from the user and
-    /// the environment.
-    pub(super) fn webdav_authorization(&self) -> Result<Option<String>, BackendError> {
+    /// The WebDAV credentials: the user's password, else a bearer token,
+    /// from the environment.
+    fn webdav_credentials(&self) -> WebdavCredentials<'_> {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let header = match (self.option("user"), env(WEBDAV_TOKEN)) {
-            (Some(user), _) => {
-                let password = env(WEBDAV_PASSWORD).unwrap_or_default();
+        match self.option("user") {
+            Some(user) => WebdavCredentials::Basic {
+                user,
+                password: env(WEBDAV_PASSWORD).unwrap_or_default(),
+            },
+            None => env(WEBDAV_TOKEN).map_or(WebdavCredentials::None, WebdavCredentials::Bearer),
+        }
+    }
+
+    /// The `Authorization` header of WebDAV requests, as OpenDAL signs its
+    /// own with the same credentials.
+    pub(super) fn webdav_authorization(&self) -> Result<Option<String>, BackendError> {
+        let header = match self.webdav_credentials() {
+            WebdavCredentials::Basic { user, password } => {
                 opendal::raw::format_authorization_by_basic(user, &password)
             }
-            (None, Some(token)) => opendal::raw::format_authorization_by_bearer(&token),
-            (None, None) => return Ok(None),
+            WebdavCredentials::Bearer(token) => {
+                opendal::raw::format_authorization_by_bearer(&token)
+            }
+            WebdavCredentials::None => return Ok(None),
         };
         header
             .map(Some)
@@ -350,23 +363,28 @@ impl RemoteLocation {
     /// environment. Folders are made by the copy, parents first, so a
     /// write does not look for them again.
     fn webdav(&self) -> Result<opendal::services::Webdav, BackendError> {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let mut builder = opendal::services::Webdav::default()
+        let builder = opendal::services::Webdav::default()
             .endpoint(&self.webdav_endpoint())
             .root(&format!("/{}", self.prefix))
             .disable_create_dir(true);
-        if let Some(user) = self.option("user") {
-            builder = builder.username(user);
-            if let Some(password) = env(WEBDAV_PASSWORD) {
-                builder = builder.password(&password);
+        Ok(match self.webdav_credentials() {
+            WebdavCredentials::Basic { user, password } => {
+                builder.username(user).password(&password)
             }
-        } else if let Some(token) = env(WEBDAV_TOKEN) {
-            builder = builder.token(&token);
-        }
-        self.keeps_mtime()?;
-        self.max_buffer()?;
-        Ok(builder)
+            WebdavCredentials::Bearer(token) => builder.token(&token),
+            WebdavCredentials::None => builder,
+        })
     }
+}
+
+/// How WebDAV requests are signed.
+enum WebdavCredentials<'a> {
+    /// Basic authentication (an empty password where none is set).
+    Basic { user: &'a str, password: String },
+    /// A bearer token.
+    Bearer(String),
+    /// Not at all.
+    None,
 }
 
 /// The location as given (it holds no secrets).

@@ -515,12 +515,8 @@ impl Writable for RemoteBackend {
             .map_err(|e| self.err("write", path, &e))?;
         let mut buf = vec![0u8; READ_BUF];
         let mut written = 0u64;
-        let reader: &mut dyn Read = match &mut source.reader {
-            Reader::File(f) => f,
-            Reader::Stream(r) => r,
-        };
         loop {
-            let n = match reader.read(&mut buf) {
+            let n = match source.reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

@@ -15,8 +15,8 @@
 
 use super::{RemoteBackend, key, mtime_metadata};
 use crate::{
-    Apply, BackendError, Capabilities, Check, ErrorKind, FolderKeeping, MtimeKeeping, Reader,
-    SourceFile, Written,
+    Apply, BackendError, Capabilities, Check, ErrorKind, FolderKeeping, MtimeKeeping, SourceFile,
+    Written,
 };
 use http::{Request, StatusCode};
 use opendal::Buffer;
@@ -136,12 +136,8 @@ impl RemoteBackend {
             ));
         }
         let mut data = Vec::with_capacity(usize::try_from(source.size).unwrap_or(0));
-        let reader: &mut dyn Read = match &mut source.reader {
-            Reader::File(f) => f,
-            Reader::Stream(r) => r,
-        };
         // One byte past the size discovery saw is enough to know it grew.
-        reader
+        (&mut source.reader)
             .take(source.size.saturating_add(1))
             .read_to_end(&mut data)
             .map_err(|e| BackendError::from_io("read", path.to_string(), &e))?;
@@ -196,47 +192,19 @@ impl RemoteBackend {
     /// request), so wrong credentials or a wrong endpoint stop a run at its
     /// start.
     pub(super) fn webdav_root_kind(&self) -> Result<Option<Kind>, BackendError> {
-        let dav = self.webdav();
-        let root = RelPath::root();
-        let mut request = Request::builder()
+        let request = Request::builder()
             .method("PROPFIND")
-            .uri(dav.url(""))
+            .uri(self.webdav().url(""))
             .header("Depth", "0")
             .header(http::header::CONTENT_TYPE, "application/xml");
-        if let Some(auth) = &dav.authorization {
-            request = request.header(http::header::AUTHORIZATION, auth);
-        }
         let body = r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/></D:prop></D:propfind>"#;
-        let request = request
-            .body(Buffer::from(body.as_bytes().to_vec()))
-            .map_err(|e| BackendError::new(ErrorKind::Other, "open", "/", e.to_string()))?;
-        let response = self
-            .run(self.op.context().http_transport().send(request))
-            .map_err(|e| self.err("open", &root, &e))?;
-        let status = response.status();
-        let said = response.into_body().to_bytes();
-        let said = String::from_utf8_lossy(&said);
+        let root = RelPath::root();
+        let (status, said) = self.dav_send(request, Buffer::from(body), "open", &root)?;
         match status {
             StatusCode::MULTI_STATUS if said.contains("collection") => Ok(Some(Kind::Folder)),
             StatusCode::MULTI_STATUS => Ok(Some(Kind::File)),
             StatusCode::NOT_FOUND => Ok(None),
-            status => Err(BackendError::new(
-                match status {
-                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::PermissionDenied,
-                    _ => ErrorKind::Other,
-                },
-                "open",
-                "/",
-                format!(
-                    "{status}: {}{}",
-                    super::without_html(said.trim()),
-                    if status == StatusCode::UNAUTHORIZED {
-                        format!("; {}", self.location.credentials_hint())
-                    } else {
-                        String::new()
-                    }
-                ),
-            )),
+            status => Err(self.dav_refused(status, &said, "open", &root, "PROPFIND of the root")),
         }
     }
 
@@ -250,48 +218,75 @@ impl RemoteBackend {
         path: &RelPath,
     ) -> Result<bool, BackendError> {
         let dav = self.webdav();
-        let mut request = Request::builder()
+        let request = Request::builder()
             .method("MOVE")
             .uri(dav.url(from))
             .header("Destination", dav.url(to))
             .header("Overwrite", if replace { "T" } else { "F" });
-        if let Some(auth) = &dav.authorization {
+        let (status, said) = self.dav_send(request, Buffer::new(), "write", path)?;
+        match status {
+            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(true),
+            StatusCode::PRECONDITION_FAILED if !replace => Ok(false),
+            status => Err(self.dav_refused(status, &said, "write", path, "MOVE into place")),
+        }
+    }
+
+    /// Sends a request of treeshift's own (OpenDAL has no call for it),
+    /// signed as OpenDAL signs its requests and through the same transport;
+    /// returns the status and what the response said.
+    fn dav_send(
+        &self,
+        mut request: http::request::Builder,
+        body: Buffer,
+        operation: &'static str,
+        path: &RelPath,
+    ) -> Result<(StatusCode, String), BackendError> {
+        if let Some(auth) = &self.webdav().authorization {
             request = request.header(http::header::AUTHORIZATION, auth);
         }
-        let request = request.body(Buffer::new()).map_err(|e| {
-            BackendError::new(
-                ErrorKind::Other,
-                "write",
-                path.to_string(),
-                format!("MOVE request: {e}"),
-            )
+        let request = request.body(body).map_err(|e| {
+            BackendError::new(ErrorKind::Other, operation, path.to_string(), e.to_string())
         })?;
         let response = self
             .run(self.op.context().http_transport().send(request))
-            .map_err(|e| self.err("write", path, &e))?;
-        match response.status() {
-            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(true),
-            StatusCode::PRECONDITION_FAILED if !replace => Ok(false),
-            status => {
-                let body = response.into_body().to_bytes();
-                let said = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-                let kind = match status {
-                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::PermissionDenied,
-                    StatusCode::INSUFFICIENT_STORAGE => ErrorKind::NoSpace,
-                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                        ErrorKind::RateLimited
-                    }
-                    s if s.is_server_error() => ErrorKind::Temporary,
-                    _ => ErrorKind::Other,
-                };
-                Err(BackendError::new(
-                    kind,
-                    "write",
-                    path.to_string(),
-                    format!("MOVE into place: {status} {}", said.trim()),
-                ))
+            .map_err(|e| self.err(operation, path, &e))?;
+        let status = response.status();
+        let said = String::from_utf8_lossy(&response.into_body().to_bytes()).into_owned();
+        Ok((status, said))
+    }
+
+    /// A request the server refused with `status`, as an error that says
+    /// what the caller can do about it.
+    fn dav_refused(
+        &self,
+        status: StatusCode,
+        said: &str,
+        operation: &'static str,
+        path: &RelPath,
+        what: &str,
+    ) -> BackendError {
+        let kind = match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::PermissionDenied,
+            StatusCode::INSUFFICIENT_STORAGE => ErrorKind::NoSpace,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                ErrorKind::RateLimited
             }
-        }
+            s if s.is_server_error() => ErrorKind::Temporary,
+            _ => ErrorKind::Other,
+        };
+        let hint = if status == StatusCode::UNAUTHORIZED {
+            format!("; {}", self.location.credentials_hint())
+        } else {
+            String::new()
+        };
+        let said = super::without_html(said.trim());
+        let said: String = said.chars().take(300).collect();
+        BackendError::new(
+            kind,
+            operation,
+            path.to_string(),
+            format!("{what}: {status}: {said}{hint}"),
+        )
     }
 
     /// Deletes a temporary a write left (none there is fine).

@@ -160,37 +160,6 @@ impl Writer {
                 .context("add the extras to quarantine")?;
         }
         let hash = self.plan_hash(policy, extras)?;
-        let row = self
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT count(*) FILTER (WHERE action <> 'skip'), \
-                       count(*) FILTER (WHERE action {DATA} AND kind <> {FOLDER}), \
-                       count(*) FILTER (WHERE action {DATA} AND kind = {FOLDER}), \
-                       coalesce(sum(size) FILTER (WHERE action {DATA} AND kind = 1 AND link_to IS NULL), 0)::BIGINT, \
-                       count(*) FILTER (WHERE action = 'skip'), \
-                       count(*) FILTER (WHERE action IN ('replace', 'rename')), \
-                       count(*) FILTER (WHERE action = 'quarantine'), \
-                       count(*) FILTER (WHERE action = 'metadata'), \
-                       count(*) FILTER (WHERE action {DATA} AND link_to IS NOT NULL) \
-                     FROM plan_candidate"
-                ),
-                [],
-                |r| {
-                    Ok([
-                        r.get::<_, i64>(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                    ])
-                },
-            )
-            .context("count the plan")?;
         let [
             items,
             files,
@@ -201,7 +170,21 @@ impl Writer {
             quarantines,
             metadata,
             links,
-        ] = row.map(|v| v.max(0) as u64);
+        ] = self.query_counts(
+            &format!(
+                "SELECT count(*) FILTER (WHERE action <> 'skip'), \
+                   count(*) FILTER (WHERE action {DATA} AND kind <> {FOLDER}), \
+                   count(*) FILTER (WHERE action {DATA} AND kind = {FOLDER}), \
+                   coalesce(sum(size) FILTER (WHERE action {DATA} AND kind = 1 AND link_to IS NULL), 0)::BIGINT, \
+                   count(*) FILTER (WHERE action = 'skip'), \
+                   count(*) FILTER (WHERE action IN ('replace', 'rename')), \
+                   count(*) FILTER (WHERE action = 'quarantine'), \
+                   count(*) FILTER (WHERE action = 'metadata'), \
+                   count(*) FILTER (WHERE action {DATA} AND link_to IS NOT NULL) \
+                 FROM plan_candidate"
+            ),
+            "count the plan",
+        )?;
         Ok(Draft {
             hash,
             items,

@@ -130,22 +130,8 @@ impl Writer {
                 "estimate the plan",
             )
         };
-        let row = self
-            .conn
-            .query_row(&query, [], |r| {
-                Ok([
-                    r.get::<_, i64>(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ])
-            })
-            .context(what)?;
         let [files, bytes, folders, large_files, parts, replaces, root] =
-            row.map(|v| v.max(0) as u64);
+            self.query_counts(&query, what)?;
         let mut estimate = Estimate {
             files,
             bytes,
