@@ -125,9 +125,11 @@ fn classify_io(err: &io::Error) -> ErrorKind {
     match err.kind() {
         io::ErrorKind::NotFound => ErrorKind::NotFound,
         io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
-        io::ErrorKind::TimedOut | io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => {
-            ErrorKind::Temporary
-        }
+        io::ErrorKind::TimedOut
+        | io::ErrorKind::Interrupted
+        | io::ErrorKind::WouldBlock
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted => ErrorKind::Temporary,
         io::ErrorKind::InvalidFilename => ErrorKind::InvalidName,
         io::ErrorKind::Unsupported => ErrorKind::Unsupported,
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => ErrorKind::NoSpace,

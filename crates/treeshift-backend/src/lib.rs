@@ -4,7 +4,9 @@
 //! - [`local`]: a local tree through `std::fs` (native and fast).
 //! - [`sim`]: a deterministic simulated tree from a seed, with a mutated
 //!   variant for destinations, per-operation latency and seeded faults.
-//! - [`remote`]: remote storage through OpenDAL (S3, Azure Blob, GCS).
+//! - [`remote`]: remote storage through OpenDAL (S3, Azure Blob, GCS,
+//!   WebDAV).
+//! - [`sftp`]: a tree on an SFTP server, through the system `ssh` client.
 //! - [`Counted`]: a layer over any backend that counts its calls.
 
 mod counted;
@@ -12,12 +14,14 @@ mod error;
 pub mod local;
 pub mod remote;
 mod retry;
+pub mod sftp;
 pub mod sim;
+mod traffic;
 
 pub use counted::{CallCounts, Counted};
 pub use error::{BackendError, ErrorKind};
-pub use remote::RequestCounts;
 pub use retry::RetryPolicy;
+pub use traffic::RequestCounts;
 
 use std::fs::File;
 use std::io::Read;
@@ -186,6 +190,9 @@ pub struct Capabilities {
     pub symlinks: bool,
     /// Several names of one file.
     pub hard_links: bool,
+    /// Listings and stats tell which names are one file (an inode), so a
+    /// hard link made here can be seen to be one.
+    pub file_ids: bool,
     /// Extended attributes and ACLs.
     pub xattrs: bool,
     /// How an empty folder is held.
@@ -238,6 +245,7 @@ impl Capabilities {
             permissions: true,
             symlinks: true,
             hard_links: true,
+            file_ids: true,
             xattrs: true,
             folders: FolderKeeping::Real,
             create_new: true,
@@ -379,6 +387,23 @@ impl SourceFile {
     }
 }
 
+/// `location` with the password of a `scheme://user:password@host` cut
+/// out, for an error that refuses it: the refusal must not print it.
+pub(crate) fn without_password(location: &str) -> String {
+    let Some((scheme, rest)) = location.split_once("://") else {
+        return location.to_string();
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let tail = &rest[authority.len()..];
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => location.to_string(),
+    }
+}
+
 /// How a backend is opened, besides its location.
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
@@ -398,6 +423,9 @@ pub fn open(location: &str, options: &OpenOptions) -> Result<Arc<dyn Backend>, B
             location,
             options.tps,
         )?));
+    }
+    if location.starts_with("sftp://") {
+        return Ok(Arc::new(sftp::SftpBackend::open(location, options.tps)?));
     }
     if options.tps.is_some() {
         return Err(BackendError::new(
@@ -423,7 +451,7 @@ pub fn open(location: &str, options: &OpenOptions) -> Result<Arc<dyn Backend>, B
             "open",
             location,
             format!(
-                "the '{scheme}' backend is not available in this build (supported: local paths, file://, sim:, s3://, azblob://, gcs://, webdav://, webdavs://)"
+                "the '{scheme}' backend is not available in this build (supported: local paths, file://, sim:, s3://, azblob://, gcs://, webdav://, webdavs://, sftp://)"
             ),
         ));
     }
@@ -479,6 +507,9 @@ mod tests {
                 .unwrap()
                 .contains("11 bytes")
         );
+        let redacted = without_password("sftp://al:s3cret@h:22/p?key=k");
+        assert_eq!(redacted, "sftp://al:***@h:22/p?key=k");
+        assert_eq!(without_password("s3://b/p"), "s3://b/p");
         let picky = Capabilities {
             refused_chars: Some((b";?", "not here")),
             ..Capabilities::posix()

@@ -789,6 +789,7 @@ impl Backend for SimBackend {
         crate::Capabilities {
             permissions: false,
             hard_links: false,
+            file_ids: false,
             xattrs: false,
             create_new: false,
             rename: false,

@@ -149,7 +149,10 @@ fn compare(
     if task.kind == Kind::Folder {
         return Ok(None);
     }
+    // Where the destination shows no identities (SFTP), a link made there
+    // cannot be seen to be one: its data is checked as a file's.
     if keep.hard_links
+        && dst.capabilities().file_ids
         && let Some(leader) = &task.link_to
     {
         let other = on(DST, dst.stat(leader))?;

@@ -319,3 +319,13 @@ fn contract_on_one_backend() {
         assert!(caps.cannot_hold(&root, &vec![b'n'; max]).is_none());
     }
 }
+
+#[test]
+fn sftp_keeps_the_contract() {
+    let Some(server) = util::sftp_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Past what a few requests in flight hold.
+    check_contract(&server.location(&dir.path().join("contract")), 9 << 20);
+}

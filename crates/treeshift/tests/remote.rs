@@ -8,7 +8,7 @@ mod util;
 
 use std::fs;
 use std::path::Path;
-use util::{Rng, azure_server, make_tree, run, run_with_kills, s, s3_server, set_mtime};
+use util::{Rng, azure_server, make_tree, migrate_with_kills, run, s, s3_server, set_mtime};
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
@@ -274,38 +274,23 @@ fn copy_killed_and_resumed(location: &str, dir: &Path, big: u32) -> std::path::P
         fs::write(src.join(name), &big).unwrap();
     }
     let mut rng = Rng::from_env();
-    migrate_with_kills(s(&src), location, &state, "--dst-tps", 4, &mut rng);
+    migrate_with_kills(s(&src), location, &state, ["--dst-tps", "50"], 4, &mut rng);
     let after = discover(s(&src), location, &state);
     assert_eq!(after["to_copy"]["files"], 0, "{after}");
     assert_eq!(after["differs"], 0, "{after}");
     // And back, killed likewise: each file gets its own mtime from the
     // object's metadata, a resumed run included.
     let (back, back_state) = (dir.join("back"), dir.join("back.duckdb"));
-    migrate_with_kills(location, s(&back), &back_state, "--src-tps", 3, &mut rng);
+    migrate_with_kills(
+        location,
+        s(&back),
+        &back_state,
+        ["--src-tps", "50"],
+        3,
+        &mut rng,
+    );
     came_back(&src, location, &back, &back_state);
     src
-}
-
-/// Discovers and approves `src` to `dst`, then copies, killing the copy
-/// `kills` times at random moments before letting it finish, and
-/// verifies. The copy is paced (`pace` of the remote side, 50 requests a
-/// second), so that each run lasts well past the moment it is killed
-/// however fast the server: it is killed at least once.
-fn migrate_with_kills(src: &str, dst: &str, state: &Path, pace: &str, kills: u32, rng: &mut Rng) {
-    let (code, _, err) = run(&["discover", src, dst, "--state", s(state)]);
-    assert_eq!(code, 0, "{err}");
-    let (code, _, err) = run(&["approve", "--state", s(state)]);
-    assert_eq!(code, 0, "{err}");
-    let copy = ["copy", "--state", s(state), pace, "50"];
-    let killed = run_with_kills(&copy, 100..700, rng, kills);
-    eprintln!("{src} -> {dst}: {killed:?}");
-    assert!(
-        killed.kills >= 1,
-        "the copy ended before any kill: {killed:?}"
-    );
-    assert_eq!(killed.panics, 0);
-    let (code, out, err) = run(&["verify", "--state", s(state), "--json"]);
-    assert_eq!(code, 0, "{out} {err}");
 }
 
 #[test]

@@ -120,10 +120,13 @@ impl RemoteLocation {
             return Err(bad(format!("no {what}: expected {scheme}://{what}/prefix")));
         }
         if service == Service::Webdav && bucket.contains('@') {
-            return Err(bad(
+            let text = crate::without_password(text);
+            return Err(BackendError::new(
+                ErrorKind::Other,
+                "open",
+                text,
                 "no user or password in the location: give the user as user=NAME and the \
-                 password in WEBDAV_PASSWORD"
-                    .into(),
+                 password in WEBDAV_PASSWORD",
             ));
         }
         let mut options = Vec::new();

@@ -15,11 +15,10 @@ mod webdav;
 
 pub use cost::{CopyShape, RequestCosts, Requests};
 pub use location::{RemoteLocation, Service};
-pub use transport::RequestCounts;
 
 use crate::{
     Apply, Backend, BackendError, Capabilities, Check, Children, ErrorKind, FolderKeeping,
-    MtimeKeeping, Reader, SourceFile, Writable, Written,
+    MtimeKeeping, Reader, RequestCounts, SourceFile, Writable, Written,
 };
 use futures::StreamExt;
 use opendal::{HttpTransporter, Operator};
@@ -41,7 +40,7 @@ pub struct RemoteBackend {
     op: Operator,
     runtime: tokio::runtime::Runtime,
     location: RemoteLocation,
-    requests: Arc<transport::Counters>,
+    requests: Arc<crate::traffic::Counters>,
     /// What a WebDAV server's writes need (`None` for object stores).
     webdav: Option<webdav::Webdav>,
 }
@@ -289,6 +288,7 @@ impl Backend for RemoteBackend {
             permissions: false,
             symlinks: false,
             hard_links: false,
+            file_ids: false,
             xattrs: false,
             folders: FolderKeeping::Markers,
             create_new: true,

@@ -14,28 +14,13 @@
 //!   a whole has none (a large part on a slow link may take long).
 
 use crate::RetryPolicy;
+use crate::traffic::{Counters, Pace};
 use http::{Request, Response, StatusCode};
 use opendal::{Buffer, HttpBody, HttpTransport};
 use opendal_http_transport_reqwest::ReqwestTransport;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::time::Instant;
-
-/// Requests a remote backend sent, and what came back that made it wait.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct RequestCounts {
-    /// HTTP requests sent, retries included.
-    pub sent: u64,
-    /// Of those, repeats of one that was throttled or failed briefly.
-    pub retried: u64,
-    /// Responses asking to slow down (429, 503).
-    pub throttled: u64,
-    /// Other responses or connection failures worth another attempt.
-    pub failed_briefly: u64,
-    /// Milliseconds spent waiting before retries and for pacing slots.
-    pub waited_ms: u64,
-}
 
 /// How long to wait for a connection, and for each read of a response.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -57,37 +42,6 @@ pub(super) struct Transport {
     counts: Arc<Counters>,
 }
 
-/// What a [`Transport`] counts, shared with the backend that reports it.
-#[derive(Default)]
-pub(super) struct Counters {
-    sent: AtomicU64,
-    retried: AtomicU64,
-    throttled: AtomicU64,
-    failed_briefly: AtomicU64,
-    waited_ms: AtomicU64,
-}
-
-/// Spaces requests `interval` apart: each takes the next free slot.
-struct Pace {
-    interval: Duration,
-    next: Mutex<Option<Instant>>,
-}
-
-impl Pace {
-    /// Waits for this request's slot; returns how long it waited.
-    async fn wait(&self) -> Duration {
-        let now = Instant::now();
-        let slot = {
-            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-            let slot = next.map_or(now, |n| n.max(now));
-            *next = Some(slot + self.interval);
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
-        slot - now
-    }
-}
-
 impl Transport {
     /// A transport sending at most `tps` requests a second (unlimited when
     /// `None`).
@@ -99,10 +53,7 @@ impl Transport {
         Ok(Transport {
             inner: ReqwestTransport::new(client),
             retry: REQUEST_RETRY,
-            pace: tps.filter(|&t| t > 0).map(|tps| Pace {
-                interval: Duration::from_secs(1) / tps,
-                next: Mutex::new(None),
-            }),
+            pace: Pace::new(tps),
             counts: Arc::default(),
         })
     }
@@ -118,22 +69,7 @@ impl Transport {
     }
 
     fn waited(&self, d: Duration) {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        self.counts.waited_ms.fetch_add(ms, Ordering::Relaxed);
-    }
-}
-
-impl Counters {
-    /// The counts so far.
-    pub(super) fn snapshot(&self) -> RequestCounts {
-        let c = self;
-        RequestCounts {
-            sent: c.sent.load(Ordering::Relaxed),
-            retried: c.retried.load(Ordering::Relaxed),
-            throttled: c.throttled.load(Ordering::Relaxed),
-            failed_briefly: c.failed_briefly.load(Ordering::Relaxed),
-            waited_ms: c.waited_ms.load(Ordering::Relaxed),
-        }
+        self.counts.waited(d);
     }
 }
 
@@ -143,7 +79,9 @@ impl HttpTransport for Transport {
         loop {
             attempt += 1;
             if let Some(pace) = &self.pace {
-                let waited = pace.wait().await;
+                let slot = pace.slot();
+                let waited = slot.saturating_duration_since(std::time::Instant::now());
+                tokio::time::sleep_until(slot.into()).await;
                 self.waited(waited);
             }
             self.counts.sent.fetch_add(1, Ordering::Relaxed);
@@ -250,25 +188,5 @@ mod tests {
         for code in [200, 204, 304, 400, 403, 404, 409, 412, 501] {
             assert!(!worth_retrying(StatusCode::from_u16(code).unwrap()));
         }
-    }
-
-    #[test]
-    fn pacing_spaces_requests() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let pace = Pace {
-                interval: Duration::from_millis(20),
-                next: Mutex::new(None),
-            };
-            let start = Instant::now();
-            for _ in 0..5 {
-                pace.wait().await;
-            }
-            // Slots at 0, 20, ..., 80 ms: the fifth cannot start sooner.
-            assert!(Instant::now() - start >= Duration::from_millis(80));
-        });
     }
 }

@@ -61,6 +61,7 @@ impl Webdav {
             permissions: false,
             symlinks: false,
             hard_links: false,
+            file_ids: false,
             xattrs: false,
             folders: FolderKeeping::Real,
             create_new: true,

@@ -369,6 +369,35 @@ pub fn run_with_kills(
     }
 }
 
+/// Discovers and approves `src` to `dst`, then copies, killing the copy
+/// `kills` times at random moments before letting it finish, and
+/// verifies. The copy is paced (`pace`: `["--dst-tps", "50"]`, say), so
+/// that each run lasts well past the moment it is killed however fast the
+/// server: it is killed at least once.
+pub fn migrate_with_kills(
+    src: &str,
+    dst: &str,
+    state: &Path,
+    pace: [&str; 2],
+    kills: u32,
+    rng: &mut Rng,
+) {
+    let (code, _, err) = run(&["discover", src, dst, "--state", s(state)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["approve", "--state", s(state)]);
+    assert_eq!(code, 0, "{err}");
+    let copy = ["copy", "--state", s(state), pace[0], pace[1]];
+    let killed = run_with_kills(&copy, 100..700, rng, kills);
+    eprintln!("{src} -> {dst}: {killed:?}");
+    assert!(
+        killed.kills >= 1,
+        "the copy ended before any kill: {killed:?}"
+    );
+    assert_eq!(killed.panics, 0);
+    let (code, out, err) = run(&["verify", "--state", s(state), "--json"]);
+    assert_eq!(code, 0, "{out} {err}");
+}
+
 /// Runs the binary with the capabilities that let root ignore file
 /// permissions dropped. `None` if `setpriv` is missing.
 pub fn run_unprivileged(args: &[&str]) -> Option<(i32, String, String)> {
@@ -661,10 +690,16 @@ pub fn tool(name: &str, args: &[&str]) -> Option<String> {
 /// What rsync would still change to make `dst` equal `src`: one line per
 /// item, empty when they are equal.
 pub fn rsync_differences(src: &Path, dst: &Path) -> Option<Vec<String>> {
+    rsync_differences_with("-aHAX", src, dst)
+}
+
+/// Like [`rsync_differences`], comparing what `flags` say (`-a`, `-aH`,
+/// ...) and data by checksum.
+pub fn rsync_differences_with(flags: &str, src: &Path, dst: &Path) -> Option<Vec<String>> {
     let out = tool(
         "rsync",
         &[
-            "-aHAX",
+            flags,
             "-c",
             "-n",
             "-i",

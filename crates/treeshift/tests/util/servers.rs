@@ -258,3 +258,95 @@ impl Server {
         )
     }
 }
+
+/// OpenSSH's server on a loopback port, its SFTP the internal one, with a
+/// host key and a user key made for it: the client is the system `ssh`,
+/// told to offer that key and trust that host key only.
+pub struct SshServer {
+    _server: Server,
+    dir: tempfile::TempDir,
+}
+
+/// Starts an [`SshServer`] for root; `None`, after reporting the missing
+/// prerequisite (a failure under CI), when OpenSSH is not installed.
+pub fn sftp_server() -> Option<SshServer> {
+    let sshd = Path::new("/usr/sbin/sshd");
+    let have = |tool: &str| Command::new(tool).arg("-V").output().is_ok();
+    if !sshd.exists() || !have("ssh") || Command::new("ssh-keygen").arg("-?").output().is_err() {
+        missing_prerequisite("sshd, ssh and ssh-keygen (apt-get install openssh-server)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for key in ["host", "user"] {
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(dir.path().join(key))
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "ssh-keygen: {made:?}");
+    }
+    std::fs::copy(dir.path().join("user.pub"), dir.path().join("authorized")).unwrap();
+    // sshd wants its privilege separation folder.
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let port = free_port();
+    let d = s(dir.path());
+    std::fs::write(
+        dir.path().join("sshd_config"),
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\n\
+             AuthorizedKeysFile {d}/authorized\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nStrictModes no\n\
+             PermitRootLogin prohibit-password\nUsePAM yes\nPidFile none\n\
+             Subsystem sftp internal-sftp\n"
+        ),
+    )
+    .unwrap();
+    let host_key = std::fs::read_to_string(dir.path().join("host.pub")).unwrap();
+    std::fs::write(
+        dir.path().join("known_hosts"),
+        format!("[127.0.0.1]:{port} {host_key}"),
+    )
+    .unwrap();
+    let mut child = Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(dir.path().join("sshd_config"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sshd");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let Some(Ok(line)) = lines.next() else {
+            let status = child.wait();
+            panic!("sshd did not start: {status:?}");
+        };
+        if line.contains("Server listening on 127.0.0.1") {
+            break;
+        }
+    }
+    // Its log (a line per session) goes nowhere, without filling a pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    Some(SshServer {
+        _server: Server { child, port },
+        dir,
+    })
+}
+
+impl SshServer {
+    /// The location of the local folder `path`, as this server serves it.
+    pub fn location(&self, path: &Path) -> String {
+        format!(
+            "sftp://root@127.0.0.1:{}{}?key={}/user&known_hosts={}/known_hosts",
+            self._server.port,
+            s(path),
+            s(self.dir.path()),
+            s(self.dir.path())
+        )
+    }
+
+    /// The folder holding the keys (`user`, `host`) and `known_hosts`.
+    pub fn keys(&self) -> &Path {
+        self.dir.path()
+    }
+}

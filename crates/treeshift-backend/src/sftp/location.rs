@@ -1,0 +1,189 @@
+//! SFTP locations as the command line takes them:
+//! `sftp://[user@]host[:port]/path?key=FILE&known_hosts=FILE&connections=N`.
+//!
+//! The path is absolute on the server (`sftp://host/home/alice/data`).
+//! Nothing secret goes in a location (it is recorded in the state file):
+//! authentication is `ssh`'s, by key or agent, as `ssh` itself is set up.
+
+use super::session::Target;
+use crate::{BackendError, ErrorKind};
+use percent_encoding::percent_decode_str;
+use std::fmt;
+
+/// Sessions (ssh connections) opened at most, by default: a server
+/// answers one session's requests one after another.
+const DEFAULT_CONNECTIONS: usize = 8;
+
+/// A parsed `sftp://` location.
+#[derive(Clone, Debug)]
+pub struct SftpLocation {
+    pub target: Target,
+    /// The root's path on the server, as bytes (percent-decoded).
+    pub root: Vec<u8>,
+    /// The path as given, for display.
+    path_text: String,
+    pub connections: usize,
+    options: Vec<(String, String)>,
+}
+
+impl SftpLocation {
+    /// Parses `sftp://[user@]host[:port]/path?options`.
+    pub fn parse(text: &str) -> Result<SftpLocation, BackendError> {
+        let bad = |why: String| BackendError::new(ErrorKind::Other, "open", text, why);
+        let rest = text
+            .strip_prefix("sftp://")
+            .ok_or_else(|| bad("expected sftp://[user@]host[:port]/path".into()))?;
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, "/"),
+        };
+        let (user, host_port) = match authority.rsplit_once('@') {
+            Some((user, _)) if user.contains(':') => {
+                return Err(BackendError::new(
+                    ErrorKind::Other,
+                    "open",
+                    crate::without_password(text),
+                    "no password in the location: SFTP authenticates by key or agent, as \
+                     ssh does (key=FILE names a key)",
+                ));
+            }
+            Some((user, host)) => (Some(user.to_string()), host),
+            None => (None, authority),
+        };
+        let (host, port) = split_port(host_port).map_err(bad)?;
+        if host.is_empty() || host.starts_with('-') {
+            return Err(bad(
+                "no host: expected sftp://[user@]host[:port]/path".into()
+            ));
+        }
+        let mut location = SftpLocation {
+            target: Target {
+                host: host.to_string(),
+                user,
+                port,
+                key: None,
+                known_hosts: None,
+            },
+            root: percent_decode_str(path).collect(),
+            path_text: path.to_string(),
+            connections: DEFAULT_CONNECTIONS,
+            options: Vec::new(),
+        };
+        if location.root.contains(&0) {
+            return Err(bad("a NUL byte in the path".into()));
+        }
+        while location.root.len() > 1 && location.root.ends_with(b"/") {
+            location.root.pop();
+        }
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| bad(format!("option '{pair}' is not key=value")))?;
+            if location.options.iter().any(|(seen, _)| seen == k) {
+                return Err(bad(format!("option '{k}' given twice")));
+            }
+            let value = percent_decode_str(v).decode_utf8_lossy().into_owned();
+            match k {
+                "key" => location.target.key = Some(value),
+                "known_hosts" => location.target.known_hosts = Some(value),
+                "connections" => {
+                    location.connections = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=64).contains(n))
+                        .ok_or_else(|| bad(format!("connections takes 1 to 64, not '{v}'")))?;
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "unknown option '{k}' (sftp takes: key, known_hosts, connections)"
+                    )));
+                }
+            }
+            location.options.push((k.to_string(), v.to_string()));
+        }
+        Ok(location)
+    }
+}
+
+/// `host`, `host:port` or `[v6]:port`.
+fn split_port(text: &str) -> Result<(&str, Option<u16>), String> {
+    let (host, port) = if let Some(v6) = text.strip_prefix('[') {
+        let (host, rest) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("'{text}': an IPv6 address without its ']'"))?;
+        (host, rest.strip_prefix(':'))
+    } else {
+        match text.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        }
+    };
+    let port = port
+        .map(|p| p.parse().map_err(|_| format!("'{p}' is not a port")))
+        .transpose()?;
+    Ok((host, port))
+}
+
+/// The location as given, options included (it holds no secret).
+impl fmt::Display for SftpLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("sftp://")?;
+        if let Some(user) = &self.target.user {
+            write!(f, "{user}@")?;
+        }
+        match self.target.host.contains(':') {
+            true => write!(f, "[{}]", self.target.host)?,
+            false => f.write_str(&self.target.host)?,
+        }
+        if let Some(port) = self.target.port {
+            write!(f, ":{port}")?;
+        }
+        f.write_str(&self.path_text)?;
+        for (i, (k, v)) in self.options.iter().enumerate() {
+            write!(f, "{}{k}={v}", if i == 0 { '?' } else { '&' })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_and_print_back() {
+        let text = "sftp://alice@example.org:2222/srv/a%20b/?key=/k/id&connections=4";
+        let l = SftpLocation::parse(text).unwrap();
+        assert_eq!(l.target.user.as_deref(), Some("alice"));
+        assert_eq!(
+            (l.target.host.as_str(), l.target.port),
+            ("example.org", Some(2222))
+        );
+        assert_eq!(l.root, b"/srv/a b");
+        assert_eq!(l.target.key.as_deref(), Some("/k/id"));
+        assert_eq!(l.connections, 4);
+        assert_eq!(SftpLocation::parse(&l.to_string()).unwrap().root, l.root);
+        assert_eq!(l.to_string(), text);
+        let v6 = SftpLocation::parse("sftp://[::1]:22/x").unwrap();
+        assert_eq!((v6.target.host.as_str(), v6.target.port), ("::1", Some(22)));
+        assert_eq!(v6.to_string(), "sftp://[::1]:22/x");
+        assert_eq!(SftpLocation::parse("sftp://h").unwrap().root, b"/");
+        assert_eq!(
+            SftpLocation::parse("sftp://h/a%ff").unwrap().root,
+            b"/a\xff"
+        );
+        for bad in [
+            "sftp://",
+            "sftp://u:pw@h/x",
+            "sftp://h:port/x",
+            "sftp://h/x?nope=1",
+            "sftp://h/x?connections=0",
+            "sftp://h/x?key=a&key=b",
+            "sftp://-oProxyCommand=x/y",
+            "sftp://h/a%00b",
+        ] {
+            assert!(SftpLocation::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
