@@ -14,6 +14,9 @@ const DEPTH: usize = 32;
 pub struct RemoteRead {
     session: Arc<Session>,
     handle: Vec<u8>,
+    /// The size the file had when opened: reads are sent ahead up to it,
+    /// and past it one at a time (which finds the end, or what was added).
+    size: u64,
     /// Reads sent and not yet taken: offset, length, reply.
     in_flight: VecDeque<(u64, u32, Pending)>,
     /// The offset of the next read to send.
@@ -26,10 +29,11 @@ pub struct RemoteRead {
 }
 
 impl RemoteRead {
-    pub fn new(session: Arc<Session>, handle: Vec<u8>) -> RemoteRead {
+    pub fn new(session: Arc<Session>, handle: Vec<u8>, size: u64) -> RemoteRead {
         RemoteRead {
             session,
             handle,
+            size,
             in_flight: VecDeque::new(),
             next: 0,
             data: Vec::new(),
@@ -40,7 +44,7 @@ impl RemoteRead {
 
     fn fill(&mut self) -> Result<(), Fail> {
         let chunk = self.session.chunk;
-        while self.in_flight.len() < DEPTH {
+        while self.in_flight.len() < DEPTH && (self.next < self.size || self.in_flight.is_empty()) {
             let offset = self.next;
             let pending = self.session.send(protocol::READ, |r| {
                 r.bytes(&self.handle).u64(offset).u32(chunk)
@@ -113,13 +117,14 @@ pub enum WriteFail {
     Remote(Fail),
 }
 
-/// Writes everything `source` gives to the open remote file from its
-/// start; the bytes written.
+/// Sends everything `source` gives to the open remote file from its
+/// start: the bytes sent, and the last writes, still unanswered (the
+/// caller sends what follows behind them and then waits for all).
 pub fn write_from(
     session: &Session,
     handle: &[u8],
     source: &mut dyn Read,
-) -> Result<u64, WriteFail> {
+) -> Result<(u64, VecDeque<Pending>), WriteFail> {
     let mut in_flight = VecDeque::new();
     let mut offset = 0u64;
     let mut buf = vec![0; session.chunk as usize];
@@ -129,7 +134,11 @@ pub fn write_from(
             break;
         }
         if in_flight.len() == DEPTH {
-            take_ok(in_flight.pop_front())?;
+            let oldest: Pending = in_flight.pop_front().unwrap();
+            oldest
+                .wait()
+                .and_then(expect_ok)
+                .map_err(WriteFail::Remote)?;
         }
         let pending = session
             .send(protocol::WRITE, |r| {
@@ -139,15 +148,7 @@ pub fn write_from(
         in_flight.push_back(pending);
         offset += n as u64;
     }
-    while let Some(pending) = in_flight.pop_front() {
-        take_ok(Some(pending))?;
-    }
-    Ok(offset)
-}
-
-fn take_ok(pending: Option<Pending>) -> Result<(), WriteFail> {
-    let reply = pending.unwrap().wait().map_err(WriteFail::Remote)?;
-    expect_ok(reply).map_err(WriteFail::Remote)
+    Ok((offset, in_flight))
 }
 
 /// Reads until `buf` is full or the source ends.

@@ -10,9 +10,11 @@ use crate::{BackendError, ErrorKind};
 use percent_encoding::percent_decode_str;
 use std::fmt;
 
-/// Sessions (ssh connections) opened at most, by default: a server
-/// answers one session's requests one after another.
-const DEFAULT_CONNECTIONS: usize = 8;
+/// Sessions (ssh connections) opened at most, by default. A server answers
+/// one session's requests one after another, and one session's channel
+/// window caps what it moves over a long link, so more can help there;
+/// each costs a key exchange to open (see docs/BENCHMARKS.md).
+const DEFAULT_CONNECTIONS: usize = 4;
 
 /// A parsed `sftp://` location.
 #[derive(Clone, Debug)]

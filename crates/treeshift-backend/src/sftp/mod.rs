@@ -335,7 +335,7 @@ impl Backend for SftpBackend {
         };
         let e = entry(Vec::new(), &attrs);
         Ok(SourceFile {
-            reader: Reader::Stream(Box::new(RemoteRead::new(session, handle))),
+            reader: Reader::Stream(Box::new(RemoteRead::new(session, handle, e.size))),
             size: e.size,
             mtime_ns: e.mtime_ns,
             own_mtime_ns: None,

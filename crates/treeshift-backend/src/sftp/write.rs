@@ -2,7 +2,7 @@
 //! name, given its metadata, and renamed into place (see `mod.rs`).
 
 use super::protocol::{self, Attrs};
-use super::session::{Fail, Session};
+use super::session::{Fail, Session, expect_ok};
 use super::{SftpBackend, entry, files};
 use crate::{Apply, Backend, BackendError, Check, ErrorKind, SourceFile, Writable, Written};
 use files::WriteFail;
@@ -48,6 +48,7 @@ impl Writable for SftpBackend {
         check: Check<'_>,
     ) -> Result<Written, BackendError> {
         let session = self.session("write", path)?;
+        let steps = self.attr_steps(apply, false, path)?;
         let temp_full = self.full(temp);
         let handle = session
             .handle(protocol::OPEN, |r| {
@@ -56,19 +57,18 @@ impl Writable for SftpBackend {
                     .attrs(&Attrs::default())
             })
             .map_err(|fail| self.write_error(&session, path, source.size, fail))?;
-        let written = self.fill(&session, &handle, path, source, apply);
-        let closed = session.status(protocol::CLOSE, |r| r.bytes(&handle));
-        let outcome = written.and_then(|bytes| {
-            closed.map_err(|fail| self.write_error(&session, path, source.size, fail))?;
-            if let Some(why) = check(source, bytes) {
-                return Ok(Written::Changed(why));
-            }
-            match self.put_in_place(&session, temp, path, replace) {
-                Ok(true) => Ok(Written::Done { bytes, etag: None }),
-                Ok(false) => Ok(Written::Occupied),
-                Err(fail) => Err(self.error("write", path, fail)),
-            }
-        });
+        let outcome = self
+            .fill_and_close(&session, &handle, path, source, &steps)
+            .and_then(|bytes| {
+                if let Some(why) = check(source, bytes) {
+                    return Ok(Written::Changed(why));
+                }
+                match self.put_in_place(&session, temp, path, replace) {
+                    Ok(true) => Ok(Written::Done { bytes, etag: None }),
+                    Ok(false) => Ok(Written::Occupied),
+                    Err(fail) => Err(self.error("write", path, fail)),
+                }
+            });
         if !matches!(outcome, Ok(Written::Done { .. })) {
             let _ = session.status(protocol::REMOVE, |r| r.bytes(&temp_full));
         }
@@ -216,29 +216,54 @@ impl Writable for SftpBackend {
 }
 
 impl SftpBackend {
-    /// Writes the data of `source` through the open `handle`, flushes it
-    /// to the server's disk and sets the metadata: everything but the
-    /// close and the rename.
-    fn fill(
+    /// Sends the data of `source` through the open `handle`, then the flush
+    /// to the server's disk, the metadata and the close, one after another
+    /// without waiting (the server answers them in order: a file costs two
+    /// round trips besides its open and rename, not one per step); then
+    /// waits for every answer. The bytes written.
+    fn fill_and_close(
         &self,
         session: &Session,
         handle: &[u8],
         path: &RelPath,
         source: &mut SourceFile,
-        apply: &Apply,
+        steps: &[Attrs],
     ) -> Result<u64, BackendError> {
-        let bytes =
-            files::write_from(session, handle, &mut source.reader).map_err(|e| match e {
-                WriteFail::Source(e) => BackendError::from_io("read", path.to_string(), &e),
-                WriteFail::Remote(fail) => self.write_error(session, path, source.size, fail),
-            })?;
-        if session.extensions.fsync {
-            session
-                .extended("fsync@openssh.com", |r| r.bytes(handle))
-                .map_err(|fail| self.write_error(session, path, source.size, fail))?;
+        let refused = |fail| self.write_error(session, path, source.size, fail);
+        let (bytes, mut pending) = match files::write_from(session, handle, &mut source.reader) {
+            Ok(sent) => sent,
+            Err(e) => {
+                session.close_later(handle);
+                return Err(match e {
+                    WriteFail::Source(e) => BackendError::from_io("read", path.to_string(), &e),
+                    WriteFail::Remote(fail) => refused(fail),
+                });
+            }
+        };
+        let sent = (|| {
+            if session.extensions.fsync {
+                let fsync = b"fsync@openssh.com";
+                pending
+                    .push_back(session.send(protocol::EXTENDED, |r| r.bytes(fsync).bytes(handle))?);
+            }
+            for attrs in steps {
+                pending
+                    .push_back(session.send(protocol::FSETSTAT, |r| r.bytes(handle).attrs(attrs))?);
+            }
+            pending.push_back(session.send(protocol::CLOSE, |r| r.bytes(handle))?);
+            Ok(())
+        })();
+        // Every answer is taken; the first failure is the one reported.
+        let mut first = sent.err();
+        for reply in pending {
+            if let Err(fail) = reply.wait().and_then(expect_ok) {
+                first.get_or_insert(fail);
+            }
         }
-        self.set_attrs(session, AttrTarget::Handle(handle), apply, path)?;
-        Ok(bytes)
+        match first {
+            None => Ok(bytes),
+            Some(fail) => Err(refused(fail)),
+        }
     }
 
     /// Renames `from` to `to`: replacing what is there with `posix-rename`
@@ -272,19 +297,14 @@ impl SftpBackend {
         match session.status(protocol::RENAME, |r| r.bytes(&from_full).bytes(&to_full)) {
             Ok(()) => Ok(true),
             // v3 has no "exists" status: look.
-            Err(fail) if !replace && self.lstat(session, to)?.is_some() => {
-                let _ = fail;
-                Ok(false)
-            }
+            Err(_) if !replace && self.lstat(session, to)?.is_some() => Ok(false),
             Err(fail) => Err(fail),
         }
     }
 
-    /// Sets what `apply` asks on `full`: the owner first (a change of owner
-    /// clears setuid and setgid), then the mode and the mtime. `handle`
-    /// sets them through an open file, `symlink` on a symlink itself
-    /// (where the server can; otherwise a symlink keeps what it was made
-    /// with).
+    /// Sets the owner, mode and mtime `apply` asks for on `target`: at a
+    /// path, or on a symlink itself (where the server can; otherwise a
+    /// symlink keeps what it was made with).
     fn set_attrs(
         &self,
         session: &Session,
@@ -292,30 +312,9 @@ impl SftpBackend {
         apply: &Apply,
         path: &RelPath,
     ) -> Result<(), BackendError> {
-        let times = apply
-            .mtime_ns
-            .map(|ns| mtime_secs(ns).ok_or_else(|| self.out_of_range(path, ns)))
-            .transpose()?;
-        let mut steps = Vec::new();
-        if apply.owner.is_some() {
-            steps.push(Attrs {
-                owner: apply.owner,
-                ..Attrs::default()
-            });
-        }
-        let symlink = matches!(target, AttrTarget::Symlink(_));
-        if apply.mode.is_some() && !symlink || times.is_some() {
-            steps.push(Attrs {
-                mode: apply.mode.filter(|_| !symlink),
-                times: times.map(|t| (t, t)),
-                ..Attrs::default()
-            });
-        }
+        let steps = self.attr_steps(apply, matches!(target, AttrTarget::Symlink(_)), path)?;
         for attrs in steps {
             let done = match target {
-                AttrTarget::Handle(handle) => {
-                    session.status(protocol::FSETSTAT, |r| r.bytes(handle).attrs(&attrs))
-                }
                 AttrTarget::Path(full) => {
                     session.status(protocol::SETSTAT, |r| r.bytes(full).attrs(&attrs))
                 }
@@ -327,6 +326,39 @@ impl SftpBackend {
             done.map_err(|fail| self.error("set_metadata", path, fail))?;
         }
         Ok(())
+    }
+
+    /// The requests that set what `apply` asks for (a symlink has no mode
+    /// of its own): one, unless setuid or setgid must survive the change
+    /// of owner; then the owner goes first, alone (servers apply the parts
+    /// of one request in their own order, OpenSSH the owner last).
+    fn attr_steps(
+        &self,
+        apply: &Apply,
+        symlink: bool,
+        path: &RelPath,
+    ) -> Result<Vec<Attrs>, BackendError> {
+        let times = apply
+            .mtime_ns
+            .map(|ns| mtime_secs(ns).ok_or_else(|| self.out_of_range(path, ns)))
+            .transpose()?;
+        let all = Attrs {
+            owner: apply.owner,
+            mode: apply.mode.filter(|_| !symlink),
+            times: times.map(|t| (t, t)),
+            ..Attrs::default()
+        };
+        Ok(match all.mode {
+            Some(mode) if mode & 0o6000 != 0 && all.owner.is_some() => vec![
+                Attrs {
+                    owner: all.owner,
+                    ..Attrs::default()
+                },
+                Attrs { owner: None, ..all },
+            ],
+            _ if all == Attrs::default() => Vec::new(),
+            _ => vec![all],
+        })
     }
 
     fn out_of_range(&self, path: &RelPath, ns: i64) -> BackendError {
@@ -373,10 +405,9 @@ impl SftpBackend {
 /// was refused.
 const NEARLY_FULL: u64 = 64 << 20;
 
-/// Where metadata is set.
+/// Where metadata is set by path.
 #[derive(Clone, Copy)]
 enum AttrTarget<'a> {
-    Handle(&'a [u8]),
     Path(&'a [u8]),
     Symlink(&'a [u8]),
 }
