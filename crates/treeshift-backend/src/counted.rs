@@ -89,6 +89,19 @@ impl Backend for Counted {
         self.inner.list_children(folder)
     }
 
+    fn list_children_after(
+        &self,
+        folder: &RelPath,
+        after: &[u8],
+    ) -> Result<Children<'_>, BackendError> {
+        bump(&self.list);
+        self.inner.list_children_after(folder, after)
+    }
+
+    fn listing_position(&self, entry: &Entry) -> Vec<u8> {
+        self.inner.listing_position(entry)
+    }
+
     fn stat(&self, path: &RelPath) -> Result<Option<Entry>, BackendError> {
         bump(&self.stat);
         self.inner.stat(path)

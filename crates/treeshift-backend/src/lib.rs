@@ -53,6 +53,30 @@ pub trait Backend: Send + Sync {
     /// Streams the direct children of `folder` (no recursion).
     fn list_children(&self, folder: &RelPath) -> Result<Children<'_>, BackendError>;
 
+    /// Streams the children of `folder` that come after the position
+    /// `after` in the listing's order, where the storage can start a
+    /// listing there ([`Capabilities::resumable_listing`]): a listing cut
+    /// short goes on from where it stood.
+    fn list_children_after(
+        &self,
+        folder: &RelPath,
+        after: &[u8],
+    ) -> Result<Children<'_>, BackendError> {
+        let _ = after;
+        Err(BackendError::new(
+            ErrorKind::Unsupported,
+            "list",
+            folder.to_string(),
+            "this storage cannot resume a listing",
+        ))
+    }
+
+    /// The position a listing stands at once it gave `entry`: what
+    /// [`Backend::list_children_after`] goes on from.
+    fn listing_position(&self, entry: &Entry) -> Vec<u8> {
+        entry.name.clone()
+    }
+
     /// What is at `path` now (not following a symlink), `None` if nothing.
     fn stat(&self, path: &RelPath) -> Result<Option<Entry>, BackendError>;
 
@@ -212,6 +236,9 @@ pub struct Capabilities {
     /// Listings give each file's content hash (an MD5 etag of a single-part
     /// upload, say), so content can be compared without reading it.
     pub listing_hash: bool,
+    /// Listings come in a fixed order and can start after a position
+    /// ([`Backend::list_children_after`]), as an object store's can.
+    pub resumable_listing: bool,
     /// Characters no name sent there may hold, with the reason.
     pub refused_chars: Option<(&'static [u8], &'static str)>,
 }
@@ -255,6 +282,7 @@ impl Capabilities {
             utf8_names: false,
             case_insensitive: false,
             listing_hash: false,
+            resumable_listing: false,
             refused_chars: None,
         }
     }

@@ -253,6 +253,7 @@ impl SideRunner<'_> {
                     destination: self.destination,
                     store: self.store,
                     retry: self.retry,
+                    resumable: self.backend.capabilities().resumable_listing,
                 };
                 scope.spawn(move || {
                     for task in task_rx {

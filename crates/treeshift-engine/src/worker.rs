@@ -29,6 +29,11 @@ pub(crate) struct Lister<'a> {
     pub destination: Option<&'a Capabilities>,
     pub store: &'a StoreHandle,
     pub retry: &'a RetryPolicy,
+    /// The side's listings can go on from a position
+    /// ([`Capabilities::resumable_listing`]): each chunk of children is
+    /// recorded with where the listing stands, and a listing cut short (a
+    /// kill, a passing failure) goes on from the last one recorded.
+    pub resumable: bool,
 }
 
 impl Lister<'_> {
@@ -36,10 +41,11 @@ impl Lister<'_> {
     /// recorded. Only a store failure is an error: it stops the run.
     pub(crate) fn run(&self, task: &FolderTask) -> Result<u64, StoreError> {
         let mut attempt = 0;
+        let mut after = task.resume_after.clone().filter(|_| self.resumable);
         loop {
             attempt += 1;
             let mut sent_any = false;
-            match self.list_once(task, &mut sent_any) {
+            match self.list_once(task, &mut after, &mut sent_any) {
                 Ok(Ok(count)) => {
                     self.store
                         .folder_listed(self.side, task, task.attempts + attempt)?;
@@ -47,7 +53,9 @@ impl Lister<'_> {
                 }
                 Ok(Err(err)) if err.kind.is_temporary() && self.retry.again(attempt) => {
                     tracing::debug!(side = %self.side, path = %task.path, attempt, error = %err, "retrying a listing");
-                    if sent_any {
+                    // What was sent stays where the listing goes on after
+                    // it; elsewhere the folder starts over.
+                    if sent_any && !self.resumable {
                         self.store.discard_children(self.side, task)?;
                     }
                     std::thread::sleep(self.retry.delay(attempt, None));
@@ -66,16 +74,24 @@ impl Lister<'_> {
         }
     }
 
-    /// One attempt. The outer `Result` is the store's, the inner the backend's.
+    /// One attempt, after the position `after` where there is one (moved
+    /// on with each chunk sent). The outer `Result` is the store's, the
+    /// inner the backend's.
     fn list_once(
         &self,
         task: &FolderTask,
+        after: &mut Option<Vec<u8>>,
         sent_any: &mut bool,
     ) -> Result<Result<u64, BackendError>, StoreError> {
-        let children = match self.backend.list_children(&task.path) {
+        let listed = match after {
+            Some(position) => self.backend.list_children_after(&task.path, position),
+            None => self.backend.list_children(&task.path),
+        };
+        let children = match listed {
             Ok(children) => children,
             Err(e) => return Ok(Err(e)),
         };
+        let mut position = None;
         let filtering = !self.filter.is_empty();
         let mut chunk = Vec::with_capacity(CHUNK);
         let mut count = 0u64;
@@ -84,6 +100,9 @@ impl Lister<'_> {
                 Ok(entry) => entry,
                 Err(e) => return Ok(Err(e)),
             };
+            if self.resumable {
+                position = Some(self.backend.listing_position(&entry));
+            }
             // Our own quarantine folder is not part of the destination's tree.
             if self.side == Side::Dst && task.path.is_root() && entry.name == QUARANTINE_DIR {
                 continue;
@@ -121,19 +140,33 @@ impl Lister<'_> {
             chunk.push(ChildRecord { entry, left_out });
             count += 1;
             if chunk.len() == CHUNK {
-                self.store.record_children(
-                    self.side,
-                    task,
-                    std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)),
-                )?;
-                *sent_any = true;
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                self.send(task, full, &position, after, sent_any)?;
             }
         }
         if !chunk.is_empty() {
-            self.store.record_children(self.side, task, chunk)?;
-            *sent_any = true;
+            self.send(task, chunk, &position, after, sent_any)?;
         }
         Ok(Ok(count))
+    }
+
+    /// Sends a chunk of children with the position after it, which is then
+    /// where a retry goes on from.
+    fn send(
+        &self,
+        task: &FolderTask,
+        chunk: Vec<ChildRecord>,
+        position: &Option<Vec<u8>>,
+        after: &mut Option<Vec<u8>>,
+        sent_any: &mut bool,
+    ) -> Result<(), StoreError> {
+        self.store
+            .record_children(self.side, task, chunk, position.clone())?;
+        *sent_any = true;
+        if position.is_some() {
+            after.clone_from(position);
+        }
+        Ok(())
     }
 }
 

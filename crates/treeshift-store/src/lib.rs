@@ -66,6 +66,10 @@ pub struct FolderTask {
     pub path: RelPath,
     /// Listing attempts made before this one (in earlier runs or sweeps).
     pub attempts: u32,
+    /// Where an earlier run's listing of this folder stood when it was cut
+    /// short (its children up to there are kept): the listing resumes
+    /// after it.
+    pub resume_after: Option<Vec<u8>>,
 }
 
 /// One listed child, with the filter's verdict.
@@ -626,11 +630,16 @@ impl StoreHandle {
     }
 
     /// Appends children of `parent` (buffered; committed in batches).
+    /// `position`, where the storage can resume a listing, is where the
+    /// listing stands after them: it is committed with them, so a run
+    /// killed in the middle of a huge folder lists on from the last
+    /// committed position instead of from its start.
     pub fn record_children(
         &self,
         side: Side,
         parent: &FolderTask,
         children: Vec<ChildRecord>,
+        position: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
         self.send(Request::Children {
             side,
@@ -638,6 +647,7 @@ impl StoreHandle {
             depth: parent.depth,
             parent_path: parent.path.clone(),
             children,
+            position,
         })
     }
 

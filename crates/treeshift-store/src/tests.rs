@@ -98,7 +98,7 @@ fn a_listing_cut_short_is_discarded_and_seals_are_idempotent() {
     let root = h.pull(Side::Src, i64::MIN, 10).unwrap().remove(0);
     assert!(root.path.is_root());
     // Children sent and committed, but no `listed` event: a crash mid-listing.
-    h.record_children(Side::Src, &root, vec![file("a", 1), file("b", 2)])
+    h.record_children(Side::Src, &root, vec![file("a", 1), file("b", 2)], None)
         .unwrap();
     h.flush().unwrap();
     // The next run begins the round again: the partial children go, the
@@ -114,6 +114,7 @@ fn a_listing_cut_short_is_discarded_and_seals_are_idempotent() {
         Side::Src,
         &root,
         vec![file("a", 1), file("b", 2), file("c", 3)],
+        None,
     )
     .unwrap();
     h.folder_listed(Side::Src, &root, 1).unwrap();
@@ -142,6 +143,7 @@ fn a_listing_cut_short_is_discarded_and_seals_are_idempotent() {
         Side::Dst,
         &droot,
         vec![file("a", 1), file("b", 5), file("z", 9)],
+        None,
     )
     .unwrap();
     h.folder_listed(Side::Dst, &droot, 1).unwrap();
@@ -157,6 +159,83 @@ fn a_listing_cut_short_is_discarded_and_seals_are_idempotent() {
     store.close().unwrap();
 }
 
+/// The state file at `path`, made or resumed.
+fn open_state(path: &std::path::Path) -> Store {
+    Store::open(path, OpenMode::CreateOrResume(Box::new(spec("sim:b"))))
+        .unwrap()
+        .0
+}
+
+/// A new state file at `path` with both roots recorded and the source's
+/// first round begun: the source root, to list.
+fn source_root_to_list(path: &std::path::Path) -> (Store, FolderTask) {
+    let store = open_state(path);
+    let h = store.handle();
+    h.record_roots(root(), Some(root())).unwrap();
+    h.begin_round(Side::Src, 0).unwrap();
+    let root = h.pull(Side::Src, i64::MIN, 10).unwrap().remove(0);
+    (store, root)
+}
+
+#[test]
+fn a_listing_cut_short_after_a_recorded_position_resumes_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.duckdb");
+    let (store, root) = source_root_to_list(&path);
+    let h = store.handle();
+    assert_eq!(root.resume_after, None);
+    // Two chunks committed with their positions, then the run dies.
+    let first = vec![file("a", 1), file("b", 2)];
+    h.record_children(Side::Src, &root, first, Some(b"b".to_vec()))
+        .unwrap();
+    h.record_children(Side::Src, &root, vec![file("c", 3)], Some(b"c".to_vec()))
+        .unwrap();
+    h.flush().unwrap();
+    drop(h);
+    drop(store);
+
+    // The next run keeps what was committed and lists on after `c`.
+    let store = open_state(&path);
+    let h = store.handle();
+    assert_eq!(h.begin_round(Side::Src, 0).unwrap(), 1);
+    let root = h.pull(Side::Src, i64::MIN, 10).unwrap().remove(0);
+    assert_eq!(root.resume_after.as_deref(), Some(&b"c"[..]));
+    h.record_children(Side::Src, &root, vec![file("d", 4)], Some(b"d".to_vec()))
+        .unwrap();
+    h.folder_listed(Side::Src, &root, 1).unwrap();
+    assert!(h.seal_round(Side::Src, 0, serde_json::json!({})).unwrap());
+    let s = h.summary().unwrap();
+    assert_eq!((s.src.files, s.src.bytes), (4, 10), "each child once");
+
+    store.close().unwrap();
+}
+
+#[test]
+fn a_listing_started_over_forgets_its_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.duckdb");
+    let (store, root) = source_root_to_list(&path);
+    let h = store.handle();
+    h.record_children(Side::Src, &root, vec![file("a", 1)], Some(b"a".to_vec()))
+        .unwrap();
+    // A retry of a storage that cannot resume starts the folder over.
+    h.discard_children(Side::Src, &root).unwrap();
+    h.flush().unwrap();
+    drop(h);
+    drop(store);
+    let store = open_state(&path);
+    let h = store.handle();
+    h.begin_round(Side::Src, 0).unwrap();
+    let root = h.pull(Side::Src, i64::MIN, 10).unwrap().remove(0);
+    assert_eq!(root.resume_after, None);
+    h.record_children(Side::Src, &root, vec![file("a", 1), file("b", 2)], None)
+        .unwrap();
+    h.folder_listed(Side::Src, &root, 1).unwrap();
+    assert!(h.seal_round(Side::Src, 0, serde_json::json!({})).unwrap());
+    assert_eq!(h.summary().unwrap().src.files, 2);
+    store.close().unwrap();
+}
+
 /// Discovers a root with `a` (same), `b` (differs) and `c` (missing).
 fn discovered(path: &std::path::Path) -> Store {
     let (store, _) = Store::open(path, OpenMode::CreateOrResume(Box::new(spec("sim:b")))).unwrap();
@@ -168,7 +247,7 @@ fn discovered(path: &std::path::Path) -> Store {
     ] {
         h.begin_round(side, 0).unwrap();
         let root = h.pull(side, i64::MIN, 10).unwrap().remove(0);
-        h.record_children(side, &root, children).unwrap();
+        h.record_children(side, &root, children, None).unwrap();
         h.folder_listed(side, &root, 1).unwrap();
         assert!(h.seal_round(side, 0, serde_json::json!({})).unwrap());
     }

@@ -76,6 +76,7 @@ pub(crate) enum Request {
         depth: u32,
         parent_path: RelPath,
         children: Vec<ChildRecord>,
+        position: Option<Vec<u8>>,
     },
     Listed {
         side: Side,
@@ -214,7 +215,14 @@ impl Writer {
                     depth,
                     parent_path,
                     children,
-                }) => self.buffer_children(side, parent_id, depth, &parent_path, children),
+                    position,
+                }) => {
+                    self.buffer_children(side, parent_id, depth, &parent_path, children);
+                    if let Some(after) = position {
+                        let seq = self.take_seq();
+                        self.buf.positions.push((side, parent_id, after, seq));
+                    }
+                }
                 Ok(Request::Listed {
                     side,
                     id,

@@ -71,6 +71,7 @@ impl Webdav {
             utf8_names: true,
             case_insensitive: false,
             listing_hash: false,
+            resumable_listing: false,
             refused_chars: Some((
                 b";?",
                 "WebDAV servers differ in how they read it from a MOVE's destination \

@@ -45,13 +45,19 @@ pub(super) struct Buffers {
     /// Files written with what a later discovery compares by: (node id, it,
     /// seq).
     pub(super) written: Vec<(i64, WrittenAs, i64)>,
+    /// Where listings stand: (side, folder id, position, seq).
+    pub(super) positions: Vec<(Side, i64, Vec<u8>, i64)>,
     pub(super) rows: usize,
     pub(super) since: Option<Instant>,
 }
 
 impl Buffers {
     fn is_empty(&self) -> bool {
-        self.rows == 0 && self.errors.is_empty() && self.logs.is_empty() && self.written.is_empty()
+        self.rows == 0
+            && self.errors.is_empty()
+            && self.logs.is_empty()
+            && self.written.is_empty()
+            && self.positions.is_empty()
     }
 }
 
@@ -84,6 +90,14 @@ pub(super) fn append_buffered(conn: &Connection, buf: &Buffers) -> Result<(), du
             }
             app.flush()?;
         }
+    }
+    // In the same transaction as the children they follow.
+    if !buf.positions.is_empty() {
+        let mut app = conn.appender("list_positions")?;
+        for (side, node_id, after, seq) in &buf.positions {
+            app.append_row(params![side.as_str(), node_id, after.as_slice(), seq])?;
+        }
+        app.flush()?;
     }
     if !buf.errors.is_empty() {
         let mut app = conn.appender("task_errors")?;

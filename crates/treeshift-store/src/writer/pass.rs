@@ -27,6 +27,9 @@ CREATE TABLE IF NOT EXISTS written (
     depth INTEGER NOT NULL, rel_path BLOB NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT,
     etag VARCHAR, own_mtime_ns BIGINT, seq BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS list_positions (
+    side VARCHAR NOT NULL, node_id BIGINT NOT NULL, after BLOB NOT NULL, seq BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS written_new (
     node_id BIGINT NOT NULL, etag VARCHAR, own_mtime_ns BIGINT, seq BIGINT NOT NULL
 );
@@ -37,7 +40,7 @@ const PREVIOUS_SRC: &str = "previous_src_nodes";
 
 /// Discovery's own tables besides `src_nodes`: made anew when a new pass
 /// starts.
-const PASS_SCOPED: [&str; 8] = [
+const PASS_SCOPED: [&str; 9] = [
     "dst_nodes",
     "src_status_events",
     "dst_status_events",
@@ -46,6 +49,7 @@ const PASS_SCOPED: [&str; 8] = [
     "rounds",
     "copy_plan",
     "src_changes",
+    "list_positions",
 ];
 
 impl Writer {

@@ -83,6 +83,10 @@ impl Writer {
                 &format!("DELETE FROM {side}_nodes WHERE depth = {d} AND parent_id = {id}"),
                 [],
             )?;
+            conn.execute(
+                &format!("DELETE FROM list_positions WHERE side = '{side}' AND node_id = {id}"),
+                [],
+            )?;
             Ok(())
         })
     }
@@ -123,7 +127,9 @@ impl Writer {
         let (n, n1) = (depth, depth + 1);
         // Nodes one level down exist at the start of a round only if a
         // listing was cut short (a crash): drop the children of every folder
-        // of this round that has no `list` event; it is listed again.
+        // of this round that has no `list` event and no recorded position;
+        // it is listed again. One with a position keeps the children up to
+        // it (committed with it) and lists on from there.
         let look = !std::mem::replace(&mut self.cut_short_checked[ix(side)], true);
         if look
             && exists(
@@ -136,7 +142,8 @@ impl Writer {
             let unlisted = format!(
                 "SELECT p.id FROM {side}_nodes p WHERE p.depth = {n} AND p.kind = {FOLDER} \
                  AND p.id NOT IN (SELECT node_id FROM {side}_status_events \
-                                  WHERE depth = {n} AND phase = 'list' AND status = 'listed')"
+                                  WHERE depth = {n} AND phase = 'list' AND status = 'listed') \
+                 AND p.id NOT IN (SELECT node_id FROM list_positions WHERE side = '{side}')"
             );
             self.in_transaction("drop a cut-short listing", |conn| {
                 conn.execute(
@@ -155,33 +162,35 @@ impl Writer {
         let frontier = match side {
             Side::Src => format!(
                 "CREATE OR REPLACE TEMP TABLE frontier_src AS \
-                 WITH {ll} \
-                 SELECT n.id, n.rel_path, coalesce(ll.attempt, 0) AS attempt FROM src_nodes n \
-                 LEFT JOIN ll ON ll.node_id = n.id \
+                 WITH {ll}, {pos} \
+                 SELECT n.id, n.rel_path, coalesce(ll.attempt, 0) AS attempt, pos.after FROM src_nodes n \
+                 LEFT JOIN ll ON ll.node_id = n.id LEFT JOIN pos ON pos.node_id = n.id \
                  WHERE n.depth = {n} AND n.kind = {FOLDER} AND (ll.st IS NULL OR ll.st = 'requeued') \
                    AND n.id NOT IN (SELECT node_id FROM src_status_events WHERE depth = {n} \
                                     AND phase = 'compare' AND status IN {LEFT_OUT}) \
                  ORDER BY n.id",
-                ll = latest_listing(side, Some(depth))
+                ll = latest_listing(side, Some(depth)),
+                pos = positions(side),
             ),
             // A dst folder is listed only when it pairs with a src folder
             // (its comparison found them in step, metadata aside) that was itself listed: a failed
             // src listing never turns dst children into extras.
             Side::Dst => format!(
                 "CREATE OR REPLACE TEMP TABLE frontier_dst AS \
-                 WITH {ll}, \
+                 WITH {ll}, {pos}, \
                  cmp AS (SELECT node_id, arg_max(status, seq) AS st FROM dst_status_events \
                               WHERE depth = {n} AND phase = 'compare' GROUP BY node_id), \
                  src_listed AS (SELECT s.rel_path FROM src_nodes s WHERE s.depth = {n} AND s.kind = {FOLDER} \
                               AND s.id IN (SELECT node_id FROM src_status_events \
                                            WHERE depth = {n} AND phase = 'list' AND status = 'listed')) \
-                 SELECT d.id, d.rel_path, coalesce(ll.attempt, 0) AS attempt \
+                 SELECT d.id, d.rel_path, coalesce(ll.attempt, 0) AS attempt, pos.after \
                  FROM dst_nodes d JOIN cmp ON cmp.node_id = d.id AND cmp.st IN {IN_STEP} \
-                 LEFT JOIN ll ON ll.node_id = d.id \
+                 LEFT JOIN ll ON ll.node_id = d.id LEFT JOIN pos ON pos.node_id = d.id \
                  WHERE d.depth = {n} AND d.kind = {FOLDER} AND (ll.st IS NULL OR ll.st = 'requeued') \
                    AND d.rel_path IN (SELECT rel_path FROM src_listed) \
                  ORDER BY d.id",
-                ll = latest_listing(side, Some(depth))
+                ll = latest_listing(side, Some(depth)),
+                pos = positions(side),
             ),
         };
         // A temp table: nothing goes to the file, so no transaction needed.
@@ -201,24 +210,26 @@ impl Writer {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT f.id, f.rel_path, f.attempt FROM frontier_{side} f WHERE f.id > ? ORDER BY f.id LIMIT ?"
+                "SELECT f.id, f.rel_path, f.attempt, f.after FROM frontier_{side} f WHERE f.id > ? ORDER BY f.id LIMIT ?"
             ))
             .context("prepare a pull")?;
         let rows = stmt
             .query_map(params![after, limit as i64], |r| {
                 let path: Vec<u8> = r.get(1)?;
-                Ok((r.get::<_, i64>(0)?, path, r.get::<_, i32>(2)?))
+                let after: Option<Vec<u8>> = r.get(3)?;
+                Ok((r.get::<_, i64>(0)?, path, r.get::<_, i32>(2)?, after))
             })
             .context("pull pending folders")?;
         let mut out = Vec::with_capacity(limit);
         for row in rows {
-            let (id, path, attempts) = row.context("read a pending folder")?;
+            let (id, path, attempts, resume_after) = row.context("read a pending folder")?;
             let path = RelPath::from_bytes(path);
             out.push(FolderTask {
                 id,
                 depth: path.depth() as u32,
                 path,
                 attempts: attempts.max(0) as u32,
+                resume_after,
             });
         }
         Ok(out)
@@ -388,4 +399,13 @@ pub(super) fn mark_discovering(conn: &Connection) -> Result<(), duckdb::Error> {
         [],
     )?;
     Ok(())
+}
+
+/// A CTE `pos`: the last recorded listing position of each of `side`'s
+/// folders whose listing was cut short.
+fn positions(side: Side) -> String {
+    format!(
+        "pos AS (SELECT node_id, arg_max(after, seq) AS after FROM list_positions \
+         WHERE side = '{side}' GROUP BY node_id)"
+    )
 }

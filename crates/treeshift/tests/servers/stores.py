@@ -1,10 +1,15 @@
 """Test servers for the remote-storage tests, on 127.0.0.1 only.
 
-    stores.py moto                      an S3 server (moto) holding the bucket `bkt`
-    stores.py proxy UPSTREAM [--port P] [--fail-every N]
+    stores.py moto [--objects PREFIX:N] an S3 server (moto) holding the bucket `bkt`,
+                                        with N one-byte objects PREFIX/k000000...
+                                        made in the server's own memory (not
+                                        uploaded one by one)
+    stores.py proxy UPSTREAM [--port P] [--fail-every N] [--log]
                                         a proxy in front of it that answers every
                                         Nth request with a throttling or server
-                                        error instead of passing it on
+                                        error instead of passing it on; with
+                                        --log, prints each request it passes
+                                        ("METHOD PATH?QUERY") after its port
     stores.py gcs                       a GCS server (gcp-storage-emulator, in memory)
                                         holding the bucket `bkt`
     stores.py webdav DIR [--user U --password P]
@@ -34,7 +39,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def serve_moto():
+def serve_moto(objects=None):
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -47,6 +52,14 @@ def serve_moto():
     request = urllib.request.Request(f"http://127.0.0.1:{port}/bkt", method="PUT")
     with urllib.request.urlopen(request) as response:
         assert response.status == 200, response.status
+    if objects:
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.s3.models import s3_backends
+
+        prefix, count = objects.rsplit(":", 1)
+        backend = s3_backends[DEFAULT_ACCOUNT_ID]["global"]
+        for i in range(int(count)):
+            backend.put_object("bkt", f"{prefix}/k{i:06d}", b"x")
     return port
 
 
@@ -162,7 +175,7 @@ FAULTS = [
 ]
 
 
-def serve_proxy(upstream, port, fail_every):
+def serve_proxy(upstream, port, fail_every, log=False):
     counter = {"requests": 0}
     lock = threading.Lock()
 
@@ -187,6 +200,9 @@ def serve_proxy(upstream, port, fail_every):
 
         def handle_any(self):
             body = self.body()
+            if log:
+                with lock:
+                    print(f"{self.command} {self.path}", flush=True)
             with lock:
                 counter["requests"] += 1
                 n = counter["requests"]
@@ -275,12 +291,14 @@ def azure_container(port, name):
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="what", required=True)
-    sub.add_parser("moto")
+    moto = sub.add_parser("moto")
+    moto.add_argument("--objects")
     sub.add_parser("gcs")
     proxy = sub.add_parser("proxy")
     proxy.add_argument("upstream", type=int)
     proxy.add_argument("--port", type=int, default=0)
     proxy.add_argument("--fail-every", type=int, default=0)
+    proxy.add_argument("--log", action="store_true")
     webdav = sub.add_parser("webdav")
     webdav.add_argument("root")
     webdav.add_argument("--user")
@@ -293,13 +311,13 @@ def main():
         azure_container(args.port, args.name)
         return
     if args.what == "moto":
-        port = serve_moto()
+        port = serve_moto(args.objects)
     elif args.what == "gcs":
         port = serve_gcs()
     elif args.what == "webdav":
         port = serve_webdav(args.root, args.user, args.password)
     else:
-        port = serve_proxy(args.upstream, args.port, args.fail_every)
+        port = serve_proxy(args.upstream, args.port, args.fail_every, args.log)
     print(port, flush=True)
     sys.stdin.read()
     # Server threads that are not daemons (the GCS emulator's) end with us.

@@ -55,6 +55,14 @@ pub fn venv_program(name: &str) -> Option<PathBuf> {
 /// pick and a bind). `None`, after reporting the missing prerequisite (a
 /// failure under CI), when the venv lacks the program `needs`.
 fn start_store_script(args: &[&str], needs: &str) -> Option<Server> {
+    start_store_script_said(args, needs).map(|(server, _)| server)
+}
+
+/// What a server started by `stores.py` goes on to print, line by line.
+pub type Said = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
+
+/// [`start_store_script`], and what the server prints after its port.
+fn start_store_script_said(args: &[&str], needs: &str) -> Option<(Server, Said)> {
     if venv_program(needs).is_none() {
         missing_prerequisite(&format!("{needs} (.ci/run installs it in the test venv)"));
         return None;
@@ -68,21 +76,50 @@ fn start_store_script(args: &[&str], needs: &str) -> Option<Server> {
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .expect("start tests/servers/stores.py");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let Ok(port) = line.trim().parse() else {
+    let mut said = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let Some(Ok(Ok(port))) = said.next().map(|line| line.map(|l| l.trim().parse())) else {
         let status = child.wait();
         panic!("stores.py {args:?} did not start: {status:?}");
     };
-    Some(Server { child, port })
+    Some((Server { child, port }, said))
 }
 
 /// An S3 server (moto) on a loopback port with the bucket `bkt`; `None`
 /// when moto is not installed (see `start_store_script`).
 pub fn s3_server() -> Option<Server> {
     start_store_script(&["moto"], "moto_server")
+}
+
+/// An S3 server (moto) whose bucket `bkt` holds `count` one-byte objects
+/// `prefix/k000000`, `prefix/k000001`, ..., made in its memory.
+pub fn s3_server_holding(prefix: &str, count: u32) -> Option<Server> {
+    start_store_script(
+        &["moto", "--objects", &format!("{prefix}:{count}")],
+        "moto_server",
+    )
+}
+
+/// A proxy in front of the S3 server `upstream` that passes every request
+/// on and reports it: the number of list requests so far, counted as they
+/// pass.
+pub fn s3_counting_proxy(
+    upstream: &Server,
+) -> Option<(Server, std::sync::Arc<std::sync::atomic::AtomicU64>)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (server, said) = start_store_script_said(
+        &["proxy", &upstream.port.to_string(), "--log"],
+        "moto_server",
+    )?;
+    let lists = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = std::sync::Arc::clone(&lists);
+    std::thread::spawn(move || {
+        for line in said.map_while(Result::ok) {
+            if line.starts_with("GET ") && line.contains("delimiter=") {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    Some((server, lists))
 }
 
 /// A GCS server (gcp-storage-emulator, in memory) on a loopback port with
