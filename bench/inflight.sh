@@ -10,12 +10,13 @@
 #   TREESHIFT_BIN=/tmp/ts-bin bench/inflight.sh
 #
 # Needs the test venv with moto (.ci/run makes it), GNU time, python3.
-# Knobs: LATENCY_US [20000], WORK [/tmp/bench/inflight].
+# Knobs: LATENCY_US [20000], WORK [/tmp/bench/inflight], ONLY [both]
+# (discover or copy: run that half alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/build.sh
 
-LATENCY_US="${LATENCY_US:-20000}"
+LATENCY_US="${LATENCY_US:-20000}" ONLY="${ONLY:-both}"
 WORK="${WORK:-/tmp/bench/inflight}"
 VENV="${TREESHIFT_TEST_VENV:-/var/tmp/treeshift-venv}"
 rm -rf "$WORK" && mkdir -p "$WORK"
@@ -43,12 +44,13 @@ echo "| run | wall | speed-up | peak RSS | threads |"
 echo "|---|---:|---:|---:|---:|"
 src="sim:seed=1,depth=3,fanout=16,files=10,latency_us=$LATENCY_US"
 base=""
-for workers in 1 2 4 8 16 32 64; do
+[ "$ONLY" = copy ] || for workers in 1 2 4 8 16 32 64; do
   run "discover, $workers workers per side" \
     discover "$src" "$WORK/empty-$workers" --state "$WORK/d$workers.duckdb" --workers "$workers"
   [ -n "$base" ] || base=$wall
 done
 base=""
+[ "$ONLY" = discover ] && exit 0
 
 python3 - "$WORK/src" <<'PY'
 import os, sys

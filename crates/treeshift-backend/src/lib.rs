@@ -432,6 +432,20 @@ pub(crate) fn without_password(location: &str) -> String {
     }
 }
 
+/// Reads until `buf` is full or the source ends; the bytes read.
+pub(crate) fn read_full(source: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match source.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(got) => n += got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// How a backend is opened, besides its location.
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {

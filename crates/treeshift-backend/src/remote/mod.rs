@@ -32,8 +32,11 @@ use treeshift_core::{Entry, Kind, Meta, RelPath};
 /// (S3 wants parts of at least 5 MiB): a file up to this size is one PUT.
 const CHUNK: usize = 8 << 20;
 
-/// Bytes read from a source per call.
-const READ_BUF: usize = 1 << 20;
+/// Multipart uploads in flight at once. Each holds up to two parts in
+/// memory (one filling while the other goes up), so this caps what large
+/// files cost however many transfers run; files within one part are not
+/// held back (see docs/BENCHMARKS.md).
+const LARGE_UPLOADS: usize = 4;
 
 /// A tree in remote storage, under a prefix.
 pub struct RemoteBackend {
@@ -43,6 +46,42 @@ pub struct RemoteBackend {
     requests: Arc<crate::traffic::Counters>,
     /// What a WebDAV server's writes need (`None` for object stores).
     webdav: Option<webdav::Webdav>,
+    /// Multipart uploads that may start now.
+    large_uploads: Permits,
+}
+
+/// A counting semaphore for worker threads.
+struct Permits {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Permits {
+    fn new(n: usize) -> Permits {
+        Permits {
+            free: std::sync::Mutex::new(n),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits for a permit, given back when the guard drops.
+    fn take(&self) -> impl Drop + '_ {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        PermitGuard(self)
+    }
+}
+
+struct PermitGuard<'a>(&'a Permits);
+
+impl Drop for PermitGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 impl std::fmt::Debug for RemoteBackend {
@@ -91,6 +130,7 @@ impl RemoteBackend {
             location,
             requests,
             webdav,
+            large_uploads: Permits::new(LARGE_UPLOADS),
         })
     }
 
@@ -551,6 +591,7 @@ impl Writable for RemoteBackend {
             return self.write_webdav(path, temp, source, replace, apply, check);
         }
         let k = key(path, "write")?;
+        let _permit = (source.size > CHUNK as u64).then(|| self.large_uploads.take());
         let mut metadata = HashMap::new();
         if let Some(ns) = apply.mtime_ns {
             metadata.extend(mtime_metadata(self.location.service, ns));
@@ -564,23 +605,32 @@ impl Writable for RemoteBackend {
                     .user_metadata(metadata),
             )
             .map_err(|e| self.err("write", path, &e))?;
-        let mut buf = vec![0u8; READ_BUF];
+        // Read a whole part at a time into a buffer of its own that goes
+        // up as it is (no copy, nothing joined), a small file into one of
+        // its size.
+        let part = (source.size as usize + 1).clamp(64 << 10, CHUNK);
         let mut written = 0u64;
         loop {
-            let n = match source.reader.read(&mut buf) {
-                Ok(0) => break,
+            let mut chunk = vec![0u8; part];
+            let n = match crate::read_full(&mut source.reader, &mut chunk) {
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     let _ = self.run(writer.abort());
                     return Err(BackendError::from_io("read", path.to_string(), &e));
                 }
             };
-            if let Err(e) = self.run(writer.write(buf[..n].to_vec())) {
+            if n == 0 {
+                break;
+            }
+            chunk.truncate(n);
+            if let Err(e) = self.run(writer.write(chunk)) {
                 let _ = self.run(writer.abort());
                 return Err(self.err("write", path, &e));
             }
             written += n as u64;
+            if n < part {
+                break;
+            }
         }
         if let Some(why) = check(source, written) {
             let _ = self.run(writer.abort());

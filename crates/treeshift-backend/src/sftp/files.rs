@@ -129,7 +129,7 @@ pub fn write_from(
     let mut offset = 0u64;
     let mut buf = vec![0; session.chunk as usize];
     loop {
-        let n = read_full(source, &mut buf).map_err(WriteFail::Source)?;
+        let n = crate::read_full(source, &mut buf).map_err(WriteFail::Source)?;
         if n == 0 {
             break;
         }
@@ -149,20 +149,6 @@ pub fn write_from(
         offset += n as u64;
     }
     Ok((offset, in_flight))
-}
-
-/// Reads until `buf` is full or the source ends.
-fn read_full(source: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match source.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(got) => n += got,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// An SFTP failure as the I/O error a reader gives: a session that ended
