@@ -65,10 +65,17 @@ impl Target {
     fn command(&self) -> Command {
         let mut ssh = Command::new("ssh");
         // Never ask anything (a password prompt would wait forever), keep
-        // one connection per session, and notice a link that went dead.
+        // one connection per session, give up on a host that does not
+        // answer, and notice a link that went dead.
         ssh.args(["-o", "BatchMode=yes", "-o", "ControlMaster=no"])
-            .args(["-o", "ControlPath=none", "-o", "ServerAliveInterval=15"])
-            .args(["-o", "ServerAliveCountMax=4", "-o", "LogLevel=ERROR"]);
+            .args(["-o", "ControlPath=none", "-o", "ConnectTimeout=15"])
+            .args([
+                "-o",
+                "ServerAliveInterval=15",
+                "-o",
+                "ServerAliveCountMax=4",
+            ])
+            .args(["-o", "LogLevel=ERROR"]);
         if let Some(port) = self.port {
             ssh.arg("-p").arg(port.to_string());
         }
