@@ -267,3 +267,38 @@ fn a_full_disk_on_the_server_stops_the_copy_and_a_resumed_one_finishes() {
     assert_eq!(code, 0, "resumed: {err} {failed}");
     same_tree("-aH", &src, &served);
 }
+
+#[test]
+fn sessions_the_server_drops_mid_copy_are_opened_again_and_the_copy_ends_whole() {
+    let Some(server) = sftp_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, served) = (dir.path().join("src"), dir.path().join("served"));
+    make_tree(&src, 3, 2, 6);
+    let (location, state) = (server.location(&served), dir.path().join("s.duckdb"));
+    for step in [&["discover", s(&src), &location][..], &["approve"]] {
+        let (code, _, err) = run(&[step, &["--state", s(&state)]].concat());
+        assert_eq!(code, 0, "{err}");
+    }
+    // Paced so that the copy outlasts the drops.
+    let copy = util::command()
+        .args(["copy", "--state", s(&state), "--dst-tps", "150", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut dropped = 0;
+    for _ in 0..2 {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        dropped += server.drop_sessions();
+    }
+    let out = copy.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(dropped > 0, "no session was open to drop");
+    let copied = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(copied["failed"], 0, "{copied}");
+    assert_eq!(copied["pending"], 0, "{copied}");
+    same_tree("-a", &src, &served);
+}

@@ -300,7 +300,7 @@ impl Server {
 /// host key and a user key made for it: the client is the system `ssh`,
 /// told to offer that key and trust that host key only.
 pub struct SshServer {
-    _server: Server,
+    server: Server,
     dir: tempfile::TempDir,
 }
 
@@ -365,7 +365,7 @@ pub fn sftp_server() -> Option<SshServer> {
     // Its log (a line per session) goes nowhere, without filling a pipe.
     std::thread::spawn(move || lines.for_each(drop));
     Some(SshServer {
-        _server: Server { child, port },
+        server: Server { child, port },
         dir,
     })
 }
@@ -375,15 +375,54 @@ impl SshServer {
     pub fn location(&self, path: &Path) -> String {
         format!(
             "sftp://root@127.0.0.1:{}{}?key={}/user&known_hosts={}/known_hosts",
-            self._server.port,
+            self.server.port,
             s(path),
             s(self.dir.path()),
             s(self.dir.path())
         )
     }
 
+    /// Drops every session the server has open, as a server restarted or a
+    /// network gone away would: each process below the listener is killed
+    /// (the listener itself goes on taking connections). How many.
+    pub fn drop_sessions(&self) -> usize {
+        let below = descendants(self.server.child.id());
+        for pid in &below {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        below.len()
+    }
+
     /// The folder holding the keys (`user`, `host`) and `known_hosts`.
     pub fn keys(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// Every process below `pid` (from /proc: each one's parent).
+fn descendants(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // After the command's closing parenthesis: state, then parent.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            Some((p, ppid.parse().ok()?))
+        })
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
