@@ -9,15 +9,18 @@
 //! - [`sftp`]: a tree on an SFTP server, through the system `ssh` client.
 //! - [`Counted`]: a layer over any backend that counts its calls.
 
+mod budget;
 mod counted;
 mod error;
 pub mod local;
+mod options;
 pub mod remote;
 mod retry;
 pub mod sftp;
 pub mod sim;
 mod traffic;
 
+pub use budget::{Budget, Taken};
 pub use counted::{CallCounts, Counted};
 pub use error::{BackendError, ErrorKind};
 pub use retry::RetryPolicy;

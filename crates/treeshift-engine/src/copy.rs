@@ -14,11 +14,11 @@ use crate::EngineError;
 use crate::pool::{self, PoolConfig};
 use crate::worker::failure;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use treeshift_backend::{
-    Apply, Backend, BackendError, ErrorKind, MtimeKeeping, RetryPolicy, SourceFile, Writable,
-    Written,
+    Apply, Backend, BackendError, Budget, ErrorKind, MtimeKeeping, RetryPolicy, SourceFile,
+    Writable, Written,
 };
 use treeshift_core::{
     Action, CopyStatus, CopySummary, Entry, Keep, Kind, Meta, RelPath, Side, Xattr, aside_name,
@@ -111,7 +111,7 @@ pub fn copy(
             base_delay: options.base_delay,
             max_delay: options.max_delay,
         },
-        budget: ByteBudget::new(options.bytes_in_flight),
+        budget: Budget::new(options.bytes_in_flight),
         pass: approval.pass,
         src_own_mtimes: src.capabilities().mtime == MtimeKeeping::UserMetadata,
     };
@@ -270,7 +270,9 @@ struct Copier<'a> {
     dst: &'a dyn Backend,
     writer: &'a dyn Writable,
     retry: RetryPolicy,
-    budget: ByteBudget,
+    /// Bytes of files being copied at once; a file larger than the
+    /// whole budget waits until nothing else is in flight, then runs alone.
+    budget: Budget,
     /// The approved plan's pass (names its quarantine folder).
     pass: u32,
     /// The source keeps files' own mtimes apart from the ones its
@@ -905,74 +907,4 @@ fn source_changed(task: &CopyTask, size: u64, mtime_ns: Option<i64>) -> Option<S
 
 fn secs(ns: Option<i64>) -> Option<i64> {
     ns.map(mtime_secs)
-}
-
-/// Bounds the bytes being copied at once. A file larger than the whole
-/// budget waits until nothing else is in flight, then runs alone.
-struct ByteBudget {
-    capacity: u64,
-    used: Mutex<u64>,
-    freed: Condvar,
-}
-
-struct Permit<'a> {
-    budget: &'a ByteBudget,
-    bytes: u64,
-}
-
-impl ByteBudget {
-    fn new(capacity: u64) -> Self {
-        ByteBudget {
-            capacity: capacity.max(1),
-            used: Mutex::new(0),
-            freed: Condvar::new(),
-        }
-    }
-
-    fn acquire(&self, bytes: u64) -> Permit<'_> {
-        let bytes = bytes.min(self.capacity);
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        while *used + bytes > self.capacity {
-            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
-        }
-        *used += bytes;
-        Permit {
-            budget: self,
-            bytes,
-        }
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        let mut used = self.budget.used.lock().unwrap_or_else(|p| p.into_inner());
-        *used -= self.bytes;
-        self.budget.freed.notify_all();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    #[test]
-    fn byte_budget_bounds_what_is_in_flight() {
-        let budget = ByteBudget::new(100);
-        let peak = AtomicU64::new(0);
-        let now = AtomicU64::new(0);
-        std::thread::scope(|s| {
-            for size in [60u64, 60, 30, 500, 10, 90] {
-                let (budget, peak, now) = (&budget, &peak, &now);
-                s.spawn(move || {
-                    let _p = budget.acquire(size);
-                    let cur = now.fetch_add(size.min(100), Ordering::SeqCst) + size.min(100);
-                    peak.fetch_max(cur, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(5));
-                    now.fetch_sub(size.min(100), Ordering::SeqCst);
-                });
-            }
-        });
-        assert!(peak.load(Ordering::SeqCst) <= 100);
-    }
 }

@@ -152,8 +152,8 @@ fn compare(
     // Where the destination shows no identities (SFTP), a link made there
     // cannot be seen to be one: its data is checked as a file's.
     if keep.hard_links
-        && dst.capabilities().file_ids
         && let Some(leader) = &task.link_to
+        && dst.capabilities().file_ids
     {
         let other = on(DST, dst.stat(leader))?;
         if now.file_id.is_none() || other.and_then(|o| o.file_id) != now.file_id {

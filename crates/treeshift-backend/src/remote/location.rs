@@ -129,22 +129,7 @@ impl RemoteLocation {
                  password in WEBDAV_PASSWORD",
             ));
         }
-        let mut options = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| bad(format!("option '{pair}' is not key=value")))?;
-            if !service.options().contains(&k) {
-                return Err(bad(format!(
-                    "unknown option '{k}' ({scheme} takes: {})",
-                    service.options().join(", ")
-                )));
-            }
-            if options.iter().any(|(seen, _)| seen == k) {
-                return Err(bad(format!("option '{k}' given twice")));
-            }
-            options.push((k.to_string(), v.to_string()));
-        }
+        let options = crate::options::parse(query, scheme, service.options()).map_err(bad)?;
         Ok(RemoteLocation {
             service,
             scheme: scheme.to_string(),
@@ -397,10 +382,7 @@ impl fmt::Display for RemoteLocation {
         if !self.prefix.is_empty() {
             write!(f, "/{}", self.prefix)?;
         }
-        for (i, (k, v)) in self.options.iter().enumerate() {
-            write!(f, "{}{k}={v}", if i == 0 { '?' } else { '&' })?;
-        }
-        Ok(())
+        crate::options::write(f, &self.options)
     }
 }
 

@@ -36,7 +36,7 @@ const CHUNK: usize = 8 << 20;
 /// memory (one filling while the other goes up), so this caps what large
 /// files cost however many transfers run; files within one part are not
 /// held back (see docs/BENCHMARKS.md).
-const LARGE_UPLOADS: usize = 4;
+const LARGE_UPLOADS: u64 = 4;
 
 /// A tree in remote storage, under a prefix.
 pub struct RemoteBackend {
@@ -46,42 +46,8 @@ pub struct RemoteBackend {
     requests: Arc<crate::traffic::Counters>,
     /// What a WebDAV server's writes need (`None` for object stores).
     webdav: Option<webdav::Webdav>,
-    /// Multipart uploads that may start now.
-    large_uploads: Permits,
-}
-
-/// A counting semaphore for worker threads.
-struct Permits {
-    free: std::sync::Mutex<usize>,
-    freed: std::sync::Condvar,
-}
-
-impl Permits {
-    fn new(n: usize) -> Permits {
-        Permits {
-            free: std::sync::Mutex::new(n),
-            freed: std::sync::Condvar::new(),
-        }
-    }
-
-    /// Waits for a permit, given back when the guard drops.
-    fn take(&self) -> impl Drop + '_ {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
-        }
-        *free -= 1;
-        PermitGuard(self)
-    }
-}
-
-struct PermitGuard<'a>(&'a Permits);
-
-impl Drop for PermitGuard<'_> {
-    fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.0.freed.notify_one();
-    }
+    /// Multipart uploads in flight, one unit each.
+    large_uploads: crate::Budget,
 }
 
 impl std::fmt::Debug for RemoteBackend {
@@ -130,7 +96,7 @@ impl RemoteBackend {
             location,
             requests,
             webdav,
-            large_uploads: Permits::new(LARGE_UPLOADS),
+            large_uploads: crate::Budget::new(LARGE_UPLOADS),
         })
     }
 
@@ -591,7 +557,7 @@ impl Writable for RemoteBackend {
             return self.write_webdav(path, temp, source, replace, apply, check);
         }
         let k = key(path, "write")?;
-        let _permit = (source.size > CHUNK as u64).then(|| self.large_uploads.take());
+        let _upload = (source.size > CHUNK as u64).then(|| self.large_uploads.acquire(1));
         let mut metadata = HashMap::new();
         if let Some(ns) = apply.mtime_ns {
             metadata.extend(mtime_metadata(self.location.service, ns));

@@ -16,6 +16,9 @@ use std::fmt;
 /// each costs a key exchange to open (see docs/BENCHMARKS.md).
 const DEFAULT_CONNECTIONS: usize = 4;
 
+/// The options an `sftp://` location takes.
+const OPTIONS: [&str; 3] = ["key", "known_hosts", "connections"];
+
 /// A parsed `sftp://` location.
 #[derive(Clone, Debug)]
 pub struct SftpLocation {
@@ -78,31 +81,21 @@ impl SftpLocation {
         while location.root.len() > 1 && location.root.ends_with(b"/") {
             location.root.pop();
         }
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| bad(format!("option '{pair}' is not key=value")))?;
-            if location.options.iter().any(|(seen, _)| seen == k) {
-                return Err(bad(format!("option '{k}' given twice")));
-            }
+        location.options = crate::options::parse(query, "sftp", &OPTIONS).map_err(bad)?;
+        for (k, v) in &location.options {
             let value = percent_decode_str(v).decode_utf8_lossy().into_owned();
-            match k {
+            match k.as_str() {
                 "key" => location.target.key = Some(value),
                 "known_hosts" => location.target.known_hosts = Some(value),
-                "connections" => {
+                // `connections`, the only other option `parse` lets through.
+                _ => {
                     location.connections = value
                         .parse()
                         .ok()
                         .filter(|n| (1..=64).contains(n))
                         .ok_or_else(|| bad(format!("connections takes 1 to 64, not '{v}'")))?;
                 }
-                _ => {
-                    return Err(bad(format!(
-                        "unknown option '{k}' (sftp takes: key, known_hosts, connections)"
-                    )));
-                }
             }
-            location.options.push((k.to_string(), v.to_string()));
         }
         Ok(location)
     }
@@ -142,10 +135,7 @@ impl fmt::Display for SftpLocation {
             write!(f, ":{port}")?;
         }
         f.write_str(&self.path_text)?;
-        for (i, (k, v)) in self.options.iter().enumerate() {
-            write!(f, "{}{k}={v}", if i == 0 { '?' } else { '&' })?;
-        }
-        Ok(())
+        crate::options::write(f, &self.options)
     }
 }
 
