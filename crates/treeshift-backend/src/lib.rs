@@ -29,7 +29,7 @@ pub use traffic::RequestCounts;
 use std::fs::File;
 use std::io::Read;
 use std::sync::Arc;
-use treeshift_core::{Entry, FileId, Keep, Kind, Meta, RelPath, Xattr};
+use treeshift_core::{Entry, FileId, Keep, Kind, Meta, RelPath, Secrets, Xattr};
 
 /// The children of one folder, streamed: a folder with millions of children
 /// never sits in memory.
@@ -454,23 +454,66 @@ pub(crate) fn read_full(source: &mut dyn Read, buf: &mut [u8]) -> std::io::Resul
 pub struct OpenOptions {
     /// Requests a second, at most, to remote storage.
     pub tps: Option<u32>,
+    /// The connection's secrets, by the names [`secret_names`] gives (the
+    /// backend reads no environment variable of its own).
+    pub secrets: Secrets,
+}
+
+/// The names of the secrets a location's storage takes: those of the
+/// environment variables its own tools read (`AWS_SECRET_ACCESS_KEY`,
+/// ...), and `SSH_PRIVATE_KEY` for the key file an `sftp://` location
+/// names. None for local and simulated trees.
+pub fn secret_names(location: &str) -> Result<&'static [&'static str], BackendError> {
+    if location.starts_with("sftp://") {
+        return Ok(&[sftp::PRIVATE_KEY]);
+    }
+    if is_remote(location) {
+        return Ok(remote::RemoteLocation::parse(location)?
+            .service
+            .secret_names());
+    }
+    Ok(&[])
+}
+
+/// A location's secrets, each looked up by name with `lookup` (the
+/// environment, or a secret file); a file a secret names (a service
+/// account's key, an SFTP private key) is read, and its content kept.
+pub fn gather_secrets(
+    location: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secrets, BackendError> {
+    if location.starts_with("sftp://") {
+        return sftp::SftpLocation::parse(location)?.gather_secrets();
+    }
+    if is_remote(location) {
+        return remote::RemoteLocation::parse(location)?.gather_secrets(lookup);
+    }
+    Ok(Secrets::new())
+}
+
+fn is_remote(location: &str) -> bool {
+    ["s3://", "azblob://", "gcs://", "webdav://", "webdavs://"]
+        .iter()
+        .any(|scheme| location.starts_with(scheme))
 }
 
 /// Opens a backend from a location as the CLI takes it: a local path,
 /// `file:///path`, `local:/path` (what [`Backend::describe`] gives),
 /// `sim:key=value,...`, or remote storage (`s3://bucket/prefix`).
 pub fn open(location: &str, options: &OpenOptions) -> Result<Arc<dyn Backend>, BackendError> {
-    if ["s3://", "azblob://", "gcs://", "webdav://", "webdavs://"]
-        .iter()
-        .any(|scheme| location.starts_with(scheme))
-    {
+    if is_remote(location) {
         return Ok(Arc::new(remote::RemoteBackend::open(
             location,
             options.tps,
+            options.secrets.clone(),
         )?));
     }
     if location.starts_with("sftp://") {
-        return Ok(Arc::new(sftp::SftpBackend::open(location, options.tps)?));
+        return Ok(Arc::new(sftp::SftpBackend::open(
+            location,
+            options.tps,
+            &options.secrets,
+        )?));
     }
     if options.tps.is_some() {
         return Err(BackendError::new(

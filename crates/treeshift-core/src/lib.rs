@@ -7,6 +7,7 @@ mod keep;
 mod model;
 mod path;
 mod plan;
+mod secret;
 
 pub use filter::{Filter, FilterError, FilterSpec, Verdict, parse_size, parse_time};
 pub use keep::{FileId, Keep, Meta, OwnerMap, Owners, Xattr, keeps_xattr, xattr_digest};
@@ -18,3 +19,4 @@ pub use plan::{
     Action, Approval, CopyStatus, CopySummary, Extras, Policy, QUARANTINE_DIR, VerifyStatus,
     VerifySummary, aside_name, mtime_secs, quarantine_path, temp_name,
 };
+pub use secret::{REDACTED, Secret, Secrets};

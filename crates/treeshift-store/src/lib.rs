@@ -445,6 +445,38 @@ pub struct StoreHandle {
     path: Arc<PathBuf>,
 }
 
+/// A migration's data key as stored: wrapped under a key-encryption key
+/// that is not in the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keyring {
+    /// The migration's random id, bound into every sealed blob.
+    pub migration_uid: String,
+    /// What wraps the data key (`master-key` or `passphrase`).
+    pub kek: String,
+    /// The wrapped data key.
+    pub wrapped: Vec<u8>,
+}
+
+/// One side's connection as stored: in clear what it is and where, its
+/// secrets sealed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredConnection {
+    /// A stable random id, bound into the sealed blob.
+    pub id: String,
+    /// Which side it serves.
+    pub side: Side,
+    /// The backend kind (`s3`, `sftp`, ...).
+    pub kind: String,
+    /// The location, as recorded for the migration (it holds no secret).
+    pub location: String,
+    /// The names of the sealed secrets (not secret themselves).
+    pub secret_names: Vec<String>,
+    /// The secrets, sealed.
+    pub sealed: Vec<u8>,
+    /// When it was last set (UTC, as read back).
+    pub updated_at: String,
+}
+
 /// How [`Store::open`] treats the file.
 #[derive(Clone, Debug)]
 pub enum OpenMode {
@@ -619,6 +651,26 @@ impl StoreHandle {
     /// The migration this file holds.
     pub fn migration(&self) -> Result<MigrationSpec, StoreError> {
         self.call(|w| w.migration())
+    }
+
+    /// The wrapped data key, if the migration has sealed any secret.
+    pub fn keyring(&self) -> Result<Option<Keyring>, StoreError> {
+        self.call(|w| w.keyring())
+    }
+
+    /// The migration's recorded connections (source first).
+    pub fn connections(&self) -> Result<Vec<StoredConnection>, StoreError> {
+        self.call(|w| w.connections())
+    }
+
+    /// Replaces the keyring (when given) and the connections of the sides
+    /// given, in one transaction.
+    pub fn save_credentials(
+        &self,
+        keyring: Option<Keyring>,
+        connections: Vec<StoredConnection>,
+    ) -> Result<(), StoreError> {
+        self.call(move |w| w.save_credentials(keyring.as_ref(), &connections))
     }
 
     /// Records both roots once (idempotent), with their mtimes and

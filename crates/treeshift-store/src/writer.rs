@@ -8,6 +8,7 @@
 //! - `compare`: the destination seal's comparison
 //! - `stats`: statistics per depth and the summary
 //! - `review`: review reads
+//! - `credentials`: the sealed connections and the wrapped data key
 //! - `copy`, `retry`, `pass`, `report`, `logs`: the plan and the copy and
 //!   verify statuses, retry sweeps, delta passes, reports, log records
 //!
@@ -41,6 +42,7 @@ use treeshift_core::{
 mod append;
 mod compare;
 mod copy;
+mod credentials;
 mod logs;
 mod open;
 mod pass;

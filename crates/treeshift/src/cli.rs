@@ -25,9 +25,27 @@ pub struct Cli {
     /// Requests a second to the destination, at most (remote storage only).
     #[arg(long, value_name = "N", global = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub dst_tps: Option<u32>,
+    /// The key that opens the secrets sealed in the state file.
+    #[command(flatten)]
+    pub key: KeyArgs,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where the key that seals a migration's secrets comes from, besides
+/// `TREESHIFT_MASTER_KEY` (32 bytes in base64) in the environment.
+#[derive(Debug, Default, clap::Args)]
+pub struct KeyArgs {
+    /// A file whose first line is the passphrase that seals (or opens) the
+    /// migration's secrets, stretched with Argon2id; instead of
+    /// TREESHIFT_MASTER_KEY.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub passphrase_file: Option<PathBuf>,
+    /// Ask for that passphrase on the terminal (it is asked anyway when the
+    /// secrets are sealed under one and no file is given).
+    #[arg(long, global = true, conflicts_with = "passphrase_file")]
+    pub ask_passphrase: bool,
 }
 
 /// The commands of the CLI contract.
@@ -54,6 +72,92 @@ pub enum Command {
     Retry(RetryArgs),
     /// Print the log records kept in the state file.
     Logs(LogsArgs),
+    /// List the migration's connections, secrets masked.
+    Connections(ConnectionsArgs),
+    /// Set a connection's secrets (sealed in the state file).
+    #[command(subcommand)]
+    Connection(ConnectionCommand),
+    /// Seal the migration's secrets under a new key (the old one no longer
+    /// opens them).
+    Rekey(RekeyArgs),
+}
+
+/// `connections --state FILE`.
+#[derive(Debug, clap::Args)]
+pub struct ConnectionsArgs {
+    /// The state file.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Print them as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `connection set|set-secret`.
+#[derive(Debug, Subcommand)]
+pub enum ConnectionCommand {
+    /// Replace all of one side's secrets, from a secret file or else from
+    /// the environment (the same names the service's tools read).
+    Set(ConnectionSetArgs),
+    /// Replace one secret (a rotated key): its value is read from stdin
+    /// (asked without echo on a terminal).
+    SetSecret(SetSecretArgs),
+}
+
+/// Which side a connection serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SideArg {
+    /// The source.
+    Src,
+    /// The destination.
+    Dst,
+}
+
+/// `connection set --state FILE --side S`.
+#[derive(Debug, clap::Args)]
+pub struct ConnectionSetArgs {
+    /// The state file.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// The side.
+    #[arg(long, value_enum)]
+    pub side: SideArg,
+    /// A file of NAME=VALUE lines (AWS_SECRET_ACCESS_KEY=..., as the
+    /// service's environment variables are named); without it, the
+    /// environment.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+}
+
+/// `connection set-secret --state FILE --side S NAME`.
+#[derive(Debug, clap::Args)]
+pub struct SetSecretArgs {
+    /// The state file.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// The side.
+    #[arg(long, value_enum)]
+    pub side: SideArg,
+    /// The secret's name (e.g. AWS_SECRET_ACCESS_KEY, SSH_PRIVATE_KEY).
+    pub name: String,
+}
+
+/// `rekey --state FILE`.
+#[derive(Debug, clap::Args)]
+pub struct RekeyArgs {
+    /// The state file.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// A file holding the new master key (32 bytes in base64); or set
+    /// TREESHIFT_NEW_MASTER_KEY.
+    #[arg(long, value_name = "FILE")]
+    pub new_master_key_file: Option<PathBuf>,
+    /// A file whose first line is the new passphrase.
+    #[arg(long, value_name = "FILE", conflicts_with = "new_master_key_file")]
+    pub new_passphrase_file: Option<PathBuf>,
+    /// Ask for the new passphrase on the terminal.
+    #[arg(long, conflicts_with_all = ["new_master_key_file", "new_passphrase_file"])]
+    pub ask_new_passphrase: bool,
 }
 
 /// Log levels, most severe first.
@@ -222,6 +326,14 @@ pub struct DiscoverArgs {
     /// An option of a remote destination; repeatable.
     #[arg(long, value_name = "KEY=VALUE")]
     pub dst_opt: Vec<String>,
+    /// The source's secrets: a file of NAME=VALUE lines named as the
+    /// service's environment variables (AWS_SECRET_ACCESS_KEY=...). Sealed
+    /// in the state file when a key is given; without it, the environment.
+    #[arg(long, value_name = "FILE")]
+    pub src_secret_file: Option<PathBuf>,
+    /// The destination's secrets, as --src-secret-file.
+    #[arg(long, value_name = "FILE")]
+    pub dst_secret_file: Option<PathBuf>,
     /// The state file (created, or resumed if it holds this migration).
     #[arg(long)]
     pub state: PathBuf,

@@ -2,6 +2,8 @@
 //! engine, prints results. Errors become `anyhow` with context only here.
 
 mod cli;
+mod connections;
+mod credentials;
 mod keep;
 mod logging;
 mod output;
@@ -10,8 +12,8 @@ mod progress;
 use anyhow::{Context, Result};
 use clap::Parser;
 use cli::{
-    ApproveArgs, Cli, Command, CopyArgs, DiscoverArgs, LogsArgs, MigrateArgs, RetryArgs,
-    RetryPhase, ReviewArgs, StatusArgs, VerifyArgs,
+    ApproveArgs, Cli, Command, ConnectionCommand, CopyArgs, DiscoverArgs, KeyArgs, LogsArgs,
+    MigrateArgs, RetryArgs, RetryPhase, ReviewArgs, StatusArgs, VerifyArgs,
 };
 use std::io::IsTerminal;
 use std::path::Path;
@@ -93,17 +95,23 @@ static OPENED: std::sync::Mutex<Vec<(&'static str, Arc<Counted>)>> =
 /// Requests-per-second limits by role, from `--src-tps` and `--dst-tps`.
 static TPS: std::sync::OnceLock<(Option<u32>, Option<u32>)> = std::sync::OnceLock::new();
 
-/// Opens a location; malformed or unsupported ones are usage errors. A
-/// process works on one migration, so a role is opened once and reused.
-fn open_backend(location: &str, role: &'static str) -> Result<Arc<dyn Backend>> {
+/// Opens a location with its connection's secrets; malformed or
+/// unsupported ones are usage errors. A process works on one migration, so
+/// a role is opened once and reused.
+fn open_backend(
+    location: &str,
+    role: &'static str,
+    secrets: treeshift_core::Secrets,
+) -> Result<Arc<dyn Backend>> {
     use treeshift_backend::ErrorKind;
-    let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, b)) = opened.iter().find(|(r, _)| *r == role) {
-        return Ok(b.clone());
+    if let Some(backend) = already_open(role) {
+        return Ok(backend);
     }
+    let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
     let (src_tps, dst_tps) = TPS.get().copied().unwrap_or_default();
     let options = treeshift_backend::OpenOptions {
         tps: if role == "source" { src_tps } else { dst_tps },
+        secrets,
     };
     let backend = treeshift_backend::open(location, &options).map_err(|e| match e.kind {
         ErrorKind::Other | ErrorKind::Unsupported | ErrorKind::InvalidName => {
@@ -114,6 +122,13 @@ fn open_backend(location: &str, role: &'static str) -> Result<Arc<dyn Backend>> 
     let counted = Arc::new(Counted::new(backend));
     opened.push((role, counted.clone()));
     Ok(counted)
+}
+
+/// The backend of `role`, if this process has opened it.
+fn already_open(role: &str) -> Option<Arc<dyn Backend>> {
+    let opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
+    let found = opened.iter().find(|(r, _)| *r == role)?;
+    Some(found.1.clone())
 }
 
 /// Calls made to each backend so far, by role.
@@ -133,16 +148,23 @@ fn calls() -> serde_json::Value {
 
 fn run(cli: Cli) -> Result<Exit> {
     let _ = TPS.set((cli.src_tps, cli.dst_tps));
+    let keys = &cli.key;
     match cli.command {
-        Command::Discover(args) => discover(args),
+        Command::Discover(args) => discover(args, keys),
         Command::Status(args) => status(args),
         Command::Review(args) => review(args),
         Command::Approve(args) => approve(args),
-        Command::Copy(args) => copy(args),
-        Command::Verify(args) => verify(args),
-        Command::Migrate(args) => migrate(args),
-        Command::Retry(args) => retry(args),
+        Command::Copy(args) => copy(args, keys),
+        Command::Verify(args) => verify(args, keys),
+        Command::Migrate(args) => migrate(args, keys),
+        Command::Retry(args) => retry(args, keys),
         Command::Logs(args) => logs(args),
+        Command::Connections(args) => connections::list(args),
+        Command::Connection(ConnectionCommand::Set(args)) => connections::set(args, keys),
+        Command::Connection(ConnectionCommand::SetSecret(args)) => {
+            connections::set_secret(args, keys)
+        }
+        Command::Rekey(args) => connections::rekey(args, keys),
     }
 }
 
@@ -182,12 +204,20 @@ fn open_store<T>(
     Ok(value)
 }
 
-/// The backends of the migration a state file holds.
-fn migration_backends(handle: &StoreHandle) -> Result<(Arc<dyn Backend>, Arc<dyn Backend>)> {
+/// The backends of the migration a state file holds, with the secrets it
+/// sealed (or the environment's).
+fn migration_backends(
+    handle: &StoreHandle,
+    keys: &KeyArgs,
+) -> Result<(Arc<dyn Backend>, Arc<dyn Backend>)> {
+    if let (Some(src), Some(dst)) = (already_open("source"), already_open("destination")) {
+        return Ok((src, dst)); // a migrate's copy, after its discovery
+    }
     let spec = handle.migration()?;
+    let [src, dst] = credentials::for_existing(handle, keys)?;
     Ok((
-        open_backend(&spec.src, "source")?,
-        open_backend(&spec.dst, "destination")?,
+        open_backend(&spec.src, "source", src)?,
+        open_backend(&spec.dst, "destination", dst)?,
     ))
 }
 
@@ -283,14 +313,27 @@ struct DiscoverySetup {
     src: Arc<dyn Backend>,
     dst: Arc<dyn Backend>,
     mode: OpenMode,
+    /// The secrets both sides were opened with, to record.
+    secrets: credentials::ForDiscovery,
 }
 
 /// Opens the backends and the state file of a discovery.
-fn discovery_setup(args: &DiscoverArgs) -> Result<DiscoverySetup> {
+fn discovery_setup(args: &DiscoverArgs, keys: &KeyArgs) -> Result<DiscoverySetup> {
     let spec = args.filter.spec();
     let filter = Filter::new(&spec).map_err(usage)?;
-    let src = open_backend(&with_options(&args.src, &args.src_opt)?, "source")?;
-    let dst = open_backend(&with_options(&args.dst, &args.dst_opt)?, "destination")?;
+    let src_location = with_options(&args.src, &args.src_opt)?;
+    let dst_location = with_options(&args.dst, &args.dst_opt)?;
+    let secrets = credentials::for_discovery(
+        &args.state,
+        [&src_location, &dst_location],
+        [
+            args.src_secret_file.as_deref(),
+            args.dst_secret_file.as_deref(),
+        ],
+        keys,
+    )?;
+    let src = open_backend(&src_location, "source", secrets.secrets[0].clone())?;
+    let dst = open_backend(&dst_location, "destination", secrets.secrets[1].clone())?;
     let spec = MigrationSpec {
         src: src.describe(),
         dst: dst.describe(),
@@ -313,18 +356,21 @@ fn discovery_setup(args: &DiscoverArgs) -> Result<DiscoverySetup> {
         src,
         dst,
         mode: OpenMode::CreateOrResume(Box::new(spec)),
+        secrets,
     })
 }
 
-fn discover(args: DiscoverArgs) -> Result<Exit> {
+fn discover(args: DiscoverArgs, keys: &KeyArgs) -> Result<Exit> {
     let DiscoverySetup {
         filter,
         src,
         dst,
         mode,
-    } = discovery_setup(&args)?;
+        secrets,
+    } = discovery_setup(&args, keys)?;
     let fresh = !args.state.exists();
     let (summary, timing) = with_store(&args.state, mode, |h| {
+        credentials::record(h, secrets, keys)?;
         start_next_pass(h)?;
         run_discovery(h, src, dst, &filter, args.workers)
     })
@@ -396,8 +442,8 @@ fn approve(args: ApproveArgs) -> Result<Exit> {
     Ok(Exit::Done)
 }
 
-fn run_copy(handle: &StoreHandle, workers: u16) -> Result<CopySummary> {
-    let (src, dst) = migration_backends(handle)?;
+fn run_copy(handle: &StoreHandle, workers: u16, keys: &KeyArgs) -> Result<CopySummary> {
+    let (src, dst) = migration_backends(handle, keys)?;
     let options = CopyOptions {
         workers: usize::from(workers),
         ..CopyOptions::default()
@@ -408,8 +454,13 @@ fn run_copy(handle: &StoreHandle, workers: u16) -> Result<CopySummary> {
     )?)
 }
 
-fn run_verify(handle: &StoreHandle, checksum: bool, workers: u16) -> Result<VerifySummary> {
-    let (src, dst) = migration_backends(handle)?;
+fn run_verify(
+    handle: &StoreHandle,
+    checksum: bool,
+    workers: u16,
+    keys: &KeyArgs,
+) -> Result<VerifySummary> {
+    let (src, dst) = migration_backends(handle, keys)?;
     let progress = progress::Transfer::new("verify", false);
     Ok(treeshift_engine::verify(
         handle,
@@ -421,9 +472,9 @@ fn run_verify(handle: &StoreHandle, checksum: bool, workers: u16) -> Result<Veri
     )?)
 }
 
-fn copy(args: CopyArgs) -> Result<Exit> {
+fn copy(args: CopyArgs, keys: &KeyArgs) -> Result<Exit> {
     let summary = with_store(&args.state, OpenMode::Existing, |h| {
-        run_copy(h, args.workers)
+        run_copy(h, args.workers, keys)
     })?;
     if args.json {
         let mut value = serde_json::to_value(&summary)?;
@@ -435,7 +486,7 @@ fn copy(args: CopyArgs) -> Result<Exit> {
     Ok(exit_for(summary.failed + summary.changed > 0))
 }
 
-fn retry(args: RetryArgs) -> Result<Exit> {
+fn retry(args: RetryArgs, keys: &KeyArgs) -> Result<Exit> {
     let prefix = args
         .path
         .as_deref()
@@ -465,7 +516,7 @@ fn retry(args: RetryArgs) -> Result<Exit> {
             if !(progress.src_done && progress.dst_done) {
                 let spec = h.migration()?;
                 let filter = Filter::new(&spec.filter).map_err(usage)?;
-                let (src, dst) = migration_backends(h)?;
+                let (src, dst) = migration_backends(h, keys)?;
                 let (summary, _) = run_discovery(h, src, dst, &filter, args.workers)?;
                 if !args.json {
                     output::print_summary(&summary, &args.state);
@@ -487,7 +538,7 @@ fn retry(args: RetryArgs) -> Result<Exit> {
                     approval_extended = added,
                     "retry sweep: failed copies re-queued"
                 );
-                let summary = run_copy(h, args.workers)?;
+                let summary = run_copy(h, args.workers, keys)?;
                 if !args.json {
                     if added > 0 {
                         println!(
@@ -518,9 +569,9 @@ fn retry(args: RetryArgs) -> Result<Exit> {
     })
 }
 
-fn verify(args: VerifyArgs) -> Result<Exit> {
+fn verify(args: VerifyArgs, keys: &KeyArgs) -> Result<Exit> {
     let summary = with_store(&args.state, OpenMode::Existing, |h| {
-        run_verify(h, args.checksum, args.workers)
+        run_verify(h, args.checksum, args.workers, keys)
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -530,7 +581,7 @@ fn verify(args: VerifyArgs) -> Result<Exit> {
     Ok(exit_for(summary.mismatch + summary.failed > 0))
 }
 
-fn migrate(args: MigrateArgs) -> Result<Exit> {
+fn migrate(args: MigrateArgs, keys: &KeyArgs) -> Result<Exit> {
     let policy = parse_policy(&args.policy)?;
     let extras = args.extras.parse::<Extras>().map_err(usage)?;
     let d = &args.discover;
@@ -539,9 +590,11 @@ fn migrate(args: MigrateArgs) -> Result<Exit> {
         src,
         dst,
         mode,
-    } = discovery_setup(d)?;
+        secrets,
+    } = discovery_setup(d, keys)?;
     let fresh = !d.state.exists();
     with_store(&d.state, mode, |h| {
+        credentials::record(h, secrets, keys)?;
         start_next_pass(h)?;
         let (summary, timing) = run_discovery(h, src, dst, &filter, d.workers)?;
         if !d.json {
@@ -559,11 +612,11 @@ fn migrate(args: MigrateArgs) -> Result<Exit> {
         if !d.json {
             output::print_approval(&approval);
         }
-        let copied = run_copy(h, d.workers)?;
+        let copied = run_copy(h, d.workers, keys)?;
         if !d.json {
             output::print_copy(&copied, &d.state);
         }
-        let verified = run_verify(h, args.checksum, d.workers)?;
+        let verified = run_verify(h, args.checksum, d.workers, keys)?;
         if d.json {
             let mut discovery = serde_json::to_value(&summary)?;
             discovery["timing"] = timing;

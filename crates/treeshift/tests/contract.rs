@@ -157,7 +157,13 @@ fn children(b: &dyn Backend, folder: &RelPath) -> Vec<(String, Kind, u64)> {
 fn contract_on_one_backend() {
     let location = std::env::var(LOCATION).expect("run by check_contract");
     let big: usize = std::env::var(BIG).unwrap().parse().unwrap();
-    let b = treeshift_backend::open(&location, &OpenOptions::default())
+    // The credentials, from the environment, as the binary gathers them.
+    let env = |name: &str| std::env::var(name).ok();
+    let options = OpenOptions {
+        secrets: treeshift_backend::gather_secrets(&location, &env).unwrap(),
+        ..OpenOptions::default()
+    };
+    let b = treeshift_backend::open(&location, &options)
         .unwrap_or_else(|e| panic!("open {location}: {e}"));
     let b: &dyn Backend = &*b;
     let caps = b.capabilities();

@@ -3,16 +3,19 @@
 //! `azblob://container/prefix?account=name`, `gcs://bucket/prefix`,
 //! `webdav://host:port/path?user=name` (`webdavs` for HTTPS).
 //!
-//! Options go in the query string. Secrets never do: they come from each
-//! service's usual environment variables and files (`AWS_ACCESS_KEY_ID`,
-//! `AZURE_STORAGE_ACCOUNT_KEY`, `GOOGLE_APPLICATION_CREDENTIALS`,
-//! `WEBDAV_PASSWORD`, ...).
+//! Options go in the query string. Secrets never do: they are given apart
+//! ([`RemoteLocation::with_secrets`]), by the names of each service's usual
+//! environment variables (`AWS_ACCESS_KEY_ID`, `AZURE_STORAGE_ACCOUNT_KEY`,
+//! `GOOGLE_APPLICATION_CREDENTIALS`, `WEBDAV_PASSWORD`, ...), gathered from
+//! the environment or unsealed from the state file by the caller.
 //! A cloud's instance metadata endpoint is never asked unless the location
 //! says so.
 
 use crate::{BackendError, ErrorKind};
+use base64::Engine;
 use opendal::Operator;
 use std::fmt;
+use treeshift_core::{Secret, Secrets};
 
 /// The remote services this build has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +57,17 @@ impl Service {
         }
     }
 
+    /// The secrets its connections take, by the names of the environment
+    /// variables the service's own tools read.
+    pub(crate) fn secret_names(self) -> &'static [&'static str] {
+        match self {
+            Service::S3 => &[AWS_KEY_ID, AWS_SECRET, AWS_SESSION],
+            Service::Azblob => &[AZURE_ACCOUNT, AZURE_KEY, AZURE_SAS, AZURE_CONNECTION],
+            Service::Gcs => &[GOOGLE_CREDENTIALS],
+            Service::Webdav => &[WEBDAV_PASSWORD, WEBDAV_TOKEN],
+        }
+    }
+
     /// What the first part of its locations names.
     fn container(self) -> &'static str {
         match self {
@@ -82,7 +96,18 @@ pub struct RemoteLocation {
     pub prefix: String,
     /// Options, by name, in the order given.
     pub options: Vec<(String, String)>,
+    /// The connection's secrets (none until given).
+    secrets: Secrets,
 }
+
+/// AWS's own names for an access key.
+const AWS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+const AWS_SECRET: &str = "AWS_SECRET_ACCESS_KEY";
+const AWS_SESSION: &str = "AWS_SESSION_TOKEN";
+
+/// A service account's key: the variable names a file, and the file's
+/// content is the secret.
+const GOOGLE_CREDENTIALS: &str = "GOOGLE_APPLICATION_CREDENTIALS";
 
 /// The environment variables Azure credentials are read from, as Azure's
 /// own tools name them.
@@ -136,7 +161,46 @@ impl RemoteLocation {
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
             options,
+            secrets: Secrets::new(),
         })
+    }
+
+    /// The location with its connection's secrets.
+    pub fn with_secrets(mut self, secrets: Secrets) -> RemoteLocation {
+        self.secrets = secrets;
+        self
+    }
+
+    /// The secrets this location's service takes, each looked up by name
+    /// with `lookup` (the environment, or a secret file). A service
+    /// account's key file is read: its content is what is kept.
+    pub fn gather_secrets(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Secrets, BackendError> {
+        let mut secrets = Secrets::new();
+        for &name in self.service.secret_names() {
+            let Some(value) = lookup(name).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let value = if name == GOOGLE_CREDENTIALS {
+                std::fs::read_to_string(&value)
+                    .map_err(|e| self.bad(format!("{name}: cannot read {value}: {e}")))?
+            } else {
+                value
+            };
+            secrets.insert(name, Secret::new(value));
+        }
+        Ok(secrets)
+    }
+
+    fn secret(&self, name: &str) -> Option<&str> {
+        self.secrets.get(name).map(Secret::expose)
+    }
+
+    /// `text` without any of the connection's secrets in it.
+    pub(super) fn redact(&self, text: &str) -> String {
+        self.secrets.redact(text)
     }
 
     fn option(&self, key: &str) -> Option<&str> {
@@ -216,16 +280,16 @@ impl RemoteLocation {
         format!("{scheme}://{}", self.bucket)
     }
 
-    /// The WebDAV credentials: the user's password, else a bearer token,
-    /// from the environment.
+    /// The WebDAV credentials: the user's password, else a bearer token.
     fn webdav_credentials(&self) -> WebdavCredentials<'_> {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         match self.option("user") {
             Some(user) => WebdavCredentials::Basic {
                 user,
-                password: env(WEBDAV_PASSWORD).unwrap_or_default(),
+                password: self.secret(WEBDAV_PASSWORD).unwrap_or_default(),
             },
-            None => env(WEBDAV_TOKEN).map_or(WebdavCredentials::None, WebdavCredentials::Bearer),
+            None => self
+                .secret(WEBDAV_TOKEN)
+                .map_or(WebdavCredentials::None, WebdavCredentials::Bearer),
         }
     }
 
@@ -234,11 +298,9 @@ impl RemoteLocation {
     pub(super) fn webdav_authorization(&self) -> Result<Option<String>, BackendError> {
         let header = match self.webdav_credentials() {
             WebdavCredentials::Basic { user, password } => {
-                opendal::raw::format_authorization_by_basic(user, &password)
+                opendal::raw::format_authorization_by_basic(user, password)
             }
-            WebdavCredentials::Bearer(token) => {
-                opendal::raw::format_authorization_by_bearer(&token)
-            }
+            WebdavCredentials::Bearer(token) => opendal::raw::format_authorization_by_bearer(token),
             WebdavCredentials::None => return Ok(None),
         };
         header
@@ -276,16 +338,25 @@ impl RemoteLocation {
         if self.flag("anonymous")? {
             builder = builder.skip_signature();
         }
+        // Keys given (from the environment or the state file) are the
+        // only ones used; without any, OpenDAL looks in AWS's files.
+        if let (Some(id), Some(secret)) = (self.secret(AWS_KEY_ID), self.secret(AWS_SECRET)) {
+            builder = builder
+                .access_key_id(id)
+                .secret_access_key(secret)
+                .disable_config_load();
+            if let Some(token) = self.secret(AWS_SESSION) {
+                builder = builder.session_token(token);
+            }
+        }
         Ok(builder)
     }
 
-    /// Azure: the credentials are read here, from the environment, and
-    /// given to OpenDAL; without any the location is refused, because
-    /// OpenDAL's own search would go on to the Azure CLI and the
-    /// instance metadata endpoint.
+    /// Azure: the credentials given are handed to OpenDAL; without any
+    /// the location is refused, because OpenDAL's own search would go on
+    /// to the Azure CLI and the instance metadata endpoint.
     fn azblob(&self) -> Result<opendal::services::Azblob, BackendError> {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let connection = env(AZURE_CONNECTION);
+        let connection = self.secret(AZURE_CONNECTION);
         let mut builder = match &connection {
             Some(conn) => opendal::services::Azblob::from_connection_string(conn)
                 .map_err(|e| self.bad(format!("{AZURE_CONNECTION}: {e}")))?,
@@ -296,8 +367,7 @@ impl RemoteLocation {
             .root(&format!("/{}", self.prefix));
         let account = self
             .option("account")
-            .map(str::to_string)
-            .or_else(|| env(AZURE_ACCOUNT));
+            .or_else(|| self.secret(AZURE_ACCOUNT));
         if let Some(account) = &account {
             builder = builder.account_name(account);
         }
@@ -316,10 +386,10 @@ impl RemoteLocation {
         if self.flag("anonymous")? {
             return Ok(builder.skip_signature());
         }
-        if let Some(key) = env(AZURE_KEY) {
-            builder = builder.account_key(&key);
-        } else if let Some(sas) = env(AZURE_SAS) {
-            builder = builder.sas_token(&sas);
+        if let Some(key) = self.secret(AZURE_KEY) {
+            builder = builder.account_key(key);
+        } else if let Some(sas) = self.secret(AZURE_SAS) {
+            builder = builder.sas_token(sas);
         } else if connection.is_none() {
             return Err(self.bad(format!(
                 "no credentials were found for azblob: {}",
@@ -344,6 +414,10 @@ impl RemoteLocation {
         if self.flag("anonymous")? {
             builder = builder.skip_signature();
         }
+        if let Some(key) = self.secret(GOOGLE_CREDENTIALS) {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+            builder = builder.credential(&encoded).disable_config_load();
+        }
         Ok(builder)
     }
 
@@ -357,9 +431,9 @@ impl RemoteLocation {
             .disable_create_dir(true);
         Ok(match self.webdav_credentials() {
             WebdavCredentials::Basic { user, password } => {
-                builder.username(user).password(&password)
+                builder.username(user).password(password)
             }
-            WebdavCredentials::Bearer(token) => builder.token(&token),
+            WebdavCredentials::Bearer(token) => builder.token(token),
             WebdavCredentials::None => builder,
         })
     }
@@ -368,9 +442,9 @@ impl RemoteLocation {
 /// How WebDAV requests are signed.
 enum WebdavCredentials<'a> {
     /// Basic authentication (an empty password where none is set).
-    Basic { user: &'a str, password: String },
+    Basic { user: &'a str, password: &'a str },
     /// A bearer token.
-    Bearer(String),
+    Bearer(&'a str),
     /// Not at all.
     None,
 }

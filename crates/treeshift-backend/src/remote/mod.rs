@@ -59,12 +59,17 @@ impl std::fmt::Debug for RemoteBackend {
 }
 
 impl RemoteBackend {
-    /// Opens the location (`s3://bucket/prefix?endpoint=...`), sending at
-    /// most `tps` requests a second. Credentials come from the service's
-    /// usual environment variables and files; a cloud's instance metadata
-    /// endpoint is never asked unless the location says `ec2_metadata=true`.
-    pub fn open(text: &str, tps: Option<u32>) -> Result<RemoteBackend, BackendError> {
-        let location = RemoteLocation::parse(text)?;
+    /// Opens the location (`s3://bucket/prefix?endpoint=...`) with its
+    /// connection's secrets, sending at most `tps` requests a second.
+    /// Without secrets, S3 and GCS look in their tools' files; a cloud's
+    /// instance metadata endpoint is never asked unless the location says
+    /// `ec2_metadata=true` (or `vm_metadata=true`).
+    pub fn open(
+        text: &str,
+        tps: Option<u32>,
+        secrets: treeshift_core::Secrets,
+    ) -> Result<RemoteBackend, BackendError> {
+        let location = RemoteLocation::parse(text)?.with_secrets(secrets);
         // One TLS provider for the process: ring (see Cargo.toml). And the
         // HTTP transport: without OpenDAL's default features (which would
         // bring aws-lc) nothing installs it; this is the call those
@@ -184,7 +189,9 @@ impl RemoteBackend {
     }
 
     fn err(&self, operation: &'static str, path: &RelPath, e: &opendal::Error) -> BackendError {
-        let mut message = describe(e);
+        // A store's error can quote the request, and a SAS token rides in
+        // its URL.
+        let mut message = self.location.redact(&describe(e));
         if message.contains("failed to load signing credential") {
             message.push_str(&format!(
                 "; no credentials were found for {}: {}",

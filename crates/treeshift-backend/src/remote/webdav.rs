@@ -281,7 +281,7 @@ impl RemoteBackend {
         } else {
             String::new()
         };
-        let said = super::without_html(said.trim());
+        let said = self.location.redact(&super::without_html(said.trim()));
         let said: String = said.chars().take(300).collect();
         BackendError::new(
             kind,

@@ -4,11 +4,15 @@
 //! The path is absolute on the server (`sftp://host/home/alice/data`).
 //! Nothing secret goes in a location (it is recorded in the state file):
 //! authentication is `ssh`'s, by key or agent, as `ssh` itself is set up.
+//! The content of the key file `key=` names is the connection's secret
+//! (`SSH_PRIVATE_KEY`): sealed in the state file, it is handed to `ssh`
+//! from memory when the file is gone.
 
 use super::session::Target;
 use crate::{BackendError, ErrorKind};
 use percent_encoding::percent_decode_str;
 use std::fmt;
+use treeshift_core::{Secret, Secrets};
 
 /// Sessions (ssh connections) opened at most, by default. A server answers
 /// one session's requests one after another, and one session's channel
@@ -98,6 +102,23 @@ impl SftpLocation {
             }
         }
         Ok(location)
+    }
+
+    /// The content of the private key file the location names, if any.
+    pub fn gather_secrets(&self) -> Result<Secrets, BackendError> {
+        let mut secrets = Secrets::new();
+        if let Some(path) = &self.target.key {
+            let key = std::fs::read_to_string(path).map_err(|e| {
+                BackendError::new(
+                    ErrorKind::Other,
+                    "open",
+                    self.to_string(),
+                    format!("cannot read the private key {path}: {e}"),
+                )
+            })?;
+            secrets.insert(super::PRIVATE_KEY, Secret::new(key));
+        }
+        Ok(secrets)
     }
 }
 

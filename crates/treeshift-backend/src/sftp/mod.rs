@@ -18,7 +18,7 @@ mod protocol;
 mod session;
 mod write;
 
-use location::SftpLocation;
+pub(crate) use location::SftpLocation;
 
 use crate::RequestCounts;
 use crate::traffic::Pace;
@@ -30,7 +30,23 @@ use protocol::{Attrs, NameEntry, Reply};
 use session::{Extensions, Fail, Session, Traffic, unexpected};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
-use treeshift_core::{Entry, Kind, Meta, RelPath};
+use treeshift_core::{Entry, Kind, Meta, RelPath, Secret, Secrets};
+
+/// A private key in an anonymous memory file (nothing on disk, gone with
+/// the process however it ends), readable by its owner only, as `ssh`
+/// demands; and the path `ssh` opens it by. `/dev/fd` would not do: `ssh`
+/// closes every descriptor it did not open as it starts.
+fn key_in_memory(key: &Secret) -> std::io::Result<(std::fs::File, String)> {
+    use rustix::fs::{MemfdFlags, Mode};
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let fd = rustix::fs::memfd_create("treeshift-ssh-key", MemfdFlags::CLOEXEC)?;
+    rustix::fs::fchmod(&fd, Mode::RUSR | Mode::WUSR)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(key.expose().as_bytes())?;
+    let path = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd());
+    Ok((file, path))
+}
 
 /// A tree under a path on an SFTP server.
 pub struct SftpBackend {
@@ -40,7 +56,13 @@ pub struct SftpBackend {
     /// What the server offers, once a session has said.
     extensions: OnceLock<Extensions>,
     traffic: Arc<Traffic>,
+    /// The private key given as a secret, in memory only; `ssh` reads it
+    /// through this process's `/proc` entry for the descriptor.
+    _key_in_memory: Option<std::fs::File>,
 }
+
+/// The name of the secret that holds a private key's content.
+pub(crate) const PRIVATE_KEY: &str = "SSH_PRIVATE_KEY";
 
 impl std::fmt::Debug for SftpBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,8 +75,23 @@ impl std::fmt::Debug for SftpBackend {
 impl SftpBackend {
     /// Parses the location; nothing is connected until first used. At
     /// most `tps` requests a second go to the server, across all sessions.
-    pub fn open(text: &str, tps: Option<u32>) -> Result<SftpBackend, BackendError> {
-        let location = SftpLocation::parse(text)?;
+    /// A private key among `secrets` is used instead of the file `key=`
+    /// names (which may be gone).
+    pub fn open(
+        text: &str,
+        tps: Option<u32>,
+        secrets: &Secrets,
+    ) -> Result<SftpBackend, BackendError> {
+        let mut location = SftpLocation::parse(text)?;
+        let key_in_memory = match secrets.get(PRIVATE_KEY) {
+            Some(key) => {
+                let (file, path) = key_in_memory(key)
+                    .map_err(|e| BackendError::from_io("open", location.to_string(), &e))?;
+                location.target.key = Some(path);
+                Some(file)
+            }
+            None => None,
+        };
         let sessions = (0..location.connections)
             .map(|_| Mutex::new(None))
             .collect();
@@ -66,6 +103,7 @@ impl SftpBackend {
                 pace: Pace::new(tps),
                 counts: Default::default(),
             }),
+            _key_in_memory: key_in_memory,
         })
     }
 

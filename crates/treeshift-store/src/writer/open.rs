@@ -113,6 +113,10 @@ impl Writer {
             .conn
             .execute_batch(pass::PASS_TABLES)
             .context("add the tables of delta passes")?;
+        writer
+            .conn
+            .execute_batch(super::credentials::CREDENTIAL_TABLES)
+            .context("add the tables of connections")?;
         // One counter orders status events, failures and log records.
         (writer.next_id, writer.next_seq) = writer
             .conn

@@ -310,7 +310,7 @@ impl Drop for Tmpfs {
 }
 
 /// What a series of killed runs amounted to.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Killed {
     /// Runs ended by SIGKILL.
     pub kills: u32,
@@ -318,6 +318,8 @@ pub struct Killed {
     pub runs: u32,
     /// Runs whose stderr shows a panic.
     pub panics: u32,
+    /// What the last run, which finished, wrote on stderr.
+    pub stderr: String,
 }
 
 /// Runs treeshift with `args` again and again, killing it (SIGKILL) after a
@@ -329,12 +331,23 @@ pub fn run_with_kills(
     rng: &mut Rng,
     max_kills: u32,
 ) -> Killed {
+    run_with_kills_by(command, args, window, rng, max_kills)
+}
+
+/// `run_with_kills`, each run a command `make` gives (its environment).
+pub fn run_with_kills_by(
+    make: impl Fn() -> Command,
+    args: &[&str],
+    window: std::ops::Range<u64>,
+    rng: &mut Rng,
+    max_kills: u32,
+) -> Killed {
     use std::process::Stdio;
     use std::time::{Duration, Instant};
     let mut done = Killed::default();
     loop {
         done.runs += 1;
-        let mut child = command()
+        let mut child = make()
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -358,12 +371,13 @@ pub fn run_with_kills(
             }
         }
         let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        done.panics += u32::from(stderr.contains("panicked"));
+        done.stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        done.panics += u32::from(done.stderr.contains("panicked"));
         let code = out.status.code();
         assert!(
             code == Some(0) || code == Some(4),
-            "resumed run failed: {code:?} {stderr}"
+            "resumed run failed: {code:?} {}",
+            done.stderr
         );
         return done;
     }

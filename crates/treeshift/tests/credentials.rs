@@ -1,0 +1,397 @@
+//! Secrets sealed in the state file: given once, they never appear in the
+//! state file, its WAL, the logs or any command's output; a killed
+//! migration resumes with only `TREESHIFT_MASTER_KEY` in its environment;
+//! a missing, wrong or re-keyed key, an altered sealed blob and a blob
+//! moved to another row each stop the command with a clear error (exit 2).
+
+mod util;
+
+use base64::Engine;
+use std::borrow::BorrowMut;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use treeshift_store::{OpenMode, Store};
+use util::{Rng, bin, make_tree, run_with_kills_by, s, s3_server, sftp_server};
+
+/// A fresh random master key, as `head -c 32 /dev/urandom | base64` makes.
+fn master_key(rng: &mut Rng) -> String {
+    let bytes: Vec<u8> = (0..4).flat_map(|_| rng.next().to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The binary with an empty environment but for PATH, a HOME of its own
+/// (no ~/.aws, no ~/.ssh) and `vars`.
+fn bare(home: &Path, vars: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(bin());
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home);
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c
+}
+
+/// Everything commands printed, to search for secrets at the end.
+#[derive(Default)]
+struct Seen(String);
+
+impl Seen {
+    /// Runs `c` with `args`; returns (exit code, stdout + stderr).
+    fn run(&mut self, mut c: impl BorrowMut<Command>, args: &[&str]) -> (i32, String) {
+        let out = c.borrow_mut().args(args).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.0.push_str(&text);
+        (out.status.code().unwrap_or(-1), text)
+    }
+}
+
+/// Asserts that no secret's bytes are in any file named, nor in `text`.
+fn assert_absent(secrets: &[&str], files: &[&Path], text: &str) {
+    for secret in secrets {
+        assert!(!text.contains(secret), "a secret in the output: {text}");
+        for file in files {
+            if let Ok(bytes) = std::fs::read(file) {
+                let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+                assert!(!found, "a secret in {}", file.display());
+            }
+        }
+    }
+}
+
+fn wal(state: &Path) -> std::path::PathBuf {
+    let mut p = state.as_os_str().to_owned();
+    p.push(".wal");
+    p.into()
+}
+
+/// Replaces the sealed blobs of the state file's connections with what
+/// `edit` makes of them (source row first).
+fn edit_sealed(state: &Path, edit: impl FnOnce(&mut Vec<treeshift_store::StoredConnection>)) {
+    let (store, _) = Store::open(state, OpenMode::Existing).unwrap();
+    let h = store.handle();
+    let mut rows = h.connections().unwrap();
+    edit(&mut rows);
+    h.save_credentials(None, rows).unwrap();
+    store.close().unwrap();
+}
+
+#[test]
+fn s3_secrets_sealed_once_never_leave_and_a_killed_run_resumes_with_the_key_alone() {
+    let Some(server) = s3_server() else {
+        return;
+    };
+    let mut rng = Rng::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, state) = (dir.path().join("src"), dir.path().join("s.duckdb"));
+    make_tree(&src, 3, 2, 6);
+    let key_id = format!("TSKEYID{:016X}", rng.next());
+    let secret = format!("tsSecret/{:016x}+{:016x}", rng.next(), rng.next());
+    let (k1, k2) = (master_key(&mut rng), master_key(&mut rng));
+    let dst = server.s3("sealed");
+    let mut seen = Seen::default();
+    let with_key = |k: &str| bare(dir.path(), &[("TREESHIFT_MASTER_KEY", k)]);
+
+    // The first discovery takes the keys from the environment and seals
+    // them; it is killed once its first commits are in the WAL.
+    let mut first = with_key(&k1)
+        .env("AWS_ACCESS_KEY_ID", &key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &secret)
+        .args([
+            "discover",
+            s(&src),
+            &dst,
+            "--state",
+            s(&state),
+            "--dst-tps",
+            "4",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !wal(&state).exists() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = first.try_wait().unwrap().is_none();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(killed, "the discovery ended before it was killed");
+    assert!(wal(&state).exists(), "no WAL to look into");
+    assert_absent(&[&key_id, &secret], &[&state, &wal(&state)], "");
+
+    // Resumed with nothing but the master key.
+    let (code, out) = seen.run(
+        with_key(&k1),
+        &["discover", s(&src), &dst, "--state", s(&state)],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = seen.run(bare(dir.path(), &[]), &["approve", "--state", s(&state)]);
+    assert_eq!(code, 0, "{out}");
+    // Without the key: a clear refusal, even with keys in the environment.
+    let (code, out) = seen.run(
+        bare(
+            dir.path(),
+            &[("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "y")],
+        ),
+        &["copy", "--state", s(&state)],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("set TREESHIFT_MASTER_KEY"), "{out}");
+
+    // Re-keyed: the old key no longer opens the file; the copy, killed at
+    // random moments, resumes with the new one alone.
+    let (code, out) = seen.run(
+        with_key(&k1).env("TREESHIFT_NEW_MASTER_KEY", &k2),
+        &["rekey", "--state", s(&state)],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = seen.run(with_key(&k1), &["copy", "--state", s(&state)]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("does not open"), "{out}");
+    let k2_copy = k2.clone();
+    let copy = ["copy", "--state", s(&state), "--dst-tps", "40"];
+    let killed = run_with_kills_by(|| with_key(&k2_copy), &copy, 100..700, &mut rng, 2);
+    assert!(killed.kills >= 1, "{killed:?}");
+    seen.0.push_str(&killed.stderr);
+
+    // A rotated secret replaces the sealed one.
+    let rotated = format!("tsRotated{:016x}", rng.next());
+    let mut set = with_key(&k2)
+        .args([
+            "connection",
+            "set-secret",
+            "--state",
+            s(&state),
+            "--side",
+            "dst",
+        ])
+        .arg("AWS_SECRET_ACCESS_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    set.stdin
+        .take()
+        .unwrap()
+        .write_all(rotated.as_bytes())
+        .unwrap();
+    let out = set.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (code, out) = seen.run(
+        with_key(&k2),
+        &["verify", "--state", s(&state), "--checksum"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(server.rclone_differences(&src, "sealed"), Some(vec![]));
+
+    // What the user sees: names, never values.
+    let (code, out) = seen.run(
+        bare(dir.path(), &[]),
+        &["connections", "--state", s(&state), "--json"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["sealed_under"], "master-key");
+    let dst_row = &listed["connections"][1];
+    assert_eq!(dst_row["side"], "dst");
+    assert_eq!(dst_row["secrets"]["AWS_SECRET_ACCESS_KEY"], "********");
+    for args in [
+        &["logs", "--state", s(&state), "--level", "trace"][..],
+        &["status", "--state", s(&state), "--json"],
+        &["review", "--state", s(&state), "--status", "all"],
+    ] {
+        let (code, out) = seen.run(bare(dir.path(), &[]), args);
+        assert!(code == 0 || code == 4, "{args:?}: {out}");
+    }
+    let files = [state.as_path(), &wal(&state)];
+    assert_absent(&[&key_id, &secret, &rotated, &k1, &k2], &files, &seen.0);
+
+    // An altered sealed blob, then a blob moved to the other side's row.
+    let original = Store::open(&state, OpenMode::Existing).map(|(store, _)| {
+        let rows = store.handle().connections().unwrap();
+        store.close().unwrap();
+        rows
+    });
+    let original = original.unwrap();
+    edit_sealed(&state, |rows| *rows[1].sealed.last_mut().unwrap() ^= 1);
+    let (code, out) = seen.run(with_key(&k2), &["verify", "--state", s(&state)]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("were altered"), "{out}");
+    edit_sealed(&state, |rows| {
+        rows[0].sealed = original[1].sealed.clone();
+        rows[0].secret_names = original[1].secret_names.clone();
+        rows[1] = original[1].clone();
+    });
+    let (code, out) = seen.run(with_key(&k2), &["verify", "--state", s(&state)]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("do not open"), "{out}");
+}
+
+#[test]
+fn an_sftp_private_key_sealed_then_deleted_still_opens_the_server_after_kills() {
+    let Some(server) = sftp_server() else {
+        return;
+    };
+    let mut rng = Rng::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, out_dir, state) = (
+        dir.path().join("src"),
+        dir.path().join("out"),
+        dir.path().join("s.duckdb"),
+    );
+    make_tree(&src, 3, 2, 6);
+    std::fs::create_dir(&out_dir).unwrap();
+    // A key file of the migration's own, deleted once sealed.
+    let key_file = dir.path().join("id");
+    std::fs::copy(server.keys().join("user"), &key_file).unwrap();
+    let key_text = std::fs::read_to_string(&key_file).unwrap();
+    let key_line = key_text.lines().nth(1).unwrap().to_string();
+    let dst = server.location(&out_dir).replace(
+        &format!("key={}/user", s(server.keys())),
+        &format!("key={}", s(&key_file)),
+    );
+    assert!(dst.contains(s(&key_file)), "{dst}");
+    let k = master_key(&mut rng);
+    let with_key = || bare(dir.path(), &[("TREESHIFT_MASTER_KEY", &k)]);
+    let mut seen = Seen::default();
+
+    let (code, out) = seen.run(
+        with_key(),
+        &["discover", s(&src), &dst, "--state", s(&state)],
+    );
+    assert_eq!(code, 0, "{out}");
+    std::fs::remove_file(&key_file).unwrap();
+    let (code, out) = seen.run(with_key(), &["approve", "--state", s(&state)]);
+    assert_eq!(code, 0, "{out}");
+    let copy = ["copy", "--state", s(&state), "--dst-tps", "40"];
+    let killed = run_with_kills_by(with_key, &copy, 100..700, &mut rng, 2);
+    assert!(killed.kills >= 1, "{killed:?}");
+    seen.0.push_str(&killed.stderr);
+    let (code, out) = seen.run(with_key(), &["verify", "--state", s(&state), "--checksum"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        util::rsync_differences_with("-a", &src, &out_dir),
+        Some(vec![])
+    );
+
+    // Sealed under a passphrase instead: a wrong one, or the old master
+    // key, is refused; the right one opens.
+    let pass = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("{text}\n")).unwrap();
+        p
+    };
+    let (right, wrong) = (pass("right", "correct horse"), pass("wrong", "wrong horse"));
+    let (code, out) = seen.run(
+        with_key(),
+        &[
+            "rekey",
+            "--state",
+            s(&state),
+            "--new-passphrase-file",
+            s(&right),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let verify = ["verify", "--state", s(&state), "--passphrase-file"];
+    let (code, out) = seen.run(bare(dir.path(), &[]), &[&verify[..], &[s(&wrong)]].concat());
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("passphrase does not open"), "{out}");
+    let (code, out) = seen.run(with_key(), &["verify", "--state", s(&state)]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--passphrase-file"), "{out}");
+    let (code, out) = seen.run(bare(dir.path(), &[]), &[&verify[..], &[s(&right)]].concat());
+    assert_eq!(code, 0, "{out}");
+    assert_absent(&[&key_line, &k], &[&state, &wal(&state)], &seen.0);
+}
+
+#[test]
+fn without_a_key_secrets_are_not_kept_and_the_note_says_how_to_keep_them() {
+    let Some(server) = s3_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, state) = (dir.path().join("src"), dir.path().join("s.duckdb"));
+    make_tree(&src, 1, 0, 2);
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", "treeshift-test"),
+        ("AWS_SECRET_ACCESS_KEY", "treeshift-test-secret"),
+    ];
+    let mut seen = Seen::default();
+    let dst = server.s3("unsealed");
+    let (code, out) = seen.run(
+        bare(dir.path(), &creds),
+        &["discover", s(&src), &dst, "--state", s(&state)],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("not kept: set TREESHIFT_MASTER_KEY"), "{out}");
+    let (code, out) = seen.run(
+        bare(dir.path(), &[]),
+        &["connections", "--state", s(&state)],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("none kept") && out.contains("nothing sealed"),
+        "{out}"
+    );
+    // Later commands read the environment, as before.
+    let (code, out) = seen.run(bare(dir.path(), &[]), &["approve", "--state", s(&state)]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = seen.run(bare(dir.path(), &creds), &["copy", "--state", s(&state)]);
+    assert_eq!(code, 0, "{out}");
+    // Sealing needs a key, and a secret file names only what the service
+    // takes.
+    let file = dir.path().join("secrets.env");
+    std::fs::write(
+        &file,
+        "AWS_ACCESS_KEY_ID=a\nAWS_SECRET_ACCESS_KEY=tsFileSecret1\n",
+    )
+    .unwrap();
+    let set = [
+        "connection",
+        "set",
+        "--state",
+        s(&state),
+        "--side",
+        "dst",
+        "--secret-file",
+        s(&file),
+    ];
+    let (code, out) = seen.run(bare(dir.path(), &[]), &set);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("needs a key"), "{out}");
+    let k = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let (code, out) = seen.run(bare(dir.path(), &[("TREESHIFT_MASTER_KEY", k)]), &set);
+    assert_eq!(code, 0, "{out}");
+    std::fs::write(&file, "AWS_SECRET_KEY=x\n").unwrap();
+    let (code, out) = seen.run(bare(dir.path(), &[("TREESHIFT_MASTER_KEY", k)]), &set);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("AWS_SECRET_KEY is not a secret of"), "{out}");
+    let (code, out) = seen.run(
+        bare(dir.path(), &[("TREESHIFT_MASTER_KEY", "short")]),
+        &["verify", "--state", s(&state)],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("TREESHIFT_MASTER_KEY is not a key"), "{out}");
+    let (code, out) = seen.run(
+        bare(dir.path(), &[("TREESHIFT_MASTER_KEY", k)]),
+        &["verify", "--state", s(&state)],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_absent(&["tsFileSecret1"], &[&state, &wal(&state)], &seen.0);
+}
