@@ -395,3 +395,95 @@ fn without_a_key_secrets_are_not_kept_and_the_note_says_how_to_keep_them() {
     assert_eq!(code, 0, "{out}");
     assert_absent(&["tsFileSecret1"], &[&state, &wal(&state)], &seen.0);
 }
+
+/// Runs `args` on a terminal of its own (util-linux's `script`), typing
+/// each answer when a passphrase is asked for; returns the exit code and
+/// what the terminal showed. `None` if `script` is missing.
+fn on_a_terminal(home: &Path, args: &[&str], answers: &[&str]) -> Option<(i32, String)> {
+    use std::io::{Read, Write};
+    if Command::new("script").arg("--version").output().is_err() {
+        util::missing_prerequisite("script (apt-get install bsdutils)");
+        return None;
+    }
+    let quoted: Vec<String> = std::iter::once(s(&bin()).to_string())
+        .chain(args.iter().map(|a| a.to_string()))
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    let mut child = Command::new("script")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("SHELL", "/bin/sh")
+        .args(["-qec", &quoted.join(" "), "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (mut shown, mut buf, mut answered) = (String::new(), [0u8; 4096], 0);
+    loop {
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        shown.push_str(&String::from_utf8_lossy(&buf[..n]));
+        let asked = shown.matches("passphrase: ").count() + shown.matches("(again): ").count();
+        while answered < answers.len() && answered < asked {
+            stdin
+                .write_all(format!("{}\n", answers[answered]).as_bytes())
+                .unwrap();
+            answered += 1;
+        }
+    }
+    drop(stdin);
+    let code = child.wait().unwrap().code().unwrap_or(-1);
+    Some((code, shown))
+}
+
+#[test]
+fn a_passphrase_is_asked_on_the_terminal_without_echo() {
+    let Some(server) = sftp_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, out_dir, state) = (
+        dir.path().join("src"),
+        dir.path().join("out"),
+        dir.path().join("s.duckdb"),
+    );
+    make_tree(&src, 1, 0, 3);
+    std::fs::create_dir(&out_dir).unwrap();
+    let dst = server.location(&out_dir);
+    let pass = format!("tsPass{:x}", Rng::from_env().next());
+    let home = dir.path();
+    let discover = ["discover", s(&src), &dst, "--state", s(&state)];
+    let Some((code, shown)) = on_a_terminal(
+        home,
+        &[&discover[..], &["--ask-passphrase"]].concat(),
+        &[&pass, &pass],
+    ) else {
+        return;
+    };
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("passphrase (again): "), "{shown}");
+    let (code, out) = Seen::default().run(bare(home, &[]), &["approve", "--state", s(&state)]);
+    assert_eq!(code, 0, "{out}");
+    // Sealed under a passphrase, and on a terminal: asked unasked.
+    let copy = ["copy", "--state", s(&state)];
+    let (code, wrong) = on_a_terminal(home, &copy, &["not it"]).unwrap();
+    assert_eq!(code, 2, "{wrong}");
+    assert!(wrong.contains("passphrase does not open"), "{wrong}");
+    let (code, right) = on_a_terminal(home, &copy, &[&pass]).unwrap();
+    assert_eq!(code, 0, "{right}");
+    assert_eq!(
+        util::rsync_differences_with("-a", &src, &out_dir),
+        Some(vec![])
+    );
+    for shown in [&shown, &wrong, &right] {
+        assert!(
+            !shown.contains(&pass) && !shown.contains("not it"),
+            "echoed: {shown}"
+        );
+    }
+}
