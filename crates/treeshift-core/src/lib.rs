@@ -6,6 +6,7 @@ mod filter;
 mod keep;
 mod model;
 mod path;
+mod phase;
 mod plan;
 mod secret;
 
@@ -15,6 +16,7 @@ pub use model::{
     Changes, Entry, Kind, LeftAlone, ListStatus, RoundState, Side, Status, Summary, ToCopy, Totals,
 };
 pub use path::{RelPath, display_bytes, name_problem, name_stand_in};
+pub use phase::Phase;
 pub use plan::{
     Action, Approval, CopyStatus, CopySummary, Extras, Policy, QUARANTINE_DIR, VerifyStatus,
     VerifySummary, aside_name, mtime_secs, quarantine_path, temp_name,

@@ -10,9 +10,9 @@
 //! each batch of results is made durable (one sync of the destination)
 //! before it is recorded as copied.
 
-use crate::EngineError;
 use crate::pool::{self, PoolConfig};
 use crate::worker::failure;
+use crate::{Cancel, EngineError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,8 +21,8 @@ use treeshift_backend::{
     Writable, Written,
 };
 use treeshift_core::{
-    Action, CopyStatus, CopySummary, Entry, Keep, Kind, Meta, RelPath, Side, Xattr, aside_name,
-    mtime_secs, quarantine_path, temp_name,
+    Action, CopyStatus, CopySummary, Entry, Keep, Kind, Meta, Phase, RelPath, Side, Xattr,
+    aside_name, mtime_secs, quarantine_path, temp_name,
 };
 use treeshift_store::{
     CopyEvent, CopyPull, CopyTask, CopyTodo, FolderTime, StoreHandle, WrittenAs,
@@ -48,6 +48,9 @@ pub struct CopyOptions {
     pub base_delay: Duration,
     /// Longest backoff delay.
     pub max_delay: Duration,
+    /// Raised to stop: items in flight finish and are recorded, the rest
+    /// stay pending, and the run returns `Cancelled`.
+    pub cancel: Cancel,
 }
 
 impl Default for CopyOptions {
@@ -61,6 +64,7 @@ impl Default for CopyOptions {
             max_attempts: 4,
             base_delay: Duration::from_millis(50),
             max_delay: Duration::from_secs(5),
+            cancel: Cancel::new(),
         }
     }
 }
@@ -91,7 +95,7 @@ pub fn copy(
     let writer = dst
         .writer()
         .ok_or_else(|| EngineError::NotWritable(dst.describe()))?;
-    store.set_phase("copying")?;
+    store.set_phase(Phase::Copying)?;
     let todo = store.begin_copy()?;
     let keep = store.migration()?.keep;
     src.keep(&keep);
@@ -120,6 +124,7 @@ pub fn copy(
         pull_batch: options.pull_batch,
         commit_every: options.commit_every,
         commit_interval: options.commit_interval,
+        cancel: options.cancel.clone(),
     };
     let commit = |events: Vec<CopyEvent>| -> Result<(), EngineError> {
         // Durable first, recorded second: a crash in between redoes the
@@ -197,7 +202,7 @@ pub fn copy(
     }
     let summary = store.copy_summary()?;
     if summary.is_finished() {
-        store.set_phase("copied")?;
+        store.set_phase(Phase::Copied)?;
     }
     tracing::info!(
         copied = summary.copied,

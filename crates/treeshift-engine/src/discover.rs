@@ -1,10 +1,10 @@
 //! Discovery: two side runners (src, dst), each with its own worker pool,
 //! walking their trees round by round through the store.
 
-use crate::EngineError;
 use crate::coordinator::Gate;
 use crate::progress::DiscoveryProgress;
 use crate::worker::Lister;
+use crate::{Cancel, EngineError};
 use crossbeam_channel::bounded;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -26,6 +26,9 @@ pub struct DiscoverOptions {
     pub base_delay: Duration,
     /// Longest backoff delay.
     pub max_delay: Duration,
+    /// Raised to stop: folders being listed finish and are recorded, the
+    /// round is not sealed, and the run returns `Cancelled`.
+    pub cancel: Cancel,
 }
 
 impl Default for DiscoverOptions {
@@ -36,6 +39,7 @@ impl Default for DiscoverOptions {
             max_attempts: 6,
             base_delay: Duration::from_millis(50),
             max_delay: Duration::from_secs(5),
+            cancel: Cancel::new(),
         }
     }
 }
@@ -257,7 +261,8 @@ impl SideRunner<'_> {
                 };
                 scope.spawn(move || {
                     for task in task_rx {
-                        if !stop.load(Ordering::Relaxed) {
+                        let cancelled = self.options.cancel.is_cancelled();
+                        if !stop.load(Ordering::Relaxed) && !cancelled {
                             match lister.run(&task) {
                                 Ok(n) => {
                                     children_found.fetch_add(n, Ordering::Relaxed);
@@ -306,7 +311,7 @@ impl SideRunner<'_> {
             self.progress.round_started(self.side, round, pending);
             let mut after = i64::MIN;
             let mut leased = 0u64;
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) && !self.options.cancel.is_cancelled() {
                 let batch = self.store.pull(self.side, after, self.options.pull_batch)?;
                 let Some(last) = batch.last() else { break };
                 after = last.id;
@@ -326,6 +331,10 @@ impl SideRunner<'_> {
             in_flight.wait_idle();
             if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 return Err(e.into());
+            }
+            // Folders left unlisted stay pending: the round is not sealed.
+            if self.options.cancel.is_cancelled() {
+                return Err(EngineError::Cancelled);
             }
             let elapsed = started.elapsed();
             let secs = elapsed.as_secs_f64().max(1e-9);

@@ -43,6 +43,10 @@ pub enum EngineError {
     /// The destination's backend cannot be written to.
     #[error("the destination {0} cannot be written to by this backend")]
     NotWritable(String),
+    /// The run was asked to stop, and stopped: what was in flight is
+    /// recorded, the rest is left for the next run.
+    #[error("stopped on request: run the command again to go on from where it stopped")]
+    Cancelled,
     /// A worker thread panicked (a bug; the state file stays consistent).
     #[error("internal error: {0}")]
     Internal(String),

@@ -13,6 +13,7 @@
 //! files by a pool with bounded bytes in flight, atomic and durable in
 //! batches); [`verify`] re-reads what was copied.
 
+mod cancel;
 pub mod coordinator;
 mod copy;
 mod discover;
@@ -22,8 +23,9 @@ mod progress;
 mod verify;
 mod worker;
 
+pub use cancel::Cancel;
 pub use copy::{CopyOptions, CopyProgress, copy};
 pub use discover::{DiscoverOptions, discover};
 pub use error::EngineError;
 pub use progress::{DiscoveryProgress, NoProgress};
-pub use verify::{VerifyProgress, verify};
+pub use verify::{VerifyOptions, VerifyProgress, verify};

@@ -7,7 +7,7 @@
 //! destination is full or read-only, or the store failed) stops the feed;
 //! tasks not finished stay pending in the store and are redone next run.
 
-use crate::EngineError;
+use crate::{Cancel, EngineError};
 use crossbeam_channel::{RecvTimeoutError, bounded};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +24,9 @@ pub(crate) struct PoolConfig {
     pub commit_every: usize,
     /// ...or once the oldest waited this long.
     pub commit_interval: Duration,
+    /// Raised to stop taking tasks (those pulled and not started stay
+    /// pending, as after a kill).
+    pub cancel: Cancel,
 }
 
 /// Runs every task `pull` yields through `work`, and every result through
@@ -43,6 +46,7 @@ where
 {
     let workers = config.workers.max(1);
     let stop = AtomicBool::new(false);
+    let halted = || stop.load(Ordering::SeqCst) || config.cancel.is_cancelled();
     let first_error: Mutex<Option<EngineError>> = Mutex::new(None);
     let fail = |e: EngineError| {
         stop.store(true, Ordering::SeqCst);
@@ -92,10 +96,10 @@ where
         for _ in 0..workers {
             let task_rx = task_rx.clone();
             let result_tx = result_tx.clone();
-            let (work, stop, fail) = (&work, &stop, &fail);
+            let (work, halted, fail) = (&work, &halted, &fail);
             scope.spawn(move || {
                 for task in task_rx {
-                    if stop.load(Ordering::SeqCst) {
+                    if halted() {
                         continue; // left pending for the next run
                     }
                     match work(&task) {
@@ -111,7 +115,7 @@ where
         }
         drop((task_rx, result_tx));
         let mut after = i64::MIN;
-        while !stop.load(Ordering::SeqCst) {
+        while !halted() {
             let batch = match pull(after) {
                 Ok(b) => b,
                 Err(e) => {
@@ -126,7 +130,7 @@ where
                 break;
             }
             for task in batch {
-                if stop.load(Ordering::SeqCst) || task_tx.send(task).is_err() {
+                if halted() || task_tx.send(task).is_err() {
                     break;
                 }
             }
@@ -136,6 +140,7 @@ where
     });
     match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(e) => Err(e),
+        None if config.cancel.is_cancelled() => Err(EngineError::Cancelled),
         None => Ok(()),
     }
 }
@@ -151,6 +156,7 @@ mod tests {
             pull_batch: 7,
             commit_every: 5,
             commit_interval: Duration::from_millis(20),
+            cancel: Cancel::new(),
         }
     }
 

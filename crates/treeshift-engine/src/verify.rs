@@ -2,12 +2,14 @@
 //! whether it matches what was copied (kind, size, mtime to the second;
 //! with `checksum`, the content's BLAKE3 hash against the source's).
 
-use crate::EngineError;
 use crate::pool::{self, PoolConfig};
+use crate::{Cancel, EngineError};
 use std::sync::Arc;
 use std::time::Duration;
 use treeshift_backend::{Backend, BackendError, ErrorKind, Reader};
-use treeshift_core::{Keep, Kind, Meta, VerifyStatus, VerifySummary, mtime_secs, xattr_digest};
+use treeshift_core::{
+    Keep, Kind, Meta, Phase, VerifyStatus, VerifySummary, mtime_secs, xattr_digest,
+};
 use treeshift_store::{StoreHandle, VerifyEvent, VerifyTask};
 
 /// Reports verification progress.
@@ -20,15 +22,26 @@ pub trait VerifyProgress: Send + Sync {
 
 impl VerifyProgress for crate::NoProgress {}
 
-/// Verifies every copied item; `checksum` also compares content hashes.
+/// How verify runs.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Also read both sides' content and compare hashes.
+    pub checksum: bool,
+    /// Items checked at once.
+    pub workers: usize,
+    /// Raised to stop; what was checked is recorded.
+    pub cancel: Cancel,
+}
+
+/// Verifies every copied item.
 pub fn verify(
     store: &StoreHandle,
     src: Arc<dyn Backend>,
     dst: Arc<dyn Backend>,
-    checksum: bool,
-    workers: usize,
+    options: &VerifyOptions,
     progress: &dyn VerifyProgress,
 ) -> Result<VerifySummary, EngineError> {
+    let checksum = options.checksum;
     store
         .approval()?
         .ok_or_else(|| EngineError::approval(treeshift_store::StoreError::NotApproved))?;
@@ -43,10 +56,11 @@ pub fn verify(
     let items = store.begin_verify(checksum)?;
     progress.start(items);
     let config = PoolConfig {
-        workers,
+        workers: options.workers,
         pull_batch: 2048,
         commit_every: 4096,
         commit_interval: Duration::from_millis(500),
+        cancel: options.cancel.clone(),
     };
     pool::run(
         &config,
@@ -74,7 +88,7 @@ pub fn verify(
     )?;
     let summary = store.verify_summary()?.unwrap_or_default();
     if summary.mismatch == 0 && summary.failed == 0 {
-        store.set_phase("verified")?;
+        store.set_phase(Phase::Verified)?;
     }
     Ok(summary)
 }

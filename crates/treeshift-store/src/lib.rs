@@ -33,7 +33,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use treeshift_core::{
     Action, Approval, CopyStatus, CopySummary, Entry, Extras, FileId, FilterSpec, Keep, Kind, Meta,
-    Policy, RelPath, Side, Status, Summary, VerifyStatus, VerifySummary,
+    Phase, Policy, RelPath, Side, Status, Summary, VerifyStatus, VerifySummary,
 };
 use writer::{Request, Writer};
 
@@ -772,14 +772,13 @@ impl StoreHandle {
         self.call(|w| w.progress())
     }
 
-    /// Records the migration's lifecycle phase (e.g. `discovering`).
-    pub fn set_phase(&self, phase: &str) -> Result<(), StoreError> {
-        let phase = phase.to_string();
-        self.call(move |w| w.set_phase(&phase))
+    /// Records the migration's lifecycle phase.
+    pub fn set_phase(&self, phase: Phase) -> Result<(), StoreError> {
+        self.call(move |w| w.set_phase(phase))
     }
 
     /// The migration's current phase.
-    pub fn phase(&self) -> Result<String, StoreError> {
+    pub fn phase(&self) -> Result<Phase, StoreError> {
         self.call(|w| w.phase())
     }
 

@@ -35,8 +35,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use treeshift_core::{
-    Entry, FilterSpec, Keep, Kind, LeftAlone, RelPath, RoundState, Side, Status, Summary, ToCopy,
-    Totals,
+    Entry, FilterSpec, Keep, Kind, LeftAlone, Phase, RelPath, RoundState, Side, Status, Summary,
+    ToCopy, Totals,
 };
 
 mod append;
@@ -307,23 +307,29 @@ impl Writer {
         .context("read a flag")
     }
 
-    pub(crate) fn set_phase(&mut self, phase: &str) -> Result<(), StoreError> {
+    pub(crate) fn set_phase(&mut self, phase: Phase) -> Result<(), StoreError> {
         self.flush()?;
         self.conn
             .execute(
                 "UPDATE migrations SET phase = ?, updated_at = now() WHERE id = 1",
-                params![phase],
+                params![phase.as_str()],
             )
             .context("set the phase")?;
         Ok(())
     }
 
-    pub(crate) fn phase(&self) -> Result<String, StoreError> {
-        self.conn
+    pub(crate) fn phase(&self) -> Result<Phase, StoreError> {
+        let text: String = self
+            .conn
             .query_row("SELECT phase FROM migrations WHERE id = 1", [], |r| {
                 r.get(0)
             })
-            .context("read the phase")
+            .context("read the phase")?;
+        text.parse()
+            .map_err(|why: String| StoreError::NotAStateFile {
+                path: self.path.clone(),
+                detail: why,
+            })
     }
 }
 

@@ -35,7 +35,7 @@ pub struct Cli {
 
 /// Where the key that seals a migration's secrets comes from, besides
 /// `TREESHIFT_MASTER_KEY` (32 bytes in base64) in the environment.
-#[derive(Debug, Default, clap::Args)]
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct KeyArgs {
     /// A file whose first line is the passphrase that seals (or opens) the
     /// migration's secrets, stretched with Argon2id; instead of

@@ -5,7 +5,6 @@
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::path::Path;
-use treeshift_backend::Capabilities;
 use treeshift_core::{Keep, OwnerMap, Owners};
 
 /// Resolves the flags. Without `--owners`, owners are kept when this
@@ -31,22 +30,6 @@ pub fn resolve(owners: Option<&str>, xattrs: bool, acls: bool, hard_links: bool)
         acls,
         hard_links,
     })
-}
-
-/// What both sides can hold of `keep` (modes and owners, extended
-/// attributes and ACLs, hard links): what either side cannot hold is not
-/// recorded, compared or set.
-pub fn within(mut keep: Keep, src: &Capabilities, dst: &Capabilities) -> Keep {
-    let permissions = src.permissions && dst.permissions;
-    keep.modes &= permissions;
-    if !permissions {
-        keep.owners = Owners::Ignore;
-    }
-    let xattrs = src.xattrs && dst.xattrs;
-    keep.xattrs &= xattrs;
-    keep.acls &= xattrs;
-    keep.hard_links &= src.hard_links && dst.hard_links;
-    keep
 }
 
 /// Returns true if and only if this process may give files to other

@@ -1,10 +1,10 @@
-//! The `treeshift` binary: parses flags, opens the state file, runs the
-//! engine, prints results. Errors become `anyhow` with context only here.
+//! The `treeshift` binary: parses flags, runs one lifecycle operation
+//! (`treeshift-lifecycle`) and prints its typed result, for a person or
+//! as JSON. Errors become `anyhow` with context only here.
 
 mod cli;
-mod connections;
-mod credentials;
 mod keep;
+mod keys;
 mod logging;
 mod output;
 mod progress;
@@ -12,19 +12,21 @@ mod progress;
 use anyhow::{Context, Result};
 use clap::Parser;
 use cli::{
-    ApproveArgs, Cli, Command, ConnectionCommand, CopyArgs, DiscoverArgs, KeyArgs, LogsArgs,
-    MigrateArgs, RetryArgs, RetryPhase, ReviewArgs, StatusArgs, VerifyArgs,
+    ApproveArgs, Cli, Command, ConnectionCommand, ConnectionSetArgs, ConnectionsArgs, CopyArgs,
+    DiscoverArgs, LogsArgs, MigrateArgs, RekeyArgs, RetryArgs, RetryPhase, ReviewArgs,
+    SetSecretArgs, SideArg, StatusArgs, VerifyArgs,
 };
+use keys::CliKeys;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use treeshift_backend::{Backend, Counted};
-use treeshift_core::{
-    CopyStatus, CopySummary, Extras, Filter, Policy, RelPath, Status, Summary, VerifySummary,
+use treeshift_core::{CopyStatus, Extras, Keep, Policy, RelPath, Side, Status};
+use treeshift_engine::{DiscoveryProgress, EngineError};
+use treeshift_lifecycle::{
+    Cancel, DiscoveryRequest, ErrorClass, LifecycleError, Limits, Migration,
 };
-use treeshift_engine::{CopyOptions, DiscoverOptions, DiscoveryProgress, EngineError};
-use treeshift_store::{MigrationSpec, OpenMode, ReviewSelect, Store, StoreError, StoreHandle};
+use treeshift_store::{OpenMode, ReviewSelect, Store, StoreError, StoreHandle};
 
 /// Process exit codes of the CLI contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +41,8 @@ enum Exit {
     Approval = 3,
     /// Finished, but some items failed.
     FailedItems = 4,
+    /// Stopped on request (SIGINT, SIGTERM); run again to go on.
+    Cancelled = 130,
 }
 
 fn main() -> ExitCode {
@@ -55,19 +59,30 @@ fn main() -> ExitCode {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(e) => {
             eprintln!("treeshift: error: {e:#}");
-            let exit = if e.downcast_ref::<UsageError>().is_some() {
-                Exit::Usage
-            } else if matches!(
-                e.downcast_ref::<EngineError>(),
-                Some(EngineError::ApprovalRequired(_))
-            ) {
-                Exit::Approval
-            } else {
-                Exit::Error
-            };
-            ExitCode::from(exit as u8)
+            ExitCode::from(exit_for_error(&e) as u8)
         }
     }
+}
+
+/// The exit code an error gives.
+fn exit_for_error(e: &anyhow::Error) -> Exit {
+    if e.downcast_ref::<UsageError>().is_some() {
+        return Exit::Usage;
+    }
+    let engine = |e: &EngineError| match e {
+        EngineError::ApprovalRequired(_) => Exit::Approval,
+        EngineError::Cancelled => Exit::Cancelled,
+        _ => Exit::Error,
+    };
+    if let Some(e) = e.downcast_ref::<LifecycleError>() {
+        return match (e, e.class()) {
+            (LifecycleError::Engine(e), _) => engine(e),
+            (_, ErrorClass::Input) => Exit::Usage,
+            (_, ErrorClass::Approval) => Exit::Approval,
+            (_, ErrorClass::Failure) => Exit::Error,
+        };
+    }
+    e.downcast_ref::<EngineError>().map_or(Exit::Error, engine)
 }
 
 /// Input that is wrong on its face (a bad glob, an unknown backend):
@@ -87,138 +102,79 @@ fn usage(e: impl std::fmt::Display) -> anyhow::Error {
     UsageError(e.to_string()).into()
 }
 
-/// The backends this process opened, by role, each behind a layer that
-/// counts its calls (reported as `calls` in `--json` results).
-static OPENED: std::sync::Mutex<Vec<(&'static str, Arc<Counted>)>> =
-    std::sync::Mutex::new(Vec::new());
+/// What every command shares: the keys, the request limits, and the token
+/// a first SIGINT or SIGTERM raises (a second one ends the process at
+/// once).
+struct Session {
+    keys: Arc<CliKeys>,
+    limits: Limits,
+    cancel: Cancel,
+}
 
-/// Requests-per-second limits by role, from `--src-tps` and `--dst-tps`.
-static TPS: std::sync::OnceLock<(Option<u32>, Option<u32>)> = std::sync::OnceLock::new();
-
-/// Opens a location with its connection's secrets; malformed or
-/// unsupported ones are usage errors. A process works on one migration, so
-/// a role is opened once and reused.
-fn open_backend(
-    location: &str,
-    role: &'static str,
-    secrets: treeshift_core::Secrets,
-) -> Result<Arc<dyn Backend>> {
-    use treeshift_backend::ErrorKind;
-    if let Some(backend) = already_open(role) {
-        return Ok(backend);
-    }
-    let mut opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
-    let (src_tps, dst_tps) = TPS.get().copied().unwrap_or_default();
-    let options = treeshift_backend::OpenOptions {
-        tps: if role == "source" { src_tps } else { dst_tps },
-        secrets,
-    };
-    let backend = treeshift_backend::open(location, &options).map_err(|e| match e.kind {
-        ErrorKind::Other | ErrorKind::Unsupported | ErrorKind::InvalidName => {
-            usage(format!("{role}: {e}"))
+impl Session {
+    fn new(cli: &Cli) -> Result<Session> {
+        let cancel = Cancel::new();
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register_conditional_shutdown(
+                signal,
+                Exit::Cancelled as i32,
+                cancel.flag(),
+            )?;
+            signal_hook::flag::register(signal, cancel.flag())?;
         }
-        _ => anyhow::Error::new(e).context(role.to_string()),
-    })?;
-    let counted = Arc::new(Counted::new(backend));
-    opened.push((role, counted.clone()));
-    Ok(counted)
-}
-
-/// The backend of `role`, if this process has opened it.
-fn already_open(role: &str) -> Option<Arc<dyn Backend>> {
-    let opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
-    let found = opened.iter().find(|(r, _)| *r == role)?;
-    Some(found.1.clone())
-}
-
-/// Calls made to each backend so far, by role.
-fn calls() -> serde_json::Value {
-    let opened = OPENED.lock().unwrap_or_else(|p| p.into_inner());
-    let mut out = serde_json::Map::new();
-    for (role, backend) in opened.iter() {
-        let key = if *role == "source" { "src" } else { "dst" };
-        let mut counts = serde_json::to_value(backend.counts()).unwrap_or_default();
-        if let Some(requests) = backend.requests() {
-            counts["requests"] = serde_json::to_value(requests).unwrap_or_default();
-        }
-        out.insert(key.to_string(), counts);
+        Ok(Session {
+            keys: Arc::new(CliKeys(cli.key.clone())),
+            limits: Limits {
+                src_tps: cli.src_tps,
+                dst_tps: cli.dst_tps,
+            },
+            cancel,
+        })
     }
-    out.into()
-}
 
-fn run(cli: Cli) -> Result<Exit> {
-    let _ = TPS.set((cli.src_tps, cli.dst_tps));
-    let keys = &cli.key;
-    match cli.command {
-        Command::Discover(args) => discover(args, keys),
-        Command::Status(args) => status(args),
-        Command::Review(args) => review(args),
-        Command::Approve(args) => approve(args),
-        Command::Copy(args) => copy(args, keys),
-        Command::Verify(args) => verify(args, keys),
-        Command::Migrate(args) => migrate(args, keys),
-        Command::Retry(args) => retry(args, keys),
-        Command::Logs(args) => logs(args),
-        Command::Connections(args) => connections::list(args),
-        Command::Connection(ConnectionCommand::Set(args)) => connections::set(args, keys),
-        Command::Connection(ConnectionCommand::SetSecret(args)) => {
-            connections::set_secret(args, keys)
-        }
-        Command::Rekey(args) => connections::rekey(args, keys),
+    /// Opens an existing state file's migration, its log records going to
+    /// the file while it is open.
+    fn open(&self, state: &Path) -> Result<Migration> {
+        let m = Migration::open(state, self.keys.clone(), self.limits)?;
+        logging::table().attach(m.handle().clone());
+        Ok(m)
     }
 }
 
-/// Opens the state file, runs `f` on it, and closes it (committing what
-/// was buffered) whatever `f` returned.
-fn with_store<T>(
-    path: &Path,
-    mode: OpenMode,
-    f: impl FnOnce(&StoreHandle) -> Result<T>,
-) -> Result<T> {
-    open_store(path, mode, true, f)
+/// Closes a migration: its log records are flushed and the file committed.
+fn close(m: Migration) -> Result<()> {
+    logging::table().detach();
+    m.close().context("closing the state file")
 }
 
-/// Like `with_store`; `keep_logs` decides whether this command's own log
-/// records go to the file (reading logs must not write any).
-fn open_store<T>(
-    path: &Path,
-    mode: OpenMode,
-    keep_logs: bool,
-    f: impl FnOnce(&StoreHandle) -> Result<T>,
-) -> Result<T> {
-    let (store, resumed) = Store::open(path, mode)?;
-    let logs = logging::table();
-    if keep_logs {
-        logs.attach(store.handle());
-    }
-    if resumed {
-        tracing::debug!(state = %path.display(), "resuming from the state file");
-    }
-    let result = f(&store.handle());
-    if keep_logs {
-        logs.detach();
-    }
-    let closed = store.close();
+/// Runs `f` on an open migration and closes it, whatever `f` returned.
+fn with_migration<T>(m: Migration, f: impl FnOnce(&Migration) -> Result<T>) -> Result<T> {
+    let result = f(&m);
+    let closed = close(m);
     let value = result?;
-    closed.context("closing the state file")?;
+    closed?;
     Ok(value)
 }
 
-/// The backends of the migration a state file holds, with the secrets it
-/// sealed (or the environment's).
-fn migration_backends(
-    handle: &StoreHandle,
-    keys: &KeyArgs,
-) -> Result<(Arc<dyn Backend>, Arc<dyn Backend>)> {
-    if let (Some(src), Some(dst)) = (already_open("source"), already_open("destination")) {
-        return Ok((src, dst)); // a migrate's copy, after its discovery
+fn run(cli: Cli) -> Result<Exit> {
+    let ctx = Session::new(&cli)?;
+    match cli.command {
+        Command::Discover(args) => discover(args, &ctx),
+        Command::Status(args) => status(args, &ctx),
+        Command::Review(args) => review(args),
+        Command::Approve(args) => approve(args, &ctx),
+        Command::Copy(args) => copy(args, &ctx),
+        Command::Verify(args) => verify(args, &ctx),
+        Command::Migrate(args) => migrate(args, &ctx),
+        Command::Retry(args) => retry(args, &ctx),
+        Command::Logs(args) => logs(args),
+        Command::Connections(args) => connections(args, &ctx),
+        Command::Connection(ConnectionCommand::Set(args)) => connection_set(args, &ctx),
+        Command::Connection(ConnectionCommand::SetSecret(args)) => {
+            connection_set_secret(args, &ctx)
+        }
+        Command::Rekey(args) => rekey(args, &ctx),
     }
-    let spec = handle.migration()?;
-    let [src, dst] = credentials::for_existing(handle, keys)?;
-    Ok((
-        open_backend(&spec.src, "source", src)?,
-        open_backend(&spec.dst, "destination", dst)?,
-    ))
 }
 
 fn parse_policy(text: &str) -> Result<Policy> {
@@ -240,43 +196,18 @@ fn approver() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// Runs discovery with progress; returns the summary and its timing.
-fn run_discovery(
-    handle: &StoreHandle,
-    src: Arc<dyn Backend>,
-    dst: Arc<dyn Backend>,
-    filter: &Filter,
-    workers: u16,
-) -> Result<(Summary, serde_json::Value)> {
-    let display: Arc<dyn DiscoveryProgress> = if std::io::stderr().is_terminal() {
+/// Progress for a discovery: bars on a terminal, lines otherwise.
+fn discovery_progress() -> Arc<dyn DiscoveryProgress> {
+    if std::io::stderr().is_terminal() {
         Arc::new(progress::Bars::new())
     } else {
         Arc::new(progress::Lines::new())
-    };
-    let progress = Arc::new(progress::Timed::new(display));
-    let options = DiscoverOptions {
-        workers: usize::from(workers),
-        ..DiscoverOptions::default()
-    };
-    let result = treeshift_engine::discover(handle, src, dst, filter, &options, progress.clone());
-    let timing = serde_json::json!({
-        "src_done_s": progress.done_secs(treeshift_core::Side::Src),
-        "dst_done_s": progress.done_secs(treeshift_core::Side::Dst),
-        "total_s": progress.elapsed_secs(),
-    });
-    drop(progress); // finishes the bars before the summary is printed
-    Ok((result?, timing))
+    }
 }
 
-fn log_approval(a: &treeshift_core::Approval) {
-    tracing::info!(by = %a.approved_by, policy = %a.policy, extras = a.extras.as_str(), plan = %a.plan_hash, items = a.items, "plan approved");
-}
-
-/// On a state file whose copy finished, starts a delta pass: both trees
-/// are walked again and the changes become a new plan to approve.
-fn start_next_pass(handle: &StoreHandle) -> Result<()> {
-    if let Some(pass) = handle.next_pass()? {
-        tracing::info!(pass, "delta pass started");
+/// Says that a delta pass started, if one did.
+fn start_next_pass(m: &Migration) -> Result<()> {
+    if let Some(pass) = m.start_next_pass()? {
         eprintln!(
             "treeshift: the copy of pass {} finished; pass {pass} walks both trees again for what changed",
             pass - 1
@@ -307,107 +238,93 @@ fn with_options(location: &str, options: &[String]) -> Result<String> {
     Ok(out)
 }
 
-/// What a discovery runs with.
-struct DiscoverySetup {
-    filter: Filter,
-    src: Arc<dyn Backend>,
-    dst: Arc<dyn Backend>,
-    mode: OpenMode,
-    /// The secrets both sides were opened with, to record.
-    secrets: credentials::ForDiscovery,
-}
-
-/// Opens the backends and the state file of a discovery.
-fn discovery_setup(args: &DiscoverArgs, keys: &KeyArgs) -> Result<DiscoverySetup> {
-    let spec = args.filter.spec();
-    let filter = Filter::new(&spec).map_err(usage)?;
-    let src_location = with_options(&args.src, &args.src_opt)?;
-    let dst_location = with_options(&args.dst, &args.dst_opt)?;
-    let secrets = credentials::for_discovery(
-        &args.state,
-        [&src_location, &dst_location],
-        [
-            args.src_secret_file.as_deref(),
-            args.dst_secret_file.as_deref(),
-        ],
-        keys,
-    )?;
-    let src = open_backend(&src_location, "source", secrets.secrets[0].clone())?;
-    let dst = open_backend(&dst_location, "destination", secrets.secrets[1].clone())?;
-    let spec = MigrationSpec {
-        src: src.describe(),
-        dst: dst.describe(),
-        filter: spec,
+/// Opens both backends and the state file of a discovery, and says which
+/// side's secrets could not be kept.
+fn prepare_discovery(args: &DiscoverArgs, ctx: &Session) -> Result<Migration> {
+    let keep: Keep = keep::resolve(
+        args.keep.owners.as_deref(),
+        args.keep.xattrs,
+        args.keep.acls,
+        args.keep.hard_links,
+    )
+    .map_err(|e| usage(format!("{e:#}")))?;
+    let request = DiscoveryRequest {
+        state: args.state.clone(),
+        src: with_options(&args.src, &args.src_opt)?,
+        dst: with_options(&args.dst, &args.dst_opt)?,
+        secret_files: [args.src_secret_file.clone(), args.dst_secret_file.clone()],
+        filter: args.filter.spec(),
         dst_case_insensitive: args.dst_case_insensitive,
-        keep: keep::within(
-            keep::resolve(
-                args.keep.owners.as_deref(),
-                args.keep.xattrs,
-                args.keep.acls,
-                args.keep.hard_links,
-            )
-            .map_err(|e| usage(format!("{e:#}")))?,
-            &src.capabilities(),
-            &dst.capabilities(),
-        ),
+        keep,
     };
-    Ok(DiscoverySetup {
-        filter,
-        src,
-        dst,
-        mode: OpenMode::CreateOrResume(Box::new(spec)),
-        secrets,
-    })
+    let m = Migration::prepare_discovery(&request, ctx.keys.clone(), ctx.limits)?;
+    logging::table().attach(m.handle().clone());
+    let not_kept: Vec<&str> = m
+        .secrets_not_kept()
+        .iter()
+        .map(|s| match s {
+            Side::Src => "source",
+            Side::Dst => "destination",
+        })
+        .collect();
+    if !not_kept.is_empty() {
+        eprintln!(
+            "treeshift: note: the {} secrets are read from the environment on every run, not kept: set {} (or give --passphrase-file) to seal them in the state file",
+            not_kept.join(" and "),
+            keys::MASTER_KEY_ENV
+        );
+    }
+    Ok(m)
 }
 
-fn discover(args: DiscoverArgs, keys: &KeyArgs) -> Result<Exit> {
-    let DiscoverySetup {
-        filter,
-        src,
-        dst,
-        mode,
-        secrets,
-    } = discovery_setup(&args, keys)?;
-    let fresh = !args.state.exists();
-    let (summary, timing) = with_store(&args.state, mode, |h| {
-        credentials::record(h, secrets, keys)?;
-        start_next_pass(h)?;
-        run_discovery(h, src, dst, &filter, args.workers)
-    })
-    .inspect_err(|e| forget_unstarted(&args.state, fresh, e))?;
+/// Runs `f` on a prepared discovery and closes it; a first discovery that
+/// could not start leaves no state file.
+fn with_discovery<T>(m: Migration, f: impl FnOnce(&Migration) -> Result<T>) -> Result<T> {
+    match f(&m) {
+        Ok(value) => {
+            close(m)?;
+            Ok(value)
+        }
+        Err(e) => {
+            logging::table().detach();
+            match e.downcast_ref::<LifecycleError>() {
+                Some(le) => m.close_after(le),
+                None => drop(m),
+            }
+            Err(e)
+        }
+    }
+}
+
+fn discover(args: DiscoverArgs, ctx: &Session) -> Result<Exit> {
+    let m = prepare_discovery(&args, ctx)?;
+    let (report, calls) = with_discovery(m, |m| {
+        start_next_pass(m)?;
+        let report = m.discover(usize::from(args.workers), discovery_progress(), &ctx.cancel)?;
+        Ok((report, m.calls()))
+    })?;
     if args.json {
-        let mut value = serde_json::to_value(&summary)?;
-        value["timing"] = timing;
-        value["calls"] = calls();
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        print_json(&serde_json::json!({ "calls": calls }), Some(&report))?;
     } else {
-        output::print_summary(&summary, &args.state);
+        output::print_summary(&report.summary, &args.state);
     }
-    Ok(exit_for(summary.failed + summary.invalid_name > 0))
+    Ok(exit_for(
+        report.summary.failed + report.summary.invalid_name > 0,
+    ))
 }
 
-/// A first discovery that could not start (a root missing, not a folder,
-/// or unreachable: a wrong bucket, credentials or endpoint) leaves no state
-/// file behind. It recorded nothing but the migration's locations, and a
-/// run with the location corrected would be refused as another
-/// migration's.
-fn forget_unstarted(state: &Path, fresh: bool, e: &anyhow::Error) {
-    let unstarted = e.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<EngineError>(),
-            Some(
-                EngineError::Root { .. }
-                    | EngineError::SrcRootMissing(_)
-                    | EngineError::RootNotFolder { .. }
-            )
-        )
-    });
-    if fresh && unstarted {
-        let mut wal = state.as_os_str().to_owned();
-        wal.push(".wal");
-        let _ = std::fs::remove_file(state);
-        let _ = std::fs::remove_file(wal);
+/// Prints `value` as pretty JSON, with the fields of `first` before its
+/// own (a typed result with what this command adds).
+fn print_json(extra: &serde_json::Value, first: Option<&impl serde::Serialize>) -> Result<()> {
+    let mut value = match first {
+        Some(v) => serde_json::to_value(v)?,
+        None => serde_json::json!({}),
+    };
+    if let (Some(out), Some(more)) = (value.as_object_mut(), extra.as_object()) {
+        out.extend(more.clone());
     }
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
 }
 
 fn exit_for(failed_items: bool) -> Exit {
@@ -418,23 +335,17 @@ fn exit_for(failed_items: bool) -> Exit {
     }
 }
 
-fn approve(args: ApproveArgs) -> Result<Exit> {
+fn approve(args: ApproveArgs, ctx: &Session) -> Result<Exit> {
     let policy = parse_policy(&args.policy)?;
     let extras = args.extras.parse::<Extras>().map_err(usage)?;
-    let (approval, cost) = with_store(&args.state, OpenMode::Existing, |h| {
-        let approval = h.approve(policy, extras, &approver())?;
-        log_approval(&approval);
-        let migration = h.migration()?;
-        let estimate = h.estimate(output::CopyCost::part_size(&migration))?;
-        Ok((approval, output::CopyCost::of(&migration, &estimate)))
+    let report = with_migration(ctx.open(&args.state)?, |m| {
+        Ok(m.approve(policy, extras, &approver())?)
     })?;
     if args.json {
-        let mut value = serde_json::to_value(&approval)?;
-        value["cost"] = serde_json::to_value(&cost)?;
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        output::print_approval(&approval);
-        if let Some(cost) = &cost {
+        output::print_approval(&report.approval);
+        if let Some(cost) = &report.cost {
             output::print_cost(cost);
         }
         println!("next: treeshift copy --state {}", args.state.display());
@@ -442,136 +353,99 @@ fn approve(args: ApproveArgs) -> Result<Exit> {
     Ok(Exit::Done)
 }
 
-fn run_copy(handle: &StoreHandle, workers: u16, keys: &KeyArgs) -> Result<CopySummary> {
-    let (src, dst) = migration_backends(handle, keys)?;
-    let options = CopyOptions {
-        workers: usize::from(workers),
-        ..CopyOptions::default()
-    };
-    let progress = progress::Transfer::new("copy", true);
-    Ok(treeshift_engine::copy(
-        handle, src, dst, &options, &progress,
-    )?)
-}
-
-fn run_verify(
-    handle: &StoreHandle,
-    checksum: bool,
-    workers: u16,
-    keys: &KeyArgs,
-) -> Result<VerifySummary> {
-    let (src, dst) = migration_backends(handle, keys)?;
-    let progress = progress::Transfer::new("verify", false);
-    Ok(treeshift_engine::verify(
-        handle,
-        src,
-        dst,
-        checksum,
-        usize::from(workers),
-        &progress,
-    )?)
-}
-
-fn copy(args: CopyArgs, keys: &KeyArgs) -> Result<Exit> {
-    let summary = with_store(&args.state, OpenMode::Existing, |h| {
-        run_copy(h, args.workers, keys)
+fn copy(args: CopyArgs, ctx: &Session) -> Result<Exit> {
+    let (summary, calls) = with_migration(ctx.open(&args.state)?, |m| {
+        let progress = progress::Transfer::new("copy", true);
+        let summary = m.copy(usize::from(args.workers), &progress, &ctx.cancel)?;
+        Ok((summary, m.calls()))
     })?;
     if args.json {
-        let mut value = serde_json::to_value(&summary)?;
-        value["calls"] = calls();
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        print_json(&serde_json::json!({ "calls": calls }), Some(&summary))?;
     } else {
         output::print_copy(&summary, &args.state);
     }
     Ok(exit_for(summary.failed + summary.changed > 0))
 }
 
-fn retry(args: RetryArgs, keys: &KeyArgs) -> Result<Exit> {
+fn retry(args: RetryArgs, ctx: &Session) -> Result<Exit> {
     let prefix = args
         .path
         .as_deref()
         .map(|p| RelPath::from_bytes(p.trim_matches('/').as_bytes().to_vec()));
     let discovery = args.phase != Some(RetryPhase::Copy);
     let copying = args.phase != Some(RetryPhase::Discovery);
-    with_store(&args.state, OpenMode::Existing, |h| {
+    with_migration(ctx.open(&args.state)?, |m| {
         let mut report = serde_json::json!({});
         let mut problems = 0;
         if discovery {
-            let requeued = h.requeue_failed_folders(prefix.clone())?;
-            tracing::info!(
-                src = requeued.src,
-                dst = requeued.dst,
-                "retry sweep: failed folders re-queued"
-            );
-            let progress = h.progress()?;
+            let swept = m.retry_discovery(
+                prefix.clone(),
+                usize::from(args.workers),
+                discovery_progress(),
+                &ctx.cancel,
+            )?;
             if !args.json {
+                let r = swept.requeued;
                 println!(
                     "re-queued {} failed folders ({} source, {} destination)",
-                    output::thousands(requeued.total()),
-                    output::thousands(requeued.src),
-                    output::thousands(requeued.dst)
+                    output::thousands(r.total()),
+                    output::thousands(r.src),
+                    output::thousands(r.dst)
                 );
-            }
-            let mut value = serde_json::json!({ "requeued": requeued });
-            if !(progress.src_done && progress.dst_done) {
-                let spec = h.migration()?;
-                let filter = Filter::new(&spec.filter).map_err(usage)?;
-                let (src, dst) = migration_backends(h, keys)?;
-                let (summary, _) = run_discovery(h, src, dst, &filter, args.workers)?;
-                if !args.json {
-                    output::print_summary(&summary, &args.state);
+                if let Some(summary) = &swept.summary {
+                    output::print_summary(summary, &args.state);
                 }
-                problems += summary.failed;
-                value["summary"] = serde_json::to_value(&summary)?;
             }
-            report["discovery"] = value;
+            problems += swept.summary.as_ref().map_or(0, |s| s.failed);
+            report["discovery"] = serde_json::to_value(&swept)?;
         }
         if copying {
-            if !discovery && h.approval()?.is_none() {
-                return Err(EngineError::ApprovalRequired(StoreError::NotApproved).into());
+            if !discovery {
+                m.require_approval()?;
             }
-            let extended = h.extend_approval().map_err(EngineError::approval)?;
-            if let Some(added) = extended {
-                let requeued = h.requeue_failed_copies(prefix)?;
-                tracing::info!(
-                    requeued,
-                    approval_extended = added,
-                    "retry sweep: failed copies re-queued"
-                );
-                let summary = run_copy(h, args.workers, keys)?;
-                if !args.json {
-                    if added > 0 {
+            let progress = progress::Transfer::new("copy", true);
+            match m.retry_copy(prefix, usize::from(args.workers), &progress, &ctx.cancel)? {
+                Some(swept) => {
+                    if !args.json {
+                        if swept.approval_extended > 0 {
+                            println!(
+                                "approval extended to {} new items (created under the approved policy)",
+                                output::thousands(swept.approval_extended)
+                            );
+                        }
                         println!(
-                            "approval extended to {} new items (created under the approved policy)",
-                            output::thousands(added)
+                            "re-queued {} failed copies",
+                            output::thousands(swept.requeued)
                         );
+                        output::print_copy(&swept.summary, &args.state);
                     }
-                    println!("re-queued {} failed copies", output::thousands(requeued));
-                    output::print_copy(&summary, &args.state);
+                    problems += swept.summary.failed + swept.summary.changed;
+                    report["copy"] = serde_json::to_value(&swept)?;
                 }
-                problems += summary.failed + summary.changed;
-                let mut value = serde_json::to_value(&summary)?;
-                value["requeued"] = requeued.into();
-                value["approval_extended"] = added.into();
-                report["copy"] = value;
-            } else if !args.json {
-                println!(
+                None if !args.json => println!(
                     "nothing approved yet: review the plan (treeshift review --state {0}) and approve it (treeshift approve --state {0})",
                     args.state.display()
-                );
+                ),
+                None => {}
             }
         }
         if args.json {
-            report["calls"] = calls();
+            report["calls"] = serde_json::to_value(m.calls())?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Ok(exit_for(problems > 0))
     })
 }
 
-fn verify(args: VerifyArgs, keys: &KeyArgs) -> Result<Exit> {
-    let summary = with_store(&args.state, OpenMode::Existing, |h| {
-        run_verify(h, args.checksum, args.workers, keys)
+fn verify(args: VerifyArgs, ctx: &Session) -> Result<Exit> {
+    let summary = with_migration(ctx.open(&args.state)?, |m| {
+        let progress = progress::Transfer::new("verify", false);
+        Ok(m.verify(
+            args.checksum,
+            usize::from(args.workers),
+            &progress,
+            &ctx.cancel,
+        )?)
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -581,24 +455,17 @@ fn verify(args: VerifyArgs, keys: &KeyArgs) -> Result<Exit> {
     Ok(exit_for(summary.mismatch + summary.failed > 0))
 }
 
-fn migrate(args: MigrateArgs, keys: &KeyArgs) -> Result<Exit> {
+fn migrate(args: MigrateArgs, ctx: &Session) -> Result<Exit> {
     let policy = parse_policy(&args.policy)?;
     let extras = args.extras.parse::<Extras>().map_err(usage)?;
     let d = &args.discover;
-    let DiscoverySetup {
-        filter,
-        src,
-        dst,
-        mode,
-        secrets,
-    } = discovery_setup(d, keys)?;
-    let fresh = !d.state.exists();
-    with_store(&d.state, mode, |h| {
-        credentials::record(h, secrets, keys)?;
-        start_next_pass(h)?;
-        let (summary, timing) = run_discovery(h, src, dst, &filter, d.workers)?;
+    let m = prepare_discovery(d, ctx)?;
+    with_discovery(m, |m| {
+        start_next_pass(m)?;
+        let workers = usize::from(d.workers);
+        let discovered = m.discover(workers, discovery_progress(), &ctx.cancel)?;
         if !d.json {
-            output::print_summary(&summary, &d.state);
+            output::print_summary(&discovered.summary, &d.state);
         }
         if !args.yes {
             eprintln!(
@@ -607,33 +474,32 @@ fn migrate(args: MigrateArgs, keys: &KeyArgs) -> Result<Exit> {
             );
             return Ok(Exit::Approval);
         }
-        let approval = h.approve(policy, extras, &approver())?;
-        log_approval(&approval);
+        let approved = m.approve(policy, extras, &approver())?;
         if !d.json {
-            output::print_approval(&approval);
+            output::print_approval(&approved.approval);
         }
-        let copied = run_copy(h, d.workers, keys)?;
+        let copied = m.copy(workers, &progress::Transfer::new("copy", true), &ctx.cancel)?;
         if !d.json {
             output::print_copy(&copied, &d.state);
         }
-        let verified = run_verify(h, args.checksum, d.workers, keys)?;
+        let progress = progress::Transfer::new("verify", false);
+        let verified = m.verify(args.checksum, workers, &progress, &ctx.cancel)?;
         if d.json {
-            let mut discovery = serde_json::to_value(&summary)?;
-            discovery["timing"] = timing;
             let value = serde_json::json!({
-                "discovery": discovery,
-                "approval": approval,
+                "discovery": discovered,
+                "approval": approved.approval,
                 "copy": copied,
                 "verify": verified,
-                "calls": calls(),
+                "calls": m.calls(),
             });
             println!("{}", serde_json::to_string_pretty(&value)?);
         } else {
             output::print_verify(&verified, &d.state);
         }
+        let s = &discovered.summary;
         Ok(exit_for(
-            summary.failed
-                + summary.invalid_name
+            s.failed
+                + s.invalid_name
                 + copied.failed
                 + copied.changed
                 + verified.mismatch
@@ -641,81 +507,147 @@ fn migrate(args: MigrateArgs, keys: &KeyArgs) -> Result<Exit> {
                 > 0,
         ))
     })
-    .inspect_err(|e| forget_unstarted(&d.state, fresh, e))
 }
 
-fn status(args: StatusArgs) -> Result<Exit> {
-    let (migration, phase, summary, approval, copied, verified, report) =
-        with_store(&args.state, OpenMode::Existing, |h| {
-            let approval = h.approval()?;
-            let (copied, verified) = if approval.is_some() {
-                (Some(h.copy_summary()?), h.verify_summary()?)
-            } else {
-                (None, None)
-            };
-            let migration = h.migration()?;
-            let estimate = h.estimate(output::CopyCost::part_size(&migration))?;
-            let report = (estimate, h.task_errors()?, h.queue_stats()?);
-            Ok((
-                migration,
-                h.phase()?,
-                h.summary()?,
-                approval,
-                copied,
-                verified,
-                report,
-            ))
-        })?;
-    let (estimate, errors, rounds) = report;
-    let cost = output::CopyCost::of(&migration, &estimate);
+fn status(args: StatusArgs, ctx: &Session) -> Result<Exit> {
+    let report = with_migration(ctx.open(&args.state)?, |m| Ok(m.status()?))?;
     if args.json {
-        let mut value = serde_json::to_value(&summary)?;
-        value["phase"] = phase.into();
-        value["src_location"] = migration.src.into();
-        value["dst_location"] = migration.dst.into();
-        value["filter"] = serde_json::to_value(&migration.filter)?;
-        value["dst_case_insensitive"] = migration.dst_case_insensitive.into();
-        value["approval"] = serde_json::to_value(&approval)?;
-        value["copy"] = serde_json::to_value(&copied)?;
-        value["verify"] = serde_json::to_value(&verified)?;
-        value["estimate"] = serde_json::to_value(&estimate)?;
-        value["cost"] = serde_json::to_value(&cost)?;
-        value["errors"] = serde_json::to_value(&errors)?;
-        value["rounds"] = serde_json::to_value(&rounds)?;
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("migration: {} -> {}", migration.src, migration.dst);
-        if !migration.filter.is_empty() {
-            println!("filters:   {}", migration.filter.rules().join(", "));
+        println!(
+            "migration: {} -> {}",
+            report.src_location, report.dst_location
+        );
+        if !report.filter.is_empty() {
+            println!("filters:   {}", report.filter.rules().join(", "));
         }
-        if migration.dst_case_insensitive {
+        if report.dst_case_insensitive {
             println!("names:     the destination is case-insensitive (case clashes are excluded)");
         }
-        println!("phase:     {phase}");
-        output::print_summary(&summary, &args.state);
-        if let Some(a) = &approval {
+        println!("phase:     {}", report.phase);
+        output::print_summary(&report.summary, &args.state);
+        if let Some(a) = &report.approval {
             output::print_approval(a);
         }
-        if let Some(c) = &copied {
+        if let Some(c) = &report.copy {
             output::print_copy(c, &args.state);
         }
-        if let Some(v) = &verified {
+        if let Some(v) = &report.verify {
             output::print_verify(v, &args.state);
         }
-        output::print_estimate(&estimate);
-        if let Some(cost) = cost
+        output::print_estimate(&report.estimate);
+        if let Some(cost) = report
+            .cost
             .as_ref()
-            .filter(|_| estimate.files + estimate.folders > 0)
+            .filter(|_| report.estimate.files + report.estimate.folders > 0)
         {
             output::print_cost(cost);
         }
-        output::print_errors(&errors);
+        output::print_errors(&report.errors);
     }
-    let copy_problems = copied.map_or(0, |c| c.failed + c.changed);
-    let verify_problems = verified.map_or(0, |v| v.mismatch + v.failed);
-    Ok(exit_for(
-        summary.failed + summary.invalid_name + copy_problems + verify_problems > 0,
-    ))
+    Ok(exit_for(report.has_problems()))
+}
+
+fn side(arg: SideArg) -> Side {
+    match arg {
+        SideArg::Src => Side::Src,
+        SideArg::Dst => Side::Dst,
+    }
+}
+
+fn connections(args: ConnectionsArgs, ctx: &Session) -> Result<Exit> {
+    let (view, spec) = with_migration(ctx.open(&args.state)?, |m| {
+        Ok((
+            treeshift_lifecycle::connections::list(m.handle())?,
+            m.handle().migration()?,
+        ))
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(Exit::Done);
+    }
+    if view.connections.is_empty() {
+        println!("no connection recorded (the migration reads its secrets from the environment)");
+        println!("source:      {}", spec.src);
+        println!("destination: {}", spec.dst);
+        return Ok(Exit::Done);
+    }
+    for c in &view.connections {
+        println!("{} {} ({}) {}", c.side, c.id, c.kind, c.location);
+        match (c.secrets.is_empty(), c.takes_secrets) {
+            (true, true) => {
+                println!("    secrets: none kept (read from the environment on every run)")
+            }
+            (true, false) => println!("    secrets: none (it takes none)"),
+            _ => {}
+        }
+        for (name, masked) in &c.secrets {
+            println!("    {name}={masked}");
+        }
+        println!("    updated: {}", c.updated_at);
+    }
+    match view.sealed_under {
+        Some(kind) => println!("sealed under a {}", kind.replace('-', " ")),
+        None => println!("nothing sealed"),
+    }
+    Ok(Exit::Done)
+}
+
+fn connection_set(args: ConnectionSetArgs, ctx: &Session) -> Result<Exit> {
+    let side = side(args.side);
+    let names = with_migration(ctx.open(&args.state)?, |m| {
+        Ok(treeshift_lifecycle::connections::set(
+            m.handle(),
+            side,
+            args.secret_file.as_deref(),
+            ctx.keys.as_ref(),
+        )?)
+    })?;
+    println!("{side}: sealed {}", names.join(", "));
+    Ok(Exit::Done)
+}
+
+fn connection_set_secret(args: SetSecretArgs, ctx: &Session) -> Result<Exit> {
+    let side = side(args.side);
+    with_migration(ctx.open(&args.state)?, |m| {
+        let value = keys::read_value(&args.name)?;
+        Ok(treeshift_lifecycle::connections::set_secret(
+            m.handle(),
+            side,
+            &args.name,
+            value,
+            ctx.keys.as_ref(),
+        )?)
+    })?;
+    println!("{side}: sealed {}", args.name);
+    Ok(Exit::Done)
+}
+
+fn rekey(args: RekeyArgs, ctx: &Session) -> Result<Exit> {
+    let new_key = keys::new_key(&args)?;
+    let count = with_migration(ctx.open(&args.state)?, |m| {
+        Ok(treeshift_lifecycle::connections::rekey(
+            m.handle(),
+            ctx.keys.as_ref(),
+            &new_key,
+        )?)
+    })?;
+    println!(
+        "sealed {count} connection(s) under a new data key, wrapped under the new {}",
+        new_key.kind()
+    );
+    Ok(Exit::Done)
+}
+
+/// Opens the state file without logging to it (reading logs must not
+/// write any).
+fn read_store<T>(path: &Path, f: impl FnOnce(&StoreHandle) -> Result<T>) -> Result<T> {
+    let (store, _) = Store::open(path, OpenMode::Existing)?;
+    let result = f(&store.handle());
+    let closed = store.close();
+    let value = result?;
+    closed.context("closing the state file")?;
+    Ok(value)
 }
 
 fn review(args: ReviewArgs) -> Result<Exit> {
@@ -754,7 +686,7 @@ fn logs(args: LogsArgs) -> Result<Exit> {
     let mut after = 0;
     let mut told_busy = false;
     loop {
-        let read = open_store(&args.state, OpenMode::Existing, false, |h| {
+        let read = read_store(&args.state, |h| {
             let mut batch = h.logs(after, level, 10_000)?;
             while !batch.is_empty() {
                 for entry in &batch {

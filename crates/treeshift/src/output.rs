@@ -7,9 +7,10 @@ use crossbeam_channel::Receiver;
 use serde::Serialize;
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use treeshift_backend::remote::{CopyShape, RequestCosts, Requests};
+use treeshift_backend::remote::Requests;
 use treeshift_core::{Approval, CopySummary, Policy, Summary, VerifySummary, display_bytes};
-use treeshift_store::{Estimate, LogEntry, MigrationSpec, ReviewItem, TaskErrors};
+use treeshift_lifecycle::CopyCost;
+use treeshift_store::{Estimate, LogEntry, ReviewItem, TaskErrors};
 
 /// `1234567` → `1,234,567`.
 pub fn thousands(n: u64) -> String {
@@ -363,51 +364,6 @@ pub fn print_estimate(e: &Estimate) {
         _ => line.push_str("; no copy throughput measured yet"),
     }
     println!("{line}");
-}
-
-/// What the copy left will cost on each side that is remote storage, in
-/// requests by kind and bytes through the network.
-#[derive(Clone, Debug, Serialize)]
-pub struct CopyCost {
-    /// Requests to the source, if it is remote.
-    pub src: Option<Requests>,
-    /// Requests to the destination, if it is remote.
-    pub dst: Option<Requests>,
-    /// Bytes read from the source and written to the destination.
-    pub bytes: u64,
-}
-
-impl CopyCost {
-    /// The part size to estimate with: the destination's, where it has
-    /// multipart uploads.
-    pub fn part_size(migration: &MigrationSpec) -> u64 {
-        RequestCosts::of(&migration.dst).map_or(u64::MAX, |c| c.part_size)
-    }
-
-    /// The cost of `e` (estimated with [`CopyCost::part_size`]); `None`
-    /// when neither side is remote.
-    pub fn of(migration: &MigrationSpec, e: &Estimate) -> Option<CopyCost> {
-        let (src, dst) = (
-            RequestCosts::of(&migration.src),
-            RequestCosts::of(&migration.dst),
-        );
-        if src.is_none() && dst.is_none() {
-            return None;
-        }
-        let shape = CopyShape {
-            files: e.files,
-            large_files: e.large_files,
-            parts: e.parts,
-            folders: e.folders,
-            replaces: e.replaces,
-            creates_root: e.creates_root,
-        };
-        Some(CopyCost {
-            src: src.map(|c| c.as_source(&shape)),
-            dst: dst.map(|c| c.as_destination(&shape)),
-            bytes: e.bytes,
-        })
-    }
 }
 
 /// The cost of the copy left, where a side is remote.

@@ -177,58 +177,6 @@ impl DiscoveryProgress for Lines {
     }
 }
 
-/// Forwards to another reporter and notes when each side finished, for the
-/// `timing` block of `discover --json`.
-pub struct Timed {
-    inner: std::sync::Arc<dyn DiscoveryProgress>,
-    started: Instant,
-    done: [Mutex<Option<Duration>>; 2],
-}
-
-impl Timed {
-    /// Starts the clock.
-    pub fn new(inner: std::sync::Arc<dyn DiscoveryProgress>) -> Self {
-        Timed {
-            inner,
-            started: Instant::now(),
-            done: Default::default(),
-        }
-    }
-
-    /// Seconds from start until `side` finished (0 if it finished in an
-    /// earlier run, i.e. on resume).
-    pub fn done_secs(&self, side: Side) -> f64 {
-        self.done[idx(side)]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map_or(0.0, |d| d.as_secs_f64())
-    }
-
-    /// Seconds since start.
-    pub fn elapsed_secs(&self) -> f64 {
-        self.started.elapsed().as_secs_f64()
-    }
-}
-
-impl DiscoveryProgress for Timed {
-    fn round_started(&self, side: Side, round: u32, pending: u64) {
-        self.inner.round_started(side, round, pending);
-    }
-
-    fn folder_done(&self, side: Side, children: u64) {
-        self.inner.folder_done(side, children);
-    }
-
-    fn round_sealed(&self, side: Side, round: u32, done: bool) {
-        if done {
-            *self.done[idx(side)]
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(self.started.elapsed());
-        }
-        self.inner.round_sealed(side, round, done);
-    }
-}
-
 /// Copy and verify progress: a bar of bytes with rate and ETA on a TTY,
 /// a line every few seconds otherwise.
 pub struct Transfer {

@@ -5,25 +5,7 @@
 mod util;
 
 use std::time::Instant;
-use util::{Rng, all_items, make_tree, run, s, snapshot, status_json, temporaries};
-
-fn same_end_state(reference: &std::path::Path, resumed: &std::path::Path) {
-    // What depends on the run's timing: its phase name, per-round metrics,
-    // and when failures happened.
-    let strip = |mut v: serde_json::Value| {
-        let o = v.as_object_mut().unwrap();
-        o.remove("phase");
-        o.remove("rounds");
-        for e in o["errors"]["recent"].as_array_mut().unwrap() {
-            e.as_object_mut().unwrap().remove("at");
-        }
-        v
-    };
-    assert_eq!(strip(status_json(resumed)), strip(status_json(reference)));
-    let (want, got) = (all_items(reference), all_items(resumed));
-    assert_eq!(got.len(), want.len(), "item count");
-    assert_eq!(got, want);
-}
+use util::{Rng, make_tree, run, s, same_end_state, snapshot, status_json, temporaries};
 
 #[test]
 fn sim_discovery_survives_random_kills() {

@@ -300,8 +300,8 @@ impl Writer {
                 params![SCHEMA_VERSION.to_string(), format!("treeshift {}", env!("CARGO_PKG_VERSION"))],
             )?;
             conn.execute(
-                "INSERT INTO migrations (id, name, phase, src, dst, settings) VALUES (1, ?, 'created', ?, ?, ?)",
-                params![format!("{} -> {}", spec.src, spec.dst), spec.src, spec.dst, settings],
+                "INSERT INTO migrations (id, name, phase, src, dst, settings) VALUES (1, ?, ?, ?, ?, ?)",
+                params![format!("{} -> {}", spec.src, spec.dst), Phase::Created.as_str(), spec.src, spec.dst, settings],
             )?;
             Ok(())
         })

@@ -10,7 +10,7 @@ use super::{Writer, now_value};
 use crate::StoreError;
 use crate::schema::FOLDER;
 use duckdb::{Connection, params};
-use treeshift_core::Changes;
+use treeshift_core::{Changes, Phase};
 
 /// Tables of delta passes. Created on open when missing, so state files
 /// written before passes existed gain them without a new schema version.
@@ -107,12 +107,18 @@ impl Writer {
                 "DROP TABLE IF EXISTS {PREVIOUS_SRC}; \
                  ALTER TABLE src_nodes RENAME TO {PREVIOUS_SRC}; {src_nodes}"
             ))?;
-            tracing::debug!(ms = started.elapsed().as_millis() as u64, "pass: kept the source tree");
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                "pass: kept the source tree"
+            );
             for table in PASS_SCOPED {
                 let sql = ddl(table)?;
                 conn.execute_batch(&format!("DROP TABLE {table}; {sql}"))?;
             }
-            tracing::debug!(ms = started.elapsed().as_millis() as u64, "pass: emptied the tables");
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                "pass: emptied the tables"
+            );
             conn.execute(
                 "DELETE FROM meta WHERE key IN ('src_done', 'dst_done', 'pass')",
                 [],
@@ -122,8 +128,8 @@ impl Writer {
                 params![(pass + 1).to_string()],
             )?;
             conn.execute(
-                "UPDATE migrations SET approval = NULL, phase = 'created', updated_at = now() WHERE id = 1",
-                [],
+                "UPDATE migrations SET approval = NULL, phase = ?, updated_at = now() WHERE id = 1",
+                params![Phase::Created.as_str()],
             )?;
             Ok(())
         })?;

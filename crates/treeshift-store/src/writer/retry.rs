@@ -100,10 +100,7 @@ impl Writer {
                 [],
             )?;
             conn.execute("DELETE FROM meta WHERE key = 'dst_done'", [])?;
-            conn.execute(
-                "UPDATE migrations SET phase = 'discovering', updated_at = now() WHERE id = 1",
-                [],
-            )?;
+            super::rounds::mark_discovering(conn)?;
             Ok(())
         })?;
         Ok(requeued)

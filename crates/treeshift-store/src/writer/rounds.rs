@@ -125,6 +125,9 @@ impl Writer {
 
     pub(crate) fn begin_round(&mut self, side: Side, depth: u32) -> Result<u64, StoreError> {
         let (n, n1) = (depth, depth + 1);
+        // The frontier is read from the file: what a run stopped on request
+        // (not killed) listed of this round may still be buffered.
+        self.flush()?;
         // Nodes one level down exist at the start of a round only if a
         // listing was cut short (a crash): drop the children of every folder
         // of this round that has no `list` event and no recorded position;
@@ -305,10 +308,7 @@ impl Writer {
                     params![format!("{side}_done"), depth.to_string()],
                 )?;
                 if side == Side::Dst {
-                    conn.execute(
-                        "UPDATE migrations SET phase = 'discovered', updated_at = now() WHERE id = 1",
-                        [],
-                    )?;
+                    set_phase(conn, Phase::Discovered)?;
                 }
             }
             Ok((done, used))
@@ -394,9 +394,14 @@ pub(super) fn side_done_after(
 }
 
 pub(super) fn mark_discovering(conn: &Connection) -> Result<(), duckdb::Error> {
+    set_phase(conn, Phase::Discovering)
+}
+
+/// Records the phase, in the caller's transaction.
+pub(super) fn set_phase(conn: &Connection, phase: Phase) -> Result<(), duckdb::Error> {
     conn.execute(
-        "UPDATE migrations SET phase = 'discovering', updated_at = now() WHERE id = 1",
-        [],
+        "UPDATE migrations SET phase = ?, updated_at = now() WHERE id = 1",
+        params![phase.as_str()],
     )?;
     Ok(())
 }

@@ -724,3 +724,24 @@ pub fn rsync_differences_with(flags: &str, src: &Path, dst: &Path) -> Option<Vec
     )?;
     Some(out.lines().map(str::to_string).collect())
 }
+
+/// Asserts that a resumed run ended where an uninterrupted one did: the
+/// same status (but for what depends on timing: the phase name, per-round
+/// metrics, when failures happened) and the same items.
+pub fn same_end_state(reference: &Path, resumed: &Path) {
+    // What depends on the run's timing: its phase name, per-round metrics,
+    // and when failures happened.
+    let strip = |mut v: serde_json::Value| {
+        let o = v.as_object_mut().unwrap();
+        o.remove("phase");
+        o.remove("rounds");
+        for e in o["errors"]["recent"].as_array_mut().unwrap() {
+            e.as_object_mut().unwrap().remove("at");
+        }
+        v
+    };
+    assert_eq!(strip(status_json(resumed)), strip(status_json(reference)));
+    let (want, got) = (all_items(reference), all_items(resumed));
+    assert_eq!(got.len(), want.len(), "item count");
+    assert_eq!(got, want);
+}

@@ -5,23 +5,23 @@
 //! state file, and every later command opens them from there; without one
 //! they are read from the environment on every run, and a note says so.
 
-use crate::cli::KeyArgs;
-use crate::usage;
-use anyhow::{Context, Result};
-use std::io::{BufRead, IsTerminal, Read, Write};
+use crate::error::{LifecycleError, Result, input};
+use std::io::Read;
 use std::path::Path;
-use treeshift_core::{Secret, Secrets, Side};
+use treeshift_core::{Secrets, Side};
 use treeshift_store::{Keyring, OpenMode, Store, StoreError, StoreHandle, StoredConnection};
-use treeshift_vault::{DataKey, KeyKind, KeySource, VaultError, WrappedKey};
+use treeshift_vault::{DataKey, KeyKind, KeySource, WrappedKey};
 
-/// The environment variable of the master key.
-pub const MASTER_KEY_ENV: &str = "TREESHIFT_MASTER_KEY";
-/// The environment variable of the new master key, for `rekey`.
-pub const NEW_MASTER_KEY_ENV: &str = "TREESHIFT_NEW_MASTER_KEY";
+/// Where the key that opens (or seals) a migration's secrets comes from:
+/// the CLI reads an environment variable, a file or a terminal; a server
+/// its own configuration.
+pub trait Keys: Send + Sync {
+    /// The key-encryption key the user gave, if any. `sealed` is how the
+    /// state file's data key is wrapped, or `None` when a new one is made.
+    fn key(&self, sealed: Option<KeyKind>) -> Result<Option<KeySource>>;
 
-/// A wrong, missing or unusable key is the user's to fix: exit code 2.
-fn vault_error(e: VaultError) -> anyhow::Error {
-    usage(e)
+    /// How to give a key of `kind` (for the error that says none was).
+    fn how_to_give(&self, kind: KeyKind) -> String;
 }
 
 /// The migration's data key, opened (or made) for this command.
@@ -36,22 +36,22 @@ fn label(id: &str, side: Side) -> String {
 }
 
 impl Unlocked {
+    /// `secrets` sealed as the connection `id` of `side`.
     pub fn seal(&self, id: &str, side: Side, secrets: &Secrets) -> Result<Vec<u8>> {
-        self.key
-            .seal(&self.uid, &label(id, side), secrets)
-            .map_err(vault_error)
+        Ok(self.key.seal(&self.uid, &label(id, side), secrets)?)
     }
 
+    /// The secrets a stored connection holds.
     pub fn open(&self, row: &StoredConnection) -> Result<Secrets> {
-        self.key
-            .open(&self.uid, &label(&row.id, row.side), &row.sealed)
-            .map_err(vault_error)
+        Ok(self
+            .key
+            .open(&self.uid, &label(&row.id, row.side), &row.sealed)?)
     }
 
     /// A new data key for the migration, wrapped under `source`.
     pub fn create(source: &KeySource, uid: String) -> Result<(Unlocked, Keyring)> {
         let key = DataKey::generate();
-        let wrapped = key.wrap(source, &uid).map_err(vault_error)?;
+        let wrapped = key.wrap(source, &uid)?;
         let keyring = Keyring {
             migration_uid: uid.clone(),
             kek: source.kind().as_str().to_string(),
@@ -61,85 +61,18 @@ impl Unlocked {
     }
 }
 
-/// The first line of a file, as a passphrase.
-pub fn passphrase_from_file(path: &Path) -> Result<KeySource> {
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot read the passphrase file {}", path.display()))
-        .map_err(|e| usage(format!("{e:#}")))?;
-    let mut line = String::new();
-    std::io::BufReader::new(file)
-        .read_line(&mut line)
-        .with_context(|| format!("cannot read the passphrase file {}", path.display()))?;
-    let line = Secret::new(line.trim_end_matches(['\n', '\r']).to_string());
-    KeySource::passphrase(line).map_err(vault_error)
-}
-
-/// A line typed on the terminal without echo.
-pub fn ask_hidden(prompt: &str) -> Result<Secret> {
-    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
-    let mut tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-        .map_err(|e| usage(format!("no terminal to ask on ({e})")))?;
-    let before = tcgetattr(&tty).context("read the terminal's settings")?;
-    let mut quiet = before.clone();
-    quiet.local_modes.remove(LocalModes::ECHO);
-    tcsetattr(&tty, OptionalActions::Flush, &quiet).context("turn the terminal's echo off")?;
-    let _ = write!(tty, "{prompt}");
-    let _ = tty.flush();
-    let mut line = String::new();
-    let read = std::io::BufReader::new(&tty).read_line(&mut line);
-    let _ = tcsetattr(&tty, OptionalActions::Flush, &before);
-    let _ = writeln!(tty);
-    read.context("read from the terminal")?;
-    Ok(Secret::new(line.trim_end_matches(['\n', '\r']).to_string()))
-}
-
-/// A passphrase asked on the terminal; twice when it is a new one.
-pub fn ask_passphrase(what: &str, confirm: bool) -> Result<KeySource> {
-    let first = ask_hidden(&format!("{what}: "))?;
-    if confirm && ask_hidden(&format!("{what} (again): "))? != first {
-        return Err(usage("the two passphrases differ"));
-    }
-    KeySource::passphrase(first).map_err(vault_error)
-}
-
-/// The key-encryption key the user gave: a passphrase file, a passphrase
-/// asked for, or the master key in the environment. A passphrase is
-/// asked unasked when the secrets are sealed under one and a terminal is
-/// there.
-pub fn given_key(keys: &KeyArgs, sealed: Option<KeyKind>) -> Result<Option<KeySource>> {
-    if let Some(file) = &keys.passphrase_file {
-        return passphrase_from_file(file).map(Some);
-    }
-    let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-    if keys.ask_passphrase || (sealed == Some(KeyKind::Passphrase) && terminal) {
-        return ask_passphrase("passphrase", sealed.is_none()).map(Some);
-    }
-    match std::env::var(MASTER_KEY_ENV) {
-        Ok(text) if !text.is_empty() => KeySource::master_key(&text, MASTER_KEY_ENV)
-            .map(Some)
-            .map_err(vault_error),
-        _ => Ok(None),
-    }
-}
-
 /// Opens the data key a state file holds.
-pub fn unlock(keyring: &Keyring, keys: &KeyArgs, state: &Path) -> Result<Unlocked> {
+pub fn unlock(keyring: &Keyring, keys: &dyn Keys, state: &Path) -> Result<Unlocked> {
     let wrapped = WrappedKey(keyring.wrapped.clone());
-    let kind = wrapped.kind().map_err(vault_error)?;
-    let Some(source) = given_key(keys, Some(kind))? else {
-        let how = match kind {
-            KeyKind::MasterKey => format!("set {MASTER_KEY_ENV}"),
-            KeyKind::Passphrase => "give --passphrase-file FILE or --ask-passphrase".to_string(),
-        };
-        return Err(usage(format!(
-            "this migration's secrets are sealed in {} under a {kind}, and none was given: {how}",
-            state.display()
+    let kind = wrapped.kind()?;
+    let Some(source) = keys.key(Some(kind))? else {
+        return Err(input(format!(
+            "this migration's secrets are sealed in {} under a {kind}, and none was given: {}",
+            state.display(),
+            keys.how_to_give(kind)
         )));
     };
-    let key = DataKey::unwrap(&wrapped, &source, &keyring.migration_uid).map_err(vault_error)?;
+    let key = DataKey::unwrap(&wrapped, &source, &keyring.migration_uid)?;
     Ok(Unlocked {
         uid: keyring.migration_uid.clone(),
         key,
@@ -161,7 +94,7 @@ pub fn kind_of(location: &str) -> &str {
 /// A location's secrets: from a secret file when one is given, else from
 /// the environment.
 pub fn gather(location: &str, secret_file: Option<&Path>) -> Result<Secrets> {
-    let backend_error = |e: treeshift_backend::BackendError| usage(e);
+    let backend_error = input;
     let Some(file) = secret_file else {
         let env = |name: &str| std::env::var(name).ok();
         return treeshift_backend::gather_secrets(location, &env).map_err(backend_error);
@@ -171,7 +104,7 @@ pub fn gather(location: &str, secret_file: Option<&Path>) -> Result<Secrets> {
     std::fs::File::open(file)
         .and_then(|mut f| f.read_to_string(&mut text))
         .map_err(|e| {
-            usage(format!(
+            input(format!(
                 "cannot read the secret file {}: {e}",
                 file.display()
             ))
@@ -183,7 +116,7 @@ pub fn gather(location: &str, secret_file: Option<&Path>) -> Result<Secrets> {
             continue;
         }
         let Some((name, value)) = line.split_once('=') else {
-            return Err(usage(format!(
+            return Err(input(format!(
                 "{}: line {}: expected NAME=VALUE",
                 file.display(),
                 n + 1
@@ -198,7 +131,7 @@ pub fn gather(location: &str, secret_file: Option<&Path>) -> Result<Secrets> {
             } else {
                 format!("it takes {}", names.join(", "))
             };
-            return Err(usage(format!(
+            return Err(input(format!(
                 "{}: line {}: {name} is not a secret of {location} ({takes})",
                 file.display(),
                 n + 1
@@ -224,7 +157,7 @@ fn sealed_row(rows: &[StoredConnection], side: Side) -> Option<&StoredConnection
 /// The secrets of both sides of a migration whose state file is open
 /// (copy, retry, verify): sealed ones where the file holds them, else the
 /// environment's.
-pub fn for_existing(handle: &StoreHandle, keys: &KeyArgs) -> Result<[Secrets; 2]> {
+pub fn for_existing(handle: &StoreHandle, keys: &dyn Keys) -> Result<[Secrets; 2]> {
     let spec = handle.migration()?;
     let rows = handle.connections()?;
     let unlocked = match rows.iter().any(|r| !r.secret_names.is_empty()) {
@@ -244,9 +177,9 @@ pub fn for_existing(handle: &StoreHandle, keys: &KeyArgs) -> Result<[Secrets; 2]
     Ok(out)
 }
 
-fn unlock_from(handle: &StoreHandle, keys: &KeyArgs) -> Result<Unlocked> {
+fn unlock_from(handle: &StoreHandle, keys: &dyn Keys) -> Result<Unlocked> {
     let keyring = handle.keyring()?.ok_or_else(|| {
-        anyhow::anyhow!("the state file holds sealed connections but no key record: it was altered")
+        input("the state file holds sealed connections but no key record: it was altered")
     })?;
     unlock(&keyring, keys, handle.path())
 }
@@ -268,7 +201,7 @@ pub fn for_discovery(
     state: &Path,
     locations: [&str; 2],
     secret_files: [Option<&Path>; 2],
-    keys: &KeyArgs,
+    keys: &dyn Keys,
 ) -> Result<ForDiscovery> {
     let (keyring, rows) = match Store::open(state, OpenMode::Existing) {
         Ok((store, _)) => {
@@ -283,7 +216,7 @@ pub fn for_discovery(
         // created it left empty; a file that is another program's is
         // refused by the open that follows, in its own words.
         Err(StoreError::Missing(_) | StoreError::NotAStateFile { .. }) => (None, Vec::new()),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(LifecycleError::Store(e)),
     };
     let mut out = ForDiscovery {
         secrets: [Secrets::new(), Secrets::new()],
@@ -312,8 +245,9 @@ pub fn for_discovery(
 
 /// Records both sides' connections in the opened state file: the secrets
 /// given now are sealed (under the migration's data key, made on first
-/// use) when a key was given; without one, a note says they were not kept.
-pub fn record(handle: &StoreHandle, chosen: ForDiscovery, keys: &KeyArgs) -> Result<()> {
+/// use) when a key was given. Returns the sides whose secrets were not
+/// kept, for want of a key (they are read from the environment each run).
+pub fn record(handle: &StoreHandle, chosen: ForDiscovery, keys: &dyn Keys) -> Result<Vec<Side>> {
     let spec = handle.migration()?;
     let rows = handle.connections()?;
     let mut keyring = handle.keyring()?;
@@ -344,7 +278,7 @@ pub fn record(handle: &StoreHandle, chosen: ForDiscovery, keys: &KeyArgs) -> Res
             if unlocked.is_none() {
                 unlocked = match keyring.take() {
                     Some(k) => Some(unlock(&k, keys, handle.path())?),
-                    None => match given_key(keys, None)? {
+                    None => match keys.key(None)? {
                         Some(source) => {
                             let (u, k) =
                                 Unlocked::create(&source, treeshift_vault::new_migration_uid())?;
@@ -373,21 +307,8 @@ pub fn record(handle: &StoreHandle, chosen: ForDiscovery, keys: &KeyArgs) -> Res
         }
         save.push(row);
     }
-    if !not_kept.is_empty() {
-        let sides: Vec<&str> = not_kept
-            .iter()
-            .map(|s| match s {
-                Side::Src => "source",
-                Side::Dst => "destination",
-            })
-            .collect();
-        eprintln!(
-            "treeshift: note: the {} secrets are read from the environment on every run, not kept: set {MASTER_KEY_ENV} (or give --passphrase-file) to seal them in the state file",
-            sides.join(" and ")
-        );
-    }
     if !save.is_empty() || new_keyring.is_some() {
         handle.save_credentials(new_keyring, save)?;
     }
-    Ok(())
+    Ok(not_kept)
 }
