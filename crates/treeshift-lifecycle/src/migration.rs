@@ -278,6 +278,23 @@ impl Migration {
     /// Approves the current plan under `policy`.
     pub fn approve(&self, policy: Policy, extras: Extras, by: &str) -> Result<ApprovalReport> {
         let approval = self.handle.approve(policy, extras, by)?;
+        self.approved(approval)
+    }
+
+    /// Approves the plan `policy` gives only if it is the one whose hash
+    /// the approver was shown (a plan that changed since is refused).
+    pub fn approve_seen(
+        &self,
+        policy: Policy,
+        extras: Extras,
+        by: &str,
+        plan_hash: &str,
+    ) -> Result<ApprovalReport> {
+        let approval = self.handle.approve_seen(policy, extras, by, plan_hash)?;
+        self.approved(approval)
+    }
+
+    fn approved(&self, approval: treeshift_core::Approval) -> Result<ApprovalReport> {
         tracing::info!(by = %approval.approved_by, policy = %approval.policy, extras = approval.extras.as_str(), plan = %approval.plan_hash, items = approval.items, "plan approved");
         let migration = self.handle.migration()?;
         let estimate = self.handle.estimate(CopyCost::part_size(&migration))?;

@@ -445,6 +445,35 @@ pub struct StoreHandle {
     path: Arc<PathBuf>,
 }
 
+/// What an approval of a policy would cover, before it is given.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PlanPreview {
+    /// The policy.
+    pub policy: Policy,
+    /// What happens to extras.
+    pub extras: Extras,
+    /// The plan's hash, which an approval must name.
+    pub plan_hash: String,
+    /// Items the plan holds.
+    pub items: u64,
+    /// Files (and symlinks) to copy.
+    pub files: u64,
+    /// Folders to create.
+    pub folders: u64,
+    /// Bytes to copy.
+    pub bytes: u64,
+    /// Items the policy leaves alone.
+    pub skipped: u64,
+    /// Destination items replaced.
+    pub replaces: u64,
+    /// Extras moved aside.
+    pub quarantines: u64,
+    /// Items whose metadata alone is set.
+    pub metadata: u64,
+    /// Further names of files with several.
+    pub links: u64,
+}
+
 /// A migration's data key as stored: wrapped under a key-encryption key
 /// that is not in the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -816,6 +845,20 @@ impl StoreHandle {
         self.call(move |w| w.review(select, &sink))
     }
 
+    /// One page of a review: at most `limit` items after `after` (a side
+    /// and a path, as the last item of the previous page gives), at or
+    /// under `prefix` if given. Pages are keyset pulls: each costs the
+    /// same wherever it is.
+    pub fn review_page(
+        &self,
+        select: ReviewSelect,
+        after: Option<(Side, RelPath)>,
+        prefix: Option<RelPath>,
+        limit: usize,
+    ) -> Result<Vec<ReviewItem>, StoreError> {
+        self.call(move |w| w.review_page(select, after.as_ref(), prefix.as_ref(), limit))
+    }
+
     /// Computes the plan for `policy` (and `extras`) and records its
     /// approval by `approved_by`. Refused before discovery finished, and
     /// once the copy of a different plan started.
@@ -826,7 +869,27 @@ impl StoreHandle {
         approved_by: &str,
     ) -> Result<Approval, StoreError> {
         let by = approved_by.to_string();
-        self.call(move |w| w.approve(policy, extras, &by))
+        self.call(move |w| w.approve(policy, extras, &by, None))
+    }
+
+    /// Like [`StoreHandle::approve`], only if the plan's hash is
+    /// `expected` (the plan the approver was shown); a plan that changed
+    /// since is refused with [`StoreError::PlanChanged`].
+    pub fn approve_seen(
+        &self,
+        policy: Policy,
+        extras: Extras,
+        approved_by: &str,
+        expected: &str,
+    ) -> Result<Approval, StoreError> {
+        let (by, expected) = (approved_by.to_string(), expected.to_string());
+        self.call(move |w| w.approve(policy, extras, &by, Some(&expected)))
+    }
+
+    /// The plan `policy` and `extras` would give now, with its hash: what
+    /// an approval would cover. Nothing is recorded.
+    pub fn preview_plan(&self, policy: Policy, extras: Extras) -> Result<PlanPreview, StoreError> {
+        self.call(move |w| w.preview_plan(policy, extras))
     }
 
     /// The recorded approval, if any, without checking it.

@@ -80,6 +80,24 @@ pub enum Command {
     /// Seal the migration's secrets under a new key (the old one no longer
     /// opens them).
     Rekey(RekeyArgs),
+    /// Serve the HTTP API over the migrations in a folder (one state file
+    /// each).
+    Serve(ServeArgs),
+}
+
+/// `serve --dir DIR`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The folder of the migrations' state files (NAME.duckdb).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The address to listen on; anything but loopback needs --token-file.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub listen: std::net::SocketAddr,
+    /// A file whose first line is the token every request must carry
+    /// (Authorization: Bearer TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `connections --state FILE`.

@@ -20,18 +20,23 @@ fn input(why: impl std::fmt::Display) -> LifecycleError {
     LifecycleError::Input(why.to_string())
 }
 
-/// The keys the command line gives.
-pub struct CliKeys(pub KeyArgs);
+/// The keys the command line gives; `interactive` lets it ask on the
+/// terminal (a server never does: a request would wait on it).
+pub struct CliKeys {
+    pub args: KeyArgs,
+    pub interactive: bool,
+}
 
 impl Keys for CliKeys {
     /// A passphrase is asked unasked when the secrets are sealed under
     /// one and a terminal is there.
     fn key(&self, sealed: Option<KeyKind>) -> Result<Option<KeySource>> {
-        if let Some(file) = &self.0.passphrase_file {
+        if let Some(file) = &self.args.passphrase_file {
             return passphrase_from_file(file).map(Some);
         }
-        let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-        if self.0.ask_passphrase || (sealed == Some(KeyKind::Passphrase) && terminal) {
+        let terminal =
+            self.interactive && std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+        if self.args.ask_passphrase || (sealed == Some(KeyKind::Passphrase) && terminal) {
             return ask_passphrase("passphrase", sealed.is_none()).map(Some);
         }
         master_key_from_env(MASTER_KEY_ENV)

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use cli::{
     ApproveArgs, Cli, Command, ConnectionCommand, ConnectionSetArgs, ConnectionsArgs, CopyArgs,
-    DiscoverArgs, LogsArgs, MigrateArgs, RekeyArgs, RetryArgs, RetryPhase, ReviewArgs,
+    DiscoverArgs, LogsArgs, MigrateArgs, RekeyArgs, RetryArgs, RetryPhase, ReviewArgs, ServeArgs,
     SetSecretArgs, SideArg, StatusArgs, VerifyArgs,
 };
 use keys::CliKeys;
@@ -123,7 +123,10 @@ impl Session {
             signal_hook::flag::register(signal, cancel.flag())?;
         }
         Ok(Session {
-            keys: Arc::new(CliKeys(cli.key.clone())),
+            keys: Arc::new(CliKeys {
+                args: cli.key.clone(),
+                interactive: !matches!(cli.command, Command::Serve(_)),
+            }),
             limits: Limits {
                 src_tps: cli.src_tps,
                 dst_tps: cli.dst_tps,
@@ -174,7 +177,49 @@ fn run(cli: Cli) -> Result<Exit> {
             connection_set_secret(args, &ctx)
         }
         Command::Rekey(args) => rekey(args, &ctx),
+        Command::Serve(args) => serve(args, &ctx),
     }
+}
+
+fn serve(args: ServeArgs, ctx: &Session) -> Result<Exit> {
+    if ctx.keys.args.ask_passphrase {
+        return Err(usage(
+            "serve asks nothing on a terminal: give --passphrase-file FILE or set TREESHIFT_MASTER_KEY",
+        ));
+    }
+    let token = match &args.token_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                usage(format!(
+                    "cannot read the token file {}: {e}",
+                    file.display()
+                ))
+            })?;
+            let token = text.lines().next().unwrap_or("").trim().to_string();
+            if token.len() < 16 {
+                return Err(usage(format!(
+                    "the token in {} is shorter than 16 characters",
+                    file.display()
+                )));
+            }
+            Some(token)
+        }
+        None => None,
+    };
+    let config = treeshift_server::Config {
+        dir: args.dir.clone(),
+        listen: args.listen,
+        token,
+        limits: ctx.limits,
+    };
+    treeshift_server::serve(config, ctx.keys.clone(), ctx.cancel.clone(), |addr| {
+        eprintln!(
+            "treeshift: serving {} on http://{addr}/api/migrations",
+            args.dir.display()
+        );
+    })
+    .map_err(usage)?;
+    Ok(Exit::Done)
 }
 
 fn parse_policy(text: &str) -> Result<Policy> {

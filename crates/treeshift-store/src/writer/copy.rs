@@ -11,8 +11,8 @@ use super::{ErrorRow, EventRow, Writer, exists, ix};
 use crate::error::Context;
 use crate::schema::{FOLDER, LEFT_OUT};
 use crate::{
-    CopyEvent, CopyPull, CopyTask, CopyTodo, DstSeen, FolderTime, ReviewSelect, StoreError,
-    VerifyEvent, VerifyTask,
+    CopyEvent, CopyPull, CopyTask, CopyTodo, DstSeen, FolderTime, PlanPreview, ReviewSelect,
+    StoreError, VerifyEvent, VerifyTask,
 };
 use duckdb::params;
 use treeshift_core::{
@@ -326,14 +326,46 @@ impl Writer {
         }
     }
 
+    /// The plan `policy` and `extras` would give, not recorded.
+    pub(crate) fn preview_plan(
+        &mut self,
+        policy: Policy,
+        extras: Extras,
+    ) -> Result<PlanPreview, StoreError> {
+        self.check_discovered()?;
+        let d = self.draft_plan(policy, extras)?;
+        Ok(PlanPreview {
+            policy,
+            extras,
+            plan_hash: d.hash,
+            items: d.items,
+            files: d.files,
+            folders: d.folders,
+            bytes: d.bytes,
+            skipped: d.skipped,
+            replaces: d.replaces,
+            quarantines: d.quarantines,
+            metadata: d.metadata,
+            links: d.links,
+        })
+    }
+
     pub(crate) fn approve(
         &mut self,
         policy: Policy,
         extras: Extras,
         by: &str,
+        expected_hash: Option<&str>,
     ) -> Result<Approval, StoreError> {
         self.check_discovered()?;
         let draft = self.draft_plan(policy, extras)?;
+        // What the approver saw must be what is approved.
+        if let Some(expected) = expected_hash.filter(|h| *h != draft.hash) {
+            return Err(StoreError::PlanChanged {
+                approved: expected.to_string(),
+                current: draft.hash,
+            });
+        }
         if let Some(old) = self.approval()? {
             let summary = self.copy_summary()?;
             let started = summary.copied + summary.failed + summary.changed + summary.copying > 0;

@@ -1,0 +1,532 @@
+//! The routes. Every handler checks the migration's name through the
+//! registry, runs the lifecycle's (blocking) calls off the async threads,
+//! and answers JSON.
+
+use crate::error::ApiError;
+use crate::jobs::{JobOptions, JobView, Op};
+use crate::registry::Registry;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+use treeshift_core::{FilterSpec, Keep, Owners, Phase, RelPath, Side, Status, display_bytes};
+use treeshift_lifecycle::{DiscoveryRequest, StatusReport};
+use treeshift_store::{ReviewItem, ReviewSelect};
+
+/// Request bodies are small JSON documents.
+const BODY_LIMIT: usize = 64 * 1024;
+/// Review rows per page, at most.
+const MAX_PAGE: usize = 5_000;
+/// How often progress events are sent.
+const EVENT_EVERY: Duration = Duration::from_millis(500);
+
+type Shared = Arc<Registry>;
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn router(registry: Shared, token: Option<String>) -> Router {
+    let api = Router::new()
+        .route("/api/migrations", get(list).post(create))
+        .route("/api/migrations/{name}", get(status))
+        .route("/api/migrations/{name}/jobs/{op}", post(start))
+        .route("/api/migrations/{name}/stop", post(stop))
+        .route("/api/migrations/{name}/plan", get(plan))
+        .route("/api/migrations/{name}/approve", post(approve))
+        .route("/api/migrations/{name}/review", get(review))
+        .route("/api/migrations/{name}/logs", get(logs))
+        .route("/api/migrations/{name}/events", get(events))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(registry);
+    let token: Arc<Option<String>> = Arc::new(token);
+    api.layer(middleware::from_fn(move |request: Request, next: Next| {
+        let token = token.clone();
+        async move { guard(token.as_ref().as_deref(), request, next).await }
+    }))
+}
+
+/// With a token, every request must carry it; compared in constant time.
+async fn guard(token: Option<&str>, request: Request, next: Next) -> Response {
+    if let Some(token) = token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let same: bool = given.as_bytes().ct_eq(token.as_bytes()).into();
+        if !same {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "a token is required: Authorization: Bearer TOKEN",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// A JSON body whose rejection (malformed, unknown field, too large) is
+/// answered as every other error: JSON with a message.
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(JsonBody(value)),
+            Err(r) => Err(ApiError::new(r.status(), r.body_text())),
+        }
+    }
+}
+
+/// A query string, its rejection answered as JSON.
+struct QueryArgs<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for QueryArgs<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(QueryArgs(value)),
+            Err(r) => Err(ApiError::new(r.status(), r.body_text())),
+        }
+    }
+}
+
+/// Path parameters, their rejection answered as JSON.
+struct PathArgs<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for PathArgs<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PathArgs(value)),
+            Err(r) => Err(ApiError::new(r.status(), r.body_text())),
+        }
+    }
+}
+
+/// Runs a blocking call off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {e}"),
+        )
+    })?
+}
+
+#[derive(serde::Serialize)]
+struct Listed {
+    name: String,
+    phase: Option<Phase>,
+    job: Option<JobView>,
+    interrupted: bool,
+    error: Option<String>,
+}
+
+/// Whether a migration was left in the middle of a run by a process that
+/// is gone (a server killed or restarted): its phase says a walk or a
+/// copy was going on, and no job of this server ran it.
+fn interrupted(phase: Phase, job: &Option<JobView>) -> bool {
+    matches!(phase, Phase::Discovering | Phase::Copying) && job.is_none()
+}
+
+async fn list(State(reg): State<Shared>) -> ApiResult<Json<Vec<Listed>>> {
+    blocking(move || {
+        let mut out = Vec::new();
+        for name in reg.names()? {
+            let slot = reg.slot(&name)?;
+            let job = slot.job().map(|j| j.view());
+            let phase = reg
+                .migration(&slot)
+                .and_then(|m| m.handle().phase().map_err(ApiError::from));
+            out.push(match phase {
+                Ok(phase) => Listed {
+                    name,
+                    phase: Some(phase),
+                    interrupted: interrupted(phase, &job),
+                    job,
+                    error: None,
+                },
+                Err(e) => Listed {
+                    name,
+                    phase: None,
+                    job,
+                    interrupted: false,
+                    error: Some(e.message),
+                },
+            });
+        }
+        Ok(Json(out))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Create {
+    name: String,
+    src: String,
+    dst: String,
+    #[serde(default)]
+    filter: FilterSpec,
+    #[serde(default)]
+    dst_case_insensitive: bool,
+    #[serde(default)]
+    keep_owners: bool,
+    #[serde(default)]
+    keep_xattrs: bool,
+    #[serde(default)]
+    keep_acls: bool,
+    #[serde(default)]
+    keep_hard_links: bool,
+}
+
+async fn create(State(reg): State<Shared>, JsonBody(c): JsonBody<Create>) -> ApiResult<Response> {
+    blocking(move || {
+        let slot = reg.slot(&c.name)?;
+        let request = DiscoveryRequest {
+            state: Default::default(),
+            src: c.src,
+            dst: c.dst,
+            secret_files: [None, None],
+            filter: c.filter,
+            dst_case_insensitive: c.dst_case_insensitive,
+            keep: Keep {
+                modes: true,
+                owners: if c.keep_owners {
+                    Owners::Keep
+                } else {
+                    Owners::Ignore
+                },
+                xattrs: c.keep_xattrs,
+                acls: c.keep_acls,
+                hard_links: c.keep_hard_links,
+            },
+        };
+        reg.create(&slot, request)?;
+        Ok((
+            StatusCode::CREATED,
+            Json(serde_json::json!({ "name": slot.name })),
+        )
+            .into_response())
+    })
+    .await
+}
+
+#[derive(serde::Serialize)]
+struct StatusView {
+    #[serde(flatten)]
+    status: StatusReport,
+    job: Option<JobView>,
+    interrupted: bool,
+}
+
+async fn status(
+    State(reg): State<Shared>,
+    PathArgs(name): PathArgs<String>,
+) -> ApiResult<Json<StatusView>> {
+    blocking(move || {
+        let slot = reg.slot(&name)?;
+        let m = reg.migration(&slot)?;
+        // The job first: a job seen ended has recorded all it did, so the
+        // status read after it shows it.
+        let job = slot.job().map(|j| j.view());
+        let status = m.status()?;
+        Ok(Json(StatusView {
+            interrupted: interrupted(status.phase, &job),
+            status,
+            job,
+        }))
+    })
+    .await
+}
+
+async fn start(
+    State(reg): State<Shared>,
+    PathArgs((name, op)): PathArgs<(String, String)>,
+    JsonBody(options): JsonBody<JobOptions>,
+) -> ApiResult<Response> {
+    let op = Op::parse(&op).ok_or_else(|| {
+        ApiError::not_found(format!("no job '{op}': discover, copy, verify or retry"))
+    })?;
+    blocking(move || {
+        let slot = reg.slot(&name)?;
+        let view = reg.start(&slot, op, options)?;
+        Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+    })
+    .await
+}
+
+async fn stop(State(reg): State<Shared>, PathArgs(name): PathArgs<String>) -> ApiResult<Response> {
+    blocking(move || {
+        let slot = reg.slot(&name)?;
+        let job = slot
+            .job()
+            .filter(|j| j.is_running())
+            .ok_or_else(|| ApiError::conflict(format!("{name} runs no job")))?;
+        job.cancel.cancel();
+        Ok((StatusCode::ACCEPTED, Json(job.view())).into_response())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanQuery {
+    #[serde(default = "default_policy")]
+    policy: String,
+    #[serde(default = "default_extras")]
+    extras: String,
+}
+
+fn default_policy() -> String {
+    "skip".into()
+}
+
+fn default_extras() -> String {
+    "leave".into()
+}
+
+async fn plan(
+    State(reg): State<Shared>,
+    PathArgs(name): PathArgs<String>,
+    QueryArgs(q): QueryArgs<PlanQuery>,
+) -> ApiResult<Response> {
+    let (policy, extras) =
+        crate::jobs::policy(&q.policy, &q.extras).map_err(ApiError::bad_request)?;
+    blocking(move || {
+        let slot = reg.slot(&name)?;
+        let m = reg.migration(&slot)?;
+        let preview = m.handle().preview_plan(policy, extras)?;
+        Ok(Json(preview).into_response())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Approve {
+    #[serde(default = "default_policy")]
+    policy: String,
+    #[serde(default = "default_extras")]
+    extras: String,
+    /// The hash of the plan the approver was shown (from `plan`).
+    plan_hash: String,
+    #[serde(default)]
+    approved_by: Option<String>,
+}
+
+async fn approve(
+    State(reg): State<Shared>,
+    PathArgs(name): PathArgs<String>,
+    JsonBody(a): JsonBody<Approve>,
+) -> ApiResult<Response> {
+    let (policy, extras) =
+        crate::jobs::policy(&a.policy, &a.extras).map_err(ApiError::bad_request)?;
+    blocking(move || {
+        let slot = reg.slot(&name)?;
+        reg.idle(&slot)?;
+        let m = reg.migration(&slot)?;
+        let by = a.approved_by.unwrap_or_else(|| "api".to_string());
+        let report = m.approve_seen(policy, extras, &by, &a.plan_hash)?;
+        let approval = &report.approval;
+        crate::jobs::record(
+            &m,
+            "INFO",
+            format!(
+                "plan approved by {by}: policy {}, extras {}, {} items, plan {}",
+                approval.policy,
+                approval.extras.as_str(),
+                approval.items,
+                approval.plan_hash
+            ),
+        );
+        Ok(Json(report).into_response())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewQuery {
+    #[serde(default = "default_status")]
+    status: String,
+    after: Option<String>,
+    prefix: Option<String>,
+    limit: Option<usize>,
+}
+
+fn default_status() -> String {
+    "all".into()
+}
+
+/// An opaque cursor: the side and the raw path of the last item, in hex.
+fn cursor(item: &ReviewItem) -> String {
+    let side = if item.side == Side::Src { "s" } else { "d" };
+    let hex: String = item
+        .path
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{side}{hex}")
+}
+
+fn parse_cursor(text: &str) -> Option<(Side, RelPath)> {
+    let side = match text.as_bytes().first()? {
+        b's' => Side::Src,
+        b'd' => Side::Dst,
+        _ => return None,
+    };
+    let hex = &text[1..];
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some((side, RelPath::from_bytes(bytes)))
+}
+
+fn select(status: &str) -> Result<ReviewSelect, ApiError> {
+    use treeshift_core::CopyStatus;
+    Ok(match status {
+        "all" => ReviewSelect::Actionable,
+        "failed" => ReviewSelect::Failed,
+        "changes" => ReviewSelect::Changes,
+        "copy-failed" => ReviewSelect::Copy(CopyStatus::Failed),
+        "mismatch" => ReviewSelect::VerifyProblems,
+        other => match (other.parse::<Status>(), other.parse::<CopyStatus>()) {
+            (Ok(st), _) => ReviewSelect::Status(st),
+            (_, Ok(cs)) => ReviewSelect::Copy(cs),
+            _ => return Err(ApiError::bad_request(format!("unknown status '{other}'"))),
+        },
+    })
+}
+
+async fn review(
+    State(reg): State<Shared>,
+    PathArgs(name): PathArgs<String>,
+    QueryArgs(q): QueryArgs<ReviewQuery>,
+) -> ApiResult<Response> {
+    let select = select(&q.status)?;
+    let after = match q.after.as_deref() {
+        Some(c) => {
+            Some(parse_cursor(c).ok_or_else(|| ApiError::bad_request("a malformed cursor"))?)
+        }
+        None => None,
+    };
+    let prefix = q
+        .prefix
+        .as_deref()
+        .map(|p| RelPath::from_bytes(p.trim_matches('/').as_bytes().to_vec()));
+    let limit = q.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
+    blocking(move || {
+        let slot = reg.slot(&name)?;
+        let m = reg.migration(&slot)?;
+        let items = m.handle().review_page(select, after, prefix, limit)?;
+        let next = (items.len() == limit)
+            .then(|| items.last().map(cursor))
+            .flatten();
+        let items: Vec<serde_json::Value> = items
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "side": i.side,
+                    "path": display_bytes(i.path.as_bytes()),
+                    "kind": i.kind.as_str(),
+                    "size": i.size,
+                    "mtime_ns": i.mtime_ns,
+                    "status": i.status,
+                    "reason": i.reason,
+                })
+            })
+            .collect();
+        Ok(Json(serde_json::json!({ "items": items, "next": next })).into_response())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    after: Option<i64>,
+    limit: Option<usize>,
+    level: Option<String>,
+}
+
+async fn logs(
+    State(reg): State<Shared>,
+    PathArgs(name): PathArgs<String>,
+    QueryArgs(q): QueryArgs<LogsQuery>,
+) -> ApiResult<Response> {
+    let level = q.level.unwrap_or_else(|| "INFO".into()).to_uppercase();
+    if !["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&level.as_str()) {
+        return Err(ApiError::bad_request(format!("unknown level '{level}'")));
+    }
+    let limit = q.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
+    blocking(move || {
+        let slot = reg.slot(&name)?;
+        let m = reg.migration(&slot)?;
+        let entries = m.handle().logs(q.after.unwrap_or(0), &level, limit)?;
+        let next = (entries.len() == limit)
+            .then(|| entries.last().map(|e| e.seq))
+            .flatten();
+        Ok(Json(serde_json::json!({ "entries": entries, "next": next })).into_response())
+    })
+    .await
+}
+
+/// Progress of the migration's job as server-sent events: `progress`
+/// every half second while it runs, then `done` with its outcome (or one
+/// `idle` when no job ever ran).
+async fn events(
+    State(reg): State<Shared>,
+    PathArgs(name): PathArgs<String>,
+) -> ApiResult<Response> {
+    let slot = reg.slot(&name)?;
+    let job = slot.job();
+    let stream = futures::stream::unfold((job, false), |(job, ended)| async move {
+        if ended {
+            return None;
+        }
+        let Some(job) = job else {
+            let event = Event::default().event("idle").data("{}");
+            return Some((Ok::<_, std::convert::Infallible>(event), (None, true)));
+        };
+        let view = job.view();
+        let data = serde_json::to_string(&view).unwrap_or_default();
+        if view.running {
+            tokio::time::sleep(EVENT_EVERY).await;
+            let event = Event::default().event("progress").data(data);
+            Some((Ok(event), (Some(job), false)))
+        } else {
+            let event = Event::default().event("done").data(data);
+            Some((Ok(event), (Some(job), true)))
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}

@@ -1,0 +1,290 @@
+//! A job: one lifecycle operation on a thread of its own, its progress
+//! counted as it goes, and its outcome once it ends.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use treeshift_core::{Extras, Policy, RelPath, Side};
+use treeshift_engine::{CopyProgress, DiscoveryProgress, VerifyProgress};
+use treeshift_lifecycle::{Cancel, LifecycleError, Migration};
+use treeshift_store::CopyTodo;
+
+/// The operations a job runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// Walk both trees (or go on walking them).
+    Discover,
+    /// Copy the approved plan.
+    Copy,
+    /// Check what was copied.
+    Verify,
+    /// Walk the failed folders again and copy the failed items again.
+    Retry,
+}
+
+impl Op {
+    pub fn parse(text: &str) -> Option<Op> {
+        match text {
+            "discover" => Some(Op::Discover),
+            "copy" => Some(Op::Copy),
+            "verify" => Some(Op::Verify),
+            "retry" => Some(Op::Retry),
+            _ => None,
+        }
+    }
+}
+
+/// How a job runs.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobOptions {
+    /// Workers (folders listed at once per side, or items copied at once).
+    pub workers: Option<usize>,
+    /// Verify: read and compare content too.
+    pub checksum: bool,
+    /// Retry: only at or under this path.
+    pub path: Option<String>,
+}
+
+/// What a job has done so far, counted by its progress callbacks.
+#[derive(Debug, Default)]
+pub struct Counts {
+    listed: [AtomicU64; 2],
+    rounds: [AtomicU64; 2],
+    items_total: AtomicU64,
+    items_done: AtomicU64,
+    bytes_total: AtomicU64,
+    bytes_done: AtomicU64,
+}
+
+/// A snapshot of [`Counts`].
+#[derive(Clone, Debug, Serialize)]
+pub struct CountsView {
+    pub src_folders_listed: u64,
+    pub dst_folders_listed: u64,
+    pub src_round: u64,
+    pub dst_round: u64,
+    pub items_total: u64,
+    pub items_done: u64,
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+}
+
+fn ix(side: Side) -> usize {
+    usize::from(side == Side::Dst)
+}
+
+impl Counts {
+    fn view(&self) -> CountsView {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CountsView {
+            src_folders_listed: get(&self.listed[0]),
+            dst_folders_listed: get(&self.listed[1]),
+            src_round: get(&self.rounds[0]),
+            dst_round: get(&self.rounds[1]),
+            items_total: get(&self.items_total),
+            items_done: get(&self.items_done),
+            bytes_total: get(&self.bytes_total),
+            bytes_done: get(&self.bytes_done),
+        }
+    }
+}
+
+impl DiscoveryProgress for Counts {
+    fn round_started(&self, side: Side, round: u32, _pending: u64) {
+        self.rounds[ix(side)].store(u64::from(round), Ordering::Relaxed);
+    }
+
+    fn folder_done(&self, side: Side, _children: u64) {
+        self.listed[ix(side)].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl CopyProgress for Counts {
+    fn start(&self, todo: &CopyTodo) {
+        self.items_total
+            .store(todo.files + todo.folders, Ordering::Relaxed);
+        self.bytes_total.store(todo.bytes, Ordering::Relaxed);
+    }
+
+    fn folder_done(&self) {
+        self.items_done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn file_done(&self, bytes: u64) {
+        self.items_done.fetch_add(1, Ordering::Relaxed);
+        self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+impl VerifyProgress for Counts {
+    fn start(&self, items: u64) {
+        self.items_total.store(items, Ordering::Relaxed);
+    }
+
+    fn item_done(&self, bytes: u64) {
+        self.items_done.fetch_add(1, Ordering::Relaxed);
+        self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// How a job ended.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum Outcome {
+    /// It finished; its report.
+    Done { report: serde_json::Value },
+    /// It was stopped on request; starting it again goes on.
+    Stopped,
+    /// It failed.
+    Failed { error: String },
+}
+
+/// One job.
+pub struct Job {
+    pub op: Op,
+    pub cancel: Cancel,
+    counts: Arc<Counts>,
+    started: Instant,
+    outcome: Mutex<Option<Outcome>>,
+}
+
+/// A job as the API shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobView {
+    pub op: Op,
+    pub running: bool,
+    pub elapsed_s: f64,
+    pub progress: CountsView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+}
+
+impl Job {
+    pub fn is_running(&self) -> bool {
+        self.outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+
+    pub fn view(&self) -> JobView {
+        let outcome = self
+            .outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        JobView {
+            op: self.op,
+            running: outcome.is_none(),
+            elapsed_s: self.started.elapsed().as_secs_f64(),
+            progress: self.counts.view(),
+            outcome,
+        }
+    }
+}
+
+/// Starts `op` on `migration` on a thread of its own.
+pub fn start(op: Op, options: JobOptions, migration: Arc<Migration>) -> std::io::Result<Arc<Job>> {
+    let job = Arc::new(Job {
+        op,
+        cancel: Cancel::new(),
+        counts: Arc::new(Counts::default()),
+        started: Instant::now(),
+        outcome: Mutex::new(None),
+    });
+    let running = job.clone();
+    record(&migration, "INFO", format!("{} job started", op_name(op)));
+    std::thread::Builder::new()
+        .name(format!("treeshift-job-{op:?}").to_lowercase())
+        .spawn(move || {
+            let result = run(op, &options, &migration, &running);
+            let outcome = match result {
+                Ok(report) => Outcome::Done { report },
+                Err(LifecycleError::Engine(treeshift_engine::EngineError::Cancelled)) => {
+                    Outcome::Stopped
+                }
+                Err(e) => Outcome::Failed {
+                    error: crate::error::error_text(&e),
+                },
+            };
+            let (level, said) = match &outcome {
+                Outcome::Done { .. } => ("INFO", "done".to_string()),
+                Outcome::Stopped => ("INFO", "stopped on request".to_string()),
+                Outcome::Failed { error } => ("ERROR", format!("failed: {error}")),
+            };
+            record(&migration, level, format!("{} job {said}", op_name(op)));
+            tracing::info!(op = ?op, outcome = ?outcome, "job ended");
+            *running.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+        })?;
+    Ok(job)
+}
+
+fn op_name(op: Op) -> String {
+    format!("{op:?}").to_lowercase()
+}
+
+/// Adds a record to the migration's `logs` table. The server's own
+/// records (jobs started and ended, approvals) go there; the engine's
+/// go to the server's stderr.
+pub fn record(m: &Migration, level: &'static str, message: String) {
+    let at_micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    let _ = m.handle().append_logs(vec![treeshift_store::LogRecord {
+        at_micros,
+        level,
+        target: "treeshift::server".into(),
+        message,
+    }]);
+}
+
+fn run(
+    op: Op,
+    options: &JobOptions,
+    m: &Migration,
+    job: &Job,
+) -> Result<serde_json::Value, LifecycleError> {
+    let workers = options.workers.unwrap_or(8).clamp(1, 1024);
+    let counts = job.counts.clone();
+    let json = |v: serde_json::Result<serde_json::Value>| {
+        v.map_err(|e| LifecycleError::Io(format!("report: {e}")))
+    };
+    match op {
+        Op::Discover => {
+            m.start_next_pass()?;
+            let report = m.discover(workers, counts, &job.cancel)?;
+            json(serde_json::to_value(report))
+        }
+        Op::Copy => json(serde_json::to_value(m.copy(
+            workers,
+            counts.as_ref(),
+            &job.cancel,
+        )?)),
+        Op::Verify => json(serde_json::to_value(m.verify(
+            options.checksum,
+            workers,
+            counts.as_ref(),
+            &job.cancel,
+        )?)),
+        Op::Retry => {
+            let prefix = options
+                .path
+                .as_deref()
+                .map(|p| RelPath::from_bytes(p.trim_matches('/').as_bytes().to_vec()));
+            let discovery =
+                m.retry_discovery(prefix.clone(), workers, counts.clone(), &job.cancel)?;
+            let copy = m.retry_copy(prefix, workers, counts.as_ref(), &job.cancel)?;
+            json(Ok(
+                serde_json::json!({ "discovery": discovery, "copy": copy }),
+            ))
+        }
+    }
+}
+
+/// Parses a policy and what happens to extras, as the CLI takes them.
+pub fn policy(policy: &str, extras: &str) -> Result<(Policy, Extras), String> {
+    Ok((policy.parse::<Policy>()?, extras.parse::<Extras>()?))
+}

@@ -1,0 +1,210 @@
+//! The migrations under the server's folder: one state file each, opened
+//! on first use and kept open (the server holds the file: a CLI on the
+//! same file is refused as "in use" meanwhile), and each one's job.
+
+use crate::error::ApiError;
+use crate::jobs::{self, Job, JobOptions, JobView, Op};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use treeshift_lifecycle::{DiscoveryRequest, Keys, Limits, Migration};
+
+/// The file name a migration's state file has.
+const SUFFIX: &str = ".duckdb";
+/// The longest name a migration may have.
+const MAX_NAME: usize = 64;
+
+/// A migration's place in the registry.
+pub struct Slot {
+    pub name: String,
+    path: PathBuf,
+    migration: Mutex<Option<Arc<Migration>>>,
+    job: Mutex<Option<Arc<Job>>>,
+}
+
+impl Slot {
+    /// The current (or last) job.
+    pub fn job(&self) -> Option<Arc<Job>> {
+        self.job.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Every migration the server knows.
+pub struct Registry {
+    dir: PathBuf,
+    keys: Arc<dyn Keys>,
+    limits: Limits,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+/// Whether `name` can name a migration: one plain file name (letters,
+/// digits, `.`, `_`, `-`; not starting with a dot), never a path.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+impl Registry {
+    pub fn new(dir: PathBuf, keys: Arc<dyn Keys>, limits: Limits) -> Registry {
+        Registry {
+            dir,
+            keys,
+            limits,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The slot of `name`, checked: a name that is not one plain file
+    /// name is refused, and so is a state file (or its WAL) that is a
+    /// symlink, wherever it points.
+    pub fn slot(&self, name: &str) -> Result<Arc<Slot>, ApiError> {
+        if !valid_name(name) {
+            return Err(ApiError::bad_request(format!(
+                "'{name}' is not a migration name: use 1 to {MAX_NAME} letters, digits, '.', '_' or '-', not starting with '.'"
+            )));
+        }
+        let path = self.dir.join(format!("{name}{SUFFIX}"));
+        for file in [path.clone(), self.dir.join(format!("{name}{SUFFIX}.wal"))] {
+            if std::fs::symlink_metadata(&file).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    format!(
+                        "{name}: its state file is a symlink, which the server does not follow"
+                    ),
+                ));
+            }
+        }
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(slots
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    name: name.to_string(),
+                    path,
+                    migration: Mutex::new(None),
+                    job: Mutex::new(None),
+                })
+            })
+            .clone())
+    }
+
+    /// The names of the migrations in the folder, sorted.
+    pub fn names(&self) -> Result<Vec<String>, ApiError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("read {}: {e}", self.dir.display()),
+            )
+        })?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let stem = name.strip_suffix(SUFFIX)?;
+                valid_name(stem).then(|| stem.to_string())
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The open migration of a slot, opened on first use.
+    pub fn migration(&self, slot: &Slot) -> Result<Arc<Migration>, ApiError> {
+        let mut open = slot.migration.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = open.as_ref() {
+            return Ok(m.clone());
+        }
+        if !slot.path.exists() {
+            return Err(ApiError::not_found(format!("no migration '{}'", slot.name)));
+        }
+        let m = Arc::new(Migration::open(&slot.path, self.keys.clone(), self.limits)?);
+        *open = Some(m.clone());
+        Ok(m)
+    }
+
+    /// Makes a new migration: its state file, its connections (secrets
+    /// from the server's environment, sealed if it has a key), both roots
+    /// checked when its discovery starts.
+    pub fn create(&self, slot: &Slot, mut request: DiscoveryRequest) -> Result<(), ApiError> {
+        let mut open = slot.migration.lock().unwrap_or_else(|p| p.into_inner());
+        if open.is_some() || slot.path.exists() {
+            return Err(ApiError::conflict(format!(
+                "a migration '{}' exists already",
+                slot.name
+            )));
+        }
+        request.state = slot.path.clone();
+        request.secret_files = [None, None];
+        let m = Migration::prepare_discovery(&request, self.keys.clone(), self.limits)?;
+        *open = Some(Arc::new(m));
+        Ok(())
+    }
+
+    /// Starts `op` on a slot's migration; refused while a job runs.
+    pub fn start(&self, slot: &Slot, op: Op, options: JobOptions) -> Result<JobView, ApiError> {
+        let m = self.migration(slot)?;
+        let mut job = slot.job.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = job.as_ref().filter(|j| j.is_running()) {
+            return Err(ApiError::conflict(format!(
+                "{} is running a {:?} job: stop it first, or wait for it",
+                slot.name, running.op
+            )));
+        }
+        let started = jobs::start(op, options, m).map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("start a job: {e}"),
+            )
+        })?;
+        let view = started.view();
+        *job = Some(started);
+        Ok(view)
+    }
+
+    /// Refuses what must not run beside a job (an approval).
+    pub fn idle(&self, slot: &Slot) -> Result<(), ApiError> {
+        match slot.job().filter(|j| j.is_running()) {
+            Some(j) => Err(ApiError::conflict(format!(
+                "{} is running a {:?} job",
+                slot.name, j.op
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops every running job, waiting (up to a minute) for each to
+    /// record what it has in flight.
+    pub fn stop_all(&self) {
+        let slots: Vec<Arc<Slot>> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let running: Vec<Arc<Job>> = slots
+            .iter()
+            .filter_map(|s| s.job())
+            .filter(|j| j.is_running())
+            .collect();
+        for job in &running {
+            job.cancel.cancel();
+        }
+        let until = Instant::now() + Duration::from_secs(60);
+        while running.iter().any(|j| j.is_running()) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for slot in slots {
+            slot.migration
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+        }
+    }
+}

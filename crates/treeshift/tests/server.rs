@@ -1,0 +1,413 @@
+//! The HTTP API end to end, against the real binary (`treeshift serve`)
+//! on a free loopback port: create, discover, review page by page,
+//! approve exactly the plan shown, copy, verify; two migrations at once;
+//! progress as server-sent events; a server killed mid-discovery and
+//! started again shows the run as interrupted and resumes it to the same
+//! result; and each guard (loopback without a token, the token, names
+//! that would be paths, a symlinked state file, body size, JSON errors).
+
+mod util;
+
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use util::{command, free_port, run, s};
+
+/// A running `treeshift serve`, killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    token: Option<String>,
+}
+
+impl Server {
+    fn start(dir: &Path, extra: &[&str], token: Option<&str>) -> Server {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = command()
+            .args(["serve", "--dir", s(dir), "--listen", &listen])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child,
+            port,
+            token: token.map(str::to_string),
+        };
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// Sends a request; returns the status and the body (JSON, or the raw
+    /// text as a JSON string).
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        self.raw(method, path, body.as_bytes(), self.token.as_deref())
+    }
+
+    fn raw(&self, method: &str, path: &str, body: &[u8], token: Option<&str>) -> (u16, Value) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            unchunk(body)
+        } else {
+            body.to_string()
+        };
+        let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+        (status, value)
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (code, v) = self.call("GET", path, None);
+        assert_eq!(code, 200, "GET {path}: {v}");
+        v
+    }
+
+    fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(&body))
+    }
+
+    /// Waits for the migration's job to end; returns its status.
+    fn wait_job(&self, name: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let status = self.get(&format!("/api/migrations/{name}"));
+            if status["job"]["running"] == false {
+                return status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "{status}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs a job to its end and checks it finished.
+    fn job(&self, name: &str, op: &str, options: Value) -> Value {
+        let (code, v) = self.post(&format!("/api/migrations/{name}/jobs/{op}"), options);
+        assert_eq!(code, 202, "{v}");
+        let status = self.wait_job(name);
+        assert_eq!(status["job"]["outcome"]["state"], "done", "{status}");
+        status
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unchunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn create(server: &Server, name: &str, src: &str, dst: &Path) {
+    let (code, v) = server.post(
+        "/api/migrations",
+        json!({ "name": name, "src": src, "dst": s(dst) }),
+    );
+    assert_eq!(code, 201, "{v}");
+}
+
+#[test]
+fn a_migration_runs_end_to_end_through_the_api_two_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let states = dir.path().join("states");
+    std::fs::create_dir(&states).unwrap();
+    let server = Server::start(&states, &[], None);
+    let (dst_a, dst_b) = (dir.path().join("a"), dir.path().join("b"));
+    let src_a = "sim:seed=3,depth=2,fanout=3,files=20";
+    create(&server, "a", src_a, &dst_a);
+    create(
+        &server,
+        "b",
+        "sim:seed=4,depth=3,fanout=3,files=5,latency_us=2000",
+        &dst_b,
+    );
+    let (code, v) = server.post(
+        "/api/migrations",
+        json!({ "name": "a", "src": src_a, "dst": s(&dst_a) }),
+    );
+    assert_eq!(code, 409, "{v}");
+
+    // Both discover at once.
+    for name in ["a", "b"] {
+        let (code, v) = server.post(&format!("/api/migrations/{name}/jobs/discover"), json!({}));
+        assert_eq!(code, 202, "{v}");
+    }
+    let (code, v) = server.post("/api/migrations/b/jobs/copy", json!({}));
+    assert_eq!(code, 409, "a second job while one runs: {v}");
+    let a = server.wait_job("a");
+    let b = server.wait_job("b");
+    for status in [&a, &b] {
+        assert_eq!(status["job"]["outcome"]["state"], "done", "{status}");
+        assert_eq!(status["phase"], "discovered", "{status}");
+        assert_eq!(status["failed"], 0);
+    }
+    let listed = server.get("/api/migrations");
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+
+    // Review, page by page: every missing item once, in order.
+    let missing = a["missing"].as_u64().unwrap();
+    let mut paths: Vec<String> = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let cursor = after
+            .as_deref()
+            .map_or(String::new(), |c| format!("&after={c}"));
+        let page = server.get(&format!(
+            "/api/migrations/a/review?status=missing&limit=7{cursor}"
+        ));
+        pages += 1;
+        for item in page["items"].as_array().unwrap() {
+            paths.push(item["path"].as_str().unwrap().to_string());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(paths.len() as u64, missing);
+    assert!(pages as u64 >= missing / 7, "{pages} pages");
+    let mut sorted = paths.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), paths.len(), "an item on two pages");
+    let under = server.get("/api/migrations/a/review?status=missing&prefix=d00&limit=5000");
+    let under: Vec<&str> = under["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        !under.is_empty() && under.iter().all(|p| *p == "d00" || p.starts_with("d00/")),
+        "{under:?}"
+    );
+
+    // Approval names the plan it approves.
+    let plan = server.get("/api/migrations/a/plan?policy=skip");
+    let hash = plan["plan_hash"].as_str().unwrap().to_string();
+    // Every missing item, and the destination's root (it does not exist).
+    let items = plan["items"].as_u64().unwrap();
+    assert_eq!(items, missing + 1, "{plan}");
+    let (code, v) = server.post(
+        "/api/migrations/a/approve",
+        json!({ "policy": "skip", "plan_hash": "0123" }),
+    );
+    assert_eq!(code, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("0123"), "{v}");
+    let (code, v) = server.post(
+        "/api/migrations/a/approve",
+        json!({ "policy": "skip", "plan_hash": hash }),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["plan_hash"], hash.as_str());
+
+    let copied = server.job("a", "copy", json!({ "workers": 4 }));
+    assert_eq!(copied["copy"]["failed"], 0, "{copied}");
+    assert_eq!(copied["copy"]["copied"], items);
+    let verified = server.job("a", "verify", json!({ "checksum": true }));
+    assert_eq!(verified["verify"]["verified"], items, "{verified}");
+    assert_eq!(verified["verify"]["mismatch"], 0);
+    assert_eq!(verified["phase"], "verified");
+
+    // Progress as events: a finished job says so at once.
+    let (code, events) = server.call("GET", "/api/migrations/a/events", None);
+    assert_eq!(code, 200);
+    let events = events.as_str().unwrap_or_default().to_string();
+    assert!(
+        events.contains("event: done") && events.contains("\"verify\""),
+        "{events}"
+    );
+    let logs = server.get("/api/migrations/a/logs?limit=1000");
+    assert!(
+        logs["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["message"].as_str().unwrap().contains("plan approved")),
+        "{logs}"
+    );
+}
+
+#[test]
+fn a_server_killed_mid_discovery_shows_it_interrupted_and_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let states = dir.path().join("states");
+    std::fs::create_dir(&states).unwrap();
+    let src = "sim:seed=9,depth=3,fanout=4,files=8,latency_us=15000";
+    let dst = dir.path().join("dst");
+    // The reference: the same discovery by the CLI, uninterrupted.
+    let reference = dir.path().join("ref.duckdb");
+    let (code, out, err) = run(&["discover", src, s(&dst), "--state", s(&reference), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let want: Value = serde_json::from_str(&out).unwrap();
+
+    let mut server = Server::start(&states, &[], None);
+    create(&server, "k", src, &dst);
+    let (code, v) = server.post("/api/migrations/k/jobs/discover", json!({ "workers": 2 }));
+    assert_eq!(code, 202, "{v}");
+    // Events while it runs, then a kill -9 once some folders are listed.
+    let start = Instant::now();
+    loop {
+        let status = server.get("/api/migrations/k");
+        if status["job"]["progress"]["src_folders_listed"]
+            .as_u64()
+            .unwrap()
+            >= 5
+        {
+            break;
+        }
+        assert!(
+            status["job"]["running"] == true,
+            "finished before the kill: {status}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    drop(server);
+
+    let server = Server::start(&states, &[], None);
+    let status = server.get("/api/migrations/k");
+    assert_eq!(status["interrupted"], true, "{status}");
+    assert_eq!(status["phase"], "discovering");
+    let listed = server.get("/api/migrations");
+    assert_eq!(listed[0]["interrupted"], true, "{listed}");
+    // Stopped on request, then started again.
+    let (code, v) = server.post("/api/migrations/k/jobs/discover", json!({ "workers": 2 }));
+    assert_eq!(code, 202, "{v}");
+    let (code, v) = server.post("/api/migrations/k/stop", json!({}));
+    assert_eq!(code, 202, "{v}");
+    let stopped = server.wait_job("k");
+    assert_eq!(stopped["job"]["outcome"]["state"], "stopped", "{stopped}");
+    let (code, v) = server.post("/api/migrations/k/jobs/discover", json!({ "workers": 2 }));
+    assert_eq!(code, 202, "{v}");
+    // Its progress as events, until it ends.
+    let (code, events) = server.call("GET", "/api/migrations/k/events", None);
+    assert_eq!(code, 200);
+    let events = events.as_str().unwrap_or_default().to_string();
+    assert!(events.contains("event: progress"), "{events}");
+    assert!(events.contains("event: done"), "{events}");
+    let done = server.wait_job("k");
+    assert_eq!(done["job"]["outcome"]["state"], "done", "{done}");
+    for key in [
+        "missing", "same", "differs", "extra", "failed", "src", "dst", "to_copy",
+    ] {
+        assert_eq!(done[key], want[key], "{key}: {done}");
+    }
+}
+
+#[test]
+fn the_guards_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let states = dir.path().join("states");
+    std::fs::create_dir(&states).unwrap();
+
+    // Anything but loopback needs a token.
+    let out = command()
+        .args(["serve", "--dir", s(&states), "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+
+    let token = "t0ken-of-the-test-0123456789";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let server = Server::start(&states, &["--token-file", s(&token_file)], Some(token));
+    let (code, v) = server.raw("GET", "/api/migrations", b"", None);
+    assert_eq!(code, 401, "{v}");
+    assert!(v["error"].is_string(), "errors are JSON: {v}");
+    let (code, _) = server.raw(
+        "GET",
+        "/api/migrations",
+        b"",
+        Some("t0ken-of-the-test-0123456788"),
+    );
+    assert_eq!(code, 401);
+    assert_eq!(server.get("/api/migrations"), json!([]));
+
+    // A name is one plain file name, never a path.
+    let outside: PathBuf = dir.path().join("outside.duckdb");
+    std::fs::write(&outside, b"not a state file").unwrap();
+    for path in [
+        "/api/migrations/..%2Foutside",
+        "/api/migrations/%2Fetc%2Fpasswd",
+        "/api/migrations/.hidden",
+        "/api/migrations/a%00b",
+        "/api/migrations/..",
+    ] {
+        let (code, v) = server.call("GET", path, None);
+        assert!(code == 400 || code == 404, "{path}: {code} {v}");
+        assert!(v["error"].is_string(), "{path}: {v}");
+    }
+    let (code, v) = server.post(
+        "/api/migrations",
+        json!({ "name": "../x", "src": "sim:seed=1", "dst": s(&dir.path().join("d")) }),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(!dir.path().join("x.duckdb").exists());
+    // A symlinked state file is not followed.
+    std::os::unix::fs::symlink(&outside, states.join("evil.duckdb")).unwrap();
+    let (code, v) = server.call("GET", "/api/migrations/evil", None);
+    assert_eq!(code, 403, "{v}");
+    assert_eq!(std::fs::read(&outside).unwrap(), b"not a state file");
+    // Bodies are limited; unknown fields and routes are refused, as JSON.
+    let big = vec![b' '; 100 * 1024];
+    let (code, _) = server.raw("POST", "/api/migrations", &big, Some(token));
+    assert_eq!(code, 413);
+    let (code, v) = server.post(
+        "/api/migrations",
+        json!({ "name": "y", "src": "a", "dst": "b", "nope": 1 }),
+    );
+    assert_eq!(code, 422, "{v}");
+    let (code, v) = server.call("GET", "/api/nothing", None);
+    assert_eq!(code, 404);
+    assert!(v["error"].is_string(), "{v}");
+    let (code, v) = server.call("GET", "/api/migrations/none", None);
+    assert_eq!(code, 404, "{v}");
+    let (_, v) = server.call("GET", "/api/migrations", None);
+    assert!(!v.to_string().contains("access-control"), "no CORS");
+}
