@@ -19,7 +19,7 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 use treeshift_core::{FilterSpec, Keep, Owners, Phase, RelPath, Side, Status, display_bytes};
 use treeshift_lifecycle::{DiscoveryRequest, StatusReport};
-use treeshift_store::{ReviewItem, ReviewSelect};
+use treeshift_store::{ReviewFilter, ReviewItem, ReviewSelect};
 
 /// Request bodies are small JSON documents.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -41,6 +41,7 @@ pub fn router(registry: Shared, token: Option<String>) -> Router {
         .route("/api/migrations/{name}/approve", post(approve))
         .route("/api/migrations/{name}/review", get(review))
         .route("/api/migrations/{name}/logs", get(logs))
+        .route("/api/migrations/{name}/browse", get(browse))
         .route("/api/migrations/{name}/events", get(events))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
@@ -373,6 +374,9 @@ struct ReviewQuery {
     status: String,
     after: Option<String>,
     prefix: Option<String>,
+    min_size: Option<u64>,
+    max_size: Option<u64>,
+    search: Option<String>,
     limit: Option<usize>,
 }
 
@@ -380,16 +384,25 @@ fn default_status() -> String {
     "all".into()
 }
 
-/// An opaque cursor: the side and the raw path of the last item, in hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// An opaque cursor: the side and the raw path of the last item, in hex
+/// (a path need not be UTF-8).
 fn cursor(item: &ReviewItem) -> String {
     let side = if item.side == Side::Src { "s" } else { "d" };
-    let hex: String = item
-        .path
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{side}{hex}")
+    format!("{side}{}", hex(item.path.as_bytes()))
 }
 
 fn parse_cursor(text: &str) -> Option<(Side, RelPath)> {
@@ -398,15 +411,7 @@ fn parse_cursor(text: &str) -> Option<(Side, RelPath)> {
         b'd' => Side::Dst,
         _ => return None,
     };
-    let hex = &text[1..];
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    let bytes = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    Some((side, RelPath::from_bytes(bytes)))
+    Some((side, RelPath::from_bytes(unhex(&text[1..])?)))
 }
 
 fn select(status: &str) -> Result<ReviewSelect, ApiError> {
@@ -437,15 +442,17 @@ async fn review(
         }
         None => None,
     };
-    let prefix = q
-        .prefix
-        .as_deref()
-        .map(|p| RelPath::from_bytes(p.trim_matches('/').as_bytes().to_vec()));
+    let filter = ReviewFilter {
+        prefix: q.prefix.as_deref().map(rel_path),
+        min_size: q.min_size,
+        max_size: q.max_size,
+        search: q.search,
+    };
     let limit = q.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
     blocking(move || {
         let slot = reg.slot(&name)?;
         let m = reg.migration(&slot)?;
-        let items = m.handle().review_page(select, after, prefix, limit)?;
+        let items = m.handle().review_page(select, after, filter, limit)?;
         let next = (items.len() == limit)
             .then(|| items.last().map(cursor))
             .flatten();
@@ -464,6 +471,68 @@ async fn review(
             })
             .collect();
         Ok(Json(serde_json::json!({ "items": items, "next": next })).into_response())
+    })
+    .await
+}
+
+/// A path as the API takes it, relative to the roots.
+fn rel_path(text: &str) -> RelPath {
+    RelPath::from_bytes(text.trim_matches('/').as_bytes().to_vec())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BrowseQuery {
+    #[serde(default)]
+    path: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// One folder's children (the source's, and the destination's extras),
+/// each with its status and, for a folder, the items and bytes below it
+/// by status: what a treemap of the bytes to copy is drawn from.
+async fn browse(
+    State(reg): State<Shared>,
+    PathArgs(name): PathArgs<String>,
+    QueryArgs(q): QueryArgs<BrowseQuery>,
+) -> ApiResult<Response> {
+    let folder = rel_path(&q.path);
+    let after = match q.after.as_deref() {
+        Some(c) => {
+            Some(RelPath::from_bytes(unhex(c).ok_or_else(|| {
+                ApiError::bad_request("a malformed cursor")
+            })?))
+        }
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
+    blocking(move || {
+        let slot = reg.slot(&name)?;
+        let m = reg.migration(&slot)?;
+        let children = m.handle().browse(folder.clone(), after, limit)?;
+        let next = (children.len() == limit)
+            .then(|| children.last().map(|c| hex(c.path.as_bytes())))
+            .flatten();
+        let children: Vec<serde_json::Value> = children
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "side": c.side,
+                    "path": display_bytes(c.path.as_bytes()),
+                    "kind": c.kind.as_str(),
+                    "size": c.size,
+                    "status": c.status,
+                    "below": c.below,
+                })
+            })
+            .collect();
+        Ok(Json(serde_json::json!({
+            "path": display_bytes(folder.as_bytes()),
+            "children": children,
+            "next": next,
+        }))
+        .into_response())
     })
     .await
 }

@@ -445,6 +445,47 @@ pub struct StoreHandle {
     path: Arc<PathBuf>,
 }
 
+/// What a review page is narrowed to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReviewFilter {
+    /// Items at or under this path.
+    pub prefix: Option<RelPath>,
+    /// Items of at least this many bytes.
+    pub min_size: Option<u64>,
+    /// Items of at most this many bytes.
+    pub max_size: Option<u64>,
+    /// Items whose path holds this text (any case).
+    pub search: Option<String>,
+}
+
+/// One child of a browsed folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrowseChild {
+    /// The source's, or (an extra) the destination's.
+    pub side: Side,
+    /// Its path.
+    pub path: RelPath,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its own size.
+    pub size: u64,
+    /// Its status (`missing`, `same`, ..., `extra`), if compared.
+    pub status: Option<String>,
+    /// For a folder: the items below it and their bytes, by status.
+    pub below: Vec<BelowStatus>,
+}
+
+/// Items of one status below a folder, and their bytes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BelowStatus {
+    /// The status.
+    pub status: String,
+    /// How many items.
+    pub items: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
 /// What an approval of a policy would cover, before it is given.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PlanPreview {
@@ -853,10 +894,22 @@ impl StoreHandle {
         &self,
         select: ReviewSelect,
         after: Option<(Side, RelPath)>,
-        prefix: Option<RelPath>,
+        filter: ReviewFilter,
         limit: usize,
     ) -> Result<Vec<ReviewItem>, StoreError> {
-        self.call(move |w| w.review_page(select, after.as_ref(), prefix.as_ref(), limit))
+        self.call(move |w| w.review_page(select, after.as_ref(), &filter, limit))
+    }
+
+    /// The children of `folder` (after `after`, at most `limit`, by path):
+    /// the source's and the destination's extras, each with its status
+    /// and, for a folder, the items and bytes below it by status.
+    pub fn browse(
+        &self,
+        folder: RelPath,
+        after: Option<RelPath>,
+        limit: usize,
+    ) -> Result<Vec<BrowseChild>, StoreError> {
+        self.call(move |w| w.browse(&folder, after.as_ref(), limit))
     }
 
     /// Computes the plan for `policy` (and `extras`) and records its

@@ -20,8 +20,8 @@ use crate::schema::{
     UPGRADE_PLAN_FROM_2,
 };
 use crate::{
-    ChildRecord, Failure, FolderTask, LogRecord, MigrationSpec, OpenMode, ReviewItem, ReviewSelect,
-    RoundProgress, StoreError,
+    BelowStatus, BrowseChild, ChildRecord, Failure, FolderTask, LogRecord, MigrationSpec, OpenMode,
+    ReviewFilter, ReviewItem, ReviewSelect, RoundProgress, StoreError,
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use duckdb::arrow::array::{

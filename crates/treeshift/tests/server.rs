@@ -224,6 +224,45 @@ fn a_migration_runs_end_to_end_through_the_api_two_at_once() {
         "{under:?}"
     );
 
+    // Narrowed by size and by a name, and browsed by folder: each
+    // top folder's missing bytes below it add up to all that is missing.
+    let big = server.get("/api/migrations/a/review?status=missing&min_size=4000&limit=5000");
+    let big = big["items"].as_array().unwrap();
+    assert!(!big.is_empty() && big.iter().all(|i| i["size"].as_u64().unwrap() >= 4000));
+    let named = server.get("/api/migrations/a/review?status=missing&search=F0001&limit=5000");
+    let named = named["items"].as_array().unwrap();
+    assert!(!named.is_empty(), "search is case-blind");
+    assert!(
+        named
+            .iter()
+            .all(|i| i["path"].as_str().unwrap().contains("f0001"))
+    );
+    let root = server.get("/api/migrations/a/browse");
+    let children = root["children"].as_array().unwrap();
+    assert_eq!(children.len(), 3 + 20, "{root}");
+    let below_missing: u64 = children
+        .iter()
+        .flat_map(|c| c["below"].as_array().unwrap())
+        .filter(|b| b["status"] == "missing")
+        .map(|b| b["bytes"].as_u64().unwrap())
+        .sum();
+    let own_files: u64 = children
+        .iter()
+        .filter(|c| c["kind"] == "file")
+        .map(|c| c["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        below_missing + own_files,
+        a["to_copy"]["bytes"].as_u64().unwrap()
+    );
+    let page = server.get("/api/migrations/a/browse?path=d00&limit=4");
+    let next = page["next"].as_str().unwrap().to_string();
+    let rest = server.get(&format!(
+        "/api/migrations/a/browse?path=d00&after={next}&limit=100"
+    ));
+    let count = |v: &Value| v["children"].as_array().unwrap().len();
+    assert_eq!(count(&page) + count(&rest), 3 + 20, "{page} {rest}");
+
     // Approval names the plan it approves.
     let plan = server.get("/api/migrations/a/plan?policy=skip");
     let hash = plan["plan_hash"].as_str().unwrap().to_string();

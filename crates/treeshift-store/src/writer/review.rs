@@ -40,7 +40,7 @@ impl Writer {
         &mut self,
         select: ReviewSelect,
         after: Option<&(Side, RelPath)>,
-        prefix: Option<&RelPath>,
+        filter: &ReviewFilter,
         limit: usize,
     ) -> Result<Vec<ReviewItem>, StoreError> {
         self.flush()?;
@@ -52,7 +52,7 @@ impl Writer {
             args.push(Value::Text(side.as_str().into()));
             args.push(Value::Blob(path.as_bytes().to_vec()));
         }
-        if let Some(p) = prefix.filter(|p| !p.is_root()) {
+        if let Some(p) = filter.prefix.as_ref().filter(|p| !p.is_root()) {
             // The prefix itself, and what is under it: names after `P/`
             // and before `P0` ('0' follows '/').
             clauses.push("(rel_path = ? OR (rel_path >= ? AND rel_path < ?))");
@@ -61,6 +61,19 @@ impl Writer {
             args.push(Value::Blob(base.clone()));
             args.push(Value::Blob(below(b'/')));
             args.push(Value::Blob(below(b'0')));
+        }
+        if let Some(min) = filter.min_size {
+            clauses.push("size >= ?");
+            args.push(Value::UBigInt(min));
+        }
+        if let Some(max) = filter.max_size {
+            clauses.push("size <= ?");
+            args.push(Value::UBigInt(max));
+        }
+        if let Some(text) = filter.search.as_ref().filter(|t| !t.is_empty()) {
+            // Bytes that are not UTF-8 read as escapes (`\xFF`).
+            clauses.push("contains(lower(CAST(rel_path AS VARCHAR)), lower(?))");
+            args.push(Value::Text(text.clone()));
         }
         let filter = if clauses.is_empty() {
             String::new()
@@ -142,5 +155,106 @@ fn review_sql(select: ReviewSelect) -> String {
                 latest(Side::Dst, "list")
             ),
         }
+    }
+}
+
+impl Writer {
+    /// The children of `folder` after `after` (by path, at most `limit`):
+    /// the source's, and the destination's extras; each with its own
+    /// status and, for a folder, the items and bytes below it by status.
+    pub(crate) fn browse(
+        &mut self,
+        folder: &RelPath,
+        after: Option<&RelPath>,
+        limit: usize,
+    ) -> Result<Vec<BrowseChild>, StoreError> {
+        self.flush()?;
+        let depth = if folder.is_root() {
+            1
+        } else {
+            folder.as_bytes().iter().filter(|&&b| b == b'/').count() as i64 + 2
+        };
+        let mut children = Vec::new();
+        for side in Side::BOTH {
+            children.extend(self.browse_side(side, folder, depth, after, limit)?);
+        }
+        children.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+        children.truncate(limit);
+        Ok(children)
+    }
+
+    fn browse_side(
+        &mut self,
+        side: Side,
+        folder: &RelPath,
+        depth: i64,
+        after: Option<&RelPath>,
+        limit: usize,
+    ) -> Result<Vec<BrowseChild>, StoreError> {
+        let mut args: Vec<Value> = Vec::new();
+        let mut under = String::new();
+        if !folder.is_root() {
+            under.push_str(" AND rel_path >= ? AND rel_path < ?");
+            let base = folder.as_bytes();
+            args.push(Value::Blob([base, b"/"].concat()));
+            args.push(Value::Blob([base, b"0"].concat()));
+        }
+        if let Some(after) = after {
+            under.push_str(" AND rel_path > ?");
+            args.push(Value::Blob(after.as_bytes().to_vec()));
+        }
+        // The destination shows only what the source has not: its extras.
+        let own = match side {
+            Side::Src => "",
+            Side::Dst => "AND ks.st = 'extra'",
+        };
+        let sql = format!(
+            "WITH st AS (SELECT node_id, arg_max(status, seq) AS st FROM {side}_status_events \
+                         WHERE phase = 'compare' GROUP BY node_id), \
+             kids AS (SELECT n.id, n.rel_path, n.kind, n.size, ks.st FROM {side}_nodes n \
+                      LEFT JOIN st ks ON ks.node_id = n.id \
+                      WHERE n.depth = {depth}{under} {own} ORDER BY n.rel_path LIMIT {limit}) \
+             SELECT k.rel_path, k.kind, k.size, k.st, ds.st, count(d.id), coalesce(sum(d.size), 0) \
+             FROM kids k \
+             LEFT JOIN {side}_nodes d ON d.depth > {depth} \
+                  AND d.rel_path >= k.rel_path || '/'::BLOB AND d.rel_path < k.rel_path || '0'::BLOB \
+             LEFT JOIN st ds ON ds.node_id = d.id \
+             GROUP BY ALL ORDER BY k.rel_path"
+        );
+        let mut stmt = self.conn.prepare(&sql).context("prepare a browse")?;
+        let mut rows = stmt
+            .query(duckdb::params_from_iter(args))
+            .context("browse a folder")?;
+        let mut out: Vec<BrowseChild> = Vec::new();
+        while let Some(r) = rows.next().context("browse a folder")? {
+            let path: Vec<u8> = r.get(0).context("browse")?;
+            let below_status: Option<String> = r.get(4).context("browse")?;
+            let count: i64 = r.get(5).context("browse")?;
+            let bytes: i64 = r.get(6).context("browse")?;
+            if out
+                .last()
+                .is_none_or(|c| c.path.as_bytes() != path.as_slice())
+            {
+                let kind: u8 = r.get(1).context("browse")?;
+                out.push(BrowseChild {
+                    side,
+                    path: RelPath::from_bytes(path),
+                    kind: Kind::from_code(kind).unwrap_or(Kind::Special),
+                    size: r.get(2).context("browse")?,
+                    status: r.get(3).context("browse")?,
+                    below: Vec::new(),
+                });
+            }
+            if let (Some(status), Some(child)) = (below_status, out.last_mut())
+                && count > 0
+            {
+                child.below.push(BelowStatus {
+                    status,
+                    items: count as u64,
+                    bytes: bytes.max(0) as u64,
+                });
+            }
+        }
+        Ok(out)
     }
 }
