@@ -4,8 +4,9 @@
 //! tests; the long mode is for a person:
 //!
 //! ```sh
-//! cargo test --release -p treeshift --test torture -- --nocapture             # quick
-//! TREESHIFT_TORTURE=long cargo test --release -p treeshift --test torture -- --nocapture
+//! cargo test --release --workspace --test torture -- --nocapture             # quick
+//! TREESHIFT_TORTURE=long cargo test --release --workspace --test torture -- --nocapture
+//! cargo test --release --workspace --test torture torture::crash_copy -- --ignored --nocapture
 //! ```
 //!
 //! Every kill is a SIGKILL at a random moment (seeded: TREESHIFT_TEST_SEED
@@ -902,32 +903,72 @@ fn corrupt_state(_mode: &mut Mode, dir: &Path) -> Row {
 
 type Scenario = fn(&mut Mode, &Path) -> Row;
 
+/// The scenarios: run one after another by [`torture`], and each alone
+/// (`torture::NAME`, ignored in the suite since `torture` runs it):
+///
+/// ```sh
+/// cargo test --release --test torture torture::crash_copy -- --ignored --nocapture
+/// ```
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        const SCENARIOS: &[Scenario] = &[$($name),*];
+
+        mod torture {
+            $(
+                #[test]
+                #[ignore = "part of the `torture` test; run it alone with --ignored"]
+                fn $name() {
+                    super::run_alone(super::$name);
+                }
+            )*
+        }
+    };
+}
+
+scenarios!(
+    crash_discover_sim,
+    crash_discover_local,
+    crash_copy,
+    crash_retry,
+    crash_verify,
+    crash_delta,
+    concurrent_processes,
+    faults_during_copy,
+    hostile_tree,
+    swapped_folders,
+    many_in_one_folder,
+    case_insensitive_destination,
+    destination_full,
+    state_disk_full,
+    corrupt_state,
+);
+
+fn mode() -> Mode {
+    Mode {
+        long: std::env::var("TREESHIFT_TORTURE").is_ok_and(|v| v == "long"),
+        rng: Rng::from_env(),
+    }
+}
+
+/// Runs one scenario and prints its row; fails as the whole suite would.
+fn run_alone(scenario: Scenario) {
+    let mut mode = mode();
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut row = scenario(&mut mode, dir.path());
+    if row.note.is_empty() {
+        row.note = format!("{:.1} s", started.elapsed().as_secs_f64());
+    }
+    print_table(std::slice::from_ref(&row), mode.long);
+    assert!(row.skipped || row.ok(), "{}: {}", row.scenario, row.note);
+}
+
 #[test]
 fn torture() {
-    let long = std::env::var("TREESHIFT_TORTURE").is_ok_and(|v| v == "long");
-    let mut mode = Mode {
-        long,
-        rng: Rng::from_env(),
-    };
-    let scenarios: [Scenario; 15] = [
-        crash_discover_sim,
-        crash_discover_local,
-        crash_copy,
-        crash_retry,
-        crash_verify,
-        crash_delta,
-        concurrent_processes,
-        faults_during_copy,
-        hostile_tree,
-        swapped_folders,
-        many_in_one_folder,
-        case_insensitive_destination,
-        destination_full,
-        state_disk_full,
-        corrupt_state,
-    ];
+    let mut mode = mode();
+    let long = mode.long;
     let mut rows = Vec::new();
-    for scenario in scenarios {
+    for &scenario in SCENARIOS {
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
