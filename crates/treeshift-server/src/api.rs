@@ -43,6 +43,7 @@ pub fn router(registry: Shared, token: Option<String>) -> Router {
         .route("/api/migrations/{name}/logs", get(logs))
         .route("/api/migrations/{name}/browse", get(browse))
         .route("/api/migrations/{name}/events", get(events))
+        .route("/api/migrations/{name}/logs/events", get(log_events))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -565,6 +566,58 @@ async fn logs(
         Ok(Json(serde_json::json!({ "entries": entries, "next": next })).into_response())
     })
     .await
+}
+
+/// The migration's log records as server-sent events (`log`, one record
+/// each, JSON), from after `after` (its `seq`) and then as they are
+/// written, checked every half second, until the client goes away.
+async fn log_events(
+    State(reg): State<Shared>,
+    PathArgs(name): PathArgs<String>,
+    QueryArgs(q): QueryArgs<LogsQuery>,
+) -> ApiResult<Response> {
+    let level = q.level.unwrap_or_else(|| "INFO".into()).to_uppercase();
+    if !["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&level.as_str()) {
+        return Err(ApiError::bad_request(format!("unknown level '{level}'")));
+    }
+    let m = {
+        let reg = reg.clone();
+        blocking(move || reg.migration(&*reg.slot(&name)?)).await?
+    };
+    let start = (q.after.unwrap_or(0), Vec::new());
+    let stream = futures::stream::unfold(start, move |(mut after, mut queued)| {
+        let (m, level) = (m.clone(), level.clone());
+        async move {
+            loop {
+                if let Some(entry) = queued.pop() {
+                    let entry: treeshift_store::LogEntry = entry;
+                    let data = serde_json::to_string(&entry).unwrap_or_default();
+                    let event = Event::default()
+                        .event("log")
+                        .id(entry.seq.to_string())
+                        .data(data);
+                    return Some((Ok::<_, std::convert::Infallible>(event), (after, queued)));
+                }
+                let (m2, level2) = (m.clone(), level.clone());
+                let read =
+                    tokio::task::spawn_blocking(move || m2.handle().logs(after, &level2, MAX_PAGE))
+                        .await;
+                match read {
+                    Ok(Ok(batch)) if !batch.is_empty() => {
+                        after = batch.last().map_or(after, |e| e.seq);
+                        queued = batch;
+                        queued.reverse();
+                    }
+                    Ok(Ok(_)) => tokio::time::sleep(EVENT_EVERY).await,
+                    // The store stopped (the server is closing): end.
+                    _ => return None,
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// Progress of the migration's job as server-sent events: `progress`

@@ -84,6 +84,18 @@ fn other_schema_versions_and_foreign_databases_are_refused() {
         .err()
         .unwrap();
     assert!(matches!(err, StoreError::NotAStateFile { .. }), "{err}");
+    // A run killed as DuckDB made the file leaves it empty: it holds
+    // nothing, so status says what it is and a discovery starts afresh.
+    let empty = dir.path().join("empty.duckdb");
+    std::fs::write(&empty, b"").unwrap();
+    let err = Store::open(&empty, OpenMode::Existing)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotAStateFile { .. }), "{err}");
+    let (store, resumed) =
+        Store::open(&empty, OpenMode::CreateOrResume(Box::new(spec("sim:b")))).unwrap();
+    assert!(!resumed);
+    store.close().unwrap();
 }
 
 #[test]

@@ -298,6 +298,32 @@ fn a_migration_runs_end_to_end_through_the_api_two_at_once() {
         events.contains("event: done") && events.contains("\"verify\""),
         "{events}"
     );
+    // The log records as events: the stream stays open for new ones, so
+    // read what is there and hang up.
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .write_all(b"GET /api/migrations/a/logs/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 65536];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&seen).contains("verify job done") {
+            break;
+        }
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(
+        seen.contains("event: log") && seen.contains("plan approved by api"),
+        "{seen}"
+    );
+    assert!(seen.contains("verify job done"), "{seen}");
     let logs = server.get("/api/migrations/a/logs?limit=1000");
     assert!(
         logs["entries"]

@@ -22,6 +22,25 @@ impl Writer {
                 message: "it is a folder".into(),
             });
         }
+        // A run killed just as DuckDB made the file leaves it empty, and
+        // DuckDB will not open an empty file. It holds nothing: a new
+        // migration starts in its place.
+        if existed && path.metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
+            match mode {
+                OpenMode::Existing => {
+                    return Err(StoreError::NotAStateFile {
+                        path: path.to_path_buf(),
+                        detail: "an empty file".into(),
+                    });
+                }
+                OpenMode::CreateOrResume(_) => {
+                    std::fs::remove_file(path).map_err(|e| StoreError::Open {
+                        path: path.to_path_buf(),
+                        message: format!("remove the empty file a killed run left: {e}"),
+                    })?;
+                }
+            }
+        }
         // Bounded memory. Rows committed since the last checkpoint live in
         // memory that DuckDB cannot evict (`IN_MEMORY_TABLE` in
         // `duckdb_memory()`: 20 MB before S1's last seal with the default
