@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use util::{command, free_port, run, s};
 
@@ -25,9 +25,14 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, extra: &[&str], token: Option<&str>) -> Server {
+        Server::start_by(command(), dir, extra, token)
+    }
+
+    /// Starts `treeshift serve` from `command` (its environment).
+    fn start_by(mut command: Command, dir: &Path, extra: &[&str], token: Option<&str>) -> Server {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let child = command()
+        let child = command
             .args(["serve", "--dir", s(dir), "--listen", &listen])
             .args(extra)
             .stdout(Stdio::null())
@@ -475,4 +480,55 @@ fn the_guards_hold() {
     assert_eq!(code, 404, "{v}");
     let (_, v) = server.call("GET", "/api/migrations", None);
     assert!(!v.to_string().contains("access-control"), "no CORS");
+}
+
+#[test]
+fn a_restarted_server_opens_sealed_connections_with_the_key_alone() {
+    let Some(s3) = util::s3_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let states = dir.path().join("states");
+    std::fs::create_dir(&states).unwrap();
+    let src = dir.path().join("src");
+    util::make_tree(&src, 2, 1, 3);
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let secret = "tsServerSecret0123";
+    // The first server has the keys in its environment, and a master key.
+    let mut first = command();
+    first
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("TREESHIFT_MASTER_KEY", key);
+    let server = Server::start_by(first, &states, &[], None);
+    let dst = s3.s3("sealed-by-server");
+    let (code, v) = server.post(
+        "/api/migrations",
+        json!({ "name": "s3", "src": s(&src), "dst": dst }),
+    );
+    assert_eq!(code, 201, "{v}");
+    drop(server);
+    let state = std::fs::read(states.join("s3.duckdb")).unwrap();
+    assert!(!state.windows(secret.len()).any(|w| w == secret.as_bytes()));
+
+    // The next has the master key and nothing else.
+    let mut bare = Command::new(util::bin());
+    bare.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("TREESHIFT_MASTER_KEY", key);
+    let server = Server::start_by(bare, &states, &[], None);
+    let discovered = server.job("s3", "discover", json!({}));
+    assert_eq!(discovered["failed"], 0, "{discovered}");
+    let plan = server.get("/api/migrations/s3/plan?policy=skip");
+    let (code, v) = server.post(
+        "/api/migrations/s3/approve",
+        json!({ "policy": "skip", "plan_hash": plan["plan_hash"] }),
+    );
+    assert_eq!(code, 200, "{v}");
+    let copied = server.job("s3", "copy", json!({}));
+    assert_eq!(copied["copy"]["failed"], 0, "{copied}");
+    assert_eq!(
+        s3.rclone_differences(&src, "sealed-by-server"),
+        Some(vec![])
+    );
 }
