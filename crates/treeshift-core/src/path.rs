@@ -58,6 +58,12 @@ impl RelPath {
         RelPath(bytes)
     }
 
+    /// A path as a person types it (`--path`, an API query): slashes at
+    /// either end are not part of it.
+    pub fn from_typed(text: &str) -> Self {
+        RelPath(text.trim_matches('/').as_bytes().to_vec())
+    }
+
     /// Returns true if and only if this is the root.
     pub fn is_root(&self) -> bool {
         self.0.is_empty()

@@ -61,16 +61,24 @@ pub struct Migration {
     not_kept: Vec<Side>,
 }
 
-fn open_backend(
-    location: &str,
-    role: &'static str,
-    tps: Option<u32>,
-    secrets: Secrets,
-) -> Result<Arc<Counted>> {
-    let options = treeshift_backend::OpenOptions { tps, secrets };
-    let backend = treeshift_backend::open(location, &options)
-        .map_err(|source| LifecycleError::Open { role, source })?;
-    Ok(Arc::new(Counted::new(backend)))
+/// Opens the source and the destination, each with its secrets and
+/// request limit, behind a layer that counts their calls.
+fn open_backends(
+    locations: [&str; 2],
+    limits: Limits,
+    secrets: [Secrets; 2],
+) -> Result<[Arc<Counted>; 2]> {
+    let [src_secrets, dst_secrets] = secrets;
+    let open = |location: &str, role: &'static str, tps, secrets| {
+        let options = treeshift_backend::OpenOptions { tps, secrets };
+        let backend = treeshift_backend::open(location, &options)
+            .map_err(|source| LifecycleError::Open { role, source })?;
+        Ok::<_, LifecycleError>(Arc::new(Counted::new(backend)))
+    };
+    Ok([
+        open(locations[0], "source", limits.src_tps, src_secrets)?,
+        open(locations[1], "destination", limits.dst_tps, dst_secrets)?,
+    ])
 }
 
 impl Migration {
@@ -109,18 +117,8 @@ impl Migration {
             ],
             keys.as_ref(),
         )?;
-        let src = open_backend(
-            &request.src,
-            "source",
-            limits.src_tps,
-            chosen.secrets[0].clone(),
-        )?;
-        let dst = open_backend(
-            &request.dst,
-            "destination",
-            limits.dst_tps,
-            chosen.secrets[1].clone(),
-        )?;
+        let [src, dst] =
+            open_backends([&request.src, &request.dst], limits, chosen.secrets.clone())?;
         let spec = MigrationSpec {
             src: src.describe(),
             dst: dst.describe(),
@@ -175,11 +173,8 @@ impl Migration {
             Some(pair) => pair.clone(),
             None => {
                 let spec = self.handle.migration()?;
-                let [src, dst] = credentials::for_existing(&self.handle, self.keys.as_ref())?;
-                let pair = [
-                    open_backend(&spec.src, "source", self.limits.src_tps, src)?,
-                    open_backend(&spec.dst, "destination", self.limits.dst_tps, dst)?,
-                ];
+                let secrets = credentials::for_existing(&self.handle, self.keys.as_ref())?;
+                let pair = open_backends([&spec.src, &spec.dst], self.limits, secrets)?;
                 opened.insert(pair).clone()
             }
         };

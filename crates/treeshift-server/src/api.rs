@@ -17,7 +17,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
-use treeshift_core::{FilterSpec, Keep, Owners, Phase, RelPath, Side, Status, display_bytes};
+use treeshift_core::{FilterSpec, Keep, Owners, Phase, RelPath, Side, display_bytes};
 use treeshift_lifecycle::{DiscoveryRequest, StatusReport};
 use treeshift_store::{ReviewFilter, ReviewItem, ReviewSelect};
 
@@ -317,8 +317,7 @@ async fn plan(
     let (policy, extras) =
         crate::jobs::policy(&q.policy, &q.extras).map_err(ApiError::bad_request)?;
     blocking(move || {
-        let slot = reg.slot(&name)?;
-        let m = reg.migration(&slot)?;
+        let m = reg.open(&name)?;
         let preview = m.handle().preview_plan(policy, extras)?;
         Ok(Json(preview).into_response())
     })
@@ -415,20 +414,12 @@ fn parse_cursor(text: &str) -> Option<(Side, RelPath)> {
     Some((side, RelPath::from_bytes(unhex(&text[1..])?)))
 }
 
+/// The review's status; `changes` is what changed since the last pass.
 fn select(status: &str) -> Result<ReviewSelect, ApiError> {
-    use treeshift_core::CopyStatus;
-    Ok(match status {
-        "all" => ReviewSelect::Actionable,
-        "failed" => ReviewSelect::Failed,
-        "changes" => ReviewSelect::Changes,
-        "copy-failed" => ReviewSelect::Copy(CopyStatus::Failed),
-        "mismatch" => ReviewSelect::VerifyProblems,
-        other => match (other.parse::<Status>(), other.parse::<CopyStatus>()) {
-            (Ok(st), _) => ReviewSelect::Status(st),
-            (_, Ok(cs)) => ReviewSelect::Copy(cs),
-            _ => return Err(ApiError::bad_request(format!("unknown status '{other}'"))),
-        },
-    })
+    match status {
+        "changes" => Ok(ReviewSelect::Changes),
+        other => other.parse().map_err(ApiError::bad_request),
+    }
 }
 
 async fn review(
@@ -444,15 +435,14 @@ async fn review(
         None => None,
     };
     let filter = ReviewFilter {
-        prefix: q.prefix.as_deref().map(rel_path),
+        prefix: q.prefix.as_deref().map(RelPath::from_typed),
         min_size: q.min_size,
         max_size: q.max_size,
         search: q.search,
     };
-    let limit = q.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
+    let limit = page_limit(q.limit);
     blocking(move || {
-        let slot = reg.slot(&name)?;
-        let m = reg.migration(&slot)?;
+        let m = reg.open(&name)?;
         let items = m.handle().review_page(select, after, filter, limit)?;
         let next = (items.len() == limit)
             .then(|| items.last().map(cursor))
@@ -476,9 +466,18 @@ async fn review(
     .await
 }
 
-/// A path as the API takes it, relative to the roots.
-fn rel_path(text: &str) -> RelPath {
-    RelPath::from_bytes(text.trim_matches('/').as_bytes().to_vec())
+/// Rows a page holds: as asked (1,000 if not), within 1 and [`MAX_PAGE`].
+fn page_limit(asked: Option<usize>) -> usize {
+    asked.unwrap_or(1000).clamp(1, MAX_PAGE)
+}
+
+/// The least severe level of log records asked for (`INFO` if not).
+fn log_level(asked: Option<String>) -> ApiResult<String> {
+    let level = asked.unwrap_or_else(|| "INFO".into()).to_uppercase();
+    match ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&level.as_str()) {
+        true => Ok(level),
+        false => Err(ApiError::bad_request(format!("unknown level '{level}'"))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -498,7 +497,7 @@ async fn browse(
     PathArgs(name): PathArgs<String>,
     QueryArgs(q): QueryArgs<BrowseQuery>,
 ) -> ApiResult<Response> {
-    let folder = rel_path(&q.path);
+    let folder = RelPath::from_typed(&q.path);
     let after = match q.after.as_deref() {
         Some(c) => {
             Some(RelPath::from_bytes(unhex(c).ok_or_else(|| {
@@ -507,10 +506,9 @@ async fn browse(
         }
         None => None,
     };
-    let limit = q.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
+    let limit = page_limit(q.limit);
     blocking(move || {
-        let slot = reg.slot(&name)?;
-        let m = reg.migration(&slot)?;
+        let m = reg.open(&name)?;
         let children = m.handle().browse(folder.clone(), after, limit)?;
         let next = (children.len() == limit)
             .then(|| children.last().map(|c| hex(c.path.as_bytes())))
@@ -551,14 +549,10 @@ async fn logs(
     PathArgs(name): PathArgs<String>,
     QueryArgs(q): QueryArgs<LogsQuery>,
 ) -> ApiResult<Response> {
-    let level = q.level.unwrap_or_else(|| "INFO".into()).to_uppercase();
-    if !["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&level.as_str()) {
-        return Err(ApiError::bad_request(format!("unknown level '{level}'")));
-    }
-    let limit = q.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
+    let level = log_level(q.level)?;
+    let limit = page_limit(q.limit);
     blocking(move || {
-        let slot = reg.slot(&name)?;
-        let m = reg.migration(&slot)?;
+        let m = reg.open(&name)?;
         let entries = m.handle().logs(q.after.unwrap_or(0), &level, limit)?;
         let next = (entries.len() == limit)
             .then(|| entries.last().map(|e| e.seq))
@@ -576,13 +570,10 @@ async fn log_events(
     PathArgs(name): PathArgs<String>,
     QueryArgs(q): QueryArgs<LogsQuery>,
 ) -> ApiResult<Response> {
-    let level = q.level.unwrap_or_else(|| "INFO".into()).to_uppercase();
-    if !["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&level.as_str()) {
-        return Err(ApiError::bad_request(format!("unknown level '{level}'")));
-    }
+    let level = log_level(q.level)?;
     let m = {
         let reg = reg.clone();
-        blocking(move || reg.migration(&*reg.slot(&name)?)).await?
+        blocking(move || reg.open(&name)).await?
     };
     let start = (q.after.unwrap_or(0), Vec::new());
     let stream = futures::stream::unfold(start, move |(mut after, mut queued)| {

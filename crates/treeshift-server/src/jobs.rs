@@ -230,15 +230,8 @@ fn op_name(op: Op) -> String {
 /// records (jobs started and ended, approvals) go there; the engine's
 /// go to the server's stderr.
 pub fn record(m: &Migration, level: &'static str, message: String) {
-    let at_micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    let _ = m.handle().append_logs(vec![treeshift_store::LogRecord {
-        at_micros,
-        level,
-        target: "treeshift::server".into(),
-        message,
-    }]);
+    let record = treeshift_store::LogRecord::now(level, "treeshift::server", message);
+    let _ = m.handle().append_logs(vec![record]);
 }
 
 fn run(
@@ -270,10 +263,7 @@ fn run(
             &job.cancel,
         )?)),
         Op::Retry => {
-            let prefix = options
-                .path
-                .as_deref()
-                .map(|p| RelPath::from_bytes(p.trim_matches('/').as_bytes().to_vec()));
+            let prefix = options.path.as_deref().map(RelPath::from_typed);
             let discovery =
                 m.retry_discovery(prefix.clone(), workers, counts.clone(), &job.cancel)?;
             let copy = m.retry_copy(prefix, workers, counts.as_ref(), &job.cancel)?;

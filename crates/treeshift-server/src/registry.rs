@@ -114,6 +114,12 @@ impl Registry {
         Ok(names)
     }
 
+    /// The open migration of `name` (see [`Registry::slot`] and
+    /// [`Registry::migration`]).
+    pub fn open(&self, name: &str) -> Result<Arc<Migration>, ApiError> {
+        self.migration(&*self.slot(name)?)
+    }
+
     /// The open migration of a slot, opened on first use.
     pub fn migration(&self, slot: &Slot) -> Result<Arc<Migration>, ApiError> {
         let mut open = slot.migration.lock().unwrap_or_else(|p| p.into_inner());

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use treeshift_core::{
     Action, Approval, CopyStatus, CopySummary, Entry, Extras, FileId, FilterSpec, Keep, Kind, Meta,
     Phase, Policy, RelPath, Side, Status, Summary, VerifyStatus, VerifySummary,
@@ -108,6 +108,20 @@ pub struct LogRecord {
     pub target: String,
     /// The message and its fields, formatted.
     pub message: String,
+}
+
+impl LogRecord {
+    /// A record emitted now.
+    pub fn now(level: &'static str, target: impl Into<String>, message: String) -> LogRecord {
+        LogRecord {
+            at_micros: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64),
+            level,
+            target: target.into(),
+            message,
+        }
+    }
 }
 
 /// One row of the `logs` table.
@@ -427,6 +441,30 @@ pub enum ReviewSelect {
     Copy(CopyStatus),
     /// Copied items whose verification did not pass.
     VerifyProblems,
+}
+
+impl std::str::FromStr for ReviewSelect {
+    type Err = String;
+
+    /// A review's status as the CLI and the API take it: a comparison
+    /// status, a copy status, `all`, `failed`, `copy-failed` or `mismatch`.
+    fn from_str(text: &str) -> Result<ReviewSelect, String> {
+        Ok(match text {
+            "all" => ReviewSelect::Actionable,
+            "failed" => ReviewSelect::Failed,
+            "copy-failed" => ReviewSelect::Copy(CopyStatus::Failed),
+            "mismatch" => ReviewSelect::VerifyProblems,
+            other => match (other.parse::<Status>(), other.parse::<CopyStatus>()) {
+                (Ok(st), _) => ReviewSelect::Status(st),
+                (_, Ok(cs)) if cs != CopyStatus::Failed => ReviewSelect::Copy(cs),
+                _ => {
+                    return Err(format!(
+                        "unknown status '{other}'; expected one of missing, differs, conflict, same, extra, excluded, invalid-name, failed, all, pending, copying, copied, skipped, changed, copy-failed, mismatch"
+                    ));
+                }
+            },
+        })
+    }
 }
 
 /// The owner of a state file: starts the store thread and stops it.

@@ -197,12 +197,7 @@ impl<S: Subscriber> Layer<S> for UdpLayer {
 }
 
 fn record(level: Level, target: &str, message: String) -> LogRecord {
-    LogRecord {
-        at_micros: now_micros(),
-        level: level.as_str(),
-        target: target.to_string(),
-        message,
-    }
+    LogRecord::now(level.as_str(), target, message)
 }
 
 fn now_micros() -> i64 {

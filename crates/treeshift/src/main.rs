@@ -21,7 +21,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use treeshift_core::{CopyStatus, Extras, Keep, Policy, RelPath, Side, Status};
+use treeshift_core::{Extras, Keep, Policy, RelPath, Side};
 use treeshift_engine::{DiscoveryProgress, EngineError};
 use treeshift_lifecycle::{
     Cancel, DiscoveryRequest, ErrorClass, LifecycleError, Limits, Migration,
@@ -413,10 +413,7 @@ fn copy(args: CopyArgs, ctx: &Session) -> Result<Exit> {
 }
 
 fn retry(args: RetryArgs, ctx: &Session) -> Result<Exit> {
-    let prefix = args
-        .path
-        .as_deref()
-        .map(|p| RelPath::from_bytes(p.trim_matches('/').as_bytes().to_vec()));
+    let prefix = args.path.as_deref().map(RelPath::from_typed);
     let discovery = args.phase != Some(RetryPhase::Copy);
     let copying = args.phase != Some(RetryPhase::Discovery);
     with_migration(ctx.open(&args.state)?, |m| {
@@ -696,21 +693,9 @@ fn read_store<T>(path: &Path, f: impl FnOnce(&StoreHandle) -> Result<T>) -> Resu
 }
 
 fn review(args: ReviewArgs) -> Result<Exit> {
-    let select = match args.status.as_str() {
-        _ if args.changes => ReviewSelect::Changes,
-        "all" => ReviewSelect::Actionable,
-        "failed" => ReviewSelect::Failed,
-        "copy-failed" => ReviewSelect::Copy(CopyStatus::Failed),
-        "mismatch" => ReviewSelect::VerifyProblems,
-        other => match (other.parse::<Status>(), other.parse::<CopyStatus>()) {
-            (Ok(st), _) => ReviewSelect::Status(st),
-            (_, Ok(cs)) if cs != CopyStatus::Failed => ReviewSelect::Copy(cs),
-            _ => {
-                return Err(usage(format!(
-                    "unknown status '{other}'; expected one of missing, differs, conflict, same, extra, excluded, invalid-name, failed, all, pending, copying, copied, skipped, changed, copy-failed, mismatch"
-                )));
-            }
-        },
+    let select = match args.changes {
+        true => ReviewSelect::Changes,
+        false => args.status.parse::<ReviewSelect>().map_err(usage)?,
     };
     let (store, _) = Store::open(&args.state, OpenMode::Existing)?;
     let handle = store.handle();

@@ -12,25 +12,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use treeshift_store::{OpenMode, Store};
-use util::{Rng, bin, make_tree, run_with_kills_by, s, s3_server, sftp_server};
+use util::{Rng, bare, bin, make_tree, run_with_kills_by, s, s3_server, sftp_server};
 
 /// A fresh random master key, as `head -c 32 /dev/urandom | base64` makes.
 fn master_key(rng: &mut Rng) -> String {
     let bytes: Vec<u8> = (0..4).flat_map(|_| rng.next().to_le_bytes()).collect();
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// The binary with an empty environment but for PATH, a HOME of its own
-/// (no ~/.aws, no ~/.ssh) and `vars`.
-fn bare(home: &Path, vars: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(bin());
-    c.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home);
-    for (k, v) in vars {
-        c.env(k, v);
-    }
-    c
 }
 
 /// Everything commands printed, to search for secrets at the end.

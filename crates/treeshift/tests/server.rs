@@ -511,11 +511,7 @@ fn a_restarted_server_opens_sealed_connections_with_the_key_alone() {
     assert!(!state.windows(secret.len()).any(|w| w == secret.as_bytes()));
 
     // The next has the master key and nothing else.
-    let mut bare = Command::new(util::bin());
-    bare.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir.path())
-        .env("TREESHIFT_MASTER_KEY", key);
+    let bare = util::bare(dir.path(), &[("TREESHIFT_MASTER_KEY", key)]);
     let server = Server::start_by(bare, &states, &[], None);
     let discovered = server.job("s3", "discover", json!({}));
     assert_eq!(discovered["failed"], 0, "{discovered}");

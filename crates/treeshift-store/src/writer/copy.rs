@@ -56,23 +56,9 @@ const NO_SYMLINKS: &str = "the destination cannot hold symlinks";
 /// Plan actions that copy an item's data.
 const DATA: &str = "IN ('create', 'replace', 'rename')";
 
-/// A plan computed from the current discovery, before approval.
-struct Draft {
-    hash: String,
-    items: u64,
-    files: u64,
-    folders: u64,
-    bytes: u64,
-    skipped: u64,
-    replaces: u64,
-    quarantines: u64,
-    metadata: u64,
-    links: u64,
-}
-
 impl Writer {
     /// Computes the plan for `policy` into the temp table `plan_candidate`.
-    fn draft_plan(&mut self, policy: Policy, extras: Extras) -> Result<Draft, StoreError> {
+    fn draft_plan(&mut self, policy: Policy, extras: Extras) -> Result<PlanPreview, StoreError> {
         self.flush()?;
         let pol = policy.as_str();
         // `newer` compares whole seconds, as discovery does.
@@ -185,8 +171,10 @@ impl Writer {
             ),
             "count the plan",
         )?;
-        Ok(Draft {
-            hash,
+        Ok(PlanPreview {
+            policy,
+            extras,
+            plan_hash: hash,
             items,
             files,
             folders,
@@ -333,21 +321,7 @@ impl Writer {
         extras: Extras,
     ) -> Result<PlanPreview, StoreError> {
         self.check_discovered()?;
-        let d = self.draft_plan(policy, extras)?;
-        Ok(PlanPreview {
-            policy,
-            extras,
-            plan_hash: d.hash,
-            items: d.items,
-            files: d.files,
-            folders: d.folders,
-            bytes: d.bytes,
-            skipped: d.skipped,
-            replaces: d.replaces,
-            quarantines: d.quarantines,
-            metadata: d.metadata,
-            links: d.links,
-        })
+        self.draft_plan(policy, extras)
     }
 
     pub(crate) fn approve(
@@ -360,17 +334,17 @@ impl Writer {
         self.check_discovered()?;
         let draft = self.draft_plan(policy, extras)?;
         // What the approver saw must be what is approved.
-        if let Some(expected) = expected_hash.filter(|h| *h != draft.hash) {
+        if let Some(expected) = expected_hash.filter(|h| *h != draft.plan_hash) {
             return Err(StoreError::PlanChanged {
                 approved: expected.to_string(),
-                current: draft.hash,
+                current: draft.plan_hash,
             });
         }
         if let Some(old) = self.approval()? {
             let summary = self.copy_summary()?;
             let started = summary.copied + summary.failed + summary.changed + summary.copying > 0;
             if started && !summary.is_finished() {
-                if old.plan_hash == draft.hash {
+                if old.plan_hash == draft.plan_hash {
                     return Ok(old);
                 }
                 return Err(StoreError::CopyStarted {
@@ -380,7 +354,7 @@ impl Writer {
         }
         let approval = Approval {
             policy,
-            plan_hash: draft.hash.clone(),
+            plan_hash: draft.plan_hash.clone(),
             approved_by: by.to_string(),
             approved_at: self.utc_now()?,
             filters: self.migration()?.filter.rules(),
@@ -412,7 +386,7 @@ impl Writer {
         };
         self.check_discovered()?;
         let draft = self.draft_plan(old.policy, old.extras)?;
-        if draft.hash == old.plan_hash {
+        if draft.plan_hash == old.plan_hash {
             return Ok(Some(0));
         }
         let changed = self.query_i64(&format!(
@@ -423,7 +397,7 @@ impl Writer {
         if changed > 0 {
             return Err(StoreError::PlanChanged {
                 approved: old.plan_hash,
-                current: draft.hash,
+                current: draft.plan_hash,
             });
         }
         let [added, touching] =
@@ -438,7 +412,7 @@ impl Writer {
             return Err(StoreError::ExtensionTouchesDestination { items: touching });
         }
         let approval = Approval {
-            plan_hash: draft.hash.clone(),
+            plan_hash: draft.plan_hash.clone(),
             extended_at: Some(self.utc_now()?),
             extended_items: old.extended_items + added,
             ..old
@@ -454,7 +428,7 @@ impl Writer {
     fn record_approval(
         &mut self,
         mut approval: Approval,
-        draft: &Draft,
+        draft: &PlanPreview,
     ) -> Result<Approval, StoreError> {
         approval.items = draft.items;
         approval.files = draft.files;
@@ -539,10 +513,10 @@ impl Writer {
         let approval = self.approval()?.ok_or(StoreError::NotApproved)?;
         self.check_discovered()?;
         let draft = self.draft_plan(approval.policy, approval.extras)?;
-        if draft.hash != approval.plan_hash {
+        if draft.plan_hash != approval.plan_hash {
             return Err(StoreError::PlanChanged {
                 approved: approval.plan_hash,
-                current: draft.hash,
+                current: draft.plan_hash,
             });
         }
         Ok(approval)

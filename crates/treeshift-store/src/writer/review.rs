@@ -169,11 +169,7 @@ impl Writer {
         limit: usize,
     ) -> Result<Vec<BrowseChild>, StoreError> {
         self.flush()?;
-        let depth = if folder.is_root() {
-            1
-        } else {
-            folder.as_bytes().iter().filter(|&&b| b == b'/').count() as i64 + 2
-        };
+        let depth = folder.depth() as i64 + 1;
         let mut children = Vec::new();
         for side in Side::BOTH {
             children.extend(self.browse_side(side, folder, depth, after, limit)?);

@@ -745,3 +745,16 @@ pub fn same_end_state(reference: &Path, resumed: &Path) {
     assert_eq!(got.len(), want.len(), "item count");
     assert_eq!(got, want);
 }
+
+/// The binary with an empty environment but for PATH, a HOME of its own
+/// (no ~/.aws, no ~/.ssh) and `vars`.
+pub fn bare(home: &Path, vars: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(bin());
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home);
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c
+}
