@@ -18,6 +18,8 @@ pub enum Phase {
     Discovering,
     /// Both trees walked: the plan can be reviewed and approved.
     Discovered,
+    /// A plan approved: the copy can start.
+    Approved,
     /// The approved plan is being copied (or the copy was stopped).
     Copying,
     /// The copy finished.
@@ -33,6 +35,7 @@ impl Phase {
             Phase::Created => "created",
             Phase::Discovering => "discovering",
             Phase::Discovered => "discovered",
+            Phase::Approved => "approved",
             Phase::Copying => "copying",
             Phase::Copied => "copied",
             Phase::Verified => "verified",
@@ -54,6 +57,7 @@ impl FromStr for Phase {
             Phase::Created,
             Phase::Discovering,
             Phase::Discovered,
+            Phase::Approved,
             Phase::Copying,
             Phase::Copied,
             Phase::Verified,

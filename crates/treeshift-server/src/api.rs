@@ -54,10 +54,11 @@ pub fn router(registry: Shared, token: Option<String>) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(registry);
     let token: Arc<Option<String>> = Arc::new(token);
-    api.layer(middleware::from_fn(move |request: Request, next: Next| {
+    let api = api.layer(middleware::from_fn(move |request: Request, next: Next| {
         let token = token.clone();
         async move { guard(token.as_ref().as_deref(), request, next).await }
-    }))
+    }));
+    crate::ui::router().merge(api)
 }
 
 /// With a token, every request must carry it; compared in constant time.

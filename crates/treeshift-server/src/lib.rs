@@ -17,6 +17,7 @@ mod api;
 mod error;
 mod jobs;
 mod registry;
+mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! Store tests: file identity, versions, and the resume invariants.
 
 use super::*;
-use treeshift_core::{CopyStatus, Entry, Extras, Policy};
+use treeshift_core::{CopyStatus, Entry, Extras, Phase, Policy};
 
 fn spec(dst: &str) -> MigrationSpec {
     MigrationSpec {
@@ -275,6 +275,8 @@ fn approval_records_the_plan_and_a_changed_plan_is_refused() {
     assert!(matches!(h.approved_plan(), Err(StoreError::NotApproved)));
     let skip = h.approve(Policy::Skip, Extras::Leave, "tester").unwrap();
     assert_eq!((skip.items, skip.skipped, skip.bytes), (1, 1, 3));
+    // The phase an approval records is one a reader knows.
+    assert_eq!(h.phase().unwrap(), Phase::Approved);
     let c = h.copy_summary().unwrap();
     assert_eq!((c.planned, c.pending, c.skipped), (2, 1, 1));
     // Before any copy, another policy may replace the plan.

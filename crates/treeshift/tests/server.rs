@@ -12,139 +12,11 @@ use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use util::{command, free_port, run, s};
+use util::api::ApiServer;
+use util::{command, run, s};
 
-/// A running `treeshift serve`, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    token: Option<String>,
-}
-
-impl Server {
-    fn start(dir: &Path, extra: &[&str], token: Option<&str>) -> Server {
-        Server::start_by(command(), dir, extra, token)
-    }
-
-    /// Starts `treeshift serve` from `command` (its environment).
-    fn start_by(mut command: Command, dir: &Path, extra: &[&str], token: Option<&str>) -> Server {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let child = command
-            .args(["serve", "--dir", s(dir), "--listen", &listen])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Server {
-            child,
-            port,
-            token: token.map(str::to_string),
-        };
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    /// Sends a request; returns the status and the body (JSON, or the raw
-    /// text as a JSON string).
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        self.raw(method, path, body.as_bytes(), self.token.as_deref())
-    }
-
-    fn raw(&self, method: &str, path: &str, body: &[u8], token: Option<&str>) -> (u16, Value) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(body).unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            unchunk(body)
-        } else {
-            body.to_string()
-        };
-        let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
-        (status, value)
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let (code, v) = self.call("GET", path, None);
-        assert_eq!(code, 200, "GET {path}: {v}");
-        v
-    }
-
-    fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call("POST", path, Some(&body))
-    }
-
-    /// Waits for the migration's job to end; returns its status.
-    fn wait_job(&self, name: &str) -> Value {
-        let start = Instant::now();
-        loop {
-            let status = self.get(&format!("/api/migrations/{name}"));
-            if status["job"]["running"] == false {
-                return status;
-            }
-            assert!(start.elapsed() < Duration::from_secs(120), "{status}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Runs a job to its end and checks it finished.
-    fn job(&self, name: &str, op: &str, options: Value) -> Value {
-        let (code, v) = self.post(&format!("/api/migrations/{name}/jobs/{op}"), options);
-        assert_eq!(code, 202, "{v}");
-        let status = self.wait_job(name);
-        assert_eq!(status["job"]["outcome"]["state"], "done", "{status}");
-        status
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn unchunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-fn create(server: &Server, name: &str, src: &str, dst: &Path) {
+fn create(server: &ApiServer, name: &str, src: &str, dst: &Path) {
     let (code, v) = server.post(
         "/api/migrations",
         json!({ "name": name, "src": src, "dst": s(dst) }),
@@ -157,7 +29,7 @@ fn a_migration_runs_end_to_end_through_the_api_two_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let states = dir.path().join("states");
     std::fs::create_dir(&states).unwrap();
-    let server = Server::start(&states, &[], None);
+    let server = ApiServer::start(&states, &[], None);
     let (dst_a, dst_b) = (dir.path().join("a"), dir.path().join("b"));
     let src_a = "sim:seed=3,depth=2,fanout=3,files=20";
     create(&server, "a", src_a, &dst_a);
@@ -353,7 +225,7 @@ fn a_server_killed_mid_discovery_shows_it_interrupted_and_resumes_it() {
     assert_eq!(code, 0, "{err}");
     let want: Value = serde_json::from_str(&out).unwrap();
 
-    let mut server = Server::start(&states, &[], None);
+    let mut server = ApiServer::start(&states, &[], None);
     create(&server, "k", src, &dst);
     let (code, v) = server.post("/api/migrations/k/jobs/discover", json!({ "workers": 2 }));
     assert_eq!(code, 202, "{v}");
@@ -379,7 +251,7 @@ fn a_server_killed_mid_discovery_shows_it_interrupted_and_resumes_it() {
     server.child.wait().unwrap();
     drop(server);
 
-    let server = Server::start(&states, &[], None);
+    let server = ApiServer::start(&states, &[], None);
     let status = server.get("/api/migrations/k");
     assert_eq!(status["interrupted"], true, "{status}");
     assert_eq!(status["phase"], "discovering");
@@ -426,7 +298,7 @@ fn the_guards_hold() {
     let token = "t0ken-of-the-test-0123456789";
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
-    let server = Server::start(&states, &["--token-file", s(&token_file)], Some(token));
+    let server = ApiServer::start(&states, &["--token-file", s(&token_file)], Some(token));
     let (code, v) = server.raw("GET", "/api/migrations", b"", None);
     assert_eq!(code, 401, "{v}");
     assert!(v["error"].is_string(), "errors are JSON: {v}");
@@ -499,7 +371,7 @@ fn a_restarted_server_opens_sealed_connections_with_the_key_alone() {
     first
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("TREESHIFT_MASTER_KEY", key);
-    let server = Server::start_by(first, &states, &[], None);
+    let server = ApiServer::start_by(first, &states, &[], None);
     let dst = s3.s3("sealed-by-server");
     let (code, v) = server.post(
         "/api/migrations",
@@ -512,7 +384,7 @@ fn a_restarted_server_opens_sealed_connections_with_the_key_alone() {
 
     // The next has the master key and nothing else.
     let bare = util::bare(dir.path(), &[("TREESHIFT_MASTER_KEY", key)]);
-    let server = Server::start_by(bare, &states, &[], None);
+    let server = ApiServer::start_by(bare, &states, &[], None);
     let discovered = server.job("s3", "discover", json!({}));
     assert_eq!(discovered["failed"], 0, "{discovered}");
     let plan = server.get("/api/migrations/s3/plan?policy=skip");

@@ -16,8 +16,8 @@ use crate::{
 };
 use duckdb::params;
 use treeshift_core::{
-    Action, Approval, CopyStatus, CopySummary, Extras, FileId, Kind, Meta, Policy, RelPath, Side,
-    VerifySummary,
+    Action, Approval, CopyStatus, CopySummary, Extras, FileId, Kind, Meta, Phase, Policy, RelPath,
+    Side, VerifySummary,
 };
 
 /// The latest copy status and reason per plan item.
@@ -469,8 +469,8 @@ impl Writer {
                 [],
             )?;
             conn.execute(
-                "UPDATE migrations SET approval = ?, phase = 'approved', updated_at = now() WHERE id = 1",
-                params![json],
+                "UPDATE migrations SET approval = ?, phase = ?, updated_at = now() WHERE id = 1",
+                params![json, Phase::Approved.as_str()],
             )?;
             Ok(())
         })?;

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod api;
 mod servers;
 
 pub use servers::*;
