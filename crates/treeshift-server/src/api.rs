@@ -37,6 +37,7 @@ pub fn router(registry: Shared, token: Option<String>) -> Router {
         .route("/api/migrations/{name}", get(status))
         .route("/api/migrations/{name}/jobs/{op}", post(start))
         .route("/api/migrations/{name}/stop", post(stop))
+        .route("/api/migrations/{name}/history", get(history))
         .route("/api/migrations/{name}/plan", get(plan))
         .route("/api/migrations/{name}/approve", post(approve))
         .route("/api/migrations/{name}/review", get(review))
@@ -291,6 +292,19 @@ async fn stop(State(reg): State<Shared>, PathArgs(name): PathArgs<String>) -> Ap
         Ok((StatusCode::ACCEPTED, Json(job.view())).into_response())
     })
     .await
+}
+
+/// The counts of the migration's last job over time (a sample a second
+/// at first, thinned as it runs long), for a chart of its throughput.
+async fn history(
+    State(reg): State<Shared>,
+    PathArgs(name): PathArgs<String>,
+) -> ApiResult<Json<crate::jobs::JobHistory>> {
+    let slot = reg.slot(&name)?;
+    let job = slot
+        .job()
+        .ok_or_else(|| ApiError::not_found(format!("{name} has run no job in this server")))?;
+    Ok(Json(job.history()))
 }
 
 #[derive(Deserialize)]

@@ -48,8 +48,14 @@ pub struct JobOptions {
     pub path: Option<String>,
 }
 
-/// What a job has done so far, counted by its progress callbacks.
-#[derive(Debug, Default)]
+/// Samples a job's history holds at most: when full, every other one is
+/// dropped and the interval doubles, so a job of any length keeps its
+/// whole shape in bounded memory.
+const HISTORY_MAX: usize = 720;
+
+/// What a job has done so far, counted by its progress callbacks, and a
+/// sample of it now and then (a second apart at first) for a chart.
+#[derive(Debug)]
 pub struct Counts {
     listed: [AtomicU64; 2],
     rounds: [AtomicU64; 2],
@@ -57,6 +63,28 @@ pub struct Counts {
     items_done: AtomicU64,
     bytes_total: AtomicU64,
     bytes_done: AtomicU64,
+    started: Instant,
+    /// When the next sample is due, in ms since `started`: the callbacks
+    /// check it without a lock.
+    next_sample_ms: AtomicU64,
+    history: Mutex<History>,
+}
+
+#[derive(Debug)]
+struct History {
+    every_ms: u64,
+    samples: Vec<Sample>,
+}
+
+/// The job's counts at one moment.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    /// Seconds since the job started.
+    pub t_s: f64,
+    pub src_folders_listed: u64,
+    pub dst_folders_listed: u64,
+    pub items_done: u64,
+    pub bytes_done: u64,
 }
 
 /// A snapshot of [`Counts`].
@@ -77,6 +105,63 @@ fn ix(side: Side) -> usize {
 }
 
 impl Counts {
+    fn new() -> Counts {
+        Counts {
+            listed: Default::default(),
+            rounds: Default::default(),
+            items_total: AtomicU64::new(0),
+            items_done: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
+            started: Instant::now(),
+            next_sample_ms: AtomicU64::new(0),
+            history: Mutex::new(History {
+                every_ms: 1000,
+                samples: Vec::new(),
+            }),
+        }
+    }
+
+    /// Takes a sample if one is due (or `always`). A callback on another
+    /// thread that finds the history locked leaves the sample to it.
+    fn tick(&self, always: bool) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if !always && now < self.next_sample_ms.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut history = if always {
+            self.history.lock().unwrap_or_else(|p| p.into_inner())
+        } else {
+            match self.history.try_lock() {
+                Ok(h) => h,
+                Err(_) => return,
+            }
+        };
+        let view = self.view();
+        history.samples.push(Sample {
+            t_s: now as f64 / 1000.0,
+            src_folders_listed: view.src_folders_listed,
+            dst_folders_listed: view.dst_folders_listed,
+            items_done: view.items_done,
+            bytes_done: view.bytes_done,
+        });
+        if history.samples.len() >= HISTORY_MAX {
+            let mut keep = false;
+            history.samples.retain(|_| {
+                keep = !keep;
+                keep
+            });
+            history.every_ms *= 2;
+        }
+        self.next_sample_ms
+            .store(now + history.every_ms, Ordering::Relaxed);
+    }
+
+    fn samples(&self) -> Vec<Sample> {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        history.samples.clone()
+    }
+
     fn view(&self) -> CountsView {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CountsView {
@@ -99,6 +184,7 @@ impl DiscoveryProgress for Counts {
 
     fn folder_done(&self, side: Side, _children: u64) {
         self.listed[ix(side)].fetch_add(1, Ordering::Relaxed);
+        self.tick(false);
     }
 }
 
@@ -111,11 +197,13 @@ impl CopyProgress for Counts {
 
     fn folder_done(&self) {
         self.items_done.fetch_add(1, Ordering::Relaxed);
+        self.tick(false);
     }
 
     fn file_done(&self, bytes: u64) {
         self.items_done.fetch_add(1, Ordering::Relaxed);
         self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+        self.tick(false);
     }
 }
 
@@ -127,6 +215,7 @@ impl VerifyProgress for Counts {
     fn item_done(&self, bytes: u64) {
         self.items_done.fetch_add(1, Ordering::Relaxed);
         self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+        self.tick(false);
     }
 }
 
@@ -147,7 +236,6 @@ pub struct Job {
     pub op: Op,
     pub cancel: Cancel,
     counts: Arc<Counts>,
-    started: Instant,
     outcome: Mutex<Option<Outcome>>,
 }
 
@@ -179,11 +267,26 @@ impl Job {
         JobView {
             op: self.op,
             running: outcome.is_none(),
-            elapsed_s: self.started.elapsed().as_secs_f64(),
+            elapsed_s: self.counts.started.elapsed().as_secs_f64(),
             progress: self.counts.view(),
             outcome,
         }
     }
+
+    /// The job's counts over time.
+    pub fn history(&self) -> JobHistory {
+        JobHistory {
+            op: self.op,
+            samples: self.counts.samples(),
+        }
+    }
+}
+
+/// A job's counts over time, for a chart of its throughput.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobHistory {
+    pub op: Op,
+    pub samples: Vec<Sample>,
 }
 
 /// Starts `op` on `migration` on a thread of its own.
@@ -191,8 +294,7 @@ pub fn start(op: Op, options: JobOptions, migration: Arc<Migration>) -> std::io:
     let job = Arc::new(Job {
         op,
         cancel: Cancel::new(),
-        counts: Arc::new(Counts::default()),
-        started: Instant::now(),
+        counts: Arc::new(Counts::new()),
         outcome: Mutex::new(None),
     });
     let running = job.clone();
@@ -200,7 +302,9 @@ pub fn start(op: Op, options: JobOptions, migration: Arc<Migration>) -> std::io:
     std::thread::Builder::new()
         .name(format!("treeshift-job-{op:?}").to_lowercase())
         .spawn(move || {
+            running.counts.tick(true);
             let result = run(op, &options, &migration, &running);
+            running.counts.tick(true);
             let outcome = match result {
                 Ok(report) => Outcome::Done { report },
                 Err(LifecycleError::Engine(treeshift_engine::EngineError::Cancelled)) => {

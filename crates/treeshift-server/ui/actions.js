@@ -3,6 +3,7 @@
 
 import * as api from "./api.js";
 import { badge, bytes, card, count, duration, go, h, table, toast } from "./dom.js";
+import { lineChart } from "./charts.js";
 import { follow, Rate, startJob, stopJob } from "./views.js";
 
 function select(id, options, chosen) {
@@ -141,7 +142,7 @@ export async function copyView(body, { name, status, signal }) {
   const checksum = h("input", { type: "checkbox", id: "c-checksum" });
   const approved = !!status.approval;
   const live = h("div", { "aria-live": "polite" });
-  const rate = new Rate((j) => j.progress.bytes_done);
+  const rate = new Rate((c) => c.bytes_done);
   const drawJob = (j) => {
     const p = j.progress;
     const speed = rate.recent();
@@ -154,6 +155,7 @@ export async function copyView(body, { name, status, signal }) {
       ),
       progressBar(`Items: ${count(p.items_done)} of ${count(p.items_total)}`, p.items_done, p.items_total),
       progressBar(`Bytes: ${bytes(p.bytes_done)} of ${bytes(p.bytes_total)}`, p.bytes_done, p.bytes_total),
+      lineChart(rate.samples, { unit: "/s", format: bytes, label: `Bytes a second, ${j.op}` }),
       j.outcome?.state === "failed" ? h("p", { class: "error", role: "alert" }, j.outcome.error) : "",
     );
     for (const bar of live.querySelectorAll("[data-share]")) bar.style.width = `${bar.dataset.share * 100}%`;
@@ -197,10 +199,13 @@ export async function copyView(body, { name, status, signal }) {
     h("h2", {}, "Failures"),
     await failures(name),
   );
-  if (job && job.op !== "discover") drawJob(job);
+  if (job && job.op !== "discover") {
+    await rate.load(name);
+    drawJob(job);
+  }
   if (running) {
     follow(name, signal, (j) => {
-      rate.add(j);
+      rate.add(j.elapsed_s, j.progress);
       drawJob(j);
     }, () => go(location.hash));
   }

@@ -152,8 +152,9 @@ export function follow(name, signal, onProgress, onDone) {
     .catch(() => {});
 }
 
-// How fast a job goes: the change of `measure(job)` a second, sample by
-// sample, for the chart and the ETA.
+// How fast a job goes: the change of `measure(counts)` a second, sample
+// by sample, for the chart and the ETA. `counts` is a job's progress or
+// a sample of its history (the same fields).
 export class Rate {
   constructor(measure) {
     this.measure = measure;
@@ -161,13 +162,19 @@ export class Rate {
     this.last = null;
   }
 
-  add(job) {
-    const now = { t: job.elapsed_s, v: this.measure(job) };
+  add(t, counts) {
+    const now = { t, v: this.measure(counts) };
     if (this.last && now.t > this.last.t) {
       this.samples.push({ t: now.t, v: (now.v - this.last.v) / (now.t - this.last.t) });
-      if (this.samples.length > 600) this.samples.shift();
+      if (this.samples.length > 1500) this.samples.shift();
     }
     this.last = now;
+  }
+
+  // What the job did before this page was opened.
+  async load(name) {
+    const history = await api.get(api.migrationPath(name, "/history"));
+    for (const s of history.samples) this.add(s.t_s, s);
   }
 
   // The mean over the last 10 seconds.
@@ -200,9 +207,7 @@ async function overviewView(body, { name, status, signal }) {
   const live = h("div", { "aria-live": "polite" });
   const chart = h("div");
   const discovery = job?.op === "discover";
-  const rate = new Rate((j) =>
-    discovery ? j.progress.src_folders_listed + j.progress.dst_folders_listed : j.progress.bytes_done,
-  );
+  const rate = new Rate((c) => (discovery ? c.src_folders_listed + c.dst_folders_listed : c.bytes_done));
   const unit = discovery ? " folders/s" : "/s";
   const format = discovery ? (v) => v.toFixed(0) : bytes;
   const drawJob = (j) => {
@@ -216,7 +221,7 @@ async function overviewView(body, { name, status, signal }) {
         card("Source round", count(p.src_round)),
         card("Destination round", count(p.dst_round)),
         card("Folders listed (src / dst)", `${count(p.src_folders_listed)} / ${count(p.dst_folders_listed)}`),
-        card("Folders/s", rate.recent() === null ? "–" : rate.recent().toFixed(0)),
+        card("Folders/s", j.running ? (rate.recent() === null ? "–" : rate.recent().toFixed(0)) : `${((p.src_folders_listed + p.dst_folders_listed) / Math.max(j.elapsed_s, 0.001)).toFixed(0)} on average`),
       );
     } else if (p.items_total) {
       const speed = rate.recent();
@@ -229,7 +234,7 @@ async function overviewView(body, { name, status, signal }) {
       );
     }
     const error = j.outcome?.state === "failed" ? h("p", { class: "error", role: "alert" }, j.outcome.error) : null;
-    live.replaceChildren(h("div", { class: "cards" }, cards), error);
+    live.replaceChildren(h("div", { class: "cards" }, cards), error ?? "");
     chart.replaceChildren(
       lineChart(rate.samples, { unit, format, label: discovery ? "Folders listed a second" : "Bytes copied a second" }),
     );
@@ -237,23 +242,28 @@ async function overviewView(body, { name, status, signal }) {
   const buttons = h("div");
   const drawButtons = (j) => buttons.replaceChildren(jobButtons(name, status, j));
   drawButtons(job);
+  const counts = h("div");
+  const drawCounts = (s) =>
+    counts.replaceChildren(
+      h(
+        "div",
+        { class: "cards" },
+        card("Source", `${count(s.src.files)} files, ${count(s.src.folders)} folders, ${bytes(s.src.bytes)}`),
+        card("Destination", `${count(s.dst.files)} files, ${count(s.dst.folders)} folders, ${bytes(s.dst.bytes)}`),
+        card("Missing", count(s.missing)),
+        card("Same", count(s.same)),
+        card("Differs", count(s.differs + s.outdated)),
+        card("Conflict", count(s.conflict)),
+        card("Extra", count(s.extra)),
+        card("Excluded", count(s.excluded)),
+        card("Failed", count(s.failed + s.invalid_name)),
+        card("To copy", `${count(s.to_copy.files)} files, ${bytes(s.to_copy.bytes)}`),
+        card("Estimated copy time", duration(s.estimate.eta_s)),
+        card("Rounds sealed (src / dst)", `${s.src_rounds.sealed}${s.src_rounds.done ? " ✓" : ""} / ${s.dst_rounds.sealed}${s.dst_rounds.done ? " ✓" : ""}`),
+      ),
+    );
+  drawCounts(status);
   const s = status;
-  const counts = h(
-    "div",
-    { class: "cards" },
-    card("Source", `${count(s.src.files)} files, ${count(s.src.folders)} folders, ${bytes(s.src.bytes)}`),
-    card("Destination", `${count(s.dst.files)} files, ${count(s.dst.folders)} folders, ${bytes(s.dst.bytes)}`),
-    card("Missing", count(s.missing)),
-    card("Same", count(s.same)),
-    card("Differs", count(s.differs + s.outdated)),
-    card("Conflict", count(s.conflict)),
-    card("Extra", count(s.extra)),
-    card("Excluded", count(s.excluded)),
-    card("Failed", count(s.failed + s.invalid_name)),
-    card("To copy", `${count(s.to_copy.files)} files, ${bytes(s.to_copy.bytes)}`),
-    card("Estimated copy time", duration(s.estimate.eta_s)),
-    card("Rounds sealed (src / dst)", `${s.src_rounds.sealed}${s.src_rounds.done ? " ✓" : ""} / ${s.dst_rounds.sealed}${s.dst_rounds.done ? " ✓" : ""}`),
-  );
   const rounds = table(
     [["Side"], ["Round", "num"], ["Folders", "num"], ["Children", "num"], ["Folders/s", "num"], ["Sealed"]],
     s.rounds.map((r) =>
@@ -295,14 +305,28 @@ async function overviewView(body, { name, status, signal }) {
     live.replaceChildren(h("p", {}, "No job has run in this server yet."));
     return;
   }
+  await rate.load(name);
   drawJob(job);
+  let refreshing = false;
+  let refreshed = Date.now();
   if (job.running) {
     follow(
       name,
       signal,
       (j) => {
-        rate.add(j);
+        rate.add(j.elapsed_s, j.progress);
         drawJob(j);
+        // The counts, which a status read makes, every 5 s at most.
+        if (!refreshing && Date.now() - refreshed > 5000) {
+          refreshing = true;
+          api
+            .get(api.migrationPath(name))
+            .then(drawCounts, () => {})
+            .finally(() => {
+              refreshing = false;
+              refreshed = Date.now();
+            });
+        }
       },
       () => go(location.hash),
     );

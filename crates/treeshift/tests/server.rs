@@ -59,6 +59,20 @@ fn a_migration_runs_end_to_end_through_the_api_two_at_once() {
         assert_eq!(status["phase"], "discovered", "{status}");
         assert_eq!(status["failed"], 0);
     }
+    // The job's counts over time: taken at its start and at its end, the
+    // last one what the job counted in all.
+    let history = server.get("/api/migrations/a/history");
+    assert_eq!(history["op"], "discover", "{history}");
+    let samples = history["samples"].as_array().unwrap();
+    assert!(samples.len() >= 2, "{history}");
+    assert_eq!(samples[0]["src_folders_listed"], 0, "{history}");
+    assert_eq!(
+        samples.last().unwrap()["src_folders_listed"],
+        a["job"]["progress"]["src_folders_listed"],
+        "{history}"
+    );
+    let (code, v) = server.call("GET", "/api/migrations/nothing-ran/history", None);
+    assert_eq!(code, 404, "{v}");
     let listed = server.get("/api/migrations");
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
 
