@@ -126,7 +126,7 @@ impl FilterError {
 /// Filter rules as the user gave them; stored in the state file's settings
 /// and part of the approved plan. Every field has a default, so a stored
 /// spec with fewer fields (an older state file) still reads.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct FilterSpec {
     /// `.gitignore`-style lines leaving nodes out; `!x` takes `x` back.

@@ -214,7 +214,7 @@ impl ListStatus {
 }
 
 /// Node counts of one side (the root is not counted).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Totals {
     /// Folders found.
     pub folders: u64,
@@ -229,7 +229,7 @@ pub struct Totals {
 }
 
 /// What the default approval (`--policy skip`) would do.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ToCopy {
     /// Files and symlinks missing on dst, or outdated there.
     pub files: u64,
@@ -246,7 +246,7 @@ pub struct ToCopy {
 /// What the default approval leaves alone: items that differ from a
 /// destination treeshift did not leave that way (`--policy overwrite`,
 /// `newer` or `rename` acts on them).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeftAlone {
     /// Items that differ, or whose kind differs.
     pub items: u64,
@@ -255,7 +255,7 @@ pub struct LeftAlone {
 }
 
 /// Per-side round progress.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RoundState {
     /// Rounds sealed so far.
     pub sealed: u64,
@@ -264,7 +264,7 @@ pub struct RoundState {
 }
 
 /// What a delta pass found changed on the source since the previous pass.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Changes {
     /// Nodes that were not there.
     pub new: u64,
@@ -275,7 +275,7 @@ pub struct Changes {
 }
 
 /// The discovery summary: what `discover --json` and `status --json` print.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Summary {
     /// The pass this discovery belongs to (1, then one more per delta pass).
     #[serde(default)]

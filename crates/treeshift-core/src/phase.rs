@@ -9,7 +9,7 @@ use std::str::FromStr;
 /// starts again at `Created`. What an operation may do is decided by what
 /// the state file holds (discovery finished, a plan approved, the copy
 /// finished); the phase names where the last operation left it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Recorded, nothing walked yet (or a new pass about to walk).

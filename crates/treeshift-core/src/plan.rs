@@ -10,7 +10,7 @@ use std::str::FromStr;
 /// (`differs`, and `conflict` when the kinds differ). Missing items are
 /// always created; destination data is replaced only under `overwrite` and
 /// `newer`, and never without an approval.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
     /// Leave the destination's version (the default).
@@ -62,7 +62,7 @@ impl fmt::Display for Policy {
 /// What to do with destination items that have no source counterpart
 /// (`extra`). Nothing on the destination is deleted, ever: the most an
 /// approval can do is move extras into a quarantine folder.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Extras {
     /// Leave them where they are (the default).
@@ -230,7 +230,7 @@ impl VerifyStatus {
 }
 
 /// The approval of a plan, as recorded in the state file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Approval {
     /// The policy approved.
     pub policy: Policy,
@@ -282,7 +282,7 @@ pub struct Approval {
 }
 
 /// Copy progress and results: what `copy --json` and `status --json` print.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CopySummary {
     /// Items in the approved plan (all actions, skips included).
     pub planned: u64,
@@ -312,7 +312,7 @@ impl CopySummary {
 }
 
 /// Verification results.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VerifySummary {
     /// Copied items checked.
     pub checked: u64,

@@ -53,11 +53,13 @@ pub struct DiscoveryReport {
 
 /// What the copy left will cost on each side that is remote storage, in
 /// requests by kind and bytes through the network.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct CopyCost {
     /// Requests to the source, if it is remote.
+    #[schema(value_type = Option<Object>)]
     pub src: Option<Requests>,
     /// Requests to the destination, if it is remote.
+    #[schema(value_type = Option<Object>)]
     pub dst: Option<Requests>,
     /// Bytes read from the source and written to the destination.
     pub bytes: u64,
@@ -97,7 +99,7 @@ impl CopyCost {
 }
 
 /// An approval, and what the copy it allows will cost.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ApprovalReport {
     /// What was approved.
     #[serde(flatten)]
@@ -129,7 +131,7 @@ pub struct RetriedCopy {
 }
 
 /// Where a migration stands, whole.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct StatusReport {
     /// Discovery's counts.
     #[serde(flatten)]

@@ -2,7 +2,7 @@
 //! registry, runs the lifecycle's (blocking) calls off the async threads,
 //! and answers JSON.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::jobs::{JobOptions, JobView, Op};
 use crate::registry::Registry;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
@@ -19,7 +19,8 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 use treeshift_core::{FilterSpec, Keep, Owners, Phase, RelPath, Side, display_bytes};
 use treeshift_lifecycle::{DiscoveryRequest, StatusReport};
-use treeshift_store::{ReviewFilter, ReviewItem, ReviewSelect};
+use treeshift_store::{BelowStatus, LogEntry, PlanPreview, ReviewFilter, ReviewItem, ReviewSelect};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// Request bodies are small JSON documents.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -45,6 +46,7 @@ pub fn router(registry: Shared, token: Option<String>) -> Router {
         .route("/api/migrations/{name}/browse", get(browse))
         .route("/api/migrations/{name}/events", get(events))
         .route("/api/migrations/{name}/logs/events", get(log_events))
+        .route("/api/openapi.json", get(openapi))
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -60,6 +62,43 @@ pub fn router(registry: Shared, token: Option<String>) -> Router {
         async move { guard(token.as_ref().as_deref(), request, next).await }
     }));
     crate::ui::router().merge(api)
+}
+
+/// The API's OpenAPI description, derived from the handlers' annotations
+/// and the types they take and answer.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "treeshift",
+        description = "Migrations under one folder: create, discover, review, approve, copy, verify, retry. With --token-file, every request carries `Authorization: Bearer TOKEN`."
+    ),
+    paths(
+        list, create, status, start, stop, history, plan, approve, review, browse, logs, events,
+        log_events, openapi
+    ),
+    modifiers(&BearerToken),
+    security(("token" = []))
+)]
+struct ApiDoc;
+
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// This description.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "api",
+    responses((status = 200, description = "The OpenAPI description", content_type = "application/json")))]
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
 }
 
 /// With a token, every request must carry it; compared in constant time.
@@ -138,7 +177,7 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, ToSchema)]
 struct Listed {
     name: String,
     phase: Option<Phase>,
@@ -154,6 +193,9 @@ fn interrupted(phase: Phase, job: &Option<JobView>) -> bool {
     matches!(phase, Phase::Discovering | Phase::Copying) && job.is_none()
 }
 
+/// Every migration under the folder, with its phase and its job.
+#[utoipa::path(get, path = "/api/migrations", tag = "migrations",
+    responses((status = 200, body = Vec<Listed>)))]
 async fn list(State(reg): State<Shared>) -> ApiResult<Json<Vec<Listed>>> {
     blocking(move || {
         let mut out = Vec::new();
@@ -185,7 +227,7 @@ async fn list(State(reg): State<Shared>) -> ApiResult<Json<Vec<Listed>>> {
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Create {
     name: String,
@@ -205,6 +247,15 @@ struct Create {
     keep_hard_links: bool,
 }
 
+#[derive(serde::Serialize, ToSchema)]
+struct Created {
+    name: String,
+}
+
+/// Records a new migration (its state file); nothing is walked yet.
+#[utoipa::path(post, path = "/api/migrations", tag = "migrations", request_body = Create,
+    responses((status = 201, body = Created), (status = 400, body = ErrorBody),
+        (status = 409, description = "A migration of that name exists", body = ErrorBody)))]
 async fn create(State(reg): State<Shared>, JsonBody(c): JsonBody<Create>) -> ApiResult<Response> {
     blocking(move || {
         let slot = reg.slot(&c.name)?;
@@ -228,16 +279,13 @@ async fn create(State(reg): State<Shared>, JsonBody(c): JsonBody<Create>) -> Api
             },
         };
         reg.create(&slot, request)?;
-        Ok((
-            StatusCode::CREATED,
-            Json(serde_json::json!({ "name": slot.name })),
-        )
-            .into_response())
+        let name = slot.name.clone();
+        Ok((StatusCode::CREATED, Json(Created { name })).into_response())
     })
     .await
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, ToSchema)]
 struct StatusView {
     #[serde(flatten)]
     status: StatusReport,
@@ -245,6 +293,10 @@ struct StatusView {
     interrupted: bool,
 }
 
+/// The migration's status: counts, phase, approval, copy, verify,
+/// errors, rounds; its job, and whether a run was interrupted.
+#[utoipa::path(get, path = "/api/migrations/{name}", tag = "migrations", params(Name),
+    responses((status = 200, body = StatusView), (status = 404, body = ErrorBody)))]
 async fn status(
     State(reg): State<Shared>,
     PathArgs(name): PathArgs<String>,
@@ -265,6 +317,13 @@ async fn status(
     .await
 }
 
+/// Starts a job: `discover`, `copy`, `verify` or `retry`. A stopped or
+/// interrupted job goes on where it stood.
+#[utoipa::path(post, path = "/api/migrations/{name}/jobs/{op}", tag = "jobs",
+    params(Name, ("op" = String, Path, description = "discover, copy, verify or retry")),
+    request_body = JobOptions,
+    responses((status = 202, body = JobView), (status = 404, body = ErrorBody),
+        (status = 409, description = "A job runs, or the phase does not allow it", body = ErrorBody)))]
 async fn start(
     State(reg): State<Shared>,
     PathArgs((name, op)): PathArgs<(String, String)>,
@@ -281,6 +340,9 @@ async fn start(
     .await
 }
 
+/// Stops the running job where it stands; starting it again resumes.
+#[utoipa::path(post, path = "/api/migrations/{name}/stop", tag = "jobs", params(Name),
+    responses((status = 202, body = JobView), (status = 409, body = ErrorBody)))]
 async fn stop(State(reg): State<Shared>, PathArgs(name): PathArgs<String>) -> ApiResult<Response> {
     blocking(move || {
         let slot = reg.slot(&name)?;
@@ -294,8 +356,18 @@ async fn stop(State(reg): State<Shared>, PathArgs(name): PathArgs<String>) -> Ap
     .await
 }
 
+/// The migration's name: one plain file name under the server's folder.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct Name {
+    name: String,
+}
+
 /// The counts of the migration's last job over time (a sample a second
 /// at first, thinned as it runs long), for a chart of its throughput.
+#[utoipa::path(get, path = "/api/migrations/{name}/history", tag = "jobs", params(Name),
+    responses((status = 200, body = crate::jobs::JobHistory), (status = 404, body = ErrorBody)))]
 async fn history(
     State(reg): State<Shared>,
     PathArgs(name): PathArgs<String>,
@@ -307,11 +379,14 @@ async fn history(
     Ok(Json(job.history()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PlanQuery {
+    /// skip, overwrite, newer or rename (skip if not given).
     #[serde(default = "default_policy")]
     policy: String,
+    /// leave or quarantine (leave if not given).
     #[serde(default = "default_extras")]
     extras: String,
 }
@@ -324,6 +399,9 @@ fn default_extras() -> String {
     "leave".into()
 }
 
+/// What an approval with this policy would cover, and its hash.
+#[utoipa::path(get, path = "/api/migrations/{name}/plan", tag = "review", params(Name, PlanQuery),
+    responses((status = 200, body = PlanPreview), (status = 400, body = ErrorBody)))]
 async fn plan(
     State(reg): State<Shared>,
     PathArgs(name): PathArgs<String>,
@@ -339,7 +417,7 @@ async fn plan(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Approve {
     #[serde(default = "default_policy")]
@@ -352,6 +430,12 @@ struct Approve {
     approved_by: Option<String>,
 }
 
+/// Approves exactly the plan shown: refused (409) when the plan has
+/// changed since, or a job runs.
+#[utoipa::path(post, path = "/api/migrations/{name}/approve", tag = "review", params(Name),
+    request_body = Approve,
+    responses((status = 200, body = treeshift_lifecycle::ApprovalReport),
+        (status = 409, description = "The plan changed since it was shown, or a job runs", body = ErrorBody)))]
 async fn approve(
     State(reg): State<Shared>,
     PathArgs(name): PathArgs<String>,
@@ -382,17 +466,45 @@ async fn approve(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ReviewQuery {
+    /// A comparison or copy status, `all` (what needs a look), `changes`,
+    /// `failed`, `copy-failed` or `mismatch`.
     #[serde(default = "default_status")]
     status: String,
+    /// The previous page's `next`.
     after: Option<String>,
+    /// Only at or under this path.
     prefix: Option<String>,
     min_size: Option<u64>,
     max_size: Option<u64>,
+    /// Only names holding this text.
     search: Option<String>,
+    /// Rows a page (1,000 if not given; 5,000 at most).
     limit: Option<usize>,
+}
+
+/// A page of review rows.
+#[derive(serde::Serialize, ToSchema)]
+struct ReviewPage {
+    items: Vec<ReviewRow>,
+    /// The cursor of the next page, if there may be one.
+    next: Option<String>,
+}
+
+#[derive(serde::Serialize, ToSchema)]
+struct ReviewRow {
+    #[schema(value_type = String)]
+    side: Side,
+    /// The path, escaped for display where it is not UTF-8.
+    path: String,
+    kind: &'static str,
+    size: u64,
+    mtime_ns: Option<i64>,
+    status: String,
+    reason: Option<String>,
 }
 
 fn default_status() -> String {
@@ -437,6 +549,10 @@ fn select(status: &str) -> Result<ReviewSelect, ApiError> {
     }
 }
 
+/// Review rows by status and filters, a page at a time (keyset paging by
+/// an opaque cursor).
+#[utoipa::path(get, path = "/api/migrations/{name}/review", tag = "review", params(Name, ReviewQuery),
+    responses((status = 200, body = ReviewPage), (status = 400, body = ErrorBody)))]
 async fn review(
     State(reg): State<Shared>,
     PathArgs(name): PathArgs<String>,
@@ -462,21 +578,19 @@ async fn review(
         let next = (items.len() == limit)
             .then(|| items.last().map(cursor))
             .flatten();
-        let items: Vec<serde_json::Value> = items
-            .iter()
-            .map(|i| {
-                serde_json::json!({
-                    "side": i.side,
-                    "path": display_bytes(i.path.as_bytes()),
-                    "kind": i.kind.as_str(),
-                    "size": i.size,
-                    "mtime_ns": i.mtime_ns,
-                    "status": i.status,
-                    "reason": i.reason,
-                })
+        let items = items
+            .into_iter()
+            .map(|i| ReviewRow {
+                side: i.side,
+                path: display_bytes(i.path.as_bytes()),
+                kind: i.kind.as_str(),
+                size: i.size,
+                mtime_ns: i.mtime_ns,
+                status: i.status,
+                reason: i.reason,
             })
             .collect();
-        Ok(Json(serde_json::json!({ "items": items, "next": next })).into_response())
+        Ok(Json(ReviewPage { items, next }).into_response())
     })
     .await
 }
@@ -495,18 +609,45 @@ fn log_level(asked: Option<String>) -> ApiResult<String> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct BrowseQuery {
+    /// The folder (the root if not given).
     #[serde(default)]
     path: String,
+    /// The previous page's `next`.
     after: Option<String>,
+    /// Children a page (1,000 if not given; 5,000 at most).
     limit: Option<usize>,
+}
+
+/// A page of one folder's children.
+#[derive(serde::Serialize, ToSchema)]
+struct BrowsePage {
+    path: String,
+    children: Vec<BrowseRow>,
+    /// The cursor of the next page, if there may be one.
+    next: Option<String>,
+}
+
+#[derive(serde::Serialize, ToSchema)]
+struct BrowseRow {
+    #[schema(value_type = String)]
+    side: Side,
+    path: String,
+    kind: &'static str,
+    size: u64,
+    status: Option<String>,
+    /// Items and bytes below a folder, by status.
+    below: Vec<BelowStatus>,
 }
 
 /// One folder's children (the source's, and the destination's extras),
 /// each with its status and, for a folder, the items and bytes below it
 /// by status: what a treemap of the bytes to copy is drawn from.
+#[utoipa::path(get, path = "/api/migrations/{name}/browse", tag = "review", params(Name, BrowseQuery),
+    responses((status = 200, body = BrowsePage), (status = 400, body = ErrorBody)))]
 async fn browse(
     State(reg): State<Shared>,
     PathArgs(name): PathArgs<String>,
@@ -528,37 +669,49 @@ async fn browse(
         let next = (children.len() == limit)
             .then(|| children.last().map(|c| hex(c.path.as_bytes())))
             .flatten();
-        let children: Vec<serde_json::Value> = children
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "side": c.side,
-                    "path": display_bytes(c.path.as_bytes()),
-                    "kind": c.kind.as_str(),
-                    "size": c.size,
-                    "status": c.status,
-                    "below": c.below,
-                })
+        let children = children
+            .into_iter()
+            .map(|c| BrowseRow {
+                side: c.side,
+                path: display_bytes(c.path.as_bytes()),
+                kind: c.kind.as_str(),
+                size: c.size,
+                status: c.status,
+                below: c.below,
             })
             .collect();
-        Ok(Json(serde_json::json!({
-            "path": display_bytes(folder.as_bytes()),
-            "children": children,
-            "next": next,
-        }))
+        Ok(Json(BrowsePage {
+            path: display_bytes(folder.as_bytes()),
+            children,
+            next,
+        })
         .into_response())
     })
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct LogsQuery {
+    /// Records after this `seq` (the previous page's `next`).
     after: Option<i64>,
+    /// Records a page (1,000 if not given; 5,000 at most).
     limit: Option<usize>,
+    /// The least severe level: ERROR, WARN, INFO (if not given), DEBUG, TRACE.
     level: Option<String>,
 }
 
+/// A page of log records.
+#[derive(serde::Serialize, ToSchema)]
+struct LogsPage {
+    entries: Vec<LogEntry>,
+    next: Option<i64>,
+}
+
+/// The migration's log records, a page at a time.
+#[utoipa::path(get, path = "/api/migrations/{name}/logs", tag = "logs", params(Name, LogsQuery),
+    responses((status = 200, body = LogsPage), (status = 400, body = ErrorBody)))]
 async fn logs(
     State(reg): State<Shared>,
     PathArgs(name): PathArgs<String>,
@@ -572,7 +725,7 @@ async fn logs(
         let next = (entries.len() == limit)
             .then(|| entries.last().map(|e| e.seq))
             .flatten();
-        Ok(Json(serde_json::json!({ "entries": entries, "next": next })).into_response())
+        Ok(Json(LogsPage { entries, next }).into_response())
     })
     .await
 }
@@ -580,6 +733,8 @@ async fn logs(
 /// The migration's log records as server-sent events (`log`, one record
 /// each, JSON), from after `after` (its `seq`) and then as they are
 /// written, checked every half second, until the client goes away.
+#[utoipa::path(get, path = "/api/migrations/{name}/logs/events", tag = "logs", params(Name, LogsQuery),
+    responses((status = 200, description = "Server-sent events `log`, each one record (LogEntry) as JSON", content_type = "text/event-stream")))]
 async fn log_events(
     State(reg): State<Shared>,
     PathArgs(name): PathArgs<String>,
@@ -629,6 +784,8 @@ async fn log_events(
 /// Progress of the migration's job as server-sent events: `progress`
 /// every half second while it runs, then `done` with its outcome (or one
 /// `idle` when no job ever ran).
+#[utoipa::path(get, path = "/api/migrations/{name}/events", tag = "jobs", params(Name),
+    responses((status = 200, description = "Server-sent events: `progress` (a JobView as JSON) every half second while the job runs, then `done` (a JobView with its outcome); or one `idle`", content_type = "text/event-stream")))]
 async fn events(
     State(reg): State<Shared>,
     PathArgs(name): PathArgs<String>,

@@ -84,7 +84,16 @@ pub fn error_text(e: &dyn std::error::Error) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = axum::Json(serde_json::json!({ "error": self.message }));
+        let body = axum::Json(ErrorBody {
+            error: self.message,
+        });
         (self.status, body).into_response()
     }
+}
+
+/// Every error's body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    pub error: String,
 }

@@ -11,7 +11,7 @@ use treeshift_lifecycle::{Cancel, LifecycleError, Migration};
 use treeshift_store::CopyTodo;
 
 /// The operations a job runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Op {
     /// Walk both trees (or go on walking them).
@@ -37,7 +37,7 @@ impl Op {
 }
 
 /// How a job runs.
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct JobOptions {
     /// Workers (folders listed at once per side, or items copied at once).
@@ -77,7 +77,7 @@ struct History {
 }
 
 /// The job's counts at one moment.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Sample {
     /// Seconds since the job started.
     pub t_s: f64,
@@ -88,7 +88,7 @@ pub struct Sample {
 }
 
 /// A snapshot of [`Counts`].
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct CountsView {
     pub src_folders_listed: u64,
     pub dst_folders_listed: u64,
@@ -220,7 +220,7 @@ impl VerifyProgress for Counts {
 }
 
 /// How a job ended.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum Outcome {
     /// It finished; its report.
@@ -240,7 +240,7 @@ pub struct Job {
 }
 
 /// A job as the API shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub op: Op,
     pub running: bool,
@@ -283,7 +283,7 @@ impl Job {
 }
 
 /// A job's counts over time, for a chart of its throughput.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct JobHistory {
     pub op: Op,
     pub samples: Vec<Sample>,

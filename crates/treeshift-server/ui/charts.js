@@ -67,7 +67,7 @@ export function squarify(items, width, height) {
 
 // A treemap of `items` ({label, value, title, open?}); an item with
 // `open` is a link (click, Enter or Space).
-export function treemap(items, { width = 960, height = 360, label = "Treemap" } = {}) {
+export function treemap(items, { width = 960, height = 300, label = "Treemap" } = {}) {
   const shown = items.filter((i) => i.value > 0).sort((a, b) => b.value - a.value);
   const root = svg("svg", {
     class: "treemap",

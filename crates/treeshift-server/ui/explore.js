@@ -101,7 +101,7 @@ async function folder(body, name, path) {
       treemap(
         children.map((c) => ({
           key: c.path,
-          label: base(c.path),
+          label: `${base(c.path)} · ${bytes(toCopy(c))}`,
           value: toCopy(c),
           title: `${base(c.path)}: ${bytes(toCopy(c))} to copy`,
           open: c.kind === "folder" && c.side === "src" ? () => go(link(name, { path: c.path })) : null,

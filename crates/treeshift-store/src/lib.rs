@@ -125,7 +125,7 @@ impl LogRecord {
 }
 
 /// One row of the `logs` table.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct LogEntry {
     /// Its sequence number (pages and `--follow` continue after it).
     pub seq: i64,
@@ -140,7 +140,7 @@ pub struct LogEntry {
 }
 
 /// Failures recorded in `task_errors`.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct TaskErrors {
     /// All failures ever recorded (every attempt that ended in one).
     pub total: u64,
@@ -151,7 +151,7 @@ pub struct TaskErrors {
 }
 
 /// One row of `task_errors`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct TaskError {
     /// `src` or `dst`.
     pub side: String,
@@ -172,7 +172,7 @@ pub struct TaskError {
 }
 
 /// The metrics of one discovery round, as sealed.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct RoundMetrics {
     /// `src` or `dst`.
     pub side: String,
@@ -185,7 +185,7 @@ pub struct RoundMetrics {
 }
 
 /// What the copy still has to do, and how long that should take.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Estimate {
     /// Files and symlinks left to copy.
     pub files: u64,
@@ -514,7 +514,7 @@ pub struct BrowseChild {
 }
 
 /// Items of one status below a folder, and their bytes.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct BelowStatus {
     /// The status.
     pub status: String,
@@ -525,7 +525,7 @@ pub struct BelowStatus {
 }
 
 /// What an approval of a policy would cover, before it is given.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PlanPreview {
     /// The policy.
     pub policy: Policy,

@@ -414,3 +414,117 @@ fn a_restarted_server_opens_sealed_connections_with_the_key_alone() {
         Some(vec![])
     );
 }
+
+/// Validates each answer against the named schema of the API's own
+/// description (`tests/openapi/validate.py`, jsonschema in the test venv).
+fn validate_against_openapi(spec: &Value, checks: Vec<(&str, Value)>) {
+    let Some(python) = util::venv_program("python3") else {
+        util::missing_prerequisite("the test venv (.ci/run makes it)");
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openapi/validate.py");
+    let mut child = std::process::Command::new(python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = json!({ "spec": spec, "checks": checks });
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.to_string().as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "answers that do not match the description:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_openapi_description_matches_what_the_api_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst, states) = (
+        dir.path().join("src"),
+        dir.path().join("dst"),
+        dir.path().join("states"),
+    );
+    util::make_tree(&src, 2, 2, 3);
+    std::fs::create_dir_all(&states).unwrap();
+    let server = ApiServer::start(&states, &[], None);
+    let spec = server.get("/api/openapi.json");
+    assert_eq!(spec["openapi"], "3.1.0", "{spec}");
+    // Every route is described, and nothing else.
+    let mut paths: Vec<&str> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "/api/migrations",
+            "/api/migrations/{name}",
+            "/api/migrations/{name}/approve",
+            "/api/migrations/{name}/browse",
+            "/api/migrations/{name}/events",
+            "/api/migrations/{name}/history",
+            "/api/migrations/{name}/jobs/{op}",
+            "/api/migrations/{name}/logs",
+            "/api/migrations/{name}/logs/events",
+            "/api/migrations/{name}/plan",
+            "/api/migrations/{name}/review",
+            "/api/migrations/{name}/stop",
+            "/api/openapi.json",
+        ]
+    );
+
+    let (code, created) = server.post(
+        "/api/migrations",
+        json!({ "name": "m", "src": s(&src), "dst": s(&dst), "filter": { "excludes": ["*.none"] } }),
+    );
+    assert_eq!(code, 201, "{created}");
+    let (code, started) = server.post("/api/migrations/m/jobs/discover", json!({ "workers": 2 }));
+    assert_eq!(code, 202, "{started}");
+    let discovered = server.wait_job("m");
+    let plan = server.get("/api/migrations/m/plan?policy=overwrite");
+    let review = server.get("/api/migrations/m/review?status=missing&limit=3");
+    let browse = server.get("/api/migrations/m/browse?path=d0");
+    let (code, approved) = server.post(
+        "/api/migrations/m/approve",
+        json!({ "policy": "overwrite", "plan_hash": plan["plan_hash"] }),
+    );
+    assert_eq!(code, 200, "{approved}");
+    let copied = server.job("m", "copy", json!({}));
+    let (code, not_found) = server.call("GET", "/api/migrations/none", None);
+    assert_eq!(code, 404, "{not_found}");
+    validate_against_openapi(
+        &spec,
+        vec![
+            ("Created", created),
+            ("JobView", started),
+            ("StatusView", discovered),
+            ("PlanPreview", plan),
+            ("ReviewPage", review),
+            ("BrowsePage", browse),
+            ("ApprovalReport", approved),
+            ("StatusView", copied),
+            ("JobHistory", server.get("/api/migrations/m/history")),
+            ("LogsPage", server.get("/api/migrations/m/logs")),
+            ("ErrorBody", not_found),
+        ],
+    );
+    // A list is an array of Listed.
+    let list = server.get("/api/migrations");
+    validate_against_openapi(
+        &spec,
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| ("Listed", l.clone()))
+            .collect(),
+    );
+}
