@@ -71,6 +71,9 @@ pub fn discover(
         (Side::Src, src, state.src_sealed, state.src_done),
         (Side::Dst, dst, state.dst_sealed, state.dst_done),
     ];
+    // The caller's span (a server's job names its migration there) goes
+    // onto each thread, so their log records are the run's.
+    let span = tracing::Span::current();
     let results: Vec<Result<(), EngineError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = sides
             .iter()
@@ -87,8 +90,9 @@ pub fn discover(
                     gate: &gate,
                     progress: progress.as_ref(),
                 };
-                let (sealed, done) = (*sealed, *done);
+                let (sealed, done, span) = (*sealed, *done, &span);
                 scope.spawn(move || {
+                    let _in_span = span.enter();
                     let result = if done {
                         Ok(())
                     } else {
@@ -243,6 +247,7 @@ impl SideRunner<'_> {
         let failed: Mutex<Option<StoreError>> = Mutex::new(None);
         let stop = AtomicBool::new(false);
         let children_found = AtomicU64::new(0);
+        let span = tracing::Span::current();
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 let task_rx = task_rx.clone();
@@ -259,7 +264,9 @@ impl SideRunner<'_> {
                     retry: self.retry,
                     resumable: self.backend.capabilities().resumable_listing,
                 };
+                let span = &span;
                 scope.spawn(move || {
+                    let _in_span = span.enter();
                     for task in task_rx {
                         let cancelled = self.options.cancel.is_cancelled();
                         if !stop.load(Ordering::Relaxed) && !cancelled {

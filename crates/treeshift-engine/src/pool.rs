@@ -61,8 +61,12 @@ where
     let (task_tx, task_rx) = bounded::<T>((workers * 4).max(config.pull_batch));
     let (result_tx, result_rx) = bounded::<R>(config.commit_every.max(1));
     let mut commit = commit;
+    // The caller's span (a server's job names its migration there) goes
+    // with the work onto each thread, so their log records are the run's.
+    let span = tracing::Span::current();
     std::thread::scope(|scope| {
         let committer = scope.spawn(|| {
+            let _in_span = span.enter();
             let mut batch = Vec::with_capacity(config.commit_every);
             let mut oldest: Option<Instant> = None;
             loop {
@@ -96,8 +100,9 @@ where
         for _ in 0..workers {
             let task_rx = task_rx.clone();
             let result_tx = result_tx.clone();
-            let (work, halted, fail) = (&work, &halted, &fail);
+            let (work, halted, fail, span) = (&work, &halted, &fail, &span);
             scope.spawn(move || {
+                let _in_span = span.enter();
                 for task in task_rx {
                     if halted() {
                         continue; // left pending for the next run

@@ -123,18 +123,18 @@ fn listed(names: &[&str]) -> String {
     }
 }
 
-/// Replaces all of one side's secrets with those of a secret file, or of
-/// the environment; returns their names.
+/// Replaces all of one side's secrets with those from `source` (a secret
+/// file, or the environment); returns their names.
 pub fn set(
     h: &StoreHandle,
     side: Side,
-    secret_file: Option<&std::path::Path>,
+    source: &credentials::SecretSource,
     keys: &dyn Keys,
 ) -> Result<Vec<String>> {
     let location = location_of(h, side)?;
-    let secrets = credentials::gather(&location, secret_file)?;
+    let secrets = credentials::gather(&location, source)?;
     if secrets.is_empty() {
-        let from = secret_file.map_or("the environment".to_string(), |f| f.display().to_string());
+        let from = source.describe();
         return Err(input(format!(
             "no secret for {location} in {from} (it takes {})",
             listed(takes(&location)?)

@@ -91,15 +91,87 @@ pub fn kind_of(location: &str) -> &str {
     }
 }
 
-/// A location's secrets: from a secret file when one is given, else from
-/// the environment.
-pub fn gather(location: &str, secret_file: Option<&Path>) -> Result<Secrets> {
-    let backend_error = input;
-    let Some(file) = secret_file else {
-        let env = |name: &str| std::env::var(name).ok();
-        return treeshift_backend::gather_secrets(location, &env).map_err(backend_error);
+/// Where one side's secrets come from when they are given.
+#[derive(Clone, Debug, Default)]
+pub enum SecretSource {
+    /// The environment, by the names the service's own tools read.
+    #[default]
+    Environment,
+    /// A secret file of NAME=VALUE lines.
+    File(std::path::PathBuf),
+    /// Given by name and value (a request to the server).
+    Given(Vec<(String, treeshift_core::Secret)>),
+}
+
+impl SecretSource {
+    /// Whether secrets were given explicitly (not left to the environment).
+    pub fn is_given(&self) -> bool {
+        !matches!(self, SecretSource::Environment)
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            SecretSource::Environment => "the environment".to_string(),
+            SecretSource::File(file) => file.display().to_string(),
+            SecretSource::Given(_) => "the request".to_string(),
+        }
+    }
+}
+
+/// Why `name` is not a secret `location` takes, if it is not.
+fn not_taken(location: &str, names: &[&str], name: &str) -> Option<String> {
+    if names.contains(&name) && !location.starts_with("sftp://") {
+        return None;
+    }
+    let takes = if location.starts_with("sftp://") {
+        "an sftp:// location takes its private key from key=FILE".to_string()
+    } else if names.is_empty() {
+        "it takes no secrets".to_string()
+    } else {
+        format!("it takes {}", names.join(", "))
     };
+    Some(format!("{name} is not a secret of {location} ({takes})"))
+}
+
+/// A location's secrets, from where `source` says.
+pub fn gather(location: &str, source: &SecretSource) -> Result<Secrets> {
+    let backend_error = input;
     let names = treeshift_backend::secret_names(location).map_err(backend_error)?;
+    let given: Vec<(String, zeroize::Zeroizing<String>)> = match source {
+        SecretSource::Environment => {
+            let env = |name: &str| std::env::var(name).ok();
+            return treeshift_backend::gather_secrets(location, &env).map_err(backend_error);
+        }
+        SecretSource::File(file) => read_secret_file(file, location, names)?,
+        SecretSource::Given(pairs) => {
+            let mut given = Vec::new();
+            for (name, value) in pairs {
+                if let Some(why) = not_taken(location, names, name) {
+                    return Err(input(why));
+                }
+                given.push((
+                    name.clone(),
+                    zeroize::Zeroizing::new(value.expose().to_string()),
+                ));
+            }
+            given
+        }
+    };
+    let lookup = |name: &str| {
+        given
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.to_string())
+    };
+    treeshift_backend::gather_secrets(location, &lookup).map_err(backend_error)
+}
+
+/// The NAME=VALUE lines of a secret file, each name one `location` takes.
+fn read_secret_file(
+    file: &Path,
+    location: &str,
+    names: &[&str],
+) -> Result<Vec<(String, zeroize::Zeroizing<String>)>> {
     let mut text = zeroize::Zeroizing::new(String::new());
     std::fs::File::open(file)
         .and_then(|mut f| f.read_to_string(&mut text))
@@ -109,7 +181,7 @@ pub fn gather(location: &str, secret_file: Option<&Path>) -> Result<Secrets> {
                 file.display()
             ))
         })?;
-    let mut given: Vec<(String, zeroize::Zeroizing<String>)> = Vec::new();
+    let mut given = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim_start();
         if line.is_empty() || line.starts_with('#') {
@@ -123,29 +195,12 @@ pub fn gather(location: &str, secret_file: Option<&Path>) -> Result<Secrets> {
             )));
         };
         let name = name.trim();
-        if !names.contains(&name) || location.starts_with("sftp://") {
-            let takes = if location.starts_with("sftp://") {
-                "an sftp:// location takes its private key from key=FILE".to_string()
-            } else if names.is_empty() {
-                "it takes no secrets".to_string()
-            } else {
-                format!("it takes {}", names.join(", "))
-            };
-            return Err(input(format!(
-                "{}: line {}: {name} is not a secret of {location} ({takes})",
-                file.display(),
-                n + 1
-            )));
+        if let Some(why) = not_taken(location, names, name) {
+            return Err(input(format!("{}: line {}: {why}", file.display(), n + 1)));
         }
         given.push((name.to_string(), zeroize::Zeroizing::new(value.to_string())));
     }
-    let lookup = |name: &str| {
-        given
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.to_string())
-    };
-    treeshift_backend::gather_secrets(location, &lookup).map_err(backend_error)
+    Ok(given)
 }
 
 /// One side's stored connection that holds sealed secrets.
@@ -171,7 +226,7 @@ pub fn for_existing(handle: &StoreHandle, keys: &dyn Keys) -> Result<[Secrets; 2
     {
         out[i] = match (sealed_row(&rows, side), &unlocked) {
             (Some(row), Some(u)) => u.open(row)?,
-            _ => gather(location, None)?,
+            _ => gather(location, &SecretSource::Environment)?,
         };
     }
     Ok(out)
@@ -200,7 +255,7 @@ pub struct ForDiscovery {
 pub fn for_discovery(
     state: &Path,
     locations: [&str; 2],
-    secret_files: [Option<&Path>; 2],
+    sources: [&SecretSource; 2],
     keys: &dyn Keys,
 ) -> Result<ForDiscovery> {
     let (keyring, rows) = match Store::open(state, OpenMode::Existing) {
@@ -224,8 +279,8 @@ pub fn for_discovery(
         unlocked: None,
     };
     for (i, side) in Side::BOTH.into_iter().enumerate() {
-        match (sealed_row(&rows, side), secret_files[i], &keyring) {
-            (Some(row), None, Some(keyring)) => {
+        match (sealed_row(&rows, side), sources[i], &keyring) {
+            (Some(row), SecretSource::Environment, Some(keyring)) => {
                 if out.unlocked.is_none() {
                     out.unlocked = Some(unlock(keyring, keys, state)?);
                 }
@@ -235,7 +290,7 @@ pub fn for_discovery(
                     .map_or_else(|| Ok(Secrets::new()), |u| u.open(row))?;
             }
             _ => {
-                out.secrets[i] = gather(locations[i], secret_files[i])?;
+                out.secrets[i] = gather(locations[i], sources[i])?;
                 out.given_now[i] = true;
             }
         }

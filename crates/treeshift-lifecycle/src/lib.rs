@@ -17,7 +17,7 @@ mod error;
 mod migration;
 mod report;
 
-pub use credentials::Keys;
+pub use credentials::{Keys, SecretSource};
 pub use error::{ErrorClass, LifecycleError, Result};
 pub use migration::{DiscoveryRequest, Limits, Migration};
 pub use report::{

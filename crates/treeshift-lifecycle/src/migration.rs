@@ -2,7 +2,7 @@
 //! with the secrets the state file sealed or the environment gives), and
 //! the operations, each returning a typed result.
 
-use crate::credentials::{self, Keys};
+use crate::credentials::{self, Keys, SecretSource};
 use crate::error::{LifecycleError, Result, input};
 use crate::report::{
     ApprovalReport, Calls, CopyCost, DiscoveryReport, RetriedCopy, RetriedDiscovery, SideCalls,
@@ -37,8 +37,9 @@ pub struct DiscoveryRequest {
     pub src: String,
     /// The destination's.
     pub dst: String,
-    /// Each side's secret file (NAME=VALUE lines), if given.
-    pub secret_files: [Option<PathBuf>; 2],
+    /// Where each side's secrets come from, if the state file does not
+    /// hold them sealed already (the environment by default).
+    pub secrets: [SecretSource; 2],
     /// The filter rules.
     pub filter: FilterSpec,
     /// The destination folds letter case.
@@ -111,10 +112,7 @@ impl Migration {
         let chosen = credentials::for_discovery(
             &request.state,
             [&request.src, &request.dst],
-            [
-                request.secret_files[0].as_deref(),
-                request.secret_files[1].as_deref(),
-            ],
+            [&request.secrets[0], &request.secrets[1]],
             keys.as_ref(),
         )?;
         let [src, dst] =

@@ -17,8 +17,8 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
-use treeshift_core::{FilterSpec, Keep, Owners, Phase, RelPath, Side, display_bytes};
-use treeshift_lifecycle::{DiscoveryRequest, StatusReport};
+use treeshift_core::{FilterSpec, Keep, Owners, Phase, RelPath, Secret, Side, display_bytes};
+use treeshift_lifecycle::{DiscoveryRequest, SecretSource, StatusReport};
 use treeshift_store::{BelowStatus, LogEntry, PlanPreview, ReviewFilter, ReviewItem, ReviewSelect};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -245,6 +245,36 @@ struct Create {
     keep_acls: bool,
     #[serde(default)]
     keep_hard_links: bool,
+    /// Each side's secrets by the names its service's tools use (e.g.
+    /// `AWS_SECRET_ACCESS_KEY`), sealed into the state file and never
+    /// shown again; the server needs a key for that. A side without
+    /// any takes them from the server's environment.
+    #[serde(default)]
+    secrets: GivenSecrets,
+}
+
+/// Secrets given with a new migration, by side.
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct GivenSecrets {
+    #[serde(default)]
+    src: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    dst: std::collections::BTreeMap<String, String>,
+}
+
+/// Where one side's secrets come from: those given, else the
+/// environment. The values go straight into zeroed-on-drop secrets.
+fn secret_source(given: std::collections::BTreeMap<String, String>) -> SecretSource {
+    if given.is_empty() {
+        return SecretSource::Environment;
+    }
+    SecretSource::Given(
+        given
+            .into_iter()
+            .map(|(name, value)| (name, Secret::new(value)))
+            .collect(),
+    )
 }
 
 #[derive(serde::Serialize, ToSchema)]
@@ -263,7 +293,7 @@ async fn create(State(reg): State<Shared>, JsonBody(c): JsonBody<Create>) -> Api
             state: Default::default(),
             src: c.src,
             dst: c.dst,
-            secret_files: [None, None],
+            secrets: [secret_source(c.secrets.src), secret_source(c.secrets.dst)],
             filter: c.filter,
             dst_case_insensitive: c.dst_case_insensitive,
             keep: Keep {
@@ -448,19 +478,9 @@ async fn approve(
         reg.idle(&slot)?;
         let m = reg.migration(&slot)?;
         let by = a.approved_by.unwrap_or_else(|| "api".to_string());
-        let report = m.approve_seen(policy, extras, &by, &a.plan_hash)?;
-        let approval = &report.approval;
-        crate::jobs::record(
-            &m,
-            "INFO",
-            format!(
-                "plan approved by {by}: policy {}, extras {}, {} items, plan {}",
-                approval.policy,
-                approval.extras.as_str(),
-                approval.items,
-                approval.plan_hash
-            ),
-        );
+        // The lifecycle logs the approval, in the migration's span.
+        let report = crate::migration_span(&slot.name)
+            .in_scope(|| m.approve_seen(policy, extras, &by, &a.plan_hash))?;
         Ok(Json(report).into_response())
     })
     .await

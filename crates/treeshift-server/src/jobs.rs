@@ -290,7 +290,12 @@ pub struct JobHistory {
 }
 
 /// Starts `op` on `migration` on a thread of its own.
-pub fn start(op: Op, options: JobOptions, migration: Arc<Migration>) -> std::io::Result<Arc<Job>> {
+pub fn start(
+    op: Op,
+    options: JobOptions,
+    migration: Arc<Migration>,
+    name: &str,
+) -> std::io::Result<Arc<Job>> {
     let job = Arc::new(Job {
         op,
         cancel: Cancel::new(),
@@ -299,9 +304,12 @@ pub fn start(op: Op, options: JobOptions, migration: Arc<Migration>) -> std::io:
     });
     let running = job.clone();
     record(&migration, "INFO", format!("{} job started", op_name(op)));
+    let span = crate::migration_span(name);
     std::thread::Builder::new()
         .name(format!("treeshift-job-{op:?}").to_lowercase())
         .spawn(move || {
+            // The engine's records (and its threads') are the migration's.
+            let _in_span = span.enter();
             running.counts.tick(true);
             let result = run(op, &options, &migration, &running);
             running.counts.tick(true);
@@ -330,9 +338,9 @@ fn op_name(op: Op) -> String {
     format!("{op:?}").to_lowercase()
 }
 
-/// Adds a record to the migration's `logs` table. The server's own
-/// records (jobs started and ended, approvals) go there; the engine's
-/// go to the server's stderr.
+/// Adds a record of the server's own (a job started or ended) to the
+/// migration's `logs` table, at once. The engine's records reach it
+/// through the log subscriber, by the migration's span.
 pub fn record(m: &Migration, level: &'static str, message: String) {
     let record = treeshift_store::LogRecord::now(level, "treeshift::server", message);
     let _ = m.handle().append_logs(vec![record]);

@@ -27,6 +27,26 @@ use treeshift_lifecycle::{Cancel, Keys, Limits};
 
 pub use error::ServerError;
 
+/// The name of the span a migration's work runs in (its field `name` is
+/// the migration's name): opening its state file, its jobs, and every
+/// thread they start. Log records made in it are the migration's.
+pub const MIGRATION_SPAN: &str = "migration";
+
+/// The span of the migration `name` (see [`MIGRATION_SPAN`]).
+pub fn migration_span(name: &str) -> tracing::Span {
+    tracing::info_span!("migration", name = %name)
+}
+
+/// Told when a migration's state file opens and when it closes, so that
+/// the log records made in its span can go to its `logs` table. The
+/// binary, which installs the log subscriber, implements it.
+pub trait LogRoutes: Send + Sync {
+    /// `name`'s state file is open: its records go to `store`.
+    fn opened(&self, name: &str, store: treeshift_store::StoreHandle);
+    /// `name`'s state file is about to close: send what is pending.
+    fn closed(&self, name: &str);
+}
+
 /// How the server runs.
 pub struct Config {
     /// The folder of the migrations' state files.
@@ -38,6 +58,8 @@ pub struct Config {
     pub token: Option<String>,
     /// Requests a second to each side's storage.
     pub limits: Limits,
+    /// Where each migration's log records go.
+    pub logs: Arc<dyn LogRoutes>,
 }
 
 /// Serves until `stop` is raised (then stops running jobs, which resume
@@ -66,7 +88,12 @@ pub fn serve(
         .enable_all()
         .build()
         .map_err(|e| ServerError::Config(format!("start the HTTP runtime: {e}")))?;
-    let registry = Arc::new(registry::Registry::new(config.dir, keys, config.limits));
+    let registry = Arc::new(registry::Registry::new(
+        config.dir,
+        keys,
+        config.limits,
+        config.logs,
+    ));
     let app = api::router(registry.clone(), config.token);
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)

@@ -4,11 +4,12 @@
 
 use crate::error::ApiError;
 use crate::jobs::{self, Job, JobOptions, JobView, Op};
+use crate::{LogRoutes, migration_span};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use treeshift_lifecycle::{DiscoveryRequest, Keys, Limits, Migration};
+use treeshift_lifecycle::{DiscoveryRequest, Keys, Limits, Migration, SecretSource};
 
 /// The file name a migration's state file has.
 const SUFFIX: &str = ".duckdb";
@@ -35,6 +36,7 @@ pub struct Registry {
     dir: PathBuf,
     keys: Arc<dyn Keys>,
     limits: Limits,
+    logs: Arc<dyn LogRoutes>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
@@ -50,11 +52,17 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Registry {
-    pub fn new(dir: PathBuf, keys: Arc<dyn Keys>, limits: Limits) -> Registry {
+    pub fn new(
+        dir: PathBuf,
+        keys: Arc<dyn Keys>,
+        limits: Limits,
+        logs: Arc<dyn LogRoutes>,
+    ) -> Registry {
         Registry {
             dir,
             keys,
             limits,
+            logs,
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -129,14 +137,20 @@ impl Registry {
         if !slot.path.exists() {
             return Err(ApiError::not_found(format!("no migration '{}'", slot.name)));
         }
-        let m = Arc::new(Migration::open(&slot.path, self.keys.clone(), self.limits)?);
+        // Opened in the migration's span: the store's thread keeps it.
+        let m = migration_span(&slot.name)
+            .in_scope(|| Migration::open(&slot.path, self.keys.clone(), self.limits))?;
+        let m = Arc::new(m);
+        self.logs.opened(&slot.name, m.handle().clone());
         *open = Some(m.clone());
         Ok(m)
     }
 
     /// Makes a new migration: its state file, its connections (secrets
-    /// from the server's environment, sealed if it has a key), both roots
-    /// checked when its discovery starts.
+    /// given in the request, else from the server's environment; sealed if
+    /// it has a key), both roots checked when its discovery starts.
+    /// Secrets given in a request are refused without a key: they would
+    /// be gone when the server stops.
     pub fn create(&self, slot: &Slot, mut request: DiscoveryRequest) -> Result<(), ApiError> {
         let mut open = slot.migration.lock().unwrap_or_else(|p| p.into_inner());
         if open.is_some() || slot.path.exists() {
@@ -145,9 +159,15 @@ impl Registry {
                 slot.name
             )));
         }
+        if request.secrets.iter().any(SecretSource::is_given) && self.keys.key(None)?.is_none() {
+            return Err(ApiError::bad_request(
+                "secrets given in a request are sealed into the state file, and this server has no key to seal them with: start it with TREESHIFT_MASTER_KEY or --passphrase-file",
+            ));
+        }
         request.state = slot.path.clone();
-        request.secret_files = [None, None];
-        let m = Migration::prepare_discovery(&request, self.keys.clone(), self.limits)?;
+        let m = migration_span(&slot.name)
+            .in_scope(|| Migration::prepare_discovery(&request, self.keys.clone(), self.limits))?;
+        self.logs.opened(&slot.name, m.handle().clone());
         *open = Some(Arc::new(m));
         Ok(())
     }
@@ -162,7 +182,7 @@ impl Registry {
                 slot.name, running.op
             )));
         }
-        let started = jobs::start(op, options, m).map_err(|e| {
+        let started = jobs::start(op, options, m, &slot.name).map_err(|e| {
             ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                 format!("start a job: {e}"),
@@ -207,10 +227,14 @@ impl Registry {
             std::thread::sleep(Duration::from_millis(50));
         }
         for slot in slots {
-            slot.migration
+            let closing = slot
+                .migration
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
+            if closing.is_some() {
+                self.logs.closed(&slot.name);
+            }
         }
     }
 }

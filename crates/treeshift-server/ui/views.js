@@ -42,6 +42,18 @@ function lines(text) {
   return text.split("\n").map((l) => l.trim()).filter(Boolean);
 }
 
+// NAME=VALUE lines as an object.
+function pairs(text) {
+  const out = {};
+  for (const [n, line] of lines(text).entries()) {
+    const at = line.indexOf("=");
+    // The line is not shown: it may be a secret.
+    if (at < 1) throw new Error(`secrets: line ${n + 1} is not NAME=VALUE`);
+    out[line.slice(0, at).trim()] = line.slice(at + 1);
+  }
+  return out;
+}
+
 function createForm() {
   const input = (id, attrs = {}) => h("input", { type: "text", id, name: id, ...attrs });
   const check = (id) => h("input", { type: "checkbox", id, name: id });
@@ -51,6 +63,8 @@ function createForm() {
     dst: input("new-dst", { required: true, placeholder: "/mnt/new, azblob://container/prefix" }),
     excludes: h("textarea", { id: "new-excludes", placeholder: "one pattern a line, e.g. *.tmp" }),
     includes: h("textarea", { id: "new-includes" }),
+    srcSecrets: h("textarea", { id: "new-src-secrets", autocomplete: "off", spellcheck: "false", "aria-describedby": "new-secrets-help" }),
+    dstSecrets: h("textarea", { id: "new-dst-secrets", autocomplete: "off", spellcheck: "false", "aria-describedby": "new-secrets-help" }),
   };
   const checks = [
     ["keep_owners", "Keep owners"],
@@ -64,6 +78,13 @@ function createForm() {
   const submit = async (e) => {
     e.preventDefault();
     error.textContent = "";
+    let secrets;
+    try {
+      secrets = { src: pairs(f.srcSecrets.value), dst: pairs(f.dstSecrets.value) };
+    } catch (err) {
+      error.textContent = err.message;
+      return;
+    }
     const on = Object.fromEntries(checks.map(([id, el]) => [id, el.checked]));
     const body = {
       name: f.name.value.trim(),
@@ -75,9 +96,11 @@ function createForm() {
       keep_xattrs: on.keep_xattrs,
       keep_acls: on.keep_acls,
       keep_hard_links: on.keep_hard_links,
+      secrets,
     };
     try {
       await api.post("/api/migrations", body);
+      f.srcSecrets.value = f.dstSecrets.value = "";
       toast(`Created ${body.name}`);
       go(`#/m/${encodeURIComponent(body.name)}/overview`);
     } catch (err) {
@@ -97,6 +120,11 @@ function createForm() {
     f.excludes,
     h("label", { for: "new-includes" }, "Include only"),
     f.includes,
+    h("label", { for: "new-src-secrets" }, "Source secrets"),
+    f.srcSecrets,
+    h("label", { for: "new-dst-secrets" }, "Destination secrets"),
+    h("div", {}, f.dstSecrets, h("div", { class: "sub", id: "new-secrets-help" },
+      "NAME=VALUE a line (e.g. AWS_SECRET_ACCESS_KEY=…), sealed into the state file and never shown again; the server needs a key. Empty: the server's environment.")),
     h("span", {}, "Options"),
     h("div", { class: "checks" }, checks.map(([id, el, text]) => h("label", { for: `new-${id}` }, el, " ", text))),
     h("div", { class: "full" }, h("button", { type: "submit" }, "Create"), error),

@@ -616,9 +616,13 @@ impl Store {
         let ended = Arc::new(AtomicBool::new(false));
         let thread_ended = EndedGuard(Arc::clone(&ended));
         let owned_path = path.to_path_buf();
+        // The opener's span (a server names the migration there) goes with
+        // the thread, so the store's log records are the migration's.
+        let span = tracing::Span::current();
         let thread = std::thread::Builder::new()
             .name("treeshift-store".into())
             .spawn(move || {
+                let _in_span = span.enter();
                 let _ended = thread_ended;
                 run(owned_path, mode, rx, ready_tx, thread_fault)
             })

@@ -1,15 +1,19 @@
 //! Where log records go: the terminal (by `-v` or `RUST_LOG`), the state
 //! file's `logs` table (INFO and above, in batches), and optionally a UDP
-//! sink with its own level (one JSON object per datagram).
+//! sink with its own level (one JSON object per datagram). Under `serve`,
+//! a record made in a migration's span goes to that migration's table.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use treeshift_store::{LogRecord, StoreHandle};
 
@@ -120,6 +124,53 @@ impl TableSink {
     }
 }
 
+/// The `logs` tables of a server's open migrations, by name: a record
+/// made in a migration's span (`treeshift_server::MIGRATION_SPAN`) goes
+/// to its table, whichever thread made it.
+#[derive(Default)]
+pub struct Routes {
+    sinks: Mutex<HashMap<String, Arc<TableSink>>>,
+}
+
+static ROUTES: OnceLock<Arc<Routes>> = OnceLock::new();
+
+/// The process's routes.
+pub fn routes() -> Arc<Routes> {
+    ROUTES.get_or_init(Arc::default).clone()
+}
+
+impl Routes {
+    fn sinks(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TableSink>>> {
+        self.sinks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `record` to `name`'s table; a migration not open drops it.
+    fn push(&self, name: &str, record: LogRecord) {
+        let sink = self.sinks().get(name).cloned();
+        if let Some(sink) = sink {
+            sink.push(record);
+        }
+    }
+}
+
+impl treeshift_server::LogRoutes for Routes {
+    fn opened(&self, name: &str, store: StoreHandle) {
+        let sink = Arc::new(TableSink::default());
+        sink.attach(store);
+        let before = self.sinks().insert(name.to_string(), sink);
+        if let Some(before) = before {
+            before.detach();
+        }
+    }
+
+    fn closed(&self, name: &str) {
+        let sink = self.sinks().remove(name);
+        if let Some(sink) = sink {
+            sink.detach();
+        }
+    }
+}
+
 /// A UDP destination with its own level.
 pub struct UdpSink {
     socket: UdpSocket,
@@ -168,11 +219,35 @@ pub fn init(verbose: u8, udp: Option<(UdpSink, Level)>) {
 
 struct TableLayer(Arc<TableSink>);
 
-impl<S: Subscriber> Layer<S> for TableLayer {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+/// The migration a span is of (see [`Routes`]).
+struct MigrationName(String);
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for TableLayer {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if attrs.metadata().name() != treeshift_server::MIGRATION_SPAN {
+            return;
+        }
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        if let (Some(name), Some(span)) = (fields.name, ctx.span(id)) {
+            span.extensions_mut().insert(MigrationName(name));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
-        self.0
-            .push(record(*meta.level(), meta.target(), message_of(event)));
+        let record = record(*meta.level(), meta.target(), message_of(event));
+        let migration = ctx.event_scope(event).and_then(|scope| {
+            scope.from_root().find_map(|span| {
+                span.extensions()
+                    .get::<MigrationName>()
+                    .map(|m| m.0.clone())
+            })
+        });
+        match migration {
+            Some(name) => routes().push(&name, record),
+            None => self.0.push(record),
+        }
     }
 }
 
@@ -224,10 +299,15 @@ fn message_of(event: &Event<'_>) -> String {
 struct Fields {
     message: String,
     fields: String,
+    /// The field `name`, as text (a migration span's).
+    name: Option<String>,
 }
 
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "name" {
+            self.name = Some(value.to_string());
+        }
         if field.name() == "message" {
             self.message.push_str(value);
         } else {
@@ -237,6 +317,9 @@ impl Visit for Fields {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "name" {
+            self.name = Some(format!("{value:?}"));
+        }
         if field.name() == "message" {
             let _ = write!(self.message, "{value:?}");
         } else {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use treeshift_core::{Extras, Keep, Policy, RelPath, Side};
 use treeshift_engine::{DiscoveryProgress, EngineError};
 use treeshift_lifecycle::{
-    Cancel, DiscoveryRequest, ErrorClass, LifecycleError, Limits, Migration,
+    Cancel, DiscoveryRequest, ErrorClass, LifecycleError, Limits, Migration, SecretSource,
 };
 use treeshift_store::{OpenMode, ReviewSelect, Store, StoreError, StoreHandle};
 
@@ -211,6 +211,7 @@ fn serve(args: ServeArgs, ctx: &Session) -> Result<Exit> {
         listen: args.listen,
         token,
         limits: ctx.limits,
+        logs: logging::routes(),
     };
     treeshift_server::serve(config, ctx.keys.clone(), ctx.cancel.clone(), |addr| {
         eprintln!(
@@ -297,7 +298,10 @@ fn prepare_discovery(args: &DiscoverArgs, ctx: &Session) -> Result<Migration> {
         state: args.state.clone(),
         src: with_options(&args.src, &args.src_opt)?,
         dst: with_options(&args.dst, &args.dst_opt)?,
-        secret_files: [args.src_secret_file.clone(), args.dst_secret_file.clone()],
+        secrets: [&args.src_secret_file, &args.dst_secret_file].map(|file| {
+            file.clone()
+                .map_or(SecretSource::Environment, SecretSource::File)
+        }),
         filter: args.filter.spec(),
         dst_case_insensitive: args.dst_case_insensitive,
         keep,
@@ -641,7 +645,10 @@ fn connection_set(args: ConnectionSetArgs, ctx: &Session) -> Result<Exit> {
         Ok(treeshift_lifecycle::connections::set(
             m.handle(),
             side,
-            args.secret_file.as_deref(),
+            &args
+                .secret_file
+                .clone()
+                .map_or(SecretSource::Environment, SecretSource::File),
             ctx.keys.as_ref(),
         )?)
     })?;

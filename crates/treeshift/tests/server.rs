@@ -211,7 +211,7 @@ fn a_migration_runs_end_to_end_through_the_api_two_at_once() {
     }
     let seen = String::from_utf8_lossy(&seen);
     assert!(
-        seen.contains("event: log") && seen.contains("plan approved by api"),
+        seen.contains("event: log") && seen.contains("plan approved by=api"),
         "{seen}"
     );
     assert!(seen.contains("verify job done"), "{seen}");
@@ -224,6 +224,21 @@ fn a_migration_runs_end_to_end_through_the_api_two_at_once() {
             .any(|e| e["message"].as_str().unwrap().contains("plan approved")),
         "{logs}"
     );
+    // The engine's own records are each migration's, though both ran at
+    // once: one "round sealed" per round each sealed, none of the other's.
+    for name in ["a", "b"] {
+        let status = server.get(&format!("/api/migrations/{name}"));
+        let rounds = status["src_rounds"]["sealed"].as_u64().unwrap()
+            + status["dst_rounds"]["sealed"].as_u64().unwrap();
+        let logs = server.get(&format!("/api/migrations/{name}/logs?limit=5000"));
+        let sealed = logs["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["message"].as_str().unwrap().starts_with("round sealed"))
+            .count() as u64;
+        assert_eq!(sealed, rounds, "{name}: {logs}");
+    }
 }
 
 #[test]
@@ -369,7 +384,7 @@ fn the_guards_hold() {
 }
 
 #[test]
-fn a_restarted_server_opens_sealed_connections_with_the_key_alone() {
+fn sealed_secrets_from_the_environment_or_the_request_need_the_key_alone() {
     let Some(s3) = util::s3_server() else {
         return;
     };
@@ -413,6 +428,56 @@ fn a_restarted_server_opens_sealed_connections_with_the_key_alone() {
         s3.rclone_differences(&src, "sealed-by-server"),
         Some(vec![])
     );
+
+    // Secrets given in the request, to this server with the key alone:
+    // a name the service does not take is refused; the others are sealed
+    // and used, and never stored in clear.
+    let given = "tsGivenInTheRequest789";
+    let create = |name: &str, secrets: Value| {
+        server.post(
+            "/api/migrations",
+            json!({ "name": name, "src": s(&src), "dst": s3.s3(name), "secrets": { "dst": secrets } }),
+        )
+    };
+    let (code, v) = create("wrong", json!({ "NOT_AN_AWS_NAME": "x" }));
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("NOT_AN_AWS_NAME is not a secret"),
+        "{v}"
+    );
+    let (code, v) = create(
+        "given",
+        json!({ "AWS_ACCESS_KEY_ID": "tsGivenKeyId", "AWS_SECRET_ACCESS_KEY": given }),
+    );
+    assert_eq!(code, 201, "{v}");
+    server.job("given", "discover", json!({}));
+    let plan = server.get("/api/migrations/given/plan");
+    let (code, v) = server.post(
+        "/api/migrations/given/approve",
+        json!({ "plan_hash": plan["plan_hash"] }),
+    );
+    assert_eq!(code, 200, "{v}");
+    let copied = server.job("given", "copy", json!({}));
+    assert_eq!(copied["copy"]["failed"], 0, "{copied}");
+    assert_eq!(s3.rclone_differences(&src, "given"), Some(vec![]));
+    drop(server);
+    let state = std::fs::read(states.join("given.duckdb")).unwrap();
+    assert!(!state.windows(given.len()).any(|w| w == given.as_bytes()));
+
+    // A server with no key refuses secrets in a request: it could not
+    // keep them.
+    let keyless = ApiServer::start_by(util::bare(dir.path(), &[]), &states, &[], None);
+    let (code, v) = keyless.post(
+        "/api/migrations",
+        json!({ "name": "keyless", "src": s(&src), "dst": s3.s3("keyless"),
+                "secrets": { "dst": { "AWS_SECRET_ACCESS_KEY": given } } }),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("no key"), "{v}");
+    assert!(!states.join("keyless.duckdb").exists());
 }
 
 /// Validates each answer against the named schema of the API's own

@@ -96,7 +96,9 @@ async function main() {
 
     // Logs: the approval is there.
     await page.getByRole("link", { name: "Logs" }).click();
-    await page.getByText("plan approved by web-test").first().waitFor();
+    // The lifecycle's own record of the approval, and the engine's.
+    await page.getByText(/^plan approved by=web-test /).first().waitFor();
+    await page.getByText(/^round sealed /).first().waitFor();
 
     // Every control has a label; every button a name.
     for (const hashPath of ["#/", `#/m/${args.name}/explore`, `#/m/${args.name}/approve`, `#/m/${args.name}/copy`]) {
