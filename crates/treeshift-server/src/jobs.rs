@@ -58,6 +58,7 @@ const HISTORY_MAX: usize = 720;
 #[derive(Debug)]
 pub struct Counts {
     listed: [AtomicU64; 2],
+    found: [AtomicU64; 2],
     rounds: [AtomicU64; 2],
     items_total: AtomicU64,
     items_done: AtomicU64,
@@ -92,6 +93,9 @@ pub struct Sample {
 pub struct CountsView {
     pub src_folders_listed: u64,
     pub dst_folders_listed: u64,
+    /// Children the listed folders held, by side.
+    pub src_nodes_found: u64,
+    pub dst_nodes_found: u64,
     pub src_round: u64,
     pub dst_round: u64,
     pub items_total: u64,
@@ -108,6 +112,7 @@ impl Counts {
     fn new() -> Counts {
         Counts {
             listed: Default::default(),
+            found: Default::default(),
             rounds: Default::default(),
             items_total: AtomicU64::new(0),
             items_done: AtomicU64::new(0),
@@ -167,6 +172,8 @@ impl Counts {
         CountsView {
             src_folders_listed: get(&self.listed[0]),
             dst_folders_listed: get(&self.listed[1]),
+            src_nodes_found: get(&self.found[0]),
+            dst_nodes_found: get(&self.found[1]),
             src_round: get(&self.rounds[0]),
             dst_round: get(&self.rounds[1]),
             items_total: get(&self.items_total),
@@ -182,8 +189,9 @@ impl DiscoveryProgress for Counts {
         self.rounds[ix(side)].store(u64::from(round), Ordering::Relaxed);
     }
 
-    fn folder_done(&self, side: Side, _children: u64) {
+    fn folder_done(&self, side: Side, children: u64) {
         self.listed[ix(side)].fetch_add(1, Ordering::Relaxed);
+        self.found[ix(side)].fetch_add(children, Ordering::Relaxed);
         self.tick(false);
     }
 }

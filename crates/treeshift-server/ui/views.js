@@ -249,6 +249,7 @@ async function overviewView(body, { name, status, signal }) {
         card("Source round", count(p.src_round)),
         card("Destination round", count(p.dst_round)),
         card("Folders listed (src / dst)", `${count(p.src_folders_listed)} / ${count(p.dst_folders_listed)}`),
+        card("Nodes found (src / dst)", `${count(p.src_nodes_found)} / ${count(p.dst_nodes_found)}`),
         card("Folders/s", j.running ? (rate.recent() === null ? "–" : rate.recent().toFixed(0)) : `${((p.src_folders_listed + p.dst_folders_listed) / Math.max(j.elapsed_s, 0.001)).toFixed(0)} on average`),
       );
     } else if (p.items_total) {

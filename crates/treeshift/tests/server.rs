@@ -61,6 +61,13 @@ fn a_migration_runs_end_to_end_through_the_api_two_at_once() {
     }
     // The job's counts over time: taken at its start and at its end, the
     // last one what the job counted in all.
+    // Every node under the root was found once by the job's count.
+    let src = &a["src"];
+    let nodes: u64 = ["folders", "files", "symlinks", "special"]
+        .iter()
+        .map(|k| src[k].as_u64().unwrap())
+        .sum();
+    assert_eq!(a["job"]["progress"]["src_nodes_found"], nodes, "{a}");
     let history = server.get("/api/migrations/a/history");
     assert_eq!(history["op"], "discover", "{history}");
     let samples = history["samples"].as_array().unwrap();
