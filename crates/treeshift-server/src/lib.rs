@@ -60,6 +60,10 @@ pub struct Config {
     pub limits: Limits,
     /// Where each migration's log records go.
     pub logs: Arc<dyn LogRoutes>,
+    /// A migration's state file closes after this long unused with no job
+    /// running (the CLI can open it meanwhile; the next request opens it
+    /// again).
+    pub idle_close: Duration,
 }
 
 /// Serves until `stop` is raised (then stops running jobs, which resume
@@ -95,7 +99,17 @@ pub fn serve(
         config.logs,
     ));
     let app = api::router(registry.clone(), config.token);
+    let idle_close = config.idle_close;
+    let janitor = registry.clone();
     runtime.block_on(async move {
+        tokio::spawn(async move {
+            let every = (idle_close / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+            loop {
+                tokio::time::sleep(every).await;
+                let registry = janitor.clone();
+                let _ = tokio::task::spawn_blocking(move || registry.close_idle(idle_close)).await;
+            }
+        });
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| ServerError::Config(format!("listen on {}: {e}", config.listen)))?;

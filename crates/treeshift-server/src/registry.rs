@@ -1,6 +1,7 @@
 //! The migrations under the server's folder: one state file each, opened
-//! on first use and kept open (the server holds the file: a CLI on the
-//! same file is refused as "in use" meanwhile), and each one's job.
+//! on first use and kept open while used (the server holds the file: a
+//! CLI on the same file is refused meanwhile), closed when idle; and each
+//! one's job.
 
 use crate::error::ApiError;
 use crate::jobs::{self, Job, JobOptions, JobView, Op};
@@ -22,6 +23,8 @@ pub struct Slot {
     path: PathBuf,
     migration: Mutex<Option<Arc<Migration>>>,
     job: Mutex<Option<Arc<Job>>>,
+    /// When a request last asked for the migration.
+    used: Mutex<Instant>,
 }
 
 impl Slot {
@@ -96,6 +99,7 @@ impl Registry {
                     path,
                     migration: Mutex::new(None),
                     job: Mutex::new(None),
+                    used: Mutex::new(Instant::now()),
                 })
             })
             .clone())
@@ -130,6 +134,7 @@ impl Registry {
 
     /// The open migration of a slot, opened on first use.
     pub fn migration(&self, slot: &Slot) -> Result<Arc<Migration>, ApiError> {
+        *slot.used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         let mut open = slot.migration.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = open.as_ref() {
             return Ok(m.clone());
@@ -174,8 +179,10 @@ impl Registry {
 
     /// Starts `op` on a slot's migration; refused while a job runs.
     pub fn start(&self, slot: &Slot, op: Op, options: JobOptions) -> Result<JobView, ApiError> {
-        let m = self.migration(slot)?;
+        // The job's lock first, as `close_idle` takes it: the file is not
+        // closed between being opened here and the job starting.
         let mut job = slot.job.lock().unwrap_or_else(|p| p.into_inner());
+        let m = self.migration(slot)?;
         if let Some(running) = job.as_ref().filter(|j| j.is_running()) {
             return Err(ApiError::conflict(format!(
                 "{} is running a {:?} job: stop it first, or wait for it",
@@ -201,6 +208,40 @@ impl Registry {
                 slot.name, j.op
             ))),
             None => Ok(()),
+        }
+    }
+
+    /// Closes the state files unused for `idle` that no job runs in and no
+    /// request holds (a log stream keeps its file open), so that the CLI
+    /// can open them; the next request opens them again.
+    pub fn close_idle(&self, idle: Duration) {
+        let slots: Vec<Arc<Slot>> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for slot in slots {
+            let job = slot.job.lock().unwrap_or_else(|p| p.into_inner());
+            if job.as_ref().is_some_and(|j| j.is_running()) {
+                continue;
+            }
+            let mut open = slot.migration.lock().unwrap_or_else(|p| p.into_inner());
+            let unused = slot
+                .used
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed()
+                >= idle;
+            // Only the slot holds it: no request can be using it, and a
+            // new one must come through the slot's lock.
+            if unused && open.as_ref().is_some_and(|m| Arc::strong_count(m) == 1) {
+                self.logs.closed(&slot.name);
+                let closing = open.take();
+                drop(closing);
+                tracing::debug!(migration = %slot.name, "state file closed, unused");
+            }
         }
     }
 

@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// (Authorization: Bearer TOKEN).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Close a migration's state file after this many seconds unused with
+    /// no job running, so that the CLI can open it meanwhile.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub idle_close: u64,
 }
 
 /// `connections --state FILE`.

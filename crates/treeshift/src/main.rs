@@ -212,6 +212,7 @@ fn serve(args: ServeArgs, ctx: &Session) -> Result<Exit> {
         token,
         limits: ctx.limits,
         logs: logging::routes(),
+        idle_close: std::time::Duration::from_secs(args.idle_close),
     };
     treeshift_server::serve(config, ctx.keys.clone(), ctx.cancel.clone(), |addr| {
         eprintln!(

@@ -600,3 +600,42 @@ fn the_openapi_description_matches_what_the_api_answers() {
             .collect(),
     );
 }
+
+#[test]
+fn an_idle_migration_is_closed_so_the_cli_can_open_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let states = dir.path().join("states");
+    std::fs::create_dir(&states).unwrap();
+    let src = "sim:seed=5,depth=2,fanout=2,files=3";
+    // A server that keeps files open while in use: the CLI is refused.
+    let keeping = ApiServer::start(&states, &[], None);
+    create(&keeping, "kept", src, &dir.path().join("kept"));
+    keeping.job("kept", "discover", json!({}));
+    let (code, _, err) = run(&["status", "--state", s(&states.join("kept.duckdb"))]);
+    assert_ne!(code, 0, "the server holds the file: {err}");
+    assert!(err.contains("is using it"), "{err}");
+    drop(keeping);
+
+    // One that closes them after a second unused.
+    let server = ApiServer::start(&states, &["--idle-close", "1"], None);
+    create(&server, "m", src, &dir.path().join("m"));
+    let discovered = server.job("m", "discover", json!({}));
+    let start = Instant::now();
+    loop {
+        let (code, out, err) = run(&["status", "--state", s(&states.join("m.duckdb")), "--json"]);
+        if code == 0 {
+            let cli: Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(cli["missing"], discovered["missing"], "{out}");
+            break;
+        }
+        assert!(err.contains("is using it"), "{err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never closed: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The next request opens it again.
+    let again = server.get("/api/migrations/m");
+    assert_eq!(again["missing"], discovered["missing"], "{again}");
+}
