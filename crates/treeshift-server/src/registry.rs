@@ -211,17 +211,21 @@ impl Registry {
         }
     }
 
-    /// Closes the state files unused for `idle` that no job runs in and no
-    /// request holds (a log stream keeps its file open), so that the CLI
-    /// can open them; the next request opens them again.
-    pub fn close_idle(&self, idle: Duration) {
-        let slots: Vec<Arc<Slot>> = self
-            .slots
+    /// Every slot the server has used so far.
+    fn all_slots(&self) -> Vec<Arc<Slot>> {
+        self.slots
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Closes the state files unused for `idle` that no job runs in and no
+    /// request holds (a log stream keeps its file open), so that the CLI
+    /// can open them; the next request opens them again.
+    pub fn close_idle(&self, idle: Duration) {
+        let slots = self.all_slots();
         for slot in slots {
             let job = slot.job.lock().unwrap_or_else(|p| p.into_inner());
             if job.as_ref().is_some_and(|j| j.is_running()) {
@@ -248,13 +252,7 @@ impl Registry {
     /// Stops every running job, waiting (up to a minute) for each to
     /// record what it has in flight.
     pub fn stop_all(&self) {
-        let slots: Vec<Arc<Slot>> = self
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let slots = self.all_slots();
         let running: Vec<Arc<Job>> = slots
             .iter()
             .filter_map(|s| s.job())

@@ -89,49 +89,25 @@ impl Writer {
     /// default approval would copy (see `DepthStats::add`).
     pub(crate) fn estimate(&mut self, part_size: u64) -> Result<Estimate, StoreError> {
         let part = part_size.clamp(1, i64::MAX as u64);
-        // Files past one part, their parts, replacements, and the root, of
-        // the rows `p` (kind, size, depth, and `replaces` saying which
-        // replace).
-        let shape = |replaces: &str| {
-            format!(
-                "count(*) FILTER (WHERE p.kind = 1 AND p.size > {part}), \
-                 coalesce(sum(ceil(p.size / {part})) FILTER (WHERE p.kind = 1 AND p.size > {part}), 0)::BIGINT, \
-                 count(*) FILTER (WHERE {replaces}), \
-                 count(*) FILTER (WHERE p.kind = {FOLDER} AND p.depth = 0)"
-            )
-        };
-        let approved = self.approval()?.is_some();
-        let (query, what) = if approved {
-            (
-                format!(
+        let counts = if self.approval()?.is_some() {
+            self.query_counts(
+                &format!(
                     "SELECT count(*) FILTER (WHERE p.kind <> {FOLDER}), \
                        coalesce(sum(p.size) FILTER (WHERE p.kind = 1), 0)::BIGINT, \
-                       count(*) FILTER (WHERE p.kind = {FOLDER} AND p.depth > 0), {} \
+                       count(*) FILTER (WHERE p.kind = {FOLDER} AND p.depth > 0), \
+                       count(*) FILTER (WHERE p.kind = 1 AND p.size > {part}), \
+                       coalesce(sum(ceil(p.size / {part})) FILTER (WHERE p.kind = 1 AND p.size > {part}), 0)::BIGINT, \
+                       count(*) FILTER (WHERE p.action IN ('replace', 'rename')), \
+                       count(*) FILTER (WHERE p.kind = {FOLDER} AND p.depth = 0) \
                      FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
-                     WHERE p.action <> 'skip' AND coalesce(c.st, 'pending') IN ('pending', 'copying')",
-                    shape("p.action IN ('replace', 'rename')")
+                     WHERE p.action <> 'skip' AND coalesce(c.st, 'pending') IN ('pending', 'copying')"
                 ),
                 "estimate the copy",
-            )
+            )?
         } else {
-            (
-                format!(
-                    "WITH cs AS (SELECT node_id, arg_max(status, seq) AS st, \
-                                   arg_max(reason, seq) LIKE 'metadata:%' AS meta_only \
-                                 FROM src_status_events WHERE phase = 'compare' GROUP BY node_id) \
-                     SELECT count(*) FILTER (WHERE p.kind = 1), \
-                       coalesce(sum(p.size) FILTER (WHERE p.kind = 1), 0)::BIGINT, \
-                       count(*) FILTER (WHERE p.kind = {FOLDER} AND p.depth > 0 AND cs.st = 'missing'), {} \
-                     FROM src_nodes p JOIN cs ON cs.node_id = p.id \
-                     WHERE (cs.st = 'missing' AND p.kind IN (1, {FOLDER})) \
-                        OR (cs.st = 'outdated' AND p.kind = 1 AND NOT coalesce(cs.meta_only, false))",
-                    shape("cs.st = 'outdated'")
-                ),
-                "estimate the plan",
-            )
+            self.unapproved_counts(part)?
         };
-        let [files, bytes, folders, large_files, parts, replaces, root] =
-            self.query_counts(&query, what)?;
+        let [files, bytes, folders, large_files, parts, replaces, root] = counts;
         let mut estimate = Estimate {
             files,
             bytes,
@@ -177,5 +153,57 @@ impl Writer {
             estimate.eta_s = Some(by_files.max(by_bytes));
         }
         Ok(estimate)
+    }
+
+    /// What the default approval would copy: files, bytes, folders, large
+    /// files, parts, replacements and the root, as [`Writer::estimate`]
+    /// takes them. The counts and bytes are the source's statistics, kept
+    /// per sealed round (what the summary's "to copy" shows); the files
+    /// past one part, the replacements and the root take the latest
+    /// comparison of those nodes alone: a join of every node with its
+    /// latest comparison spilled past the store's memory limit on a
+    /// 1M-node tree, and made status wait for it (BENCHMARKS.md).
+    fn unapproved_counts(&self, part: u64) -> Result<[u64; 7], StoreError> {
+        // The statistics start below the root.
+        let [files, bytes, folders] = self.query_counts(
+            "SELECT coalesce(sum(value) FILTER (WHERE key = 'to_copy_files'), 0)::BIGINT, \
+                    coalesce(sum(value) FILTER (WHERE key = 'to_copy_bytes'), 0)::BIGINT, \
+                    coalesce(sum(value) FILTER (WHERE key = 'to_copy_folders'), 0)::BIGINT \
+             FROM src_stats WHERE depth > 0",
+            "estimate the plan",
+        )?;
+        // Latest comparison of the nodes `candidates` selects (ids), and
+        // whether it says a copy (missing, or outdated in content).
+        let latest = |candidates: &str| {
+            format!(
+                "SELECT node_id, arg_max(status, seq) AS st, \
+                        arg_max(reason, seq) LIKE 'metadata:%' AS meta_only \
+                 FROM src_status_events WHERE phase = 'compare' AND node_id IN ({candidates}) \
+                 GROUP BY node_id"
+            )
+        };
+        let copies =
+            "(cs.st = 'missing' OR (cs.st = 'outdated' AND NOT coalesce(cs.meta_only, false)))";
+        let [large_files, parts, replaces, root] = self.query_counts(
+            &format!(
+                "WITH big AS (SELECT id, size FROM src_nodes WHERE kind = 1 AND size > {part}), \
+                      big_cs AS ({big}), \
+                      old_cs AS ({old}), \
+                      root_cs AS ({root}) \
+                 SELECT (SELECT count(*) FROM big b JOIN big_cs cs ON cs.node_id = b.id WHERE {copies}), \
+                        (SELECT coalesce(sum(ceil(b.size / {part})), 0)::BIGINT \
+                           FROM big b JOIN big_cs cs ON cs.node_id = b.id WHERE {copies}), \
+                        (SELECT count(*) FROM old_cs cs JOIN src_nodes p ON p.id = cs.node_id \
+                          WHERE p.kind = 1 AND cs.st = 'outdated' AND NOT coalesce(cs.meta_only, false)), \
+                        (SELECT count(*) FROM root_cs WHERE st = 'missing')",
+                big = latest("SELECT id FROM big"),
+                root = latest("SELECT id FROM src_nodes WHERE depth = 0"),
+                old = latest(
+                    "SELECT node_id FROM src_status_events WHERE phase = 'compare' AND status = 'outdated'"
+                ),
+            ),
+            "estimate the plan's large files",
+        )?;
+        Ok([files, bytes, folders, large_files, parts, replaces, root])
     }
 }
