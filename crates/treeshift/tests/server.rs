@@ -639,3 +639,78 @@ fn an_idle_migration_is_closed_so_the_cli_can_open_it() {
     let again = server.get("/api/migrations/m");
     assert_eq!(again["missing"], discovered["missing"], "{again}");
 }
+
+#[test]
+fn review_pages_of_each_status_are_exactly_the_review() {
+    // A destination with each status in it: files missing (a deleted
+    // folder), differing (rewritten), extra; the rest the same.
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst, states) = (
+        dir.path().join("src"),
+        dir.path().join("dst"),
+        dir.path().join("states"),
+    );
+    util::make_tree(&src, 3, 3, 4);
+    util::copy_tree(&src, &dst);
+    std::fs::remove_dir_all(dst.join("d1/d2")).unwrap();
+    for rewritten in ["d0/f001.txt", "d2/d0/d1/f003.txt", "f000.txt"] {
+        std::fs::write(dst.join(rewritten), b"another content, longer").unwrap();
+    }
+    std::fs::write(dst.join("d2/extra.txt"), b"only here").unwrap();
+    std::fs::create_dir_all(&states).unwrap();
+    let server = ApiServer::start(&states, &[], None);
+    create(&server, "m", s(&src), &dst);
+    server.job("m", "discover", json!({}));
+    let state = states.join("m.duckdb");
+    let statuses = ["missing", "differs", "same", "extra"];
+    let mut paged = Vec::new();
+    for status in statuses {
+        // Pages of 3: the first windows hold few or none of a sparse
+        // status, so a page also takes its rest from the full query.
+        let mut paths = Vec::new();
+        let mut cursor = String::new();
+        for pages in 0.. {
+            // Far more pages than the tree's nodes need: a cursor that
+            // does not move on.
+            assert!(
+                pages < 200,
+                "{status}: paging never ends ({} rows)",
+                paths.len()
+            );
+            let page = server.get(&format!(
+                "/api/migrations/m/review?status={status}&limit=3{cursor}"
+            ));
+            for item in page["items"].as_array().unwrap() {
+                assert_eq!(item["status"], status, "{page}");
+                paths.push(item["path"].as_str().unwrap().to_string());
+            }
+            match page["next"].as_str() {
+                Some(next) => cursor = format!("&after={next}"),
+                None => break,
+            }
+        }
+        assert!(!paths.is_empty(), "{status}: nothing paged");
+        paged.push(paths);
+    }
+    // The CLI's review, by its own query, once the server has let go.
+    drop(server);
+    for (status, paths) in statuses.iter().zip(paged) {
+        let (code, out, err) = run(&[
+            "review",
+            "--state",
+            s(&state),
+            "--status",
+            status,
+            "--format",
+            "csv",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let mut lines = out.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let at = header.iter().position(|h| *h == "path").unwrap();
+        let listed: Vec<String> = lines
+            .map(|l| l.split(',').nth(at).unwrap().to_string())
+            .collect();
+        assert_eq!(paths, listed, "{status}");
+    }
+}

@@ -44,53 +44,178 @@ impl Writer {
         limit: usize,
     ) -> Result<Vec<ReviewItem>, StoreError> {
         self.flush()?;
-        let mut clauses = Vec::new();
-        let mut args: Vec<Value> = Vec::new();
+        match select {
+            ReviewSelect::Status(status) => {
+                self.status_page(status, after, filter, limit, limit * WINDOW_PAGES)
+            }
+            _ => self.full_page(select, after, filter, limit),
+        }
+    }
+
+    /// A page of one comparison status, read a window at a time: the
+    /// nodes after the cursor in path order (`window` of them, then eight
+    /// times as many), and the latest comparison of those alone. Joining
+    /// every node with its latest comparison, as [`Writer::full_page`]
+    /// does, spilled past the store's memory limit on a 1M-node tree
+    /// (BENCHMARKS.md). A status too sparse for the windows to fill the
+    /// page takes the rest from the full query, after what they covered.
+    fn status_page(
+        &mut self,
+        status: Status,
+        after: Option<&(Side, RelPath)>,
+        filter: &ReviewFilter,
+        limit: usize,
+        mut window: usize,
+    ) -> Result<Vec<ReviewItem>, StoreError> {
+        // Extras are the destination's; every other status the source's.
+        let side = if status == Status::Extra {
+            Side::Dst
+        } else {
+            Side::Src
+        };
+        let mut from = match after {
+            // The source's items come first: a cursor in the
+            // destination's is past them all.
+            Some((at, _)) if *at != side && side == Side::Src => return Ok(Vec::new()),
+            Some((at, path)) if *at == side => Some(path.as_bytes().to_vec()),
+            _ => None,
+        };
+        let (clauses, args) = filter_clauses(filter);
+        let mut out = Vec::new();
+        for _ in 0..WINDOW_ROUNDS {
+            let mut clauses = clauses.clone();
+            let mut args = args.clone();
+            if let Some(from) = &from {
+                clauses.push("rel_path > ?");
+                args.push(Value::Blob(from.clone()));
+            }
+            if side == Side::Src {
+                // The root is the migration itself, not an item.
+                clauses.push("rel_path <> ''::BLOB");
+            }
+            let candidates = format!(
+                "SELECT id, rel_path, kind, size, mtime_ns FROM {side}_nodes {} \
+                 ORDER BY rel_path LIMIT {window}",
+                where_clause(&clauses)
+            );
+            let mut stmt = self
+                .conn
+                .prepare(&format!(
+                    "WITH cand AS ({candidates}), \
+                          e AS (SELECT node_id, arg_max(status, seq) AS st, arg_max(reason, seq) AS reason \
+                                FROM {side}_status_events \
+                                WHERE phase = 'compare' AND node_id IN (SELECT id FROM cand) \
+                                GROUP BY node_id) \
+                     SELECT '{side}' AS side, c.rel_path, c.kind, c.size, c.mtime_ns, e.st, e.reason \
+                     FROM cand c JOIN e ON e.node_id = c.id WHERE e.st = '{status}' \
+                     ORDER BY c.rel_path LIMIT {rest}",
+                    status = status.as_str(),
+                    rest = limit - out.len()
+                ))
+                .context("prepare a review page")?;
+            let rows = stmt
+                .query_map(duckdb::params_from_iter(args.clone()), review_item)
+                .context("run a review page")?;
+            for row in rows {
+                out.push(row.context("read a review page")?);
+            }
+            if out.len() == limit {
+                return Ok(out);
+            }
+            // The window held fewer than the page needs: go on after it,
+            // unless it held the last of the nodes.
+            let (seen, last): (i64, Option<Vec<u8>>) = self
+                .conn
+                .query_row(
+                    &format!("SELECT count(*), max(rel_path) FROM ({candidates})"),
+                    duckdb::params_from_iter(args),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .context("run a review page")?;
+            if (seen as usize) < window {
+                return Ok(out);
+            }
+            from = last;
+            window = window.saturating_mul(8);
+        }
+        let covered = from.map(|path| (side, RelPath::from_bytes(path)));
+        let rest = limit - out.len();
+        out.extend(self.full_page(ReviewSelect::Status(status), covered.as_ref(), filter, rest)?);
+        Ok(out)
+    }
+
+    /// A page of any review, by one query over every item of it.
+    fn full_page(
+        &mut self,
+        select: ReviewSelect,
+        after: Option<&(Side, RelPath)>,
+        filter: &ReviewFilter,
+        limit: usize,
+    ) -> Result<Vec<ReviewItem>, StoreError> {
+        let (mut clauses, mut args) = filter_clauses(filter);
         if let Some((side, path)) = after {
             clauses.push("(side < ? OR (side = ? AND rel_path > ?))");
             args.push(Value::Text(side.as_str().into()));
             args.push(Value::Text(side.as_str().into()));
             args.push(Value::Blob(path.as_bytes().to_vec()));
         }
-        if let Some(p) = filter.prefix.as_ref().filter(|p| !p.is_root()) {
-            // The prefix itself, and what is under it: names after `P/`
-            // and before `P0` ('0' follows '/').
-            clauses.push("(rel_path = ? OR (rel_path >= ? AND rel_path < ?))");
-            let base = p.as_bytes().to_vec();
-            let below = |end: u8| [base.as_slice(), &[end]].concat();
-            args.push(Value::Blob(base.clone()));
-            args.push(Value::Blob(below(b'/')));
-            args.push(Value::Blob(below(b'0')));
-        }
-        if let Some(min) = filter.min_size {
-            clauses.push("size >= ?");
-            args.push(Value::UBigInt(min));
-        }
-        if let Some(max) = filter.max_size {
-            clauses.push("size <= ?");
-            args.push(Value::UBigInt(max));
-        }
-        if let Some(text) = filter.search.as_ref().filter(|t| !t.is_empty()) {
-            // Bytes that are not UTF-8 read as escapes (`\xFF`).
-            clauses.push("contains(lower(CAST(rel_path AS VARCHAR)), lower(?))");
-            args.push(Value::Text(text.clone()));
-        }
-        let filter = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT * FROM ({}) {filter} ORDER BY side DESC, rel_path LIMIT {limit}",
-                review_sql(select)
+                "SELECT * FROM ({}) {} ORDER BY side DESC, rel_path LIMIT {limit}",
+                review_sql(select),
+                where_clause(&clauses)
             ))
             .context("prepare a review page")?;
         let rows = stmt
             .query_map(duckdb::params_from_iter(args), review_item)
             .context("run a review page")?;
         rows.collect::<Result<_, _>>().context("read a review page")
+    }
+}
+
+/// A status page's first window, in pages: the nodes it examines.
+const WINDOW_PAGES: usize = 4;
+/// Windows a status page tries (each eight times the last) before the
+/// full query.
+const WINDOW_ROUNDS: u32 = 2;
+
+/// The review filter as clauses on a row's `rel_path` and `size`, with
+/// their arguments.
+fn filter_clauses(filter: &ReviewFilter) -> (Vec<&'static str>, Vec<Value>) {
+    let mut clauses = Vec::new();
+    let mut args = Vec::new();
+    if let Some(p) = filter.prefix.as_ref().filter(|p| !p.is_root()) {
+        // The prefix itself, and what is under it: names after `P/`
+        // and before `P0` ('0' follows '/').
+        clauses.push("(rel_path = ? OR (rel_path >= ? AND rel_path < ?))");
+        let base = p.as_bytes().to_vec();
+        let below = |end: u8| [base.as_slice(), &[end]].concat();
+        args.push(Value::Blob(base.clone()));
+        args.push(Value::Blob(below(b'/')));
+        args.push(Value::Blob(below(b'0')));
+    }
+    if let Some(min) = filter.min_size {
+        clauses.push("size >= ?");
+        args.push(Value::UBigInt(min));
+    }
+    if let Some(max) = filter.max_size {
+        clauses.push("size <= ?");
+        args.push(Value::UBigInt(max));
+    }
+    if let Some(text) = filter.search.as_ref().filter(|t| !t.is_empty()) {
+        // Bytes that are not UTF-8 read as escapes (`\xFF`).
+        clauses.push("contains(lower(CAST(rel_path AS VARCHAR)), lower(?))");
+        args.push(Value::Text(text.clone()));
+    }
+    (clauses, args)
+}
+
+fn where_clause(clauses: &[&str]) -> String {
+    if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
     }
 }
 
