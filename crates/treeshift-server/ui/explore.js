@@ -106,7 +106,13 @@ async function folder(body, name, path) {
           title: `${base(c.path)}: ${bytes(toCopy(c))} to copy`,
           open: c.kind === "folder" && c.side === "src" ? () => go(link(name, { path: c.path })) : null,
         })),
-        { label: `Bytes to copy under ${path || "the root"}, by child; a folder opens on Enter` },
+        // Drawn at the width it is shown at, so its labels stay legible
+        // on a phone.
+        {
+          width: Math.max(320, map.clientWidth || 960),
+          height: Math.min(360, Math.max(200, Math.round((map.clientWidth || 960) * 0.35))),
+          label: `Bytes to copy under ${path || "the root"}, by child; a folder opens on Enter`,
+        },
       ),
     );
     list.replaceChildren(

@@ -69,9 +69,11 @@ async function main() {
       document.querySelectorAll("nav.crumbs a").length === 1 && document.querySelector("main").getAttribute("aria-busy") === "false");
     await page.getByLabel("Name contains").fill(args.search);
     await page.getByRole("button", { name: "Filter" }).click();
-    await page.getByRole("heading", { name: "Matching items" }).waitFor();
-    seen.search_rows = await page.locator("table tbody tr").count();
-    seen.search_paths = await page.locator("table tbody tr td.path").allTextContents();
+    // The heading comes before the rows, which come with the page's answer.
+    const matches = page.locator("table", { has: page.locator("caption", { hasText: "Matching items" }) });
+    await matches.locator("tbody tr").first().waitFor();
+    seen.search_rows = await matches.locator("tbody tr").count();
+    seen.search_paths = await matches.locator("tbody tr td.path").allTextContents();
 
     // Approve exactly the plan shown.
     await page.getByRole("link", { name: "Approve" }).click();
