@@ -18,7 +18,7 @@ pub use model::{
 pub use path::{RelPath, display_bytes, name_problem, name_stand_in};
 pub use phase::Phase;
 pub use plan::{
-    Action, Approval, CopyStatus, CopySummary, Extras, Policy, QUARANTINE_DIR, VerifyStatus,
-    VerifySummary, aside_name, mtime_secs, quarantine_path, temp_name,
+    Action, Approval, CopyStatus, CopySummary, Extras, PlanCounts, Policy, QUARANTINE_DIR,
+    VerifyStatus, VerifySummary, aside_name, mtime_secs, quarantine_path, temp_name,
 };
 pub use secret::{REDACTED, Secret, Secrets};

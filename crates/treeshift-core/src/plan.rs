@@ -257,6 +257,15 @@ pub struct Approval {
     /// Items retry sweeps added to the approved plan that way.
     #[serde(default)]
     pub extended_items: u64,
+    /// What the plan does.
+    #[serde(flatten)]
+    pub counts: PlanCounts,
+}
+
+/// What a plan does, counted: the same for a plan shown (a preview) and
+/// the plan approved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlanCounts {
     /// Items the plan acts on (not skipped).
     pub items: u64,
     /// Of which files (and symlinks).

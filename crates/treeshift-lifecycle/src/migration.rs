@@ -288,7 +288,7 @@ impl Migration {
     }
 
     fn approved(&self, approval: treeshift_core::Approval) -> Result<ApprovalReport> {
-        tracing::info!(by = %approval.approved_by, policy = %approval.policy, extras = approval.extras.as_str(), plan = %approval.plan_hash, items = approval.items, "plan approved");
+        tracing::info!(by = %approval.approved_by, policy = %approval.policy, extras = approval.extras.as_str(), plan = %approval.plan_hash, items = approval.counts.items, "plan approved");
         let migration = self.handle.migration()?;
         let estimate = self.handle.estimate(CopyCost::part_size(&migration))?;
         Ok(ApprovalReport {

@@ -533,24 +533,9 @@ pub struct PlanPreview {
     pub extras: Extras,
     /// The plan's hash, which an approval must name.
     pub plan_hash: String,
-    /// Items the plan holds.
-    pub items: u64,
-    /// Files (and symlinks) to copy.
-    pub files: u64,
-    /// Folders to create.
-    pub folders: u64,
-    /// Bytes to copy.
-    pub bytes: u64,
-    /// Items the policy leaves alone.
-    pub skipped: u64,
-    /// Destination items replaced.
-    pub replaces: u64,
-    /// Extras moved aside.
-    pub quarantines: u64,
-    /// Items whose metadata alone is set.
-    pub metadata: u64,
-    /// Further names of files with several.
-    pub links: u64,
+    /// What the plan does.
+    #[serde(flatten)]
+    pub counts: treeshift_core::PlanCounts,
 }
 
 /// A migration's data key as stored: wrapped under a key-encryption key

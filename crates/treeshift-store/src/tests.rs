@@ -274,7 +274,10 @@ fn approval_records_the_plan_and_a_changed_plan_is_refused() {
     let h = store.handle();
     assert!(matches!(h.approved_plan(), Err(StoreError::NotApproved)));
     let skip = h.approve(Policy::Skip, Extras::Leave, "tester").unwrap();
-    assert_eq!((skip.items, skip.skipped, skip.bytes), (1, 1, 3));
+    assert_eq!(
+        (skip.counts.items, skip.counts.skipped, skip.counts.bytes),
+        (1, 1, 3)
+    );
     // The phase an approval records is one a reader knows.
     assert_eq!(h.phase().unwrap(), Phase::Approved);
     let c = h.copy_summary().unwrap();
@@ -283,7 +286,10 @@ fn approval_records_the_plan_and_a_changed_plan_is_refused() {
     let over = h
         .approve(Policy::Overwrite, Extras::Leave, "tester")
         .unwrap();
-    assert_eq!((over.items, over.replaces, over.bytes), (2, 1, 5));
+    assert_eq!(
+        (over.counts.items, over.counts.replaces, over.counts.bytes),
+        (2, 1, 5)
+    );
     assert_ne!(over.plan_hash, skip.plan_hash);
     assert_eq!(h.approved_plan().unwrap(), over);
     let todo = h.begin_copy().unwrap();

@@ -130,37 +130,38 @@ pub fn print_summary(s: &Summary, state: &Path) {
 
 /// The approved plan.
 pub fn print_approval(a: &Approval) {
+    let c = &a.counts;
     println!(
         "plan approved by {} at {} (policy {}, plan {})",
         a.approved_by, a.approved_at, a.policy, a.plan_hash
     );
     println!(
         "  create {} folders, copy {} files and links ({}); leave {} items alone",
-        thousands(a.folders),
-        thousands(a.files),
-        human_bytes(a.bytes),
-        thousands(a.skipped)
+        thousands(c.folders),
+        thousands(c.files),
+        human_bytes(c.bytes),
+        thousands(c.skipped)
     );
-    if a.metadata > 0 {
+    if c.metadata > 0 {
         println!(
             "  update the mode, owner or extended attributes of {} items in place",
-            thousands(a.metadata)
+            thousands(c.metadata)
         );
     }
-    if a.replaces > 0 {
+    if c.replaces > 0 {
         let how = match a.policy {
             Policy::Rename => "moved aside (name.treeshift-old)",
             _ => "replaced",
         };
         println!(
             "  {} destination items will be {how}",
-            thousands(a.replaces)
+            thousands(c.replaces)
         );
     }
-    if a.quarantines > 0 {
+    if c.quarantines > 0 {
         println!(
             "  {} destination extras will be moved into .treeshift-quarantine/pass-{}/",
-            thousands(a.quarantines),
+            thousands(c.quarantines),
             a.pass
         );
     }

@@ -16,8 +16,8 @@ use crate::{
 };
 use duckdb::params;
 use treeshift_core::{
-    Action, Approval, CopyStatus, CopySummary, Extras, FileId, Kind, Meta, Phase, Policy, RelPath,
-    Side, VerifySummary,
+    Action, Approval, CopyStatus, CopySummary, Extras, FileId, Kind, Meta, Phase, PlanCounts,
+    Policy, RelPath, Side, VerifySummary,
 };
 
 /// The latest copy status and reason per plan item.
@@ -175,15 +175,17 @@ impl Writer {
             policy,
             extras,
             plan_hash: hash,
-            items,
-            files,
-            folders,
-            bytes,
-            skipped,
-            replaces,
-            quarantines,
-            metadata,
-            links,
+            counts: PlanCounts {
+                items,
+                files,
+                folders,
+                bytes,
+                skipped,
+                replaces,
+                quarantines,
+                metadata,
+                links,
+            },
         })
     }
 
@@ -360,19 +362,11 @@ impl Writer {
             filters: self.migration()?.filter.rules(),
             extras,
             pass: self.pass()?,
-            quarantines: 0,
-            metadata: 0,
-            links: 0,
             extended_at: None,
             extended_items: 0,
-            items: 0,
-            files: 0,
-            folders: 0,
-            bytes: 0,
-            skipped: 0,
-            replaces: 0,
+            counts: draft.counts,
         };
-        self.record_approval(approval, &draft)
+        self.record_approval(approval)
     }
 
     /// Extends the approval to the plan items a retry sweep's discovery
@@ -415,9 +409,10 @@ impl Writer {
             plan_hash: draft.plan_hash.clone(),
             extended_at: Some(self.utc_now()?),
             extended_items: old.extended_items + added,
+            counts: draft.counts,
             ..old
         };
-        self.record_approval(approval, &draft)?;
+        self.record_approval(approval)?;
         Ok(Some(added))
     }
 
@@ -425,20 +420,7 @@ impl Writer {
     /// plan, or changed since the last approval, start `pending` (or
     /// `skipped`); items the last approval already held keep their copy
     /// status, so approving again never redoes finished work.
-    fn record_approval(
-        &mut self,
-        mut approval: Approval,
-        draft: &PlanPreview,
-    ) -> Result<Approval, StoreError> {
-        approval.items = draft.items;
-        approval.files = draft.files;
-        approval.folders = draft.folders;
-        approval.bytes = draft.bytes;
-        approval.skipped = draft.skipped;
-        approval.replaces = draft.replaces;
-        approval.quarantines = draft.quarantines;
-        approval.metadata = draft.metadata;
-        approval.links = draft.links;
+    fn record_approval(&mut self, approval: Approval) -> Result<Approval, StoreError> {
         let json =
             serde_json::to_string(&approval).map_err(|e| StoreError::Thread(e.to_string()))?;
         self.conn

@@ -186,14 +186,10 @@ fn filter_clauses(filter: &ReviewFilter) -> (Vec<&'static str>, Vec<Value>) {
     let mut clauses = Vec::new();
     let mut args = Vec::new();
     if let Some(p) = filter.prefix.as_ref().filter(|p| !p.is_root()) {
-        // The prefix itself, and what is under it: names after `P/`
-        // and before `P0` ('0' follows '/').
+        // The prefix itself, and what is under it.
         clauses.push("(rel_path = ? OR (rel_path >= ? AND rel_path < ?))");
-        let base = p.as_bytes().to_vec();
-        let below = |end: u8| [base.as_slice(), &[end]].concat();
-        args.push(Value::Blob(base.clone()));
-        args.push(Value::Blob(below(b'/')));
-        args.push(Value::Blob(below(b'0')));
+        args.push(Value::Blob(p.as_bytes().to_vec()));
+        args.extend(below(p));
     }
     if let Some(min) = filter.min_size {
         clauses.push("size >= ?");
@@ -209,6 +205,14 @@ fn filter_clauses(filter: &ReviewFilter) -> (Vec<&'static str>, Vec<Value>) {
         args.push(Value::Text(text.clone()));
     }
     (clauses, args)
+}
+
+/// The bounds of the paths under `folder` (not the root), for
+/// `rel_path >= ? AND rel_path < ?`: after `P/` and before `P0` ('0'
+/// follows '/').
+fn below(folder: &RelPath) -> [Value; 2] {
+    let base = folder.as_bytes();
+    [b'/', b'0'].map(|end| Value::Blob([base, &[end]].concat()))
 }
 
 fn where_clause(clauses: &[&str]) -> String {
@@ -316,9 +320,7 @@ impl Writer {
         let mut under = String::new();
         if !folder.is_root() {
             under.push_str(" AND rel_path >= ? AND rel_path < ?");
-            let base = folder.as_bytes();
-            args.push(Value::Blob([base, b"/"].concat()));
-            args.push(Value::Blob([base, b"0"].concat()));
+            args.extend(below(folder));
         }
         if let Some(after) = after {
             under.push_str(" AND rel_path > ?");
