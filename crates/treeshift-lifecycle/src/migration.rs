@@ -405,9 +405,10 @@ impl Migration {
         }
     }
 
-    /// Where the migration stands.
+    /// Where the migration stands, as committed when asked: it never waits
+    /// for a running discovery or copy (see `StoreHandle::committed`).
     pub fn status(&self) -> Result<StatusReport> {
-        let h = &self.handle;
+        let h = &self.handle.committed();
         let approval = h.approval()?;
         let (copy, verify) = if approval.is_some() {
             (Some(h.copy_summary()?), h.verify_summary()?)

@@ -336,6 +336,11 @@ pub fn start(
                 Outcome::Failed { error } => ("ERROR", format!("failed: {error}")),
             };
             record(&migration, level, format!("{} job {said}", op_name(op)));
+            // What the job did is committed before it reads as ended, so
+            // a status asked then (read from what is committed) shows it.
+            if let Err(e) = migration.handle().flush() {
+                tracing::warn!(error = %e, "could not commit the job's last records");
+            }
             tracing::info!(op = ?op, outcome = ?outcome, "job ended");
             *running.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
         })?;

@@ -19,6 +19,7 @@
 //!   never double-counts.
 
 mod error;
+mod reader;
 mod schema;
 mod writer;
 
@@ -26,6 +27,7 @@ pub use error::StoreError;
 pub use schema::SCHEMA_VERSION;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use reader::{Readers, ReadersHandle};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,7 +37,7 @@ use treeshift_core::{
     Action, Approval, CopyStatus, CopySummary, Entry, Extras, FileId, FilterSpec, Keep, Kind, Meta,
     Phase, Policy, RelPath, Side, Status, Summary, VerifyStatus, VerifySummary,
 };
-use writer::{Request, Writer};
+use writer::{Db, Request, Writer};
 
 /// What a migration is: its two roots and the settings discovery ran with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -471,6 +473,7 @@ impl std::str::FromStr for ReviewSelect {
 pub struct Store {
     handle: StoreHandle,
     thread: Option<JoinHandle<()>>,
+    readers: Readers,
 }
 
 /// A cloneable way to talk to the store thread.
@@ -481,6 +484,9 @@ pub struct StoreHandle {
     /// Set when the store thread has ended, however it ended.
     ended: Arc<AtomicBool>,
     path: Arc<PathBuf>,
+    readers: ReadersHandle,
+    /// Reads go to the reader threads (see [`StoreHandle::committed`]).
+    committed: bool,
 }
 
 /// What a review page is narrowed to.
@@ -583,7 +589,7 @@ pub enum OpenMode {
 
 /// Rows the channel to the store thread holds at most (each message carries
 /// up to a few thousand children), bounding memory when storage is slow.
-const CHANNEL_CAPACITY: usize = 16;
+pub(crate) const CHANNEL_CAPACITY: usize = 16;
 
 /// The `meta` flag set when the destination cannot hold symlinks.
 const NO_SYMLINKS_AT_DESTINATION: &str = "dst_holds_no_symlinks";
@@ -612,8 +618,8 @@ impl Store {
                 run(owned_path, mode, rx, ready_tx, thread_fault)
             })
             .map_err(|e| StoreError::Thread(e.to_string()))?;
-        let resumed = match ready_rx.recv() {
-            Ok(Ok(resumed)) => resumed,
+        let (resumed, connections, gate) = match ready_rx.recv() {
+            Ok(Ok(opened)) => opened,
             Ok(Err(e)) => {
                 let _ = thread.join();
                 return Err(e);
@@ -625,16 +631,20 @@ impl Store {
                 ));
             }
         };
+        let readers = Readers::start(connections, &gate)?;
         let handle = StoreHandle {
             tx,
             fault,
             ended,
             path: Arc::new(path.to_path_buf()),
+            readers: readers.handle(),
+            committed: false,
         };
         Ok((
             Store {
                 handle,
                 thread: Some(thread),
+                readers,
             },
             resumed,
         ))
@@ -647,6 +657,7 @@ impl Store {
 
     /// Commits everything buffered, checkpoints, and stops the thread.
     pub fn close(mut self) -> Result<(), StoreError> {
+        self.readers.stop();
         let result = self.handle.call(|w| w.shutdown());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -658,6 +669,7 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         if let Some(t) = self.thread.take() {
+            self.readers.stop();
             let _ = self.handle.tx.send(Request::Stop);
             let _ = t.join();
         }
@@ -673,16 +685,28 @@ impl Drop for EndedGuard {
     }
 }
 
+/// What the store thread hands back once the file is open: whether it
+/// held the migration already, the reader threads' connections, and the
+/// gate they share with the writer.
+type Opened = (bool, Vec<Db>, writer::Gate);
+
 fn run(
     path: PathBuf,
     mode: OpenMode,
     rx: Receiver<Request>,
-    ready: Sender<Result<bool, StoreError>>,
+    ready: Sender<Result<Opened, StoreError>>,
     fault: Arc<Mutex<Option<String>>>,
 ) {
-    let mut writer = match Writer::open(&path, &mode) {
-        Ok((w, resumed)) => {
-            let _ = ready.send(Ok(resumed));
+    let opened = Writer::open(&path, &mode).and_then(|(w, resumed)| {
+        let connections = (0..reader::READERS)
+            .map(|_| w.another())
+            .collect::<Result<Vec<_>, _>>()?;
+        let gate = Arc::clone(&w.gate);
+        Ok((w, (resumed, connections, gate)))
+    });
+    let mut writer = match opened {
+        Ok((w, opened)) => {
+            let _ = ready.send(Ok(opened));
             w
         }
         Err(e) => {
@@ -722,6 +746,49 @@ impl StoreHandle {
         StoreError::Stopped(cause)
     }
 
+    /// A handle whose reads run on the reader threads, on what was
+    /// committed when they were asked: they never wait for the store
+    /// thread (a round's seal, a batch of appends), and do not see the
+    /// rows it holds buffered, appended in the last half second or so.
+    /// For observers (a server's status, review pages, browse, logs); a
+    /// caller that must read what it has just written asks through the
+    /// store's own handle, which commits what is buffered first. Its
+    /// writes are the store's, as always.
+    pub fn committed(&self) -> StoreHandle {
+        StoreHandle {
+            committed: true,
+            ..self.clone()
+        }
+    }
+
+    /// Runs a read: on a reader thread if this handle reads what is
+    /// committed, else on the store thread after committing what it
+    /// buffered.
+    fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        if self.committed {
+            return self.readers.read(f);
+        }
+        self.call(move |w| {
+            w.flush()?;
+            f(w)
+        })
+    }
+
+    /// Runs a read of what is never buffered (settings, the phase, the
+    /// approval, the rounds): as [`StoreHandle::read`], without a commit.
+    fn read_unbuffered<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        if self.committed {
+            return self.readers.read(f);
+        }
+        self.call(move |w| f(w))
+    }
+
     fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Writer) -> Result<R, StoreError> + Send + 'static,
@@ -747,7 +814,7 @@ impl StoreHandle {
 
     /// The migration this file holds.
     pub fn migration(&self) -> Result<MigrationSpec, StoreError> {
-        self.call(|w| w.migration())
+        self.read_unbuffered(|db| db.migration())
     }
 
     /// The wrapped data key, if the migration has sealed any secret.
@@ -866,7 +933,7 @@ impl StoreHandle {
 
     /// Where the rounds stand.
     pub fn progress(&self) -> Result<RoundProgress, StoreError> {
-        self.call(|w| w.progress())
+        self.read_unbuffered(|db| db.progress())
     }
 
     /// Records the migration's lifecycle phase.
@@ -876,7 +943,7 @@ impl StoreHandle {
 
     /// The migration's current phase.
     pub fn phase(&self) -> Result<Phase, StoreError> {
-        self.call(|w| w.phase())
+        self.read_unbuffered(|db| db.phase())
     }
 
     /// Records that the destination refused extended attributes (items
@@ -900,7 +967,7 @@ impl StoreHandle {
 
     /// The discovery summary, from sealed statistics.
     pub fn summary(&self) -> Result<Summary, StoreError> {
-        self.call(|w| w.summary())
+        self.read(|db| db.summary())
     }
 
     /// Streams the selected items in batches to `sink`, sorted by side and
@@ -910,7 +977,7 @@ impl StoreHandle {
         select: ReviewSelect,
         sink: Sender<Vec<ReviewItem>>,
     ) -> Result<(), StoreError> {
-        self.call(move |w| w.review(select, &sink))
+        self.read(move |db| db.review(select, &sink))
     }
 
     /// One page of a review: at most `limit` items after `after` (a side
@@ -924,7 +991,7 @@ impl StoreHandle {
         filter: ReviewFilter,
         limit: usize,
     ) -> Result<Vec<ReviewItem>, StoreError> {
-        self.call(move |w| w.review_page(select, after.as_ref(), &filter, limit))
+        self.read(move |db| db.review_page(select, after.as_ref(), &filter, limit))
     }
 
     /// The children of `folder` (after `after`, at most `limit`, by path):
@@ -936,7 +1003,7 @@ impl StoreHandle {
         after: Option<RelPath>,
         limit: usize,
     ) -> Result<Vec<BrowseChild>, StoreError> {
-        self.call(move |w| w.browse(&folder, after.as_ref(), limit))
+        self.read(move |db| db.browse(&folder, after.as_ref(), limit))
     }
 
     /// Computes the plan for `policy` (and `extras`) and records its
@@ -974,7 +1041,7 @@ impl StoreHandle {
 
     /// The recorded approval, if any, without checking it.
     pub fn approval(&self) -> Result<Option<Approval>, StoreError> {
-        self.call(|w| w.approval())
+        self.read_unbuffered(|db| db.approval())
     }
 
     /// The approval, checked against the plan discovery gives now: an error
@@ -1009,18 +1076,18 @@ impl StoreHandle {
 
     /// Failures by kind and the latest ones.
     pub fn task_errors(&self) -> Result<TaskErrors, StoreError> {
-        self.call(|w| w.task_errors())
+        self.read(|db| db.task_errors())
     }
 
     /// The latest metrics of every discovery round.
     pub fn queue_stats(&self) -> Result<Vec<RoundMetrics>, StoreError> {
-        self.call(|w| w.queue_stats())
+        self.read_unbuffered(|db| db.queue_stats())
     }
 
     /// What the copy still costs, with an ETA once a copy has run; files
     /// larger than `part_size` are counted apart, with their parts.
     pub fn estimate(&self, part_size: u64) -> Result<Estimate, StoreError> {
-        self.call(move |w| w.estimate(part_size))
+        self.read(move |db| db.estimate(part_size))
     }
 
     /// Appends log records (buffered; committed with the next batch).
@@ -1032,7 +1099,7 @@ impl StoreHandle {
     /// (`ERROR` ... `TRACE`) or more severe, oldest first.
     pub fn logs(&self, after: i64, level: &str, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
         let level = level.to_string();
-        self.call(move |w| w.logs(after, &level, limit))
+        self.read(move |db| db.logs(after, &level, limit))
     }
 
     /// Starts the next delta pass if the current one's copy finished (see
@@ -1087,7 +1154,7 @@ impl StoreHandle {
 
     /// Copy progress and results.
     pub fn copy_summary(&self) -> Result<CopySummary, StoreError> {
-        self.call(|w| w.copy_summary())
+        self.read(|db| db.copy_summary())
     }
 
     /// Prepares a verification of every copied item; returns how many.
@@ -1110,7 +1177,7 @@ impl StoreHandle {
 
     /// Verification results, if a verification ran.
     pub fn verify_summary(&self) -> Result<Option<VerifySummary>, StoreError> {
-        self.call(|w| w.verify_summary())
+        self.read(|db| db.verify_summary())
     }
 
     /// Commits everything buffered so far.

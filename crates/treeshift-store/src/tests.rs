@@ -266,6 +266,81 @@ fn discovered(path: &std::path::Path) -> Store {
     store
 }
 
+/// Holds the store thread inside a call until the returned sender is
+/// dropped or sent to: what a long round seal does to it.
+fn hold_store_thread(store: &Store) -> Sender<()> {
+    let (release_tx, release_rx) = bounded::<()>(0);
+    let (held_tx, held_rx) = bounded::<()>(0);
+    let handle = store.handle();
+    std::thread::spawn(move || {
+        let _ = handle.call(move |_| {
+            let _ = held_tx.send(());
+            let _ = release_rx.recv();
+            Ok(())
+        });
+    });
+    held_rx.recv().unwrap();
+    release_tx
+}
+
+#[test]
+fn committed_reads_do_not_wait_for_the_store_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = discovered(&dir.path().join("s.duckdb"));
+    let committed = store.handle().committed();
+    let before = committed.summary().unwrap();
+    assert!(before.missing > 0, "{before:?}");
+
+    let release = hold_store_thread(&store);
+    // Asked on another thread, so that a read stuck behind the held store
+    // thread shows as no answer rather than as a test that never ends.
+    let (answer_tx, answer_rx) = bounded(1);
+    let reader = committed.clone();
+    std::thread::spawn(move || {
+        let answer = (
+            reader.summary(),
+            reader.review_page(
+                ReviewSelect::Status(Status::Missing),
+                None,
+                ReviewFilter::default(),
+                10,
+            ),
+            reader.phase(),
+        );
+        let _ = answer_tx.send(answer);
+    });
+    let answer = answer_rx.recv_timeout(Duration::from_secs(60));
+    drop(release);
+    let (summary, page, phase) = answer.expect("a committed read waited for the store thread");
+    assert_eq!(summary.unwrap(), before);
+    assert_eq!(page.unwrap().len() as u64, before.missing.min(10));
+    assert_eq!(phase.unwrap(), store.handle().phase().unwrap());
+    store.close().unwrap();
+}
+
+#[test]
+fn committed_reads_miss_what_is_buffered_and_the_stores_own_reads_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(
+        &dir.path().join("s.duckdb"),
+        OpenMode::CreateOrResume(Box::new(spec("sim:b"))),
+    )
+    .unwrap();
+    let handle = store.handle();
+    handle
+        .append_logs(vec![LogRecord::now("INFO", "test", "one".into())])
+        .unwrap();
+    assert!(handle.committed().logs(0, "TRACE", 10).unwrap().is_empty());
+    let own = handle.logs(0, "TRACE", 10).unwrap();
+    assert_eq!(own.len(), 1, "{own:?}");
+    assert_eq!(handle.committed().logs(0, "TRACE", 10).unwrap(), own);
+    store.close().unwrap();
+    assert!(
+        handle.committed().logs(0, "TRACE", 10).is_err(),
+        "a closed store's readers answer with an error"
+    );
+}
+
 #[test]
 fn approval_records_the_plan_and_a_changed_plan_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -106,10 +106,70 @@ fn now_value() -> Value {
     Value::Timestamp(TimeUnit::Microsecond, micros)
 }
 
-/// Owns the connection. Every method runs on the store thread.
-pub(crate) struct Writer {
+/// One connection to the state file, with the queries that only read.
+/// The store thread's [`Writer`] holds one; each reader thread (see
+/// `reader`) another.
+pub(crate) struct Db {
     conn: Connection,
     path: PathBuf,
+}
+
+impl Db {
+    fn query_i64(&self, sql: &str) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(sql, [], |r| r.get(0))
+            .context(sql.to_string())
+    }
+
+    /// The `N` counts (or sums) of one row `sql` selects, none below zero.
+    fn query_counts<const N: usize>(&self, sql: &str, what: &str) -> Result<[u64; N], StoreError> {
+        self.conn
+            .query_row(sql, [], |r| {
+                let mut counts = [0u64; N];
+                for (i, count) in counts.iter_mut().enumerate() {
+                    *count = r.get::<_, i64>(i)?.max(0) as u64;
+                }
+                Ok(counts)
+            })
+            .context(what.to_string())
+    }
+
+    pub(crate) fn flag(&self, key: &str) -> Result<bool, StoreError> {
+        exists(
+            &self.conn,
+            &format!("SELECT 1 FROM meta WHERE key = '{key}' AND value = 'true'"),
+        )
+        .context("read a flag")
+    }
+
+    pub(crate) fn phase(&self) -> Result<Phase, StoreError> {
+        let text: String = self
+            .conn
+            .query_row("SELECT phase FROM migrations WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .context("read the phase")?;
+        text.parse()
+            .map_err(|why: String| StoreError::NotAStateFile {
+                path: self.path.clone(),
+                detail: why,
+            })
+    }
+
+    /// Another connection to the same database, for a reader thread.
+    pub(crate) fn another(&self) -> Result<Db, StoreError> {
+        Ok(Db {
+            conn: self.conn.try_clone().context("open a reader connection")?,
+            path: self.path.clone(),
+        })
+    }
+}
+
+/// Owns the connection that writes, and the rows buffered for it. Every
+/// method runs on the store thread; the reads it shares with the reader
+/// threads are [`Db`]'s.
+pub(crate) struct Writer {
+    db: Db,
     next_id: i64,
     next_seq: i64,
     buf: Buffers,
@@ -131,7 +191,16 @@ pub(crate) struct Writer {
     /// that fails in this one is discarded on the spot), so one look after
     /// opening is enough.
     cut_short_checked: [bool; 2],
+    /// Held shared by each read on a reader thread, and exclusively by
+    /// every commit (see [`Writer::in_transaction`]).
+    pub(crate) gate: Gate,
 }
+
+/// Readers and the writer share DuckDB's memory limit, and a commit may
+/// checkpoint: a checkpoint that runs out of memory invalidates the
+/// database (DuckDB reports it as FATAL; seen when a server's reads ran
+/// beside a 1M-node discovery). So no read runs while the writer commits.
+pub(crate) type Gate = Arc<std::sync::RwLock<()>>;
 
 impl Writer {
     /// Runs `f` in one transaction. If DuckDB runs out of memory, the
@@ -147,13 +216,17 @@ impl Writer {
         loop {
             self.conn.execute_batch("BEGIN TRANSACTION").context(what)?;
             match f(&self.conn) {
-                Ok(r) => match self.conn.execute_batch("COMMIT").context(what) {
-                    Ok(()) => return Ok(r),
-                    Err(e) => {
-                        self.commit_failed = Some(e.to_string());
-                        return Err(e);
+                Ok(r) => {
+                    let gate = Arc::clone(&self.gate);
+                    let _no_reads = gate.write().unwrap_or_else(|p| p.into_inner());
+                    match self.conn.execute_batch("COMMIT").context(what) {
+                        Ok(()) => return Ok(r),
+                        Err(e) => {
+                            self.commit_failed = Some(e.to_string());
+                            return Err(e);
+                        }
                     }
-                },
+                }
                 Err(e) => {
                     let _ = self.conn.execute_batch("ROLLBACK");
                     if !(is_out_of_memory(&e) && self.raise_memory_limit(what)?) {
@@ -181,25 +254,6 @@ impl Writer {
             "state store ran out of memory ({what}); raised its limit and ran it again"
         );
         Ok(true)
-    }
-
-    fn query_i64(&self, sql: &str) -> Result<i64, StoreError> {
-        self.conn
-            .query_row(sql, [], |r| r.get(0))
-            .context(sql.to_string())
-    }
-
-    /// The `N` counts (or sums) of one row `sql` selects, none below zero.
-    fn query_counts<const N: usize>(&self, sql: &str, what: &str) -> Result<[u64; N], StoreError> {
-        self.conn
-            .query_row(sql, [], |r| {
-                let mut counts = [0u64; N];
-                for (i, count) in counts.iter_mut().enumerate() {
-                    *count = r.get::<_, i64>(i)?.max(0) as u64;
-                }
-                Ok(counts)
-            })
-            .context(what.to_string())
     }
 
     /// Serves requests until told to stop. Commits buffered rows when enough
@@ -271,6 +325,8 @@ impl Writer {
         self.stopping = true;
         self.no_failed_commit()?;
         self.flush()?;
+        let gate = Arc::clone(&self.gate);
+        let _no_reads = gate.write().unwrap_or_else(|p| p.into_inner());
         self.conn.execute_batch("CHECKPOINT").context("checkpoint")
     }
 
@@ -299,14 +355,6 @@ impl Writer {
         Ok(())
     }
 
-    pub(crate) fn flag(&self, key: &str) -> Result<bool, StoreError> {
-        exists(
-            &self.conn,
-            &format!("SELECT 1 FROM meta WHERE key = '{key}' AND value = 'true'"),
-        )
-        .context("read a flag")
-    }
-
     pub(crate) fn set_phase(&mut self, phase: Phase) -> Result<(), StoreError> {
         self.flush()?;
         self.conn
@@ -317,19 +365,15 @@ impl Writer {
             .context("set the phase")?;
         Ok(())
     }
+}
 
-    pub(crate) fn phase(&self) -> Result<Phase, StoreError> {
-        let text: String = self
-            .conn
-            .query_row("SELECT phase FROM migrations WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .context("read the phase")?;
-        text.parse()
-            .map_err(|why: String| StoreError::NotAStateFile {
-                path: self.path.clone(),
-                detail: why,
-            })
+/// The writer reads through its own connection, after committing what it
+/// buffered (the caller does that: see `StoreHandle::read`).
+impl std::ops::Deref for Writer {
+    type Target = Db;
+
+    fn deref(&self) -> &Db {
+        &self.db
     }
 }
 

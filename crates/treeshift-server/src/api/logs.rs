@@ -42,7 +42,10 @@ pub(super) async fn logs(
     let limit = page_limit(q.limit);
     blocking(move || {
         let m = reg.open(&name)?;
-        let entries = m.handle().logs(q.after.unwrap_or(0), &level, limit)?;
+        let entries = m
+            .handle()
+            .committed()
+            .logs(q.after.unwrap_or(0), &level, limit)?;
         let next = (entries.len() == limit)
             .then(|| entries.last().map(|e| e.seq))
             .flatten();
@@ -81,9 +84,10 @@ pub(super) async fn log_events(
                     return Some((Ok::<_, std::convert::Infallible>(event), (after, queued)));
                 }
                 let (m2, level2) = (m.clone(), level.clone());
-                let read =
-                    tokio::task::spawn_blocking(move || m2.handle().logs(after, &level2, MAX_PAGE))
-                        .await;
+                let read = tokio::task::spawn_blocking(move || {
+                    m2.handle().committed().logs(after, &level2, MAX_PAGE)
+                })
+                .await;
                 match read {
                     Ok(Ok(batch)) if !batch.is_empty() => {
                         after = batch.last().map_or(after, |e| e.seq);

@@ -29,7 +29,7 @@ pub(super) async fn list(State(reg): State<Shared>) -> ApiResult<Json<Vec<Listed
             let job = slot.job().map(|j| j.view());
             let phase = reg
                 .migration(&slot)
-                .and_then(|m| m.handle().phase().map_err(ApiError::from));
+                .and_then(|m| m.handle().committed().phase().map_err(ApiError::from));
             out.push(match phase {
                 Ok(phase) => Listed {
                     name,

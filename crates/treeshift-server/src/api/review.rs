@@ -187,7 +187,10 @@ pub(super) async fn review(
     let limit = page_limit(q.limit);
     blocking(move || {
         let m = reg.open(&name)?;
-        let items = m.handle().review_page(select, after, filter, limit)?;
+        let items = m
+            .handle()
+            .committed()
+            .review_page(select, after, filter, limit)?;
         let next = (items.len() == limit)
             .then(|| items.last().map(cursor))
             .flatten();
@@ -264,7 +267,10 @@ pub(super) async fn browse(
     let limit = page_limit(q.limit);
     blocking(move || {
         let m = reg.open(&name)?;
-        let children = m.handle().browse(folder.clone(), after, limit)?;
+        let children = m
+            .handle()
+            .committed()
+            .browse(folder.clone(), after, limit)?;
         let next = (children.len() == limit)
             .then(|| children.last().map(|c| hex(c.path.as_bytes())))
             .flatten();

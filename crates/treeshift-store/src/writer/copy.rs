@@ -7,7 +7,7 @@
 //! is about to carry out is the one a person approved.
 
 use super::compare::{expected_mtime, latest_written};
-use super::{ErrorRow, EventRow, Writer, exists, ix};
+use super::{Db, ErrorRow, EventRow, Writer, exists, ix};
 use crate::error::Context;
 use crate::schema::{FOLDER, LEFT_OUT};
 use crate::{
@@ -475,22 +475,6 @@ impl Writer {
             .context("format the time")
     }
 
-    pub(crate) fn approval(&self) -> Result<Option<Approval>, StoreError> {
-        let text: Option<String> = self
-            .conn
-            .query_row("SELECT approval FROM migrations WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .context("read the approval")?;
-        text.map(|t| {
-            serde_json::from_str(&t).map_err(|e| StoreError::NotAStateFile {
-                path: self.path.clone(),
-                detail: format!("unreadable approval: {e}"),
-            })
-        })
-        .transpose()
-    }
-
     pub(crate) fn approved_plan(&mut self) -> Result<Approval, StoreError> {
         let approval = self.approval()?.ok_or(StoreError::NotApproved)?;
         self.check_discovered()?;
@@ -751,42 +735,6 @@ impl Writer {
         }
     }
 
-    pub(crate) fn copy_summary(&mut self) -> Result<CopySummary, StoreError> {
-        self.flush()?;
-        let counts = CopyStatus::ALL
-            .iter()
-            .map(|s| format!("count(*) FILTER (WHERE st = '{}')", s.as_str()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let v: Vec<i64> = self
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT count(*), {counts}, \
-                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND link_to IS NULL), 0)::BIGINT, \
-                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND link_to IS NULL \
-                                                  AND st = 'copied'), 0)::BIGINT \
-                     FROM (SELECT p.kind, p.size, p.action, p.link_to, coalesce(c.st, 'pending') AS st \
-                           FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id)"
-                ),
-                [],
-                |r| (0..9).map(|i| r.get::<_, i64>(i)).collect(),
-            )
-            .context("summarise the copy")?;
-        let v: Vec<u64> = v.into_iter().map(|x| x.max(0) as u64).collect();
-        Ok(CopySummary {
-            planned: v[0],
-            pending: v[1],
-            copying: v[2],
-            copied: v[3],
-            skipped: v[4],
-            failed: v[5],
-            changed: v[6],
-            bytes_planned: v[7],
-            bytes_copied: v[8],
-        })
-    }
-
     pub(crate) fn begin_verify(&mut self, checksum: bool) -> Result<u64, StoreError> {
         self.flush()?;
         self.conn
@@ -845,9 +793,61 @@ impl Writer {
             self.buffer_item_event("verify", (e.id, e.depth, 1), e.status.as_str(), e.reason);
         }
     }
+}
 
-    pub(crate) fn verify_summary(&mut self) -> Result<Option<VerifySummary>, StoreError> {
-        self.flush()?;
+impl Db {
+    pub(crate) fn approval(&self) -> Result<Option<Approval>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT approval FROM migrations WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .context("read the approval")?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| StoreError::NotAStateFile {
+                path: self.path.clone(),
+                detail: format!("unreadable approval: {e}"),
+            })
+        })
+        .transpose()
+    }
+
+    pub(crate) fn copy_summary(&self) -> Result<CopySummary, StoreError> {
+        let counts = CopyStatus::ALL
+            .iter()
+            .map(|s| format!("count(*) FILTER (WHERE st = '{}')", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let v: Vec<i64> = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT count(*), {counts}, \
+                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND link_to IS NULL), 0)::BIGINT, \
+                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND link_to IS NULL \
+                                                  AND st = 'copied'), 0)::BIGINT \
+                     FROM (SELECT p.kind, p.size, p.action, p.link_to, coalesce(c.st, 'pending') AS st \
+                           FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id)"
+                ),
+                [],
+                |r| (0..9).map(|i| r.get::<_, i64>(i)).collect(),
+            )
+            .context("summarise the copy")?;
+        let v: Vec<u64> = v.into_iter().map(|x| x.max(0) as u64).collect();
+        Ok(CopySummary {
+            planned: v[0],
+            pending: v[1],
+            copying: v[2],
+            copied: v[3],
+            skipped: v[4],
+            failed: v[5],
+            changed: v[6],
+            bytes_planned: v[7],
+            bytes_copied: v[8],
+        })
+    }
+
+    pub(crate) fn verify_summary(&self) -> Result<Option<VerifySummary>, StoreError> {
         let checksum: Option<String> = self
             .conn
             .query_row(

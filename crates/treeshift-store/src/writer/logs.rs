@@ -2,7 +2,7 @@
 //! tracing layer and are appended with the next flush; readers page through
 //! them by sequence number.
 
-use super::Writer;
+use super::{Db, Writer};
 use crate::error::Context;
 use crate::{LogEntry, LogRecord, StoreError};
 use duckdb::params;
@@ -20,16 +20,17 @@ impl Writer {
         }
         self.note_rows(n);
     }
+}
 
+impl Db {
     /// Up to `limit` records after sequence number `after`, at `level` or
     /// more severe, oldest first.
     pub(crate) fn logs(
-        &mut self,
+        &self,
         after: i64,
         level: &str,
         limit: usize,
     ) -> Result<Vec<LogEntry>, StoreError> {
-        self.flush()?;
         let rank = LEVELS
             .iter()
             .position(|l| *l == level)

@@ -80,8 +80,10 @@ impl Writer {
         conn.execute_batch("PRAGMA disable_checkpoint_on_shutdown")
             .context("configure DuckDB")?;
         let mut writer = Writer {
-            conn,
-            path: path.to_path_buf(),
+            db: Db {
+                conn,
+                path: path.to_path_buf(),
+            },
             next_id: 1,
             next_seq: 1,
             buf: Buffers::default(),
@@ -90,6 +92,7 @@ impl Writer {
             memory_limit_mb,
             commit_failed: None,
             cut_short_checked: [false; 2],
+            gate: Gate::default(),
         };
         let (has_meta, tables) = writer.tables()?;
         let resumed = if has_meta {
@@ -166,13 +169,6 @@ impl Writer {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(|e| self.not_a_state_file(e))
-    }
-
-    pub(super) fn not_a_state_file(&self, e: duckdb::Error) -> StoreError {
-        StoreError::NotAStateFile {
-            path: self.path.clone(),
-            detail: e.to_string(),
-        }
     }
 
     pub(super) fn check_version(&self) -> Result<(), StoreError> {
@@ -325,6 +321,15 @@ impl Writer {
             Ok(())
         })
     }
+}
+
+impl Db {
+    pub(super) fn not_a_state_file(&self, e: duckdb::Error) -> StoreError {
+        StoreError::NotAStateFile {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        }
+    }
 
     pub(crate) fn migration(&self) -> Result<MigrationSpec, StoreError> {
         let (src, dst, settings): (String, String, String) = self
@@ -368,7 +373,9 @@ impl Writer {
             keep,
         })
     }
+}
 
+impl Writer {
     pub(super) fn dst_case_insensitive(&mut self) -> Result<bool, StoreError> {
         if self.dst_case_insensitive.is_none() {
             self.dst_case_insensitive = Some(self.migration()?.dst_case_insensitive);

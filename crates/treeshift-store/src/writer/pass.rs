@@ -6,7 +6,7 @@
 //! `src_changes` records what changed since the previous pass (new,
 //! modified, deleted); the new plan is reviewed and approved like the first.
 
-use super::{Writer, now_value};
+use super::{Db, Writer, now_value};
 use crate::StoreError;
 use crate::schema::FOLDER;
 use duckdb::{Connection, params};
@@ -52,7 +52,7 @@ const PASS_SCOPED: [&str; 9] = [
     "list_positions",
 ];
 
-impl Writer {
+impl Db {
     /// The current pass (1 for the first discovery).
     pub(crate) fn pass(&self) -> Result<u32, StoreError> {
         Ok(self
@@ -60,11 +60,29 @@ impl Writer {
             .max(1) as u32)
     }
 
+    /// Counts of `src_changes` by kind of change.
+    pub(crate) fn changes(&self) -> Result<Changes, StoreError> {
+        let count = |change: &str| {
+            self.query_i64(&format!(
+                "SELECT count(*) FROM src_changes WHERE change = '{change}'"
+            ))
+            .map(|n| n.max(0) as u64)
+        };
+        Ok(Changes {
+            new: count("new")?,
+            modified: count("modified")?,
+            deleted: count("deleted")?,
+        })
+    }
+}
+
+impl Writer {
     /// Starts the next pass if this one is over: discovered, approved, and
     /// its copy finished (nothing pending or in flight). Returns the new
     /// pass number, or `None` when the current pass is still going (a
     /// discovery then resumes it).
     pub(crate) fn next_pass(&mut self) -> Result<Option<u32>, StoreError> {
+        self.flush()?;
         let progress = self.progress()?;
         if !(progress.src_done && progress.dst_done) {
             return Ok(None);
@@ -135,21 +153,6 @@ impl Writer {
         })?;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "pass: committed");
         Ok(Some(pass + 1))
-    }
-
-    /// Counts of `src_changes` by kind of change.
-    pub(crate) fn changes(&self) -> Result<Changes, StoreError> {
-        let count = |change: &str| {
-            self.query_i64(&format!(
-                "SELECT count(*) FROM src_changes WHERE change = '{change}'"
-            ))
-            .map(|n| n.max(0) as u64)
-        };
-        Ok(Changes {
-            new: count("new")?,
-            modified: count("modified")?,
-            deleted: count("deleted")?,
-        })
     }
 }
 

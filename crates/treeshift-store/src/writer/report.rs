@@ -1,7 +1,7 @@
 //! Reports for `status`: failures by kind, per-round queue metrics, and the
 //! estimate of what the copy still costs.
 
-use super::Writer;
+use super::Db;
 use super::copy::LATEST_COPY;
 use crate::error::Context;
 use crate::schema::FOLDER;
@@ -14,9 +14,8 @@ const IDLE_GAP_S: f64 = 30.0;
 /// The most recent failures shown.
 const RECENT_ERRORS: usize = 20;
 
-impl Writer {
-    pub(crate) fn task_errors(&mut self) -> Result<TaskErrors, StoreError> {
-        self.flush()?;
+impl Db {
+    pub(crate) fn task_errors(&self) -> Result<TaskErrors, StoreError> {
         let mut stmt = self
             .conn
             .prepare("SELECT kind, count(*) FROM task_errors GROUP BY kind ORDER BY kind")
@@ -87,7 +86,7 @@ impl Writer {
     /// What is left to copy, and how long it should take at the rate this
     /// migration's copy has had so far. Before an approval, what the
     /// default approval would copy (see `DepthStats::add`).
-    pub(crate) fn estimate(&mut self, part_size: u64) -> Result<Estimate, StoreError> {
+    pub(crate) fn estimate(&self, part_size: u64) -> Result<Estimate, StoreError> {
         let part = part_size.clamp(1, i64::MAX as u64);
         let counts = if self.approval()?.is_some() {
             self.query_counts(

@@ -5,13 +5,12 @@ use super::*;
 /// Rows per batch sent to a review consumer.
 pub(super) const REVIEW_BATCH: usize = 1_000;
 
-impl Writer {
+impl Db {
     pub(crate) fn review(
-        &mut self,
+        &self,
         select: ReviewSelect,
         sink: &Sender<Vec<ReviewItem>>,
     ) -> Result<(), StoreError> {
-        self.flush()?;
         let mut stmt = self
             .conn
             .prepare(&format!(
@@ -37,13 +36,12 @@ impl Writer {
     /// review's order: source items first, then by path), at or under
     /// `prefix` if given.
     pub(crate) fn review_page(
-        &mut self,
+        &self,
         select: ReviewSelect,
         after: Option<&(Side, RelPath)>,
         filter: &ReviewFilter,
         limit: usize,
     ) -> Result<Vec<ReviewItem>, StoreError> {
-        self.flush()?;
         match select {
             ReviewSelect::Status(status) => {
                 self.status_page(status, after, filter, limit, limit * WINDOW_PAGES)
@@ -60,7 +58,7 @@ impl Writer {
     /// (BENCHMARKS.md). A status too sparse for the windows to fill the
     /// page takes the rest from the full query, after what they covered.
     fn status_page(
-        &mut self,
+        &self,
         status: Status,
         after: Option<&(Side, RelPath)>,
         filter: &ReviewFilter,
@@ -146,7 +144,7 @@ impl Writer {
 
     /// A page of any review, by one query over every item of it.
     fn full_page(
-        &mut self,
+        &self,
         select: ReviewSelect,
         after: Option<&(Side, RelPath)>,
         filter: &ReviewFilter,
@@ -287,17 +285,16 @@ fn review_sql(select: ReviewSelect) -> String {
     }
 }
 
-impl Writer {
+impl Db {
     /// The children of `folder` after `after` (by path, at most `limit`):
     /// the source's, and the destination's extras; each with its own
     /// status and, for a folder, the items and bytes below it by status.
     pub(crate) fn browse(
-        &mut self,
+        &self,
         folder: &RelPath,
         after: Option<&RelPath>,
         limit: usize,
     ) -> Result<Vec<BrowseChild>, StoreError> {
-        self.flush()?;
         let depth = folder.depth() as i64 + 1;
         let mut children = Vec::new();
         for side in Side::BOTH {
@@ -309,7 +306,7 @@ impl Writer {
     }
 
     fn browse_side(
-        &mut self,
+        &self,
         side: Side,
         folder: &RelPath,
         depth: i64,

@@ -317,7 +317,9 @@ impl Writer {
         self.next_seq = base + used;
         Ok(done)
     }
+}
 
+impl Db {
     pub(crate) fn progress(&self) -> Result<RoundProgress, StoreError> {
         // One statement: each costs more to plan than these lookups take.
         let (src_sealed, src_done, dst_sealed, dst_done, roots_recorded) = self

@@ -140,9 +140,8 @@ pub(super) fn replace_depth_stats(
     Ok(())
 }
 
-impl Writer {
-    pub(crate) fn summary(&mut self) -> Result<Summary, StoreError> {
-        self.flush()?;
+impl Db {
+    pub(crate) fn summary(&self) -> Result<Summary, StoreError> {
         let src = self.stat_map("src_stats")?;
         let dst = self.stat_map("dst_stats")?;
         let get = |m: &std::collections::HashMap<String, i64>, k: &str| {

@@ -1,0 +1,131 @@
+//! Reader threads: connections of their own to the state file, so that a
+//! read asked while the store thread works (a status, a review page, a
+//! browse, logs, during a round's seal or a batch of appends) does not
+//! wait for it. DuckDB gives each statement a snapshot of what was
+//! committed when it began; the store thread's buffered rows are not in it
+//! (see `StoreHandle::committed`).
+
+use crate::StoreError;
+use crate::writer::{Db, Gate};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Reader threads per state file. Reads are short and the store runs
+/// DuckDB on one thread per connection: two let a slow read (a browse of a
+/// huge folder) leave room for a status.
+pub(crate) const READERS: usize = 2;
+
+/// A closure run on a reader thread with its connection.
+type ReadCall = Box<dyn FnOnce(&Db) + Send>;
+
+enum Message {
+    Read(ReadCall),
+    Stop,
+}
+
+/// The reader threads of one store; stopped before the store thread's last
+/// checkpoint (DuckDB will not checkpoint under an open read).
+pub(crate) struct Readers {
+    tx: Sender<Message>,
+    threads: Vec<JoinHandle<()>>,
+    /// Set once every reader thread has ended.
+    ended: Arc<AtomicBool>,
+}
+
+/// A cloneable way to ask the reader threads.
+#[derive(Clone)]
+pub(crate) struct ReadersHandle {
+    tx: Sender<Message>,
+    ended: Arc<AtomicBool>,
+}
+
+impl Readers {
+    /// Starts one reader thread per connection, in the caller's span.
+    pub(crate) fn start(connections: Vec<Db>, gate: &Gate) -> Result<Readers, StoreError> {
+        let (tx, rx) = bounded::<Message>(crate::CHANNEL_CAPACITY);
+        let ended = Arc::new(AtomicBool::new(false));
+        let mut readers = Readers {
+            tx,
+            threads: Vec::new(),
+            ended,
+        };
+        for db in connections {
+            let rx = rx.clone();
+            let gate = Arc::clone(gate);
+            let span = tracing::Span::current();
+            let thread = std::thread::Builder::new()
+                .name("treeshift-reader".into())
+                .spawn(move || {
+                    let _in_span = span.enter();
+                    serve(&db, &rx, &gate);
+                })
+                .map_err(|e| StoreError::Thread(e.to_string()))?;
+            readers.threads.push(thread);
+        }
+        Ok(readers)
+    }
+
+    pub(crate) fn handle(&self) -> ReadersHandle {
+        ReadersHandle {
+            tx: self.tx.clone(),
+            ended: Arc::clone(&self.ended),
+        }
+    }
+
+    /// Stops every reader thread once the reads queued before are done.
+    pub(crate) fn stop(&mut self) {
+        for _ in &self.threads {
+            let _ = self.tx.send(Message::Stop);
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        self.ended.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve(db: &Db, rx: &Receiver<Message>, gate: &Gate) {
+    while let Ok(Message::Read(read)) = rx.recv() {
+        let _not_while_committing = gate.read().unwrap_or_else(|p| p.into_inner());
+        read(db);
+    }
+}
+
+impl ReadersHandle {
+    /// Runs `f` on a reader thread and waits for its answer.
+    pub(crate) fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let closed = || StoreError::Stopped("the state file was closed".into());
+        let (tx, rx) = bounded(1);
+        self.tx
+            .send(Message::Read(Box::new(move |db| {
+                let _ = tx.send(f(db));
+            })))
+            .map_err(|_| closed())?;
+        // A read queued after the readers stopped is never run.
+        loop {
+            match rx.recv_timeout(ENDED_POLL) {
+                Ok(answer) => return answer,
+                Err(RecvTimeoutError::Timeout) if self.ended.load(Ordering::Acquire) => {
+                    return rx.try_recv().unwrap_or_else(|_| Err(closed()));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(closed()),
+            }
+        }
+    }
+}
+
+/// How often a caller waiting for a reader checks that the readers still run.
+const ENDED_POLL: Duration = Duration::from_millis(100);
