@@ -12,12 +12,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 peers=${PEERS_DIR:-$repo/../shared/bench}
 [ -x "$peers/run_peers.sh" ] || { echo "peer harness not found at $peers (set PEERS_DIR)" >&2; exit 1; }
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/treeshift-target}
-(cd "$repo" && cargo build --release -q -p treeshift)
-export TREESHIFT_BIN=$CARGO_TARGET_DIR/release/treeshift
+. "$here/build.sh"
+export TREESHIFT_BIN=$bin
 export ENGINE_CMD=$here/engine.sh
 export ENGINE_DISCOVER_ARGS='{SRC} {DST}'
-export ENGINE_COUNT_CMD='grep -A4 "\"to_copy\"" "$1" | grep "\"files\"" | grep -o "[0-9][0-9]*"'
+# The files rsync -n lists: the missing and the differing ones (what
+# `approve --policy overwrite` copies; the default approval, `to_copy`,
+# leaves the differing ones alone). The harness's trees hold files only;
+# the log has the progress lines before the JSON.
+export ENGINE_COUNT_CMD='python3 -c "import json,sys; t=open(sys.argv[1]).read(); d=json.loads(t[t.index(chr(123)):]); print(d[\"to_copy\"][\"files\"] + d[\"differs\"])" "$1"'
 export PHASES=${PHASES:-discover}
 export SCENARIOS=${SCENARIOS:-S1 S3}
 export RESULTS_DIR=${RESULTS_DIR:-$here/results}
