@@ -119,6 +119,13 @@ pub(crate) fn is_out_of_memory(e: &duckdb::Error) -> bool {
     e.to_string().contains("Out of Memory")
 }
 
+impl StoreError {
+    /// Whether DuckDB ran out of its memory limit.
+    pub(crate) fn is_out_of_memory(&self) -> bool {
+        matches!(self, StoreError::Db { cause, .. } if is_out_of_memory(cause))
+    }
+}
+
 /// Adds what the store was doing to a database error.
 pub(crate) trait Context<T> {
     fn context(self, what: impl Into<String>) -> Result<T, StoreError>;

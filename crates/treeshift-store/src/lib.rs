@@ -766,10 +766,25 @@ impl StoreHandle {
     /// buffered.
     fn read<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&Db) -> Result<R, StoreError> + Send + 'static,
+        f: impl Fn(&Db) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         if self.committed {
-            return self.readers.read(f);
+            return self.readers.read(false, f);
+        }
+        self.call(move |w| {
+            w.flush()?;
+            f(w)
+        })
+    }
+
+    /// Runs a read that streams its answer (never run twice): as
+    /// [`StoreHandle::read`].
+    fn read_streaming(
+        &self,
+        f: impl Fn(&Db) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        if self.committed {
+            return self.readers.read(true, f);
         }
         self.call(move |w| {
             w.flush()?;
@@ -781,10 +796,10 @@ impl StoreHandle {
     /// approval, the rounds): as [`StoreHandle::read`], without a commit.
     fn read_unbuffered<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&Db) -> Result<R, StoreError> + Send + 'static,
+        f: impl Fn(&Db) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         if self.committed {
-            return self.readers.read(f);
+            return self.readers.read(false, f);
         }
         self.call(move |w| f(w))
     }
@@ -815,6 +830,13 @@ impl StoreHandle {
     /// The migration this file holds.
     pub fn migration(&self) -> Result<MigrationSpec, StoreError> {
         self.read_unbuffered(|db| db.migration())
+    }
+
+    /// Checks that the file holds `spec`'s migration (what opening with
+    /// [`OpenMode::CreateOrResume`] checks), for a caller that opened it
+    /// before it knew the migration.
+    pub fn check_same_migration(&self, spec: MigrationSpec) -> Result<(), StoreError> {
+        self.call(move |w| w.check_same_migration(&spec))
     }
 
     /// The wrapped data key, if the migration has sealed any secret.
@@ -977,7 +999,7 @@ impl StoreHandle {
         select: ReviewSelect,
         sink: Sender<Vec<ReviewItem>>,
     ) -> Result<(), StoreError> {
-        self.read(move |db| db.review(select, &sink))
+        self.read_streaming(move |db| db.review(select, &sink))
     }
 
     /// One page of a review: at most `limit` items after `after` (a side

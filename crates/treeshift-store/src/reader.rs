@@ -18,8 +18,17 @@ use std::time::Duration;
 /// huge folder) leave room for a status.
 pub(crate) const READERS: usize = 2;
 
-/// A closure run on a reader thread with its connection.
-type ReadCall = Box<dyn FnOnce(&Db) + Send>;
+/// A read run on a reader thread with its connection; it answers its
+/// caller and returns true, or returns false to be run again.
+type ReadCall = Box<dyn FnMut(&Db) -> bool + Send>;
+
+/// Runs of a read that ran out of memory, before its error is the answer:
+/// readers share DuckDB's memory limit with the writer, whose largest
+/// statements (a round's seal) hold much of it for a moment.
+const OUT_OF_MEMORY_RUNS: u32 = 5;
+
+/// The pause before a read that ran out of memory runs again.
+const OUT_OF_MEMORY_PAUSE: Duration = Duration::from_millis(200);
 
 enum Message {
     Read(ReadCall),
@@ -94,23 +103,43 @@ impl Drop for Readers {
 }
 
 fn serve(db: &Db, rx: &Receiver<Message>, gate: &Gate) {
-    while let Ok(Message::Read(read)) = rx.recv() {
-        let _not_while_committing = gate.read().unwrap_or_else(|p| p.into_inner());
-        read(db);
+    while let Ok(Message::Read(mut read)) = rx.recv() {
+        loop {
+            let answered = {
+                let _not_while_committing = gate.read().unwrap_or_else(|p| p.into_inner());
+                read(db)
+            };
+            if answered {
+                break;
+            }
+            std::thread::sleep(OUT_OF_MEMORY_PAUSE);
+        }
     }
 }
 
 impl ReadersHandle {
     /// Runs `f` on a reader thread and waits for its answer.
+    /// A read that runs out of memory is run again a few times (see
+    /// [`OUT_OF_MEMORY_RUNS`]), unless it streams (what it sent before
+    /// would be sent twice).
     pub(crate) fn read<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&Db) -> Result<R, StoreError> + Send + 'static,
+        streams: bool,
+        f: impl Fn(&Db) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
+        let most_runs = if streams { 1 } else { OUT_OF_MEMORY_RUNS };
         let closed = || StoreError::Stopped("the state file was closed".into());
         let (tx, rx) = bounded(1);
+        let mut runs = 0;
         self.tx
             .send(Message::Read(Box::new(move |db| {
-                let _ = tx.send(f(db));
+                runs += 1;
+                let answer = f(db);
+                if runs < most_runs && answer.as_ref().is_err_and(StoreError::is_out_of_memory) {
+                    return false;
+                }
+                let _ = tx.send(answer);
+                true
             })))
             .map_err(|_| closed())?;
         // A read queued after the readers stopped is never run.

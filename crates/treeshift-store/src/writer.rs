@@ -156,6 +156,11 @@ impl Db {
             })
     }
 
+    #[cfg(test)]
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Another connection to the same database, for a reader thread.
     pub(crate) fn another(&self) -> Result<Db, StoreError> {
         Ok(Db {

@@ -255,7 +255,7 @@ impl Writer {
         Ok(())
     }
 
-    pub(super) fn check_same_migration(&self, spec: &MigrationSpec) -> Result<(), StoreError> {
+    pub(crate) fn check_same_migration(&self, spec: &MigrationSpec) -> Result<(), StoreError> {
         let recorded = self.migration()?;
         let mismatch = |what, recorded: String, requested: String| StoreError::OtherMigration {
             path: self.path.clone(),

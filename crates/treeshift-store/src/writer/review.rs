@@ -313,33 +313,63 @@ impl Db {
         after: Option<&RelPath>,
         limit: usize,
     ) -> Result<Vec<BrowseChild>, StoreError> {
-        let mut args: Vec<Value> = Vec::new();
-        let mut under = String::new();
-        if !folder.is_root() {
-            under.push_str(" AND rel_path >= ? AND rel_path < ?");
-            args.extend(below(folder));
-        }
+        // Under the folder (nothing to add at the root), and the page.
+        let (under, bounds) = if folder.is_root() {
+            ("", Vec::new())
+        } else {
+            (
+                " AND rel_path >= ? AND rel_path < ?",
+                below(folder).to_vec(),
+            )
+        };
+        let mut args = Vec::new();
+        // The latest comparisons: of the nodes under the folder alone (a
+        // folder deep in a large tree costs what its subtree does), of all
+        // at the root, where a filter would only add work.
+        let of_these = if folder.is_root() {
+            String::new()
+        } else {
+            args.extend(bounds.iter().cloned());
+            format!(" AND node_id IN (SELECT id FROM {side}_nodes WHERE depth >= {depth}{under})")
+        };
+        args.extend(bounds.iter().cloned());
+        let mut page = String::new();
         if let Some(after) = after {
-            under.push_str(" AND rel_path > ?");
+            page.push_str(" AND n.rel_path > ?");
             args.push(Value::Blob(after.as_bytes().to_vec()));
         }
+        args.extend(bounds.iter().cloned());
         // The destination shows only what the source has not: its extras.
         let own = match side {
             Side::Src => "",
             Side::Dst => "AND ks.st = 'extra'",
         };
+        let n_under = under.replace("rel_path", "n.rel_path");
+        let d_under = under.replace("rel_path", "d.rel_path");
+        // Each node below is summed into the child it is under, matched by
+        // that child's component of the path as text, for a hash join (a
+        // range join per child cost several times more on a 1M-node tree).
+        // DuckDB spells a byte that is not printable ASCII, and the
+        // backslash, as `\xNN`, so `/` is only ever a separator and no two
+        // names read alike; the child's path bounds are checked all the
+        // same.
         let sql = format!(
             "WITH st AS (SELECT node_id, arg_max(status, seq) AS st FROM {side}_status_events \
-                         WHERE phase = 'compare' GROUP BY node_id), \
-             kids AS (SELECT n.id, n.rel_path, n.kind, n.size, ks.st FROM {side}_nodes n \
-                      LEFT JOIN st ks ON ks.node_id = n.id \
-                      WHERE n.depth = {depth}{under} {own} ORDER BY n.rel_path LIMIT {limit}) \
-             SELECT k.rel_path, k.kind, k.size, k.st, ds.st, count(d.id), coalesce(sum(d.size), 0) \
-             FROM kids k \
-             LEFT JOIN {side}_nodes d ON d.depth > {depth} \
-                  AND d.rel_path >= k.rel_path || '/'::BLOB AND d.rel_path < k.rel_path || '0'::BLOB \
-             LEFT JOIN st ds ON ds.node_id = d.id \
-             GROUP BY ALL ORDER BY k.rel_path"
+                         WHERE phase = 'compare'{of_these} GROUP BY node_id), \
+             kids AS (SELECT n.id, n.rel_path, n.kind, n.size, ks.st, \
+                        split_part(n.rel_path::VARCHAR, '/', {depth}) AS name \
+                      FROM {side}_nodes n LEFT JOIN st ks ON ks.node_id = n.id \
+                      WHERE n.depth = {depth}{n_under}{page} {own} ORDER BY n.rel_path LIMIT {limit}), \
+             below AS (SELECT split_part(d.rel_path::VARCHAR, '/', {depth}) AS name, d.rel_path, \
+                         ds.st, d.size \
+                       FROM {side}_nodes d LEFT JOIN st ds ON ds.node_id = d.id \
+                       WHERE d.depth > {depth}{d_under}), \
+             sums AS (SELECT k.rel_path, b.st, count(*) AS n, coalesce(sum(b.size), 0) AS bytes \
+                      FROM kids k JOIN below b ON b.name = k.name \
+                        AND b.rel_path >= k.rel_path || '/'::BLOB AND b.rel_path < k.rel_path || '0'::BLOB \
+                      GROUP BY ALL) \
+             SELECT k.rel_path, k.kind, k.size, k.st, s.st, coalesce(s.n, 0), coalesce(s.bytes, 0) \
+             FROM kids k LEFT JOIN sums s ON s.rel_path = k.rel_path ORDER BY k.rel_path"
         );
         let mut stmt = self.conn.prepare(&sql).context("prepare a browse")?;
         let mut rows = stmt

@@ -197,10 +197,16 @@ impl Writer {
             ),
         };
         // A temp table: nothing goes to the file, so no transaction needed.
-        let pending = self
-            .conn
-            .execute(&frontier, [])
-            .context("prepare the round's frontier")?;
+        // Readers share the memory limit: running out, it runs again with
+        // more, as a transaction would.
+        let what = "prepare the round's frontier";
+        let pending = loop {
+            match self.conn.execute(&frontier, []) {
+                Ok(pending) => break pending,
+                Err(e) if is_out_of_memory(&e) && self.raise_memory_limit(what)? => {}
+                Err(e) => return Err(e).context(what),
+            }
+        };
         Ok(pending as u64)
     }
 
