@@ -5,11 +5,11 @@
 //! state file, and every later command opens them from there; without one
 //! they are read from the environment on every run, and a note says so.
 
-use crate::error::{LifecycleError, Result, input};
+use crate::error::{Result, input};
 use std::io::Read;
 use std::path::Path;
 use treeshift_core::{Secrets, Side};
-use treeshift_store::{Keyring, OpenMode, Store, StoreError, StoreHandle, StoredConnection};
+use treeshift_store::{Keyring, StoreHandle, StoredConnection};
 use treeshift_vault::{DataKey, KeyKind, KeySource, WrappedKey};
 
 /// Where the key that opens (or seals) a migration's secrets comes from:
@@ -249,29 +249,19 @@ pub struct ForDiscovery {
     unlocked: Option<Unlocked>,
 }
 
-/// Chooses each side's secrets for a discovery: the sealed ones where an
-/// existing state file holds some (unless a secret file replaces them),
-/// else the secret file's or the environment's.
+/// Chooses each side's secrets for a discovery: the sealed ones where the
+/// state file (`existing`, when there is one) holds some (unless a secret
+/// file replaces them), else the secret file's or the environment's.
 pub fn for_discovery(
     state: &Path,
+    existing: Option<&StoreHandle>,
     locations: [&str; 2],
     sources: [&SecretSource; 2],
     keys: &dyn Keys,
 ) -> Result<ForDiscovery> {
-    let (keyring, rows) = match Store::open(state, OpenMode::Existing) {
-        Ok((store, _)) => {
-            let handle = store.handle();
-            let read = handle
-                .keyring()
-                .and_then(|k| Ok((k, handle.connections()?)));
-            store.close()?;
-            read?
-        }
-        // Nothing recorded yet: no file, or one that a run killed as it
-        // created it left empty; a file that is another program's is
-        // refused by the open that follows, in its own words.
-        Err(StoreError::Missing(_) | StoreError::NotAStateFile { .. }) => (None, Vec::new()),
-        Err(e) => return Err(LifecycleError::Store(e)),
+    let (keyring, rows) = match existing {
+        Some(handle) => (handle.keyring()?, handle.connections()?),
+        None => (None, Vec::new()),
     };
     let mut out = ForDiscovery {
         secrets: [Secrets::new(), Secrets::new()],

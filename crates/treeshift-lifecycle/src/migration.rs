@@ -109,8 +109,20 @@ impl Migration {
         limits: Limits,
     ) -> Result<Migration> {
         let filter = Filter::new(&request.filter).map_err(input)?;
+        // An existing state file is opened once: its sealed secrets choose
+        // the backends' credentials, and the migration it holds is checked
+        // against this one once the backends describe themselves.
+        let existing = match Store::open(&request.state, OpenMode::Existing) {
+            Ok((store, _)) => Some(store),
+            // Nothing recorded yet: no file, or one that a run killed as
+            // it created it left empty; a file that is another program's
+            // is refused by the open below, in its own words.
+            Err(StoreError::Missing(_) | StoreError::NotAStateFile { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
         let chosen = credentials::for_discovery(
             &request.state,
+            existing.as_ref().map(Store::handle).as_ref(),
             [&request.src, &request.dst],
             [&request.secrets[0], &request.secrets[1]],
             keys.as_ref(),
@@ -129,7 +141,13 @@ impl Migration {
             ),
         };
         let fresh = !request.state.exists();
-        let (store, _) = Store::open(&request.state, OpenMode::CreateOrResume(Box::new(spec)))?;
+        let store = match existing {
+            Some(store) => {
+                store.handle().check_same_migration(spec)?;
+                store
+            }
+            None => Store::open(&request.state, OpenMode::CreateOrResume(Box::new(spec)))?.0,
+        };
         let handle = store.handle();
         let not_kept = credentials::record(&handle, chosen, keys.as_ref())?;
         Ok(Migration {
