@@ -72,6 +72,8 @@ times "$api/idle" "$N" 0 >"$WORK/t" && row "status" "$WORK/t"
 times "$api/idle/review?status=missing&limit=1000" "$N" 0 >"$WORK/t" && row "review, first page of 1,000" "$WORK/t"
 times "$api/idle/review?status=missing&limit=1000&after=$deep" "$N" 0 >"$WORK/t" && row "review, a page ~200k rows in" "$WORK/t"
 times "$api/idle/browse" "$N" 0 >"$WORK/t" && row "browse the root" "$WORK/t"
+times "$api/idle/browse?path=d00" "$N" 0 >"$WORK/t" && row "browse a folder one level down (101k nodes below)" "$WORK/t"
+times "$api/idle/browse?path=d00/d00" "$N" 0 >"$WORK/t" && row "browse a folder two levels down (10k nodes below)" "$WORK/t"
 times "$api/idle/plan?policy=skip" "$N" 0 >"$WORK/t" && row "plan preview" "$WORK/t"
 
 post "" "{\"name\":\"busy\",\"src\":\"$TREE\",\"dst\":\"$WORK/dst2\"}"

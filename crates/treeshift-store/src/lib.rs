@@ -763,17 +763,27 @@ impl StoreHandle {
 
     /// Runs a read: on a reader thread if this handle reads what is
     /// committed, else on the store thread after committing what it
-    /// buffered.
+    /// buffered. A read that keeps running out of memory beside the
+    /// writer (a review's full query during a discovery's seals) runs on
+    /// the store thread after all: it waits, but it answers, as every read
+    /// did before there were readers.
     fn read<R: Send + 'static>(
         &self,
-        f: impl Fn(&Db) -> Result<R, StoreError> + Send + 'static,
+        f: impl Fn(&Db) -> Result<R, StoreError> + Send + Sync + 'static,
     ) -> Result<R, StoreError> {
+        let f = Arc::new(f);
         if self.committed {
-            return self.readers.read(false, f);
+            let on_reader = Arc::clone(&f);
+            match self.readers.read(false, move |db| on_reader(db)) {
+                Err(e) if e.is_out_of_memory() => {
+                    tracing::debug!(error = %e, "a read ran out of memory beside the writer; reading on the store thread");
+                }
+                answer => return answer,
+            }
         }
         self.call(move |w| {
             w.flush()?;
-            f(w)
+            w.read(|db| f(db))
         })
     }
 
@@ -796,12 +806,12 @@ impl StoreHandle {
     /// approval, the rounds): as [`StoreHandle::read`], without a commit.
     fn read_unbuffered<R: Send + 'static>(
         &self,
-        f: impl Fn(&Db) -> Result<R, StoreError> + Send + 'static,
+        f: impl Fn(&Db) -> Result<R, StoreError> + Send + Sync + 'static,
     ) -> Result<R, StoreError> {
         if self.committed {
             return self.readers.read(false, f);
         }
-        self.call(move |w| f(w))
+        self.call(move |w| w.read(f))
     }
 
     fn call<R: Send + 'static>(

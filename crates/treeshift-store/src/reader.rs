@@ -24,8 +24,9 @@ type ReadCall = Box<dyn FnMut(&Db) -> bool + Send>;
 
 /// Runs of a read that ran out of memory, before its error is the answer:
 /// readers share DuckDB's memory limit with the writer, whose largest
-/// statements (a round's seal) hold much of it for a moment.
-const OUT_OF_MEMORY_RUNS: u32 = 5;
+/// statements (a round's seal) hold much of it for a moment. (The store's
+/// handle then runs it on the store thread: see `StoreHandle::read`.)
+pub(crate) const OUT_OF_MEMORY_RUNS: u32 = 2;
 
 /// The pause before a read that ran out of memory runs again.
 const OUT_OF_MEMORY_PAUSE: Duration = Duration::from_millis(200);

@@ -343,7 +343,7 @@ fn committed_reads_miss_what_is_buffered_and_the_stores_own_reads_do_not() {
 }
 
 #[test]
-fn a_read_that_runs_out_of_memory_runs_again_unless_it_streams() {
+fn a_read_that_runs_out_of_memory_runs_again_then_on_the_store_thread() {
     use std::sync::atomic::AtomicUsize;
     let dir = tempfile::tempdir().unwrap();
     let store = discovered(&dir.path().join("s.duckdb"));
@@ -357,7 +357,7 @@ fn a_read_that_runs_out_of_memory_runs_again_unless_it_streams() {
                 .map_err(|e| StoreError::Thread(e.to_string()))
         })
         .unwrap();
-    for (streams, runs_expected) in [(false, 5), (true, 1)] {
+    for (streams, runs_expected) in [(false, reader::OUT_OF_MEMORY_RUNS as usize), (true, 1)] {
         let runs = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&runs);
         let err = handle
@@ -378,6 +378,28 @@ fn a_read_that_runs_out_of_memory_runs_again_unless_it_streams() {
             "streams: {streams}"
         );
     }
+    // Through a handle that reads what is committed, a read that keeps
+    // running out on the readers runs on the store thread, which raises
+    // the limit (from what it last set, 44 MB) and runs it again.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let answer = handle
+        .committed()
+        .read(move |db| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            db.conn()
+                .query_row("SELECT len(list(range)) FROM range(3000000)", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .context("a list of 24 MB")
+        })
+        .unwrap();
+    assert_eq!(answer, 3_000_000);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        reader::OUT_OF_MEMORY_RUNS as usize + 2,
+        "on the readers, then on the store thread at 16 MB and at 88 MB"
+    );
     store.close().unwrap();
 }
 

@@ -242,6 +242,20 @@ impl Writer {
         }
     }
 
+    /// Runs a read with the writer's connection; one that runs out of
+    /// memory runs again with the limit raised, as a transaction would.
+    pub(crate) fn read<R>(
+        &mut self,
+        f: impl Fn(&Db) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        loop {
+            match f(&self.db) {
+                Err(e) if e.is_out_of_memory() && self.raise_memory_limit("a read")? => {}
+                answer => return answer,
+            }
+        }
+    }
+
     /// Doubles an adaptive memory limit, up to [`MEMORY_CEILING_MB`].
     /// Returns whether it grew.
     fn raise_memory_limit(&mut self, what: &str) -> Result<bool, StoreError> {
