@@ -8,6 +8,7 @@ mod model;
 mod path;
 mod phase;
 mod plan;
+mod plan_hash;
 mod secret;
 
 pub use filter::{Filter, FilterError, FilterSpec, Verdict, parse_size, parse_time};
@@ -21,4 +22,5 @@ pub use plan::{
     Action, Approval, CopyStatus, CopySummary, Extras, PlanCounts, Policy, QUARANTINE_DIR,
     VerifyStatus, VerifySummary, aside_name, mtime_secs, quarantine_path, temp_name,
 };
+pub use plan_hash::{PlanHash, PlanItem};
 pub use secret::{REDACTED, Secret, Secrets};

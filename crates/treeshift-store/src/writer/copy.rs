@@ -17,7 +17,7 @@ use crate::{
 use duckdb::params;
 use treeshift_core::{
     Action, Approval, CopyStatus, CopySummary, Extras, FileId, Kind, Meta, Phase, PlanCounts,
-    Policy, RelPath, Side, VerifySummary,
+    PlanHash, PlanItem, Policy, RelPath, Side, VerifySummary,
 };
 
 /// The latest copy status and reason per plan item.
@@ -227,11 +227,7 @@ impl Writer {
             .context("find hard links")
     }
 
-    /// An order-independent hash of `plan_candidate`: the wrapping sum of
-    /// one BLAKE3 hash per row, then hashed with the policy, the filter
-    /// rules and the row count.
-    /// Computed here rather than with the database's own hash function, so
-    /// it stays the same across database versions.
+    /// The hash of `plan_candidate` (see `PlanHash`).
     fn plan_hash(&self, policy: Policy, extras: Extras) -> Result<String, StoreError> {
         let mut stmt = self
             .conn
@@ -241,70 +237,35 @@ impl Writer {
             )
             .context("hash the plan")?;
         let mut rows = stmt.query([]).context("hash the plan")?;
-        let (mut sum, mut count) = (0u128, 0u64);
+        let mut hash = PlanHash::default();
         while let Some(r) = rows.next().context("hash the plan")? {
-            let mut h = blake3::Hasher::new();
-            h.update(&r.get::<_, i64>(0).context("hash")?.to_le_bytes());
-            h.update(r.get::<_, String>(1).context("hash")?.as_bytes());
-            h.update(&[r.get::<_, u8>(2).context("hash")?]);
-            h.update(&r.get::<_, u64>(3).context("hash")?.to_le_bytes());
-            let opt = |v: Option<i64>| {
-                v.map_or([0xff; 9], |v| {
-                    let mut b = [0u8; 9];
-                    b[1..].copy_from_slice(&v.to_le_bytes());
-                    b
-                })
-            };
-            h.update(&opt(r.get(4).context("hash")?));
+            let action: String = r.get(1).context("hash")?;
             let path: Vec<u8> = r.get(5).context("hash")?;
-            h.update(&(path.len() as u64).to_le_bytes());
-            h.update(&path);
-            h.update(&opt(r
-                .get::<_, Option<u8>>(6)
-                .context("hash")?
-                .map(i64::from)));
-            h.update(&opt(r
-                .get::<_, Option<u64>>(7)
-                .context("hash")?
-                .map(|v| v as i64)));
-            h.update(&opt(r.get(8).context("hash")?));
-            // What the copy sets besides the data. Absent from plans made
-            // before it was recorded, whose hashes stay as they were.
-            let meta: [Option<i64>; 4] = [
-                r.get::<_, Option<u32>>(9).context("hash")?.map(i64::from),
-                r.get::<_, Option<u32>>(10).context("hash")?.map(i64::from),
-                r.get::<_, Option<u32>>(11).context("hash")?.map(i64::from),
-                r.get::<_, Option<u64>>(12)
-                    .context("hash")?
-                    .map(|v| v as i64),
-            ];
             let link_to: Option<Vec<u8>> = r.get(13).context("hash")?;
-            if meta.iter().any(Option::is_some) || link_to.is_some() {
-                for v in meta {
-                    h.update(&opt(v));
-                }
-                let link_to = link_to.unwrap_or_default();
-                h.update(&(link_to.len() as u64).to_le_bytes());
-                h.update(&link_to);
-            }
-            let digest = h.finalize();
-            let mut first = [0u8; 16];
-            first.copy_from_slice(&digest.as_bytes()[..16]);
-            sum = sum.wrapping_add(u128::from_le_bytes(first));
-            count += 1;
+            hash.add(&PlanItem {
+                node_id: r.get(0).context("hash")?,
+                action: &action,
+                kind: r.get(2).context("hash")?,
+                size: r.get(3).context("hash")?,
+                mtime_ns: r.get(4).context("hash")?,
+                path: &path,
+                dst_kind: r.get(6).context("hash")?,
+                dst_size: r.get(7).context("hash")?,
+                dst_mtime_ns: r.get(8).context("hash")?,
+                meta: [
+                    r.get::<_, Option<u32>>(9).context("hash")?.map(i64::from),
+                    r.get::<_, Option<u32>>(10).context("hash")?.map(i64::from),
+                    r.get::<_, Option<u32>>(11).context("hash")?.map(i64::from),
+                    r.get::<_, Option<u64>>(12)
+                        .context("hash")?
+                        .map(|v| v as i64),
+                ],
+                link_to: link_to.as_deref(),
+            });
         }
-        // The filter decided what the plan leaves out, so it is part of it.
         let filter = serde_json::to_string(&self.migration()?.filter)
             .map_err(|e| StoreError::Thread(e.to_string()))?;
-        let mut h = blake3::Hasher::new();
-        h.update(policy.as_str().as_bytes());
-        h.update(b"\0extras=");
-        h.update(extras.as_str().as_bytes());
-        h.update(&(filter.len() as u64).to_le_bytes());
-        h.update(filter.as_bytes());
-        h.update(&count.to_le_bytes());
-        h.update(&sum.to_le_bytes());
-        Ok(h.finalize().to_hex()[..32].to_string())
+        Ok(hash.finish(policy, extras, &filter))
     }
 
     fn check_discovered(&mut self) -> Result<(), StoreError> {
