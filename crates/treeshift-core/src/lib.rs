@@ -9,6 +9,7 @@ mod path;
 mod phase;
 mod plan;
 mod plan_hash;
+mod plan_rules;
 mod secret;
 
 pub use filter::{Filter, FilterError, FilterSpec, Verdict, parse_size, parse_time};
@@ -23,4 +24,5 @@ pub use plan::{
     VerifyStatus, VerifySummary, aside_name, mtime_secs, quarantine_path, temp_name,
 };
 pub use plan_hash::{PlanHash, PlanItem};
+pub use plan_rules::{Fact, NO_SYMLINKS, Rule, Why, decide, rules};
 pub use secret::{REDACTED, Secret, Secrets};

@@ -50,6 +50,7 @@ mod report;
 mod retry;
 mod review;
 mod rounds;
+mod rules;
 mod stats;
 
 use append::{Buffers, ErrorRow, EventRow, append_buffered};

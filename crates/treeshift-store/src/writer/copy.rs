@@ -7,6 +7,7 @@
 //! is about to carry out is the one a person approved.
 
 use super::compare::{expected_mtime, latest_written};
+use super::rules::plan_cases;
 use super::{Db, ErrorRow, EventRow, Writer, exists, ix};
 use crate::error::Context;
 use crate::schema::{FOLDER, LEFT_OUT};
@@ -16,7 +17,7 @@ use crate::{
 };
 use duckdb::params;
 use treeshift_core::{
-    Action, Approval, CopyStatus, CopySummary, Extras, FileId, Kind, Meta, Phase, PlanCounts,
+    Action, Approval, CopyStatus, CopySummary, Extras, Fact, FileId, Kind, Meta, Phase, PlanCounts,
     PlanHash, PlanItem, Policy, RelPath, Side, VerifySummary,
 };
 
@@ -49,10 +50,6 @@ const COPIES: &str = "NOT IN ('skip', 'quarantine')";
 /// Why an item under a folder in conflict is skipped.
 const INSIDE_SKIPPED: &str = "inside a folder the plan leaves alone";
 
-/// Why a source symlink is left alone where the destination cannot hold
-/// one (an object store).
-const NO_SYMLINKS: &str = "the destination cannot hold symlinks";
-
 /// Plan actions that copy an item's data.
 const DATA: &str = "IN ('create', 'replace', 'rename')";
 
@@ -60,14 +57,20 @@ impl Writer {
     /// Computes the plan for `policy` into the temp table `plan_candidate`.
     fn draft_plan(&mut self, policy: Policy, extras: Extras) -> Result<PlanPreview, StoreError> {
         self.flush()?;
-        let pol = policy.as_str();
-        // `newer` compares whole seconds, as discovery does.
-        let src_newer = "mtime_s(s.mtime_ns) > mtime_s(d.mtime_ns)";
         // The data is in step, only metadata differs (see `Comparison`).
         let meta_only = "coalesce(cs.reason LIKE 'metadata:%', false)";
-        let no_symlinks = format!(
-            "s.kind = 2 AND {}",
-            self.flag(crate::NO_SYMLINKS_AT_DESTINATION)?
+        let symlinks_held = !self.flag(crate::NO_SYMLINKS_AT_DESTINATION)?;
+        let (action, reason) = plan_cases(
+            policy,
+            |fact| match fact {
+                Fact::Special => "s.kind = 3".into(),
+                Fact::UnheldSymlink => format!("s.kind = 2 AND NOT {symlinks_held}"),
+                Fact::Is(status) => format!("cs.st = '{}'", status.as_str()),
+                Fact::MetadataOnly => meta_only.into(),
+                // Whole seconds, as discovery compares.
+                Fact::SourceNewer => "mtime_s(s.mtime_ns) > mtime_s(d.mtime_ns)".into(),
+            },
+            "cs.st",
         );
         self.conn
             .execute_batch(&format!(
@@ -76,27 +79,7 @@ impl Writer {
                              FROM src_status_events WHERE phase = 'compare' GROUP BY node_id) \
                  SELECT s.id AS node_id, s.parent_id, s.depth, s.kind, s.size, s.mtime_ns, s.rel_path, \
                    cs.st AS status, d.kind AS dst_kind, d.size AS dst_size, d.mtime_ns AS dst_mtime_ns, \
-                   CASE WHEN s.kind = 3 OR {no_symlinks} THEN 'skip' \
-                        WHEN cs.st = 'missing' THEN 'create' \
-                        WHEN cs.st = 'outdated' AND {meta_only} THEN 'metadata' \
-                        WHEN cs.st = 'outdated' THEN 'replace' \
-                        WHEN {meta_only} AND '{pol}' IN ('overwrite', 'rename') THEN 'metadata' \
-                        WHEN {meta_only} THEN 'skip' \
-                        WHEN '{pol}' = 'overwrite' THEN 'replace' \
-                        WHEN '{pol}' = 'rename' THEN 'rename' \
-                        WHEN '{pol}' = 'newer' AND cs.st = 'differs' AND {src_newer} THEN 'replace' \
-                        ELSE 'skip' END AS action, \
-                   CASE WHEN s.kind = 3 THEN 'special files are not copied' \
-                        WHEN {no_symlinks} THEN '{NO_SYMLINKS}' \
-                        WHEN cs.st IN ('missing', 'outdated') THEN NULL \
-                        WHEN {meta_only} AND '{pol}' IN ('overwrite', 'rename') THEN NULL \
-                        WHEN {meta_only} AND '{pol}' = 'newer' THEN 'only metadata differs (policy newer)' \
-                        WHEN {meta_only} THEN 'only metadata differs (policy skip)' \
-                        WHEN '{pol}' IN ('overwrite', 'rename') THEN NULL \
-                        WHEN '{pol}' = 'newer' AND cs.st = 'differs' AND {src_newer} THEN NULL \
-                        WHEN '{pol}' = 'newer' AND cs.st = 'differs' THEN 'the destination is not older (policy newer)' \
-                        WHEN '{pol}' = 'newer' THEN 'kinds differ (policy newer leaves conflicts alone)' \
-                        ELSE cs.st || ' (policy skip)' END AS reason, \
+                   {action} AS action, {reason} AS reason, \
                    s.mode, s.uid, s.gid, s.xattrs, NULL::BLOB AS link_to, \
                    {meta_only} AS meta_only, s.dev, s.ino \
                  FROM src_nodes s JOIN cs ON cs.node_id = s.id \
