@@ -763,12 +763,30 @@ impl StoreHandle {
 
     /// Runs a read: on a reader thread if this handle reads what is
     /// committed, else on the store thread after committing what it
-    /// buffered. A read that keeps running out of memory beside the
-    /// writer (a review's full query during a discovery's seals) runs on
-    /// the store thread after all: it waits, but it answers, as every read
-    /// did before there were readers.
+    /// buffered.
     fn read<R: Send + 'static>(
         &self,
+        f: impl Fn(&Db) -> Result<R, StoreError> + Send + Sync + 'static,
+    ) -> Result<R, StoreError> {
+        self.read_after(true, f)
+    }
+
+    /// Runs a read of what is never buffered (settings, the phase, the
+    /// approval, the rounds): as [`StoreHandle::read`], without a commit.
+    fn read_unbuffered<R: Send + 'static>(
+        &self,
+        f: impl Fn(&Db) -> Result<R, StoreError> + Send + Sync + 'static,
+    ) -> Result<R, StoreError> {
+        self.read_after(false, f)
+    }
+
+    /// A read that keeps running out of memory on the readers, beside the
+    /// writer (a review's full query during a discovery's seals), runs on
+    /// the store thread after all: it waits, but it answers, as every read
+    /// did before there were readers.
+    fn read_after<R: Send + 'static>(
+        &self,
+        flush: bool,
         f: impl Fn(&Db) -> Result<R, StoreError> + Send + Sync + 'static,
     ) -> Result<R, StoreError> {
         let f = Arc::new(f);
@@ -782,7 +800,9 @@ impl StoreHandle {
             }
         }
         self.call(move |w| {
-            w.flush()?;
+            if flush {
+                w.flush()?;
+            }
             w.read(|db| f(db))
         })
     }
@@ -800,18 +820,6 @@ impl StoreHandle {
             w.flush()?;
             f(w)
         })
-    }
-
-    /// Runs a read of what is never buffered (settings, the phase, the
-    /// approval, the rounds): as [`StoreHandle::read`], without a commit.
-    fn read_unbuffered<R: Send + 'static>(
-        &self,
-        f: impl Fn(&Db) -> Result<R, StoreError> + Send + Sync + 'static,
-    ) -> Result<R, StoreError> {
-        if self.committed {
-            return self.readers.read(false, f);
-        }
-        self.call(move |w| w.read(f))
     }
 
     fn call<R: Send + 'static>(

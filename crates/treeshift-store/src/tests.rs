@@ -342,6 +342,23 @@ fn committed_reads_miss_what_is_buffered_and_the_stores_own_reads_do_not() {
     );
 }
 
+/// The length of a list of `n` integers (8 bytes each, held whole: it
+/// cannot spill), counting the runs.
+fn list_of(
+    db: &writer::Db,
+    n: u64,
+    runs: &std::sync::atomic::AtomicUsize,
+) -> Result<i64, StoreError> {
+    runs.fetch_add(1, Ordering::SeqCst);
+    db.conn()
+        .query_row(
+            &format!("SELECT len(list(range)) FROM range({n})"),
+            [],
+            |r| r.get(0),
+        )
+        .context("a list")
+}
+
 #[test]
 fn a_read_that_runs_out_of_memory_runs_again_then_on_the_store_thread() {
     use std::sync::atomic::AtomicUsize;
@@ -362,14 +379,7 @@ fn a_read_that_runs_out_of_memory_runs_again_then_on_the_store_thread() {
         let counted = Arc::clone(&runs);
         let err = handle
             .readers
-            .read(streams, move |db| {
-                counted.fetch_add(1, Ordering::SeqCst);
-                db.conn()
-                    .query_row("SELECT len(list(range)) FROM range(30000000)", [], |r| {
-                        r.get::<_, i64>(0)
-                    })
-                    .context("a big list")
-            })
+            .read(streams, move |db| list_of(db, 30_000_000, &counted))
             .unwrap_err();
         assert!(err.is_out_of_memory(), "{err}");
         assert_eq!(
@@ -385,14 +395,7 @@ fn a_read_that_runs_out_of_memory_runs_again_then_on_the_store_thread() {
     let counted = Arc::clone(&runs);
     let answer = handle
         .committed()
-        .read(move |db| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            db.conn()
-                .query_row("SELECT len(list(range)) FROM range(3000000)", [], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .context("a list of 24 MB")
-        })
+        .read(move |db| list_of(db, 3_000_000, &counted))
         .unwrap();
     assert_eq!(answer, 3_000_000);
     assert_eq!(
