@@ -426,29 +426,21 @@ impl Migration {
     /// Where the migration stands, as committed when asked: it never waits
     /// for a running discovery or copy (see `StoreHandle::committed`).
     pub fn status(&self) -> Result<StatusReport> {
-        let h = &self.handle.committed();
-        let approval = h.approval()?;
-        let (copy, verify) = if approval.is_some() {
-            (Some(h.copy_summary()?), h.verify_summary()?)
-        } else {
-            (None, None)
-        };
-        let migration = h.migration()?;
-        let estimate = h.estimate(CopyCost::part_size(&migration))?;
+        let p = self.handle.committed().status_parts(CopyCost::part_size)?;
         Ok(StatusReport {
-            summary: h.summary()?,
-            phase: h.phase()?,
-            cost: CopyCost::of(&migration, &estimate),
-            src_location: migration.src,
-            dst_location: migration.dst,
-            filter: migration.filter,
-            dst_case_insensitive: migration.dst_case_insensitive,
-            approval,
-            copy,
-            verify,
-            estimate,
-            errors: h.task_errors()?,
-            rounds: h.queue_stats()?,
+            summary: p.summary,
+            phase: p.phase,
+            cost: CopyCost::of(&p.migration, &p.estimate),
+            src_location: p.migration.src,
+            dst_location: p.migration.dst,
+            filter: p.migration.filter,
+            dst_case_insensitive: p.migration.dst_case_insensitive,
+            approval: p.approval,
+            copy: p.copy,
+            verify: p.verify,
+            estimate: p.estimate,
+            errors: p.errors,
+            rounds: p.rounds,
         })
     }
 }

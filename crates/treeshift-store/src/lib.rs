@@ -489,6 +489,30 @@ pub struct StoreHandle {
     committed: bool,
 }
 
+/// Everything a status shows, read in one visit to the store: on a busy
+/// store, each visit may wait for a commit.
+#[derive(Clone, Debug)]
+pub struct StatusParts {
+    /// The migration.
+    pub migration: MigrationSpec,
+    /// Its lifecycle phase.
+    pub phase: Phase,
+    /// Discovery's counts.
+    pub summary: Summary,
+    /// The approval, if any.
+    pub approval: Option<Approval>,
+    /// The copy's progress, once approved.
+    pub copy: Option<CopySummary>,
+    /// The last verification's outcome, once approved.
+    pub verify: Option<VerifySummary>,
+    /// What the copy still costs.
+    pub estimate: Estimate,
+    /// Failures.
+    pub errors: TaskErrors,
+    /// Each round's latest metrics.
+    pub rounds: Vec<RoundMetrics>,
+}
+
 /// What a review page is narrowed to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReviewFilter {
@@ -1003,6 +1027,34 @@ impl StoreHandle {
     /// Whether [`StoreHandle::note_xattrs_refused`] was recorded.
     pub fn xattrs_refused(&self) -> Result<bool, StoreError> {
         self.call(|w| w.flag("dst_refuses_xattrs"))
+    }
+
+    /// Everything a status shows, read at once; the estimate counts files
+    /// larger than `part_size(migration)` apart (see
+    /// [`StoreHandle::estimate`]).
+    pub fn status_parts(
+        &self,
+        part_size: fn(&MigrationSpec) -> u64,
+    ) -> Result<StatusParts, StoreError> {
+        self.read(move |db| {
+            let migration = db.migration()?;
+            let approval = db.approval()?;
+            let (copy, verify) = match approval {
+                Some(_) => (Some(db.copy_summary()?), db.verify_summary()?),
+                None => (None, None),
+            };
+            Ok(StatusParts {
+                phase: db.phase()?,
+                summary: db.summary()?,
+                estimate: db.estimate(part_size(&migration))?,
+                errors: db.task_errors()?,
+                rounds: db.queue_stats()?,
+                migration,
+                approval,
+                copy,
+                verify,
+            })
+        })
     }
 
     /// The discovery summary, from sealed statistics.
