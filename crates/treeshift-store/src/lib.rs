@@ -617,8 +617,29 @@ pub(crate) const CHANNEL_CAPACITY: usize = 16;
 
 /// The `meta` flag set when the destination cannot hold symlinks.
 const NO_SYMLINKS_AT_DESTINATION: &str = "dst_holds_no_symlinks";
-/// How often a caller waiting for the store thread checks that it still runs.
+/// How often a caller waiting for the store thread or a reader checks that
+/// it still runs.
 const ENDED_POLL: Duration = Duration::from_millis(100);
+
+/// Waits for the reply to a request queued for a thread that may end
+/// before it runs it (then the reply's sender stays queued with it, and
+/// `gone` is the answer): checks `ended` every [`ENDED_POLL`].
+fn await_reply<R>(
+    rx: &Receiver<Result<R, StoreError>>,
+    ended: &AtomicBool,
+    gone: impl Fn() -> StoreError,
+) -> Result<R, StoreError> {
+    loop {
+        match rx.recv_timeout(ENDED_POLL) {
+            Ok(reply) => return reply,
+            Err(RecvTimeoutError::Timeout) if ended.load(Ordering::Acquire) => {
+                return rx.try_recv().unwrap_or_else(|_| Err(gone()));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Err(gone()),
+        }
+    }
+}
 
 impl Store {
     /// Opens (or creates) the state file at `path` and starts its thread.
@@ -855,18 +876,8 @@ impl StoreHandle {
             let _ = tx.send(f(w));
         })))?;
         // A call queued when the thread stopped (after a failed commit) is
-        // never run, and its reply sender stays queued with it: stop
-        // waiting once the thread has ended.
-        loop {
-            match rx.recv_timeout(ENDED_POLL) {
-                Ok(reply) => return reply,
-                Err(RecvTimeoutError::Timeout) if self.ended.load(Ordering::Acquire) => {
-                    return rx.try_recv().unwrap_or_else(|_| Err(self.stopped()));
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Err(self.stopped()),
-            }
-        }
+        // never run.
+        await_reply(&rx, &self.ended, || self.stopped())
     }
 
     /// The migration this file holds.

@@ -7,7 +7,7 @@
 
 use crate::StoreError;
 use crate::writer::{Db, Gate};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -25,7 +25,7 @@ type ReadCall = Box<dyn FnMut(&Db) -> bool + Send>;
 /// Runs of a read that ran out of memory, before its error is the answer:
 /// readers share DuckDB's memory limit with the writer, whose largest
 /// statements (a round's seal) hold much of it for a moment. (The store's
-/// handle then runs it on the store thread: see `StoreHandle::read`.)
+/// handle then runs it on the store thread: see `StoreHandle::read_after`.)
 pub(crate) const OUT_OF_MEMORY_RUNS: u32 = 2;
 
 /// The pause before a read that ran out of memory runs again.
@@ -37,7 +37,7 @@ enum Message {
 }
 
 /// The reader threads of one store; stopped before the store thread's last
-/// checkpoint (DuckDB will not checkpoint under an open read).
+/// checkpoint, so that no read runs beside it (see `Gate`).
 pub(crate) struct Readers {
     tx: Sender<Message>,
     threads: Vec<JoinHandle<()>>,
@@ -144,18 +144,6 @@ impl ReadersHandle {
             })))
             .map_err(|_| closed())?;
         // A read queued after the readers stopped is never run.
-        loop {
-            match rx.recv_timeout(ENDED_POLL) {
-                Ok(answer) => return answer,
-                Err(RecvTimeoutError::Timeout) if self.ended.load(Ordering::Acquire) => {
-                    return rx.try_recv().unwrap_or_else(|_| Err(closed()));
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Err(closed()),
-            }
-        }
+        crate::await_reply(&rx, &self.ended, closed)
     }
 }
-
-/// How often a caller waiting for a reader checks that the readers still run.
-const ENDED_POLL: Duration = Duration::from_millis(100);

@@ -59,12 +59,12 @@ impl Writer {
         self.flush()?;
         // The data is in step, only metadata differs (see `Comparison`).
         let meta_only = "coalesce(cs.reason LIKE 'metadata:%', false)";
-        let symlinks_held = !self.flag(crate::NO_SYMLINKS_AT_DESTINATION)?;
+        let no_symlinks = self.flag(crate::NO_SYMLINKS_AT_DESTINATION)?;
         let (action, reason) = plan_cases(
             policy,
             |fact| match fact {
                 Fact::Special => "s.kind = 3".into(),
-                Fact::UnheldSymlink => format!("s.kind = 2 AND NOT {symlinks_held}"),
+                Fact::UnheldSymlink => format!("s.kind = 2 AND {no_symlinks}"),
                 Fact::Is(status) => format!("cs.st = '{}'", status.as_str()),
                 Fact::MetadataOnly => meta_only.into(),
                 // Whole seconds, as discovery compares.

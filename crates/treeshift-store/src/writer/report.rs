@@ -155,7 +155,7 @@ impl Db {
     }
 
     /// What the default approval would copy: files, bytes, folders, large
-    /// files, parts, replacements and the root, as [`Writer::estimate`]
+    /// files, parts, replacements and the root, as [`Db::estimate`]
     /// takes them. The counts and bytes are the source's statistics, kept
     /// per sealed round (what the summary's "to copy" shows); the files
     /// past one part, the replacements and the root take the latest

@@ -53,7 +53,7 @@ impl Db {
     /// A page of one comparison status, read a window at a time: the
     /// nodes after the cursor in path order (`window` of them, then eight
     /// times as many), and the latest comparison of those alone. Joining
-    /// every node with its latest comparison, as [`Writer::full_page`]
+    /// every node with its latest comparison, as [`Db::full_page`]
     /// does, spilled past the store's memory limit on a 1M-node tree
     /// (BENCHMARKS.md). A status too sparse for the windows to fill the
     /// page takes the rest from the full query, after what they covered.
