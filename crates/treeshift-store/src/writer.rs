@@ -54,7 +54,7 @@ mod rules;
 mod stats;
 
 use append::{Buffers, ErrorRow, EventRow, append_buffered};
-use compare::{Comparison, IN_STEP, compare_round, exclude_case_clashes, has_previous_pass};
+use compare::{Comparison, IN_STEP, exclude_case_clashes, has_previous_pass, id_slices};
 use open::MEMORY_CEILING_MB;
 use rounds::latest_listing;
 use stats::replace_depth_stats;
@@ -185,6 +185,8 @@ pub(crate) struct Writer {
     dst_case_insensitive: Option<bool>,
     /// DuckDB's memory limit in MB when it may grow (not set by the user).
     memory_limit_mb: Option<u64>,
+    /// Nodes per statement of a seal (see `compare::id_slices`).
+    seal_slice: i64,
     /// Set when a commit failed (a full disk, an I/O error). DuckDB then
     /// rolls the transaction back in memory, but a later checkpoint could
     /// write what that left behind, and the file would lose or mix rows
@@ -235,10 +237,28 @@ impl Writer {
                 }
                 Err(e) => {
                     let _ = self.conn.execute_batch("ROLLBACK");
+                    tracing::debug!(error = %e, "{what}: rolled back");
                     if !(is_out_of_memory(&e) && self.raise_memory_limit(what)?) {
                         return Err(e).context(what);
                     }
                 }
+            }
+        }
+    }
+
+    /// Runs `f`, statements that write nothing to the file (reads, temp
+    /// tables), outside any transaction. Readers share the memory limit:
+    /// one that runs out runs again with more, as a transaction would.
+    fn outside_transaction<R>(
+        &mut self,
+        what: &str,
+        f: impl Fn(&Connection) -> Result<R, duckdb::Error>,
+    ) -> Result<R, StoreError> {
+        loop {
+            match f(&self.conn) {
+                Ok(r) => return Ok(r),
+                Err(e) if is_out_of_memory(&e) && self.raise_memory_limit(what)? => {}
+                Err(e) => return Err(e).context(what),
             }
         }
     }

@@ -41,7 +41,14 @@ fn sim_discovery_survives_random_kills() {
         let state = dir.path().join(format!("killed-{round}.duckdb"));
         let a = args(&state);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        total_kills += util::run_with_kills(&a, 0..full_ms / 2, &mut rng, 8).kills;
+        // Seals in slices of 50 nodes, each committed on its own, so kills
+        // also land between the slices of one seal.
+        let sliced = || {
+            let mut command = util::command();
+            command.env("TREESHIFT_SEAL_SLICE", "50");
+            command
+        };
+        total_kills += util::run_with_kills_by(sliced, &a, 0..full_ms / 2, &mut rng, 8).kills;
         same_end_state(&reference, &state);
     }
     eprintln!("sim: {total_kills} kills, full run {full_ms} ms");

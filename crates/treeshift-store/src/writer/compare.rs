@@ -4,38 +4,143 @@
 
 use super::*;
 
-/// Compares the children of the folder pairs at `depth` (depth + 1 nodes)
-/// in a few set-based statements, appending one `compare` event per node.
-/// Returns how many sequence numbers it used, starting at `base`.
-pub(super) fn compare_round(
+impl Writer {
+    /// Compares the children of the folder pairs at `depth` (depth + 1
+    /// nodes), appending one `compare` event per node, in set-based
+    /// statements on slices of the children (see [`id_slices`]), each
+    /// joined only with what can pair with it, and each committed on its
+    /// own. So a round of ten million nodes needs no more memory than one
+    /// of a few hundred thousand: as one statement in one transaction, a
+    /// 10M-node tree's last seal ran out of the store's memory limit twice,
+    /// and what it inserted piled up uncommitted (BENCHMARKS.md). A seal
+    /// run again after a crash skips what a committed slice classified.
+    pub(super) fn compare_round(&mut self, depth: u32) -> Result<(), StoreError> {
+        let (n, n1) = (depth, depth + 1);
+        // Each src folder at this depth whose children are compared with
+        // the dst folder of the same path (if that one was listed), or all
+        // marked missing (the folder itself is missing, or is a file on
+        // dst). Only folders' events are read: the files of the depth can
+        // be millions. A temp table: no transaction needed.
+        let parents = format!(
+            "CREATE OR REPLACE TEMP TABLE seal_parents AS \
+             SELECT * FROM ( \
+               WITH sf AS (SELECT id, rel_path FROM src_nodes WHERE depth = {n} AND kind = {FOLDER}), \
+                    df AS (SELECT id, rel_path FROM dst_nodes WHERE depth = {n} AND kind = {FOLDER}), \
+                    cs AS (SELECT node_id, arg_max(status, seq) AS st FROM src_status_events \
+                           WHERE depth = {n} AND phase = 'compare' AND node_id IN (SELECT id FROM sf) \
+                           GROUP BY node_id), \
+                    dl AS (SELECT node_id, arg_max(status, seq) AS st FROM dst_status_events \
+                           WHERE depth = {n} AND phase = 'list' GROUP BY node_id) \
+               SELECT s.id AS src_id, d.id AS dst_id, \
+                 CASE WHEN cs.st IN ('missing', 'conflict') THEN 'missing' \
+                      WHEN cs.st IN {IN_STEP} AND dl.st = 'listed' THEN 'compare' \
+                      ELSE 'skip' END AS mode \
+               FROM sf s JOIN cs ON cs.node_id = s.id \
+               LEFT JOIN df d ON d.rel_path = s.rel_path \
+               LEFT JOIN dl ON dl.node_id = d.id) \
+             WHERE mode <> 'skip'"
+        );
+        let what = "compare a round";
+        let slice = self.seal_slice;
+        self.outside_transaction("compare a round: pair its folders", |conn| {
+            conn.execute_batch(&parents)
+        })?;
+        let (verdict, src_slices) = self.outside_transaction(what, |conn| {
+            Ok((
+                Comparison::at(conn, n1)?,
+                id_slices(conn, Side::Src, n1, slice)?,
+            ))
+        })?;
+        for &ids in &src_slices {
+            let (base, started) = (self.next_seq, Instant::now());
+            self.next_seq += self.in_transaction("compare a slice of a round", |conn| {
+                compare_src_slice(conn, n1, ids, &verdict, base)
+            })?;
+            tracing::debug!(
+                ?ids,
+                ms = started.elapsed().as_millis() as u64,
+                "seal: slice compared"
+            );
+        }
+        let (any_excluded, dst_slices) = self.outside_transaction(what, |conn| {
+            let any_excluded = exists(
+                conn,
+                &format!(
+                    "SELECT 1 FROM src_status_events \
+                     WHERE depth = {n1} AND phase = 'compare' AND status = 'excluded'"
+                ),
+            )?;
+            Ok((any_excluded, id_slices(conn, Side::Dst, n1, slice)?))
+        })?;
+        for &ids in &dst_slices {
+            let (base, started) = (self.next_seq, Instant::now());
+            self.next_seq += self
+                .in_transaction("classify a slice of a round's extras", |conn| {
+                    classify_dst_slice(conn, n1, ids, any_excluded, base)
+                })?;
+            tracing::debug!(
+                ?ids,
+                ms = started.elapsed().as_millis() as u64,
+                "seal: slice classified"
+            );
+        }
+        tracing::debug!(
+            src_slices = src_slices.len(),
+            dst_slices = dst_slices.len(),
+            "seal: compared in slices"
+        );
+        self.outside_transaction(what, |conn| conn.execute_batch("DROP TABLE seal_parents"))
+    }
+}
+
+/// Splits the ids of `side`'s nodes at `depth` into ranges of about
+/// `slice` nodes each, as `(first, last)`; none when there are no
+/// nodes. Ids are given out in order as listings arrive, the two sides'
+/// interleaved, so equal ranges of ids hold about equal numbers of one
+/// side's nodes; and a side's rows are appended in id order, so DuckDB's
+/// zone maps skip the rest of the table when a statement asks for one
+/// range.
+pub(super) fn id_slices(
     conn: &Connection,
+    side: Side,
     depth: u32,
+    slice: i64,
+) -> Result<Vec<(i64, i64)>, duckdb::Error> {
+    let (first, last, count): (Option<i64>, Option<i64>, i64) = conn.query_row(
+        &format!("SELECT min(id), max(id), count(*) FROM {side}_nodes WHERE depth = {depth}"),
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let (Some(first), Some(last)) = (first, last) else {
+        return Ok(Vec::new());
+    };
+    let slices = (count + slice - 1) / slice;
+    let width = (last - first + slices) / slices;
+    Ok((0..slices)
+        .map(|i| (first + i * width, (first + (i + 1) * width - 1).min(last)))
+        .filter(|(lo, hi)| lo <= hi)
+        .collect())
+}
+
+/// Compares the source children with ids in `ids` at depth `n1` whose
+/// parent is in `seal_parents`, each with the destination node of its
+/// path: one event per child not yet classified (at listing, by the
+/// filter or its name), and the same event for the destination node it
+/// pairs with (a pair shares its comparison). Returns the events
+/// appended.
+fn compare_src_slice(
+    conn: &Connection,
+    n1: u32,
+    (lo, hi): (i64, i64),
+    verdict: &Comparison,
     base: i64,
 ) -> Result<i64, duckdb::Error> {
-    let (n, n1) = (depth, depth + 1);
-    // Each src folder at this depth: compare its children with the dst
-    // folder of the same path (if that one was listed), or mark them all
-    // missing (the folder itself is missing, or is a file on dst). The dst
-    // join is a plain equi-join on the path (a dst child exists only under
-    // a listed dst folder), so DuckDB hashes it; a condition on the parent's
-    // mode there would turn it into a nested loop.
-    let previous = has_previous_pass(conn)?;
-    let (pv_join, pv) = if previous {
-        (
-            format!(
-                "LEFT JOIN previous_src_nodes pv ON pv.depth = {n1} AND pv.rel_path = c.rel_path"
-            ),
-            "pv",
-        )
+    let pv_join = if verdict.previous.is_empty() {
+        String::new()
     } else {
-        (String::new(), "")
+        format!("LEFT JOIN previous_src_nodes pv ON pv.depth = {n1} AND pv.rel_path = c.rel_path")
     };
-    // What treeshift wrote at this depth where the listings cannot tell:
-    // a destination that keeps no mtime of its own (its listing's size and
-    // etag are compared with that), a source that keeps files' own mtimes
-    // apart from its listing's (the destination got the file's own).
-    let written = exists(conn, &format!("SELECT 1 FROM written WHERE depth = {n1}"))?;
-    let w_join = if written {
+    let w_join = if verdict.written {
         format!(
             "LEFT JOIN {latest} ON w.rel_path = c.rel_path",
             latest = latest_written(&format!("depth = {n1}"))
@@ -43,58 +148,68 @@ pub(super) fn compare_round(
     } else {
         String::new()
     };
-    let verdict = Comparison {
-        previous: pv,
-        written,
-    };
     let (status, reason) = (verdict.status(), verdict.reason());
+    // The dst join is a plain equi-join on the path, so DuckDB hashes it;
+    // a condition on the parent's mode there would turn it into a nested
+    // loop. It reads only the dst children under the folders these
+    // children's parents pair with (a dst child of the same path is under
+    // the folder of the parent's path, which is the parent's pair): a
+    // semi-join, whose ids DuckDB also uses to skip row groups.
     conn.execute_batch(&format!(
-        "CREATE OR REPLACE TEMP TABLE seal_src AS \
-         WITH cs AS (SELECT node_id, arg_max(status, seq) AS st FROM src_status_events \
-                     WHERE depth = {n} AND phase = 'compare' GROUP BY node_id), \
-              dl AS (SELECT node_id, arg_max(status, seq) AS st FROM dst_status_events \
-                     WHERE depth = {n} AND phase = 'list' GROUP BY node_id), \
-              seal_parents AS ( \
-                SELECT s.id AS src_id, \
-                  CASE WHEN cs.st IN ('missing', 'conflict') THEN 'missing' \
-                       WHEN cs.st IN {IN_STEP} AND dl.st = 'listed' THEN 'compare' \
-                       ELSE 'skip' END AS mode \
-                FROM src_nodes s JOIN cs ON cs.node_id = s.id \
-                LEFT JOIN dst_nodes d ON d.depth = {n} AND d.rel_path = s.rel_path \
-                LEFT JOIN dl ON dl.node_id = d.id \
-                WHERE s.depth = {n} AND s.kind = {FOLDER}) \
+        "CREATE OR REPLACE TEMP TABLE seal_slice AS \
          SELECT c.id AS src_id, d.id AS dst_id, \
            CASE WHEN p.mode = 'missing' OR d.id IS NULL THEN 'missing' ELSE {status} END AS status, \
            CASE WHEN p.mode = 'missing' THEN 'parent folder missing on dst' \
                 WHEN d.id IS NULL THEN NULL ELSE {reason} END AS reason \
          FROM src_nodes c \
-         JOIN seal_parents p ON p.src_id = c.parent_id AND p.mode <> 'skip' \
-         LEFT JOIN dst_nodes d ON d.depth = {n1} AND d.rel_path = c.rel_path {pv_join} {w_join} \
-         WHERE c.depth = {n1} AND c.id NOT IN \
-           (SELECT node_id FROM src_status_events WHERE depth = {n1} AND phase = 'compare')"
+         JOIN seal_parents p ON p.src_id = c.parent_id \
+         LEFT JOIN (SELECT * FROM dst_nodes d WHERE d.depth = {n1} AND d.parent_id IN \
+                      (SELECT p.dst_id FROM seal_parents p WHERE p.src_id IN \
+                         (SELECT parent_id FROM src_nodes WHERE depth = {n1} AND id BETWEEN {lo} AND {hi}))) d \
+           ON d.rel_path = c.rel_path {pv_join} {w_join} \
+         WHERE c.depth = {n1} AND c.id BETWEEN {lo} AND {hi} AND c.id NOT IN \
+           (SELECT node_id FROM src_status_events \
+            WHERE depth = {n1} AND phase = 'compare' AND node_id BETWEEN {lo} AND {hi})"
     ))?;
     let src_events = conn.execute(
         &format!(
             "INSERT INTO src_status_events \
              SELECT {base} - 1 + row_number() OVER (), src_id, {n1}, 'compare', status, reason, 1, now() \
-             FROM seal_src"
+             FROM seal_slice"
         ),
         [],
     )? as i64;
-    let base2 = base + src_events;
-    // Every dst child not yet classified: the status of its src pair, the
-    // filter's verdict if its src pair was excluded, or `extra`. Most
-    // depths exclude nothing, and joining the excluded paths then reads
-    // every src path at the depth for nothing (18 of 42 ms in S1's last
-    // seal), so that join is left out unless there is something to find.
-    let any_excluded = exists(
-        conn,
+    let base = base + src_events;
+    let dst_events = conn.execute(
         &format!(
-            "SELECT 1 FROM src_status_events \
-             WHERE depth = {n1} AND phase = 'compare' AND status = 'excluded'"
+            "INSERT INTO dst_status_events \
+             SELECT {base} - 1 + row_number() OVER (), dst_id, {n1}, 'compare', status, reason, 1, now() \
+             FROM seal_slice WHERE dst_id IS NOT NULL AND dst_id NOT IN \
+               (SELECT node_id FROM dst_status_events WHERE depth = {n1} AND phase = 'compare' \
+                AND node_id IN (SELECT dst_id FROM seal_slice))"
         ),
-    )?;
-    let (excluded_join, verdict) = if any_excluded {
+        [],
+    )? as i64;
+    conn.execute_batch("DROP TABLE seal_slice")?;
+    Ok(src_events + dst_events)
+}
+
+/// Classifies the destination nodes with ids in `ids` at depth `n1` that
+/// no source node paired with: excluded where the source node of the same
+/// path was (with its reason), else `extra`. (A source name the
+/// destination cannot hold was never compared, so its path is free.)
+/// Returns the events appended.
+fn classify_dst_slice(
+    conn: &Connection,
+    n1: u32,
+    (lo, hi): (i64, i64),
+    any_excluded: bool,
+    base: i64,
+) -> Result<i64, duckdb::Error> {
+    // Most depths exclude nothing, and joining the excluded paths then
+    // reads every src path at the depth for nothing, so that join is left
+    // out unless there is something to find.
+    let (excluded_join, status, reason) = if any_excluded {
         (
             format!(
                 "LEFT JOIN (SELECT s.rel_path, e.reason FROM src_nodes s \
@@ -102,26 +217,24 @@ pub(super) fn compare_round(
                    WHERE s.depth = {n1} AND e.depth = {n1} AND e.phase = 'compare' \
                      AND e.status = 'excluded') ex ON ex.rel_path = d.rel_path"
             ),
-            "CASE WHEN x.status IS NOT NULL THEN x.status \
-                  WHEN ex.rel_path IS NOT NULL THEN 'excluded' ELSE 'extra' END, \
-             CASE WHEN x.status IS NOT NULL THEN x.reason \
-                  WHEN ex.rel_path IS NOT NULL THEN ex.reason ELSE NULL END",
+            "CASE WHEN ex.rel_path IS NOT NULL THEN 'excluded' ELSE 'extra' END",
+            "ex.reason",
         )
     } else {
-        (String::new(), "coalesce(x.status, 'extra'), x.reason")
+        (String::new(), "'extra'", "NULL")
     };
-    let dst_events = conn.execute(
+    let appended = conn.execute(
         &format!(
             "INSERT INTO dst_status_events \
-             SELECT {base2} - 1 + row_number() OVER (), d.id, {n1}, 'compare', {verdict}, 1, now() \
-             FROM dst_nodes d LEFT JOIN seal_src x ON x.dst_id = d.id {excluded_join} \
-             WHERE d.depth = {n1} AND d.id NOT IN \
-               (SELECT node_id FROM dst_status_events WHERE depth = {n1} AND phase = 'compare')"
+             SELECT {base} - 1 + row_number() OVER (), d.id, {n1}, 'compare', {status}, {reason}, 1, now() \
+             FROM dst_nodes d {excluded_join} \
+             WHERE d.depth = {n1} AND d.id BETWEEN {lo} AND {hi} AND d.id NOT IN \
+               (SELECT node_id FROM dst_status_events \
+                WHERE depth = {n1} AND phase = 'compare' AND node_id BETWEEN {lo} AND {hi})"
         ),
         [],
-    )? as i64;
-    conn.execute_batch("DROP TABLE seal_src")?;
-    Ok(src_events + dst_events)
+    )?;
+    Ok(appended as i64)
 }
 
 /// Comparison statuses of a folder pair whose contents are compared: the
@@ -168,6 +281,19 @@ pub(super) struct Comparison {
 }
 
 impl Comparison {
+    /// The comparison of the nodes at depth `n1`: with the previous
+    /// pass's source from the second pass on, and with what treeshift
+    /// wrote at this depth where the listings cannot tell (a destination
+    /// that keeps no mtime of its own: its listing's size and etag are
+    /// compared with that; a source that keeps files' own mtimes apart
+    /// from its listing's: the destination got the file's own).
+    fn at(conn: &Connection, n1: u32) -> Result<Comparison, duckdb::Error> {
+        Ok(Comparison {
+            previous: if has_previous_pass(conn)? { "pv" } else { "" },
+            written: exists(conn, &format!("SELECT 1 FROM written WHERE depth = {n1}"))?,
+        })
+    }
+
     fn data_differs(&self) -> String {
         format!(
             "(c.kind <> {FOLDER} AND (c.size <> d.size \

@@ -90,6 +90,7 @@ impl Writer {
             stopping: false,
             dst_case_insensitive: None,
             memory_limit_mb,
+            seal_slice: seal_slice(),
             commit_failed: None,
             cut_short_checked: [false; 2],
             gate: Gate::default(),
@@ -384,6 +385,12 @@ impl Writer {
     }
 }
 
+/// Nodes per statement of a seal by default (see [`seal_slice`]): on a
+/// 10M-node tree, the last seal as one statement ran out of the 44 MB
+/// limit twice, in slices of 250,000 once, in slices of this size not at
+/// all (BENCHMARKS.md).
+pub(super) const SEAL_SLICE: i64 = 100_000;
+
 /// DuckDB's memory limit at start, in MB, when `TREESHIFT_DB_MEMORY` is not
 /// set. With the 4 MB checkpoint threshold, S1 (100k files vs a partial
 /// copy) and S3 (200k files in one folder) discover and migrate within it,
@@ -403,6 +410,17 @@ pub(super) fn memory_limit() -> (String, Option<u64>) {
         Ok(v) if !v.trim().is_empty() => (v, None),
         _ => (format!("{MEMORY_START_MB}MB"), Some(MEMORY_START_MB)),
     }
+}
+
+/// Nodes per statement of a seal: `TREESHIFT_SEAL_SLICE` if set to a
+/// positive number, else [`SEAL_SLICE`]. Memory per statement grows with
+/// it; statements per seal shrink.
+fn seal_slice() -> i64 {
+    std::env::var("TREESHIFT_SEAL_SLICE")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(SEAL_SLICE)
 }
 
 /// Turns DuckDB's open errors into something a user can act on.

@@ -197,16 +197,9 @@ impl Writer {
             ),
         };
         // A temp table: nothing goes to the file, so no transaction needed.
-        // Readers share the memory limit: running out, it runs again with
-        // more, as a transaction would.
-        let what = "prepare the round's frontier";
-        let pending = loop {
-            match self.conn.execute(&frontier, []) {
-                Ok(pending) => break pending,
-                Err(e) if is_out_of_memory(&e) && self.raise_memory_limit(what)? => {}
-                Err(e) => return Err(e).context(what),
-            }
-        };
+        let pending = self.outside_transaction("prepare the round's frontier", |conn| {
+            conn.execute(&frontier, [])
+        })?;
         Ok(pending as u64)
     }
 
@@ -257,11 +250,18 @@ impl Writer {
         self.flush()?;
         let appended = started.elapsed();
         tracing::debug!(%side, depth, ms = appended.as_millis() as u64, "seal: appended");
+        if side == Side::Dst {
+            self.compare_round(depth)?;
+            tracing::debug!(ms = started.elapsed().as_millis() as u64, "seal: compared");
+        }
         let base = self.next_seq;
         let metrics = metrics.to_string();
         let case_folding = side == Side::Src && self.dst_case_insensitive()?;
-        // One transaction: the round's comparison, its statistics and its
-        // marker land together or not at all.
+        // One transaction: the round's statistics and its marker land
+        // together or not at all. (The comparison commits slice by slice
+        // before it: a seal run again after a crash finds what is compared
+        // and compares the rest.)
+        let slice = self.seal_slice;
         let (done, used) = self.in_transaction("seal a round", |conn| {
             let used = match side {
                 Side::Src => {
@@ -270,14 +270,12 @@ impl Writer {
                     } else {
                         0
                     };
-                    replace_depth_stats(conn, &[Side::Src], depth + 1)?;
+                    replace_depth_stats(conn, &[Side::Src], depth + 1, slice)?;
                     used
                 }
                 Side::Dst => {
-                    let used = compare_round(conn, depth, base)?;
-                    tracing::debug!(ms = started.elapsed().as_millis() as u64, "seal: compared");
-                    replace_depth_stats(conn, &Side::BOTH, depth + 1)?;
-                    used
+                    replace_depth_stats(conn, &Side::BOTH, depth + 1, slice)?;
+                    0
                 }
             };
             tracing::debug!(

@@ -101,30 +101,43 @@ pub(super) fn replace_depth_stats(
     conn: &Connection,
     sides: &[Side],
     depth: u32,
+    slice: i64,
 ) -> Result<(), duckdb::Error> {
-    let per_side: Vec<String> = sides
+    // One slice of each side's ids per statement (see `id_slices`): on a
+    // round of millions of nodes, the latest comparison of every node at
+    // once ran out of the store's memory limit.
+    let slices = sides
         .iter()
-        .map(|side| {
-            format!(
-                "SELECT {at} AS side, n.kind, e.status, coalesce(e.meta_only, false), count(*) AS nodes, \
-                        coalesce(sum(n.size), 0)::BIGINT AS bytes \
-                 FROM {side}_nodes n LEFT JOIN \
-                   (SELECT node_id, arg_max(status, seq) AS status, \
-                           arg_max(reason, seq) LIKE 'metadata:%' AS meta_only FROM {side}_status_events \
-                    WHERE depth = {depth} AND phase = 'compare' GROUP BY node_id) e ON e.node_id = n.id \
-                 WHERE n.depth = {depth} GROUP BY ALL",
-                at = ix(*side)
-            )
-        })
-        .collect();
+        .map(|&side| Ok((side, id_slices(conn, side, depth, slice)?)))
+        .collect::<Result<Vec<_>, duckdb::Error>>()?;
+    let statements = slices.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
     let mut stats: [DepthStats; 2] = Default::default();
-    let mut stmt = conn.prepare(&per_side.join(" UNION ALL "))?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let at: usize = row.get(0)?;
-        let status: Option<String> = row.get(2)?;
-        let status = status.and_then(|s| s.parse().ok());
-        stats[at].add(row.get(1)?, status, row.get(3)?, row.get(4)?, row.get(5)?);
+    for i in 0..statements {
+        let per_side: Vec<String> = slices
+            .iter()
+            .filter_map(|(side, ranges)| ranges.get(i).map(|range| (side, range)))
+            .map(|(side, (lo, hi))| {
+                format!(
+                    "SELECT {at} AS side, n.kind, e.status, coalesce(e.meta_only, false), count(*) AS nodes, \
+                            coalesce(sum(n.size), 0)::BIGINT AS bytes \
+                     FROM {side}_nodes n LEFT JOIN \
+                       (SELECT node_id, arg_max(status, seq) AS status, \
+                               arg_max(reason, seq) LIKE 'metadata:%' AS meta_only FROM {side}_status_events \
+                        WHERE depth = {depth} AND phase = 'compare' AND node_id BETWEEN {lo} AND {hi} \
+                        GROUP BY node_id) e ON e.node_id = n.id \
+                     WHERE n.depth = {depth} AND n.id BETWEEN {lo} AND {hi} GROUP BY ALL",
+                    at = ix(*side)
+                )
+            })
+            .collect();
+        let mut stmt = conn.prepare(&per_side.join(" UNION ALL "))?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let at: usize = row.get(0)?;
+            let status: Option<String> = row.get(2)?;
+            let status = status.and_then(|s| s.parse().ok());
+            stats[at].add(row.get(1)?, status, row.get(3)?, row.get(4)?, row.get(5)?);
+        }
     }
     for &side in sides {
         conn.execute(

@@ -58,6 +58,7 @@ pub fn all_items(state: &Path) -> Vec<String> {
     let mut lines = Vec::new();
     for status in [
         "missing",
+        "outdated",
         "same",
         "differs",
         "conflict",
