@@ -135,15 +135,32 @@ fn compare_src_slice(
     verdict: &Comparison,
     base: i64,
 ) -> Result<i64, duckdb::Error> {
+    // The parents of this slice's children, and their paths: the joins
+    // below read only what lies under them, so each slice costs what its
+    // own nodes do, not what the whole depth does.
+    let parents = format!(
+        "(SELECT parent_id FROM src_nodes WHERE depth = {n1} AND id BETWEEN {lo} AND {hi})"
+    );
+    let n = n1 - 1;
     let pv_join = if verdict.previous.is_empty() {
         String::new()
     } else {
-        format!("LEFT JOIN previous_src_nodes pv ON pv.depth = {n1} AND pv.rel_path = c.rel_path")
+        // The previous pass's nodes under the folders of these parents'
+        // paths (its ids are its own).
+        format!(
+            "LEFT JOIN (SELECT * FROM previous_src_nodes pv WHERE pv.depth = {n1} AND pv.parent_id IN \
+                          (SELECT q.id FROM previous_src_nodes q WHERE q.depth = {n} AND q.rel_path IN \
+                             (SELECT s.rel_path FROM src_nodes s WHERE s.depth = {n} AND s.id IN {parents}))) pv \
+               ON pv.rel_path = c.rel_path"
+        )
     };
     let w_join = if verdict.written {
         format!(
             "LEFT JOIN {latest} ON w.rel_path = c.rel_path",
-            latest = latest_written(&format!("depth = {n1}"))
+            latest = latest_written(&format!(
+                "depth = {n1} AND rel_path IN \
+                 (SELECT rel_path FROM src_nodes WHERE depth = {n1} AND id BETWEEN {lo} AND {hi})"
+            ))
         )
     } else {
         String::new()
@@ -151,10 +168,10 @@ fn compare_src_slice(
     let (status, reason) = (verdict.status(), verdict.reason());
     // The dst join is a plain equi-join on the path, so DuckDB hashes it;
     // a condition on the parent's mode there would turn it into a nested
-    // loop. It reads only the dst children under the folders these
-    // children's parents pair with (a dst child of the same path is under
-    // the folder of the parent's path, which is the parent's pair): a
-    // semi-join, whose ids DuckDB also uses to skip row groups.
+    // loop. It reads only the dst children under the folders the parents
+    // pair with (a dst child of the same path is under the folder of the
+    // parent's path, which is the parent's pair): a semi-join, whose ids
+    // DuckDB also uses to skip row groups.
     conn.execute_batch(&format!(
         "CREATE OR REPLACE TEMP TABLE seal_slice AS \
          SELECT c.id AS src_id, d.id AS dst_id, \
@@ -164,8 +181,7 @@ fn compare_src_slice(
          FROM src_nodes c \
          JOIN seal_parents p ON p.src_id = c.parent_id \
          LEFT JOIN (SELECT * FROM dst_nodes d WHERE d.depth = {n1} AND d.parent_id IN \
-                      (SELECT p.dst_id FROM seal_parents p WHERE p.src_id IN \
-                         (SELECT parent_id FROM src_nodes WHERE depth = {n1} AND id BETWEEN {lo} AND {hi}))) d \
+                      (SELECT p.dst_id FROM seal_parents p WHERE p.src_id IN {parents})) d \
            ON d.rel_path = c.rel_path {pv_join} {w_join} \
          WHERE c.depth = {n1} AND c.id BETWEEN {lo} AND {hi} AND c.id NOT IN \
            (SELECT node_id FROM src_status_events \
