@@ -54,7 +54,7 @@ mod rules;
 mod stats;
 
 use append::{Buffers, ErrorRow, EventRow, append_buffered};
-use compare::{Comparison, IN_STEP, exclude_case_clashes, has_previous_pass, id_slices};
+use compare::{Comparison, IN_STEP, Slices, exclude_case_clashes, has_previous_pass, id_slices};
 use open::MEMORY_CEILING_MB;
 use rounds::latest_listing;
 use stats::replace_depth_stats;
@@ -247,31 +247,34 @@ impl Writer {
     }
 
     /// Runs `f`, statements that write nothing to the file (reads, temp
-    /// tables), outside any transaction. Readers share the memory limit:
-    /// one that runs out runs again with more, as a transaction would.
+    /// tables), outside any transaction (see [`Writer::read`]).
     fn outside_transaction<R>(
         &mut self,
         what: &str,
         f: impl Fn(&Connection) -> Result<R, duckdb::Error>,
     ) -> Result<R, StoreError> {
-        loop {
-            match f(&self.conn) {
-                Ok(r) => return Ok(r),
-                Err(e) if is_out_of_memory(&e) && self.raise_memory_limit(what)? => {}
-                Err(e) => return Err(e).context(what),
-            }
-        }
+        self.without_transaction(what, |db| f(&db.conn).context(what))
     }
 
-    /// Runs a read with the writer's connection; one that runs out of
-    /// memory runs again with the limit raised, as a transaction would.
+    /// Runs a read with the writer's connection (see
+    /// [`Writer::without_transaction`]).
     pub(crate) fn read<R>(
         &mut self,
         f: impl Fn(&Db) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
+        self.without_transaction("a read", f)
+    }
+
+    /// Runs `f` outside any transaction. Readers share the memory limit:
+    /// what runs out runs again with more, as a transaction would.
+    fn without_transaction<R>(
+        &mut self,
+        what: &str,
+        f: impl Fn(&Db) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         loop {
             match f(&self.db) {
-                Err(e) if e.is_out_of_memory() && self.raise_memory_limit("a read")? => {}
+                Err(e) if e.is_out_of_memory() && self.raise_memory_limit(what)? => {}
                 answer => return answer,
             }
         }

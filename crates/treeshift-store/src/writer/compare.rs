@@ -14,7 +14,9 @@ impl Writer {
     /// 10M-node tree's last seal ran out of the store's memory limit twice,
     /// and what it inserted piled up uncommitted (BENCHMARKS.md). A seal
     /// run again after a crash skips what a committed slice classified.
-    pub(super) fn compare_round(&mut self, depth: u32) -> Result<(), StoreError> {
+    /// Returns the slices of each side's nodes at depth + 1, which the
+    /// seal's statistics count by.
+    pub(super) fn compare_round(&mut self, depth: u32) -> Result<[Slices; 2], StoreError> {
         let (n, n1) = (depth, depth + 1);
         // Each src folder at this depth whose children are compared with
         // the dst folder of the same path (if that one was listed), or all
@@ -89,9 +91,13 @@ impl Writer {
             dst_slices = dst_slices.len(),
             "seal: compared in slices"
         );
-        self.outside_transaction(what, |conn| conn.execute_batch("DROP TABLE seal_parents"))
+        self.outside_transaction(what, |conn| conn.execute_batch("DROP TABLE seal_parents"))?;
+        Ok([src_slices, dst_slices])
     }
 }
+
+/// Ranges of node ids, `(first, last)`, each a slice of a seal.
+pub(super) type Slices = Vec<(i64, i64)>;
 
 /// Splits the ids of `side`'s nodes at `depth` into ranges of about
 /// `slice` nodes each, as `(first, last)`; none when there are no
@@ -105,7 +111,7 @@ pub(super) fn id_slices(
     side: Side,
     depth: u32,
     slice: i64,
-) -> Result<Vec<(i64, i64)>, duckdb::Error> {
+) -> Result<Slices, duckdb::Error> {
     let (first, last, count): (Option<i64>, Option<i64>, i64) = conn.query_row(
         &format!("SELECT min(id), max(id), count(*) FROM {side}_nodes WHERE depth = {depth}"),
         [],

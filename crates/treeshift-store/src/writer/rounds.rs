@@ -250,10 +250,20 @@ impl Writer {
         self.flush()?;
         let appended = started.elapsed();
         tracing::debug!(%side, depth, ms = appended.as_millis() as u64, "seal: appended");
-        if side == Side::Dst {
-            self.compare_round(depth)?;
-            tracing::debug!(ms = started.elapsed().as_millis() as u64, "seal: compared");
-        }
+        let slices = match side {
+            Side::Dst => {
+                let [src, dst] = self.compare_round(depth)?;
+                tracing::debug!(ms = started.elapsed().as_millis() as u64, "seal: compared");
+                vec![(Side::Src, src), (Side::Dst, dst)]
+            }
+            Side::Src => {
+                let slice = self.seal_slice;
+                let src = self.outside_transaction("seal a round", |conn| {
+                    id_slices(conn, Side::Src, depth + 1, slice)
+                })?;
+                vec![(Side::Src, src)]
+            }
+        };
         let base = self.next_seq;
         let metrics = metrics.to_string();
         let case_folding = side == Side::Src && self.dst_case_insensitive()?;
@@ -261,23 +271,15 @@ impl Writer {
         // together or not at all. (The comparison commits slice by slice
         // before it: a seal run again after a crash finds what is compared
         // and compares the rest.)
-        let slice = self.seal_slice;
         let (done, used) = self.in_transaction("seal a round", |conn| {
-            let used = match side {
-                Side::Src => {
-                    let used = if case_folding {
-                        exclude_case_clashes(conn, depth + 1, base)?
-                    } else {
-                        0
-                    };
-                    replace_depth_stats(conn, &[Side::Src], depth + 1, slice)?;
-                    used
-                }
-                Side::Dst => {
-                    replace_depth_stats(conn, &Side::BOTH, depth + 1, slice)?;
-                    0
-                }
+            // (Case folding is the source's, before its children are
+            // listed.)
+            let used = if case_folding {
+                exclude_case_clashes(conn, depth + 1, base)?
+            } else {
+                0
             };
+            replace_depth_stats(conn, &slices, depth + 1)?;
             tracing::debug!(
                 %side,
                 depth,

@@ -89,8 +89,9 @@ impl DepthStats {
     }
 }
 
-/// Recomputes every statistic of `sides` at `depth` from their nodes and
-/// their latest comparison, replacing the old rows: sealing a round twice
+/// Recomputes every statistic of the sides in `slices` at `depth` from
+/// their nodes (by the slices of their ids given) and their latest
+/// comparison, replacing the old rows: sealing a round twice
 /// (a resume) never double-counts. One small aggregate by side, kind and
 /// status, with the keys derived here: a statement with a filtered
 /// aggregate per key cost about 5 ms more to plan, on every seal, than it
@@ -99,17 +100,12 @@ impl DepthStats {
 /// peaked 5-7 MiB higher on a 1M-node tree.)
 pub(super) fn replace_depth_stats(
     conn: &Connection,
-    sides: &[Side],
+    slices: &[(Side, Slices)],
     depth: u32,
-    slice: i64,
 ) -> Result<(), duckdb::Error> {
     // One slice of each side's ids per statement (see `id_slices`): on a
     // round of millions of nodes, the latest comparison of every node at
     // once ran out of the store's memory limit.
-    let slices = sides
-        .iter()
-        .map(|&side| Ok((side, id_slices(conn, side, depth, slice)?)))
-        .collect::<Result<Vec<_>, duckdb::Error>>()?;
     let statements = slices.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
     let mut stats: [DepthStats; 2] = Default::default();
     for i in 0..statements {
@@ -139,7 +135,7 @@ pub(super) fn replace_depth_stats(
             stats[at].add(row.get(1)?, status, row.get(3)?, row.get(4)?, row.get(5)?);
         }
     }
-    for &side in sides {
+    for &(side, _) in slices {
         conn.execute(
             &format!("DELETE FROM {side}_stats WHERE depth = {depth}"),
             [],
