@@ -225,6 +225,9 @@ pub struct Capabilities {
     /// How an empty folder is held.
     pub folders: FolderKeeping,
     /// A write can refuse, atomically, to replace an item already there.
+    /// Where this is false a write that is not to replace still refuses
+    /// to replace what is there when it looks, but a writer of the same
+    /// name at that instant can be replaced.
     pub create_new: bool,
     /// Items can be renamed (moved aside, into quarantine).
     pub rename: bool,

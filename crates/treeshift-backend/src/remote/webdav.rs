@@ -6,8 +6,11 @@
 //! final name, looking complete. So the data goes to the copy's temporary
 //! name first (with the mtime as a property, which a MOVE carries along),
 //! and one MOVE puts it in place: `Overwrite: F` where the plan creates
-//! (the server refuses, atomically, if something took the name), `T`
-//! where it replaces.
+//! (the server refuses if something took the name), `T` where it
+//! replaces. That refusal is not atomic with the move on every server:
+//! wsgidav checks whether the name is taken, then renames over it, so a
+//! writer that takes the name in between is replaced. The capabilities
+//! say so (no atomic create-new).
 //!
 //! OpenDAL sends a WebDAV file in one request from one buffer, so a file
 //! is held in memory while it goes up; files above the location's
@@ -64,7 +67,9 @@ impl Webdav {
             file_ids: false,
             xattrs: false,
             folders: FolderKeeping::Real,
-            create_new: true,
+            // `Overwrite: F` is checked before the move, not with it (see
+            // the module documentation).
+            create_new: false,
             rename: false,
             max_name_bytes: Some(255),
             max_path_bytes: None,
