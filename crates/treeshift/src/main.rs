@@ -28,6 +28,22 @@ use treeshift_lifecycle::{
 };
 use treeshift_store::{OpenMode, ReviewSelect, Store, StoreError, StoreHandle};
 
+/// Makes glibc give every allocation of 1 MiB or more its own mapping,
+/// returned to the system when freed. By default glibc raises that
+/// threshold to the largest block freed so far, after which the 8 MiB
+/// buffers of uploads come from per-thread arenas that keep them when
+/// freed: with 32 transfer threads, a copy of large files to S3 peaked at
+/// about three times the memory it had in use (docs/BENCHMARKS.md).
+#[allow(unsafe_code)]
+fn return_large_blocks_at_once() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt changes a setting of the allocator; it is called
+    // first in main, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 /// Process exit codes of the CLI contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Exit {
@@ -46,6 +62,7 @@ enum Exit {
 }
 
 fn main() -> ExitCode {
+    return_large_blocks_at_once();
     let cli = Cli::parse();
     let udp = match cli.log_udp.map(logging::UdpSink::new).transpose() {
         Ok(sink) => sink.map(|s| (s, cli.log_udp_level.level())),

@@ -32,11 +32,13 @@ use treeshift_core::{Entry, Kind, Meta, RelPath};
 /// (S3 wants parts of at least 5 MiB): a file up to this size is one PUT.
 const CHUNK: usize = 8 << 20;
 
-/// Multipart uploads in flight at once. Each holds up to two parts in
-/// memory (one filling while the other goes up), so this caps what large
-/// files cost however many transfers run; files within one part are not
-/// held back (see docs/BENCHMARKS.md).
-const LARGE_UPLOADS: u64 = 4;
+/// Multipart uploads in flight at once. Each holds a few parts in memory
+/// (the one being read, and those OpenDAL has taken and not yet sent:
+/// about 23 MiB an upload, measured), so this caps what large files cost
+/// however many transfers run; files within one part are not held back.
+/// Two keep a copy of large files within the memory target, four did not
+/// (docs/BENCHMARKS.md).
+const LARGE_UPLOADS: u64 = 2;
 
 /// A tree in remote storage, under a prefix.
 pub struct RemoteBackend {
