@@ -289,7 +289,12 @@ fn contract_on_one_backend() {
     // Two writers of one new name: one wins, the other finds it taken,
     // and the file holds the winner's data whole. Only where the backend
     // promises it: WebDAV's refusal is checked before its move, not with
-    // it, and its capabilities say so.
+    // it, and its capabilities say so; every other backend here promises.
+    assert_eq!(
+        caps.create_new,
+        !location.starts_with("webdav"),
+        "{location}: atomic create-new"
+    );
     if caps.create_new {
         create_new_race(w, b);
     } else {
