@@ -5,7 +5,7 @@ use crate::coordinator::Gate;
 use crate::progress::DiscoveryProgress;
 use crate::worker::Lister;
 use crate::{Cancel, EngineError};
-use crossbeam_channel::bounded;
+use crossbeam_channel::{TrySendError, bounded};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -308,6 +308,12 @@ impl SideRunner<'_> {
         children_found: &AtomicU64,
     ) -> Result<(), EngineError> {
         let mut round = first;
+        // The source's round listed and not yet sealed: it is sealed while
+        // the workers list the next one (its first tasks handed out), so
+        // they do not wait for the store's statements between rounds. The
+        // destination's next round depends on its seal (the comparison
+        // decides which folders are listed), so it seals first.
+        let mut unsealed: Option<(u32, serde_json::Value)> = None;
         loop {
             if self.side == Side::Dst && self.gate.wait_for_dst(round).is_err() {
                 return Ok(());
@@ -315,6 +321,12 @@ impl SideRunner<'_> {
             let started = Instant::now();
             children_found.store(0, Ordering::Relaxed);
             let pending = self.store.begin_round(self.side, round)?;
+            if pending == 0
+                && let Some(previous) = unsealed.take()
+                && self.seal(previous)?
+            {
+                return Ok(());
+            }
             self.progress.round_started(self.side, round, pending);
             let mut after = i64::MIN;
             let mut leased = 0u64;
@@ -327,6 +339,22 @@ impl SideRunner<'_> {
                 for task in batch {
                     in_flight.add();
                     leased += 1;
+                    // Once the workers have all they can take, the round
+                    // before is sealed.
+                    let task = match unsealed.take() {
+                        None => task,
+                        Some(previous) => match task_tx.try_send(task) {
+                            Ok(()) => {
+                                unsealed = Some(previous);
+                                continue;
+                            }
+                            Err(TrySendError::Full(task)) => {
+                                self.seal(previous)?;
+                                task
+                            }
+                            Err(TrySendError::Disconnected(task)) => task,
+                        },
+                    };
                     if task_tx.send(task).is_err() {
                         in_flight.finish();
                     }
@@ -334,6 +362,15 @@ impl SideRunner<'_> {
                 if last_batch {
                     break;
                 }
+            }
+            // A round of fewer folders than the workers take at once seals
+            // the one before here. One stopped early leaves it to the run
+            // that resumes (which finds it listed and seals it).
+            if let Some(previous) = unsealed.take()
+                && !stop.load(Ordering::Relaxed)
+                && !self.options.cancel.is_cancelled()
+            {
+                self.seal(previous)?;
             }
             in_flight.wait_idle();
             if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -356,16 +393,27 @@ impl SideRunner<'_> {
                 "workers": self.options.workers,
                 "max_in_flight": in_flight.peak(),
             });
-            let done = self.store.seal_round(self.side, round, metrics)?;
-            tracing::info!(side = %self.side, round, folders = leased, ms = elapsed.as_millis() as u64, done, "round sealed");
-            self.progress.round_sealed(self.side, round, done);
-            if self.side == Side::Src {
-                self.gate.src_sealed(round, done);
-            }
-            if done {
-                return Ok(());
+            tracing::info!(side = %self.side, round, folders = leased, ms = elapsed.as_millis() as u64, "round listed");
+            match self.side {
+                Side::Src => unsealed = Some((round, metrics)),
+                Side::Dst => {
+                    if self.seal((round, metrics))? {
+                        return Ok(());
+                    }
+                }
             }
             round += 1;
         }
+    }
+
+    /// Seals a listed round; returns true if the side is done.
+    fn seal(&self, (round, metrics): (u32, serde_json::Value)) -> Result<bool, EngineError> {
+        let done = self.store.seal_round(self.side, round, metrics)?;
+        tracing::info!(side = %self.side, round, done, "round sealed");
+        self.progress.round_sealed(self.side, round, done);
+        if self.side == Side::Src {
+            self.gate.src_sealed(round, done);
+        }
+        Ok(done)
     }
 }

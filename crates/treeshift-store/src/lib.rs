@@ -976,8 +976,11 @@ impl StoreHandle {
     }
 
     /// Starts (or restarts) round `depth` of `side`: drops children of any
-    /// folder of this round whose listing never finished, then prepares the
-    /// round's frontier. Returns how many folders are pending.
+    /// folder of this round whose listing never finished, excludes (on the
+    /// source, with a case-insensitive destination) names that clash by
+    /// case at this depth, then prepares the round's frontier. Returns how
+    /// many folders are pending. The source's round `depth` begins before
+    /// round `depth - 1` is sealed.
     pub fn begin_round(&self, side: Side, depth: u32) -> Result<u64, StoreError> {
         self.call(move |w| w.begin_round(side, depth))
     }
@@ -995,7 +998,8 @@ impl StoreHandle {
 
     /// Seals round `depth` of `side`: statistics, comparison (destination
     /// rounds), and the round marker, in one transaction. Returns true if
-    /// the side has nothing left to list. `metrics` is stored in
+    /// the side has nothing left to list. A source round is sealed once the
+    /// next one has begun (see [`StoreHandle::begin_round`]). `metrics` is stored in
     /// `queue_stats` as measured by the caller.
     pub fn seal_round(
         &self,

@@ -172,6 +172,60 @@ fn a_listing_cut_short_is_discarded_and_seals_are_idempotent() {
     store.close().unwrap();
 }
 
+#[test]
+fn a_run_killed_while_the_next_source_round_lists_before_the_seal_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.duckdb");
+    let folder = |name: &str| entry(name.as_bytes(), Kind::Folder, 0);
+    let (store, root) = source_root_to_list(&path);
+    let h = store.handle();
+    h.record_children(
+        Side::Src,
+        &root,
+        vec![folder("a"), folder("b"), file("f", 1)],
+        None,
+    )
+    .unwrap();
+    h.folder_listed(Side::Src, &root, 1).unwrap();
+    // As the engine does it: round 1 begins and lists before round 0 is
+    // sealed; `a` is listed, `b` half listed (committed, no `listed`
+    // event), and the run dies before round 0's seal.
+    assert_eq!(h.begin_round(Side::Src, 1).unwrap(), 2);
+    let tasks = h.pull(Side::Src, i64::MIN, 10).unwrap();
+    let (a, b) = (&tasks[0], &tasks[1]);
+    h.record_children(Side::Src, a, vec![file("a1", 10)], None)
+        .unwrap();
+    h.folder_listed(Side::Src, a, 1).unwrap();
+    h.record_children(Side::Src, b, vec![file("b1", 100)], None)
+        .unwrap();
+    h.flush().unwrap();
+    drop(h);
+    drop(store);
+
+    // The resumed run: round 0 has nothing left to list and is sealed once
+    // round 1 begins, which finds `b`'s listing cut short and lists it again.
+    let store = open_state(&path);
+    let h = store.handle();
+    assert_eq!(h.progress().unwrap().src_sealed, None);
+    assert_eq!(h.begin_round(Side::Src, 0).unwrap(), 0);
+    assert_eq!(h.begin_round(Side::Src, 1).unwrap(), 1, "only b is pending");
+    assert!(!h.seal_round(Side::Src, 0, serde_json::json!({})).unwrap());
+    let b = h.pull(Side::Src, i64::MIN, 10).unwrap().remove(0);
+    assert_eq!(b.path.as_bytes(), b"b");
+    h.record_children(Side::Src, &b, vec![file("b1", 100), file("b2", 1000)], None)
+        .unwrap();
+    h.folder_listed(Side::Src, &b, 1).unwrap();
+    assert_eq!(h.begin_round(Side::Src, 2).unwrap(), 0);
+    assert!(h.seal_round(Side::Src, 1, serde_json::json!({})).unwrap());
+    let s = h.summary().unwrap();
+    assert_eq!(
+        (s.src.folders, s.src.files, s.src.bytes),
+        (2, 4, 1 + 10 + 100 + 1000),
+        "b's first, partial listing is gone; nothing counted twice"
+    );
+    store.close().unwrap();
+}
+
 /// The state file at `path`, made or resumed.
 fn open_state(path: &std::path::Path) -> Store {
     Store::open(path, OpenMode::CreateOrResume(Box::new(spec("sim:b"))))

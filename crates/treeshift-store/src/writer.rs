@@ -194,11 +194,12 @@ pub(crate) struct Writer {
     /// after it: the store thread stops, and the next run resumes from the
     /// commits that did land (replayed from the WAL).
     commit_failed: Option<String>,
-    /// Per side, whether a round begun since opening already looked for
-    /// listings cut short. Only an earlier process can leave one (a listing
-    /// that fails in this one is discarded on the spot), so one look after
-    /// opening is enough.
-    cut_short_checked: [bool; 2],
+    /// Per side, how many rounds begun since opening looked for listings
+    /// cut short. Only an earlier process can leave one (a listing that
+    /// fails in this one is discarded on the spot), in the first round it
+    /// resumes or, as the source lists a round while the round before is
+    /// sealed, in the round after; so the first two rounds look.
+    cut_short_checked: [u8; 2],
     /// Held shared by each read on a reader thread, and exclusively by
     /// every commit (see [`Writer::in_transaction`]).
     pub(crate) gate: Gate,

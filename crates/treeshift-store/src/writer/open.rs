@@ -92,7 +92,7 @@ impl Writer {
             memory_limit_mb,
             seal_slice: seal_slice(),
             commit_failed: None,
-            cut_short_checked: [false; 2],
+            cut_short_checked: [0; 2],
             gate: Gate::default(),
         };
         let (has_meta, tables) = writer.tables()?;

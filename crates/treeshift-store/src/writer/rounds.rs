@@ -133,7 +133,9 @@ impl Writer {
         // of this round that has no `list` event and no recorded position;
         // it is listed again. One with a position keeps the children up to
         // it (committed with it) and lists on from there.
-        let look = !std::mem::replace(&mut self.cut_short_checked[ix(side)], true);
+        let looked = &mut self.cut_short_checked[ix(side)];
+        let look = *looked < 2;
+        *looked = looked.saturating_add(1);
         if look
             && exists(
                 &self.conn,
@@ -161,6 +163,17 @@ impl Writer {
                     [],
                 )
             })?;
+        }
+        // With `--dst-case-insensitive`, among the round's siblings whose
+        // names differ only in letter case, all but the first are excluded
+        // before anything is listed under them (and before the seal of
+        // the round before counts them; see `seal_round`).
+        if side == Side::Src && depth > 0 && self.dst_case_insensitive()? {
+            let base = self.next_seq;
+            let used = self.in_transaction("exclude names that clash by case", |conn| {
+                exclude_case_clashes(conn, depth, base)
+            })?;
+            self.next_seq = base + used;
         }
         let frontier = match side {
             Side::Src => format!(
@@ -264,21 +277,14 @@ impl Writer {
                 vec![(Side::Src, src)]
             }
         };
-        let base = self.next_seq;
         let metrics = metrics.to_string();
-        let case_folding = side == Side::Src && self.dst_case_insensitive()?;
         // One transaction: the round's statistics and its marker land
         // together or not at all. (The comparison commits slice by slice
         // before it: a seal run again after a crash finds what is compared
-        // and compares the rest.)
-        let (done, used) = self.in_transaction("seal a round", |conn| {
-            // (Case folding is the source's, before its children are
-            // listed.)
-            let used = if case_folding {
-                exclude_case_clashes(conn, depth + 1, base)?
-            } else {
-                0
-            };
+        // and compares the rest.) A source round's seal comes after the
+        // next round began (`begin_round` excluded the names that clash
+        // by case among the children counted here).
+        let done = self.in_transaction("seal a round", |conn| {
             replace_depth_stats(conn, &slices, depth + 1)?;
             tracing::debug!(
                 %side,
@@ -317,10 +323,9 @@ impl Writer {
                     set_phase(conn, Phase::Discovered)?;
                 }
             }
-            Ok((done, used))
+            Ok(done)
         })?;
         tracing::debug!(%side, depth, ms = started.elapsed().as_millis() as u64, "seal: committed");
-        self.next_seq = base + used;
         Ok(done)
     }
 }
