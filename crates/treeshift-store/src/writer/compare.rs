@@ -47,16 +47,24 @@ impl Writer {
         self.outside_transaction("compare a round: pair its folders", |conn| {
             conn.execute_batch(&parents)
         })?;
-        let (verdict, src_slices) = self.outside_transaction(what, |conn| {
+        let (verdict, modes, src_slices) = self.outside_transaction(what, |conn| {
             Ok((
                 Comparison::at(conn, n1)?,
+                ParentModes::of(conn)?,
                 id_slices(conn, Side::Src, n1, slice)?,
             ))
         })?;
         for &ids in &src_slices {
             let (base, started) = (self.next_seq, Instant::now());
             self.next_seq += self.in_transaction("compare a slice of a round", |conn| {
-                compare_src_slice(conn, n1, ids, &verdict, base)
+                let mut appended = 0;
+                if modes.missing {
+                    appended += mark_missing_slice(conn, n1, ids, base)?;
+                }
+                if modes.compare {
+                    appended += compare_src_slice(conn, n1, ids, &verdict, base + appended)?;
+                }
+                Ok(appended)
             })?;
             tracing::debug!(
                 ?ids,
@@ -128,9 +136,59 @@ pub(super) fn id_slices(
         .collect())
 }
 
+/// Which kinds of parents a seal has (`seal_parents.mode`): each kind's
+/// statement runs only where there are some. A destination that is empty,
+/// or missing, has only missing parents below its first round, and their
+/// children need no comparison, so no statement that plans one.
+struct ParentModes {
+    missing: bool,
+    compare: bool,
+}
+
+impl ParentModes {
+    fn of(conn: &Connection) -> Result<ParentModes, duckdb::Error> {
+        conn.query_row(
+            "SELECT count(*) FILTER (WHERE mode = 'missing') > 0,                     count(*) FILTER (WHERE mode = 'compare') > 0 FROM seal_parents",
+            [],
+            |r| {
+                Ok(ParentModes {
+                    missing: r.get(0)?,
+                    compare: r.get(1)?,
+                })
+            },
+        )
+    }
+}
+
+/// Marks the source children with ids in `ids` at depth `n1` whose parent
+/// is missing on the destination (or is a file there) as missing, each
+/// not yet classified: they have no destination node to pair with.
+/// Returns the events appended.
+fn mark_missing_slice(
+    conn: &Connection,
+    n1: u32,
+    (lo, hi): (i64, i64),
+    base: i64,
+) -> Result<i64, duckdb::Error> {
+    let appended = conn.execute(
+        &format!(
+            "INSERT INTO src_status_events \
+             SELECT {base} - 1 + row_number() OVER (), c.id, {n1}, 'compare', 'missing', \
+                    'parent folder missing on dst', 1, now() \
+             FROM src_nodes c \
+             WHERE c.depth = {n1} AND c.id BETWEEN {lo} AND {hi} \
+               AND c.parent_id IN (SELECT src_id FROM seal_parents WHERE mode = 'missing') \
+               AND c.id NOT IN (SELECT node_id FROM src_status_events \
+                                WHERE depth = {n1} AND phase = 'compare' AND node_id BETWEEN {lo} AND {hi})"
+        ),
+        [],
+    )?;
+    Ok(appended as i64)
+}
+
 /// Compares the source children with ids in `ids` at depth `n1` whose
-/// parent is in `seal_parents`, each with the destination node of its
-/// path: one event per child not yet classified (at listing, by the
+/// parent is compared in `seal_parents`, each with the destination node
+/// of its path: one event per child not yet classified (at listing, by the
 /// filter or its name), and the same event for the destination node it
 /// pairs with (a pair shares its comparison). Returns the events
 /// appended.
@@ -181,11 +239,10 @@ fn compare_src_slice(
     conn.execute_batch(&format!(
         "CREATE OR REPLACE TEMP TABLE seal_slice AS \
          SELECT c.id AS src_id, d.id AS dst_id, \
-           CASE WHEN p.mode = 'missing' OR d.id IS NULL THEN 'missing' ELSE {status} END AS status, \
-           CASE WHEN p.mode = 'missing' THEN 'parent folder missing on dst' \
-                WHEN d.id IS NULL THEN NULL ELSE {reason} END AS reason \
+           CASE WHEN d.id IS NULL THEN 'missing' ELSE {status} END AS status, \
+           CASE WHEN d.id IS NULL THEN NULL ELSE {reason} END AS reason \
          FROM src_nodes c \
-         JOIN seal_parents p ON p.src_id = c.parent_id \
+         JOIN seal_parents p ON p.src_id = c.parent_id AND p.mode = 'compare' \
          LEFT JOIN (SELECT * FROM dst_nodes d WHERE d.depth = {n1} AND d.parent_id IN \
                       (SELECT p.dst_id FROM seal_parents p WHERE p.src_id IN {parents})) d \
            ON d.rel_path = c.rel_path {pv_join} {w_join} \
