@@ -198,14 +198,10 @@ fn a_run_killed_while_the_next_source_round_lists_before_the_seal_resumes_exactl
     h.folder_listed(Side::Src, a, 1).unwrap();
     h.record_children(Side::Src, b, vec![file("b1", 100)], None)
         .unwrap();
-    h.flush().unwrap();
-    drop(h);
-    drop(store);
-
+    let store = killed_and_resumed(&path, store, h);
+    let h = store.handle();
     // The resumed run: round 0 has nothing left to list and is sealed once
     // round 1 begins, which finds `b`'s listing cut short and lists it again.
-    let store = open_state(&path);
-    let h = store.handle();
     assert_eq!(h.progress().unwrap().src_sealed, None);
     assert_eq!(h.begin_round(Side::Src, 0).unwrap(), 0);
     assert_eq!(h.begin_round(Side::Src, 1).unwrap(), 1, "only b is pending");
@@ -224,6 +220,15 @@ fn a_run_killed_while_the_next_source_round_lists_before_the_seal_resumes_exactl
         "b's first, partial listing is gone; nothing counted twice"
     );
     store.close().unwrap();
+}
+
+/// Commits what `store` buffered and ends its run there, leaving the rows
+/// a kill right after that commit would; then the next run opens the file.
+fn killed_and_resumed(path: &std::path::Path, store: Store, h: StoreHandle) -> Store {
+    h.flush().unwrap();
+    drop(h);
+    drop(store);
+    open_state(path)
 }
 
 /// The state file at `path`, made or resumed.
@@ -257,13 +262,9 @@ fn a_listing_cut_short_after_a_recorded_position_resumes_after_it() {
         .unwrap();
     h.record_children(Side::Src, &root, vec![file("c", 3)], Some(b"c".to_vec()))
         .unwrap();
-    h.flush().unwrap();
-    drop(h);
-    drop(store);
-
-    // The next run keeps what was committed and lists on after `c`.
-    let store = open_state(&path);
+    let store = killed_and_resumed(&path, store, h);
     let h = store.handle();
+    // The next run keeps what was committed and lists on after `c`.
     assert_eq!(h.begin_round(Side::Src, 0).unwrap(), 1);
     let root = h.pull(Side::Src, i64::MIN, 10).unwrap().remove(0);
     assert_eq!(root.resume_after.as_deref(), Some(&b"c"[..]));
@@ -287,10 +288,7 @@ fn a_listing_started_over_forgets_its_positions() {
         .unwrap();
     // A retry of a storage that cannot resume starts the folder over.
     h.discard_children(Side::Src, &root).unwrap();
-    h.flush().unwrap();
-    drop(h);
-    drop(store);
-    let store = open_state(&path);
+    let store = killed_and_resumed(&path, store, h);
     let h = store.handle();
     h.begin_round(Side::Src, 0).unwrap();
     let root = h.pull(Side::Src, i64::MIN, 10).unwrap().remove(0);
