@@ -148,7 +148,8 @@ struct ParentModes {
 impl ParentModes {
     fn of(conn: &Connection) -> Result<ParentModes, duckdb::Error> {
         conn.query_row(
-            "SELECT count(*) FILTER (WHERE mode = 'missing') > 0,                     count(*) FILTER (WHERE mode = 'compare') > 0 FROM seal_parents",
+            "SELECT count(*) FILTER (WHERE mode = 'missing') > 0, \
+                    count(*) FILTER (WHERE mode = 'compare') > 0 FROM seal_parents",
             [],
             |r| {
                 Ok(ParentModes {
