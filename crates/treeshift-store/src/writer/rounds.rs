@@ -46,17 +46,24 @@ impl Writer {
                 return mark_discovering(conn);
             };
             insert_root("dst_nodes", dst_id, dst_root)?;
-            // Both roots take the pair's status, as every other pair.
+            // Both roots take the pair's status, as every other pair: the
+            // comparison is planned once (its planning is most of its cost).
+            let (status, reason): (String, Option<String>) = conn.query_row(
+                &format!(
+                    "SELECT {status}, {reason} \
+                     FROM src_nodes c JOIN dst_nodes d ON d.depth = 0 {pv_join} WHERE c.depth = 0",
+                    status = verdict.status(),
+                    reason = verdict.reason(),
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             for (table, seq, id) in [("src", s1, src_id), ("dst", s2, dst_id)] {
                 conn.execute(
                     &format!(
-                        "INSERT INTO {table}_status_events \
-                         SELECT {seq}, {id}, 0, 'compare', {status}, {reason}, 1, now() \
-                         FROM src_nodes c JOIN dst_nodes d ON d.depth = 0 {pv_join} WHERE c.depth = 0",
-                        status = verdict.status(),
-                        reason = verdict.reason(),
+                        "INSERT INTO {table}_status_events VALUES (?, ?, 0, 'compare', ?, ?, 1, now())"
                     ),
-                    [],
+                    params![seq, id, status, reason],
                 )?;
             }
             mark_discovering(conn)
