@@ -341,19 +341,19 @@ impl SideRunner<'_> {
                     leased += 1;
                     // Once the workers have all they can take, the round
                     // before is sealed.
-                    let task = match unsealed.take() {
-                        None => task,
-                        Some(previous) => match task_tx.try_send(task) {
-                            Ok(()) => {
-                                unsealed = Some(previous);
-                                continue;
-                            }
+                    let task = if unsealed.is_none() {
+                        task
+                    } else {
+                        match task_tx.try_send(task) {
+                            Ok(()) => continue,
                             Err(TrySendError::Full(task)) => {
-                                self.seal(previous)?;
+                                if let Some(previous) = unsealed.take() {
+                                    self.seal(previous)?;
+                                }
                                 task
                             }
                             Err(TrySendError::Disconnected(task)) => task,
-                        },
+                        }
                     };
                     if task_tx.send(task).is_err() {
                         in_flight.finish();

@@ -136,6 +136,18 @@ pub(super) fn id_slices(
         .collect())
 }
 
+/// A condition on `side`'s node `alias`: it is at depth `n1`, in the
+/// slice of ids `(lo, hi)`, and has no comparison yet (nodes left out at
+/// listing have theirs; a seal run again after a crash skips what a
+/// committed slice classified).
+fn uncompared(side: Side, alias: &str, n1: u32, (lo, hi): (i64, i64)) -> String {
+    format!(
+        "{alias}.depth = {n1} AND {alias}.id BETWEEN {lo} AND {hi} AND {alias}.id NOT IN \
+           (SELECT node_id FROM {side}_status_events \
+            WHERE depth = {n1} AND phase = 'compare' AND node_id BETWEEN {lo} AND {hi})"
+    )
+}
+
 /// Which kinds of parents a seal has (`seal_parents.mode`): each kind's
 /// statement runs only where there are some. A destination that is empty,
 /// or missing, has only missing parents below its first round, and their
@@ -168,7 +180,7 @@ impl ParentModes {
 fn mark_missing_slice(
     conn: &Connection,
     n1: u32,
-    (lo, hi): (i64, i64),
+    ids: (i64, i64),
     base: i64,
 ) -> Result<i64, duckdb::Error> {
     let appended = conn.execute(
@@ -177,10 +189,9 @@ fn mark_missing_slice(
              SELECT {base} - 1 + row_number() OVER (), c.id, {n1}, 'compare', 'missing', \
                     'parent folder missing on dst', 1, now() \
              FROM src_nodes c \
-             WHERE c.depth = {n1} AND c.id BETWEEN {lo} AND {hi} \
-               AND c.parent_id IN (SELECT src_id FROM seal_parents WHERE mode = 'missing') \
-               AND c.id NOT IN (SELECT node_id FROM src_status_events \
-                                WHERE depth = {n1} AND phase = 'compare' AND node_id BETWEEN {lo} AND {hi})"
+             WHERE {uncompared} \
+               AND c.parent_id IN (SELECT src_id FROM seal_parents WHERE mode = 'missing')",
+            uncompared = uncompared(Side::Src, "c", n1, ids),
         ),
         [],
     )?;
@@ -247,9 +258,8 @@ fn compare_src_slice(
          LEFT JOIN (SELECT * FROM dst_nodes d WHERE d.depth = {n1} AND d.parent_id IN \
                       (SELECT p.dst_id FROM seal_parents p WHERE p.src_id IN {parents})) d \
            ON d.rel_path = c.rel_path {pv_join} {w_join} \
-         WHERE c.depth = {n1} AND c.id BETWEEN {lo} AND {hi} AND c.id NOT IN \
-           (SELECT node_id FROM src_status_events \
-            WHERE depth = {n1} AND phase = 'compare' AND node_id BETWEEN {lo} AND {hi})"
+         WHERE {uncompared}",
+        uncompared = uncompared(Side::Src, "c", n1, (lo, hi)),
     ))?;
     let src_events = conn.execute(
         &format!(
@@ -282,7 +292,7 @@ fn compare_src_slice(
 fn classify_dst_slice(
     conn: &Connection,
     n1: u32,
-    (lo, hi): (i64, i64),
+    ids: (i64, i64),
     any_excluded: bool,
     base: i64,
 ) -> Result<i64, duckdb::Error> {
@@ -307,10 +317,8 @@ fn classify_dst_slice(
         &format!(
             "INSERT INTO dst_status_events \
              SELECT {base} - 1 + row_number() OVER (), d.id, {n1}, 'compare', {status}, {reason}, 1, now() \
-             FROM dst_nodes d {excluded_join} \
-             WHERE d.depth = {n1} AND d.id BETWEEN {lo} AND {hi} AND d.id NOT IN \
-               (SELECT node_id FROM dst_status_events \
-                WHERE depth = {n1} AND phase = 'compare' AND node_id BETWEEN {lo} AND {hi})"
+             FROM dst_nodes d {excluded_join} WHERE {uncompared}",
+            uncompared = uncompared(Side::Dst, "d", n1, ids),
         ),
         [],
     )?;
