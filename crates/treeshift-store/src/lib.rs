@@ -18,6 +18,7 @@
 //!   is sealed (replace, never increment), so a resumed or repeated round
 //!   never double-counts.
 
+mod backlog;
 mod error;
 mod reader;
 mod schema;
@@ -26,7 +27,8 @@ mod writer;
 pub use error::StoreError;
 pub use schema::SCHEMA_VERSION;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use backlog::Backlog;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use reader::{Readers, ReadersHandle};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -480,6 +482,8 @@ pub struct Store {
 #[derive(Clone)]
 pub struct StoreHandle {
     tx: Sender<Request>,
+    /// Rows in `tx` not yet taken by the store thread.
+    backlog: Arc<Backlog>,
     fault: Arc<Mutex<Option<String>>>,
     /// Set when the store thread has ended, however it ended.
     ended: Arc<AtomicBool>,
@@ -611,8 +615,7 @@ pub enum OpenMode {
     Existing,
 }
 
-/// Rows the channel to the store thread holds at most (each message carries
-/// up to a few thousand children), bounding memory when storage is slow.
+/// Reads the reader threads' queue holds at most.
 pub(crate) const CHANNEL_CAPACITY: usize = 16;
 
 /// The `meta` flag set when the destination cannot hold symlinks.
@@ -645,7 +648,10 @@ impl Store {
     /// Opens (or creates) the state file at `path` and starts its thread.
     /// Returns the store and whether the file already held this migration.
     pub fn open(path: &Path, mode: OpenMode) -> Result<(Store, bool), StoreError> {
-        let (tx, rx) = bounded(CHANNEL_CAPACITY);
+        // Unbounded in messages: the backlog bounds it in rows.
+        let (tx, rx) = unbounded();
+        let backlog = Arc::new(Backlog::default());
+        let thread_backlog = Arc::clone(&backlog);
         let (ready_tx, ready_rx) = bounded(1);
         let fault = Arc::new(Mutex::new(None));
         let thread_fault = Arc::clone(&fault);
@@ -660,7 +666,14 @@ impl Store {
             .spawn(move || {
                 let _in_span = span.enter();
                 let _ended = thread_ended;
-                run(owned_path, mode, rx, ready_tx, thread_fault)
+                run(
+                    owned_path,
+                    mode,
+                    rx,
+                    &thread_backlog,
+                    ready_tx,
+                    thread_fault,
+                )
             })
             .map_err(|e| StoreError::Thread(e.to_string()))?;
         let (resumed, connections, gate) = match ready_rx.recv() {
@@ -679,6 +692,7 @@ impl Store {
         let readers = Readers::start(connections, &gate)?;
         let handle = StoreHandle {
             tx,
+            backlog,
             fault,
             ended,
             path: Arc::new(path.to_path_buf()),
@@ -739,6 +753,7 @@ fn run(
     path: PathBuf,
     mode: OpenMode,
     rx: Receiver<Request>,
+    backlog: &Backlog,
     ready: Sender<Result<Opened, StoreError>>,
     fault: Arc<Mutex<Option<String>>>,
 ) {
@@ -759,7 +774,7 @@ fn run(
             return;
         }
     };
-    if let Err(e) = writer.serve(&rx) {
+    if let Err(e) = writer.serve(&rx, backlog) {
         // Not logged as an error: every caller gets it from now on, and
         // the command reports it once.
         tracing::debug!(error = %e, "state store stopped");
@@ -778,6 +793,9 @@ impl StoreHandle {
     }
 
     fn send(&self, req: Request) -> Result<(), StoreError> {
+        if !self.backlog.add(req.rows(), &self.ended) {
+            return Err(self.stopped());
+        }
         self.tx.send(req).map_err(|_| self.stopped())
     }
 

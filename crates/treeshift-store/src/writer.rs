@@ -14,6 +14,7 @@
 //!
 //! The submodules share this file's imports (`use super::*`).
 
+use crate::backlog::Backlog;
 use crate::error::{Context, is_out_of_memory};
 use crate::schema::{
     CREATE, FOLDER, LEFT_OUT, SCHEMA_VERSION, UPGRADE_FROM_2, UPGRADE_NODES_FROM_2,
@@ -90,6 +91,18 @@ pub(crate) enum Request {
     Logs(Vec<LogRecord>),
     Call(Call),
     Stop,
+}
+
+impl Request {
+    /// What the message weighs in the channel's backlog (see `backlog`).
+    pub(crate) fn rows(&self) -> usize {
+        match self {
+            Request::Children { children, .. } => children.len().max(1),
+            Request::Logs(records) => records.len().max(1),
+            Request::Listed { .. } | Request::Call(_) => 1,
+            Request::Stop => 0,
+        }
+    }
 }
 
 fn ix(side: Side) -> usize {
@@ -302,13 +315,21 @@ impl Writer {
 
     /// Serves requests until told to stop. Commits buffered rows when enough
     /// piled up or the oldest waited long enough.
-    pub(crate) fn serve(&mut self, rx: &Receiver<Request>) -> Result<(), StoreError> {
+    pub(crate) fn serve(
+        &mut self,
+        rx: &Receiver<Request>,
+        backlog: &Backlog,
+    ) -> Result<(), StoreError> {
         loop {
             let wait = match self.buf.since {
                 Some(t) => FLUSH_INTERVAL.saturating_sub(t.elapsed()),
                 None => Duration::from_secs(3600),
             };
-            match rx.recv_timeout(wait) {
+            let received = rx.recv_timeout(wait);
+            if let Ok(request) = &received {
+                backlog.remove(request.rows());
+            }
+            match received {
                 Ok(Request::Children {
                     side,
                     parent_id,
