@@ -5,15 +5,17 @@
 //! Counting messages instead would bound the channel to a few messages:
 //! enough for a few large chunks, but with many listings in flight each
 //! sends small ones, and they all stop whenever the store thread commits
-//! a batch, until it reads again. Counted in rows, the same memory holds
-//! what a thousand small listings send meanwhile.
+//! a batch, until it reads again. Counted in rows, a quarter of the memory
+//! the sixteen messages could hold takes what a few hundred small
+//! listings send meanwhile.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-/// Rows the channel holds at most: about what sixteen full chunks of
-/// children hold (the bound when it counted messages).
+/// Rows the channel holds at most: four full chunks of children, where
+/// sixteen messages could be sixteen (bench/inflight.sh ran as fast with
+/// 32,768).
 pub(crate) const BACKLOG_ROWS: usize = 8_192;
 
 /// How often a sender waiting for room looks whether the store thread has
