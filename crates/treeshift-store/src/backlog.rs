@@ -9,18 +9,14 @@
 //! the sixteen messages could hold takes what a few hundred small
 //! listings send meanwhile.
 
+use crate::ENDED_POLL;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
 
 /// Rows the channel holds at most: four full chunks of children, where
 /// sixteen messages could be sixteen (bench/inflight.sh ran as fast with
 /// 32,768).
 pub(crate) const BACKLOG_ROWS: usize = 8_192;
-
-/// How often a sender waiting for room looks whether the store thread has
-/// ended.
-const ENDED_POLL: Duration = Duration::from_millis(100);
 
 /// Rows sent and not yet taken by the store thread.
 #[derive(Default)]
@@ -63,6 +59,7 @@ impl Backlog {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::time::Duration;
 
     #[test]
     fn a_sender_waits_for_room_and_gives_up_once_the_store_thread_ended() {
