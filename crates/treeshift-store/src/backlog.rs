@@ -13,9 +13,9 @@ use crate::ENDED_POLL;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
-/// Rows the channel holds at most: four full chunks of children, where
-/// sixteen messages could be sixteen (bench/inflight.sh ran as fast with
-/// 32,768).
+/// Rows the channel holds at most: four full chunks of children (the
+/// sixteen messages it held before could be sixteen full chunks).
+/// bench/inflight.sh ran as fast with 32,768.
 pub(crate) const BACKLOG_ROWS: usize = 8_192;
 
 /// Rows sent and not yet taken by the store thread.
