@@ -204,6 +204,9 @@ pub enum ListStatus {
 }
 
 impl ListStatus {
+    /// Every status.
+    pub const ALL: [ListStatus; 2] = [ListStatus::Listed, ListStatus::Failed];
+
     /// Lower-case name, as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -219,6 +219,13 @@ pub enum VerifyStatus {
 }
 
 impl VerifyStatus {
+    /// Every status.
+    pub const ALL: [VerifyStatus; 3] = [
+        VerifyStatus::Verified,
+        VerifyStatus::Mismatch,
+        VerifyStatus::Failed,
+    ];
+
     /// Stable lower-case name, as recorded in the events.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,8 +1,65 @@
 //! The schema of a state file and its version check.
 
+use treeshift_core::{CopyStatus, ListStatus, Status, VerifyStatus};
+
 /// The schema this build writes and reads. A file with another version is
 /// refused with a clear error instead of being misread.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
+
+/// The phases of status events: a folder's listing, a node's comparison,
+/// an item's copy and verification, and a copied folder's dates set.
+pub const EVENT_PHASES: [&str; 5] = ["list", "compare", "copy", "verify", "dated"];
+
+/// Event statuses no enum of `treeshift_core` names: a failed folder put
+/// back in the listing queue by a retry sweep, and a folder's dates set.
+const OTHER_EVENT_STATUSES: [&str; 2] = ["requeued", "set"];
+
+/// Every status an event can have, each once.
+pub fn event_statuses() -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = Status::ALL.iter().map(|s| s.as_str()).collect();
+    all.extend(ListStatus::ALL.iter().map(|s| s.as_str()));
+    all.extend(CopyStatus::ALL.iter().map(|s| s.as_str()));
+    all.extend(VerifyStatus::ALL.iter().map(|s| s.as_str()));
+    all.extend(OTHER_EVENT_STATUSES);
+    let mut seen = std::collections::HashSet::new();
+    all.retain(|s| seen.insert(*s));
+    all
+}
+
+/// The types of the event tables' `phase` and `status` columns: DuckDB
+/// enums, stored as one byte each and read as their names, so a user who
+/// opens the file still sees `missing`, not a code. Comparing and
+/// grouping by a byte instead of a string is what every seal does most
+/// (measured in BENCHMARKS.md). A status added later needs a new schema
+/// version, which converts these columns.
+pub fn event_types() -> String {
+    let list = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "CREATE TYPE event_phase AS ENUM ({}); CREATE TYPE event_status AS ENUM ({});",
+        list(&EVENT_PHASES),
+        list(&event_statuses())
+    )
+}
+
+/// Brings a version 3 file to version 4: the event tables' `phase` and
+/// `status` columns become the enums of [`event_types`].
+pub fn upgrade_from_3() -> Vec<String> {
+    let mut statements = vec![event_types()];
+    for side in ["src", "dst"] {
+        for (column, ty) in [("phase", "event_phase"), ("status", "event_status")] {
+            statements.push(format!(
+                "ALTER TABLE {side}_status_events ALTER COLUMN {column} TYPE {ty}"
+            ));
+        }
+    }
+    statements
+}
 
 /// Brings a version 2 file to version 3: the metadata columns (mode,
 /// owners, a digest of the kept extended attributes, and the identity of
@@ -32,7 +89,7 @@ pub const FOLDER: u8 = 0;
 /// list.
 pub const LEFT_OUT: &str = "('excluded', 'invalid-name')";
 
-/// Tables of a new state file. `copy_plan` is the approved plan: one row per
+/// Tables of a new state file, after [`event_types`]. `copy_plan` is the approved plan: one row per
 /// source item discovery found missing, differing or in conflict, with the
 /// action the approved policy gives it and what the destination held;
 /// copy and verify statuses are events (phases `copy`, `verify`) on the
@@ -73,12 +130,12 @@ CREATE TABLE dst_nodes (
 );
 CREATE TABLE src_status_events (
     seq BIGINT NOT NULL, node_id BIGINT NOT NULL, depth INTEGER NOT NULL,
-    phase VARCHAR NOT NULL, status VARCHAR NOT NULL, reason VARCHAR,
+    phase event_phase NOT NULL, status event_status NOT NULL, reason VARCHAR,
     attempt INTEGER NOT NULL, recorded_at TIMESTAMP NOT NULL
 );
 CREATE TABLE dst_status_events (
     seq BIGINT NOT NULL, node_id BIGINT NOT NULL, depth INTEGER NOT NULL,
-    phase VARCHAR NOT NULL, status VARCHAR NOT NULL, reason VARCHAR,
+    phase event_phase NOT NULL, status event_status NOT NULL, reason VARCHAR,
     attempt INTEGER NOT NULL, recorded_at TIMESTAMP NOT NULL
 );
 CREATE TABLE src_stats (depth INTEGER NOT NULL, key VARCHAR NOT NULL, value BIGINT NOT NULL);

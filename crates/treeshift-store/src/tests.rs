@@ -172,6 +172,69 @@ fn a_listing_cut_short_is_discarded_and_seals_are_idempotent() {
     store.close().unwrap();
 }
 
+/// A state file of schema 3 (statuses as text) is upgraded in place on
+/// open: its statuses read as before, and a seal run again on it neither
+/// fails nor double-counts.
+#[test]
+fn a_schema_3_file_is_upgraded_and_reads_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.duckdb");
+    let (store, root) = source_root_to_list(&path);
+    let h = store.handle();
+    h.record_children(Side::Src, &root, vec![file("a", 1), file("b", 2)], None)
+        .unwrap();
+    h.folder_listed(Side::Src, &root, 1).unwrap();
+    assert!(h.seal_round(Side::Src, 0, serde_json::json!({})).unwrap());
+    assert_eq!(h.begin_round(Side::Dst, 0).unwrap(), 1);
+    let droot = h.pull(Side::Dst, i64::MIN, 10).unwrap().remove(0);
+    h.record_children(Side::Dst, &droot, vec![file("a", 1), file("z", 9)], None)
+        .unwrap();
+    h.folder_listed(Side::Dst, &droot, 1).unwrap();
+    assert!(h.seal_round(Side::Dst, 0, serde_json::json!({})).unwrap());
+    let before = h.summary().unwrap();
+    assert_eq!((before.same, before.missing, before.extra), (1, 1, 1));
+    drop(h);
+    store.close().unwrap();
+    // What schema 3 had: the same tables with text statuses.
+    {
+        let conn = duckdb::Connection::open(&path).unwrap();
+        for side in ["src", "dst"] {
+            for column in ["phase", "status"] {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE {side}_status_events ALTER COLUMN {column} TYPE VARCHAR"
+                ))
+                .unwrap();
+            }
+        }
+        conn.execute_batch(
+            "DROP TYPE event_phase; DROP TYPE event_status; \
+             UPDATE meta SET value = '3' WHERE key = 'schema_version'",
+        )
+        .unwrap();
+    }
+    let (store, resumed) =
+        Store::open(&path, OpenMode::CreateOrResume(Box::new(spec("sim:b")))).unwrap();
+    assert!(resumed);
+    let h = store.handle();
+    assert_eq!(h.summary().unwrap(), before);
+    assert!(h.seal_round(Side::Dst, 0, serde_json::json!({})).unwrap());
+    assert_eq!(h.summary().unwrap(), before);
+    drop(h);
+    store.close().unwrap();
+    let conn = duckdb::Connection::open(&path).unwrap();
+    let (version, status_type): (String, String) = conn
+        .query_row(
+            "SELECT (SELECT value FROM meta WHERE key = 'schema_version'), \
+                    (SELECT data_type FROM information_schema.columns \
+                     WHERE table_name = 'dst_status_events' AND column_name = 'status')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION.to_string());
+    assert!(status_type.starts_with("ENUM("), "{status_type}");
+}
+
 #[test]
 fn a_run_killed_while_the_next_source_round_lists_before_the_seal_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ use crate::backlog::Backlog;
 use crate::error::{Context, is_out_of_memory};
 use crate::schema::{
     CREATE, FOLDER, LEFT_OUT, SCHEMA_VERSION, UPGRADE_FROM_2, UPGRADE_NODES_FROM_2,
-    UPGRADE_PLAN_FROM_2,
+    UPGRADE_PLAN_FROM_2, event_types, upgrade_from_3,
 };
 use crate::{
     BelowStatus, BrowseChild, ChildRecord, Failure, FolderTask, LogRecord, MigrationSpec, OpenMode,
@@ -494,9 +494,20 @@ mod tests {
                     .unwrap();
             }
         }
+        // Nor the enums of the event tables (schema 4).
+        for side in ["src", "dst"] {
+            for column in ["phase", "status"] {
+                w.conn
+                    .execute_batch(&format!(
+                        "ALTER TABLE {side}_status_events ALTER COLUMN {column} TYPE VARCHAR"
+                    ))
+                    .unwrap();
+            }
+        }
         w.conn
             .execute_batch(
                 "ALTER TABLE copy_plan DROP COLUMN link_to; \
+                 DROP TYPE event_phase; DROP TYPE event_status; \
                  UPDATE meta SET value = '2' WHERE key = 'schema_version'",
             )
             .unwrap();
@@ -512,7 +523,7 @@ mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .unwrap();
-        assert_eq!((version.as_str(), mode, size), ("3", None, 3));
+        assert_eq!((version, mode, size), (SCHEMA_VERSION.to_string(), None, 3));
     }
 
     fn limit_to(w: &mut Writer, mb: u64, adaptive: bool) {

@@ -182,7 +182,7 @@ impl Writer {
             )
             .ok();
         match found {
-            Some(v) if v == SCHEMA_VERSION.to_string() || v == "2" => Ok(()),
+            Some(v) if v == SCHEMA_VERSION.to_string() || v == "2" || v == "3" => Ok(()),
             Some(v) => {
                 let newer = v
                     .parse::<u32>()
@@ -206,9 +206,10 @@ impl Writer {
         }
     }
 
-    /// Brings a file of the previous schema up to this one, in one
-    /// transaction: the metadata columns, empty for what was discovered
-    /// before (such nodes compare as they did then).
+    /// Brings a file of an earlier schema up to this one, in one
+    /// transaction: from 2, the metadata columns, empty for what was
+    /// discovered before (such nodes compare as they did then); from 3,
+    /// the event tables' statuses as enums.
     pub(super) fn upgrade(&mut self) -> Result<(), StoreError> {
         let version: String = self
             .conn
@@ -218,9 +219,31 @@ impl Writer {
                 |r| r.get(0),
             )
             .context("read the schema version")?;
-        if version != "2" {
-            return Ok(());
-        }
+        let statements = match version.as_str() {
+            "2" => {
+                let mut statements = self.upgrade_from_2()?;
+                statements.extend(upgrade_from_3());
+                statements
+            }
+            "3" => upgrade_from_3(),
+            _ => return Ok(()),
+        };
+        self.in_transaction("upgrade the state file", |conn| {
+            for statement in &statements {
+                conn.execute_batch(statement)?;
+            }
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                params![SCHEMA_VERSION.to_string()],
+            )?;
+            Ok(())
+        })?;
+        tracing::info!(path = %self.path.display(), "state file upgraded from schema {version} to {SCHEMA_VERSION}");
+        Ok(())
+    }
+
+    /// The statements that bring a version 2 file to version 3.
+    fn upgrade_from_2(&self) -> Result<Vec<String>, StoreError> {
         let previous = exists(
             &self.conn,
             "SELECT 1 FROM duckdb_tables() WHERE table_name = 'previous_src_nodes'",
@@ -242,18 +265,7 @@ impl Writer {
                 .iter()
                 .map(|s| s.replace("{t}", "copy_plan")),
         );
-        self.in_transaction("upgrade the state file", |conn| {
-            for statement in &statements {
-                conn.execute_batch(statement)?;
-            }
-            conn.execute(
-                "UPDATE meta SET value = ? WHERE key = 'schema_version'",
-                params![SCHEMA_VERSION.to_string()],
-            )?;
-            Ok(())
-        })?;
-        tracing::info!(path = %self.path.display(), "state file upgraded from schema 2 to {SCHEMA_VERSION}");
-        Ok(())
+        Ok(statements)
     }
 
     pub(crate) fn check_same_migration(&self, spec: &MigrationSpec) -> Result<(), StoreError> {
@@ -310,6 +322,7 @@ impl Writer {
         })
         .to_string();
         self.in_transaction("create the schema", |conn| {
+            conn.execute_batch(&event_types())?;
             conn.execute_batch(CREATE)?;
             conn.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?), ('created_by', ?)",
