@@ -61,6 +61,18 @@ pub struct SftpBackend {
     _key_in_memory: Option<std::fs::File>,
 }
 
+/// Requests waiting on the least busy session at which another is opened.
+/// One session carries many requests at once, so more sessions do not
+/// shorten waits on a long link; they help where one session's channel
+/// window caps a transfer (a file read keeps up to 32 chunks asked for, so
+/// a second large file gets a session of its own) or where the server is
+/// slow to answer (requests pile up). Each costs a key exchange, which
+/// takes the ssh client and server more CPU than a small tree's listing:
+/// opening one whenever every session had a request waiting made a
+/// no-op discovery of 2,000 files over 4 sessions slower than over one
+/// (BENCHMARKS.md).
+const OPEN_ANOTHER_AT: usize = 16;
+
 /// The name of the secret that holds a private key's content.
 pub(crate) const PRIVATE_KEY: &str = "SSH_PRIVATE_KEY";
 
@@ -107,9 +119,9 @@ impl SftpBackend {
         })
     }
 
-    /// A live session: the least busy one, or a new one where all are
-    /// busy and the location allows more (connecting costs a key exchange,
-    /// so a light run keeps to one). A lost session is replaced.
+    /// A live session: the least busy one, or a new one where even that
+    /// one has [`OPEN_ANOTHER_AT`] requests waiting and the location allows
+    /// more. A lost session is replaced.
     fn session(
         &self,
         operation: &'static str,
@@ -129,7 +141,7 @@ impl SftpBackend {
             }
         }
         match (least, free) {
-            (Some(s), _) if s.in_flight() == 0 => return Ok(s),
+            (Some(s), _) if s.in_flight() < OPEN_ANOTHER_AT => return Ok(s),
             (Some(s), None) => return Ok(s),
             (None, None) => free = Some(0),
             _ => {}
