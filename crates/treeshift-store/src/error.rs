@@ -69,7 +69,7 @@ pub enum StoreError {
         /// What the store was doing.
         context: String,
         /// The database's error.
-        cause: duckdb::Error,
+        cause: DbError,
     },
     /// Approval or copy before discovery finished.
     #[error("discovery has not finished (run discover again to finish it)")]
@@ -114,15 +114,50 @@ pub enum StoreError {
     Thread(String),
 }
 
+/// A database's error, in terms that name no database: callers of the
+/// store match on its kind, not on one engine's error type.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("{message}")]
+pub struct DbError {
+    /// What kind of failure it is.
+    pub kind: DbErrorKind,
+    /// The database's own message.
+    pub message: String,
+}
+
+/// What kind of failure a [`DbError`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DbErrorKind {
+    /// The database ran out of its memory limit. The store runs the
+    /// operation again with a higher limit, unless the user set one.
+    OutOfMemory,
+    /// Anything else: the message says what.
+    Other,
+}
+
+impl From<duckdb::Error> for DbError {
+    fn from(e: duckdb::Error) -> DbError {
+        DbError {
+            kind: if is_out_of_memory(&e) {
+                DbErrorKind::OutOfMemory
+            } else {
+                DbErrorKind::Other
+            },
+            message: e.to_string(),
+        }
+    }
+}
+
 /// Whether DuckDB ran out of its memory limit.
 pub(crate) fn is_out_of_memory(e: &duckdb::Error) -> bool {
     e.to_string().contains("Out of Memory")
 }
 
 impl StoreError {
-    /// Whether DuckDB ran out of its memory limit.
+    /// Whether the database ran out of its memory limit.
     pub(crate) fn is_out_of_memory(&self) -> bool {
-        matches!(self, StoreError::Db { cause, .. } if is_out_of_memory(cause))
+        matches!(self, StoreError::Db { cause, .. } if cause.kind == DbErrorKind::OutOfMemory)
     }
 }
 
@@ -142,7 +177,7 @@ impl<T> Context<T> for Result<T, duckdb::Error> {
             }
             StoreError::Db {
                 context,
-                cause: source,
+                cause: source.into(),
             }
         })
     }

@@ -33,7 +33,7 @@ mod schema;
 mod types;
 mod writer;
 
-pub use error::StoreError;
+pub use error::{DbError, DbErrorKind, StoreError};
 pub use handle::StoreHandle;
 pub use schema::SCHEMA_VERSION;
 pub use types::*;
