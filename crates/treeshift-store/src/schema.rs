@@ -8,14 +8,14 @@ pub const SCHEMA_VERSION: u32 = 4;
 
 /// The phases of status events: a folder's listing, a node's comparison,
 /// an item's copy and verification, and a copied folder's dates set.
-pub const EVENT_PHASES: [&str; 5] = ["list", "compare", "copy", "verify", "dated"];
+const EVENT_PHASES: [&str; 5] = ["list", "compare", "copy", "verify", "dated"];
 
 /// Event statuses no enum of `treeshift_core` names: a failed folder put
 /// back in the listing queue by a retry sweep, and a folder's dates set.
 const OTHER_EVENT_STATUSES: [&str; 2] = ["requeued", "set"];
 
 /// Every status an event can have, each once.
-pub fn event_statuses() -> Vec<&'static str> {
+fn event_statuses() -> Vec<&'static str> {
     let mut all: Vec<&'static str> = Status::ALL.iter().map(|s| s.as_str()).collect();
     all.extend(ListStatus::ALL.iter().map(|s| s.as_str()));
     all.extend(CopyStatus::ALL.iter().map(|s| s.as_str()));
@@ -28,10 +28,10 @@ pub fn event_statuses() -> Vec<&'static str> {
 
 /// The types of the event tables' `phase` and `status` columns: DuckDB
 /// enums, stored as one byte each and read as their names, so a user who
-/// opens the file still sees `missing`, not a code. Comparing and
-/// grouping by a byte instead of a string is what every seal does most
-/// (measured in BENCHMARKS.md). A status added later needs a new schema
-/// version, which converts these columns.
+/// opens the file still sees `missing`, not a code. Every seal filters
+/// and groups events by phase and status; on a byte that costs the store
+/// thread less than on a string (BENCHMARKS.md). A status added later
+/// needs a new schema version, which converts these columns.
 pub fn event_types() -> String {
     let list = |names: &[&str]| {
         names
@@ -89,9 +89,10 @@ pub const FOLDER: u8 = 0;
 /// list.
 pub const LEFT_OUT: &str = "('excluded', 'invalid-name')";
 
-/// Tables of a new state file, after [`event_types`]. `copy_plan` is the approved plan: one row per
-/// source item discovery found missing, differing or in conflict, with the
-/// action the approved policy gives it and what the destination held;
+/// Tables of a new state file, made after [`event_types`]. `copy_plan` is
+/// the approved plan: one row per source item discovery found missing,
+/// differing or in conflict, with the action the approved policy gives it
+/// and what the destination held;
 /// copy and verify statuses are events (phases `copy`, `verify`) on the
 /// source's event table. Node tables carry metadata only; statuses
 /// live in the append-only event tables, ordered by `seq` (a counter, never
