@@ -1,6 +1,6 @@
 //! The schema of a state file and its version check.
 
-use treeshift_core::{CopyStatus, ListStatus, Status, VerifyStatus};
+use treeshift_core::{CopyStatus, ListStatus, Side, Status, VerifyStatus};
 
 /// The schema this build writes and reads. A file with another version is
 /// refused with a clear error instead of being misread.
@@ -51,13 +51,32 @@ pub fn event_types() -> String {
 /// `status` columns become the enums of [`event_types`].
 pub fn upgrade_from_3() -> Vec<String> {
     let mut statements = vec![event_types()];
-    for side in ["src", "dst"] {
-        for (column, ty) in [("phase", "event_phase"), ("status", "event_status")] {
-            statements.push(format!(
-                "ALTER TABLE {side}_status_events ALTER COLUMN {column} TYPE {ty}"
-            ));
-        }
-    }
+    statements.extend(retype_events(["event_phase", "event_status"]));
+    statements
+}
+
+/// The event tables' `phase` and `status` columns given the types
+/// `[phase, status]`.
+fn retype_events(types: [&str; 2]) -> Vec<String> {
+    Side::BOTH
+        .iter()
+        .flat_map(|side| {
+            ["phase", "status"]
+                .iter()
+                .zip(types)
+                .map(move |(column, ty)| {
+                    format!("ALTER TABLE {side}_status_events ALTER COLUMN {column} TYPE {ty}")
+                })
+        })
+        .collect()
+}
+
+/// What [`upgrade_from_3`] undoes, for tests that make a file of an
+/// earlier schema: statuses as text, and no enum types.
+#[cfg(test)]
+pub(crate) fn events_as_in_schema_3() -> Vec<String> {
+    let mut statements = retype_events(["VARCHAR", "VARCHAR"]);
+    statements.push("DROP TYPE event_phase; DROP TYPE event_status".into());
     statements
 }
 

@@ -198,19 +198,11 @@ fn a_schema_3_file_is_upgraded_and_reads_as_before() {
     // What schema 3 had: the same tables with text statuses.
     {
         let conn = duckdb::Connection::open(&path).unwrap();
-        for side in ["src", "dst"] {
-            for column in ["phase", "status"] {
-                conn.execute_batch(&format!(
-                    "ALTER TABLE {side}_status_events ALTER COLUMN {column} TYPE VARCHAR"
-                ))
-                .unwrap();
-            }
+        for statement in crate::schema::events_as_in_schema_3() {
+            conn.execute_batch(&statement).unwrap();
         }
-        conn.execute_batch(
-            "DROP TYPE event_phase; DROP TYPE event_status; \
-             UPDATE meta SET value = '3' WHERE key = 'schema_version'",
-        )
-        .unwrap();
+        conn.execute_batch("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+            .unwrap();
     }
     let (store, resumed) =
         Store::open(&path, OpenMode::CreateOrResume(Box::new(spec("sim:b")))).unwrap();

@@ -495,19 +495,12 @@ mod tests {
             }
         }
         // Nor the enums of the event tables (schema 4).
-        for side in ["src", "dst"] {
-            for column in ["phase", "status"] {
-                w.conn
-                    .execute_batch(&format!(
-                        "ALTER TABLE {side}_status_events ALTER COLUMN {column} TYPE VARCHAR"
-                    ))
-                    .unwrap();
-            }
+        for statement in crate::schema::events_as_in_schema_3() {
+            w.conn.execute_batch(&statement).unwrap();
         }
         w.conn
             .execute_batch(
                 "ALTER TABLE copy_plan DROP COLUMN link_to; \
-                 DROP TYPE event_phase; DROP TYPE event_status; \
                  UPDATE meta SET value = '2' WHERE key = 'schema_version'",
             )
             .unwrap();
