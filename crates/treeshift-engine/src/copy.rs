@@ -24,9 +24,7 @@ use treeshift_core::{
     Action, CopyStatus, CopySummary, Entry, Keep, Kind, Meta, Phase, RelPath, Side, Xattr,
     aside_name, mtime_secs, quarantine_path, temp_name,
 };
-use treeshift_store::{
-    CopyEvent, CopyPull, CopyTask, CopyTodo, FolderTime, StoreHandle, WrittenAs,
-};
+use treeshift_state::{CopyEvent, CopyPull, CopyTask, CopyTodo, FolderTime, StateStore, WrittenAs};
 
 /// Tuning of a copy run.
 #[derive(Clone, Debug)]
@@ -85,7 +83,7 @@ impl CopyProgress for crate::NoProgress {}
 /// run left off. Refuses (with [`EngineError::ApprovalRequired`]) when
 /// there is no approval or the plan changed since.
 pub fn copy(
-    store: &StoreHandle,
+    store: &dyn StateStore,
     src: Arc<dyn Backend>,
     dst: Arc<dyn Backend>,
     options: &CopyOptions,
@@ -794,7 +792,7 @@ impl Copier<'_> {
     /// metadata and mtimes, deepest first: last, because writing into a
     /// folder changes its mtime, and a read-only folder must first receive
     /// its contents.
-    fn finish_folders(&self, store: &StoreHandle) -> Result<(), EngineError> {
+    fn finish_folders(&self, store: &dyn StateStore) -> Result<(), EngineError> {
         let mut after = None;
         loop {
             let batch = store.folder_times(after, 2048)?;

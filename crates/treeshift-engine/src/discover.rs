@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use treeshift_backend::{Backend, BackendError, Capabilities, MtimeKeeping, RetryPolicy};
 use treeshift_core::{Entry, Filter, Keep, Kind, RelPath, Side, Summary, xattr_digest};
-use treeshift_store::{FolderTask, StoreError, StoreHandle};
+use treeshift_state::{FolderTask, StateStore, StoreError};
 
 /// Tuning of a discovery run.
 #[derive(Clone, Debug)]
@@ -48,7 +48,7 @@ impl Default for DiscoverOptions {
 /// returns the summary. Safe to call again after any crash: finished rounds
 /// are not redone, and a round cut short is finished.
 pub fn discover(
-    store: &StoreHandle,
+    store: &dyn StateStore,
     src: Arc<dyn Backend>,
     dst: Arc<dyn Backend>,
     filter: &Filter,
@@ -122,7 +122,7 @@ pub fn discover(
 /// Validates the roots and records them, with their metadata, on the
 /// first run.
 fn check_roots(
-    store: &StoreHandle,
+    store: &dyn StateStore,
     src: &dyn Backend,
     dst: &dyn Backend,
     keep: &Keep,
@@ -229,7 +229,7 @@ struct SideRunner<'a> {
     destination: Option<&'a Capabilities>,
     filter: &'a Filter,
     keep: &'a Keep,
-    store: &'a StoreHandle,
+    store: &'a dyn StateStore,
     options: &'a DiscoverOptions,
     retry: &'a RetryPolicy,
     gate: &'a Gate,

@@ -4,7 +4,7 @@
 use thiserror::Error;
 use treeshift_backend::BackendError;
 use treeshift_core::Kind;
-use treeshift_store::StoreError;
+use treeshift_state::StoreError;
 
 /// Why a run stopped.
 #[derive(Debug, Error)]

@@ -1,6 +1,6 @@
 //! The treeshift engine. It reaches storage only through
 //! [`treeshift_backend::Backend`] and state only through
-//! [`treeshift_store::StoreHandle`]; it never sees SQL.
+//! [`treeshift_state::StateStore`]; it never sees SQL.
 //!
 //! [`discover`] walks both trees breadth-first in rounds: each side has a
 //! runner that pulls its round's pending folders from the store in keyset

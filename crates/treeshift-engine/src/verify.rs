@@ -10,7 +10,7 @@ use treeshift_backend::{Backend, BackendError, ErrorKind, Reader};
 use treeshift_core::{
     Keep, Kind, Meta, Phase, VerifyStatus, VerifySummary, mtime_secs, xattr_digest,
 };
-use treeshift_store::{StoreHandle, VerifyEvent, VerifyTask};
+use treeshift_state::{StateStore, VerifyEvent, VerifyTask};
 
 /// Reports verification progress.
 pub trait VerifyProgress: Send + Sync {
@@ -35,7 +35,7 @@ pub struct VerifyOptions {
 
 /// Verifies every copied item.
 pub fn verify(
-    store: &StoreHandle,
+    store: &dyn StateStore,
     src: Arc<dyn Backend>,
     dst: Arc<dyn Backend>,
     options: &VerifyOptions,
@@ -44,7 +44,7 @@ pub fn verify(
     let checksum = options.checksum;
     store
         .approval()?
-        .ok_or_else(|| EngineError::approval(treeshift_store::StoreError::NotApproved))?;
+        .ok_or_else(|| EngineError::approval(treeshift_state::StoreError::NotApproved))?;
     let mut keep = store.migration()?.keep;
     // The copy reported, item by item, what the destination would not hold.
     if store.xattrs_refused()? {

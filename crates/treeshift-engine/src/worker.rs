@@ -8,7 +8,7 @@ use treeshift_core::{
     Filter, Keep, Kind, QUARANTINE_DIR, Side, Status, Verdict, display_bytes, name_problem,
     name_stand_in,
 };
-use treeshift_store::{ChildRecord, Failure, FolderTask, StoreError, StoreHandle};
+use treeshift_state::{ChildRecord, Failure, FolderTask, StateStore, StoreError};
 
 /// Children per message to the store: large enough to amortise the channel,
 /// small enough that a 10-million-child folder streams in bounded memory.
@@ -27,7 +27,7 @@ pub(crate) struct Lister<'a> {
     /// long) is left out as an invalid name, with the reason, instead of
     /// failing at its copy.
     pub destination: Option<&'a Capabilities>,
-    pub store: &'a StoreHandle,
+    pub store: &'a dyn StateStore,
     pub retry: &'a RetryPolicy,
     /// The side's listings can go on from a position
     /// ([`Capabilities::resumable_listing`]): each chunk of children is

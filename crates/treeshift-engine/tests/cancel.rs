@@ -13,7 +13,7 @@ use treeshift_engine::{
     Cancel, CopyOptions, CopyProgress, DiscoverOptions, DiscoveryProgress, EngineError, NoProgress,
     VerifyOptions, copy, discover, verify,
 };
-use treeshift_store::{MigrationSpec, OpenMode, Store, StoreHandle};
+use treeshift_store::{MigrationSpec, OpenMode, StateStore, Store, StoreHandle};
 
 const TREE: &str = "seed=7,depth=3,fanout=4,files=6,latency_us=300";
 

@@ -6,7 +6,9 @@ use treeshift_backend::sim::{SimBackend, expected_counts};
 use treeshift_backend::{Backend, local::LocalBackend};
 use treeshift_core::{Filter, Side, Summary};
 use treeshift_engine::{DiscoverOptions, DiscoveryProgress, NoProgress, discover};
-use treeshift_store::{MigrationSpec, OpenMode, ReviewItem, ReviewSelect, Store, StoreHandle};
+use treeshift_store::{
+    MigrationSpec, OpenMode, ReviewItem, ReviewSelect, StateStore, Store, StoreHandle,
+};
 
 fn run(
     src: Arc<dyn Backend>,

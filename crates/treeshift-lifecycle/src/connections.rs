@@ -7,7 +7,7 @@ use crate::error::{Result, input};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use treeshift_core::{Secret, Secrets, Side};
-use treeshift_store::{StoreHandle, StoredConnection};
+use treeshift_store::{StateStore, StoreHandle, StoredConnection};
 use treeshift_vault::KeySource;
 
 /// What stands for a secret's value in a listing.

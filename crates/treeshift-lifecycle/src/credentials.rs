@@ -9,7 +9,7 @@ use crate::error::{Result, input};
 use std::io::Read;
 use std::path::Path;
 use treeshift_core::{Secrets, Side};
-use treeshift_store::{Keyring, StoreHandle, StoredConnection};
+use treeshift_store::{Keyring, StateStore, StoreHandle, StoredConnection};
 use treeshift_vault::{DataKey, KeyKind, KeySource, WrappedKey};
 
 /// Where the key that opens (or seals) a migration's secrets comes from:

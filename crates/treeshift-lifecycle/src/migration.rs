@@ -17,7 +17,7 @@ use treeshift_engine::{
     Cancel, CopyOptions, CopyProgress, DiscoverOptions, DiscoveryProgress, EngineError,
     VerifyOptions, VerifyProgress,
 };
-use treeshift_store::{MigrationSpec, OpenMode, Store, StoreError, StoreHandle};
+use treeshift_store::{MigrationSpec, OpenMode, StateStore, Store, StoreError, StoreHandle};
 
 /// Requests a second, at most, to each side (remote storage only).
 #[derive(Clone, Copy, Debug, Default)]

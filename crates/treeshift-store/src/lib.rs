@@ -19,24 +19,24 @@
 //!   is sealed (replace, never increment), so a resumed or repeated round
 //!   never double-counts.
 //!
-//! By concern: `types` (what goes in and out), `handle` (every operation,
-//! as a message or a call), `backlog` (the channel's bound), `writer` (the
-//! store thread), `reader` (the reader threads); this file starts and
-//! stops them. `types` and `handle` share this file's imports (`use
-//! super::*`).
+//! By concern: `handle` (every operation of [`StateStore`], as a message
+//! or a call), `backlog` (the channel's bound), `writer` (the store
+//! thread), `reader` (the reader threads), `error` (DuckDB's errors in the
+//! neutral terms of `treeshift-state`); this file starts and stops them.
+//! What goes in and out, and the errors, are `treeshift-state`'s.
 
 mod backlog;
 mod error;
 mod handle;
 mod reader;
 mod schema;
-mod types;
 mod writer;
 
-pub use error::{DbError, DbErrorKind, StoreError};
 pub use handle::StoreHandle;
 pub use schema::SCHEMA_VERSION;
-pub use types::*;
+// The vocabulary, the errors and the trait this store implements, so a
+// caller that opens a DuckDB store needs no second import.
+pub use treeshift_state::*;
 
 use backlog::Backlog;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
@@ -45,10 +45,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use treeshift_core::{
-    Action, Approval, CopyStatus, CopySummary, Entry, Extras, FileId, FilterSpec, Keep, Kind, Meta,
-    Phase, Policy, RelPath, Side, Status, Summary, VerifyStatus, VerifySummary,
+    Approval, CopySummary, Entry, Extras, Phase, Policy, RelPath, Side, Summary, VerifySummary,
 };
 use writer::{Db, Request, Writer};
 

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::error::Context;
-use treeshift_core::{CopyStatus, Entry, Extras, Phase, Policy};
+use treeshift_core::{CopyStatus, Entry, Extras, Kind, Phase, Policy, Status};
 
 fn spec(dst: &str) -> MigrationSpec {
     MigrationSpec {

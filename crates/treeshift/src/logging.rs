@@ -15,7 +15,7 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use treeshift_store::{LogRecord, StoreHandle};
+use treeshift_store::{LogRecord, StateStore, StoreHandle};
 
 /// Records kept in memory while no state file is open (or between
 /// flushes); past this, records are counted as dropped, never block.

@@ -26,7 +26,7 @@ use treeshift_engine::{DiscoveryProgress, EngineError};
 use treeshift_lifecycle::{
     Cancel, DiscoveryRequest, ErrorClass, LifecycleError, Limits, Migration, SecretSource,
 };
-use treeshift_store::{OpenMode, ReviewSelect, Store, StoreError, StoreHandle};
+use treeshift_store::{OpenMode, ReviewSelect, StateStore, Store, StoreError, StoreHandle};
 
 /// Makes glibc give every allocation of 1 MiB or more its own mapping,
 /// returned to the system when freed. By default glibc raises that

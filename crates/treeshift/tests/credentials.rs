@@ -11,7 +11,7 @@ use std::borrow::BorrowMut;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use treeshift_store::{OpenMode, Store};
+use treeshift_store::{OpenMode, StateStore, Store};
 use util::{Rng, bare, bin, make_tree, run_with_kills_by, s, s3_server, sftp_server};
 
 /// A fresh random master key, as `head -c 32 /dev/urandom | base64` makes.

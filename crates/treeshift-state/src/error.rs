@@ -1,0 +1,144 @@
+//! Errors of the state store.
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Everything that can go wrong with a state file.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The file could not be opened as a database.
+    #[error("cannot open state file {path}: {message}")]
+    Open {
+        /// The state file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// Another process holds the file (DuckDB allows one writer).
+    #[error("cannot open state file {path}: {message}")]
+    InUse {
+        /// The state file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The file is a database but not a treeshift state file.
+    #[error("{path} is not a treeshift state file ({detail})")]
+    NotAStateFile {
+        /// The state file.
+        path: PathBuf,
+        /// What was found instead.
+        detail: String,
+    },
+    /// The file was written by a different schema version.
+    #[error(
+        "state file {path} has schema version {found}; this treeshift reads version {expected}{hint}"
+    )]
+    SchemaVersion {
+        /// The state file.
+        path: PathBuf,
+        /// The version in the file.
+        found: String,
+        /// The version this build reads.
+        expected: u32,
+        /// A hint on what to do.
+        hint: &'static str,
+    },
+    /// The file belongs to another source/destination pair or settings.
+    #[error(
+        "state file {path} belongs to another migration ({what}: the file has '{recorded}', this run asks for '{requested}'); use another --state file"
+    )]
+    OtherMigration {
+        /// The state file.
+        path: PathBuf,
+        /// Which setting differs.
+        what: &'static str,
+        /// What the file holds.
+        recorded: String,
+        /// What the caller asked for.
+        requested: String,
+    },
+    /// The file does not exist (commands that only read).
+    #[error("state file {0} does not exist")]
+    Missing(PathBuf),
+    /// A database operation failed. The database's error is part of the
+    /// message and deliberately not a `source`: printing the error chain
+    /// would repeat it.
+    #[error("state store: {context}: {cause}")]
+    Db {
+        /// What the store was doing.
+        context: String,
+        /// The database's error.
+        cause: DbError,
+    },
+    /// Approval or copy before discovery finished.
+    #[error("discovery has not finished (run discover again to finish it)")]
+    NotDiscovered,
+    /// Copy or verify without an approved plan.
+    #[error(
+        "no approved plan: review it (review --state FILE), then approve it (approve --state FILE)"
+    )]
+    NotApproved,
+    /// The plan changed since it was approved (discovery ran again).
+    #[error(
+        "the plan changed since it was approved (approved {approved}, now {current}): review it and approve again"
+    )]
+    PlanChanged {
+        /// The approved plan's hash.
+        approved: String,
+        /// The current plan's hash.
+        current: String,
+    },
+    /// A new approval after the copy of another plan started.
+    #[error(
+        "the copy of the plan approved with policy '{policy}' has started; finish it (copy) before approving another plan"
+    )]
+    CopyStarted {
+        /// The policy of the plan being copied.
+        policy: String,
+    },
+    /// A retry sweep found items that would replace or move destination
+    /// data: only a person may approve those.
+    #[error(
+        "the retried folders hold {items} items that would replace or move destination data: review them (review --state FILE) and approve the plan (approve --state FILE)"
+    )]
+    ExtensionTouchesDestination {
+        /// How many such items.
+        items: u64,
+    },
+    /// The store thread stopped after an earlier error.
+    #[error("state store stopped: {0}")]
+    Stopped(String),
+    /// The store thread could not be started.
+    #[error("state store thread: {0}")]
+    Thread(String),
+}
+
+/// A database's error, in terms that name no database: callers of the
+/// store match on its kind, not on one engine's error type.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("{message}")]
+pub struct DbError {
+    /// What kind of failure it is.
+    pub kind: DbErrorKind,
+    /// The database's own message.
+    pub message: String,
+}
+
+/// What kind of failure a [`DbError`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DbErrorKind {
+    /// The database ran out of its memory limit. The store runs the
+    /// operation again with a higher limit, unless the user set one.
+    OutOfMemory,
+    /// Anything else: the message says what.
+    Other,
+}
+
+impl StoreError {
+    /// Whether the database ran out of its memory limit.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, StoreError::Db { cause, .. } if cause.kind == DbErrorKind::OutOfMemory)
+    }
+}
