@@ -242,6 +242,13 @@ pub struct Capabilities {
     /// Listings give each file's content hash (an MD5 etag of a single-part
     /// upload, say), so content can be compared without reading it.
     pub listing_hash: bool,
+    /// A listing gives each entry all a stat gives (kind, size, mtime,
+    /// mode, owners) for one request per many entries, so reading a
+    /// folder's items back costs fewer requests by listing it: SFTP's
+    /// READDIR. Not where a listing costs a stat per entry anyway (a local
+    /// file system) or lacks what a stat gives (an object store's mtime
+    /// in user metadata).
+    pub listing_stats: bool,
     /// Listings come in a fixed order and can start after a position
     /// ([`Backend::list_children_after`]), as an object store's can.
     pub resumable_listing: bool,
@@ -288,6 +295,7 @@ impl Capabilities {
             utf8_names: false,
             case_insensitive: false,
             listing_hash: false,
+            listing_stats: false,
             resumable_listing: false,
             refused_chars: None,
         }

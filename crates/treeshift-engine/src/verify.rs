@@ -4,11 +4,12 @@
 
 use crate::pool::{self, PoolConfig};
 use crate::{Cancel, EngineError};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use treeshift_backend::{Backend, BackendError, ErrorKind, Reader};
 use treeshift_core::{
-    Keep, Kind, Meta, Phase, VerifyStatus, VerifySummary, mtime_secs, xattr_digest,
+    Entry, Keep, Kind, Meta, Phase, RelPath, VerifyStatus, VerifySummary, mtime_secs, xattr_digest,
 };
 use treeshift_state::{StateStore, VerifyEvent, VerifyTask};
 
@@ -62,13 +63,25 @@ pub fn verify(
         commit_interval: Duration::from_millis(500),
         cancel: options.cancel.clone(),
     };
+    let listed = Listed::default();
+    let by_listing = dst.capabilities().listing_stats;
     pool::run(
         &config,
         |after| Ok(store.pull_verify(after, config.pull_batch)?),
         |t| t.id,
-        |_| Ok(()),
+        |batch| {
+            if by_listing {
+                read_back_by_listing(dst.as_ref(), batch, &listed, config.workers);
+            }
+            Ok(())
+        },
         |t| {
-            let (status, reason) = match check(src.as_ref(), dst.as_ref(), t, checksum, &keep) {
+            let seen = listed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&t.id);
+            let (status, reason) = match check(src.as_ref(), dst.as_ref(), t, seen, checksum, &keep)
+            {
                 Ok(None) => (VerifyStatus::Verified, None),
                 Ok(Some(why)) => (VerifyStatus::Mismatch, Some(why)),
                 Err(e) => (VerifyStatus::Failed, Some(format!("{}: {e}", e.kind))),
@@ -91,6 +104,82 @@ pub fn verify(
         store.set_phase(Phase::Verified)?;
     }
     Ok(summary)
+}
+
+/// Destination entries read back by listing their folders, by task id
+/// (`None`: the whole listing went by without the name). Holds at most
+/// the two batches the pool has out at once.
+type Listed = Mutex<HashMap<i64, Option<Entry>>>;
+
+/// Items of one folder in a batch from which listing it pays, rather than
+/// a stat for each.
+const LIST_FROM: usize = 4;
+
+/// Where the destination's listings carry what a stat does
+/// (`Capabilities::listing_stats`), lists once each folder that holds at
+/// least [`LIST_FROM`] items of `batch`, `workers` folders at a time,
+/// and records what it finds of them in `listed`. What it does not find
+/// out (a listing that failed, or a huge folder given up on) is left to a
+/// stat, as before.
+fn read_back_by_listing(dst: &dyn Backend, batch: &[VerifyTask], listed: &Listed, workers: usize) {
+    let mut by_folder: HashMap<RelPath, HashMap<&[u8], i64>> = HashMap::new();
+    for t in batch.iter().filter(|t| !t.path.is_root()) {
+        by_folder
+            .entry(t.path.parent())
+            .or_default()
+            .insert(t.path.name(), t.id);
+    }
+    let folders = Mutex::new(
+        by_folder
+            .into_iter()
+            .filter(|(_, wanted)| wanted.len() >= LIST_FROM),
+    );
+    let next = || folders.lock().unwrap_or_else(|p| p.into_inner()).next();
+    std::thread::scope(|scope| {
+        for _ in 0..workers.max(1) {
+            scope.spawn(|| {
+                while let Some((folder, wanted)) = next() {
+                    let found = list_for(dst, &folder, wanted);
+                    listed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend(found);
+                }
+            });
+        }
+    });
+}
+
+/// The entries of `folder` named in `wanted` (name to task id), and, if
+/// the listing went to its end, the names it did not hold as `None`. A
+/// folder far larger than what is wanted of it is given up on after a
+/// bounded number of entries: those not found by then are stat'ed.
+fn list_for(
+    dst: &dyn Backend,
+    folder: &RelPath,
+    mut wanted: HashMap<&[u8], i64>,
+) -> Vec<(i64, Option<Entry>)> {
+    let Ok(children) = dst.list_children(folder) else {
+        return Vec::new();
+    };
+    let most = wanted.len() * 4 + 1024;
+    let mut found = Vec::with_capacity(wanted.len());
+    for (seen, child) in children.enumerate() {
+        let Ok(entry) = child else {
+            return found;
+        };
+        if let Some(id) = wanted.remove(entry.name.as_slice()) {
+            found.push((id, Some(entry)));
+            if wanted.is_empty() {
+                return found;
+            }
+        }
+        if seen >= most {
+            return found;
+        }
+    }
+    found.extend(wanted.into_values().map(|id| (id, None)));
+    found
 }
 
 const SRC: &str = "source";
@@ -121,24 +210,32 @@ fn check(
     src: &dyn Backend,
     dst: &dyn Backend,
     task: &VerifyTask,
+    seen: Option<Option<Entry>>,
     checksum: bool,
     keep: &Keep,
 ) -> Result<Option<String>, BackendError> {
-    match compare(src, dst, task, checksum, keep) {
+    match compare(src, dst, task, seen, checksum, keep) {
         Ok(verdict) => Ok(verdict),
         Err(Stop::Mismatch(why)) => Ok(Some(why)),
         Err(Stop::Failed(e)) => Err(e),
     }
 }
 
+/// `seen`: the destination's entry if its folder's listing gave it (or
+/// went by without it); else it is stat'ed.
 fn compare(
     src: &dyn Backend,
     dst: &dyn Backend,
     task: &VerifyTask,
+    seen: Option<Option<Entry>>,
     checksum: bool,
     keep: &Keep,
 ) -> Result<Option<String>, Stop> {
-    let Some(now) = on(DST, dst.stat(&task.path))? else {
+    let now = match seen {
+        Some(entry) => entry,
+        None => on(DST, dst.stat(&task.path))?,
+    };
+    let Some(now) = now else {
         return Ok(Some("missing on the destination".into()));
     };
     if now.kind != task.kind {

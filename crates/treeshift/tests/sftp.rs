@@ -127,6 +127,57 @@ fn local_to_sftp_and_back_keeps_modes_owners_links_and_raw_names() {
 }
 
 #[test]
+fn verification_reads_sftp_back_by_folder_listings_and_finds_each_change() {
+    let Some(server) = sftp_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, served) = (dir.path().join("src"), dir.path().join("served"));
+    // Six files in each of three folders: 18 files, 20 items below the root.
+    make_tree(&src, 2, 1, 6);
+    let (location, state) = (server.location(&served), dir.path().join("s.duckdb"));
+    let first = ok_json(&["migrate", s(&src), &location, "--state", s(&state), "--yes"]);
+    assert_eq!(first["verify"]["verified"], 21, "{first}");
+    // Each folder was listed to read its items back, not each item stat'ed.
+    let stats = first["calls"]["dst"]["stat"].as_u64().unwrap();
+    assert!(stats < 18, "{stats} stats for 18 files: {first}");
+
+    // Four changes on the server, one of each kind a listing must show.
+    let grown = served.join("d0/f001.txt");
+    let mut data = fs::read(&grown).unwrap();
+    data.extend_from_slice(b" and more");
+    fs::write(&grown, data).unwrap();
+    set_mtime(&grown, 1_600_000_060);
+    fs::set_permissions(
+        served.join("d0/f002.txt"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    fs::remove_file(served.join("d1/f003.txt")).unwrap();
+    set_mtime(&served.join("f004.txt"), 1_500_000_000);
+
+    let (code, out, err) = run(&["verify", "--state", s(&state), "--json"]);
+    assert_eq!(code, 4, "a mismatch is exit 4: {out} {err}");
+    let verdict = json(&out);
+    assert_eq!(verdict["mismatch"], 4, "{verdict}");
+    assert_eq!(verdict["verified"], 17, "{verdict}");
+    let (code, out, err) = run(&["review", "--state", s(&state), "--status", "mismatch"]);
+    assert_eq!(code, 0, "{err}");
+    for (path, why) in [
+        ("d0/f001.txt", "size "),
+        ("d0/f002.txt", "mode 0600 on the destination"),
+        ("d1/f003.txt", "missing on the destination"),
+        ("f004.txt", "mtime differs"),
+    ] {
+        let line = out.lines().find(|l| l.contains(path));
+        assert!(
+            line.is_some_and(|l| l.contains(why)),
+            "{path}: {why}: {out}"
+        );
+    }
+}
+
+#[test]
 fn a_copy_to_sftp_and_back_killed_at_random_moments_resumes_to_the_same_tree() {
     let Some(server) = sftp_server() else {
         return;

@@ -352,6 +352,7 @@ impl Backend for RemoteBackend {
             utf8_names: true,
             case_insensitive: false,
             listing_hash: false,
+            listing_stats: false,
             // S3's and GCS's listings are in key order and start after a
             // key; Azure's go on only from an opaque marker.
             resumable_listing: self.op.info().capability().list_with_start_after,

@@ -76,6 +76,7 @@ impl Webdav {
             utf8_names: true,
             case_insensitive: false,
             listing_hash: false,
+            listing_stats: false,
             resumable_listing: false,
             refused_chars: Some((
                 b";?",

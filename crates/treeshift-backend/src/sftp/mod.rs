@@ -322,6 +322,7 @@ impl Backend for SftpBackend {
             xattrs: false,
             hard_links,
             file_ids: false,
+            listing_stats: true,
             ..Capabilities::posix()
         }
     }
