@@ -5,10 +5,12 @@
 //! (DuckDB on one host today) implements the trait.
 
 mod error;
+mod migration;
 mod store;
 mod types;
 
 pub use error::{DbError, DbErrorKind, StoreError};
+pub use migration::Difference;
 pub use store::StateStore;
 pub use types::*;
 

@@ -36,8 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use treeshift_core::{
-    Entry, FilterSpec, Keep, Kind, LeftAlone, Phase, RelPath, RoundState, Side, Status, Summary,
-    ToCopy, Totals,
+    Entry, Kind, LeftAlone, Phase, RelPath, RoundState, Side, Status, Summary, ToCopy, Totals,
 };
 
 mod append;

@@ -269,58 +269,19 @@ impl Writer {
     }
 
     pub(crate) fn check_same_migration(&self, spec: &MigrationSpec) -> Result<(), StoreError> {
-        let recorded = self.migration()?;
-        let mismatch = |what, recorded: String, requested: String| StoreError::OtherMigration {
-            path: self.path.clone(),
-            what,
-            recorded,
-            requested,
-        };
-        if recorded.src != spec.src {
-            return Err(mismatch("source", recorded.src, spec.src.clone()));
+        match self.migration()?.difference(spec) {
+            None => Ok(()),
+            Some(d) => Err(StoreError::OtherMigration {
+                path: self.path.clone(),
+                what: d.what,
+                recorded: d.recorded,
+                requested: d.requested,
+            }),
         }
-        if recorded.dst != spec.dst {
-            return Err(mismatch("destination", recorded.dst, spec.dst.clone()));
-        }
-        if recorded.dst_case_insensitive != spec.dst_case_insensitive {
-            let says = |on: bool| {
-                if on {
-                    "case-insensitive"
-                } else {
-                    "case-sensitive"
-                }
-            };
-            return Err(mismatch(
-                "destination case rule",
-                says(recorded.dst_case_insensitive).into(),
-                says(spec.dst_case_insensitive).into(),
-            ));
-        }
-        if recorded.keep != spec.keep {
-            return Err(mismatch(
-                "what is kept",
-                recorded.keep.describe(),
-                spec.keep.describe(),
-            ));
-        }
-        if recorded.filter != spec.filter {
-            let rules = |f: &FilterSpec| f.rules().join(", ");
-            return Err(mismatch(
-                "filter rules",
-                rules(&recorded.filter),
-                rules(&spec.filter),
-            ));
-        }
-        Ok(())
     }
 
     pub(super) fn create(&mut self, spec: &MigrationSpec) -> Result<(), StoreError> {
-        let settings = serde_json::json!({
-            "filter": spec.filter,
-            "dst_case_insensitive": spec.dst_case_insensitive,
-            "keep": spec.keep,
-        })
-        .to_string();
+        let settings = spec.settings_json();
         self.in_transaction("create the schema", |conn| {
             conn.execute_batch(&event_types())?;
             conn.execute_batch(CREATE)?;
@@ -354,37 +315,11 @@ impl Db {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .map_err(|e| self.not_a_state_file(e))?;
-        let settings: serde_json::Value =
-            serde_json::from_str(&settings).map_err(|e| StoreError::NotAStateFile {
+        MigrationSpec::from_recorded(src, dst, &settings).map_err(|detail| {
+            StoreError::NotAStateFile {
                 path: self.path.clone(),
-                detail: format!("unreadable settings: {e}"),
-            })?;
-        // Files before filters grew beyond globs recorded `excludes` alone.
-        let filter = match settings.get("filter") {
-            Some(f) => serde_json::from_value(f.clone()),
-            None => serde_json::from_value(serde_json::json!({ "excludes": settings["excludes"] })),
-        }
-        .map_err(|e| StoreError::NotAStateFile {
-            path: self.path.clone(),
-            detail: format!("unreadable filter settings: {e}"),
-        })?;
-        let dst_case_insensitive = settings["dst_case_insensitive"].as_bool().unwrap_or(false);
-        // Files before these settings kept modes only.
-        let keep = match settings.get("keep") {
-            Some(k) => {
-                serde_json::from_value(k.clone()).map_err(|e| StoreError::NotAStateFile {
-                    path: self.path.clone(),
-                    detail: format!("unreadable settings of what is kept: {e}"),
-                })?
+                detail,
             }
-            None => Keep::default(),
-        };
-        Ok(MigrationSpec {
-            src,
-            dst,
-            filter,
-            dst_case_insensitive,
-            keep,
         })
     }
 }
