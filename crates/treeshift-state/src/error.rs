@@ -106,6 +106,17 @@ pub enum StoreError {
         /// How many such items.
         items: u64,
     },
+    /// A folder's lease expired and another worker leased it: what this
+    /// worker found in it is not recorded (the other's listing is).
+    #[error(
+        "the lease on {side} folder {folder} expired and another worker took it over; this worker's listing of it was not recorded"
+    )]
+    LeaseLost {
+        /// `src` or `dst`.
+        side: String,
+        /// The folder's path.
+        folder: String,
+    },
     /// The store thread stopped after an earlier error.
     #[error("state store stopped: {0}")]
     Stopped(String),

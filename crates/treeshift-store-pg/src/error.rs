@@ -1,0 +1,30 @@
+//! PostgreSQL's errors in the store's neutral terms.
+
+use treeshift_state::{DbError, DbErrorKind, StoreError};
+
+/// What the store was doing, added to a database error.
+pub(crate) trait Context<T> {
+    fn context(self, what: &str) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, postgres::Error> {
+    fn context(self, what: &str) -> Result<T, StoreError> {
+        self.map_err(|e| db_error(what, &e))
+    }
+}
+
+pub(crate) fn db_error(what: &str, e: &postgres::Error) -> StoreError {
+    // The server's own words where it sent some (the `Display` of a
+    // server error is only "db error").
+    let message = match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    };
+    StoreError::Db {
+        context: what.to_string(),
+        cause: DbError {
+            kind: DbErrorKind::Other,
+            message,
+        },
+    }
+}

@@ -1,0 +1,414 @@
+//! Discovery's rounds on PostgreSQL, shared by any number of processes: a
+//! round's folders become leases, leased in batches by whoever asks
+//! first, each for a time by the database's clock and under an epoch that
+//! grows with every lease. What a worker records of a folder (children,
+//! completion, failure) goes in only while its lease holds: the check and
+//! the write are one transaction, under the lease row's lock, so a worker
+//! whose lease expired and was taken over cannot commit (fencing).
+
+use crate::PgStore;
+use crate::error::Context;
+use postgres::Transaction;
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::{ToSql, Type};
+use std::time::Duration;
+use treeshift_core::{Entry, ListStatus, RelPath, Side, Status};
+use treeshift_state::{ChildRecord, Failure, FolderTask, StoreError};
+
+/// A folder leased to this process: what to list, and the epoch its
+/// records must carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The folder.
+    pub task: FolderTask,
+    /// The lease's epoch: a later lease of the same folder has a higher one.
+    pub epoch: i64,
+}
+
+/// The node columns a listing fills, in `COPY` order.
+const NODE_COLUMNS: &str =
+    "id, parent_id, depth, kind, size, mtime_ns, rel_path, mode, uid, gid, xattrs, dev, ino, etag";
+const NODE_TYPES: [Type; 14] = [
+    Type::INT8,
+    Type::INT8,
+    Type::INT4,
+    Type::INT2,
+    Type::INT8,
+    Type::INT8,
+    Type::BYTEA,
+    Type::INT4,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+];
+
+/// Milliseconds, as the statements take a lease's time.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A size as PostgreSQL holds it (no unsigned integers).
+fn size_of(e: &Entry, path: &RelPath) -> Result<i64, StoreError> {
+    i64::try_from(e.size).map_err(|_| StoreError::Db {
+        context: format!("record {path}"),
+        cause: treeshift_state::DbError {
+            kind: treeshift_state::DbErrorKind::Other,
+            message: format!("a size of {} bytes is past what the store holds", e.size),
+        },
+    })
+}
+
+impl PgStore {
+    /// Records `side`'s root folder once (depth 0, the empty path) and
+    /// returns its id. The roots' comparison is not part of this store
+    /// yet.
+    pub fn record_root(&self, side: Side, root: &Entry) -> Result<i64, StoreError> {
+        let mut client = self.client();
+        let mut tx = client.transaction().context("begin recording a root")?;
+        tx.execute("SELECT pg_advisory_xact_lock(7365728)", &[])
+            .context("wait for another process recording the roots")?;
+        if let Some(row) = tx
+            .query_opt(&format!("SELECT id FROM {side}_nodes WHERE depth = 0"), &[])
+            .context("look for the root")?
+        {
+            return Ok(row.get(0));
+        }
+        let id: i64 = tx
+            .query_one("SELECT nextval('node_ids')", &[])
+            .context("number the root")?
+            .get(0);
+        let root_path = RelPath::root();
+        let m = root.meta;
+        tx.execute(
+            &format!(
+                "INSERT INTO {side}_nodes (id, parent_id, depth, kind, size, mtime_ns, rel_path, mode, uid, gid, xattrs) \
+                 VALUES ($1, NULL, 0, 0, 0, $2, $3, $4, $5, $6, $7)"
+            ),
+            &[
+                &id,
+                &root.mtime_ns,
+                &root_path.as_bytes(),
+                &m.mode.map(|v| v as i32),
+                &m.uid.map(i64::from),
+                &m.gid.map(i64::from),
+                &m.xattrs.map(|v| v as i64),
+            ],
+        )
+        .context("record the root")?;
+        tx.commit().context("record the root")?;
+        Ok(id)
+    }
+
+    /// Begins round `depth` of `side` (idempotent, and safe from any
+    /// number of processes at once): every folder at that depth that
+    /// takes part in the migration becomes a lease to take. Returns how
+    /// many of them are not done.
+    pub fn begin_round(&self, side: Side, depth: u32) -> Result<u64, StoreError> {
+        let depth = depth as i32;
+        self.client()
+            .execute(
+                &format!(
+                    "INSERT INTO {side}_leases (node_id, depth) \
+                     SELECT n.id, n.depth FROM {side}_nodes n \
+                     WHERE n.depth = $1 AND n.kind = 0 AND NOT EXISTS ( \
+                       SELECT 1 FROM {side}_status_events e WHERE e.node_id = n.id \
+                       AND e.phase = 'compare' AND e.status IN ($2, $3)) \
+                     ON CONFLICT (node_id) DO NOTHING"
+                ),
+                &[
+                    &depth,
+                    &Status::Excluded.as_str(),
+                    &Status::InvalidName.as_str(),
+                ],
+            )
+            .context("begin a round")?;
+        self.round_open(side, depth as u32)
+    }
+
+    /// How many folders of round `depth` of `side` are not done, leased
+    /// or not: the round is listed when it is 0.
+    pub fn round_open(&self, side: Side, depth: u32) -> Result<u64, StoreError> {
+        let open: i64 = self
+            .client()
+            .query_one(
+                &format!("SELECT count(*) FROM {side}_leases WHERE depth = $1 AND NOT done"),
+                &[&(depth as i32)],
+            )
+            .context("count a round's open folders")?
+            .get(0);
+        Ok(open as u64)
+    }
+
+    /// Leases up to `limit` folders of round `depth` of `side` that no
+    /// one holds (never leased, or their lease expired), lowest ids
+    /// first, for `time`. A folder leased again whose earlier listing left
+    /// children and no position to resume from has them discarded first.
+    pub fn lease(
+        &self,
+        side: Side,
+        depth: u32,
+        limit: usize,
+        time: Duration,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let mut client = self.client();
+        let mut tx = client.transaction().context("begin a lease")?;
+        let leased = tx
+            .query(
+                &format!(
+                    "WITH picked AS ( \
+                       SELECT node_id FROM {side}_leases \
+                       WHERE depth = $1 AND NOT done \
+                         AND (expires_at IS NULL OR expires_at < clock_timestamp()) \
+                       ORDER BY node_id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                     UPDATE {side}_leases l SET epoch = l.epoch + 1, holder = $3, \
+                       expires_at = clock_timestamp() + $4 * interval '1 millisecond' \
+                     FROM picked WHERE l.node_id = picked.node_id \
+                     RETURNING l.node_id, l.epoch, l.position"
+                ),
+                &[
+                    &(depth as i32),
+                    &(limit as i64),
+                    &self.holder(),
+                    &(millis(time) as f64),
+                ],
+            )
+            .context("lease folders")?;
+        if leased.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = leased.iter().map(|r| r.get(0)).collect();
+        let redo: Vec<i64> = leased
+            .iter()
+            .filter(|r| r.get::<_, i64>(1) > 1 && r.get::<_, Option<Vec<u8>>>(2).is_none())
+            .map(|r| r.get(0))
+            .collect();
+        if !redo.is_empty() {
+            discard_children(&mut tx, side, &redo)?;
+        }
+        let paths = tx
+            .query(
+                &format!(
+                    "SELECT n.id, n.rel_path, \
+                       (SELECT coalesce(max(e.attempt), 0) FROM {side}_status_events e \
+                        WHERE e.node_id = n.id AND e.phase = 'list') \
+                     FROM {side}_nodes n WHERE n.id = ANY($1)"
+                ),
+                &[&ids],
+            )
+            .context("read the leased folders")?;
+        tx.commit().context("lease folders")?;
+        let mut leases: Vec<Lease> = leased
+            .iter()
+            .filter_map(|l| {
+                let id: i64 = l.get(0);
+                let p = paths.iter().find(|p| p.get::<_, i64>(0) == id)?;
+                Some(Lease {
+                    task: FolderTask {
+                        id,
+                        depth,
+                        path: RelPath::from_bytes(p.get(1)),
+                        attempts: p.get::<_, i32>(2) as u32,
+                        resume_after: l.get(2),
+                    },
+                    epoch: l.get(1),
+                })
+            })
+            .collect();
+        leases.sort_by_key(|l| l.task.id);
+        Ok(leases)
+    }
+
+    /// Records children of a leased folder, and `position`, where its
+    /// listing stands after them (a lease taken over later resumes from
+    /// there); renews the lease for `time`. [`StoreError::LeaseLost`] if
+    /// the lease is no longer this one, and then nothing is recorded.
+    pub fn record_children(
+        &self,
+        side: Side,
+        lease: &Lease,
+        children: Vec<ChildRecord>,
+        position: Option<Vec<u8>>,
+        time: Duration,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client();
+        let mut tx = client.transaction().context("begin recording children")?;
+        let held = tx
+            .execute(
+                &format!(
+                    "UPDATE {side}_leases SET \
+                       expires_at = clock_timestamp() + $3 * interval '1 millisecond', \
+                       position = coalesce($4, position) \
+                     WHERE node_id = $1 AND epoch = $2 AND NOT done \
+                       AND expires_at >= clock_timestamp()"
+                ),
+                &[
+                    &lease.task.id,
+                    &lease.epoch,
+                    &(millis(time) as f64),
+                    &position,
+                ],
+            )
+            .context("check the lease")?;
+        if held == 0 {
+            return Err(lost(side, lease));
+        }
+        let ids: Vec<i64> = tx
+            .query(
+                "SELECT nextval('node_ids') FROM generate_series(1, $1)",
+                &[&(children.len() as i32)],
+            )
+            .context("number the children")?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let depth = lease.task.depth as i32 + 1;
+        let mut left_out = Vec::new();
+        {
+            let sink = tx
+                .copy_in(&format!(
+                    "COPY {side}_nodes ({NODE_COLUMNS}) FROM STDIN BINARY"
+                ))
+                .context("append children")?;
+            let mut rows = BinaryCopyInWriter::new(sink, &NODE_TYPES);
+            for (child, id) in children.into_iter().zip(ids) {
+                let e = child.entry;
+                let path = lease.task.path.join(&e.name);
+                let (m, file) = (e.meta, e.file_id);
+                let values: [&(dyn ToSql + Sync); 14] = [
+                    &id,
+                    &lease.task.id,
+                    &depth,
+                    &(e.kind.code() as i16),
+                    &size_of(&e, &path)?,
+                    &e.mtime_ns,
+                    &path.as_bytes(),
+                    &m.mode.map(|v| v as i32),
+                    &m.uid.map(i64::from),
+                    &m.gid.map(i64::from),
+                    // Bits kept, not values: PostgreSQL has no u64.
+                    &m.xattrs.map(|v| v as i64),
+                    &file.map(|f| f.dev as i64),
+                    &file.map(|f| f.ino as i64),
+                    &e.etag,
+                ];
+                rows.write(&values).context("append a child")?;
+                if let Some(verdict) = child.left_out {
+                    left_out.push((id, verdict));
+                }
+            }
+            rows.finish().context("append children")?;
+        }
+        for (id, (status, reason)) in left_out {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {side}_status_events (node_id, depth, phase, status, reason, attempt) \
+                     VALUES ($1, $2, 'compare', $3, $4, 1)"
+                ),
+                &[&id, &depth, &status.as_str(), &reason],
+            )
+            .context("record a child left out")?;
+        }
+        tx.commit().context("record children")
+    }
+
+    /// Completes a leased folder at its `attempt`-th try: all its children
+    /// were recorded before. [`StoreError::LeaseLost`] if the lease is no
+    /// longer this one.
+    pub fn folder_listed(&self, side: Side, lease: &Lease, attempt: u32) -> Result<(), StoreError> {
+        self.finish(side, lease, ListStatus::Listed, None, attempt)
+    }
+
+    /// Records that a leased folder could not be listed, and discards
+    /// any children recorded for it. [`StoreError::LeaseLost`] if the
+    /// lease is no longer this one.
+    pub fn folder_failed(
+        &self,
+        side: Side,
+        lease: &Lease,
+        failure: &Failure,
+    ) -> Result<(), StoreError> {
+        let reason = format!("{}: {}", failure.operation, failure.message);
+        self.finish(
+            side,
+            lease,
+            ListStatus::Failed,
+            Some(&reason),
+            failure.attempts,
+        )
+    }
+
+    fn finish(
+        &self,
+        side: Side,
+        lease: &Lease,
+        status: ListStatus,
+        reason: Option<&str>,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client();
+        let mut tx = client.transaction().context("begin completing a folder")?;
+        let held = tx
+            .execute(
+                &format!(
+                    "UPDATE {side}_leases SET done = true, holder = NULL, expires_at = NULL \
+                     WHERE node_id = $1 AND epoch = $2 AND NOT done \
+                       AND expires_at >= clock_timestamp()"
+                ),
+                &[&lease.task.id, &lease.epoch],
+            )
+            .context("check the lease")?;
+        if held == 0 {
+            return Err(lost(side, lease));
+        }
+        if status == ListStatus::Failed {
+            discard_children(&mut tx, side, &[lease.task.id])?;
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {side}_status_events (node_id, depth, phase, status, reason, attempt) \
+                 VALUES ($1, $2, 'list', $3, $4, $5)"
+            ),
+            &[
+                &lease.task.id,
+                &(lease.task.depth as i32),
+                &status.as_str(),
+                &reason,
+                &(attempt as i32),
+            ],
+        )
+        .context("record the listing")?;
+        tx.commit().context("complete a folder")
+    }
+}
+
+fn lost(side: Side, lease: &Lease) -> StoreError {
+    StoreError::LeaseLost {
+        side: side.to_string(),
+        folder: lease.task.path.to_string(),
+    }
+}
+
+/// Removes the children recorded for `folders` and their events.
+fn discard_children(
+    tx: &mut Transaction<'_>,
+    side: Side,
+    folders: &[i64],
+) -> Result<(), StoreError> {
+    tx.execute(
+        &format!(
+            "DELETE FROM {side}_status_events WHERE node_id IN \
+             (SELECT id FROM {side}_nodes WHERE parent_id = ANY($1))"
+        ),
+        &[&folders],
+    )
+    .context("discard children's events")?;
+    tx.execute(
+        &format!("DELETE FROM {side}_nodes WHERE parent_id = ANY($1)"),
+        &[&folders],
+    )
+    .context("discard children")?;
+    Ok(())
+}

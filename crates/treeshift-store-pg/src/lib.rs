@@ -1,0 +1,229 @@
+//! The treeshift state store on PostgreSQL, for a migration that worker
+//! processes on many hosts discover together (issue 19). One database
+//! holds one migration, as one DuckDB file does.
+//!
+//! What stands so far is the part that makes many workers safe:
+//! opening and identity checks, and discovery's leases
+//! ([`PgStore::lease`]): a folder is leased with `FOR UPDATE SKIP
+//! LOCKED`, for a time measured by the database's clock, under an epoch
+//! that grows with each lease. Recording a folder's children and
+//! completing it check, in the same transaction, that the lease is still
+//! the caller's ([`StoreError::LeaseLost`] if it expired and was taken):
+//! a worker that stalled past its lease cannot commit over the one that
+//! took the folder over. The comparison, the seals, the plan and the
+//! rest of [`treeshift_state::StateStore`] are still the DuckDB store's
+//! alone; `--state` does not take a `postgres://` location yet.
+
+mod error;
+mod leases;
+mod schema;
+
+pub use leases::Lease;
+pub use schema::SCHEMA_VERSION;
+
+use error::Context;
+use postgres::{Client, NoTls};
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use treeshift_state::{MigrationSpec, OpenMode, StoreError};
+
+/// One migration's state in a PostgreSQL database, for the threads of
+/// one process (each process opens its own).
+pub struct PgStore {
+    client: Mutex<Client>,
+    /// The location without its password, for messages.
+    location: String,
+    /// Who holds this process's leases (host and process id).
+    holder: String,
+}
+
+/// `url` with any password replaced by `***` (a URL's, or a key=value
+/// connection string's).
+fn redacted(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        return match rest.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => url.to_string(),
+            },
+            None => url.to_string(),
+        };
+    }
+    url.split_whitespace()
+        .map(|word| match word.split_once('=') {
+            Some(("password", _)) => "password=***",
+            _ => word,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`)
+    /// and opens the migration it holds, or, with
+    /// [`OpenMode::CreateOrResume`], creates it there. Returns the store
+    /// and whether the database already held this migration. A database
+    /// with other tables and no treeshift migration is refused, as is one
+    /// holding another migration.
+    pub fn open(url: &str, mode: OpenMode) -> Result<(PgStore, bool), StoreError> {
+        let location = redacted(url);
+        let client = Client::connect(url, NoTls).map_err(|e| StoreError::Open {
+            path: PathBuf::from(&location),
+            message: e.to_string(),
+        })?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        let store = PgStore {
+            client: Mutex::new(client),
+            holder: format!("{host}:{}", std::process::id()),
+            location,
+        };
+        let resumed = store.open_migration(mode)?;
+        Ok((store, resumed))
+    }
+
+    /// Who this process's leases name as their holder.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    pub(crate) fn client(&self) -> MutexGuard<'_, Client> {
+        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn not_ours(&self, detail: String) -> StoreError {
+        StoreError::NotAStateFile {
+            path: PathBuf::from(&self.location),
+            detail,
+        }
+    }
+
+    /// Checks what the database holds and creates the migration if asked
+    /// to; true if it held the migration already.
+    fn open_migration(&self, mode: OpenMode) -> Result<bool, StoreError> {
+        let mut client = self.client();
+        let mut tx = client.transaction().context("begin opening")?;
+        // Two processes creating the same migration at once: the second
+        // waits here, then finds it made.
+        tx.execute("SELECT pg_advisory_xact_lock(7365727)", &[])
+            .context("wait for other processes opening the migration")?;
+        let has_meta: bool = tx
+            .query_one("SELECT to_regclass('meta') IS NOT NULL", &[])
+            .context("look for the migration")?
+            .get(0);
+        if has_meta {
+            let rows = tx
+                .query("SELECT key, value FROM meta", &[])
+                .map_err(|e| self.not_ours(format!("its table meta: {e}")))?;
+            let get = |key: &str| {
+                rows.iter()
+                    .find(|r| r.get::<_, String>(0) == key)
+                    .map(|r| r.get::<_, String>(1))
+            };
+            if get("format").as_deref() != Some(schema::FORMAT) {
+                return Err(self.not_ours("its table meta is not treeshift's".into()));
+            }
+            let version = get("schema_version").unwrap_or_default();
+            if version != SCHEMA_VERSION.to_string() {
+                return Err(StoreError::SchemaVersion {
+                    path: PathBuf::from(&self.location),
+                    found: version,
+                    expected: SCHEMA_VERSION,
+                    hint: "",
+                });
+            }
+            let row = tx
+                .query_one(
+                    "SELECT src, dst, settings FROM migrations WHERE id = 1",
+                    &[],
+                )
+                .map_err(|e| self.not_ours(format!("no migration recorded: {e}")))?;
+            let recorded = MigrationSpec::from_recorded(row.get(0), row.get(1), row.get(2))
+                .map_err(|detail| self.not_ours(detail))?;
+            if let OpenMode::CreateOrResume(spec) = &mode
+                && let Some(d) = recorded.difference(spec)
+            {
+                return Err(StoreError::OtherMigration {
+                    path: PathBuf::from(&self.location),
+                    what: d.what,
+                    recorded: d.recorded,
+                    requested: d.requested,
+                });
+            }
+            tx.commit().context("finish opening")?;
+            return Ok(true);
+        }
+        let OpenMode::CreateOrResume(spec) = mode else {
+            return Err(StoreError::Missing(PathBuf::from(&self.location)));
+        };
+        let tables: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()",
+                &[],
+            )
+            .context("look at the database's tables")?
+            .get(0);
+        if tables > 0 {
+            return Err(self.not_ours(format!(
+                "it holds {tables} tables of another program; give treeshift a database of its own"
+            )));
+        }
+        tx.batch_execute(&schema::create())
+            .context("create the schema")?;
+        tx.execute(
+            "INSERT INTO meta VALUES ('format', $1), ('schema_version', $2), ('created_by', $3)",
+            &[
+                &schema::FORMAT,
+                &SCHEMA_VERSION.to_string(),
+                &format!("treeshift {}", env!("CARGO_PKG_VERSION")),
+            ],
+        )
+        .context("record the schema")?;
+        tx.execute(
+            "INSERT INTO migrations (id, name, phase, src, dst, settings) \
+             VALUES (1, $1, 'created', $2, $3, $4)",
+            &[
+                &format!("{} -> {}", spec.src, spec.dst),
+                &spec.src,
+                &spec.dst,
+                &spec.settings_json(),
+            ],
+        )
+        .context("record the migration")?;
+        tx.commit().context("create the migration")?;
+        Ok(false)
+    }
+
+    /// The migration this database holds.
+    pub fn migration(&self) -> Result<MigrationSpec, StoreError> {
+        let row = self
+            .client()
+            .query_one(
+                "SELECT src, dst, settings FROM migrations WHERE id = 1",
+                &[],
+            )
+            .context("read the migration")?;
+        MigrationSpec::from_recorded(row.get(0), row.get(1), row.get(2))
+            .map_err(|detail| self.not_ours(detail))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_password_never_shows() {
+        assert_eq!(
+            super::redacted("postgres://ann:secret@db:5432/m"),
+            "postgres://ann:***@db:5432/m"
+        );
+        assert_eq!(
+            super::redacted("postgres://ann@db/m"),
+            "postgres://ann@db/m"
+        );
+        assert_eq!(
+            super::redacted("host=db password=secret user=ann"),
+            "host=db password=*** user=ann"
+        );
+    }
+}

@@ -1,0 +1,52 @@
+//! The PostgreSQL schema: the same tables as the DuckDB state file (one
+//! database holds one migration), with PostgreSQL's types, plus a table
+//! of leases per side. PostgreSQL has no unsigned integers: sizes are
+//! `bigint` (a file past 8 EiB is refused), and 64-bit digests and file
+//! ids keep their bits in a `bigint`.
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What `meta.format` says in a database that holds a treeshift migration.
+pub const FORMAT: &str = "treeshift-pg";
+
+/// The tables, created in one transaction.
+pub fn create() -> String {
+    let mut sql = String::from(
+        "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL);
+         CREATE TABLE migrations (
+             id integer PRIMARY KEY, name text NOT NULL, phase text NOT NULL,
+             src text NOT NULL, dst text NOT NULL, settings text NOT NULL, approval text,
+             created_at timestamptz NOT NULL DEFAULT now(),
+             updated_at timestamptz NOT NULL DEFAULT now());
+         -- One id space for both sides' nodes, as in the DuckDB store.
+         CREATE SEQUENCE node_ids;",
+    );
+    for side in ["src", "dst"] {
+        sql.push_str(&format!(
+            "CREATE TABLE {side}_nodes (
+                 id bigint PRIMARY KEY, parent_id bigint, depth integer NOT NULL,
+                 kind smallint NOT NULL, size bigint NOT NULL, mtime_ns bigint,
+                 rel_path bytea NOT NULL,
+                 mode integer, uid bigint, gid bigint, xattrs bigint,
+                 dev bigint, ino bigint, etag text);
+             CREATE INDEX {side}_nodes_parent ON {side}_nodes (parent_id);
+             CREATE INDEX {side}_nodes_folders ON {side}_nodes (depth, id) WHERE kind = 0;
+             CREATE TABLE {side}_status_events (
+                 seq bigint GENERATED ALWAYS AS IDENTITY, node_id bigint NOT NULL,
+                 depth integer NOT NULL, phase text NOT NULL, status text NOT NULL,
+                 reason text, attempt integer NOT NULL,
+                 recorded_at timestamptz NOT NULL DEFAULT now());
+             CREATE INDEX {side}_status_events_node ON {side}_status_events (node_id, phase);
+             -- A folder of a round begun: who lists it, until when (the
+             -- database's clock), under which epoch, and where a listing
+             -- cut short stood.
+             CREATE TABLE {side}_leases (
+                 node_id bigint PRIMARY KEY, depth integer NOT NULL,
+                 epoch bigint NOT NULL DEFAULT 0, holder text, expires_at timestamptz,
+                 position bytea, done boolean NOT NULL DEFAULT false);
+             CREATE INDEX {side}_leases_open ON {side}_leases (depth, node_id) WHERE NOT done;"
+        ));
+    }
+    sql
+}

@@ -1,0 +1,310 @@
+//! The PostgreSQL store against a real PostgreSQL on 127.0.0.1: a
+//! migration's identity, and discovery's leases shared by many
+//! connections, with expiry and fencing.
+
+mod cluster;
+
+use cluster::Cluster;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use treeshift_core::{Entry, Keep, Kind, Side, Status};
+use treeshift_state::{ChildRecord, Failure, MigrationSpec, OpenMode, StoreError};
+use treeshift_store_pg::{Lease, PgStore};
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn spec(dst: &str) -> MigrationSpec {
+    MigrationSpec {
+        src: "sim:a".into(),
+        dst: dst.into(),
+        filter: Default::default(),
+        dst_case_insensitive: false,
+        keep: Keep::default(),
+    }
+}
+
+fn create(url: &str) -> PgStore {
+    let (store, resumed) =
+        PgStore::open(url, OpenMode::CreateOrResume(Box::new(spec("/b")))).unwrap();
+    assert!(!resumed);
+    store
+}
+
+fn child(name: &str, kind: Kind) -> ChildRecord {
+    ChildRecord {
+        entry: Entry::new(
+            name.as_bytes().to_vec(),
+            kind,
+            3,
+            Some(1_600_000_000_000_000_000),
+        ),
+        left_out: None,
+    }
+}
+
+fn folders(n: usize) -> Vec<ChildRecord> {
+    (0..n)
+        .map(|i| child(&format!("d{i:04}"), Kind::Folder))
+        .collect()
+}
+
+/// A source root with `n` folders below it, listed: round 1 has them.
+fn source_with_folders(store: &PgStore, n: usize) {
+    let root = Entry::new(Vec::new(), Kind::Folder, 0, None);
+    store.record_root(Side::Src, &root).unwrap();
+    assert_eq!(store.begin_round(Side::Src, 0).unwrap(), 1);
+    let lease = store.lease(Side::Src, 0, 10, LONG).unwrap().remove(0);
+    store
+        .record_children(Side::Src, &lease, folders(n), None, LONG)
+        .unwrap();
+    store.folder_listed(Side::Src, &lease, 1).unwrap();
+    assert_eq!(store.begin_round(Side::Src, 1).unwrap(), n as u64);
+}
+
+fn children_of(url: &str, folder: i64) -> Vec<String> {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let mut names: Vec<String> = c
+        .query(
+            "SELECT rel_path FROM src_nodes WHERE parent_id = $1",
+            &[&folder],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| String::from_utf8(r.get(0)).unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_database_holds_one_migration_and_refuses_another_or_a_foreign_one() {
+    let Some(pg) = Cluster::start() else { return };
+    let url = pg.database("m");
+    assert!(matches!(
+        PgStore::open(&url, OpenMode::Existing),
+        Err(StoreError::Missing(_))
+    ));
+    drop(create(&url));
+    let (store, resumed) =
+        PgStore::open(&url, OpenMode::CreateOrResume(Box::new(spec("/b")))).unwrap();
+    assert!(resumed);
+    assert_eq!(store.migration().unwrap(), spec("/b"));
+    match PgStore::open(&url, OpenMode::CreateOrResume(Box::new(spec("/c")))) {
+        Err(StoreError::OtherMigration { what, .. }) => assert_eq!(what, "destination"),
+        other => panic!("{:?}", other.map(|(_, r)| r)),
+    }
+    let foreign = pg.database("other_program");
+    postgres::Client::connect(&foreign, postgres::NoTls)
+        .unwrap()
+        .batch_execute("CREATE TABLE invoices (id int)")
+        .unwrap();
+    let refused = PgStore::open(&foreign, OpenMode::CreateOrResume(Box::new(spec("/b"))));
+    match refused {
+        Err(e @ StoreError::NotAStateFile { .. }) => {
+            assert!(e.to_string().contains("another program"), "{e}")
+        }
+        other => panic!("{:?}", other.map(|(_, r)| r)),
+    }
+    // Nothing was created beside the other program's table.
+    let tables: i64 = postgres::Client::connect(&foreign, postgres::NoTls)
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 1);
+}
+
+#[test]
+fn connections_leasing_at_once_take_each_folder_exactly_once() {
+    let Some(pg) = Cluster::start() else { return };
+    let url = pg.database("m");
+    source_with_folders(&create(&url), 500);
+    let taken: Mutex<HashMap<i64, usize>> = Mutex::default();
+    std::thread::scope(|scope| {
+        for _ in 0..6 {
+            scope.spawn(|| {
+                let (store, _) = PgStore::open(&url, OpenMode::Existing).unwrap();
+                loop {
+                    let batch = store.lease(Side::Src, 1, 7, LONG).unwrap();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    for lease in batch {
+                        let file = vec![child("f", Kind::File)];
+                        store
+                            .record_children(Side::Src, &lease, file, None, LONG)
+                            .unwrap();
+                        store.folder_listed(Side::Src, &lease, 1).unwrap();
+                        *taken.lock().unwrap().entry(lease.task.id).or_default() += 1;
+                    }
+                }
+            });
+        }
+    });
+    let taken = taken.into_inner().unwrap();
+    assert_eq!(taken.len(), 500);
+    assert!(taken.values().all(|n| *n == 1), "a folder leased twice");
+    let (store, _) = PgStore::open(&url, OpenMode::Existing).unwrap();
+    assert_eq!(store.round_open(Side::Src, 1).unwrap(), 0);
+    let files: i64 = postgres::Client::connect(&url, postgres::NoTls)
+        .unwrap()
+        .query_one("SELECT count(*) FROM src_nodes WHERE depth = 2", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(files, 500, "one file under each folder, none twice");
+}
+
+#[test]
+fn a_worker_whose_lease_expired_cannot_record_over_the_one_that_took_it() {
+    let Some(pg) = Cluster::start() else { return };
+    let url = pg.database("m");
+    let late = create(&url);
+    source_with_folders(&late, 1);
+    let short = Duration::from_millis(300);
+    let first: Lease = late.lease(Side::Src, 1, 1, short).unwrap().remove(0);
+    late.record_children(
+        Side::Src,
+        &first,
+        vec![child("early", Kind::File)],
+        None,
+        short,
+    )
+    .unwrap();
+    // While the lease holds, no one else gets the folder.
+    let (other, _) = PgStore::open(&url, OpenMode::Existing).unwrap();
+    assert!(other.lease(Side::Src, 1, 1, LONG).unwrap().is_empty());
+
+    // The first worker stalls past its lease (a listing longer than the
+    // lease); another takes the folder, under a higher epoch, and its
+    // listing starts over (no position was kept).
+    std::thread::sleep(Duration::from_millis(600));
+    let second = other.lease(Side::Src, 1, 1, LONG).unwrap().remove(0);
+    assert_eq!(second.task.id, first.task.id);
+    assert!(second.epoch > first.epoch);
+    assert_eq!(children_of(&url, first.task.id), Vec::<String>::new());
+
+    // Fenced: the late worker's records are refused, and leave nothing.
+    let refused = late.record_children(
+        Side::Src,
+        &first,
+        vec![child("late", Kind::File)],
+        None,
+        short,
+    );
+    assert!(
+        matches!(refused, Err(StoreError::LeaseLost { .. })),
+        "{refused:?}"
+    );
+    let refused = late.folder_listed(Side::Src, &first, 1);
+    assert!(
+        matches!(refused, Err(StoreError::LeaseLost { .. })),
+        "{refused:?}"
+    );
+    let failure = Failure {
+        operation: "list".into(),
+        kind: "timed_out".into(),
+        message: "late".into(),
+        attempts: 1,
+    };
+    let refused = late.folder_failed(Side::Src, &first, &failure);
+    assert!(
+        matches!(refused, Err(StoreError::LeaseLost { .. })),
+        "{refused:?}"
+    );
+
+    other
+        .record_children(
+            Side::Src,
+            &second,
+            vec![child("found", Kind::File)],
+            None,
+            LONG,
+        )
+        .unwrap();
+    other.folder_listed(Side::Src, &second, 1).unwrap();
+    assert_eq!(children_of(&url, first.task.id), vec!["d0000/found"]);
+    assert_eq!(other.round_open(Side::Src, 1).unwrap(), 0);
+    // Once done, a folder is leased to no one, and its lease is gone.
+    assert!(other.lease(Side::Src, 1, 1, LONG).unwrap().is_empty());
+    let refused = other.folder_listed(Side::Src, &second, 1);
+    assert!(
+        matches!(refused, Err(StoreError::LeaseLost { .. })),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_listing_taken_over_resumes_after_the_position_its_children_were_kept_with() {
+    let Some(pg) = Cluster::start() else { return };
+    let url = pg.database("m");
+    let first_worker = create(&url);
+    source_with_folders(&first_worker, 1);
+    let short = Duration::from_millis(200);
+    let first = first_worker
+        .lease(Side::Src, 1, 1, short)
+        .unwrap()
+        .remove(0);
+    assert_eq!(first.task.resume_after, None);
+    let page = vec![child("a", Kind::File), child("b", Kind::File)];
+    first_worker
+        .record_children(Side::Src, &first, page, Some(b"b".to_vec()), short)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let (second_worker, _) = PgStore::open(&url, OpenMode::Existing).unwrap();
+    let second = second_worker
+        .lease(Side::Src, 1, 1, LONG)
+        .unwrap()
+        .remove(0);
+    assert_eq!(second.task.resume_after, Some(b"b".to_vec()));
+    assert_eq!(children_of(&url, first.task.id), vec!["d0000/a", "d0000/b"]);
+    second_worker
+        .record_children(
+            Side::Src,
+            &second,
+            vec![child("c", Kind::File)],
+            Some(b"c".to_vec()),
+            LONG,
+        )
+        .unwrap();
+    second_worker.folder_listed(Side::Src, &second, 1).unwrap();
+    assert_eq!(
+        children_of(&url, first.task.id),
+        vec!["d0000/a", "d0000/b", "d0000/c"]
+    );
+}
+
+#[test]
+fn children_left_out_are_recorded_with_their_reason_and_never_become_a_round() {
+    let Some(pg) = Cluster::start() else { return };
+    let url = pg.database("m");
+    let store = create(&url);
+    let root = Entry::new(Vec::new(), Kind::Folder, 0, None);
+    store.record_root(Side::Src, &root).unwrap();
+    store.begin_round(Side::Src, 0).unwrap();
+    let lease = store.lease(Side::Src, 0, 1, LONG).unwrap().remove(0);
+    let mut skipped = child("node_modules", Kind::Folder);
+    skipped.left_out = Some((Status::Excluded, "exclude node_modules/".into()));
+    let kept = child("src", Kind::Folder);
+    store
+        .record_children(Side::Src, &lease, vec![skipped, kept], None, LONG)
+        .unwrap();
+    store.folder_listed(Side::Src, &lease, 1).unwrap();
+    assert_eq!(store.begin_round(Side::Src, 1).unwrap(), 1);
+    let leased = store.lease(Side::Src, 1, 10, LONG).unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].task.path.to_string(), "src");
+    let reason: String = postgres::Client::connect(&url, postgres::NoTls)
+        .unwrap()
+        .query_one(
+            "SELECT e.reason FROM src_status_events e JOIN src_nodes n ON n.id = e.node_id \
+             WHERE n.rel_path = 'node_modules'::bytea AND e.status = 'excluded'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(reason, "exclude node_modules/");
+}
