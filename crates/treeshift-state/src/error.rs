@@ -143,6 +143,10 @@ pub enum DbErrorKind {
     /// The database ran out of its memory limit. The store runs the
     /// operation again with a higher limit, unless the user set one.
     OutOfMemory,
+    /// The database could not be reached: the connection was refused or
+    /// lost (a server restarting, a network gone). The operation may be
+    /// run again once it is back.
+    Unavailable,
     /// Anything else: the message says what.
     Other,
 }
@@ -151,5 +155,10 @@ impl StoreError {
     /// Whether the database ran out of its memory limit.
     pub fn is_out_of_memory(&self) -> bool {
         matches!(self, StoreError::Db { cause, .. } if cause.kind == DbErrorKind::OutOfMemory)
+    }
+
+    /// Whether the database could not be reached.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Db { cause, .. } if cause.kind == DbErrorKind::Unavailable)
     }
 }

@@ -23,8 +23,27 @@ pub(crate) fn db_error(what: &str, e: &postgres::Error) -> StoreError {
     StoreError::Db {
         context: what.to_string(),
         cause: DbError {
-            kind: DbErrorKind::Other,
+            kind: if unavailable(e) {
+                DbErrorKind::Unavailable
+            } else {
+                DbErrorKind::Other
+            },
             message,
         },
+    }
+}
+
+/// Whether `e` says the server could not be reached: the connection
+/// closed or failed, or the server is shutting down or starting
+/// (SQLSTATE classes 08 and 57P).
+pub(crate) fn unavailable(e: &postgres::Error) -> bool {
+    match e.as_db_error() {
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || code.starts_with("57P")
+        }
+        None => {
+            e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        }
     }
 }

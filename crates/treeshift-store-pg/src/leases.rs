@@ -66,7 +66,7 @@ impl PgStore {
     /// returns its id. The roots' comparison is not part of this store
     /// yet.
     pub fn record_root(&self, side: Side, root: &Entry) -> Result<i64, StoreError> {
-        let mut client = self.client();
+        self.run(|client| {
         let mut tx = client.transaction().context("begin recording a root")?;
         tx.execute("SELECT pg_advisory_xact_lock(7365728)", &[])
             .context("wait for another process recording the roots")?;
@@ -100,6 +100,7 @@ impl PgStore {
         .context("record the root")?;
         tx.commit().context("record the root")?;
         Ok(id)
+        })
     }
 
     /// Begins round `depth` of `side` (idempotent, and safe from any
@@ -108,37 +109,40 @@ impl PgStore {
     /// many of them are not done.
     pub fn begin_round(&self, side: Side, depth: u32) -> Result<u64, StoreError> {
         let depth = depth as i32;
-        self.client()
-            .execute(
-                &format!(
-                    "INSERT INTO {side}_leases (node_id, depth) \
+        self.run(|client| {
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO {side}_leases (node_id, depth) \
                      SELECT n.id, n.depth FROM {side}_nodes n \
                      WHERE n.depth = $1 AND n.kind = 0 AND NOT EXISTS ( \
                        SELECT 1 FROM {side}_status_events e WHERE e.node_id = n.id \
                        AND e.phase = 'compare' AND e.status IN ($2, $3)) \
                      ON CONFLICT (node_id) DO NOTHING"
-                ),
-                &[
-                    &depth,
-                    &Status::Excluded.as_str(),
-                    &Status::InvalidName.as_str(),
-                ],
-            )
-            .context("begin a round")?;
+                    ),
+                    &[
+                        &depth,
+                        &Status::Excluded.as_str(),
+                        &Status::InvalidName.as_str(),
+                    ],
+                )
+                .context("begin a round")
+        })?;
         self.round_open(side, depth as u32)
     }
 
     /// How many folders of round `depth` of `side` are not done, leased
     /// or not: the round is listed when it is 0.
     pub fn round_open(&self, side: Side, depth: u32) -> Result<u64, StoreError> {
-        let open: i64 = self
-            .client()
-            .query_one(
-                &format!("SELECT count(*) FROM {side}_leases WHERE depth = $1 AND NOT done"),
-                &[&(depth as i32)],
-            )
-            .context("count a round's open folders")?
-            .get(0);
+        let open: i64 = self.run(|client| {
+            Ok(client
+                .query_one(
+                    &format!("SELECT count(*) FROM {side}_leases WHERE depth = $1 AND NOT done"),
+                    &[&(depth as i32)],
+                )
+                .context("count a round's open folders")?
+                .get(0))
+        })?;
         Ok(open as u64)
     }
 
@@ -153,78 +157,86 @@ impl PgStore {
         limit: usize,
         time: Duration,
     ) -> Result<Vec<Lease>, StoreError> {
-        let mut client = self.client();
-        let mut tx = client.transaction().context("begin a lease")?;
-        let leased = tx
-            .query(
-                &format!(
-                    "WITH picked AS ( \
+        // A lease whose reply was lost with the connection stays taken
+        // until it expires: the folder waits, nothing is lost.
+        self.run(|client| {
+            let mut tx = client.transaction().context("begin a lease")?;
+            let leased = tx
+                .query(
+                    &format!(
+                        "WITH picked AS ( \
                        SELECT node_id FROM {side}_leases \
                        WHERE depth = $1 AND NOT done \
                          AND (expires_at IS NULL OR expires_at < clock_timestamp()) \
                        ORDER BY node_id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                     UPDATE {side}_leases l SET epoch = l.epoch + 1, holder = $3, \
+                     UPDATE {side}_leases l SET epoch = l.epoch + 1, pages = 0, holder = $3, \
                        expires_at = clock_timestamp() + $4 * interval '1 millisecond' \
                      FROM picked WHERE l.node_id = picked.node_id \
                      RETURNING l.node_id, l.epoch, l.position"
-                ),
-                &[
-                    &(depth as i32),
-                    &(limit as i64),
-                    &self.holder(),
-                    &(millis(time) as f64),
-                ],
-            )
-            .context("lease folders")?;
-        if leased.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<i64> = leased.iter().map(|r| r.get(0)).collect();
-        let redo: Vec<i64> = leased
-            .iter()
-            .filter(|r| r.get::<_, i64>(1) > 1 && r.get::<_, Option<Vec<u8>>>(2).is_none())
-            .map(|r| r.get(0))
-            .collect();
-        if !redo.is_empty() {
-            discard_children(&mut tx, side, &redo)?;
-        }
-        let paths = tx
-            .query(
-                &format!(
-                    "SELECT n.id, n.rel_path, \
+                    ),
+                    &[
+                        &(depth as i32),
+                        &(limit as i64),
+                        &self.holder(),
+                        &(millis(time) as f64),
+                    ],
+                )
+                .context("lease folders")?;
+            if leased.is_empty() {
+                return Ok(Vec::new());
+            }
+            let ids: Vec<i64> = leased.iter().map(|r| r.get(0)).collect();
+            let redo: Vec<i64> = leased
+                .iter()
+                .filter(|r| r.get::<_, i64>(1) > 1 && r.get::<_, Option<Vec<u8>>>(2).is_none())
+                .map(|r| r.get(0))
+                .collect();
+            if !redo.is_empty() {
+                discard_children(&mut tx, side, &redo)?;
+            }
+            let paths = tx
+                .query(
+                    &format!(
+                        "SELECT n.id, n.rel_path, \
                        (SELECT coalesce(max(e.attempt), 0) FROM {side}_status_events e \
                         WHERE e.node_id = n.id AND e.phase = 'list') \
                      FROM {side}_nodes n WHERE n.id = ANY($1)"
-                ),
-                &[&ids],
-            )
-            .context("read the leased folders")?;
-        tx.commit().context("lease folders")?;
-        let mut leases: Vec<Lease> = leased
-            .iter()
-            .filter_map(|l| {
-                let id: i64 = l.get(0);
-                let p = paths.iter().find(|p| p.get::<_, i64>(0) == id)?;
-                Some(Lease {
-                    task: FolderTask {
-                        id,
-                        depth,
-                        path: RelPath::from_bytes(p.get(1)),
-                        attempts: p.get::<_, i32>(2) as u32,
-                        resume_after: l.get(2),
-                    },
-                    epoch: l.get(1),
+                    ),
+                    &[&ids],
+                )
+                .context("read the leased folders")?;
+            tx.commit().context("lease folders")?;
+            let mut leases: Vec<Lease> = leased
+                .iter()
+                .filter_map(|l| {
+                    let id: i64 = l.get(0);
+                    let p = paths.iter().find(|p| p.get::<_, i64>(0) == id)?;
+                    Some(Lease {
+                        task: FolderTask {
+                            id,
+                            depth,
+                            path: RelPath::from_bytes(p.get(1)),
+                            attempts: p.get::<_, i32>(2) as u32,
+                            resume_after: l.get(2),
+                        },
+                        epoch: l.get(1),
+                    })
                 })
-            })
-            .collect();
-        leases.sort_by_key(|l| l.task.id);
-        Ok(leases)
+                .collect();
+            leases.sort_by_key(|l| l.task.id);
+            Ok(leases)
+        })
     }
 
     /// Records children of a leased folder, and `position`, where its
     /// listing stands after them (a lease taken over later resumes from
     /// there); renews the lease for `time`. [`StoreError::LeaseLost`] if
     /// the lease is no longer this one, and then nothing is recorded.
+    ///
+    /// Each call is a page of the lease, numbered in the lease's row: a
+    /// page whose commit landed but whose reply was lost with the
+    /// connection is found recorded when it is sent again, and not
+    /// recorded twice.
     pub fn record_children(
         &self,
         side: Side,
@@ -233,85 +245,97 @@ impl PgStore {
         position: Option<Vec<u8>>,
         time: Duration,
     ) -> Result<(), StoreError> {
-        let mut client = self.client();
-        let mut tx = client.transaction().context("begin recording children")?;
-        let held = tx
-            .execute(
-                &format!(
-                    "UPDATE {side}_leases SET \
-                       expires_at = clock_timestamp() + $3 * interval '1 millisecond', \
-                       position = coalesce($4, position) \
-                     WHERE node_id = $1 AND epoch = $2 AND NOT done \
-                       AND expires_at >= clock_timestamp()"
-                ),
-                &[
-                    &lease.task.id,
-                    &lease.epoch,
-                    &(millis(time) as f64),
-                    &position,
-                ],
-            )
-            .context("check the lease")?;
-        if held == 0 {
-            return Err(lost(side, lease));
-        }
-        let ids: Vec<i64> = tx
-            .query(
-                "SELECT nextval('node_ids') FROM generate_series(1, $1)",
-                &[&(children.len() as i32)],
-            )
-            .context("number the children")?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let page = self.pages_sent(side, lease);
         let depth = lease.task.depth as i32 + 1;
-        let mut left_out = Vec::new();
-        {
-            let sink = tx
-                .copy_in(&format!(
-                    "COPY {side}_nodes ({NODE_COLUMNS}) FROM STDIN BINARY"
-                ))
-                .context("append children")?;
-            let mut rows = BinaryCopyInWriter::new(sink, &NODE_TYPES);
-            for (child, id) in children.into_iter().zip(ids) {
-                let e = child.entry;
-                let path = lease.task.path.join(&e.name);
-                let (m, file) = (e.meta, e.file_id);
-                let values: [&(dyn ToSql + Sync); 14] = [
-                    &id,
-                    &lease.task.id,
-                    &depth,
-                    &(e.kind.code() as i16),
-                    &size_of(&e, &path)?,
-                    &e.mtime_ns,
-                    &path.as_bytes(),
-                    &m.mode.map(|v| v as i32),
-                    &m.uid.map(i64::from),
-                    &m.gid.map(i64::from),
-                    // Bits kept, not values: PostgreSQL has no u64.
-                    &m.xattrs.map(|v| v as i64),
-                    &file.map(|f| f.dev as i64),
-                    &file.map(|f| f.ino as i64),
-                    &e.etag,
-                ];
-                rows.write(&values).context("append a child")?;
-                if let Some(verdict) = child.left_out {
-                    left_out.push((id, verdict));
-                }
+        let mut rows = Vec::with_capacity(children.len());
+        for child in children {
+            let path = lease.task.path.join(&child.entry.name);
+            let size = size_of(&child.entry, &path)?;
+            rows.push((child, path, size));
+        }
+        self.run(|client| {
+            let mut tx = client.transaction().context("begin recording children")?;
+            let held = tx
+                .execute(
+                    &format!(
+                        "UPDATE {side}_leases SET pages = pages + 1, \
+                           expires_at = clock_timestamp() + $3 * interval '1 millisecond', \
+                           position = coalesce($4, position) \
+                         WHERE node_id = $1 AND epoch = $2 AND pages = $5 AND NOT done \
+                           AND expires_at >= clock_timestamp()"
+                    ),
+                    &[
+                        &lease.task.id,
+                        &lease.epoch,
+                        &(millis(time) as f64),
+                        &position,
+                        &page,
+                    ],
+                )
+                .context("check the lease")?;
+            if held == 0 {
+                return if landed(&mut tx, side, lease, "pages", page + 1)? {
+                    Ok(())
+                } else {
+                    Err(lost(side, lease))
+                };
             }
-            rows.finish().context("append children")?;
-        }
-        for (id, (status, reason)) in left_out {
-            tx.execute(
-                &format!(
-                    "INSERT INTO {side}_status_events (node_id, depth, phase, status, reason, attempt) \
-                     VALUES ($1, $2, 'compare', $3, $4, 1)"
-                ),
-                &[&id, &depth, &status.as_str(), &reason],
-            )
-            .context("record a child left out")?;
-        }
-        tx.commit().context("record children")
+            let ids: Vec<i64> = tx
+                .query(
+                    "SELECT nextval('node_ids') FROM generate_series(1, $1)",
+                    &[&(rows.len() as i32)],
+                )
+                .context("number the children")?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let mut left_out = Vec::new();
+            {
+                let sink = tx
+                    .copy_in(&format!("COPY {side}_nodes ({NODE_COLUMNS}) FROM STDIN BINARY"))
+                    .context("append children")?;
+                let mut writer = BinaryCopyInWriter::new(sink, &NODE_TYPES);
+                for ((child, path, size), id) in rows.iter().zip(ids) {
+                    let e = &child.entry;
+                    let (m, file) = (e.meta, e.file_id);
+                    let values: [&(dyn ToSql + Sync); 14] = [
+                        &id,
+                        &lease.task.id,
+                        &depth,
+                        &(e.kind.code() as i16),
+                        size,
+                        &e.mtime_ns,
+                        &path.as_bytes(),
+                        &m.mode.map(|v| v as i32),
+                        &m.uid.map(i64::from),
+                        &m.gid.map(i64::from),
+                        // Bits kept, not values: PostgreSQL has no u64.
+                        &m.xattrs.map(|v| v as i64),
+                        &file.map(|f| f.dev as i64),
+                        &file.map(|f| f.ino as i64),
+                        &e.etag,
+                    ];
+                    writer.write(&values).context("append a child")?;
+                    if let Some(verdict) = &child.left_out {
+                        left_out.push((id, verdict));
+                    }
+                }
+                writer.finish().context("append children")?;
+            }
+            for (id, (status, reason)) in left_out {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {side}_status_events (node_id, depth, phase, status, reason, attempt) \
+                         VALUES ($1, $2, 'compare', $3, $4, 1)"
+                    ),
+                    &[&id, &depth, &status.as_str(), reason],
+                )
+                .context("record a child left out")?;
+            }
+            tx.commit().context("record children")
+        })?;
+        self.page_recorded(side, lease);
+        Ok(())
     }
 
     /// Completes a leased folder at its `attempt`-th try: all its children
@@ -348,40 +372,68 @@ impl PgStore {
         reason: Option<&str>,
         attempt: u32,
     ) -> Result<(), StoreError> {
-        let mut client = self.client();
-        let mut tx = client.transaction().context("begin completing a folder")?;
-        let held = tx
-            .execute(
+        self.run(|client| {
+            let mut tx = client.transaction().context("begin completing a folder")?;
+            let held = tx
+                .execute(
+                    &format!(
+                        "UPDATE {side}_leases SET done = true, holder = NULL, expires_at = NULL \
+                         WHERE node_id = $1 AND epoch = $2 AND NOT done \
+                           AND expires_at >= clock_timestamp()"
+                    ),
+                    &[&lease.task.id, &lease.epoch],
+                )
+                .context("check the lease")?;
+            if held == 0 {
+                // Done under this very lease: an earlier try whose reply
+                // was lost with the connection.
+                return if landed(&mut tx, side, lease, "done::int", 1)? {
+                    Ok(())
+                } else {
+                    Err(lost(side, lease))
+                };
+            }
+            if status == ListStatus::Failed {
+                discard_children(&mut tx, side, &[lease.task.id])?;
+            }
+            tx.execute(
                 &format!(
-                    "UPDATE {side}_leases SET done = true, holder = NULL, expires_at = NULL \
-                     WHERE node_id = $1 AND epoch = $2 AND NOT done \
-                       AND expires_at >= clock_timestamp()"
+                    "INSERT INTO {side}_status_events (node_id, depth, phase, status, reason, attempt) \
+                     VALUES ($1, $2, 'list', $3, $4, $5)"
                 ),
-                &[&lease.task.id, &lease.epoch],
+                &[
+                    &lease.task.id,
+                    &(lease.task.depth as i32),
+                    &status.as_str(),
+                    &reason,
+                    &(attempt as i32),
+                ],
             )
-            .context("check the lease")?;
-        if held == 0 {
-            return Err(lost(side, lease));
-        }
-        if status == ListStatus::Failed {
-            discard_children(&mut tx, side, &[lease.task.id])?;
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO {side}_status_events (node_id, depth, phase, status, reason, attempt) \
-                 VALUES ($1, $2, 'list', $3, $4, $5)"
-            ),
-            &[
-                &lease.task.id,
-                &(lease.task.depth as i32),
-                &status.as_str(),
-                &reason,
-                &(attempt as i32),
-            ],
-        )
-        .context("record the listing")?;
-        tx.commit().context("complete a folder")
+            .context("record the listing")?;
+            tx.commit().context("complete a folder")
+        })?;
+        self.forget_pages(side, lease);
+        Ok(())
     }
+}
+
+/// Whether the lease row still has `lease`'s epoch and `column` at
+/// `value`: what the write refused for its check had in fact been done
+/// under this lease, by an earlier try of the same call.
+fn landed(
+    tx: &mut Transaction<'_>,
+    side: Side,
+    lease: &Lease,
+    column: &str,
+    value: i32,
+) -> Result<bool, StoreError> {
+    let row = tx
+        .query_opt(
+            &format!("SELECT epoch, {column} FROM {side}_leases WHERE node_id = $1"),
+            &[&lease.task.id],
+        )
+        .context("read the lease")?;
+    Ok(row.is_some_and(|r| r.get::<_, i64>(0) == lease.epoch && r.get::<_, i32>(1) == value))
 }
 
 fn lost(side: Side, lease: &Lease) -> StoreError {

@@ -23,18 +23,31 @@ pub use schema::SCHEMA_VERSION;
 
 use error::Context;
 use postgres::{Client, NoTls};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use treeshift_core::Side;
 use treeshift_state::{MigrationSpec, OpenMode, StoreError};
+
+/// How long an operation waits for a database it cannot reach (a server
+/// restarting) before it fails, unless [`PgStore::wait_for_database`]
+/// says otherwise.
+pub const WAIT_FOR_DATABASE: Duration = Duration::from_secs(120);
 
 /// One migration's state in a PostgreSQL database, for the threads of
 /// one process (each process opens its own).
 pub struct PgStore {
     client: Mutex<Client>,
+    /// Where to connect again (it may hold a password: never shown).
+    url: String,
     /// The location without its password, for messages.
     location: String,
     /// Who holds this process's leases (host and process id).
     holder: String,
+    /// Pages of children recorded under each lease this process holds.
+    pages: Mutex<HashMap<(Side, i64, i64), i32>>,
+    wait_for_database: Duration,
 }
 
 /// `url` with any password replaced by `***` (a URL's, or a key=value
@@ -76,8 +89,11 @@ impl PgStore {
             .unwrap_or_else(|_| "localhost".into());
         let store = PgStore {
             client: Mutex::new(client),
+            url: url.to_string(),
             holder: format!("{host}:{}", std::process::id()),
             location,
+            pages: Mutex::default(),
+            wait_for_database: WAIT_FOR_DATABASE,
         };
         let resumed = store.open_migration(mode)?;
         Ok((store, resumed))
@@ -88,8 +104,64 @@ impl PgStore {
         &self.holder
     }
 
-    pub(crate) fn client(&self) -> MutexGuard<'_, Client> {
-        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    /// How long an operation waits for a database it cannot reach.
+    pub fn wait_for_database(&mut self, wait: Duration) {
+        self.wait_for_database = wait;
+    }
+
+    /// Runs `operation` (one transaction, or one statement) on this
+    /// process's connection. If the database cannot be reached (the
+    /// connection was lost, the server restarts), connects again, with
+    /// growing pauses, and runs it once more, for up to
+    /// [`PgStore::wait_for_database`]; the process's other threads wait
+    /// meanwhile. Every operation is written so that running it again
+    /// after its reply was lost does no harm.
+    pub(crate) fn run<T>(
+        &self,
+        mut operation: impl FnMut(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut client = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = Instant::now() + self.wait_for_database;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match operation(&mut client) {
+                Err(e) if e.is_unavailable() && Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "the state database cannot be reached; connecting again");
+                    loop {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_secs(2));
+                        match Client::connect(&self.url, NoTls) {
+                            Ok(again) => {
+                                *client = again;
+                                break;
+                            }
+                            Err(_) if Instant::now() < deadline => {}
+                            Err(e) => return Err(error::db_error("connect again", &e)),
+                        }
+                    }
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    /// The number the next page of children under `lease` takes.
+    pub(crate) fn pages_sent(&self, side: Side, lease: &Lease) -> i32 {
+        let pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        pages
+            .get(&(side, lease.task.id, lease.epoch))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn page_recorded(&self, side: Side, lease: &Lease) {
+        let mut pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        *pages.entry((side, lease.task.id, lease.epoch)).or_default() += 1;
+    }
+
+    pub(crate) fn forget_pages(&self, side: Side, lease: &Lease) {
+        let mut pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        pages.remove(&(side, lease.task.id, lease.epoch));
     }
 
     fn not_ours(&self, detail: String) -> StoreError {
@@ -102,7 +174,10 @@ impl PgStore {
     /// Checks what the database holds and creates the migration if asked
     /// to; true if it held the migration already.
     fn open_migration(&self, mode: OpenMode) -> Result<bool, StoreError> {
-        let mut client = self.client();
+        self.run(|client| self.open_in(client, &mode))
+    }
+
+    fn open_in(&self, client: &mut Client, mode: &OpenMode) -> Result<bool, StoreError> {
         let mut tx = client.transaction().context("begin opening")?;
         // Two processes creating the same migration at once: the second
         // waits here, then finds it made.
@@ -141,7 +216,7 @@ impl PgStore {
                 .map_err(|e| self.not_ours(format!("no migration recorded: {e}")))?;
             let recorded = MigrationSpec::from_recorded(row.get(0), row.get(1), row.get(2))
                 .map_err(|detail| self.not_ours(detail))?;
-            if let OpenMode::CreateOrResume(spec) = &mode
+            if let OpenMode::CreateOrResume(spec) = mode
                 && let Some(d) = recorded.difference(spec)
             {
                 return Err(StoreError::OtherMigration {
@@ -197,13 +272,14 @@ impl PgStore {
 
     /// The migration this database holds.
     pub fn migration(&self) -> Result<MigrationSpec, StoreError> {
-        let row = self
-            .client()
-            .query_one(
-                "SELECT src, dst, settings FROM migrations WHERE id = 1",
-                &[],
-            )
-            .context("read the migration")?;
+        let row = self.run(|client| {
+            client
+                .query_one(
+                    "SELECT src, dst, settings FROM migrations WHERE id = 1",
+                    &[],
+                )
+                .context("read the migration")
+        })?;
         MigrationSpec::from_recorded(row.get(0), row.get(1), row.get(2))
             .map_err(|detail| self.not_ours(detail))
     }

@@ -40,11 +40,13 @@ pub fn create() -> String {
              CREATE INDEX {side}_status_events_node ON {side}_status_events (node_id, phase);
              -- A folder of a round begun: who lists it, until when (the
              -- database's clock), under which epoch, and where a listing
-             -- cut short stood.
+             -- cut short stood; `pages`: how many pages of children the
+             -- current lease recorded.
              CREATE TABLE {side}_leases (
                  node_id bigint PRIMARY KEY, depth integer NOT NULL,
                  epoch bigint NOT NULL DEFAULT 0, holder text, expires_at timestamptz,
-                 position bytea, done boolean NOT NULL DEFAULT false);
+                 pages integer NOT NULL DEFAULT 0, position bytea,
+                 done boolean NOT NULL DEFAULT false);
              CREATE INDEX {side}_leases_open ON {side}_leases (depth, node_id) WHERE NOT done;"
         ));
     }

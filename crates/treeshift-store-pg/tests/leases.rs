@@ -228,13 +228,19 @@ fn a_worker_whose_lease_expired_cannot_record_over_the_one_that_took_it() {
     other.folder_listed(Side::Src, &second, 1).unwrap();
     assert_eq!(children_of(&url, first.task.id), vec!["d0000/found"]);
     assert_eq!(other.round_open(Side::Src, 1).unwrap(), 0);
-    // Once done, a folder is leased to no one, and its lease is gone.
+    // Once done, a folder is leased to no one; completing it again under
+    // the same lease (a reply lost) records nothing more.
     assert!(other.lease(Side::Src, 1, 1, LONG).unwrap().is_empty());
-    let refused = other.folder_listed(Side::Src, &second, 1);
-    assert!(
-        matches!(refused, Err(StoreError::LeaseLost { .. })),
-        "{refused:?}"
-    );
+    other.folder_listed(Side::Src, &second, 1).unwrap();
+    let listed: i64 = postgres::Client::connect(&url, postgres::NoTls)
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM src_status_events WHERE node_id = $1 AND phase = 'list'",
+            &[&first.task.id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(listed, 1);
 }
 
 #[test]
@@ -307,4 +313,93 @@ fn children_left_out_are_recorded_with_their_reason_and_never_become_a_round() {
         .unwrap()
         .get(0);
     assert_eq!(reason, "exclude node_modules/");
+}
+
+#[test]
+fn a_server_restarted_mid_listing_is_waited_for_and_nothing_is_lost_or_doubled() {
+    let Some(mut pg) = Cluster::start() else {
+        return;
+    };
+    let url = pg.database("m");
+    let store = create(&url);
+    source_with_folders(&store, 1);
+    let lease = store.lease(Side::Src, 1, 1, LONG).unwrap().remove(0);
+    let page = |names: &[&str]| names.iter().map(|n| child(n, Kind::File)).collect();
+    store
+        .record_children(Side::Src, &lease, page(&["a", "b"]), None, LONG)
+        .unwrap();
+    pg.stop();
+    std::thread::scope(|scope| {
+        // The server comes back a while after the next page is sent.
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(1500));
+            pg.start_again();
+        });
+        store
+            .record_children(Side::Src, &lease, page(&["c", "d"]), None, LONG)
+            .unwrap();
+    });
+    store.folder_listed(Side::Src, &lease, 1).unwrap();
+    assert_eq!(
+        children_of(&url, lease.task.id),
+        vec!["d0000/a", "d0000/b", "d0000/c", "d0000/d"]
+    );
+    assert_eq!(store.round_open(Side::Src, 1).unwrap(), 0);
+}
+
+#[test]
+fn a_server_that_stays_away_fails_the_operation_once_the_wait_is_over() {
+    let Some(mut pg) = Cluster::start() else {
+        return;
+    };
+    let url = pg.database("m");
+    let (mut store, _) =
+        PgStore::open(&url, OpenMode::CreateOrResume(Box::new(spec("/b")))).unwrap();
+    store.wait_for_database(Duration::from_millis(500));
+    pg.stop();
+    let failed = store.migration().unwrap_err();
+    assert!(failed.is_unavailable(), "{failed}");
+}
+
+#[test]
+fn a_write_whose_reply_was_lost_is_not_made_twice_when_sent_again() {
+    let Some(pg) = Cluster::start() else { return };
+    let url = pg.database("m");
+    let store = create(&url);
+    source_with_folders(&store, 1);
+    let lease = store.lease(Side::Src, 1, 1, LONG).unwrap().remove(0);
+    store
+        .record_children(Side::Src, &lease, vec![child("a", Kind::File)], None, LONG)
+        .unwrap();
+    let mut sql = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    // As if the next page had been committed and its reply lost: the
+    // lease row counts it already.
+    sql.execute(
+        "UPDATE src_leases SET pages = pages + 1 WHERE node_id = $1",
+        &[&lease.task.id],
+    )
+    .unwrap();
+    store
+        .record_children(Side::Src, &lease, vec![child("b", Kind::File)], None, LONG)
+        .unwrap();
+    assert_eq!(
+        children_of(&url, lease.task.id),
+        vec!["d0000/a"],
+        "sent twice"
+    );
+    // The same for the completion: done under this lease already.
+    sql.execute(
+        "UPDATE src_leases SET done = true WHERE node_id = $1",
+        &[&lease.task.id],
+    )
+    .unwrap();
+    store.folder_listed(Side::Src, &lease, 1).unwrap();
+    // Under another lease, it is the other's: refused.
+    let mut other = lease.clone();
+    other.epoch += 1;
+    let refused = store.folder_listed(Side::Src, &other, 1);
+    assert!(
+        matches!(refused, Err(StoreError::LeaseLost { .. })),
+        "{refused:?}"
+    );
 }

@@ -9,9 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Cluster {
-    server: Child,
+    server: Option<Child>,
     port: u16,
-    _dir: tempfile::TempDir,
+    bin: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 /// The newest PostgreSQL's binaries (Debian keeps them off `PATH`).
@@ -95,25 +96,41 @@ impl Cluster {
             .unwrap()
             .port();
         let mut cluster = Cluster {
-            server: Self::spawn(&bin, &data, dir.path(), port),
+            server: None,
             port,
-            _dir: dir,
+            bin,
+            dir,
         };
-        cluster.wait_ready();
+        cluster.start_again();
         Some(cluster)
     }
 
-    fn spawn(bin: &Path, data: &Path, socket_dir: &Path, port: u16) -> Child {
-        as_postgres(&bin.join("postgres"))
+    /// Starts the server (again, after [`Cluster::stop`]) and waits until
+    /// it takes connections.
+    pub fn start_again(&mut self) {
+        let server = as_postgres(&self.bin.join("postgres"))
             .arg("-D")
-            .arg(data)
-            .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
-            .arg(socket_dir)
+            .arg(self.dir.path().join("data"))
+            .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k"])
+            .arg(self.dir.path())
             .args(["-c", "fsync=off", "-c", "max_connections=60"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap()
+            .unwrap();
+        self.server = Some(server);
+        self.wait_ready();
+    }
+
+    /// Stops the server (a fast shutdown: sessions are cut).
+    pub fn stop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            // SIGINT: PostgreSQL's fast shutdown.
+            let _ = Command::new("kill")
+                .args(["-INT", &server.id().to_string()])
+                .status();
+            let _ = server.wait();
+        }
     }
 
     fn wait_ready(&mut self) {
@@ -122,7 +139,7 @@ impl Cluster {
             if postgres::Client::connect(&self.url("postgres"), postgres::NoTls).is_ok() {
                 return;
             }
-            if let Ok(Some(status)) = self.server.try_wait() {
+            if let Some(Ok(Some(status))) = self.server.as_mut().map(Child::try_wait) {
                 panic!("postgres exited at start: {status}");
             }
             assert!(Instant::now() < deadline, "postgres did not start");
@@ -147,10 +164,6 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // SIGINT: PostgreSQL's fast shutdown.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.server.id().to_string()])
-            .status();
-        let _ = self.server.wait();
+        self.stop();
     }
 }
