@@ -403,3 +403,85 @@ fn a_write_whose_reply_was_lost_is_not_made_twice_when_sent_again() {
         "{refused:?}"
     );
 }
+
+/// Lists rounds 1..=`depth` of a tree whose folders each hold `fanout`
+/// folders (the root's round is listed by `source_with_folders`), as one
+/// of several workers: leases, records, completes, and waits for the
+/// round to be done by all before the next. Returns the folders it
+/// listed.
+fn work_rounds(store: &PgStore, depth: u32, fanout: usize, lease_for: Duration) -> usize {
+    let mut listed = 0;
+    for round in 1..=depth {
+        store.begin_round(Side::Src, round).unwrap();
+        loop {
+            let batch = store.lease(Side::Src, round, 3, lease_for).unwrap();
+            if batch.is_empty() {
+                if store.round_open(Side::Src, round).unwrap() == 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            for lease in batch {
+                let children = if round < depth {
+                    folders(fanout)
+                } else {
+                    Vec::new()
+                };
+                store
+                    .record_children(Side::Src, &lease, children, None, lease_for)
+                    .unwrap();
+                store.folder_listed(Side::Src, &lease, 1).unwrap();
+                listed += 1;
+            }
+        }
+    }
+    listed
+}
+
+#[test]
+fn folders_a_dead_worker_held_are_leased_again_once_its_leases_expire() {
+    let Some(pg) = Cluster::start() else { return };
+    let url = pg.database("m");
+    let lease_for = Duration::from_millis(1500);
+    // The root holds 8 folders, each 8 more: 72 folders below the root.
+    source_with_folders(&create(&url), 8);
+    std::thread::scope(|scope| {
+        // A worker that takes three folders, records half a listing and
+        // dies (as under SIGKILL: nothing more is sent).
+        let dead = scope.spawn(|| {
+            let (store, _) = PgStore::open(&url, OpenMode::Existing).unwrap();
+            let taken = store.lease(Side::Src, 1, 3, lease_for).unwrap();
+            store
+                .record_children(Side::Src, &taken[0], folders(4), None, lease_for)
+                .unwrap();
+            taken.len()
+        });
+        assert_eq!(dead.join().unwrap(), 3);
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| {
+                    let (store, _) = PgStore::open(&url, OpenMode::Existing).unwrap();
+                    work_rounds(&store, 2, 8, lease_for)
+                })
+            })
+            .collect();
+        let listed: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        assert_eq!(listed, 8 + 64, "every folder listed once by the living");
+    });
+    let mut sql = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut count = |q: &str| -> i64 { sql.query_one(q, &[]).unwrap().get(0) };
+    assert_eq!(count("SELECT count(*) FROM src_nodes"), 1 + 8 + 64);
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM (SELECT rel_path FROM src_nodes GROUP BY 1 HAVING count(*) > 1) d"
+        ),
+        0,
+        "a path recorded twice"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM src_status_events WHERE phase = 'list'"),
+        1 + 8 + 64,
+        "one completion per folder"
+    );
+}
