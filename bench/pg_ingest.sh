@@ -17,22 +17,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/treeshift-target}
 ROWS="${ROWS:-1000000}" REPS="${REPS:-3}" WORK="${WORK:-/tmp/bench/pg_ingest}"
 cargo build --release -q --workspace --examples
 ingest=$CARGO_TARGET_DIR/release/examples/ingest
-pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-
-rm -rf "$WORK" && mkdir -p "$WORK/pg"
-chown -R postgres:postgres "$WORK/pg"
-as_pg() { setpriv --reuid=postgres --regid=postgres --clear-groups -- "$@"; }
-as_pg "$pgbin/initdb" -A trust -U postgres -E UTF8 --locale=C -D "$WORK/pg/data" >/dev/null
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-# The server's defaults but for shared_buffers (256 MB, a small dedicated
-# host's); fsync stays on, as a migration's state would run.
-# setpriv execs the server, so $! is the postmaster's PID.
-setpriv --reuid=postgres --regid=postgres --clear-groups -- \
-  "$pgbin/postgres" -D "$WORK/pg/data" -p "$port" -h 127.0.0.1 -k "$WORK/pg" \
-  -c shared_buffers=256MB >"$WORK/pg/log" 2>&1 &
-server=$!
-trap 'kill -INT $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
-until "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$port"; do sleep 0.1; done
+. bench/pg_lib.sh
 
 echo "rows: $ROWS, $(nproc) cores, PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}')"
 echo
@@ -40,7 +25,7 @@ echo "| rep | store | rows | seconds | rows/s |"
 echo "|---:|---|---:|---:|---:|"
 for rep in $(seq "$REPS"); do
   db="ingest$rep"
-  "$pgbin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -c "CREATE DATABASE $db" postgres
+  psql -c "CREATE DATABASE $db" postgres
   for store in postgresql duckdb; do
     if [ $store = postgresql ]; then
       location="postgres://postgres@127.0.0.1:$port/$db"

@@ -17,21 +17,7 @@ DEPTH="${DEPTH:-3}" FANOUT="${FANOUT:-10}" LIST_MS="${LIST_MS:-20}" WORKERS="${W
 WORK="${WORK:-/tmp/bench/pg_workers}"
 cargo build --release -q --workspace --examples
 worker=$CARGO_TARGET_DIR/release/examples/lease_workers
-pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-
-rm -rf "$WORK" && mkdir -p "$WORK/pg"
-chown -R postgres:postgres "$WORK/pg"
-setpriv --reuid=postgres --regid=postgres --clear-groups -- \
-  "$pgbin/initdb" -A trust -U postgres -E UTF8 --locale=C -D "$WORK/pg/data" >/dev/null
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-# setpriv execs the server, so $! is the postmaster's PID.
-setpriv --reuid=postgres --regid=postgres --clear-groups -- \
-  "$pgbin/postgres" -D "$WORK/pg/data" -p "$port" -h 127.0.0.1 -k "$WORK/pg" \
-  -c shared_buffers=256MB >"$WORK/pg/log" 2>&1 &
-server=$!
-trap 'kill -INT $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
-until "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$port"; do sleep 0.1; done
-psql() { "$pgbin/psql" -qAt -h 127.0.0.1 -p "$port" -U postgres "$@"; }
+. bench/pg_lib.sh
 
 folders=$(python3 -c "print(sum($FANOUT**d for d in range($DEPTH + 1)))")
 echo "tree: depth $DEPTH, fanout $FANOUT ($folders folders), $LIST_MS ms a listing; $(nproc) cores"

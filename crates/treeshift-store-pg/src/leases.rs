@@ -12,7 +12,7 @@ use postgres::Transaction;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 use std::time::Duration;
-use treeshift_core::{Entry, ListStatus, RelPath, Side, Status};
+use treeshift_core::{Entry, ListStatus, Meta, RelPath, Side, Status};
 use treeshift_state::{ChildRecord, Failure, FolderTask, StoreError};
 
 /// A folder leased to this process: what to list, and the epoch its
@@ -44,6 +44,27 @@ const NODE_TYPES: [Type; 14] = [
     Type::INT8,
     Type::TEXT,
 ];
+
+/// A node's metadata in PostgreSQL's types. PostgreSQL has no unsigned
+/// integers: ids and owners fit a wider type; the 64-bit digest of
+/// extended attributes keeps its bits in a `bigint`, not its value.
+struct MetaColumns {
+    mode: Option<i32>,
+    uid: Option<i64>,
+    gid: Option<i64>,
+    xattrs: Option<i64>,
+}
+
+impl From<Meta> for MetaColumns {
+    fn from(m: Meta) -> MetaColumns {
+        MetaColumns {
+            mode: m.mode.map(|v| v as i32),
+            uid: m.uid.map(i64::from),
+            gid: m.gid.map(i64::from),
+            xattrs: m.xattrs.map(|v| v as i64),
+        }
+    }
+}
 
 /// Milliseconds, as the statements take a lease's time.
 fn millis(d: Duration) -> i64 {
@@ -81,7 +102,7 @@ impl PgStore {
             .context("number the root")?
             .get(0);
         let root_path = RelPath::root();
-        let m = root.meta;
+        let m = MetaColumns::from(root.meta);
         tx.execute(
             &format!(
                 "INSERT INTO {side}_nodes (id, parent_id, depth, kind, size, mtime_ns, rel_path, mode, uid, gid, xattrs) \
@@ -91,10 +112,10 @@ impl PgStore {
                 &id,
                 &root.mtime_ns,
                 &root_path.as_bytes(),
-                &m.mode.map(|v| v as i32),
-                &m.uid.map(i64::from),
-                &m.gid.map(i64::from),
-                &m.xattrs.map(|v| v as i64),
+                &m.mode,
+                &m.uid,
+                &m.gid,
+                &m.xattrs,
             ],
         )
         .context("record the root")?;
@@ -297,7 +318,7 @@ impl PgStore {
                 let mut writer = BinaryCopyInWriter::new(sink, &NODE_TYPES);
                 for ((child, path, size), id) in rows.iter().zip(ids) {
                     let e = &child.entry;
-                    let (m, file) = (e.meta, e.file_id);
+                    let (m, file) = (MetaColumns::from(e.meta), e.file_id);
                     let values: [&(dyn ToSql + Sync); 14] = [
                         &id,
                         &lease.task.id,
@@ -306,11 +327,11 @@ impl PgStore {
                         size,
                         &e.mtime_ns,
                         &path.as_bytes(),
-                        &m.mode.map(|v| v as i32),
-                        &m.uid.map(i64::from),
-                        &m.gid.map(i64::from),
-                        // Bits kept, not values: PostgreSQL has no u64.
-                        &m.xattrs.map(|v| v as i64),
+                        &m.mode,
+                        &m.uid,
+                        &m.gid,
+                        &m.xattrs,
+                        // Bits kept, as the digest's.
                         &file.map(|f| f.dev as i64),
                         &file.map(|f| f.ino as i64),
                         &e.etag,
