@@ -26,10 +26,11 @@ pub struct Lease {
 }
 
 /// The node columns a listing fills, in `COPY` order.
+/// The node columns a listing fills, in `COPY` order (the id is the
+/// sequence's).
 const NODE_COLUMNS: &str =
-    "id, parent_id, depth, kind, size, mtime_ns, rel_path, mode, uid, gid, xattrs, dev, ino, etag";
-const NODE_TYPES: [Type; 14] = [
-    Type::INT8,
+    "parent_id, depth, kind, size, mtime_ns, rel_path, mode, uid, gid, xattrs, dev, ino, etag";
+const NODE_TYPES: [Type; 13] = [
     Type::INT8,
     Type::INT4,
     Type::INT2,
@@ -301,26 +302,16 @@ impl PgStore {
                     Err(lost(side, lease))
                 };
             }
-            let ids: Vec<i64> = tx
-                .query(
-                    "SELECT nextval('node_ids') FROM generate_series(1, $1)",
-                    &[&(rows.len() as i32)],
-                )
-                .context("number the children")?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
             let mut left_out = Vec::new();
             {
                 let sink = tx
                     .copy_in(&format!("COPY {side}_nodes ({NODE_COLUMNS}) FROM STDIN BINARY"))
                     .context("append children")?;
                 let mut writer = BinaryCopyInWriter::new(sink, &NODE_TYPES);
-                for ((child, path, size), id) in rows.iter().zip(ids) {
+                for (child, path, size) in &rows {
                     let e = &child.entry;
                     let (m, file) = (MetaColumns::from(e.meta), e.file_id);
-                    let values: [&(dyn ToSql + Sync); 14] = [
-                        &id,
+                    let values: [&(dyn ToSql + Sync); 13] = [
                         &lease.task.id,
                         &depth,
                         &(e.kind.code() as i16),
@@ -338,18 +329,20 @@ impl PgStore {
                     ];
                     writer.write(&values).context("append a child")?;
                     if let Some(verdict) = &child.left_out {
-                        left_out.push((id, verdict));
+                        left_out.push((path, verdict));
                     }
                 }
                 writer.finish().context("append children")?;
             }
-            for (id, (status, reason)) in left_out {
+            // Few children are left out: each found by its folder and path.
+            for (path, (status, reason)) in left_out {
                 tx.execute(
                     &format!(
                         "INSERT INTO {side}_status_events (node_id, depth, phase, status, reason, attempt) \
-                         VALUES ($1, $2, 'compare', $3, $4, 1)"
+                         SELECT id, $2, 'compare', $3, $4, 1 FROM {side}_nodes \
+                         WHERE parent_id = $1 AND rel_path = $5"
                     ),
-                    &[&id, &depth, &status.as_str(), reason],
+                    &[&lease.task.id, &depth, &status.as_str(), reason, &path.as_bytes()],
                 )
                 .context("record a child left out")?;
             }

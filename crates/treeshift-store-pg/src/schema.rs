@@ -25,7 +25,8 @@ pub fn create() -> String {
     for side in ["src", "dst"] {
         sql.push_str(&format!(
             "CREATE TABLE {side}_nodes (
-                 id bigint PRIMARY KEY, parent_id bigint, depth integer NOT NULL,
+                 id bigint PRIMARY KEY DEFAULT nextval('node_ids'), parent_id bigint,
+                 depth integer NOT NULL,
                  kind smallint NOT NULL, size bigint NOT NULL, mtime_ns bigint,
                  rel_path bytea NOT NULL,
                  mode integer, uid bigint, gid bigint, xattrs bigint,
