@@ -2,8 +2,9 @@
 //! processes on many hosts discover together (issue 19). One database
 //! holds one migration, as one DuckDB file does.
 //!
-//! What stands so far is the part that makes many workers safe:
-//! opening and identity checks, and discovery's leases
+//! What stands so far: opening and identity checks; the phase, flags,
+//! sealed connections and log records (`settings`); and the part that
+//! makes many workers safe, discovery's leases
 //! ([`PgStore::lease`]): a folder is leased with `FOR UPDATE SKIP
 //! LOCKED`, for a time measured by the database's clock, under an epoch
 //! that grows with each lease. Recording a folder's children and
@@ -17,6 +18,7 @@
 mod error;
 mod leases;
 mod schema;
+mod settings;
 
 pub use leases::Lease;
 pub use schema::SCHEMA_VERSION;

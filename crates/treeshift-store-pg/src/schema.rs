@@ -20,7 +20,20 @@ pub fn create() -> String {
              created_at timestamptz NOT NULL DEFAULT now(),
              updated_at timestamptz NOT NULL DEFAULT now());
          -- One id space for both sides' nodes, as in the DuckDB store.
-         CREATE SEQUENCE node_ids;",
+         CREATE SEQUENCE node_ids;
+         -- The wrapped data key and each side's sealed connection: one
+         -- row each at most.
+         CREATE TABLE keyring (
+             migration_uid text NOT NULL, kek text NOT NULL, wrapped bytea NOT NULL,
+             updated_at timestamptz NOT NULL);
+         CREATE TABLE connections (
+             id text NOT NULL, side text PRIMARY KEY, kind text NOT NULL,
+             location text NOT NULL, secret_names text[] NOT NULL, sealed bytea NOT NULL,
+             updated_at timestamptz NOT NULL);
+         CREATE TABLE logs (
+             seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+             recorded_at timestamptz NOT NULL, level text NOT NULL,
+             target text NOT NULL, message text NOT NULL);",
     );
     for side in ["src", "dst"] {
         sql.push_str(&format!(
