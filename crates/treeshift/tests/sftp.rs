@@ -178,6 +178,38 @@ fn verification_reads_sftp_back_by_folder_listings_and_finds_each_change() {
 }
 
 #[test]
+fn a_huge_folder_with_a_few_items_to_verify_is_not_listed_to_its_end() {
+    let Some(server) = sftp_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, served) = (dir.path().join("src"), dir.path().join("served"));
+    fs::create_dir_all(src.join("huge")).unwrap();
+    for i in 0..10_000 {
+        fs::write(src.join(format!("huge/f{i:05}")), i.to_string()).unwrap();
+    }
+    // The server holds all but four: those four are copied, then
+    // verified; their folder's listing is given up on long before its
+    // end, and what it did not find is stat'ed.
+    util::copy_tree(&src, &served);
+    for i in [17, 4_242, 7_777, 9_999] {
+        fs::remove_file(served.join(format!("huge/f{i:05}"))).unwrap();
+    }
+    // The folder as the source has it, so only the four differ.
+    set_mtime(&src.join("huge"), 1_700_000_000);
+    set_mtime(&served.join("huge"), 1_700_000_000);
+    let (location, state) = (server.location(&served), dir.path().join("s.duckdb"));
+    let done = ok_json(&["migrate", s(&src), &location, "--state", s(&state), "--yes"]);
+    assert_eq!(done["copy"]["copied"], 4, "{done}");
+    assert_eq!(done["verify"]["mismatch"], 0, "{done}");
+    assert_eq!(
+        done["verify"]["verified"], done["verify"]["checked"],
+        "{done}"
+    );
+    same_tree("-a", &src, &served);
+}
+
+#[test]
 fn a_copy_to_sftp_and_back_killed_at_random_moments_resumes_to_the_same_tree() {
     let Some(server) = sftp_server() else {
         return;
