@@ -2,7 +2,8 @@
 //! [`StateStore`] trait (every operation on a migration's state), the
 //! vocabulary that goes in and out of it (`types`), and its errors, which
 //! name no database. The engine depends on this crate only; a store
-//! (DuckDB on one host today) implements the trait.
+//! (DuckDB on one host; PostgreSQL, for many, is being built:
+//! docs/SCALE-OUT.md) implements the trait.
 
 mod error;
 mod migration;

@@ -32,10 +32,10 @@ use crate::*;
 pub trait StateStore: Send + Sync {
     // The migration: what it is, its phase, its connections and flags.
 
-    /// The migration this file holds.
+    /// The migration this store holds.
     fn migration(&self) -> Result<MigrationSpec, StoreError>;
 
-    /// Checks that the file holds `spec`'s migration (what opening with
+    /// Checks that the store holds `spec`'s migration (what opening with
     /// [`OpenMode::CreateOrResume`] checks), for a caller that opened it
     /// before it knew the migration.
     fn check_same_migration(&self, spec: MigrationSpec) -> Result<(), StoreError>;

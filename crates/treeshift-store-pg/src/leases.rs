@@ -275,7 +275,7 @@ impl PgStore {
             let size = size_of(&child.entry, &path)?;
             rows.push((child, path, size));
         }
-        self.run(|client| {
+        let recorded = self.run(|client| {
             let mut tx = client.transaction().context("begin recording children")?;
             let held = tx
                 .execute(
@@ -347,9 +347,13 @@ impl PgStore {
                 .context("record a child left out")?;
             }
             tx.commit().context("record children")
-        })?;
-        self.page_recorded(side, lease);
-        Ok(())
+        });
+        match recorded {
+            Ok(()) => self.page_recorded(side, lease),
+            Err(StoreError::LeaseLost { .. }) => self.forget_pages(side, lease),
+            Err(_) => {}
+        }
+        recorded
     }
 
     /// Completes a leased folder at its `attempt`-th try: all its children
