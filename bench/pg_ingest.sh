@@ -21,8 +21,8 @@ ingest=$CARGO_TARGET_DIR/release/examples/ingest
 
 echo "rows: $ROWS, $(nproc) cores, PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}')"
 echo
-echo "| rep | store | rows | seconds | rows/s |"
-echo "|---:|---|---:|---:|---:|"
+echo "| rep | store | rows | seconds | rows/s | bytes/row |"
+echo "|---:|---|---:|---:|---:|---:|"
 for rep in $(seq "$REPS"); do
   db="ingest$rep"
   psql -c "CREATE DATABASE $db" postgres
@@ -33,6 +33,14 @@ for rep in $(seq "$REPS"); do
       location="$WORK/$db.duckdb"
     fi
     read -r name rows secs rate < <("$ingest" "$location" "$ROWS")
-    echo "| $rep | $name | $rows | $secs | $rate |"
+    if [ $store = postgresql ]; then
+      psql -c "VACUUM ANALYZE src_nodes" "$db"
+      bytes=$(psql -c "SELECT pg_total_relation_size('src_nodes')" "$db")
+    else
+      bytes=$(stat -c %s "$location")
+    fi
+    echo "| $rep | $name | $rows | $secs | $rate | $((bytes / rows)) |"
   done
 done
+echo
+echo "bytes/row: PostgreSQL's src_nodes with its indexes; DuckDB's whole state file"
