@@ -11,6 +11,7 @@ use crate::error::Context;
 use postgres::Transaction;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
+use std::collections::HashMap;
 use std::time::Duration;
 use treeshift_core::{Entry, ListStatus, Meta, RelPath, Side, Status};
 use treeshift_state::{ChildRecord, Failure, FolderTask, StoreError};
@@ -89,39 +90,39 @@ impl PgStore {
     /// yet.
     pub fn record_root(&self, side: Side, root: &Entry) -> Result<i64, StoreError> {
         self.run(|client| {
-        let mut tx = client.transaction().context("begin recording a root")?;
-        tx.execute("SELECT pg_advisory_xact_lock(7365728)", &[])
-            .context("wait for another process recording the roots")?;
-        if let Some(row) = tx
-            .query_opt(&format!("SELECT id FROM {side}_nodes WHERE depth = 0"), &[])
-            .context("look for the root")?
-        {
-            return Ok(row.get(0));
-        }
-        let id: i64 = tx
-            .query_one("SELECT nextval('node_ids')", &[])
-            .context("number the root")?
-            .get(0);
-        let root_path = RelPath::root();
-        let m = MetaColumns::from(root.meta);
-        tx.execute(
-            &format!(
-                "INSERT INTO {side}_nodes (id, parent_id, depth, kind, size, mtime_ns, rel_path, mode, uid, gid, xattrs) \
-                 VALUES ($1, NULL, 0, 0, 0, $2, $3, $4, $5, $6, $7)"
-            ),
-            &[
-                &id,
-                &root.mtime_ns,
-                &root_path.as_bytes(),
-                &m.mode,
-                &m.uid,
-                &m.gid,
-                &m.xattrs,
-            ],
-        )
-        .context("record the root")?;
-        tx.commit().context("record the root")?;
-        Ok(id)
+            let mut tx = client.transaction().context("begin recording a root")?;
+            tx.execute("SELECT pg_advisory_xact_lock(7365728)", &[])
+                .context("wait for another process recording the roots")?;
+            if let Some(row) = tx
+                .query_opt(&format!("SELECT id FROM {side}_nodes WHERE depth = 0"), &[])
+                .context("look for the root")?
+            {
+                return Ok(row.get(0));
+            }
+            let id: i64 = tx
+                .query_one("SELECT nextval('node_ids')", &[])
+                .context("number the root")?
+                .get(0);
+            let root_path = RelPath::root();
+            let m = MetaColumns::from(root.meta);
+            tx.execute(
+                &format!(
+                    "INSERT INTO {side}_nodes (id, parent_id, depth, kind, size, mtime_ns, rel_path, mode, uid, gid, xattrs) \
+                     VALUES ($1, NULL, 0, 0, 0, $2, $3, $4, $5, $6, $7)"
+                ),
+                &[
+                    &id,
+                    &root.mtime_ns,
+                    &root_path.as_bytes(),
+                    &m.mode,
+                    &m.uid,
+                    &m.gid,
+                    &m.xattrs,
+                ],
+            )
+            .context("record the root")?;
+            tx.commit().context("record the root")?;
+            Ok(id)
         })
     }
 
@@ -228,11 +229,12 @@ impl PgStore {
                 )
                 .context("read the leased folders")?;
             tx.commit().context("lease folders")?;
+            let paths: HashMap<i64, &postgres::Row> = paths.iter().map(|p| (p.get(0), p)).collect();
             let mut leases: Vec<Lease> = leased
                 .iter()
                 .filter_map(|l| {
                     let id: i64 = l.get(0);
-                    let p = paths.iter().find(|p| p.get::<_, i64>(0) == id)?;
+                    let p = paths.get(&id)?;
                     Some(Lease {
                         task: FolderTask {
                             id,
