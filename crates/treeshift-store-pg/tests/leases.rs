@@ -164,7 +164,10 @@ fn a_worker_whose_lease_expired_cannot_record_over_the_one_that_took_it() {
     let url = pg.database("m");
     let late = create(&url);
     source_with_folders(&late, 1);
-    let short = Duration::from_millis(300);
+    let (other, _) = PgStore::open(&url, OpenMode::Existing).unwrap();
+    // Long enough for what follows to happen inside it on a loaded
+    // machine; the test then waits it out.
+    let short = Duration::from_secs(2);
     let first: Lease = late.lease(Side::Src, 1, 1, short).unwrap().remove(0);
     late.record_children(
         Side::Src,
@@ -175,13 +178,12 @@ fn a_worker_whose_lease_expired_cannot_record_over_the_one_that_took_it() {
     )
     .unwrap();
     // While the lease holds, no one else gets the folder.
-    let (other, _) = PgStore::open(&url, OpenMode::Existing).unwrap();
     assert!(other.lease(Side::Src, 1, 1, LONG).unwrap().is_empty());
 
     // The first worker stalls past its lease (a listing longer than the
     // lease); another takes the folder, under a higher epoch, and its
     // listing starts over (no position was kept).
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(short + Duration::from_millis(500));
     let second = other.lease(Side::Src, 1, 1, LONG).unwrap().remove(0);
     assert_eq!(second.task.id, first.task.id);
     assert!(second.epoch > first.epoch);
@@ -249,7 +251,7 @@ fn a_listing_taken_over_resumes_after_the_position_its_children_were_kept_with()
     let url = pg.database("m");
     let first_worker = create(&url);
     source_with_folders(&first_worker, 1);
-    let short = Duration::from_millis(200);
+    let short = Duration::from_millis(1500);
     let first = first_worker
         .lease(Side::Src, 1, 1, short)
         .unwrap()
@@ -259,7 +261,7 @@ fn a_listing_taken_over_resumes_after_the_position_its_children_were_kept_with()
     first_worker
         .record_children(Side::Src, &first, page, Some(b"b".to_vec()), short)
         .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(short + Duration::from_millis(500));
     let (second_worker, _) = PgStore::open(&url, OpenMode::Existing).unwrap();
     let second = second_worker
         .lease(Side::Src, 1, 1, LONG)
@@ -443,7 +445,7 @@ fn work_rounds(store: &PgStore, depth: u32, fanout: usize, lease_for: Duration) 
 fn folders_a_dead_worker_held_are_leased_again_once_its_leases_expire() {
     let Some(pg) = Cluster::start() else { return };
     let url = pg.database("m");
-    let lease_for = Duration::from_millis(1500);
+    let dead_for = Duration::from_millis(1500);
     // The root holds 8 folders, each 8 more: 72 folders below the root.
     source_with_folders(&create(&url), 8);
     std::thread::scope(|scope| {
@@ -451,9 +453,9 @@ fn folders_a_dead_worker_held_are_leased_again_once_its_leases_expire() {
         // dies (as under SIGKILL: nothing more is sent).
         let dead = scope.spawn(|| {
             let (store, _) = PgStore::open(&url, OpenMode::Existing).unwrap();
-            let taken = store.lease(Side::Src, 1, 3, lease_for).unwrap();
+            let taken = store.lease(Side::Src, 1, 3, dead_for).unwrap();
             store
-                .record_children(Side::Src, &taken[0], folders(4), None, lease_for)
+                .record_children(Side::Src, &taken[0], folders(4), None, dead_for)
                 .unwrap();
             taken.len()
         });
@@ -462,7 +464,7 @@ fn folders_a_dead_worker_held_are_leased_again_once_its_leases_expire() {
             .map(|_| {
                 scope.spawn(|| {
                     let (store, _) = PgStore::open(&url, OpenMode::Existing).unwrap();
-                    work_rounds(&store, 2, 8, lease_for)
+                    work_rounds(&store, 2, 8, LONG)
                 })
             })
             .collect();
