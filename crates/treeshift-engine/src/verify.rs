@@ -76,10 +76,14 @@ pub fn verify(
             Ok(())
         },
         |t| {
-            let seen = listed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&t.id);
+            let seen = if by_listing {
+                listed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&t.id)
+            } else {
+                None
+            };
             let (status, reason) = match check(src.as_ref(), dst.as_ref(), t, seen, checksum, &keep)
             {
                 Ok(None) => (VerifyStatus::Verified, None),
