@@ -1,7 +1,8 @@
 //! A migration's identity as every store records and checks it: the two
 //! locations, and the settings discovery runs with as one JSON text.
 
-use crate::MigrationSpec;
+use crate::{MigrationSpec, StoreError};
+use std::path::PathBuf;
 use treeshift_core::{FilterSpec, Keep};
 
 /// How a recorded migration differs from a requested one: which setting,
@@ -14,6 +15,18 @@ pub struct Difference {
     pub recorded: String,
     /// What the caller asked for.
     pub requested: String,
+}
+
+impl Difference {
+    /// The error a store at `path` refuses the requested migration with.
+    pub fn refused_at(self, path: PathBuf) -> StoreError {
+        StoreError::OtherMigration {
+            path,
+            what: self.what,
+            recorded: self.recorded,
+            requested: self.requested,
+        }
+    }
 }
 
 impl MigrationSpec {

@@ -78,6 +78,19 @@ pub struct LogRecord {
     pub message: String,
 }
 
+/// Log levels from most to least severe, as stored.
+const LOG_LEVELS: [&str; 5] = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"];
+
+/// The levels a reader asking for `level` sees: it and every more severe
+/// one (all of them for a level not named).
+pub fn log_levels_down_to(level: &str) -> &'static [&'static str] {
+    let rank = LOG_LEVELS
+        .iter()
+        .position(|l| *l == level)
+        .unwrap_or(LOG_LEVELS.len() - 1);
+    &LOG_LEVELS[..=rank]
+}
+
 impl LogRecord {
     /// A record emitted now.
     pub fn now(level: &'static str, target: impl Into<String>, message: String) -> LogRecord {

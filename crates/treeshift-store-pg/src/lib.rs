@@ -37,6 +37,9 @@ use treeshift_state::{MigrationSpec, OpenMode, StoreError};
 /// says otherwise.
 pub const WAIT_FOR_DATABASE: Duration = Duration::from_secs(120);
 
+/// The migration's locations and recorded settings.
+const MIGRATION_ROW: &str = "SELECT src, dst, settings FROM migrations WHERE id = 1";
+
 /// One migration's state in a PostgreSQL database, for the threads of
 /// one process (each process opens its own).
 pub struct PgStore {
@@ -211,22 +214,13 @@ impl PgStore {
                 });
             }
             let row = tx
-                .query_one(
-                    "SELECT src, dst, settings FROM migrations WHERE id = 1",
-                    &[],
-                )
+                .query_one(MIGRATION_ROW, &[])
                 .map_err(|e| self.not_ours(format!("no migration recorded: {e}")))?;
-            let recorded = MigrationSpec::from_recorded(row.get(0), row.get(1), row.get(2))
-                .map_err(|detail| self.not_ours(detail))?;
+            let recorded = self.spec_of(&row)?;
             if let OpenMode::CreateOrResume(spec) = mode
                 && let Some(d) = recorded.difference(spec)
             {
-                return Err(StoreError::OtherMigration {
-                    path: PathBuf::from(&self.location),
-                    what: d.what,
-                    recorded: d.recorded,
-                    requested: d.requested,
-                });
+                return Err(d.refused_at(PathBuf::from(&self.location)));
             }
             tx.commit().context("finish opening")?;
             return Ok(true);
@@ -276,12 +270,14 @@ impl PgStore {
     pub fn migration(&self) -> Result<MigrationSpec, StoreError> {
         let row = self.run(|client| {
             client
-                .query_one(
-                    "SELECT src, dst, settings FROM migrations WHERE id = 1",
-                    &[],
-                )
+                .query_one(MIGRATION_ROW, &[])
                 .context("read the migration")
         })?;
+        self.spec_of(&row)
+    }
+
+    /// The migration a row of [`MIGRATION_ROW`] records.
+    fn spec_of(&self, row: &postgres::Row) -> Result<MigrationSpec, StoreError> {
         MigrationSpec::from_recorded(row.get(0), row.get(1), row.get(2))
             .map_err(|detail| self.not_ours(detail))
     }

@@ -6,10 +6,9 @@
 use crate::PgStore;
 use crate::error::Context;
 use treeshift_core::{Phase, Side};
-use treeshift_state::{Keyring, LogEntry, LogRecord, StoreError, StoredConnection};
-
-/// Log levels from most to least severe, as stored.
-const LEVELS: [&str; 5] = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"];
+use treeshift_state::{
+    Keyring, LogEntry, LogRecord, StoreError, StoredConnection, log_levels_down_to,
+};
 
 impl PgStore {
     /// Records the migration's lifecycle phase.
@@ -174,11 +173,7 @@ impl PgStore {
     /// Up to `limit` log records after sequence number `after`, at `level`
     /// (`ERROR` ... `TRACE`) or more severe, oldest first.
     pub fn logs(&self, after: i64, level: &str, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
-        let rank = LEVELS
-            .iter()
-            .position(|l| *l == level)
-            .unwrap_or(LEVELS.len() - 1);
-        let levels: Vec<&str> = LEVELS[..=rank].to_vec();
+        let levels = log_levels_down_to(level);
         let rows = self.run(|client| {
             client
                 .query(

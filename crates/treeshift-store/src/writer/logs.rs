@@ -4,11 +4,8 @@
 
 use super::{Db, Writer};
 use crate::error::Context;
-use crate::{LogEntry, LogRecord, StoreError};
+use crate::{LogEntry, LogRecord, StoreError, log_levels_down_to};
 use duckdb::params;
-
-/// Levels from most to least severe, as stored.
-pub(crate) const LEVELS: [&str; 5] = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"];
 
 impl Writer {
     /// Buffers `records`; they are committed with the next batch.
@@ -31,11 +28,7 @@ impl Db {
         level: &str,
         limit: usize,
     ) -> Result<Vec<LogEntry>, StoreError> {
-        let rank = LEVELS
-            .iter()
-            .position(|l| *l == level)
-            .unwrap_or(LEVELS.len());
-        let levels = LEVELS[..=rank.min(LEVELS.len() - 1)]
+        let levels = log_levels_down_to(level)
             .iter()
             .map(|l| format!("'{l}'"))
             .collect::<Vec<_>>()

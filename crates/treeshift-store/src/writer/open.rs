@@ -271,12 +271,7 @@ impl Writer {
     pub(crate) fn check_same_migration(&self, spec: &MigrationSpec) -> Result<(), StoreError> {
         match self.migration()?.difference(spec) {
             None => Ok(()),
-            Some(d) => Err(StoreError::OtherMigration {
-                path: self.path.clone(),
-                what: d.what,
-                recorded: d.recorded,
-                requested: d.requested,
-            }),
+            Some(d) => Err(d.refused_at(self.path.clone())),
         }
     }
 
