@@ -133,14 +133,16 @@ fn read_back_by_listing(dst: &dyn Backend, batch: &[VerifyTask], listed: &Listed
             .or_default()
             .insert(t.path.name(), t.id);
     }
-    let folders = Mutex::new(
-        by_folder
-            .into_iter()
-            .filter(|(_, wanted)| wanted.len() >= LIST_FROM),
-    );
+    let folders: Vec<_> = by_folder
+        .into_iter()
+        .filter(|(_, wanted)| wanted.len() >= LIST_FROM)
+        .collect();
+    // No thread for a batch with no folder to list, nor more than folders.
+    let threads = workers.max(1).min(folders.len());
+    let folders = Mutex::new(folders.into_iter());
     let next = || folders.lock().unwrap_or_else(|p| p.into_inner()).next();
     std::thread::scope(|scope| {
-        for _ in 0..workers.max(1) {
+        for _ in 0..threads {
             scope.spawn(|| {
                 while let Some((folder, wanted)) = next() {
                     let found = list_for(dst, &folder, wanted);

@@ -26,7 +26,6 @@ pub struct Lease {
     pub epoch: i64,
 }
 
-/// The node columns a listing fills, in `COPY` order.
 /// The node columns a listing fills, in `COPY` order (the id is the
 /// sequence's).
 const NODE_COLUMNS: &str =
@@ -69,8 +68,8 @@ impl From<Meta> for MetaColumns {
 }
 
 /// Milliseconds, as the statements take a lease's time.
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// A size as PostgreSQL holds it (no unsigned integers).
@@ -201,7 +200,7 @@ impl PgStore {
                         &(depth as i32),
                         &(limit as i64),
                         &self.holder(),
-                        &(millis(time) as f64),
+                        &millis(time),
                     ],
                 )
                 .context("lease folders")?;
@@ -291,18 +290,14 @@ impl PgStore {
                     &[
                         &lease.task.id,
                         &lease.epoch,
-                        &(millis(time) as f64),
+                        &millis(time),
                         &position,
                         &page,
                     ],
                 )
                 .context("check the lease")?;
             if held == 0 {
-                return if landed(&mut tx, side, lease, "pages", page + 1)? {
-                    Ok(())
-                } else {
-                    Err(lost(side, lease))
-                };
+                return landed_or_lost(&mut tx, side, lease, "pages", page + 1);
             }
             let mut left_out = Vec::new();
             {
@@ -407,11 +402,7 @@ impl PgStore {
             if held == 0 {
                 // Done under this very lease: an earlier try whose reply
                 // was lost with the connection.
-                return if landed(&mut tx, side, lease, "done::int", 1)? {
-                    Ok(())
-                } else {
-                    Err(lost(side, lease))
-                };
+                return landed_or_lost(&mut tx, side, lease, "done::int", 1);
             }
             if status == ListStatus::Failed {
                 discard_children(&mut tx, side, &[lease.task.id])?;
@@ -437,29 +428,30 @@ impl PgStore {
     }
 }
 
-/// Whether the lease row still has `lease`'s epoch and `column` at
-/// `value`: what the write refused for its check had in fact been done
-/// under this lease, by an earlier try of the same call.
-fn landed(
+/// For a write whose lease check failed: `Ok` if the lease row still has
+/// `lease`'s epoch and `column` at `value` (the write had in fact been
+/// done under this lease, by an earlier try of the same call whose reply
+/// was lost), else [`StoreError::LeaseLost`].
+fn landed_or_lost(
     tx: &mut Transaction<'_>,
     side: Side,
     lease: &Lease,
     column: &str,
     value: i32,
-) -> Result<bool, StoreError> {
+) -> Result<(), StoreError> {
     let row = tx
         .query_opt(
             &format!("SELECT epoch, {column} FROM {side}_leases WHERE node_id = $1"),
             &[&lease.task.id],
         )
         .context("read the lease")?;
-    Ok(row.is_some_and(|r| r.get::<_, i64>(0) == lease.epoch && r.get::<_, i32>(1) == value))
-}
-
-fn lost(side: Side, lease: &Lease) -> StoreError {
-    StoreError::LeaseLost {
-        side: side.to_string(),
-        folder: lease.task.path.to_string(),
+    if row.is_some_and(|r| r.get::<_, i64>(0) == lease.epoch && r.get::<_, i32>(1) == value) {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseLost {
+            side: side.to_string(),
+            folder: lease.task.path.to_string(),
+        })
     }
 }
 
