@@ -62,6 +62,20 @@ fn source_with_folders(store: &PgStore, n: usize) {
     assert_eq!(store.begin_round(Side::Src, 1).unwrap(), n as u64);
 }
 
+/// The one value `sql` answers in the database at `url`, read by a
+/// connection of the test's own.
+fn one<T: for<'a> postgres::types::FromSql<'a>>(
+    url: &str,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> T {
+    postgres::Client::connect(url, postgres::NoTls)
+        .unwrap()
+        .query_one(sql, params)
+        .unwrap()
+        .get(0)
+}
+
 fn children_of(url: &str, folder: i64) -> Vec<String> {
     let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
     let mut names: Vec<String> = c
@@ -107,14 +121,11 @@ fn a_database_holds_one_migration_and_refuses_another_or_a_foreign_one() {
         other => panic!("{:?}", other.map(|(_, r)| r)),
     }
     // Nothing was created beside the other program's table.
-    let tables: i64 = postgres::Client::connect(&foreign, postgres::NoTls)
-        .unwrap()
-        .query_one(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let tables: i64 = one(
+        &foreign,
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+        &[],
+    );
     assert_eq!(tables, 1);
 }
 
@@ -150,11 +161,7 @@ fn connections_leasing_at_once_take_each_folder_exactly_once() {
     assert!(taken.values().all(|n| *n == 1), "a folder leased twice");
     let (store, _) = PgStore::open(&url, OpenMode::Existing).unwrap();
     assert_eq!(store.round_open(Side::Src, 1).unwrap(), 0);
-    let files: i64 = postgres::Client::connect(&url, postgres::NoTls)
-        .unwrap()
-        .query_one("SELECT count(*) FROM src_nodes WHERE depth = 2", &[])
-        .unwrap()
-        .get(0);
+    let files: i64 = one(&url, "SELECT count(*) FROM src_nodes WHERE depth = 2", &[]);
     assert_eq!(files, 500, "one file under each folder, none twice");
 }
 
@@ -234,14 +241,11 @@ fn a_worker_whose_lease_expired_cannot_record_over_the_one_that_took_it() {
     // the same lease (a reply lost) records nothing more.
     assert!(other.lease(Side::Src, 1, 1, LONG).unwrap().is_empty());
     other.folder_listed(Side::Src, &second, 1).unwrap();
-    let listed: i64 = postgres::Client::connect(&url, postgres::NoTls)
-        .unwrap()
-        .query_one(
-            "SELECT count(*) FROM src_status_events WHERE node_id = $1 AND phase = 'list'",
-            &[&first.task.id],
-        )
-        .unwrap()
-        .get(0);
+    let listed: i64 = one(
+        &url,
+        "SELECT count(*) FROM src_status_events WHERE node_id = $1 AND phase = 'list'",
+        &[&first.task.id],
+    );
     assert_eq!(listed, 1);
 }
 
@@ -305,15 +309,12 @@ fn children_left_out_are_recorded_with_their_reason_and_never_become_a_round() {
     let leased = store.lease(Side::Src, 1, 10, LONG).unwrap();
     assert_eq!(leased.len(), 1);
     assert_eq!(leased[0].task.path.to_string(), "src");
-    let reason: String = postgres::Client::connect(&url, postgres::NoTls)
-        .unwrap()
-        .query_one(
-            "SELECT e.reason FROM src_status_events e JOIN src_nodes n ON n.id = e.node_id \
-             WHERE n.rel_path = 'node_modules'::bytea AND e.status = 'excluded'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let reason: String = one(
+        &url,
+        "SELECT e.reason FROM src_status_events e JOIN src_nodes n ON n.id = e.node_id \
+         WHERE n.rel_path = 'node_modules'::bytea AND e.status = 'excluded'",
+        &[],
+    );
     assert_eq!(reason, "exclude node_modules/");
 }
 
@@ -471,8 +472,7 @@ fn folders_a_dead_worker_held_are_leased_again_once_its_leases_expire() {
         let listed: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
         assert_eq!(listed, 8 + 64, "every folder listed once by the living");
     });
-    let mut sql = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let mut count = |q: &str| -> i64 { sql.query_one(q, &[]).unwrap().get(0) };
+    let count = |q: &str| -> i64 { one(&url, q, &[]) };
     assert_eq!(count("SELECT count(*) FROM src_nodes"), 1 + 8 + 64);
     assert_eq!(
         count(
