@@ -2,6 +2,7 @@
 //! discovery gives it, relative paths made of raw bytes, and the filters that
 //! exclude nodes, and the copy plan's vocabulary. Pure data and rules: nothing here touches storage.
 
+mod compare;
 mod filter;
 mod keep;
 mod model;
@@ -12,6 +13,7 @@ mod plan_hash;
 mod plan_rules;
 mod secret;
 
+pub use compare::{NodeFacts, compare_pair};
 pub use filter::{Filter, FilterError, FilterSpec, Verdict, parse_size, parse_time};
 pub use keep::{FileId, Keep, Meta, OwnerMap, Owners, Xattr, keeps_xattr, xattr_digest};
 pub use model::{

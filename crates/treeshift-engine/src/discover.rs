@@ -332,10 +332,12 @@ impl SideRunner<'_> {
             let mut leased = 0u64;
             while !stop.load(Ordering::Relaxed) && !self.options.cancel.is_cancelled() {
                 let batch = self.store.pull(self.side, after, self.options.pull_batch)?;
+                // Only an empty pull ends the round: a short batch is not
+                // the last where other processes lease from the same
+                // round (a store shared by many, docs/SCALE-OUT.md): one
+                // of them may die and its folders come back.
                 let Some(last) = batch.last() else { break };
                 after = last.id;
-                // A short batch is the frontier's last: no empty pull to end it.
-                let last_batch = batch.len() < self.options.pull_batch;
                 for task in batch {
                     in_flight.add();
                     leased += 1;
@@ -358,9 +360,6 @@ impl SideRunner<'_> {
                     if task_tx.send(task).is_err() {
                         in_flight.finish();
                     }
-                }
-                if last_batch {
-                    break;
                 }
             }
             // A round of fewer folders than the workers take at once seals

@@ -7,11 +7,13 @@
 
 mod error;
 mod migration;
+mod stats;
 mod store;
 mod types;
 
 pub use error::{DbError, DbErrorKind, StoreError};
 pub use migration::Difference;
+pub use stats::{DepthStats, summary_from};
 pub use store::StateStore;
 pub use types::*;
 

@@ -61,7 +61,7 @@ fn main() {
 fn postgres(url: &str, mode: OpenMode, root: &Entry, rows: usize) -> Duration {
     let long = Duration::from_secs(600);
     let (store, _) = treeshift_store_pg::PgStore::open(url, mode).expect("open");
-    store.record_root(Side::Src, root).expect("root");
+    store.record_roots(root, None).expect("root");
     store.begin_round(Side::Src, 0).expect("round");
     let lease = store.lease(Side::Src, 0, 1, long).expect("lease").remove(0);
     let started = Instant::now();

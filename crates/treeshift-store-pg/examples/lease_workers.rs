@@ -39,7 +39,7 @@ fn main() {
     };
     let (store, _) = PgStore::open(&url, OpenMode::CreateOrResume(Box::new(spec))).expect("open");
     store
-        .record_root(Side::Src, &Entry::new(Vec::new(), Kind::Folder, 0, None))
+        .record_roots(&Entry::new(Vec::new(), Kind::Folder, 0, None), None)
         .expect("root");
     let mut listed = 0u64;
     for round in 0..=depth {

@@ -8,12 +8,13 @@
 
 use crate::PgStore;
 use crate::error::Context;
+use crate::seal::{IN_STEP, LEFT_OUT};
 use postgres::Transaction;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 use std::collections::HashMap;
 use std::time::Duration;
-use treeshift_core::{Entry, ListStatus, Meta, RelPath, Side, Status};
+use treeshift_core::{Entry, ListStatus, Meta, RelPath, Side};
 use treeshift_state::{ChildRecord, Failure, FolderTask, StoreError};
 
 /// A folder leased to this process: what to list, and the epoch its
@@ -84,71 +85,79 @@ fn size_of(e: &Entry, path: &RelPath) -> Result<i64, StoreError> {
 }
 
 impl PgStore {
-    /// Records `side`'s root folder once (depth 0, the empty path) and
-    /// returns its id. The roots' comparison is not part of this store
-    /// yet.
-    pub fn record_root(&self, side: Side, root: &Entry) -> Result<i64, StoreError> {
+    /// Records the roots once, whichever process comes first, and
+    /// compares them: the source root, and the destination root if it
+    /// exists (`None`: everything is missing). Returns the source root's
+    /// id.
+    pub fn record_roots(
+        &self,
+        src_root: &Entry,
+        dst_root: Option<&Entry>,
+    ) -> Result<i64, StoreError> {
         self.run(|client| {
-            let mut tx = client.transaction().context("begin recording a root")?;
+            let mut tx = client.transaction().context("begin recording the roots")?;
             tx.execute("SELECT pg_advisory_xact_lock(7365728)", &[])
                 .context("wait for another process recording the roots")?;
             if let Some(row) = tx
-                .query_opt(&format!("SELECT id FROM {side}_nodes WHERE depth = 0"), &[])
-                .context("look for the root")?
+                .query_opt("SELECT id FROM src_nodes WHERE depth = 0", &[])
+                .context("look for the roots")?
             {
                 return Ok(row.get(0));
             }
-            let id: i64 = tx
-                .query_one("SELECT nextval('node_ids')", &[])
-                .context("number the root")?
-                .get(0);
-            let root_path = RelPath::root();
-            let m = MetaColumns::from(root.meta);
-            tx.execute(
-                &format!(
-                    "INSERT INTO {side}_nodes (id, parent_id, depth, kind, size, mtime_ns, rel_path, mode, uid, gid, xattrs) \
-                     VALUES ($1, NULL, 0, 0, 0, $2, $3, $4, $5, $6, $7)"
-                ),
-                &[
-                    &id,
-                    &root.mtime_ns,
-                    &root_path.as_bytes(),
-                    &m.mode,
-                    &m.uid,
-                    &m.gid,
-                    &m.xattrs,
-                ],
-            )
-            .context("record the root")?;
-            tx.commit().context("record the root")?;
-            Ok(id)
+            let src_id = insert_root(&mut tx, Side::Src, src_root)?;
+            let dst_id = match dst_root {
+                Some(root) => Some(insert_root(&mut tx, Side::Dst, root)?),
+                None => None,
+            };
+            self.compare_roots(&mut tx, (src_id, dst_id), src_root, dst_root)?;
+            crate::settings::record_phase(&mut tx, treeshift_core::Phase::Discovering)?;
+            tx.commit().context("record the roots")?;
+            Ok(src_id)
         })
     }
 
     /// Begins round `depth` of `side` (idempotent, and safe from any
-    /// number of processes at once): every folder at that depth that
-    /// takes part in the migration becomes a lease to take. Returns how
+    /// number of processes at once): every folder at that depth to list
+    /// becomes a lease to take (on the source, those that take part in
+    /// the migration; on the destination, those in step with a source
+    /// folder that was listed). Returns how
     /// many of them are not done.
     pub fn begin_round(&self, side: Side, depth: u32) -> Result<u64, StoreError> {
+        let case_clashes = side == Side::Src && depth > 0 && self.migration()?.dst_case_insensitive;
         let depth = depth as i32;
         self.run(|client| {
-            client
-                .execute(
-                    &format!(
-                        "INSERT INTO {side}_leases (node_id, depth) \
+            let mut tx = client.transaction().context("begin a round")?;
+            if case_clashes {
+                exclude_case_clashes(&mut tx, depth)?;
+            }
+            // A destination folder is listed only when it pairs with a
+            // source folder (its comparison found them in step, metadata
+            // aside) that was itself listed: a failed source listing never
+            // turns the destination's children into extras.
+            let takes_part = match side {
+                Side::Src => format!(
+                    "NOT EXISTS (SELECT 1 FROM src_status_events e WHERE e.node_id = n.id \
+                       AND e.phase = 'compare' AND e.status IN {LEFT_OUT})"
+                ),
+                Side::Dst => format!(
+                    "(SELECT e.status FROM dst_status_events e WHERE e.node_id = n.id \
+                       AND e.phase = 'compare' ORDER BY e.seq DESC LIMIT 1) IN {IN_STEP} \
+                     AND EXISTS (SELECT 1 FROM src_nodes s JOIN src_status_events e \
+                       ON e.node_id = s.id AND e.phase = 'list' AND e.status = 'listed' \
+                       WHERE s.kind = 0 AND s.rel_path = n.rel_path AND s.depth = n.depth)"
+                ),
+            };
+            tx.execute(
+                &format!(
+                    "INSERT INTO {side}_leases (node_id, depth) \
                      SELECT n.id, n.depth FROM {side}_nodes n \
-                     WHERE n.depth = $1 AND n.kind = 0 AND NOT EXISTS ( \
-                       SELECT 1 FROM {side}_status_events e WHERE e.node_id = n.id \
-                       AND e.phase = 'compare' AND e.status IN ($2, $3)) \
+                     WHERE n.depth = $1 AND n.kind = 0 AND {takes_part} \
                      ON CONFLICT (node_id) DO NOTHING"
-                    ),
-                    &[
-                        &depth,
-                        &Status::Excluded.as_str(),
-                        &Status::InvalidName.as_str(),
-                    ],
-                )
-                .context("begin a round")
+                ),
+                &[&depth],
+            )
+            .context("begin a round")?;
+            tx.commit().context("begin a round")
         })?;
         self.round_open(side, depth as u32)
     }
@@ -369,14 +378,41 @@ impl PgStore {
         lease: &Lease,
         failure: &Failure,
     ) -> Result<(), StoreError> {
-        let reason = format!("{}: {}", failure.operation, failure.message);
         self.finish(
             side,
             lease,
             ListStatus::Failed,
-            Some(&reason),
+            Some(failure),
             failure.attempts,
         )
+    }
+
+    /// Discards the children recorded under a leased folder so far, and
+    /// where its listing stood (before it is listed again from its
+    /// start). [`StoreError::LeaseLost`] if the lease is no longer this
+    /// one.
+    pub fn discard_children(&self, side: Side, lease: &Lease) -> Result<(), StoreError> {
+        self.run(|client| {
+            let mut tx = client.transaction().context("begin discarding children")?;
+            let held = tx
+                .execute(
+                    &format!(
+                        "UPDATE {side}_leases SET position = NULL \
+                         WHERE node_id = $1 AND epoch = $2 AND NOT done \
+                           AND expires_at >= clock_timestamp()"
+                    ),
+                    &[&lease.task.id, &lease.epoch],
+                )
+                .context("check the lease")?;
+            if held == 0 {
+                return Err(StoreError::LeaseLost {
+                    side: side.to_string(),
+                    folder: lease.task.path.to_string(),
+                });
+            }
+            discard_children(&mut tx, side, &[lease.task.id])?;
+            tx.commit().context("discard children")
+        })
     }
 
     fn finish(
@@ -384,9 +420,10 @@ impl PgStore {
         side: Side,
         lease: &Lease,
         status: ListStatus,
-        reason: Option<&str>,
+        failure: Option<&Failure>,
         attempt: u32,
     ) -> Result<(), StoreError> {
+        let reason = failure.map(|f| format!("{}: {}", f.kind, f.message));
         self.run(|client| {
             let mut tx = client.transaction().context("begin completing a folder")?;
             let held = tx
@@ -404,8 +441,29 @@ impl PgStore {
                 // was lost with the connection.
                 return landed_or_lost(&mut tx, side, lease, "done::int", 1);
             }
-            if status == ListStatus::Failed {
+            if let Some(f) = failure {
                 discard_children(&mut tx, side, &[lease.task.id])?;
+                tx.execute(
+                    "INSERT INTO task_errors (side, phase, node_id, rel_path, operation, kind, \
+                       message, attempt) VALUES ($1, 'discovery', $2, $3, $4, $5, $6, $7)",
+                    &[
+                        &side.as_str(),
+                        &lease.task.id,
+                        &lease.task.path.as_bytes(),
+                        &f.operation,
+                        &f.kind,
+                        &f.message,
+                        &(f.attempts as i32),
+                    ],
+                )
+                .context("record the failure")?;
+            } else if side == Side::Dst {
+                crate::compare::compare_children(
+                    &mut tx,
+                    lease.task.id,
+                    lease.task.depth,
+                    &lease.task.path,
+                )?;
             }
             tx.execute(
                 &format!(
@@ -426,6 +484,57 @@ impl PgStore {
         self.forget_pages(side, lease);
         Ok(())
     }
+}
+
+/// For a case-insensitive destination: among source siblings at `depth`
+/// whose names differ only in ASCII letter case, keeps the first (by
+/// bytes) and excludes the others with the reason, before anything is
+/// compared or listed under them (as the DuckDB store does). Processes
+/// beginning the round at once take turns.
+fn exclude_case_clashes(tx: &mut Transaction<'_>, depth: i32) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock(7365729)", &[])
+        .context("wait for another process beginning the round")?;
+    // `encode(.., 'escape')` is ASCII whatever the bytes, and folds only
+    // ASCII letters when lowered.
+    tx.execute(
+        "INSERT INTO src_status_events (node_id, depth, phase, status, reason, attempt) \
+         SELECT id, $1, 'compare', 'excluded', \
+                'dst-case-clash: one name on the destination with ' || encode(keeper, 'escape'), 1 \
+         FROM (SELECT n.id, n.rel_path, first_value(n.rel_path) OVER \
+                 (PARTITION BY n.parent_id, lower(encode(n.rel_path, 'escape')) ORDER BY n.rel_path) AS keeper \
+               FROM src_nodes n WHERE n.depth = $1 AND NOT EXISTS \
+                 (SELECT 1 FROM src_status_events e WHERE e.node_id = n.id AND e.phase = 'compare')) c \
+         WHERE rel_path <> keeper",
+        &[&depth],
+    )
+    .context("exclude names that clash by case")?;
+    Ok(())
+}
+
+/// Records `side`'s root folder (depth 0, the empty path); returns its id.
+fn insert_root(tx: &mut Transaction<'_>, side: Side, root: &Entry) -> Result<i64, StoreError> {
+    let id: i64 = tx
+        .query_one("SELECT nextval('node_ids')", &[])
+        .context("number a root")?
+        .get(0);
+    let m = MetaColumns::from(root.meta);
+    tx.execute(
+        &format!(
+            "INSERT INTO {side}_nodes (id, parent_id, depth, kind, size, mtime_ns, rel_path, mode, uid, gid, xattrs) \
+             VALUES ($1, NULL, 0, 0, 0, $2, $3, $4, $5, $6, $7)"
+        ),
+        &[
+            &id,
+            &root.mtime_ns,
+            &RelPath::root().as_bytes(),
+            &m.mode,
+            &m.uid,
+            &m.gid,
+            &m.xattrs,
+        ],
+    )
+    .context("record a root")?;
+    Ok(id)
 }
 
 /// For a write whose lease check failed: `Ok` if the lease row still has

@@ -15,19 +15,24 @@
 //! rest of [`treeshift_state::StateStore`] are still the DuckDB store's
 //! alone; `--state` does not take a `postgres://` location yet.
 
+mod compare;
 mod error;
 mod leases;
 mod schema;
+mod seal;
 mod settings;
+mod state_store;
 
 pub use leases::Lease;
 pub use schema::SCHEMA_VERSION;
+pub use state_store::LEASE_TIME;
 
 use error::Context;
 use postgres::{Client, NoTls};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use treeshift_core::Side;
 use treeshift_state::{MigrationSpec, OpenMode, StoreError};
@@ -36,6 +41,16 @@ use treeshift_state::{MigrationSpec, OpenMode, StoreError};
 /// restarting) before it fails, unless [`PgStore::wait_for_database`]
 /// says otherwise.
 pub const WAIT_FOR_DATABASE: Duration = Duration::from_secs(120);
+
+/// The flag raised when the destination refused extended attributes
+/// (named as in the DuckDB store).
+const XATTRS_REFUSED: &str = "dst_refuses_xattrs";
+
+/// The flag raised when the destination cannot hold symlinks.
+const NO_SYMLINKS_AT_DESTINATION: &str = "dst_holds_no_symlinks";
+
+/// Stores opened by this process so far.
+static OPENED: AtomicU64 = AtomicU64::new(0);
 
 /// The migration's locations and recorded settings.
 const MIGRATION_ROW: &str = "SELECT src, dst, settings FROM migrations WHERE id = 1";
@@ -48,11 +63,25 @@ pub struct PgStore {
     url: String,
     /// The location without its password, for messages.
     location: String,
-    /// Who holds this process's leases (host and process id).
+    /// Who holds this store's leases: host, process id, and which of
+    /// the process's stores (each has its own leases).
     holder: String,
     /// Pages of children recorded under each lease this process holds.
     pages: Mutex<HashMap<(Side, i64, i64), i32>>,
+    /// The epoch of each folder this process leased through
+    /// [`treeshift_state::StateStore::pull`] and has not finished.
+    held: Mutex<HashMap<(Side, i64), i64>>,
+    /// The round each side began last in this process.
+    rounds: Mutex<[Option<u32>; 2]>,
+    /// Renews this process's leases once it holds some.
+    heartbeat: Mutex<Option<state_store::Heartbeat>>,
     wait_for_database: Duration,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.let_go();
+    }
 }
 
 /// `url` with any password replaced by `***` (a URL's, or a key=value
@@ -95,9 +124,16 @@ impl PgStore {
         let store = PgStore {
             client: Mutex::new(client),
             url: url.to_string(),
-            holder: format!("{host}:{}", std::process::id()),
+            holder: format!(
+                "{host}:{}:{}",
+                std::process::id(),
+                OPENED.fetch_add(1, Ordering::Relaxed)
+            ),
             location,
             pages: Mutex::default(),
+            held: Mutex::default(),
+            rounds: Mutex::default(),
+            heartbeat: Mutex::default(),
             wait_for_database: WAIT_FOR_DATABASE,
         };
         let resumed = store.open_migration(mode)?;

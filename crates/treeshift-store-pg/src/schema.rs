@@ -5,7 +5,7 @@
 //! ids keep their bits in a `bigint`.
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// What `meta.format` says in a database that holds a treeshift migration.
 pub const FORMAT: &str = "treeshift-pg";
@@ -33,7 +33,20 @@ pub fn create() -> String {
          CREATE TABLE logs (
              seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
              recorded_at timestamptz NOT NULL, level text NOT NULL,
-             target text NOT NULL, message text NOT NULL);",
+             target text NOT NULL, message text NOT NULL);
+         -- A round sealed, with its folders listed and failed.
+         CREATE TABLE rounds (
+             side text NOT NULL, depth integer NOT NULL, sealed_at timestamptz NOT NULL,
+             folders_listed bigint NOT NULL, folders_failed bigint NOT NULL,
+             PRIMARY KEY (side, depth));
+         CREATE TABLE queue_stats (
+             side text NOT NULL, depth integer NOT NULL, recorded_at timestamptz NOT NULL,
+             metrics text NOT NULL);
+         CREATE TABLE task_errors (
+             seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, side text NOT NULL,
+             phase text NOT NULL, node_id bigint, rel_path bytea, operation text NOT NULL,
+             kind text NOT NULL, message text NOT NULL, attempt integer NOT NULL,
+             recorded_at timestamptz NOT NULL DEFAULT now());",
     );
     for side in ["src", "dst"] {
         sql.push_str(&format!(
@@ -45,13 +58,17 @@ pub fn create() -> String {
                  mode integer, uid bigint, gid bigint, xattrs bigint,
                  dev bigint, ino bigint, etag text);
              CREATE INDEX {side}_nodes_parent ON {side}_nodes (parent_id);
-             CREATE INDEX {side}_nodes_folders ON {side}_nodes (depth, id) WHERE kind = 0;
+             CREATE INDEX {side}_nodes_depth ON {side}_nodes (depth, id);
              CREATE TABLE {side}_status_events (
                  seq bigint GENERATED ALWAYS AS IDENTITY, node_id bigint NOT NULL,
                  depth integer NOT NULL, phase text NOT NULL, status text NOT NULL,
                  reason text, attempt integer NOT NULL,
                  recorded_at timestamptz NOT NULL DEFAULT now());
              CREATE INDEX {side}_status_events_node ON {side}_status_events (node_id, phase);
+             -- Statistics of the nodes at one depth, recomputed at each seal.
+             CREATE TABLE {side}_stats (
+                 depth integer NOT NULL, key text NOT NULL, value bigint NOT NULL,
+                 PRIMARY KEY (depth, key));
              -- A folder of a round begun: who lists it, until when (the
              -- database's clock), under which epoch, and where a listing
              -- cut short stood; `pages`: how many pages of children the
@@ -64,5 +81,8 @@ pub fn create() -> String {
              CREATE INDEX {side}_leases_open ON {side}_leases (depth, node_id) WHERE NOT done;"
         ));
     }
+    // A destination folder's listing is compared with the children of
+    // the source folder of its path, found by this.
+    sql.push_str("CREATE INDEX src_nodes_folder_path ON src_nodes (rel_path) WHERE kind = 0;");
     sql
 }

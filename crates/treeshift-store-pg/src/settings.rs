@@ -5,6 +5,7 @@
 
 use crate::PgStore;
 use crate::error::Context;
+use postgres::GenericClient;
 use treeshift_core::{Phase, Side};
 use treeshift_state::{
     Keyring, LogEntry, LogRecord, StoreError, StoredConnection, log_levels_down_to,
@@ -13,15 +14,7 @@ use treeshift_state::{
 impl PgStore {
     /// Records the migration's lifecycle phase.
     pub fn set_phase(&self, phase: Phase) -> Result<(), StoreError> {
-        self.run(|client| {
-            client
-                .execute(
-                    "UPDATE migrations SET phase = $1, updated_at = now() WHERE id = 1",
-                    &[&phase.as_str()],
-                )
-                .context("set the phase")
-        })?;
-        Ok(())
+        self.run(|client| record_phase(client, phase))
     }
 
     /// The migration's current phase.
@@ -196,4 +189,19 @@ impl PgStore {
             })
             .collect())
     }
+}
+
+/// Records the phase, on `client` (a connection, or a transaction it is
+/// part of).
+pub(crate) fn record_phase(
+    client: &mut impl GenericClient,
+    phase: Phase,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "UPDATE migrations SET phase = $1, updated_at = now() WHERE id = 1",
+            &[&phase.as_str()],
+        )
+        .context("set the phase")?;
+    Ok(())
 }

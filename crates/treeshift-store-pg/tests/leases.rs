@@ -52,7 +52,7 @@ fn folders(n: usize) -> Vec<ChildRecord> {
 /// A source root with `n` folders below it, listed: round 1 has them.
 fn source_with_folders(store: &PgStore, n: usize) {
     let root = Entry::new(Vec::new(), Kind::Folder, 0, None);
-    store.record_root(Side::Src, &root).unwrap();
+    store.record_roots(&root, None).unwrap();
     assert_eq!(store.begin_round(Side::Src, 0).unwrap(), 1);
     let lease = store.lease(Side::Src, 0, 10, LONG).unwrap().remove(0);
     store
@@ -295,7 +295,7 @@ fn children_left_out_are_recorded_with_their_reason_and_never_become_a_round() {
     let url = pg.database("m");
     let store = create(&url);
     let root = Entry::new(Vec::new(), Kind::Folder, 0, None);
-    store.record_root(Side::Src, &root).unwrap();
+    store.record_roots(&root, None).unwrap();
     store.begin_round(Side::Src, 0).unwrap();
     let lease = store.lease(Side::Src, 0, 1, LONG).unwrap().remove(0);
     let mut skipped = child("node_modules", Kind::Folder);

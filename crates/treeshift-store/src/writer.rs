@@ -35,9 +35,7 @@ use duckdb::{Config, Connection, params};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use treeshift_core::{
-    Entry, Kind, LeftAlone, Phase, RelPath, RoundState, Side, Status, Summary, ToCopy, Totals,
-};
+use treeshift_core::{Entry, Kind, Phase, RelPath, Side, Status, Summary};
 
 mod append;
 mod compare;

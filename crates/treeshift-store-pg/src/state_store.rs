@@ -1,0 +1,466 @@
+//! [`StateStore`] on PostgreSQL, so the engine runs discovery against it
+//! as against a DuckDB file. The trait speaks of folders, this store of
+//! leases: [`StateStore::pull`] leases the next folders of the round
+//! begun, this process remembers each lease's epoch, and every write
+//! about a folder goes in under it. A heartbeat keeps the leases of this
+//! process alive while its folders wait in the engine's queue or are
+//! listed; a process that dies stops renewing them, and others lease them
+//! again once they expire.
+//!
+//! Review, approval, copy and verification are not on this store yet:
+//! they answer [`StoreError::NotYet`].
+
+use crate::{Lease, PgStore};
+use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
+use postgres::{Client, NoTls};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use treeshift_core::{Approval, Entry, Extras, Phase, Policy, RelPath, Side};
+use treeshift_state::*;
+
+/// How long a lease lasts unless renewed: how long the folders of a
+/// process that died wait before another process lists them.
+pub const LEASE_TIME: Duration = Duration::from_secs(30);
+
+/// How often the heartbeat renews this process's leases: three times a
+/// lease, so one missed beat (a slow database) loses nothing.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// How often a process with nothing to lease looks again while other
+/// processes hold the round's last folders.
+const WAIT_FOR_OTHERS: Duration = Duration::from_millis(100);
+
+const STORE: &str = "PostgreSQL";
+
+fn not_yet<T>(operation: &'static str) -> Result<T, StoreError> {
+    Err(StoreError::NotYet {
+        operation,
+        store: STORE,
+    })
+}
+
+/// The thread that renews this process's leases, stopped when the store
+/// is dropped.
+pub(crate) struct Heartbeat {
+    stop: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Heartbeat {
+    /// Starts renewing the leases `holder` holds, on a connection of its
+    /// own to `url` (a listing that holds the store's connection must not
+    /// hold up the renewal).
+    fn start(url: String, holder: String) -> Heartbeat {
+        let (stop, stopped) = bounded::<()>(0);
+        let thread = std::thread::spawn(move || {
+            let mut client: Option<Client> = None;
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT) {
+                if client.is_none() {
+                    client = Client::connect(&url, NoTls).ok();
+                }
+                let Some(c) = client.as_mut() else {
+                    tracing::warn!("lease heartbeat: the state database cannot be reached");
+                    continue;
+                };
+                if let Err(e) = renew(c, &holder) {
+                    tracing::warn!(error = %e, "lease heartbeat: renewal failed");
+                    client = None;
+                }
+            }
+        });
+        Heartbeat { stop, thread }
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
+/// Extends every lease `holder` holds by [`LEASE_TIME`].
+fn renew(client: &mut Client, holder: &str) -> Result<(), postgres::Error> {
+    for side in Side::BOTH {
+        client.execute(
+            &format!(
+                "UPDATE {side}_leases SET expires_at = clock_timestamp() + $2 * interval '1 millisecond' \
+                 WHERE holder = $1 AND NOT done"
+            ),
+            &[&holder, &(LEASE_TIME.as_secs_f64() * 1000.0)],
+        )?;
+    }
+    Ok(())
+}
+
+impl PgStore {
+    /// The lease this process holds on `folder`.
+    fn lease_of(&self, side: Side, folder: &FolderTask) -> Result<Lease, StoreError> {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        match held.get(&(side, folder.id)) {
+            Some(&epoch) => Ok(Lease {
+                task: folder.clone(),
+                epoch,
+            }),
+            None => Err(StoreError::LeaseLost {
+                side: side.to_string(),
+                folder: folder.path.to_string(),
+            }),
+        }
+    }
+
+    fn forget_lease(&self, side: Side, folder: &FolderTask) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.remove(&(side, folder.id));
+    }
+
+    /// How many open folders of round `depth` of `side` other processes
+    /// hold.
+    fn held_by_others(&self, side: Side, depth: u32) -> Result<i64, StoreError> {
+        use crate::error::Context;
+        self.run(|client| {
+            Ok(client
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FROM {side}_leases \
+                         WHERE depth = $1 AND NOT done AND holder IS DISTINCT FROM $2"
+                    ),
+                    &[&(depth as i32), &self.holder()],
+                )
+                .context("count the folders other processes hold")?
+                .get(0))
+        })
+    }
+
+    /// Starts the heartbeat, once.
+    fn beat(&self) {
+        let mut heartbeat = self.heartbeat.lock().unwrap_or_else(|p| p.into_inner());
+        if heartbeat.is_none() {
+            *heartbeat = Some(Heartbeat::start(
+                self.url.clone(),
+                self.holder().to_string(),
+            ));
+        }
+    }
+
+    /// Stops the heartbeat and gives back the leases of folders this
+    /// process did not finish, so another process (or the next run)
+    /// lists them without waiting for them to expire.
+    pub(crate) fn let_go(&mut self) {
+        let heartbeat = self.heartbeat.get_mut().unwrap_or_else(|p| p.into_inner());
+        let Some(heartbeat) = heartbeat.take() else {
+            return;
+        };
+        heartbeat.stop();
+        let client = self.client.get_mut().unwrap_or_else(|p| p.into_inner());
+        for side in Side::BOTH {
+            // One try: a database gone away lets the leases expire instead.
+            let _ = client.execute(
+                &format!(
+                    "UPDATE {side}_leases SET holder = NULL, expires_at = NULL \
+                     WHERE holder = $1 AND NOT done"
+                ),
+                &[&self.holder],
+            );
+        }
+    }
+}
+
+impl StateStore for PgStore {
+    fn migration(&self) -> Result<MigrationSpec, StoreError> {
+        PgStore::migration(self)
+    }
+
+    fn check_same_migration(&self, spec: MigrationSpec) -> Result<(), StoreError> {
+        match PgStore::migration(self)?.difference(&spec) {
+            Some(d) => Err(d.refused_at(PathBuf::from(&self.location))),
+            None => Ok(()),
+        }
+    }
+
+    fn set_phase(&self, phase: Phase) -> Result<(), StoreError> {
+        PgStore::set_phase(self, phase)
+    }
+
+    fn phase(&self) -> Result<Phase, StoreError> {
+        PgStore::phase(self)
+    }
+
+    fn keyring(&self) -> Result<Option<Keyring>, StoreError> {
+        PgStore::keyring(self)
+    }
+
+    fn connections(&self) -> Result<Vec<StoredConnection>, StoreError> {
+        PgStore::connections(self)
+    }
+
+    fn save_credentials(
+        &self,
+        keyring: Option<Keyring>,
+        connections: Vec<StoredConnection>,
+    ) -> Result<(), StoreError> {
+        PgStore::save_credentials(self, keyring.as_ref(), &connections)
+    }
+
+    fn note_xattrs_refused(&self) -> Result<(), StoreError> {
+        self.set_flag(crate::XATTRS_REFUSED)
+    }
+
+    fn note_no_symlinks_at_destination(&self) -> Result<(), StoreError> {
+        self.set_flag(crate::NO_SYMLINKS_AT_DESTINATION)
+    }
+
+    fn xattrs_refused(&self) -> Result<bool, StoreError> {
+        self.flag(crate::XATTRS_REFUSED)
+    }
+
+    fn record_roots(&self, src_root: Entry, dst_root: Option<Entry>) -> Result<(), StoreError> {
+        PgStore::record_roots(self, &src_root, dst_root.as_ref())?;
+        Ok(())
+    }
+
+    fn begin_round(&self, side: Side, depth: u32) -> Result<u64, StoreError> {
+        let open = PgStore::begin_round(self, side, depth)?;
+        let mut rounds = self.rounds.lock().unwrap_or_else(|p| p.into_inner());
+        rounds[side as usize] = Some(depth);
+        Ok(open)
+    }
+
+    /// Leases the next folders of the round begun (`after` plays no part:
+    /// what is leased is no longer offered). Empty once every open folder
+    /// of the round is this process's; while other processes hold some,
+    /// waits for them to finish or expire.
+    fn pull(&self, side: Side, _after: i64, limit: usize) -> Result<Vec<FolderTask>, StoreError> {
+        let Some(depth) = self.rounds.lock().unwrap_or_else(|p| p.into_inner())[side as usize]
+        else {
+            return Ok(Vec::new());
+        };
+        self.beat();
+        loop {
+            let leases = self.lease(side, depth, limit, LEASE_TIME)?;
+            if !leases.is_empty() {
+                let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+                held.extend(leases.iter().map(|l| ((side, l.task.id), l.epoch)));
+                return Ok(leases.into_iter().map(|l| l.task).collect());
+            }
+            if self.held_by_others(side, depth)? == 0 {
+                return Ok(Vec::new());
+            }
+            std::thread::sleep(WAIT_FOR_OTHERS);
+        }
+    }
+
+    fn record_children(
+        &self,
+        side: Side,
+        parent: &FolderTask,
+        children: Vec<ChildRecord>,
+        position: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let lease = self.lease_of(side, parent)?;
+        PgStore::record_children(self, side, &lease, children, position, LEASE_TIME)
+    }
+
+    fn folder_listed(
+        &self,
+        side: Side,
+        folder: &FolderTask,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
+        let lease = self.lease_of(side, folder)?;
+        PgStore::folder_listed(self, side, &lease, attempt)?;
+        self.forget_lease(side, folder);
+        Ok(())
+    }
+
+    fn folder_failed(
+        &self,
+        side: Side,
+        folder: &FolderTask,
+        failure: Failure,
+    ) -> Result<(), StoreError> {
+        let lease = self.lease_of(side, folder)?;
+        PgStore::folder_failed(self, side, &lease, &failure)?;
+        self.forget_lease(side, folder);
+        Ok(())
+    }
+
+    fn discard_children(&self, side: Side, folder: &FolderTask) -> Result<(), StoreError> {
+        let lease = self.lease_of(side, folder)?;
+        PgStore::discard_children(self, side, &lease)
+    }
+
+    fn seal_round(
+        &self,
+        side: Side,
+        depth: u32,
+        metrics: serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        PgStore::seal_round(self, side, depth, &metrics)
+    }
+
+    fn progress(&self) -> Result<RoundProgress, StoreError> {
+        PgStore::progress(self)
+    }
+
+    fn summary(&self) -> Result<treeshift_core::Summary, StoreError> {
+        PgStore::summary(self)
+    }
+
+    fn requeue_failed_folders(
+        &self,
+        _prefix: Option<RelPath>,
+    ) -> Result<FoldersRequeued, StoreError> {
+        not_yet("a retry sweep")
+    }
+
+    fn review(
+        &self,
+        _select: ReviewSelect,
+        _sink: crossbeam_channel::Sender<Vec<ReviewItem>>,
+    ) -> Result<(), StoreError> {
+        not_yet("review")
+    }
+
+    fn review_page(
+        &self,
+        _select: ReviewSelect,
+        _after: Option<(Side, RelPath)>,
+        _filter: ReviewFilter,
+        _limit: usize,
+    ) -> Result<Vec<ReviewItem>, StoreError> {
+        not_yet("review")
+    }
+
+    fn browse(
+        &self,
+        _folder: RelPath,
+        _after: Option<RelPath>,
+        _limit: usize,
+    ) -> Result<Vec<BrowseChild>, StoreError> {
+        not_yet("browsing")
+    }
+
+    fn preview_plan(&self, _policy: Policy, _extras: Extras) -> Result<PlanPreview, StoreError> {
+        not_yet("a plan")
+    }
+
+    fn approve(
+        &self,
+        _policy: Policy,
+        _extras: Extras,
+        _approved_by: &str,
+    ) -> Result<Approval, StoreError> {
+        not_yet("approval")
+    }
+
+    fn approve_seen(
+        &self,
+        _policy: Policy,
+        _extras: Extras,
+        _approved_by: &str,
+        _expected: &str,
+    ) -> Result<Approval, StoreError> {
+        not_yet("approval")
+    }
+
+    fn approval(&self) -> Result<Option<Approval>, StoreError> {
+        not_yet("approval")
+    }
+
+    fn approved_plan(&self) -> Result<Approval, StoreError> {
+        not_yet("approval")
+    }
+
+    fn extend_approval(&self) -> Result<Option<u64>, StoreError> {
+        not_yet("approval")
+    }
+
+    fn status_parts(
+        &self,
+        _part_size: fn(&MigrationSpec) -> u64,
+    ) -> Result<StatusParts, StoreError> {
+        not_yet("status")
+    }
+
+    fn task_errors(&self) -> Result<TaskErrors, StoreError> {
+        not_yet("the failure report")
+    }
+
+    fn queue_stats(&self) -> Result<Vec<RoundMetrics>, StoreError> {
+        not_yet("round metrics")
+    }
+
+    fn estimate(&self, _part_size: u64) -> Result<Estimate, StoreError> {
+        not_yet("an estimate")
+    }
+
+    fn begin_copy(&self) -> Result<CopyTodo, StoreError> {
+        not_yet("copy")
+    }
+
+    fn pull_copy(
+        &self,
+        _pull: CopyPull,
+        _after: i64,
+        _limit: usize,
+    ) -> Result<Vec<CopyTask>, StoreError> {
+        not_yet("copy")
+    }
+
+    fn record_copy(&self, _events: Vec<CopyEvent>) -> Result<(), StoreError> {
+        not_yet("copy")
+    }
+
+    fn requeue_failed_copies(&self, _prefix: Option<RelPath>) -> Result<u64, StoreError> {
+        not_yet("a retry sweep")
+    }
+
+    fn folder_times(
+        &self,
+        _after: Option<(u32, i64)>,
+        _limit: usize,
+    ) -> Result<Vec<FolderTime>, StoreError> {
+        not_yet("copy")
+    }
+
+    fn record_dated(&self, _folders: Vec<(i64, u32)>) -> Result<(), StoreError> {
+        not_yet("copy")
+    }
+
+    fn copy_summary(&self) -> Result<treeshift_core::CopySummary, StoreError> {
+        not_yet("copy")
+    }
+
+    fn next_pass(&self) -> Result<Option<u32>, StoreError> {
+        not_yet("a delta pass")
+    }
+
+    fn begin_verify(&self, _checksum: bool) -> Result<u64, StoreError> {
+        not_yet("verification")
+    }
+
+    fn pull_verify(&self, _after: i64, _limit: usize) -> Result<Vec<VerifyTask>, StoreError> {
+        not_yet("verification")
+    }
+
+    fn record_verify(&self, _events: Vec<VerifyEvent>) -> Result<(), StoreError> {
+        not_yet("verification")
+    }
+
+    fn verify_summary(&self) -> Result<Option<treeshift_core::VerifySummary>, StoreError> {
+        not_yet("verification")
+    }
+
+    fn append_logs(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {
+        PgStore::append_logs(self, &records)
+    }
+
+    fn logs(&self, after: i64, level: &str, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
+        PgStore::logs(self, after, level, limit)
+    }
+
+    /// Nothing is buffered: every write commits before it returns.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
