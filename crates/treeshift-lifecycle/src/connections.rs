@@ -4,10 +4,11 @@
 
 use crate::credentials::{self, Keys, Unlocked};
 use crate::error::{Result, input};
+use crate::state::StateHandle;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use treeshift_core::{Secret, Secrets, Side};
-use treeshift_store::{StateStore, StoreHandle, StoredConnection};
+use treeshift_store::StoredConnection;
 use treeshift_vault::KeySource;
 
 /// What stands for a secret's value in a listing.
@@ -45,7 +46,7 @@ pub struct ConnectionsView {
 }
 
 /// The list of connections.
-pub fn list(h: &StoreHandle) -> Result<ConnectionsView> {
+pub fn list(h: &StateHandle) -> Result<ConnectionsView> {
     let connections = h
         .connections()?
         .into_iter()
@@ -69,7 +70,7 @@ pub fn list(h: &StoreHandle) -> Result<ConnectionsView> {
 /// Seals `secrets` as `side`'s connection, replacing what it held; makes
 /// the migration's data key on first use (which needs a key).
 fn seal_side(
-    h: &StoreHandle,
+    h: &StateHandle,
     side: Side,
     location: &str,
     secrets: &Secrets,
@@ -103,7 +104,7 @@ fn seal_side(
     Ok(())
 }
 
-fn location_of(h: &StoreHandle, side: Side) -> Result<String> {
+fn location_of(h: &StateHandle, side: Side) -> Result<String> {
     let spec = h.migration()?;
     Ok(match side {
         Side::Src => spec.src,
@@ -126,7 +127,7 @@ fn listed(names: &[&str]) -> String {
 /// Replaces all of one side's secrets with those from `source` (a secret
 /// file, or the environment); returns their names.
 pub fn set(
-    h: &StoreHandle,
+    h: &StateHandle,
     side: Side,
     source: &credentials::SecretSource,
     keys: &dyn Keys,
@@ -146,7 +147,7 @@ pub fn set(
 
 /// Replaces (or adds) one secret of one side.
 pub fn set_secret(
-    h: &StoreHandle,
+    h: &StateHandle,
     side: Side,
     name: &str,
     value: Secret,
@@ -176,7 +177,7 @@ pub fn set_secret(
 /// Makes a new data key, seals every connection again under it and wraps
 /// it under `new_key`, in one transaction. Returns the connections
 /// sealed again.
-pub fn rekey(h: &StoreHandle, keys: &dyn Keys, new_key: &KeySource) -> Result<usize> {
+pub fn rekey(h: &StateHandle, keys: &dyn Keys, new_key: &KeySource) -> Result<usize> {
     let keyring = h.keyring()?.ok_or_else(|| {
         input(format!(
             "nothing is sealed in {}: there is no key to change",

@@ -6,10 +6,11 @@
 //! they are read from the environment on every run, and a note says so.
 
 use crate::error::{Result, input};
+use crate::state::StateHandle;
 use std::io::Read;
 use std::path::Path;
 use treeshift_core::{Secrets, Side};
-use treeshift_store::{Keyring, StateStore, StoreHandle, StoredConnection};
+use treeshift_store::{Keyring, StoredConnection};
 use treeshift_vault::{DataKey, KeyKind, KeySource, WrappedKey};
 
 /// Where the key that opens (or seals) a migration's secrets comes from:
@@ -212,7 +213,7 @@ fn sealed_row(rows: &[StoredConnection], side: Side) -> Option<&StoredConnection
 /// The secrets of both sides of a migration whose state file is open
 /// (copy, retry, verify): sealed ones where the file holds them, else the
 /// environment's.
-pub fn for_existing(handle: &StoreHandle, keys: &dyn Keys) -> Result<[Secrets; 2]> {
+pub fn for_existing(handle: &StateHandle, keys: &dyn Keys) -> Result<[Secrets; 2]> {
     let spec = handle.migration()?;
     let rows = handle.connections()?;
     let unlocked = match rows.iter().any(|r| !r.secret_names.is_empty()) {
@@ -232,7 +233,7 @@ pub fn for_existing(handle: &StoreHandle, keys: &dyn Keys) -> Result<[Secrets; 2
     Ok(out)
 }
 
-fn unlock_from(handle: &StoreHandle, keys: &dyn Keys) -> Result<Unlocked> {
+fn unlock_from(handle: &StateHandle, keys: &dyn Keys) -> Result<Unlocked> {
     let keyring = handle.keyring()?.ok_or_else(|| {
         input("the state file holds sealed connections but no key record: it was altered")
     })?;
@@ -254,7 +255,7 @@ pub struct ForDiscovery {
 /// file replaces them), else the secret file's or the environment's.
 pub fn for_discovery(
     state: &Path,
-    existing: Option<&StoreHandle>,
+    existing: Option<&StateHandle>,
     locations: [&str; 2],
     sources: [&SecretSource; 2],
     keys: &dyn Keys,
@@ -292,7 +293,7 @@ pub fn for_discovery(
 /// given now are sealed (under the migration's data key, made on first
 /// use) when a key was given. Returns the sides whose secrets were not
 /// kept, for want of a key (they are read from the environment each run).
-pub fn record(handle: &StoreHandle, chosen: ForDiscovery, keys: &dyn Keys) -> Result<Vec<Side>> {
+pub fn record(handle: &StateHandle, chosen: ForDiscovery, keys: &dyn Keys) -> Result<Vec<Side>> {
     let spec = handle.migration()?;
     let rows = handle.connections()?;
     let mut keyring = handle.keyring()?;

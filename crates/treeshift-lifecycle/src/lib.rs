@@ -16,6 +16,7 @@ pub mod credentials;
 mod error;
 mod migration;
 mod report;
+pub mod state;
 
 pub use credentials::{Keys, SecretSource};
 pub use error::{ErrorClass, LifecycleError, Result};
@@ -24,4 +25,5 @@ pub use report::{
     ApprovalReport, Calls, CopyCost, DiscoveryReport, RetriedCopy, RetriedDiscovery, SideCalls,
     StatusReport, Timing,
 };
+pub use state::{OpenState, StateHandle};
 pub use treeshift_engine::Cancel;

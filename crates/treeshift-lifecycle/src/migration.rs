@@ -8,6 +8,7 @@ use crate::report::{
     ApprovalReport, Calls, CopyCost, DiscoveryReport, RetriedCopy, RetriedDiscovery, SideCalls,
     StatusReport, Timing,
 };
+use crate::state::{self, OpenState, StateHandle};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use treeshift_engine::{
     Cancel, CopyOptions, CopyProgress, DiscoverOptions, DiscoveryProgress, EngineError,
     VerifyOptions, VerifyProgress,
 };
-use treeshift_store::{MigrationSpec, OpenMode, StateStore, Store, StoreError, StoreHandle};
+use treeshift_store::{MigrationSpec, OpenMode, StoreError};
 
 /// Requests a second, at most, to each side (remote storage only).
 #[derive(Clone, Copy, Debug, Default)]
@@ -50,8 +51,8 @@ pub struct DiscoveryRequest {
 
 /// An open migration.
 pub struct Migration {
-    store: Option<Store>,
-    handle: StoreHandle,
+    state: Option<OpenState>,
+    handle: StateHandle,
     keys: Arc<dyn Keys>,
     limits: Limits,
     backends: Mutex<Option<[Arc<Counted>; 2]>>,
@@ -85,10 +86,10 @@ fn open_backends(
 impl Migration {
     /// Opens the migration an existing state file holds.
     pub fn open(state: &Path, keys: Arc<dyn Keys>, limits: Limits) -> Result<Migration> {
-        let (store, _) = Store::open(state, OpenMode::Existing)?;
+        let (state, _) = OpenState::open(state, OpenMode::Existing)?;
         Ok(Migration {
-            handle: store.handle(),
-            store: Some(store),
+            handle: state.handle().clone(),
+            state: Some(state),
             keys,
             limits,
             backends: Mutex::new(None),
@@ -112,8 +113,8 @@ impl Migration {
         // An existing state file is opened once: its sealed secrets choose
         // the backends' credentials, and the migration it holds is checked
         // against this one once the backends describe themselves.
-        let existing = match Store::open(&request.state, OpenMode::Existing) {
-            Ok((store, _)) => Some(store),
+        let existing = match OpenState::open(&request.state, OpenMode::Existing) {
+            Ok((state, _)) => Some(state),
             // Nothing recorded yet: no file, or one that a run killed as
             // it created it left empty; a file that is another program's
             // is refused by the open below, in its own words.
@@ -122,7 +123,7 @@ impl Migration {
         };
         let chosen = credentials::for_discovery(
             &request.state,
-            existing.as_ref().map(Store::handle).as_ref(),
+            existing.as_ref().map(OpenState::handle),
             [&request.src, &request.dst],
             [&request.secrets[0], &request.secrets[1]],
             keys.as_ref(),
@@ -140,19 +141,20 @@ impl Migration {
                 &dst.capabilities(),
             ),
         };
-        let fresh = !request.state.exists();
-        let store = match existing {
-            Some(store) => {
-                store.handle().check_same_migration(spec)?;
-                store
+        // A database is never removed (see `close_after`).
+        let fresh = !state::is_database(&request.state) && !request.state.exists();
+        let state = match existing {
+            Some(state) => {
+                state.handle().check_same_migration(spec)?;
+                state
             }
-            None => Store::open(&request.state, OpenMode::CreateOrResume(Box::new(spec)))?.0,
+            None => OpenState::open(&request.state, OpenMode::CreateOrResume(Box::new(spec)))?.0,
         };
-        let handle = store.handle();
+        let handle = state.handle().clone();
         let not_kept = credentials::record(&handle, chosen, keys.as_ref())?;
         Ok(Migration {
             handle,
-            store: Some(store),
+            state: Some(state),
             keys,
             limits,
             backends: Mutex::new(Some([src, dst])),
@@ -162,8 +164,8 @@ impl Migration {
         })
     }
 
-    /// The state file's handle (for a log sink, or reads of its own).
-    pub fn handle(&self) -> &StoreHandle {
+    /// The state's handle (for a log sink, or reads of its own).
+    pub fn handle(&self) -> &StateHandle {
         &self.handle
     }
 
@@ -175,8 +177,8 @@ impl Migration {
 
     /// Commits what is buffered and closes the state file.
     pub fn close(mut self) -> Result<()> {
-        match self.store.take() {
-            Some(store) => Ok(store.close()?),
+        match self.state.take() {
+            Some(state) => Ok(state.close()?),
             None => Ok(()),
         }
     }
@@ -247,7 +249,7 @@ impl Migration {
             ..DiscoverOptions::default()
         };
         let result =
-            treeshift_engine::discover(&self.handle, src, dst, &filter, &options, timed.clone());
+            treeshift_engine::discover(&*self.handle, src, dst, &filter, &options, timed.clone());
         let summary = result.map_err(LifecycleError::Engine)?;
         Ok(DiscoveryReport {
             summary,
@@ -329,7 +331,7 @@ impl Migration {
             ..CopyOptions::default()
         };
         Ok(treeshift_engine::copy(
-            &self.handle,
+            &*self.handle,
             src,
             dst,
             &options,
@@ -352,7 +354,7 @@ impl Migration {
             cancel: cancel.clone(),
         };
         Ok(treeshift_engine::verify(
-            &self.handle,
+            &*self.handle,
             src,
             dst,
             &options,
@@ -447,8 +449,8 @@ impl Migration {
 
 impl Drop for Migration {
     fn drop(&mut self) {
-        if let Some(store) = self.store.take() {
-            let _ = store.close();
+        if let Some(state) = self.state.take() {
+            let _ = state.close();
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use treeshift_core::{Extras, Policy, RelPath, Side};
 use treeshift_engine::{CopyProgress, DiscoveryProgress, VerifyProgress};
 use treeshift_lifecycle::{Cancel, LifecycleError, Migration};
-use treeshift_store::{CopyTodo, StateStore};
+use treeshift_store::CopyTodo;
 
 /// The operations a job runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]

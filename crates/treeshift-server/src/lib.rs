@@ -42,7 +42,7 @@ pub fn migration_span(name: &str) -> tracing::Span {
 /// binary, which installs the log subscriber, implements it.
 pub trait LogRoutes: Send + Sync {
     /// `name`'s state file is open: its records go to `store`.
-    fn opened(&self, name: &str, store: treeshift_store::StoreHandle);
+    fn opened(&self, name: &str, store: treeshift_lifecycle::StateHandle);
     /// `name`'s state file is about to close: send what is pending.
     fn closed(&self, name: &str);
 }

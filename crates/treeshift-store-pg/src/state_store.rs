@@ -7,12 +7,13 @@
 //! listed; a process that dies stops renewing them, and others lease them
 //! again once they expire.
 //!
-//! Review, approval, copy and verification are not on this store yet:
-//! they answer [`StoreError::NotYet`].
+//! Review, approval, copy, verification and delta passes are not on
+//! this store yet: they answer [`StoreError::NotYet`] (nothing is
+//! approved, and the first pass goes on).
 
 use crate::{Lease, PgStore};
 use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
-use postgres::{Client, NoTls};
+use postgres::Client;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -30,6 +31,12 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 /// How often a process with nothing to lease looks again while other
 /// processes hold the round's last folders.
 const WAIT_FOR_OTHERS: Duration = Duration::from_millis(100);
+
+/// The most folders one pull leases: a process holds no more than it
+/// lists soon (the engine pulls again as its workers take them), so the
+/// others find folders to take; a process that took a whole round at once
+/// would list it alone.
+const LEASE_BATCH: usize = 16;
 
 const STORE: &str = "PostgreSQL";
 
@@ -57,7 +64,7 @@ impl Heartbeat {
             let mut client: Option<Client> = None;
             while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT) {
                 if client.is_none() {
-                    client = Client::connect(&url, NoTls).ok();
+                    client = crate::connect(&url).ok();
                 }
                 let Some(c) = client.as_mut() else {
                     tracing::warn!("lease heartbeat: the state database cannot be reached");
@@ -143,15 +150,22 @@ impl PgStore {
     }
 
     /// Stops the heartbeat and gives back the leases of folders this
-    /// process did not finish, so another process (or the next run)
-    /// lists them without waiting for them to expire.
-    pub(crate) fn let_go(&mut self) {
-        let heartbeat = self.heartbeat.get_mut().unwrap_or_else(|p| p.into_inner());
-        let Some(heartbeat) = heartbeat.take() else {
+    /// store did not finish, so another process (or the next run) lists
+    /// them without waiting for them to expire. Called when the store is
+    /// dropped; a process that closes its state calls it before (its log
+    /// layer may hold the store longer).
+    pub fn let_go(&self) {
+        let heartbeat = self
+            .heartbeat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(heartbeat) = heartbeat else {
             return;
         };
         heartbeat.stop();
-        let client = self.client.get_mut().unwrap_or_else(|p| p.into_inner());
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let mut client = self.client.lock().unwrap_or_else(|p| p.into_inner());
         for side in Side::BOTH {
             // One try: a database gone away lets the leases expire instead.
             let _ = client.execute(
@@ -225,8 +239,8 @@ impl StateStore for PgStore {
         Ok(open)
     }
 
-    /// Leases the next folders of the round begun (`after` plays no part:
-    /// what is leased is no longer offered). Empty once every open folder
+    /// Leases the next folders of the round begun, [`LEASE_BATCH`] at
+    /// most (`after` plays no part: what is leased is no longer offered). Empty once every open folder
     /// of the round is this process's; while other processes hold some,
     /// waits for them to finish or expire.
     fn pull(&self, side: Side, _after: i64, limit: usize) -> Result<Vec<FolderTask>, StoreError> {
@@ -236,7 +250,7 @@ impl StateStore for PgStore {
         };
         self.beat();
         loop {
-            let leases = self.lease(side, depth, limit, LEASE_TIME)?;
+            let leases = self.lease(side, depth, limit.min(LEASE_BATCH), LEASE_TIME)?;
             if !leases.is_empty() {
                 let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
                 held.extend(leases.iter().map(|l| ((side, l.task.id), l.epoch)));
@@ -363,8 +377,9 @@ impl StateStore for PgStore {
         not_yet("approval")
     }
 
+    /// Nothing can be approved on this store yet.
     fn approval(&self) -> Result<Option<Approval>, StoreError> {
-        not_yet("approval")
+        Ok(None)
     }
 
     fn approved_plan(&self) -> Result<Approval, StoreError> {
@@ -377,21 +392,21 @@ impl StateStore for PgStore {
 
     fn status_parts(
         &self,
-        _part_size: fn(&MigrationSpec) -> u64,
+        part_size: fn(&MigrationSpec) -> u64,
     ) -> Result<StatusParts, StoreError> {
-        not_yet("status")
+        PgStore::status_parts(self, part_size)
     }
 
     fn task_errors(&self) -> Result<TaskErrors, StoreError> {
-        not_yet("the failure report")
+        PgStore::task_errors(self)
     }
 
     fn queue_stats(&self) -> Result<Vec<RoundMetrics>, StoreError> {
-        not_yet("round metrics")
+        PgStore::queue_stats(self)
     }
 
-    fn estimate(&self, _part_size: u64) -> Result<Estimate, StoreError> {
-        not_yet("an estimate")
+    fn estimate(&self, part_size: u64) -> Result<Estimate, StoreError> {
+        PgStore::estimate(self, part_size)
     }
 
     fn begin_copy(&self) -> Result<CopyTodo, StoreError> {
@@ -431,8 +446,9 @@ impl StateStore for PgStore {
         not_yet("copy")
     }
 
+    /// The first pass goes on: no copy ran on this store to end it.
     fn next_pass(&self) -> Result<Option<u32>, StoreError> {
-        not_yet("a delta pass")
+        Ok(None)
     }
 
     fn begin_verify(&self, _checksum: bool) -> Result<u64, StoreError> {

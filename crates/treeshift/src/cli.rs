@@ -83,6 +83,25 @@ pub enum Command {
     /// Serve the HTTP API over the migrations in a folder (one state file
     /// each).
     Serve(ServeArgs),
+    /// Join the discovery of a migration whose state is in PostgreSQL
+    /// (started by discover): list folders of both sides beside the other
+    /// workers, on this host or any other, until discovery is done.
+    Worker(WorkerArgs),
+}
+
+/// `worker --state postgres://...`.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// The migration's state: a PostgreSQL database that discover made
+    /// (postgres://USER@HOST:PORT/DB).
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Folders listed at once per side.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: u16,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `serve --dir DIR`.
@@ -356,7 +375,9 @@ pub struct DiscoverArgs {
     /// The destination's secrets, as --src-secret-file.
     #[arg(long, value_name = "FILE")]
     pub dst_secret_file: Option<PathBuf>,
-    /// The state file (created, or resumed if it holds this migration).
+    /// The state file (created, or resumed if it holds this migration),
+    /// or a PostgreSQL database (postgres://USER@HOST:PORT/DB) that
+    /// `treeshift worker` processes on other hosts join.
     #[arg(long)]
     pub state: PathBuf,
     /// The filter rules.

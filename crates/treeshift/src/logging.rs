@@ -15,7 +15,8 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use treeshift_store::{LogRecord, StateStore, StoreHandle};
+use treeshift_lifecycle::StateHandle;
+use treeshift_store::LogRecord;
 
 /// Records kept in memory while no state file is open (or between
 /// flushes); past this, records are counted as dropped, never block.
@@ -36,7 +37,7 @@ pub struct TableSink {
 struct SinkState {
     pending: Vec<LogRecord>,
     dropped: u64,
-    store: Option<StoreHandle>,
+    store: Option<StateHandle>,
     flusher: Option<std::thread::JoinHandle<()>>,
     /// Dropped to wake the flusher at once when the sink detaches (a
     /// sleeping flusher made every command wait up to `FLUSH_EVERY` at
@@ -66,7 +67,7 @@ impl TableSink {
     }
 
     /// Starts sending records to `store` (the state file just opened).
-    pub fn attach(self: &Arc<Self>, store: StoreHandle) {
+    pub fn attach(self: &Arc<Self>, store: StateHandle) {
         let sink = Arc::clone(self);
         let (wake, woken) = mpsc::channel::<()>();
         let flusher = std::thread::Builder::new()
@@ -154,7 +155,7 @@ impl Routes {
 }
 
 impl treeshift_server::LogRoutes for Routes {
-    fn opened(&self, name: &str, store: StoreHandle) {
+    fn opened(&self, name: &str, store: StateHandle) {
         let sink = Arc::new(TableSink::default());
         sink.attach(store);
         let before = self.sinks().insert(name.to_string(), sink);

@@ -14,7 +14,7 @@ use clap::Parser;
 use cli::{
     ApproveArgs, Cli, Command, ConnectionCommand, ConnectionSetArgs, ConnectionsArgs, CopyArgs,
     DiscoverArgs, LogsArgs, MigrateArgs, RekeyArgs, RetryArgs, RetryPhase, ReviewArgs, ServeArgs,
-    SetSecretArgs, SideArg, StatusArgs, VerifyArgs,
+    SetSecretArgs, SideArg, StatusArgs, VerifyArgs, WorkerArgs,
 };
 use keys::CliKeys;
 use std::io::IsTerminal;
@@ -24,9 +24,10 @@ use std::sync::Arc;
 use treeshift_core::{Extras, Keep, Policy, RelPath, Side};
 use treeshift_engine::{DiscoveryProgress, EngineError};
 use treeshift_lifecycle::{
-    Cancel, DiscoveryRequest, ErrorClass, LifecycleError, Limits, Migration, SecretSource,
+    Calls, Cancel, DiscoveryReport, DiscoveryRequest, ErrorClass, LifecycleError, Limits,
+    Migration, OpenState, SecretSource, StateHandle,
 };
-use treeshift_store::{OpenMode, ReviewSelect, StateStore, Store, StoreError, StoreHandle};
+use treeshift_store::{OpenMode, ReviewSelect, StoreError};
 
 /// Makes glibc give every allocation of 1 MiB or more its own mapping,
 /// returned to the system when freed. By default glibc raises that
@@ -195,6 +196,7 @@ fn run(cli: Cli) -> Result<Exit> {
         }
         Command::Rekey(args) => rekey(args, &ctx),
         Command::Serve(args) => serve(args, &ctx),
+        Command::Worker(args) => worker(args, &ctx),
     }
 }
 
@@ -363,6 +365,22 @@ fn with_discovery<T>(m: Migration, f: impl FnOnce(&Migration) -> Result<T>) -> R
     }
 }
 
+/// Joins a discovery whose state is in PostgreSQL, until it is done.
+fn worker(args: WorkerArgs, ctx: &Session) -> Result<Exit> {
+    if !treeshift_lifecycle::state::is_database(&args.state) {
+        return Err(usage(
+            "worker joins a migration whose state is in PostgreSQL (--state postgres://...); \
+             a state file is discovered by one process: run discover again to resume it",
+        ));
+    }
+    let m = ctx.open(&args.state)?;
+    let (report, calls) = with_migration(m, |m| {
+        let report = m.discover(usize::from(args.workers), discovery_progress(), &ctx.cancel)?;
+        Ok((report, m.calls()))
+    })?;
+    print_discovery(&report, &calls, args.json, &args.state)
+}
+
 fn discover(args: DiscoverArgs, ctx: &Session) -> Result<Exit> {
     let m = prepare_discovery(&args, ctx)?;
     let (report, calls) = with_discovery(m, |m| {
@@ -370,10 +388,21 @@ fn discover(args: DiscoverArgs, ctx: &Session) -> Result<Exit> {
         let report = m.discover(usize::from(args.workers), discovery_progress(), &ctx.cancel)?;
         Ok((report, m.calls()))
     })?;
-    if args.json {
-        print_json(&serde_json::json!({ "calls": calls }), Some(&report))?;
+    print_discovery(&report, &calls, args.json, &args.state)
+}
+
+/// Prints what a discovery found (as JSON, with the calls each side
+/// made, if asked); the exit status says whether anything failed.
+fn print_discovery(
+    report: &DiscoveryReport,
+    calls: &Calls,
+    json: bool,
+    state: &Path,
+) -> Result<Exit> {
+    if json {
+        print_json(&serde_json::json!({ "calls": calls }), Some(report))?;
     } else {
-        output::print_summary(&report.summary, &args.state);
+        output::print_summary(&report.summary, state);
     }
     Ok(exit_for(
         report.summary.failed + report.summary.invalid_name > 0,
@@ -708,10 +737,10 @@ fn rekey(args: RekeyArgs, ctx: &Session) -> Result<Exit> {
 
 /// Opens the state file without logging to it (reading logs must not
 /// write any).
-fn read_store<T>(path: &Path, f: impl FnOnce(&StoreHandle) -> Result<T>) -> Result<T> {
-    let (store, _) = Store::open(path, OpenMode::Existing)?;
-    let result = f(&store.handle());
-    let closed = store.close();
+fn read_store<T>(path: &Path, f: impl FnOnce(&StateHandle) -> Result<T>) -> Result<T> {
+    let (state, _) = OpenState::open(path, OpenMode::Existing)?;
+    let result = f(state.handle());
+    let closed = state.close();
     let value = result?;
     closed.context("closing the state file")?;
     Ok(value)
@@ -722,15 +751,15 @@ fn review(args: ReviewArgs) -> Result<Exit> {
         true => ReviewSelect::Changes,
         false => args.status.parse::<ReviewSelect>().map_err(usage)?,
     };
-    let (store, _) = Store::open(&args.state, OpenMode::Existing)?;
-    let handle = store.handle();
+    let (state, _) = OpenState::open(&args.state, OpenMode::Existing)?;
+    let handle = state.handle().clone();
     let (tx, rx) = crossbeam_channel::bounded(4);
     let producer = std::thread::spawn(move || handle.review(select, tx));
     let printed = output::print_review(rx, args.format);
     let produced = producer
         .join()
         .map_err(|_| anyhow::anyhow!("the review thread panicked"))?;
-    store.close()?;
+    state.close()?;
     produced?;
     printed?;
     Ok(Exit::Done)

@@ -1,7 +1,6 @@
 //! The migration's log records: by page, and as events.
 
 use super::*;
-use treeshift_store::StateStore;
 
 /// The least severe level of log records asked for (`INFO` if not).
 fn log_level(asked: Option<String>) -> ApiResult<String> {

@@ -1,7 +1,6 @@
 //! The migrations under the folder: list, create, status.
 
 use super::*;
-use treeshift_store::StateStore;
 
 #[derive(serde::Serialize, ToSchema)]
 pub(super) struct Listed {

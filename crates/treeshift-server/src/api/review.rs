@@ -1,7 +1,6 @@
 //! What a migration will do: the plan, its approval, review pages, browsing.
 
 use super::*;
-use treeshift_store::StateStore;
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

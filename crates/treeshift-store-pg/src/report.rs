@@ -1,0 +1,148 @@
+//! What a status shows, read from PostgreSQL: failures, each round's
+//! metrics, and what the copy would cost. Nothing is approved on this
+//! store yet, so the cost is the default approval's (as the DuckDB store
+//! gives it before an approval).
+
+use crate::PgStore;
+use crate::error::Context;
+use treeshift_core::display_bytes;
+use treeshift_state::{
+    Estimate, MigrationSpec, RoundMetrics, StatusParts, StoreError, TaskError, TaskErrors,
+};
+
+/// The latest failures a status shows.
+const RECENT_ERRORS: i64 = 20;
+
+impl PgStore {
+    /// Failures by kind and the latest ones.
+    pub fn task_errors(&self) -> Result<TaskErrors, StoreError> {
+        self.run(|client| {
+            let by_kind = client
+                .query(
+                    "SELECT kind, count(*) FROM task_errors GROUP BY kind ORDER BY kind",
+                    &[],
+                )
+                .context("count failures")?
+                .iter()
+                .map(|r| (r.get(0), r.get::<_, i64>(1).max(0) as u64))
+                .collect();
+            let recent = client
+                .query(
+                    "SELECT side, phase, rel_path, operation, kind, message, attempt, \
+                       to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+                     FROM task_errors ORDER BY seq DESC LIMIT $1",
+                    &[&RECENT_ERRORS],
+                )
+                .context("read failures")?
+                .iter()
+                .map(|r| TaskError {
+                    side: r.get(0),
+                    phase: r.get(1),
+                    path: display_bytes(&r.get::<_, Option<Vec<u8>>>(2).unwrap_or_default()),
+                    operation: r.get(3),
+                    kind: r.get(4),
+                    message: r.get(5),
+                    attempt: r.get::<_, i32>(6).max(0) as u32,
+                    at: r.get(7),
+                })
+                .collect();
+            Ok(TaskErrors {
+                total: 0,
+                by_kind,
+                recent,
+            })
+        })
+        .map(|mut errors| {
+            errors.total = errors.by_kind.values().sum();
+            errors
+        })
+    }
+
+    /// The latest metrics of every sealed round.
+    pub fn queue_stats(&self) -> Result<Vec<RoundMetrics>, StoreError> {
+        let rows = self.run(|client| {
+            client
+                .query(
+                    "SELECT DISTINCT ON (side, depth) side, depth, \
+                       to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                       metrics FROM queue_stats \
+                     ORDER BY side DESC, depth, recorded_at DESC",
+                    &[],
+                )
+                .context("read the rounds' metrics")
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| RoundMetrics {
+                side: r.get(0),
+                depth: r.get::<_, i32>(1).max(0) as u32,
+                at: r.get(2),
+                metrics: serde_json::from_str(r.get(3)).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// What the default approval would copy: files larger than
+    /// `part_size` counted apart, with their parts.
+    pub fn estimate(&self, part_size: u64) -> Result<Estimate, StoreError> {
+        let part = part_size.clamp(1, i64::MAX as u64) as i64;
+        let row = self.run(|client| {
+            client
+                .query_one(
+                    "WITH cs AS (SELECT n.id, n.kind, n.size, n.depth, e.status, \
+                                   coalesce(e.reason LIKE 'metadata:%', false) AS meta_only \
+                                 FROM src_nodes n JOIN LATERAL (SELECT x.status, x.reason \
+                                   FROM src_status_events x WHERE x.node_id = n.id \
+                                   AND x.phase = 'compare' ORDER BY x.seq DESC LIMIT 1) e ON true \
+                                 WHERE (n.kind = 1 AND n.size > $1) OR n.depth = 0 \
+                                    OR e.status = 'outdated') \
+                     SELECT (SELECT coalesce(sum(value) FILTER (WHERE key = 'to_copy_files'), 0)::bigint \
+                               FROM src_stats WHERE depth > 0), \
+                            (SELECT coalesce(sum(value) FILTER (WHERE key = 'to_copy_bytes'), 0)::bigint \
+                               FROM src_stats WHERE depth > 0), \
+                            (SELECT coalesce(sum(value) FILTER (WHERE key = 'to_copy_folders'), 0)::bigint \
+                               FROM src_stats WHERE depth > 0), \
+                            count(*) FILTER (WHERE kind = 1 AND size > $1 AND copies), \
+                            coalesce(sum(ceil(size::numeric / $1)) \
+                              FILTER (WHERE kind = 1 AND size > $1 AND copies), 0)::bigint, \
+                            count(*) FILTER (WHERE kind = 1 AND status = 'outdated' AND NOT meta_only), \
+                            count(*) FILTER (WHERE depth = 0 AND status = 'missing') \
+                     FROM (SELECT *, (status = 'missing' OR (status = 'outdated' AND NOT meta_only)) \
+                             AS copies FROM cs) c",
+                    &[&part],
+                )
+                .context("estimate the plan")
+        })?;
+        let count = |i| row.get::<_, i64>(i).max(0) as u64;
+        Ok(Estimate {
+            files: count(0),
+            bytes: count(1),
+            folders: count(2),
+            large_files: count(3),
+            parts: count(4),
+            replaces: count(5),
+            creates_root: count(6) > 0,
+            ..Estimate::default()
+        })
+    }
+
+    /// Everything a status shows. Nothing is approved, copied or
+    /// verified on this store yet.
+    pub fn status_parts(
+        &self,
+        part_size: fn(&MigrationSpec) -> u64,
+    ) -> Result<StatusParts, StoreError> {
+        let migration = self.migration()?;
+        Ok(StatusParts {
+            phase: self.phase()?,
+            summary: self.summary()?,
+            estimate: self.estimate(part_size(&migration))?,
+            errors: self.task_errors()?,
+            rounds: self.queue_stats()?,
+            migration,
+            approval: None,
+            copy: None,
+            verify: None,
+        })
+    }
+}
