@@ -10,6 +10,7 @@
 # free 127.0.0.1 port, stopped by its PID at the end.
 #
 #   bench/pg_discover.sh      # DEPTH=4 FANOUT=8 FILES=200 LIST_MS=20 WORKERS=8 PROCESSES="1 2 4 8"
+#                             # TREESHIFT_BIN=path: that binary instead of this tree's
 #
 # Needs apt postgresql-15 and util-linux (setpriv); run as root.
 set -euo pipefail
@@ -18,8 +19,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/treeshift-target}
 DEPTH="${DEPTH:-4}" FANOUT="${FANOUT:-8}" FILES="${FILES:-200}" LIST_MS="${LIST_MS:-20}"
 WORKERS="${WORKERS:-8}" PROCESSES="${PROCESSES:-1 2 4 8}"
 WORK="${WORK:-/tmp/bench/pg_discover}"
-cargo build --release -q --workspace
-treeshift=$CARGO_TARGET_DIR/release/treeshift
+if [ -z "${TREESHIFT_BIN:-}" ]; then cargo build --release -q --workspace; fi
+treeshift=${TREESHIFT_BIN:-$CARGO_TARGET_DIR/release/treeshift}
 . bench/pg_lib.sh
 
 src="sim:seed=9,depth=$DEPTH,fanout=$FANOUT,files=$FILES,latency_us=$((LIST_MS * 1000))"

@@ -443,6 +443,7 @@ impl Migration {
             estimate: p.estimate,
             errors: p.errors,
             rounds: p.rounds,
+            workers: p.workers,
         })
     }
 }

@@ -5,7 +5,9 @@ use serde::Serialize;
 use treeshift_backend::remote::{CopyShape, RequestCosts, Requests};
 use treeshift_backend::{CallCounts, RequestCounts};
 use treeshift_core::{Approval, CopySummary, FilterSpec, Phase, Summary, VerifySummary};
-use treeshift_store::{Estimate, FoldersRequeued, MigrationSpec, RoundMetrics, TaskErrors};
+use treeshift_store::{
+    Estimate, FoldersRequeued, MigrationSpec, RoundMetrics, TaskErrors, WorkerLeases,
+};
 
 /// Calls made to one side's backend, and the requests a remote one sent.
 #[derive(Clone, Debug, Serialize)]
@@ -160,6 +162,9 @@ pub struct StatusReport {
     pub errors: TaskErrors,
     /// Per-round metrics.
     pub rounds: Vec<RoundMetrics>,
+    /// The worker processes holding folders, where the state is shared
+    /// by many (PostgreSQL).
+    pub workers: Vec<WorkerLeases>,
 }
 
 impl StatusReport {

@@ -470,6 +470,25 @@ pub struct StatusParts {
     pub errors: TaskErrors,
     /// Each round's latest metrics.
     pub rounds: Vec<RoundMetrics>,
+    /// The processes holding folders of a store shared by many, and
+    /// what they hold (none on a store one process owns).
+    pub workers: Vec<WorkerLeases>,
+}
+
+/// What one worker process holds of one round of a shared store.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct WorkerLeases {
+    /// The process: host, process id, and which of its stores.
+    pub holder: String,
+    /// `src` or `dst`.
+    pub side: String,
+    /// The round (folder depth).
+    pub round: u32,
+    /// Folders it holds there, listing them or about to.
+    pub folders: u64,
+    /// Milliseconds its latest lease there lasts; below 0, expired that
+    /// long ago (a process that died: the others take its folders over).
+    pub expires_in_ms: i64,
 }
 
 /// What a review page is narrowed to.

@@ -19,6 +19,7 @@ mod compare;
 mod error;
 mod leases;
 mod report;
+mod review;
 mod schema;
 mod seal;
 mod settings;
@@ -32,8 +33,8 @@ use error::Context;
 use postgres::{Client, NoTls};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 use treeshift_core::Side;
 use treeshift_state::{MigrationSpec, OpenMode, StoreError};
@@ -50,6 +51,9 @@ const XATTRS_REFUSED: &str = "dst_refuses_xattrs";
 /// The flag raised when the destination cannot hold symlinks.
 const NO_SYMLINKS_AT_DESTINATION: &str = "dst_holds_no_symlinks";
 
+/// Connections a store holds at most (besides its heartbeat's).
+const CONNECTIONS: usize = 4;
+
 /// Stores opened by this process so far.
 static OPENED: AtomicU64 = AtomicU64::new(0);
 
@@ -59,7 +63,11 @@ const MIGRATION_ROW: &str = "SELECT src, dst, settings FROM migrations WHERE id 
 /// One migration's state in a PostgreSQL database, for the threads of
 /// one process (each process opens its own).
 pub struct PgStore {
-    client: Mutex<Client>,
+    /// A few connections, taken by whichever thread needs one (each
+    /// operation is one transaction, on any of them): one connection for
+    /// all of a process's threads made them wait for each other
+    /// (docs/BENCHMARKS.md). Connected on first use; the first at open.
+    clients: Vec<Mutex<Option<Client>>>,
     /// Where to connect again (it may hold a password: never shown).
     url: String,
     /// The location without its password, for messages.
@@ -137,7 +145,11 @@ impl PgStore {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "localhost".into());
         let store = PgStore {
-            client: Mutex::new(client),
+            clients: std::iter::once(Some(client))
+                .chain(std::iter::repeat_with(|| None))
+                .take(CONNECTIONS)
+                .map(Mutex::new)
+                .collect(),
             url: url.to_string(),
             holder: format!(
                 "{host}:{}:{}",
@@ -170,40 +182,59 @@ impl PgStore {
         self.wait_for_database = wait;
     }
 
-    /// Runs `operation` (one transaction, or one statement) on this
-    /// process's connection. If the database cannot be reached (the
+    /// Runs `operation` (one transaction, or one statement) on one of
+    /// this store's connections. If the database cannot be reached (the
     /// connection was lost, the server restarts), connects again, with
     /// growing pauses, and runs it once more, for up to
-    /// [`PgStore::wait_for_database`]; the process's other threads wait
-    /// meanwhile. Every operation is written so that running it again
-    /// after its reply was lost does no harm.
+    /// [`PgStore::wait_for_database`]. Every operation is written so
+    /// that running it again after its reply was lost does no harm.
     pub(crate) fn run<T>(
         &self,
         mut operation: impl FnMut(&mut Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut client = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.connection();
         let deadline = Instant::now() + self.wait_for_database;
         let mut pause = Duration::from_millis(50);
         loop {
-            match operation(&mut client) {
-                Err(e) if e.is_unavailable() && Instant::now() < deadline => {
-                    tracing::warn!(error = %e, "the state database cannot be reached; connecting again");
-                    loop {
+            let client = match slot.as_mut() {
+                Some(client) => client,
+                None => match connect(&self.url) {
+                    Ok(client) => slot.insert(client),
+                    Err(_) if Instant::now() < deadline => {
                         std::thread::sleep(pause);
                         pause = (pause * 2).min(Duration::from_secs(2));
-                        match connect(&self.url) {
-                            Ok(again) => {
-                                *client = again;
-                                break;
-                            }
-                            Err(_) if Instant::now() < deadline => {}
-                            Err(e) => return Err(error::db_error("connect again", &e)),
-                        }
+                        continue;
                     }
+                    Err(e) => return Err(error::db_error("connect again", &e)),
+                },
+            };
+            match operation(client) {
+                Err(e) if e.is_unavailable() && Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "the state database cannot be reached; connecting again");
+                    *slot = None;
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(2));
                 }
                 answer => return answer,
             }
         }
+    }
+
+    /// A connection slot no other thread holds, or, if all are taken,
+    /// the one this thread's id picks, once it comes free (so waiting
+    /// threads spread over the slots).
+    pub(crate) fn connection(&self) -> MutexGuard<'_, Option<Client>> {
+        for slot in &self.clients {
+            match slot.try_lock() {
+                Ok(guard) => return guard,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        let mut waits = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&std::thread::current().id(), &mut waits);
+        let at = std::hash::Hasher::finish(&waits) as usize % self.clients.len();
+        self.clients[at].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The number the next page of children under `lease` takes.

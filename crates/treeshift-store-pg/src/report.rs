@@ -8,6 +8,7 @@ use crate::error::Context;
 use treeshift_core::display_bytes;
 use treeshift_state::{
     Estimate, MigrationSpec, RoundMetrics, StatusParts, StoreError, TaskError, TaskErrors,
+    WorkerLeases,
 };
 
 /// The latest failures a status shows.
@@ -126,6 +127,34 @@ impl PgStore {
         })
     }
 
+    /// The processes holding folders, by side and round, with how long
+    /// their latest lease there lasts.
+    pub fn workers(&self) -> Result<Vec<WorkerLeases>, StoreError> {
+        let rows = self.run(|client| {
+            client
+                .query(
+                    "SELECT holder, side, depth, count(*), \
+                       (extract(epoch FROM max(expires_at) - clock_timestamp()) * 1000)::bigint \
+                     FROM (SELECT 'src' AS side, * FROM src_leases \
+                           UNION ALL SELECT 'dst', * FROM dst_leases) l \
+                     WHERE holder IS NOT NULL AND NOT done \
+                     GROUP BY holder, side, depth ORDER BY holder, side DESC, depth",
+                    &[],
+                )
+                .context("read who holds folders")
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| WorkerLeases {
+                holder: r.get(0),
+                side: r.get(1),
+                round: r.get::<_, i32>(2).max(0) as u32,
+                folders: r.get::<_, i64>(3).max(0) as u64,
+                expires_in_ms: r.get(4),
+            })
+            .collect())
+    }
+
     /// Everything a status shows. Nothing is approved, copied or
     /// verified on this store yet.
     pub fn status_parts(
@@ -139,6 +168,7 @@ impl PgStore {
             estimate: self.estimate(part_size(&migration))?,
             errors: self.task_errors()?,
             rounds: self.queue_stats()?,
+            workers: self.workers()?,
             migration,
             approval: None,
             copy: None,

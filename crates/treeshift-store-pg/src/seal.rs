@@ -37,10 +37,24 @@ impl PgStore {
         let metrics = metrics.to_string();
         self.run(|client| {
             let mut tx = client.transaction().context("begin a seal")?;
-            // Two processes sealing the same round take turns; the second
-            // finds everything done and counts again to the same numbers.
+            // Every process that listed a round seals it: they take
+            // turns, and the first seals it for all. A round sealed is
+            // complete (it is sealed once all its folders are done, and
+            // in one transaction), so the others only read whether the
+            // side is done: counting it again for each process cost
+            // each a scan of the round's nodes (docs/BENCHMARKS.md).
             tx.execute("SELECT pg_advisory_xact_lock(7365730)", &[])
                 .context("wait for another process sealing")?;
+            let sealed = tx
+                .query_opt(
+                    "SELECT EXISTS (SELECT 1 FROM meta WHERE key = $3) \
+                     FROM rounds WHERE side = $1 AND depth = $2",
+                    &[&side.as_str(), &n, &format!("{side}_done")],
+                )
+                .context("look for the round's seal")?;
+            if let Some(row) = sealed {
+                return Ok(row.get(0));
+            }
             let sides: &[Side] = match side {
                 Side::Src => &[Side::Src],
                 Side::Dst => {

@@ -7,8 +7,8 @@
 //! listed; a process that dies stops renewing them, and others lease them
 //! again once they expire.
 //!
-//! Review, approval, copy, verification and delta passes are not on
-//! this store yet: they answer [`StoreError::NotYet`] (nothing is
+//! Review pages, browsing, approval, copy, verification and delta
+//! passes are not on this store yet: they answer [`StoreError::NotYet`] (nothing is
 //! approved, and the first pass goes on).
 
 use crate::{Lease, PgStore};
@@ -38,7 +38,7 @@ const WAIT_FOR_OTHERS: Duration = Duration::from_millis(100);
 /// would list it alone.
 const LEASE_BATCH: usize = 16;
 
-const STORE: &str = "PostgreSQL";
+pub(crate) const STORE: &str = "PostgreSQL";
 
 fn not_yet<T>(operation: &'static str) -> Result<T, StoreError> {
     Err(StoreError::NotYet {
@@ -165,7 +165,13 @@ impl PgStore {
         };
         heartbeat.stop();
         self.held.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        let mut client = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self.connection();
+        if slot.is_none() {
+            *slot = crate::connect(&self.url).ok();
+        }
+        let Some(client) = slot.as_mut() else {
+            return;
+        };
         for side in Side::BOTH {
             // One try: a database gone away lets the leases expire instead.
             let _ = client.execute(
@@ -329,10 +335,10 @@ impl StateStore for PgStore {
 
     fn review(
         &self,
-        _select: ReviewSelect,
-        _sink: crossbeam_channel::Sender<Vec<ReviewItem>>,
+        select: ReviewSelect,
+        sink: crossbeam_channel::Sender<Vec<ReviewItem>>,
     ) -> Result<(), StoreError> {
-        not_yet("review")
+        PgStore::review(self, select, &sink)
     }
 
     fn review_page(

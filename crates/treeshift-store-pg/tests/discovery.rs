@@ -7,7 +7,7 @@
 
 mod cluster;
 
-use cluster::Cluster;
+use cluster::{Cluster, assert_nothing_doubled};
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -67,6 +67,25 @@ fn run(
     )
 }
 
+/// Every node `store`'s review shows, by comparison status.
+fn classified(store: &dyn StateStore) -> Classified {
+    let mut classified = Classified::new();
+    for status in Status::ALL {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        store.review(ReviewSelect::Status(status), tx).unwrap();
+        for item in rx.iter().flatten() {
+            let side = item.side.as_str().to_string();
+            classified.insert((
+                side,
+                item.path.as_bytes().to_vec(),
+                item.status,
+                item.reason,
+            ));
+        }
+    }
+    classified
+}
+
 /// Discovery on a DuckDB file: its summary and every classified node.
 fn on_duckdb(
     spec: MigrationSpec,
@@ -81,54 +100,19 @@ fn on_duckdb(
     .unwrap();
     let handle = store.handle();
     let summary = run(&handle, src, dst, Cancel::new(), Arc::new(NoProgress)).unwrap();
-    let mut classified = Classified::new();
-    for status in Status::ALL {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        handle.review(ReviewSelect::Status(status), tx).unwrap();
-        for item in rx.iter().flatten() {
-            let side = item.side.as_str().to_string();
-            classified.insert((
-                side,
-                item.path.as_bytes().to_vec(),
-                item.status,
-                item.reason,
-            ));
-        }
-    }
+    let classified = classified(&handle);
     drop(handle);
     store.close().unwrap();
     (summary, classified)
 }
 
-/// Every node's latest comparison, as the PostgreSQL store holds it (its
-/// review is not built yet), as a review shows them: the roots aside, and
-/// on the destination only what pairs with nothing (a pair's destination
-/// node shares its comparison: see [`assert_pairs_share_their_comparison`]).
+/// Every node the PostgreSQL store's review shows; each destination node
+/// of a pair shares its source node's comparison (the review shows only
+/// the source's).
 fn classified_on_pg(url: &str) -> Classified {
     assert_pairs_share_their_comparison(url);
-    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
-    let mut classified = Classified::new();
-    for side in Side::BOTH {
-        let unpaired = match side {
-            Side::Src => "",
-            Side::Dst => "AND e.status = 'extra'",
-        };
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT n.rel_path, e.status, e.reason FROM {side}_nodes n \
-                     JOIN LATERAL (SELECT status, reason FROM {side}_status_events x \
-                       WHERE x.node_id = n.id AND x.phase = 'compare' ORDER BY x.seq DESC LIMIT 1) e \
-                     ON true WHERE n.depth > 0 {unpaired}"
-                ),
-                &[],
-            )
-            .unwrap();
-        for r in rows {
-            classified.insert((side.as_str().to_string(), r.get(0), r.get(1), r.get(2)));
-        }
-    }
-    classified
+    let store = PgStore::open(url, OpenMode::Existing).unwrap().0;
+    classified(&store)
 }
 
 /// Every destination node that pairs with a source node has the source
@@ -189,26 +173,6 @@ fn assert_same_nodes(got: &Classified, want: &Classified) {
         extra.is_empty() && lacking.is_empty(),
         "on PostgreSQL only: {extra:#?}\non DuckDB only: {lacking:#?}"
     );
-}
-
-/// Nothing recorded twice: one node per path and side, one comparison
-/// per node.
-fn assert_nothing_doubled(url: &str) {
-    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
-    for side in Side::BOTH {
-        let doubled: i64 = client
-            .query_one(
-                &format!(
-                    "SELECT (SELECT count(*) - count(DISTINCT rel_path) FROM {side}_nodes) + \
-                            (SELECT count(*) FROM (SELECT node_id FROM {side}_status_events \
-                             WHERE phase = 'compare' GROUP BY node_id HAVING count(*) > 1) x)"
-                ),
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        assert_eq!(doubled, 0, "{side}: nodes or comparisons recorded twice");
-    }
 }
 
 fn write(path: &Path, bytes: &[u8], mtime_secs: u64, mode: u32) {

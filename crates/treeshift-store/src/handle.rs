@@ -265,6 +265,8 @@ impl StateStore for StoreHandle {
                 estimate: db.estimate(part_size(&migration))?,
                 errors: db.task_errors()?,
                 rounds: db.queue_stats()?,
+                // One process owns a file.
+                workers: Vec::new(),
                 migration,
                 approval,
                 copy,

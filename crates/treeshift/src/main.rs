@@ -637,6 +637,7 @@ fn status(args: StatusArgs, ctx: &Session) -> Result<Exit> {
             output::print_cost(cost);
         }
         output::print_errors(&report.errors);
+        output::print_workers(&report.workers);
     }
     Ok(exit_for(report.has_problems()))
 }

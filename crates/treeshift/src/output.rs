@@ -10,7 +10,7 @@ use std::path::Path;
 use treeshift_backend::remote::Requests;
 use treeshift_core::{Approval, CopySummary, Policy, Summary, VerifySummary, display_bytes};
 use treeshift_lifecycle::CopyCost;
-use treeshift_store::{Estimate, LogEntry, ReviewItem, TaskErrors};
+use treeshift_store::{Estimate, LogEntry, ReviewItem, TaskErrors, WorkerLeases};
 
 /// `1234567` → `1,234,567`.
 pub fn thousands(n: u64) -> String {
@@ -423,6 +423,27 @@ pub fn print_errors(e: &TaskErrors) {
         println!(
             "  latest: {} {} {} {}: {} (attempt {})",
             last.at, last.side, last.operation, last.path, last.message, last.attempt
+        );
+    }
+}
+
+/// The worker processes holding folders of a shared state, one line per
+/// process, side and round.
+pub fn print_workers(workers: &[WorkerLeases]) {
+    for w in workers {
+        let lease = match w.expires_in_ms {
+            ms if ms >= 0 => format!("lease for {} more", human_duration(ms as f64 / 1000.0)),
+            ms => format!(
+                "expired {} ago: another worker takes them over",
+                human_duration(-ms as f64 / 1000.0)
+            ),
+        };
+        println!(
+            "worker {}: {} {} folders of round {} ({lease})",
+            w.holder,
+            thousands(w.folders),
+            w.side,
+            w.round
         );
     }
 }

@@ -8,7 +8,7 @@
 mod cluster;
 mod util;
 
-use cluster::Cluster;
+use cluster::{Cluster, assert_nothing_doubled};
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,8 +49,25 @@ fn summary_of(out: &Value, like: &Value) -> Value {
     Value::Object(keys.map(|k| (k.clone(), out[k].clone())).collect())
 }
 
-/// The summary one process gives with its state in a DuckDB file.
-fn on_a_file() -> Value {
+/// The review of everything that needs a look, as CSV.
+fn review_all(state: &str) -> String {
+    let out = command()
+        .args([
+            "review", "--state", state, "--status", "all", "--format", "csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// What one process gives with its state in a DuckDB file: the summary,
+/// and the review of everything that needs a look.
+fn on_a_file() -> (Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("m.duckdb");
     let run = spawn(&[
@@ -71,7 +88,21 @@ fn on_a_file() -> Value {
     for status in ["missing", "same", "differs", "extra"] {
         assert!(summary[status].as_u64().unwrap() > 0, "{status}: {summary}");
     }
-    summary
+    (summary, review_all(s(&state)))
+}
+
+/// `discover` with its state in the database at `url`.
+fn discover_on(url: &str) -> Child {
+    spawn(&[
+        "discover",
+        SRC,
+        DST,
+        "--state",
+        url,
+        "--json",
+        "--workers",
+        WORKERS,
+    ])
 }
 
 fn query_i64(url: &str, sql: &str) -> i64 {
@@ -101,39 +132,14 @@ fn wait_for(url: &str, sql: &str, running: &mut Child) {
     }
 }
 
-/// Nothing recorded twice: one node per path and side, one comparison
-/// per node.
-fn assert_nothing_doubled(url: &str) {
-    for side in ["src", "dst"] {
-        let doubled = query_i64(
-            url,
-            &format!(
-                "SELECT (SELECT count(*) - count(DISTINCT rel_path) FROM {side}_nodes) + \
-                        (SELECT count(*) FROM (SELECT node_id FROM {side}_status_events \
-                         WHERE phase = 'compare' GROUP BY node_id HAVING count(*) > 1) x)"
-            ),
-        );
-        assert_eq!(doubled, 0, "{side}: nodes or comparisons recorded twice");
-    }
-}
-
 #[test]
 fn workers_on_other_processes_share_a_discovery_and_end_as_one_process_alone() {
     let Some(cluster) = Cluster::start() else {
         return;
     };
-    let want = on_a_file();
+    let (want, want_review) = on_a_file();
     let url = cluster.database("shared");
-    let mut first = spawn(&[
-        "discover",
-        SRC,
-        DST,
-        "--state",
-        &url,
-        "--json",
-        "--workers",
-        WORKERS,
-    ]);
+    let mut first = discover_on(&url);
     wait_for(&url, "SELECT count(*) FROM src_leases", &mut first);
     let workers: Vec<Child> = (0..2)
         .map(|_| spawn(&["worker", "--state", &url, "--json", "--workers", WORKERS]))
@@ -159,6 +165,9 @@ fn workers_on_other_processes_share_a_discovery_and_end_as_one_process_alone() {
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(summary_of(&status, &want), want);
     assert_eq!(status["phase"], "discovered");
+    // And so does its review, item by item.
+    assert!(want_review.lines().count() > 100);
+    assert_eq!(review_all(&url), want_review);
 }
 
 #[test]
@@ -166,18 +175,9 @@ fn a_worker_killed_mid_listing_leaves_its_folders_to_the_others() {
     let Some(cluster) = Cluster::start() else {
         return;
     };
-    let want = on_a_file();
+    let (want, _) = on_a_file();
     let url = cluster.database("killed");
-    let mut first = spawn(&[
-        "discover",
-        SRC,
-        DST,
-        "--state",
-        &url,
-        "--json",
-        "--workers",
-        WORKERS,
-    ]);
+    let mut first = discover_on(&url);
     wait_for(&url, "SELECT count(*) FROM src_leases", &mut first);
     let mut doomed = spawn(&["worker", "--state", &url, "--workers", WORKERS]);
     let holds = format!(
@@ -192,6 +192,24 @@ fn a_worker_killed_mid_listing_leaves_its_folders_to_the_others() {
         .unwrap();
     assert!(killed.success());
     let _ = doomed.wait();
+    // Until its leases expire, status shows what the dead worker holds.
+    let status = command()
+        .args(["status", "--state", &url, "--json"])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let dead = format!(":{}:", doomed.id());
+    assert!(
+        status["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["holder"].as_str().unwrap().contains(&dead)
+                && w["folders"].as_u64() > Some(0)),
+        "{}",
+        status["workers"]
+    );
     let out = json_of(first);
     assert_eq!(summary_of(&out, &want), want);
     // What the killed worker held was leased again, once its leases
@@ -202,5 +220,35 @@ fn a_worker_killed_mid_listing_leaves_its_folders_to_the_others() {
                 (SELECT count(*) FROM dst_leases WHERE epoch > 1)",
     );
     assert!(taken_over > 0);
+    assert_nothing_doubled(&url);
+}
+
+#[test]
+fn postgresql_restarted_mid_discovery_is_waited_for_and_the_result_is_the_same() {
+    let Some(mut cluster) = Cluster::start() else {
+        return;
+    };
+    let (want, _) = on_a_file();
+    let url = cluster.database("restarted");
+    let mut first = discover_on(&url);
+    wait_for(&url, "SELECT count(*) FROM src_leases", &mut first);
+    let mut second = spawn(&["worker", "--state", &url, "--json", "--workers", WORKERS]);
+    // Stopped (a fast shutdown: sessions cut) once both sides are under
+    // way, and started again a moment later: every operation in between
+    // fails to connect and waits.
+    wait_for(&url, "SELECT count(*) FROM dst_leases", &mut second);
+    cluster.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.start_again();
+    let mut waited = 0;
+    for run in [first, second] {
+        let out = run.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        waited += usize::from(stderr.contains("cannot be reached"));
+        let out: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary_of(&out, &want), want);
+    }
+    assert!(waited > 0, "no process noticed the server gone");
     assert_nothing_doubled(&url);
 }

@@ -162,6 +162,28 @@ impl Cluster {
     }
 }
 
+/// Fails if discovery recorded anything twice in the migration at `url`:
+/// a node per path and side, a comparison per node.
+// Only the tests that discover use it.
+#[allow(dead_code)]
+pub fn assert_nothing_doubled(url: &str) {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    for side in ["src", "dst"] {
+        let doubled: i64 = client
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) - count(DISTINCT rel_path) FROM {side}_nodes) + \
+                            (SELECT count(*) FROM (SELECT node_id FROM {side}_status_events \
+                             WHERE phase = 'compare' GROUP BY node_id HAVING count(*) > 1) x)"
+                ),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(doubled, 0, "{side}: nodes or comparisons recorded twice");
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop();
