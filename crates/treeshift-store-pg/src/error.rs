@@ -13,13 +13,21 @@ impl<T> Context<T> for Result<T, postgres::Error> {
     }
 }
 
-pub(crate) fn db_error(what: &str, e: &postgres::Error) -> StoreError {
-    // The server's own words where it sent some (the `Display` of a
-    // server error is only "db error").
-    let message = match e.as_db_error() {
+/// What went wrong, in full: the server's own words where it sent some
+/// (the `Display` of a server error is only "db error"), else the error
+/// with its cause ("error connecting to server: Connection refused").
+pub(crate) fn message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
-    };
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+pub(crate) fn db_error(what: &str, e: &postgres::Error) -> StoreError {
+    let message = message(e);
     StoreError::Db {
         context: what.to_string(),
         cause: DbError {

@@ -139,7 +139,7 @@ impl PgStore {
         let location = redacted(url);
         let client = connect(url).map_err(|e| StoreError::Open {
             path: PathBuf::from(&location),
-            message: e.to_string(),
+            message: error::message(&e),
         })?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -313,7 +313,9 @@ impl PgStore {
             return Ok(true);
         }
         let OpenMode::CreateOrResume(spec) = mode else {
-            return Err(StoreError::Missing(PathBuf::from(&self.location)));
+            return Err(
+                self.not_ours("it holds no treeshift migration: discover makes one there".into())
+            );
         };
         let tables: i64 = tx
             .query_one(

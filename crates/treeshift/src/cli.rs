@@ -232,7 +232,7 @@ impl LogLevel {
 /// `logs --state FILE`.
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
-    /// The state file.
+    /// The state file, or a PostgreSQL database (postgres://...).
     #[arg(long)]
     pub state: PathBuf,
     /// The least severe level printed (the state file keeps info and above).
@@ -488,7 +488,7 @@ fn time(text: &str) -> Result<i64, String> {
 /// `status --state FILE`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// The state file.
+    /// The state file, or a PostgreSQL database (postgres://...).
     #[arg(long)]
     pub state: PathBuf,
     /// Print JSON on stdout.
@@ -499,7 +499,7 @@ pub struct StatusArgs {
 /// `review --state FILE`.
 #[derive(Debug, clap::Args)]
 pub struct ReviewArgs {
-    /// The state file.
+    /// The state file, or a PostgreSQL database (postgres://...).
     #[arg(long)]
     pub state: PathBuf,
     /// Which items: missing, differs, conflict, same, extra, excluded,
