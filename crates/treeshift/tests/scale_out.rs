@@ -132,15 +132,37 @@ fn wait_for(url: &str, sql: &str, running: &mut Child) {
     }
 }
 
+/// `discover` started on a new database `name`, once it made the
+/// migration there (the workers join it then): the database's location
+/// and the process.
+fn discovering(cluster: &Cluster, name: &str) -> (String, Child) {
+    let url = cluster.database(name);
+    let mut first = discover_on(&url);
+    wait_for(&url, "SELECT count(*) FROM src_leases", &mut first);
+    (url, first)
+}
+
+/// `status --json` of the migration at `state`.
+fn status_of(state: &str) -> Value {
+    let status = command()
+        .args(["status", "--state", state, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    serde_json::from_slice(&status.stdout).unwrap()
+}
+
 #[test]
 fn workers_on_other_processes_share_a_discovery_and_end_as_one_process_alone() {
     let Some(cluster) = Cluster::start() else {
         return;
     };
     let (want, want_review) = on_a_file();
-    let url = cluster.database("shared");
-    let mut first = discover_on(&url);
-    wait_for(&url, "SELECT count(*) FROM src_leases", &mut first);
+    let (url, first) = discovering(&cluster, "shared");
     let workers: Vec<Child> = (0..2)
         .map(|_| spawn(&["worker", "--state", &url, "--json", "--workers", WORKERS]))
         .collect();
@@ -157,12 +179,7 @@ fn workers_on_other_processes_share_a_discovery_and_end_as_one_process_alone() {
     );
     assert_nothing_doubled(&url);
     // The status of a migration on PostgreSQL reads as a file's does.
-    let status = command()
-        .args(["status", "--state", &url, "--json"])
-        .output()
-        .unwrap();
-    assert!(status.status.success());
-    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = status_of(&url);
     assert_eq!(summary_of(&status, &want), want);
     assert_eq!(status["phase"], "discovered");
     // And so does its review, item by item.
@@ -176,9 +193,7 @@ fn a_worker_killed_mid_listing_leaves_its_folders_to_the_others() {
         return;
     };
     let (want, _) = on_a_file();
-    let url = cluster.database("killed");
-    let mut first = discover_on(&url);
-    wait_for(&url, "SELECT count(*) FROM src_leases", &mut first);
+    let (url, first) = discovering(&cluster, "killed");
     let mut doomed = spawn(&["worker", "--state", &url, "--workers", WORKERS]);
     let holds = format!(
         "SELECT (SELECT count(*) FROM src_leases WHERE holder LIKE '%:{pid}:%' AND NOT done) + \
@@ -193,12 +208,7 @@ fn a_worker_killed_mid_listing_leaves_its_folders_to_the_others() {
     assert!(killed.success());
     let _ = doomed.wait();
     // Until its leases expire, status shows what the dead worker holds.
-    let status = command()
-        .args(["status", "--state", &url, "--json"])
-        .output()
-        .unwrap();
-    assert!(status.status.success());
-    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = status_of(&url);
     let dead = format!(":{}:", doomed.id());
     assert!(
         status["workers"]
@@ -229,9 +239,7 @@ fn postgresql_restarted_mid_discovery_is_waited_for_and_the_result_is_the_same()
         return;
     };
     let (want, _) = on_a_file();
-    let url = cluster.database("restarted");
-    let mut first = discover_on(&url);
-    wait_for(&url, "SELECT count(*) FROM src_leases", &mut first);
+    let (url, first) = discovering(&cluster, "restarted");
     let mut second = spawn(&["worker", "--state", &url, "--json", "--workers", WORKERS]);
     // Stopped (a fast shutdown: sessions cut) once both sides are under
     // way, and started again a moment later: every operation in between
