@@ -9,6 +9,7 @@
 
 use crate::PgStore;
 use crate::error::Context;
+use crate::schema::latest_event;
 use postgres::Transaction;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
@@ -97,16 +98,6 @@ pub(crate) fn append_verdicts(
 /// The node columns [`facts`] reads, of the alias `n`.
 const FACT_COLUMNS: &str = "n.kind, n.size, n.mtime_ns, n.mode, n.uid, n.gid, n.xattrs";
 
-/// The latest `compare` event of `side`'s node `alias`, as the lateral
-/// join `name` with `status` and `reason`.
-fn latest_comparison(side: Side, alias: &str, name: &str) -> String {
-    format!(
-        "LEFT JOIN LATERAL (SELECT e.status, e.reason FROM {side}_status_events e \
-           WHERE e.node_id = {alias}.id AND e.phase = 'compare' ORDER BY e.seq DESC LIMIT 1) {name} \
-         ON true"
-    )
-}
-
 /// Compares the children of the destination folder `dst_folder` (just
 /// listed, at `depth`, with path `path`) with those of the source folder
 /// of the same path, inside the transaction that completes it: each
@@ -126,11 +117,11 @@ pub(crate) fn compare_children(
          FROM (SELECT * FROM src_nodes WHERE parent_id = \
                  (SELECT id FROM src_nodes WHERE kind = 0 AND rel_path = $1 AND depth = $2)) s \
          FULL JOIN (SELECT * FROM dst_nodes WHERE parent_id = $3) d ON d.rel_path = s.rel_path \
-         {se} {de}",
+         LEFT JOIN LATERAL {se} se ON true LEFT JOIN LATERAL {de} de ON true",
         s_facts = FACT_COLUMNS.replace("n.", "s."),
         d_facts = FACT_COLUMNS.replace("n.", "d."),
-        se = latest_comparison(Side::Src, "s", "se"),
-        de = latest_comparison(Side::Dst, "d", "de"),
+        se = latest_event(Side::Src, "compare", "s.id"),
+        de = latest_event(Side::Dst, "compare", "d.id"),
     );
     let portal = tx
         .bind(

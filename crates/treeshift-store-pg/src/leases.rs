@@ -8,7 +8,7 @@
 
 use crate::PgStore;
 use crate::error::Context;
-use crate::seal::{IN_STEP, LEFT_OUT};
+use crate::schema::{IN_STEP, LEFT_OUT, latest_event};
 use postgres::Transaction;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
@@ -140,11 +140,11 @@ impl PgStore {
                        AND e.phase = 'compare' AND e.status IN {LEFT_OUT})"
                 ),
                 Side::Dst => format!(
-                    "(SELECT e.status FROM dst_status_events e WHERE e.node_id = n.id \
-                       AND e.phase = 'compare' ORDER BY e.seq DESC LIMIT 1) IN {IN_STEP} \
+                    "EXISTS (SELECT 1 FROM {latest} c WHERE c.status IN {IN_STEP}) \
                      AND EXISTS (SELECT 1 FROM src_nodes s JOIN src_status_events e \
                        ON e.node_id = s.id AND e.phase = 'list' AND e.status = 'listed' \
-                       WHERE s.kind = 0 AND s.rel_path = n.rel_path AND s.depth = n.depth)"
+                       WHERE s.kind = 0 AND s.rel_path = n.rel_path AND s.depth = n.depth)",
+                    latest = latest_event(Side::Dst, "compare", "n.id"),
                 ),
             };
             tx.execute(

@@ -5,7 +5,8 @@
 
 use crate::PgStore;
 use crate::error::Context;
-use treeshift_core::display_bytes;
+use crate::schema::latest_event;
+use treeshift_core::{Side, display_bytes};
 use treeshift_state::{
     Estimate, MigrationSpec, RoundMetrics, StatusParts, StoreError, TaskError, TaskErrors,
     WorkerLeases,
@@ -87,31 +88,33 @@ impl PgStore {
     /// `part_size` counted apart, with their parts.
     pub fn estimate(&self, part_size: u64) -> Result<Estimate, StoreError> {
         let part = part_size.clamp(1, i64::MAX as u64) as i64;
+        // The default approval's files, bytes and folders, from the
+        // statistics (below the root); then, from the nodes that can
+        // count, its large files and their parts, the files it replaces,
+        // and whether the root is made.
+        let query = format!(
+            "SELECT plan.*, nodes.* FROM \
+               (SELECT coalesce(sum(value) FILTER (WHERE key = 'to_copy_files'), 0)::bigint, \
+                       coalesce(sum(value) FILTER (WHERE key = 'to_copy_bytes'), 0)::bigint, \
+                       coalesce(sum(value) FILTER (WHERE key = 'to_copy_folders'), 0)::bigint \
+                FROM src_stats WHERE depth > 0) plan, \
+               (SELECT count(*) FILTER (WHERE kind = 1 AND size > $1 AND copies), \
+                       coalesce(sum(ceil(size::numeric / $1)) \
+                         FILTER (WHERE kind = 1 AND size > $1 AND copies), 0)::bigint, \
+                       count(*) FILTER (WHERE kind = 1 AND status = 'outdated' AND NOT meta_only), \
+                       count(*) FILTER (WHERE depth = 0 AND status = 'missing') \
+                FROM (SELECT *, (status = 'missing' OR (status = 'outdated' AND NOT meta_only)) \
+                        AS copies \
+                      FROM (SELECT n.kind, n.size, n.depth, e.status, \
+                              coalesce(e.reason LIKE 'metadata:%', false) AS meta_only \
+                            FROM src_nodes n JOIN LATERAL {latest} e ON true \
+                            WHERE (n.kind = 1 AND n.size > $1) OR n.depth = 0 \
+                               OR e.status = 'outdated') cs) c) nodes",
+            latest = latest_event(Side::Src, "compare", "n.id"),
+        );
         let row = self.run(|client| {
             client
-                .query_one(
-                    "WITH cs AS (SELECT n.id, n.kind, n.size, n.depth, e.status, \
-                                   coalesce(e.reason LIKE 'metadata:%', false) AS meta_only \
-                                 FROM src_nodes n JOIN LATERAL (SELECT x.status, x.reason \
-                                   FROM src_status_events x WHERE x.node_id = n.id \
-                                   AND x.phase = 'compare' ORDER BY x.seq DESC LIMIT 1) e ON true \
-                                 WHERE (n.kind = 1 AND n.size > $1) OR n.depth = 0 \
-                                    OR e.status = 'outdated') \
-                     SELECT (SELECT coalesce(sum(value) FILTER (WHERE key = 'to_copy_files'), 0)::bigint \
-                               FROM src_stats WHERE depth > 0), \
-                            (SELECT coalesce(sum(value) FILTER (WHERE key = 'to_copy_bytes'), 0)::bigint \
-                               FROM src_stats WHERE depth > 0), \
-                            (SELECT coalesce(sum(value) FILTER (WHERE key = 'to_copy_folders'), 0)::bigint \
-                               FROM src_stats WHERE depth > 0), \
-                            count(*) FILTER (WHERE kind = 1 AND size > $1 AND copies), \
-                            coalesce(sum(ceil(size::numeric / $1)) \
-                              FILTER (WHERE kind = 1 AND size > $1 AND copies), 0)::bigint, \
-                            count(*) FILTER (WHERE kind = 1 AND status = 'outdated' AND NOT meta_only), \
-                            count(*) FILTER (WHERE depth = 0 AND status = 'missing') \
-                     FROM (SELECT *, (status = 'missing' OR (status = 'outdated' AND NOT meta_only)) \
-                             AS copies FROM cs) c",
-                    &[&part],
-                )
+                .query_one(&query, &[&part])
                 .context("estimate the plan")
         })?;
         let count = |i| row.get::<_, i64>(i).max(0) as u64;

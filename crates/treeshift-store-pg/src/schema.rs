@@ -10,6 +10,24 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// What `meta.format` says in a database that holds a treeshift migration.
 pub const FORMAT: &str = "treeshift-pg";
 
+/// Comparison statuses of a folder pair whose contents are compared (the
+/// folders agree in kind; their metadata may differ), as a SQL list.
+pub const IN_STEP: &str = "('same', 'differs', 'outdated')";
+
+/// The `compare` statuses of nodes that take no part in the migration,
+/// as a SQL list.
+pub const LEFT_OUT: &str = "('excluded', 'invalid-name')";
+
+/// The latest event of `phase` of `side`'s node whose id is the SQL
+/// expression `node`, as a subquery of one row (`status`, `reason`), or
+/// none: a node's status is its latest event per phase.
+pub fn latest_event(side: treeshift_core::Side, phase: &str, node: &str) -> String {
+    format!(
+        "(SELECT ev.status, ev.reason FROM {side}_status_events ev \
+          WHERE ev.node_id = {node} AND ev.phase = '{phase}' ORDER BY ev.seq DESC LIMIT 1)"
+    )
+}
+
 /// The tables, created in one transaction.
 pub fn create() -> String {
     let mut sql = String::from(

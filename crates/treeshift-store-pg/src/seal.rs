@@ -6,19 +6,12 @@
 
 use crate::PgStore;
 use crate::error::Context;
+use crate::schema::{IN_STEP, LEFT_OUT, latest_event};
 use crate::settings::record_phase;
 use postgres::{GenericClient, Transaction};
 use std::collections::HashMap;
 use treeshift_core::{Changes, Phase, Side, Status, Summary};
 use treeshift_state::{DepthStats, RoundProgress, StoreError, summary_from};
-
-/// Comparison statuses of a folder pair whose contents are compared (the
-/// folders agree in kind; their metadata may differ), as a SQL list.
-pub(crate) const IN_STEP: &str = "('same', 'differs', 'outdated')";
-
-/// The `compare` statuses of nodes that take no part in the migration,
-/// as a SQL list.
-pub(crate) const LEFT_OUT: &str = "('excluded', 'invalid-name')";
 
 impl PgStore {
     /// Seals round `depth` of `side`, in one transaction: for a
@@ -70,13 +63,12 @@ impl PgStore {
                     "INSERT INTO rounds \
                      SELECT $1, $2, now(), count(*) FILTER (WHERE x.status = 'listed'), \
                             count(*) FILTER (WHERE x.status = 'failed') \
-                     FROM {side}_leases l, LATERAL (SELECT e.status FROM {side}_status_events e \
-                       WHERE e.node_id = l.node_id AND e.phase = 'list' \
-                       ORDER BY e.seq DESC LIMIT 1) x \
+                     FROM {side}_leases l, LATERAL {listing} x \
                      WHERE l.depth = $2 \
                      ON CONFLICT (side, depth) DO UPDATE SET sealed_at = excluded.sealed_at, \
                        folders_listed = excluded.folders_listed, \
-                       folders_failed = excluded.folders_failed"
+                       folders_failed = excluded.folders_failed",
+                    listing = latest_event(side, "list", "l.node_id"),
                 ),
                 &[&side.as_str(), &n],
             )
@@ -164,15 +156,16 @@ fn read_progress(client: &mut impl GenericClient) -> Result<RoundProgress, Store
 /// listing pairs with them.
 fn mark_missing_children(tx: &mut Transaction<'_>, n: i32) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO src_status_events (node_id, depth, phase, status, reason, attempt) \
-         SELECT c.id, $1 + 1, 'compare', 'missing', 'parent folder missing on dst', 1 \
-         FROM src_nodes p \
-         JOIN LATERAL (SELECT e.status FROM src_status_events e \
-           WHERE e.node_id = p.id AND e.phase = 'compare' ORDER BY e.seq DESC LIMIT 1) pc \
-           ON pc.status IN ('missing', 'conflict') \
-         JOIN src_nodes c ON c.parent_id = p.id \
-         WHERE p.depth = $1 AND p.kind = 0 AND NOT EXISTS \
-           (SELECT 1 FROM src_status_events e WHERE e.node_id = c.id AND e.phase = 'compare')",
+        &format!(
+            "INSERT INTO src_status_events (node_id, depth, phase, status, reason, attempt) \
+             SELECT c.id, $1 + 1, 'compare', 'missing', 'parent folder missing on dst', 1 \
+             FROM src_nodes p \
+             JOIN LATERAL {parent} pc ON pc.status IN ('missing', 'conflict') \
+             JOIN src_nodes c ON c.parent_id = p.id \
+             WHERE p.depth = $1 AND p.kind = 0 AND NOT EXISTS \
+               (SELECT 1 FROM src_status_events e WHERE e.node_id = c.id AND e.phase = 'compare')",
+            parent = latest_event(Side::Src, "compare", "p.id"),
+        ),
         &[&n],
     )
     .context("mark the children of missing folders")?;
@@ -187,11 +180,9 @@ fn replace_depth_stats(tx: &mut Transaction<'_>, side: Side, depth: i32) -> Resu
             &format!(
                 "SELECT n.kind, e.status, coalesce(e.reason LIKE 'metadata:%', false), \
                         count(*), coalesce(sum(n.size), 0)::bigint \
-                 FROM {side}_nodes n \
-                 LEFT JOIN LATERAL (SELECT x.status, x.reason FROM {side}_status_events x \
-                   WHERE x.node_id = n.id AND x.phase = 'compare' ORDER BY x.seq DESC LIMIT 1) e \
-                 ON true \
-                 WHERE n.depth = $1 GROUP BY 1, 2, 3"
+                 FROM {side}_nodes n LEFT JOIN LATERAL {latest} e ON true \
+                 WHERE n.depth = $1 GROUP BY 1, 2, 3",
+                latest = latest_event(side, "compare", "n.id"),
             ),
             &[&depth],
         )

@@ -66,8 +66,9 @@ fn review_all(state: &str) -> String {
 }
 
 /// What one process gives with its state in a DuckDB file: the summary,
-/// and the review of everything that needs a look.
-fn on_a_file() -> (Value, String) {
+/// the review of everything that needs a look, and what the copy would
+/// cost (the status's estimate).
+fn on_a_file() -> (Value, String, Value) {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("m.duckdb");
     let run = spawn(&[
@@ -88,7 +89,8 @@ fn on_a_file() -> (Value, String) {
     for status in ["missing", "same", "differs", "extra"] {
         assert!(summary[status].as_u64().unwrap() > 0, "{status}: {summary}");
     }
-    (summary, review_all(s(&state)))
+    let estimate = status_of(s(&state))["estimate"].clone();
+    (summary, review_all(s(&state)), estimate)
 }
 
 /// `discover` with its state in the database at `url`.
@@ -161,7 +163,7 @@ fn workers_on_other_processes_share_a_discovery_and_end_as_one_process_alone() {
     let Some(cluster) = Cluster::start() else {
         return;
     };
-    let (want, want_review) = on_a_file();
+    let (want, want_review, want_estimate) = on_a_file();
     let (url, first) = discovering(&cluster, "shared");
     let workers: Vec<Child> = (0..2)
         .map(|_| spawn(&["worker", "--state", &url, "--json", "--workers", WORKERS]))
@@ -182,6 +184,8 @@ fn workers_on_other_processes_share_a_discovery_and_end_as_one_process_alone() {
     let status = status_of(&url);
     assert_eq!(summary_of(&status, &want), want);
     assert_eq!(status["phase"], "discovered");
+    assert!(want_estimate["files"].as_u64() > Some(0), "{want_estimate}");
+    assert_eq!(status["estimate"], want_estimate);
     // And so does its review, item by item.
     assert!(want_review.lines().count() > 100);
     assert_eq!(review_all(&url), want_review);
@@ -192,7 +196,7 @@ fn a_worker_killed_mid_listing_leaves_its_folders_to_the_others() {
     let Some(cluster) = Cluster::start() else {
         return;
     };
-    let (want, _) = on_a_file();
+    let (want, _, _) = on_a_file();
     let (url, first) = discovering(&cluster, "killed");
     let mut doomed = spawn(&["worker", "--state", &url, "--workers", WORKERS]);
     let holds = format!(
@@ -238,7 +242,7 @@ fn postgresql_restarted_mid_discovery_is_waited_for_and_the_result_is_the_same()
     let Some(mut cluster) = Cluster::start() else {
         return;
     };
-    let (want, _) = on_a_file();
+    let (want, _, _) = on_a_file();
     let (url, first) = discovering(&cluster, "restarted");
     let mut second = spawn(&["worker", "--state", &url, "--json", "--workers", WORKERS]);
     // Stopped (a fast shutdown: sessions cut) once both sides are under
