@@ -68,6 +68,20 @@ impl From<Meta> for MetaColumns {
     }
 }
 
+/// The fencing check of every write under a lease, on its row (`$1`
+/// the folder's id, `$2` the lease's epoch): still this lease, not done,
+/// not expired by the database's clock.
+const HELD: &str = "node_id = $1 AND epoch = $2 AND NOT done AND expires_at >= clock_timestamp()";
+
+/// The error of a write whose lease on `folder` of `side` is no longer
+/// the writer's.
+pub(crate) fn lease_lost(side: Side, folder: &FolderTask) -> StoreError {
+    StoreError::LeaseLost {
+        side: side.to_string(),
+        folder: folder.path.to_string(),
+    }
+}
+
 /// Milliseconds, as the statements take a lease's time.
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -293,8 +307,7 @@ impl PgStore {
                         "UPDATE {side}_leases SET pages = pages + 1, \
                            expires_at = clock_timestamp() + $3 * interval '1 millisecond', \
                            position = coalesce($4, position) \
-                         WHERE node_id = $1 AND epoch = $2 AND pages = $5 AND NOT done \
-                           AND expires_at >= clock_timestamp()"
+                         WHERE {HELD} AND pages = $5"
                     ),
                     &[
                         &lease.task.id,
@@ -396,19 +409,12 @@ impl PgStore {
             let mut tx = client.transaction().context("begin discarding children")?;
             let held = tx
                 .execute(
-                    &format!(
-                        "UPDATE {side}_leases SET position = NULL \
-                         WHERE node_id = $1 AND epoch = $2 AND NOT done \
-                           AND expires_at >= clock_timestamp()"
-                    ),
+                    &format!("UPDATE {side}_leases SET position = NULL WHERE {HELD}"),
                     &[&lease.task.id, &lease.epoch],
                 )
                 .context("check the lease")?;
             if held == 0 {
-                return Err(StoreError::LeaseLost {
-                    side: side.to_string(),
-                    folder: lease.task.path.to_string(),
-                });
+                return Err(lease_lost(side, &lease.task));
             }
             discard_children(&mut tx, side, &[lease.task.id])?;
             tx.commit().context("discard children")
@@ -430,8 +436,7 @@ impl PgStore {
                 .execute(
                     &format!(
                         "UPDATE {side}_leases SET done = true, holder = NULL, expires_at = NULL \
-                         WHERE node_id = $1 AND epoch = $2 AND NOT done \
-                           AND expires_at >= clock_timestamp()"
+                         WHERE {HELD}"
                     ),
                     &[&lease.task.id, &lease.epoch],
                 )
@@ -557,10 +562,7 @@ fn landed_or_lost(
     if row.is_some_and(|r| r.get::<_, i64>(0) == lease.epoch && r.get::<_, i32>(1) == value) {
         Ok(())
     } else {
-        Err(StoreError::LeaseLost {
-            side: side.to_string(),
-            folder: lease.task.path.to_string(),
-        })
+        Err(lease_lost(side, &lease.task))
     }
 }
 

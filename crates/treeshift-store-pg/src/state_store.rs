@@ -108,10 +108,7 @@ impl PgStore {
                 task: folder.clone(),
                 epoch,
             }),
-            None => Err(StoreError::LeaseLost {
-                side: side.to_string(),
-                folder: folder.path.to_string(),
-            }),
+            None => Err(crate::leases::lease_lost(side, folder)),
         }
     }
 
