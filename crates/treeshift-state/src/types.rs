@@ -131,6 +131,19 @@ pub struct TaskErrors {
     pub recent: Vec<TaskError>,
 }
 
+/// How many of the latest failures a status shows.
+pub const RECENT_ERRORS: usize = 20;
+
+/// The flags a store raises beside a migration's trees, by name: the
+/// same names in every store.
+pub mod flag {
+    /// The destination refused extended attributes (items were copied
+    /// without them, each with a note).
+    pub const XATTRS_REFUSED: &str = "dst_refuses_xattrs";
+    /// The destination cannot hold symlinks.
+    pub const NO_SYMLINKS_AT_DESTINATION: &str = "dst_holds_no_symlinks";
+}
+
 /// One row of `task_errors`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct TaskError {

@@ -44,13 +44,6 @@ use treeshift_state::{MigrationSpec, OpenMode, StoreError};
 /// says otherwise.
 pub const WAIT_FOR_DATABASE: Duration = Duration::from_secs(120);
 
-/// The flag raised when the destination refused extended attributes
-/// (named as in the DuckDB store).
-const XATTRS_REFUSED: &str = "dst_refuses_xattrs";
-
-/// The flag raised when the destination cannot hold symlinks.
-const NO_SYMLINKS_AT_DESTINATION: &str = "dst_holds_no_symlinks";
-
 /// Connections a store holds at most (besides its heartbeat's).
 const CONNECTIONS: usize = 4;
 

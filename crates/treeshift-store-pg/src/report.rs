@@ -8,12 +8,9 @@ use crate::error::Context;
 use crate::schema::latest_event;
 use treeshift_core::{Side, display_bytes};
 use treeshift_state::{
-    Estimate, MigrationSpec, RoundMetrics, StatusParts, StoreError, TaskError, TaskErrors,
-    WorkerLeases,
+    Estimate, MigrationSpec, RECENT_ERRORS, RoundMetrics, StatusParts, StoreError, TaskError,
+    TaskErrors, WorkerLeases,
 };
-
-/// The latest failures a status shows.
-const RECENT_ERRORS: i64 = 20;
 
 impl PgStore {
     /// Failures by kind and the latest ones.
@@ -33,7 +30,7 @@ impl PgStore {
                     "SELECT side, phase, rel_path, operation, kind, message, attempt, \
                        to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
                      FROM task_errors ORDER BY seq DESC LIMIT $1",
-                    &[&RECENT_ERRORS],
+                    &[&(RECENT_ERRORS as i64)],
                 )
                 .context("read failures")?
                 .iter()

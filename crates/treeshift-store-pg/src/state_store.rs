@@ -219,15 +219,15 @@ impl StateStore for PgStore {
     }
 
     fn note_xattrs_refused(&self) -> Result<(), StoreError> {
-        self.set_flag(crate::XATTRS_REFUSED)
+        self.set_flag(flag::XATTRS_REFUSED)
     }
 
     fn note_no_symlinks_at_destination(&self) -> Result<(), StoreError> {
-        self.set_flag(crate::NO_SYMLINKS_AT_DESTINATION)
+        self.set_flag(flag::NO_SYMLINKS_AT_DESTINATION)
     }
 
     fn xattrs_refused(&self) -> Result<bool, StoreError> {
-        self.flag(crate::XATTRS_REFUSED)
+        self.flag(flag::XATTRS_REFUSED)
     }
 
     fn record_roots(&self, src_root: Entry, dst_root: Option<Entry>) -> Result<(), StoreError> {

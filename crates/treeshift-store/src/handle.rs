@@ -237,15 +237,15 @@ impl StateStore for StoreHandle {
     }
 
     fn note_xattrs_refused(&self) -> Result<(), StoreError> {
-        self.call(|w| w.set_flag("dst_refuses_xattrs"))
+        self.call(|w| w.set_flag(flag::XATTRS_REFUSED))
     }
 
     fn note_no_symlinks_at_destination(&self) -> Result<(), StoreError> {
-        self.call(|w| w.set_flag(NO_SYMLINKS_AT_DESTINATION))
+        self.call(|w| w.set_flag(flag::NO_SYMLINKS_AT_DESTINATION))
     }
 
     fn xattrs_refused(&self) -> Result<bool, StoreError> {
-        self.call(|w| w.flag("dst_refuses_xattrs"))
+        self.call(|w| w.flag(flag::XATTRS_REFUSED))
     }
 
     fn status_parts(

@@ -61,8 +61,6 @@ pub struct Store {
 /// Reads the reader threads' queue holds at most.
 pub(crate) const CHANNEL_CAPACITY: usize = 16;
 
-/// The `meta` flag set when the destination cannot hold symlinks.
-const NO_SYMLINKS_AT_DESTINATION: &str = "dst_holds_no_symlinks";
 /// How often a caller waiting for the store thread or a reader checks that
 /// it still runs.
 const ENDED_POLL: Duration = Duration::from_millis(100);

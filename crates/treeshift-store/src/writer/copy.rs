@@ -59,7 +59,7 @@ impl Writer {
         self.flush()?;
         // The data is in step, only metadata differs (see `Comparison`).
         let meta_only = "coalesce(cs.reason LIKE 'metadata:%', false)";
-        let no_symlinks = self.flag(crate::NO_SYMLINKS_AT_DESTINATION)?;
+        let no_symlinks = self.flag(crate::flag::NO_SYMLINKS_AT_DESTINATION)?;
         let (action, reason) = plan_cases(
             policy,
             |fact| match fact {

@@ -5,14 +5,11 @@ use super::Db;
 use super::copy::LATEST_COPY;
 use crate::error::Context;
 use crate::schema::FOLDER;
-use crate::{Estimate, RoundMetrics, StoreError, TaskError, TaskErrors};
+use crate::{Estimate, RECENT_ERRORS, RoundMetrics, StoreError, TaskError, TaskErrors};
 
 /// A pause between two copy batches longer than this is time the copy was
 /// not running (stopped, resumed later), not slowness: left out of rates.
 const IDLE_GAP_S: f64 = 30.0;
-
-/// The most recent failures shown.
-const RECENT_ERRORS: usize = 20;
 
 impl Db {
     pub(crate) fn task_errors(&self) -> Result<TaskErrors, StoreError> {
