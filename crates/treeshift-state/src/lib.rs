@@ -7,6 +7,7 @@
 
 mod error;
 mod migration;
+pub mod plan_sql;
 mod stats;
 mod store;
 mod types;

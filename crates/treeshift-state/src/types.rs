@@ -203,6 +203,34 @@ pub struct Estimate {
     pub eta_s: Option<f64>,
 }
 
+/// A pause between two copy batches longer than this is time the copy was
+/// not running (stopped, resumed later), not slowness: stores leave it
+/// out of the rates.
+pub const IDLE_GAP_S: f64 = 30.0;
+
+impl Estimate {
+    /// Adds the rates of the copy so far (`files` files of `bytes` bytes
+    /// copied in `active_s` seconds of copying) and the time left at
+    /// them: the slower of the two bounds. Nothing without a measure.
+    pub fn with_rates(mut self, files: u64, bytes: u64, active_s: f64) -> Estimate {
+        if files == 0 || active_s <= 0.0 {
+            return self;
+        }
+        let files_per_s = files as f64 / active_s;
+        let bytes_per_s = bytes as f64 / active_s;
+        self.files_per_s = Some(files_per_s);
+        self.bytes_per_s = Some(bytes_per_s);
+        let by_files = self.files as f64 / files_per_s;
+        let by_bytes = if bytes_per_s > 0.0 {
+            self.bytes as f64 / bytes_per_s
+        } else {
+            0.0
+        };
+        self.eta_s = Some(by_files.max(by_bytes));
+        self
+    }
+}
+
 /// Folders a retry sweep queued again, per side.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FoldersRequeued {

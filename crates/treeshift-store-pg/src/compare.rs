@@ -9,10 +9,9 @@
 
 use crate::PgStore;
 use crate::error::Context;
+use crate::events::{Event, append_events};
 use crate::schema::latest_event;
 use postgres::Transaction;
-use postgres::binary_copy::BinaryCopyInWriter;
-use postgres::types::{ToSql, Type};
 use treeshift_core::{Entry, Kind, Meta, NodeFacts, RelPath, Side, Status, compare_pair};
 use treeshift_state::StoreError;
 
@@ -62,37 +61,18 @@ pub(crate) fn append_verdicts(
     depth: i32,
     verdicts: &[Verdict],
 ) -> Result<(), StoreError> {
-    if verdicts.is_empty() {
-        return Ok(());
-    }
-    let sink = tx
-        .copy_in(&format!(
-            "COPY {side}_status_events (node_id, depth, phase, status, reason, attempt) \
-             FROM STDIN BINARY"
-        ))
-        .context("append comparisons")?;
-    let types = [
-        Type::INT8,
-        Type::INT4,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT4,
-    ];
-    let mut writer = BinaryCopyInWriter::new(sink, &types);
-    for v in verdicts {
-        let values: [&(dyn ToSql + Sync); 6] = [
-            &v.node_id,
-            &depth,
-            &"compare",
-            &v.status.as_str(),
-            &v.reason,
-            &1i32,
-        ];
-        writer.write(&values).context("append a comparison")?;
-    }
-    writer.finish().context("append comparisons")?;
-    Ok(())
+    append_events(
+        tx,
+        side,
+        "compare",
+        verdicts.iter().map(|v| Event {
+            node_id: v.node_id,
+            depth,
+            status: v.status.as_str(),
+            reason: v.reason.as_deref(),
+            attempt: 1,
+        }),
+    )
 }
 
 /// The node columns [`facts`] reads, of the alias `n`.

@@ -1,29 +1,33 @@
 //! The treeshift state store on PostgreSQL, for a migration that worker
 //! processes on many hosts discover together (issue 19). One database
-//! holds one migration, as one DuckDB file does.
+//! holds one migration, as one DuckDB file does; `--state postgres://…`
+//! opens it.
 //!
-//! What stands so far: opening and identity checks; the phase, flags,
-//! sealed connections and log records (`settings`); and the part that
-//! makes many workers safe, discovery's leases
+//! What makes many workers safe is discovery's leases
 //! ([`PgStore::lease`]): a folder is leased with `FOR UPDATE SKIP
 //! LOCKED`, for a time measured by the database's clock, under an epoch
 //! that grows with each lease. Recording a folder's children and
 //! completing it check, in the same transaction, that the lease is still
 //! the caller's ([`StoreError::LeaseLost`] if it expired and was taken):
 //! a worker that stalled past its lease cannot commit over the one that
-//! took the folder over. The comparison, the seals, the plan and the
-//! rest of [`treeshift_state::StateStore`] are still the DuckDB store's
-//! alone; `--state` does not take a `postgres://` location yet.
+//! took the folder over. The plan and its approval (`plan`), the copy
+//! (`copy`) and verification (`verify`) run in one process at a time,
+//! which holds the copy lock. Review pages, browsing, delta passes and
+//! the re-listing of failed folders are the DuckDB store's alone so far.
 
 mod compare;
+mod copy;
 mod error;
+mod events;
 mod leases;
+mod plan;
 mod report;
 mod review;
 mod schema;
 mod seal;
 mod settings;
 mod state_store;
+mod verify;
 
 pub use leases::Lease;
 pub use schema::SCHEMA_VERSION;
@@ -77,6 +81,9 @@ pub struct PgStore {
     rounds: Mutex<[Option<u32>; 2]>,
     /// Renews this process's leases once it holds some.
     heartbeat: Mutex<Option<state_store::Heartbeat>>,
+    /// The connection that holds the copy lock, once this process copies
+    /// or verifies.
+    copier: Mutex<Option<Client>>,
     wait_for_database: Duration,
 }
 
@@ -154,6 +161,7 @@ impl PgStore {
             held: Mutex::default(),
             rounds: Mutex::default(),
             heartbeat: Mutex::default(),
+            copier: Mutex::default(),
             wait_for_database: WAIT_FOR_DATABASE,
         };
         let resumed = store.open_migration(mode)?;
@@ -284,7 +292,17 @@ impl PgStore {
             if get("format").as_deref() != Some(schema::FORMAT) {
                 return Err(self.not_ours("its table meta is not treeshift's".into()));
             }
-            let version = get("schema_version").unwrap_or_default();
+            let mut version = get("schema_version").unwrap_or_default();
+            if version == "2" {
+                tx.batch_execute(schema::COPY_TABLES)
+                    .context("add the copy's tables (schema version 3)")?;
+                tx.execute(
+                    "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
+                    &[],
+                )
+                .context("record schema version 3")?;
+                version = "3".into();
+            }
             if version != SCHEMA_VERSION.to_string() {
                 return Err(StoreError::SchemaVersion {
                     path: PathBuf::from(&self.location),

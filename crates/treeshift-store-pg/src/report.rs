@@ -1,15 +1,14 @@
 //! What a status shows, read from PostgreSQL: failures, each round's
-//! metrics, and what the copy would cost. Nothing is approved on this
-//! store yet, so the cost is the default approval's (as the DuckDB store
-//! gives it before an approval).
+//! metrics, what the copy still costs, and the workers holding folders.
 
 use crate::PgStore;
+use crate::copy::LATEST_COPY;
 use crate::error::Context;
 use crate::schema::latest_event;
 use treeshift_core::{Side, display_bytes};
 use treeshift_state::{
-    Estimate, MigrationSpec, RECENT_ERRORS, RoundMetrics, StatusParts, StoreError, TaskError,
-    TaskErrors, WorkerLeases,
+    Estimate, IDLE_GAP_S, MigrationSpec, RECENT_ERRORS, RoundMetrics, StatusParts, StoreError,
+    TaskError, TaskErrors, WorkerLeases,
 };
 
 impl PgStore {
@@ -81,41 +80,77 @@ impl PgStore {
             .collect())
     }
 
-    /// What the default approval would copy: files larger than
-    /// `part_size` counted apart, with their parts.
+    /// What the copy still has to do (files larger than `part_size`
+    /// counted apart, with their parts), at the rates this migration's
+    /// copy has had so far. Before an approval, what the default approval
+    /// would copy.
     pub fn estimate(&self, part_size: u64) -> Result<Estimate, StoreError> {
         let part = part_size.clamp(1, i64::MAX as u64) as i64;
-        // The default approval's files, bytes and folders, from the
-        // statistics (below the root); then, from the nodes that can
-        // count, its large files and their parts, the files it replaces,
-        // and whether the root is made.
-        let query = format!(
-            "SELECT plan.*, nodes.* FROM \
-               (SELECT coalesce(sum(value) FILTER (WHERE key = 'to_copy_files'), 0)::bigint, \
-                       coalesce(sum(value) FILTER (WHERE key = 'to_copy_bytes'), 0)::bigint, \
-                       coalesce(sum(value) FILTER (WHERE key = 'to_copy_folders'), 0)::bigint \
-                FROM src_stats WHERE depth > 0) plan, \
-               (SELECT count(*) FILTER (WHERE kind = 1 AND size > $1 AND copies), \
-                       coalesce(sum(ceil(size::numeric / $1)) \
-                         FILTER (WHERE kind = 1 AND size > $1 AND copies), 0)::bigint, \
-                       count(*) FILTER (WHERE kind = 1 AND status = 'outdated' AND NOT meta_only), \
-                       count(*) FILTER (WHERE depth = 0 AND status = 'missing') \
-                FROM (SELECT *, (status = 'missing' OR (status = 'outdated' AND NOT meta_only)) \
-                        AS copies \
-                      FROM (SELECT n.kind, n.size, n.depth, e.status, \
-                              coalesce(e.reason LIKE 'metadata:%', false) AS meta_only \
-                            FROM src_nodes n JOIN LATERAL {latest} e ON true \
-                            WHERE (n.kind = 1 AND n.size > $1) OR n.depth = 0 \
-                               OR e.status = 'outdated') cs) c) nodes",
-            latest = latest_event(Side::Src, "compare", "n.id"),
+        let query = if self.approval()?.is_some() {
+            format!(
+                "SELECT count(*) FILTER (WHERE p.kind <> 0), \
+                   coalesce(sum(p.size) FILTER (WHERE p.kind = 1), 0)::bigint, \
+                   count(*) FILTER (WHERE p.kind = 0 AND p.depth > 0), \
+                   count(*) FILTER (WHERE p.kind = 1 AND p.size > $1), \
+                   coalesce(sum(ceil(p.size::numeric / $1)) \
+                     FILTER (WHERE p.kind = 1 AND p.size > $1), 0)::bigint, \
+                   count(*) FILTER (WHERE p.action IN ('replace', 'rename')), \
+                   count(*) FILTER (WHERE p.kind = 0 AND p.depth = 0) \
+                 FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
+                 WHERE p.action <> 'skip' AND coalesce(c.st, 'pending') IN ('pending', 'copying')"
+            )
+        } else {
+            // The default approval's files, bytes and folders, from the
+            // statistics (below the root); then, from the nodes that can
+            // count, its large files and their parts, the files it
+            // replaces, and whether the root is made.
+            format!(
+                "SELECT plan.*, nodes.* FROM \
+                   (SELECT coalesce(sum(value) FILTER (WHERE key = 'to_copy_files'), 0)::bigint, \
+                           coalesce(sum(value) FILTER (WHERE key = 'to_copy_bytes'), 0)::bigint, \
+                           coalesce(sum(value) FILTER (WHERE key = 'to_copy_folders'), 0)::bigint \
+                    FROM src_stats WHERE depth > 0) plan, \
+                   (SELECT count(*) FILTER (WHERE kind = 1 AND size > $1 AND copies), \
+                           coalesce(sum(ceil(size::numeric / $1)) \
+                             FILTER (WHERE kind = 1 AND size > $1 AND copies), 0)::bigint, \
+                           count(*) FILTER (WHERE kind = 1 AND status = 'outdated' AND NOT meta_only), \
+                           count(*) FILTER (WHERE depth = 0 AND status = 'missing') \
+                    FROM (SELECT *, (status = 'missing' OR (status = 'outdated' AND NOT meta_only)) \
+                            AS copies \
+                          FROM (SELECT n.kind, n.size, n.depth, e.status, \
+                                  coalesce(e.reason LIKE 'metadata:%', false) AS meta_only \
+                                FROM src_nodes n JOIN LATERAL {latest} e ON true \
+                                WHERE (n.kind = 1 AND n.size > $1) OR n.depth = 0 \
+                                   OR e.status = 'outdated') cs) c) nodes",
+                latest = latest_event(Side::Src, "compare", "n.id"),
+            )
+        };
+        // Copy events committed together share a timestamp: the gaps
+        // between those batches, short ones only, are the time the copy ran.
+        let rates = format!(
+            "WITH done AS (SELECT e.recorded_at AS t, count(*) AS files, \
+                                  coalesce(sum(p.size), 0)::bigint AS bytes \
+                           FROM src_status_events e JOIN copy_plan p ON p.node_id = e.node_id \
+                           WHERE e.phase = 'copy' AND e.status = 'copied' AND p.kind = 1 \
+                           GROUP BY e.recorded_at), \
+                  gaps AS (SELECT files, bytes, \
+                             extract(epoch FROM t - lag(t) OVER (ORDER BY t))::float8 AS gap \
+                           FROM done) \
+             SELECT coalesce(sum(files) FILTER (WHERE gap <= {IDLE_GAP_S}), 0)::bigint, \
+                    coalesce(sum(bytes) FILTER (WHERE gap <= {IDLE_GAP_S}), 0)::bigint, \
+                    coalesce(sum(gap) FILTER (WHERE gap <= {IDLE_GAP_S}), 0)::float8 FROM gaps"
         );
-        let row = self.run(|client| {
-            client
+        let (row, rates) = self.run(|client| {
+            let row = client
                 .query_one(&query, &[&part])
-                .context("estimate the plan")
+                .context("estimate the copy")?;
+            let rates = client
+                .query_one(&rates, &[])
+                .context("measure the copy's throughput")?;
+            Ok((row, rates))
         })?;
         let count = |i| row.get::<_, i64>(i).max(0) as u64;
-        Ok(Estimate {
+        let estimate = Estimate {
             files: count(0),
             bytes: count(1),
             folders: count(2),
@@ -124,7 +159,12 @@ impl PgStore {
             replaces: count(5),
             creates_root: count(6) > 0,
             ..Estimate::default()
-        })
+        };
+        Ok(estimate.with_rates(
+            rates.get::<_, i64>(0).max(0) as u64,
+            rates.get::<_, i64>(1).max(0) as u64,
+            rates.get(2),
+        ))
     }
 
     /// The processes holding folders, by side and round, with how long
@@ -155,13 +195,17 @@ impl PgStore {
             .collect())
     }
 
-    /// Everything a status shows. Nothing is approved, copied or
-    /// verified on this store yet.
+    /// Everything a status shows.
     pub fn status_parts(
         &self,
         part_size: fn(&MigrationSpec) -> u64,
     ) -> Result<StatusParts, StoreError> {
         let migration = self.migration()?;
+        let approval = self.approval()?;
+        let copy = match approval {
+            Some(_) => Some(self.copy_summary()?),
+            None => None,
+        };
         Ok(StatusParts {
             phase: self.phase()?,
             summary: self.summary()?,
@@ -170,9 +214,9 @@ impl PgStore {
             rounds: self.queue_stats()?,
             workers: self.workers()?,
             migration,
-            approval: None,
-            copy: None,
-            verify: None,
+            approval,
+            copy,
+            verify: self.verify_summary()?,
         })
     }
 }

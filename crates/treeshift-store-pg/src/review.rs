@@ -4,7 +4,9 @@
 //! a review of millions is never held whole).
 
 use crate::PgStore;
+use crate::copy::LATEST_COPY;
 use crate::error::Context;
+use crate::verify::LATEST_VERIFY;
 use crossbeam_channel::Sender;
 use treeshift_core::{Kind, RelPath, Side, Status};
 use treeshift_state::{ReviewItem, ReviewSelect, StoreError};
@@ -54,9 +56,20 @@ fn review_sql(select: ReviewSelect) -> Option<String> {
             latest(Side::Src, "list"),
             latest(Side::Dst, "list")
         ),
-        ReviewSelect::Changes | ReviewSelect::Copy(_) | ReviewSelect::VerifyProblems => {
-            return None;
-        }
+        ReviewSelect::Copy(status) => format!(
+            "SELECT 'src' AS side, p.rel_path, p.kind, p.size, p.mtime_ns, \
+               coalesce(c.st, 'pending') AS status, coalesce(c.reason, p.reason) AS reason \
+             FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
+             WHERE coalesce(c.st, 'pending') = '{}'",
+            status.as_str()
+        ),
+        ReviewSelect::VerifyProblems => format!(
+            "SELECT 'src' AS side, p.rel_path, p.kind, p.size, p.mtime_ns, v.st, v.reason \
+             FROM copy_plan p JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
+             JOIN ({LATEST_VERIFY}) v ON v.node_id = p.node_id \
+             WHERE c.st = 'copied' AND v.st <> 'verified'"
+        ),
+        ReviewSelect::Changes => return None,
     })
 }
 
@@ -76,8 +89,8 @@ fn review_item(r: &postgres::Row) -> ReviewItem {
 impl PgStore {
     /// Streams the selected items in batches to `sink`, sorted by side
     /// (the source's first) and path; stops early without error if the
-    /// reader hangs up. What changed since a previous pass, and the copy's
-    /// and verification's items, are not on this store yet.
+    /// reader hangs up. What changed since a previous pass is not on this
+    /// store yet.
     pub fn review(
         &self,
         select: ReviewSelect,

@@ -5,7 +5,7 @@
 //! ids keep their bits in a `bigint`.
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// What `meta.format` says in a database that holds a treeshift migration.
 pub const FORMAT: &str = "treeshift-pg";
@@ -102,5 +102,54 @@ pub fn create() -> String {
     // A destination folder's listing is compared with the children of
     // the source folder of its path, found by this.
     sql.push_str("CREATE INDEX src_nodes_folder_path ON src_nodes (rel_path) WHERE kind = 0;");
+    sql.push_str(COPY_TABLES);
     sql
 }
+
+/// What version 3 adds: the approved plan, the copy's and the
+/// verification's working sets, what the copy wrote, and `mtime_s`
+/// (whole seconds of a nanosecond mtime, rounded down, as the DuckDB
+/// store's macro). A version 2 database gains them when opened.
+pub const COPY_TABLES: &str = "
+    CREATE FUNCTION mtime_s(ns bigint) RETURNS bigint LANGUAGE sql IMMUTABLE AS
+      'SELECT CASE WHEN ns >= 0 THEN ns / 1000000000 ELSE -((-ns + 999999999) / 1000000000) END';
+    -- The approved plan: one row per source item discovery found not in
+    -- step (and, with extras quarantined, per destination extra), with
+    -- the action the approved policy gives it and what the destination
+    -- held; copy and verify statuses are the source's events.
+    CREATE TABLE copy_plan (
+        node_id bigint PRIMARY KEY, parent_id bigint, depth integer NOT NULL,
+        kind smallint NOT NULL, size bigint NOT NULL, mtime_ns bigint, rel_path bytea NOT NULL,
+        status text NOT NULL, dst_kind smallint, dst_size bigint, dst_mtime_ns bigint,
+        action text NOT NULL, reason text,
+        mode integer, uid bigint, gid bigint, xattrs bigint, link_to bytea);
+    -- A copy run's items not done yet, with the identities of the
+    -- folders they go into; made anew by a run that finds no other
+    -- process copying. Each item is leased as discovery's folders are:
+    -- who copies it, until when (the database's clock), under which
+    -- epoch, and whether its outcome is recorded.
+    CREATE TABLE copy_todo (
+        node_id bigint PRIMARY KEY, parent_id bigint, depth integer NOT NULL,
+        kind smallint NOT NULL, size bigint NOT NULL, mtime_ns bigint, rel_path bytea NOT NULL,
+        status text NOT NULL, dst_kind smallint, dst_size bigint, dst_mtime_ns bigint,
+        action text NOT NULL, reason text,
+        mode integer, uid bigint, gid bigint, xattrs bigint, link_to bytea,
+        copy_status text NOT NULL, attempt integer NOT NULL,
+        src_folder_dev bigint, src_folder_ino bigint, dst_folder_dev bigint, dst_folder_ino bigint,
+        holder text, expires_at timestamptz, epoch bigint NOT NULL DEFAULT 0,
+        done boolean NOT NULL DEFAULT false);
+    -- What the copy wrote at a path, where the destination tells more
+    -- than the source's listing (an object's etag, its own mtime).
+    CREATE TABLE written (
+        seq bigint GENERATED ALWAYS AS IDENTITY, depth integer NOT NULL, rel_path bytea NOT NULL,
+        size bigint NOT NULL, mtime_ns bigint, etag text, own_mtime_ns bigint);
+    CREATE INDEX written_path ON written (rel_path, seq);
+    -- Folders whose times (and metadata) the copy sets, deepest first.
+    CREATE TABLE folder_dates (
+        node_id bigint PRIMARY KEY, depth integer NOT NULL, rel_path bytea NOT NULL,
+        mtime_ns bigint, all_meta boolean NOT NULL,
+        mode integer, uid bigint, gid bigint, xattrs bigint, copied_at bigint);
+    CREATE TABLE verify_todo (
+        node_id bigint PRIMARY KEY, depth integer NOT NULL, kind smallint NOT NULL,
+        rel_path bytea NOT NULL, size bigint NOT NULL, mtime_ns bigint,
+        mode integer, uid bigint, gid bigint, xattrs bigint, link_to bytea);";

@@ -7,9 +7,8 @@
 //! listed; a process that dies stops renewing them, and others lease them
 //! again once they expire.
 //!
-//! Review pages, browsing, approval, copy, verification and delta
-//! passes are not on this store yet: they answer [`StoreError::NotYet`] (nothing is
-//! approved, and the first pass goes on).
+//! Review pages, browsing, delta passes and the re-listing of failed
+//! folders are not on this store yet: they answer [`StoreError::NotYet`].
 
 use crate::{Lease, PgStore};
 use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
@@ -357,40 +356,39 @@ impl StateStore for PgStore {
         not_yet("browsing")
     }
 
-    fn preview_plan(&self, _policy: Policy, _extras: Extras) -> Result<PlanPreview, StoreError> {
-        not_yet("a plan")
+    fn preview_plan(&self, policy: Policy, extras: Extras) -> Result<PlanPreview, StoreError> {
+        PgStore::preview_plan(self, policy, extras)
     }
 
     fn approve(
         &self,
-        _policy: Policy,
-        _extras: Extras,
-        _approved_by: &str,
+        policy: Policy,
+        extras: Extras,
+        approved_by: &str,
     ) -> Result<Approval, StoreError> {
-        not_yet("approval")
+        PgStore::approve(self, policy, extras, approved_by, None)
     }
 
     fn approve_seen(
         &self,
-        _policy: Policy,
-        _extras: Extras,
-        _approved_by: &str,
-        _expected: &str,
+        policy: Policy,
+        extras: Extras,
+        approved_by: &str,
+        expected: &str,
     ) -> Result<Approval, StoreError> {
-        not_yet("approval")
+        PgStore::approve(self, policy, extras, approved_by, Some(expected))
     }
 
-    /// Nothing can be approved on this store yet.
     fn approval(&self) -> Result<Option<Approval>, StoreError> {
-        Ok(None)
+        PgStore::approval(self)
     }
 
     fn approved_plan(&self) -> Result<Approval, StoreError> {
-        not_yet("approval")
+        PgStore::approved_plan(self)
     }
 
     fn extend_approval(&self) -> Result<Option<u64>, StoreError> {
-        not_yet("approval")
+        PgStore::extend_approval(self)
     }
 
     fn status_parts(
@@ -413,61 +411,66 @@ impl StateStore for PgStore {
     }
 
     fn begin_copy(&self) -> Result<CopyTodo, StoreError> {
-        not_yet("copy")
+        PgStore::begin_copy(self)
     }
 
     fn pull_copy(
         &self,
-        _pull: CopyPull,
-        _after: i64,
-        _limit: usize,
+        pull: CopyPull,
+        after: i64,
+        limit: usize,
     ) -> Result<Vec<CopyTask>, StoreError> {
-        not_yet("copy")
+        PgStore::pull_copy(self, pull, after, limit)
     }
 
-    fn record_copy(&self, _events: Vec<CopyEvent>) -> Result<(), StoreError> {
-        not_yet("copy")
+    /// Committed before it returns, as every write here.
+    fn record_copy(&self, events: Vec<CopyEvent>) -> Result<(), StoreError> {
+        PgStore::record_copy(self, &events)
     }
 
-    fn requeue_failed_copies(&self, _prefix: Option<RelPath>) -> Result<u64, StoreError> {
-        not_yet("a retry sweep")
+    fn requeue_failed_copies(&self, prefix: Option<RelPath>) -> Result<u64, StoreError> {
+        PgStore::requeue_failed_copies(self, prefix.as_ref())
     }
 
     fn folder_times(
         &self,
-        _after: Option<(u32, i64)>,
-        _limit: usize,
+        after: Option<(u32, i64)>,
+        limit: usize,
     ) -> Result<Vec<FolderTime>, StoreError> {
-        not_yet("copy")
+        PgStore::folder_times(self, after, limit)
     }
 
-    fn record_dated(&self, _folders: Vec<(i64, u32)>) -> Result<(), StoreError> {
-        not_yet("copy")
+    fn record_dated(&self, folders: Vec<(i64, u32)>) -> Result<(), StoreError> {
+        PgStore::record_dated(self, &folders)
     }
 
     fn copy_summary(&self) -> Result<treeshift_core::CopySummary, StoreError> {
-        not_yet("copy")
+        PgStore::copy_summary(self)
     }
 
-    /// The first pass goes on: no copy ran on this store to end it.
+    /// The first pass goes on until its copy finished; then a delta pass
+    /// would start, which this store does not do yet.
     fn next_pass(&self) -> Result<Option<u32>, StoreError> {
+        if PgStore::copy_finished(self)? {
+            return not_yet("a delta pass (a new discovery after a finished copy)");
+        }
         Ok(None)
     }
 
-    fn begin_verify(&self, _checksum: bool) -> Result<u64, StoreError> {
-        not_yet("verification")
+    fn begin_verify(&self, checksum: bool) -> Result<u64, StoreError> {
+        PgStore::begin_verify(self, checksum)
     }
 
-    fn pull_verify(&self, _after: i64, _limit: usize) -> Result<Vec<VerifyTask>, StoreError> {
-        not_yet("verification")
+    fn pull_verify(&self, after: i64, limit: usize) -> Result<Vec<VerifyTask>, StoreError> {
+        PgStore::pull_verify(self, after, limit)
     }
 
-    fn record_verify(&self, _events: Vec<VerifyEvent>) -> Result<(), StoreError> {
-        not_yet("verification")
+    fn record_verify(&self, events: Vec<VerifyEvent>) -> Result<(), StoreError> {
+        PgStore::record_verify(self, &events)
     }
 
     fn verify_summary(&self) -> Result<Option<treeshift_core::VerifySummary>, StoreError> {
-        not_yet("verification")
+        PgStore::verify_summary(self)
     }
 
     fn append_logs(&self, records: Vec<LogRecord>) -> Result<(), StoreError> {

@@ -48,6 +48,7 @@ mod report;
 mod retry;
 mod review;
 mod rounds;
+#[cfg(test)]
 mod rules;
 mod stats;
 

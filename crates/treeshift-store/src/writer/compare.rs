@@ -3,6 +3,7 @@
 //! statements.
 
 use super::*;
+use treeshift_state::plan_sql::expected_mtime;
 
 impl Writer {
     /// Compares the children of the folder pairs at `depth` (depth + 1
@@ -500,18 +501,6 @@ pub(super) fn latest_written(filter: &str) -> String {
         "(SELECT rel_path, arg_max(size, seq) AS size, arg_max(mtime_ns, seq) AS mtime_ns, \
                  arg_max(etag, seq) AS etag, arg_max(own_mtime_ns, seq) AS own_mtime_ns \
           FROM written WHERE {filter} GROUP BY rel_path) w"
-    )
-}
-
-/// The mtime the destination holds for the source file `item` (a row
-/// with its size and mtime as discovery saw them) when the copy left it
-/// in step: the file's own mtime where the latest record `w` was written
-/// from this very version of the source with one, else the source's.
-pub(super) fn expected_mtime(item: &str) -> String {
-    format!(
-        "coalesce(CASE WHEN w.size = {item}.size \
-                        AND mtime_s(w.mtime_ns) IS NOT DISTINCT FROM mtime_s({item}.mtime_ns) \
-                       THEN w.own_mtime_ns END, {item}.mtime_ns)"
     )
 }
 

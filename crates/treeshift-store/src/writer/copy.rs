@@ -6,8 +6,7 @@
 //! action, and what the destination held), so a copy can tell the plan it
 //! is about to carry out is the one a person approved.
 
-use super::compare::{expected_mtime, latest_written};
-use super::rules::plan_cases;
+use super::compare::latest_written;
 use super::{Db, ErrorRow, EventRow, Writer, exists, ix};
 use crate::error::Context;
 use crate::schema::{FOLDER, LEFT_OUT};
@@ -20,6 +19,9 @@ use treeshift_core::{
     Action, Approval, CopyStatus, CopySummary, Extras, Fact, FileId, Kind, Meta, Phase, PlanCounts,
     PlanHash, PlanItem, Policy, RelPath, Side, VerifySummary,
 };
+use treeshift_state::plan_sql::{
+    COPIES, DATA, INSIDE_SKIPPED, PLAN_COLUMNS, PLAN_DIFFERS, expected_mtime, plan_cases,
+};
 
 /// The latest copy status and reason per plan item.
 pub(super) const LATEST_COPY: &str = "SELECT node_id, arg_max(status, seq) AS st, arg_max(reason, seq) AS reason, \
@@ -28,30 +30,6 @@ pub(super) const LATEST_COPY: &str = "SELECT node_id, arg_max(status, seq) AS st
 /// The latest verify status and reason per item.
 const LATEST_VERIFY: &str = "SELECT node_id, arg_max(status, seq) AS st, arg_max(reason, seq) AS reason \
      FROM src_status_events WHERE phase = 'verify' GROUP BY node_id";
-
-/// Columns of `copy_plan`, in table order.
-const PLAN_COLUMNS: &str = "node_id, parent_id, depth, kind, size, mtime_ns, rel_path, status, \
-     dst_kind, dst_size, dst_mtime_ns, action, reason, mode, uid, gid, xattrs, link_to";
-
-/// True when a `copy_plan` row `p` and a `plan_candidate` row `c` of the
-/// same node say different things.
-const PLAN_DIFFERS: &str = "c.action IS DISTINCT FROM p.action OR c.kind IS DISTINCT FROM p.kind \
-     OR c.size IS DISTINCT FROM p.size OR c.mtime_ns IS DISTINCT FROM p.mtime_ns \
-     OR c.rel_path IS DISTINCT FROM p.rel_path OR c.dst_kind IS DISTINCT FROM p.dst_kind \
-     OR c.dst_size IS DISTINCT FROM p.dst_size OR c.dst_mtime_ns IS DISTINCT FROM p.dst_mtime_ns \
-     OR c.mode IS DISTINCT FROM p.mode OR c.uid IS DISTINCT FROM p.uid \
-     OR c.gid IS DISTINCT FROM p.gid OR c.xattrs IS DISTINCT FROM p.xattrs \
-     OR c.link_to IS DISTINCT FROM p.link_to";
-
-/// Plan actions the copy carries out on a source item (its data, or its
-/// metadata alone).
-const COPIES: &str = "NOT IN ('skip', 'quarantine')";
-
-/// Why an item under a folder in conflict is skipped.
-const INSIDE_SKIPPED: &str = "inside a folder the plan leaves alone";
-
-/// Plan actions that copy an item's data.
-const DATA: &str = "IN ('create', 'replace', 'rename')";
 
 impl Writer {
     /// Computes the plan for `policy` into the temp table `plan_candidate`.

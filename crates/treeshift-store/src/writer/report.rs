@@ -5,11 +5,7 @@ use super::Db;
 use super::copy::LATEST_COPY;
 use crate::error::Context;
 use crate::schema::FOLDER;
-use crate::{Estimate, RECENT_ERRORS, RoundMetrics, StoreError, TaskError, TaskErrors};
-
-/// A pause between two copy batches longer than this is time the copy was
-/// not running (stopped, resumed later), not slowness: left out of rates.
-const IDLE_GAP_S: f64 = 30.0;
+use crate::{Estimate, IDLE_GAP_S, RECENT_ERRORS, RoundMetrics, StoreError, TaskError, TaskErrors};
 
 impl Db {
     pub(crate) fn task_errors(&self) -> Result<TaskErrors, StoreError> {
@@ -104,7 +100,7 @@ impl Db {
             self.unapproved_counts(part)?
         };
         let [files, bytes, folders, large_files, parts, replaces, root] = counts;
-        let mut estimate = Estimate {
+        let estimate = Estimate {
             files,
             bytes,
             folders,
@@ -135,20 +131,7 @@ impl Db {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .context("measure the copy's throughput")?;
-        if files > 0 && active_s > 0.0 {
-            let files_per_s = files as f64 / active_s;
-            let bytes_per_s = bytes as f64 / active_s;
-            estimate.files_per_s = Some(files_per_s);
-            estimate.bytes_per_s = Some(bytes_per_s);
-            let by_files = estimate.files as f64 / files_per_s;
-            let by_bytes = if bytes_per_s > 0.0 {
-                estimate.bytes as f64 / bytes_per_s
-            } else {
-                0.0
-            };
-            estimate.eta_s = Some(by_files.max(by_bytes));
-        }
-        Ok(estimate)
+        Ok(estimate.with_rates(files.max(0) as u64, bytes.max(0) as u64, active_s))
     }
 
     /// What the default approval would copy: files, bytes, folders, large

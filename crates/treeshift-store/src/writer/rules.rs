@@ -1,46 +1,12 @@
-//! The policy's rules (`treeshift_core::rules`) as SQL: the two `CASE`
-//! expressions that give each row of the plan its action and its reason.
-
-use treeshift_core::{Fact, Policy, Rule, Why, rules};
-
-/// The `CASE` expressions of the action and the reason `policy` gives a
-/// row, where `fact` is each fact's SQL condition on that row and
-/// `status` its status column.
-pub(super) fn plan_cases(
-    policy: Policy,
-    fact: impl Fn(Fact) -> String,
-    status: &str,
-) -> (String, String) {
-    let when = |r: &Rule| match r.when {
-        [] => "true".to_string(),
-        facts => facts
-            .iter()
-            .map(|f| format!("({})", fact(*f)))
-            .collect::<Vec<_>>()
-            .join(" AND "),
-    };
-    let mut action = String::from("CASE");
-    let mut reason = String::from("CASE");
-    for r in rules(policy) {
-        let condition = when(r);
-        action.push_str(&format!(" WHEN {condition} THEN '{}'", r.action.as_str()));
-        let why = match r.why {
-            Why::Nothing => "NULL".to_string(),
-            Why::Text(text) => format!("'{}'", text.replace('\'', "''")),
-            Why::StatusUnderSkip => format!("{status} || ' (policy skip)'"),
-        };
-        reason.push_str(&format!(" WHEN {condition} THEN {why}"));
-    }
-    action.push_str(" END");
-    reason.push_str(" END");
-    (action, reason)
-}
+//! The policy's rules as SQL (`treeshift_state::plan_sql::plan_cases`),
+//! checked on DuckDB against the rules in Rust.
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use duckdb::Connection;
+    use treeshift_core::{Fact, Policy, Why};
     use treeshift_core::{Status, decide};
+    use treeshift_state::plan_sql::plan_cases;
 
     /// The SQL gives every combination of facts the action and reason
     /// the rules give it in Rust.

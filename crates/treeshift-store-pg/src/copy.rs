@@ -1,0 +1,434 @@
+//! The copy on PostgreSQL: the approved plan's items not done yet
+//! (`copy_todo`, made anew by each copy run), pulled by keyset, and their
+//! outcomes appended as `copy` events; the folders whose times the copy
+//! restores (`folder_dates`). One process copies (or verifies) a
+//! migration at a time: it holds a session lock of the database
+//! ([`PgStore::hold_copy_lock`]) on a connection of its own, which the
+//! database releases when that process ends, however it ends.
+
+use crate::PgStore;
+use crate::error::{Context, db_error};
+use crate::events::{Event, append_events};
+use postgres::GenericClient;
+use std::path::PathBuf;
+use std::time::Duration;
+use treeshift_core::{Action, CopyStatus, CopySummary, FileId, Kind, Meta, RelPath, Side};
+use treeshift_state::plan_sql::{COPIES, DATA, PLAN_COLUMNS};
+use treeshift_state::{CopyEvent, CopyPull, CopyTask, CopyTodo, DstSeen, FolderTime, StoreError};
+
+/// The session lock a copying or verifying process holds.
+const COPY_LOCK: i64 = 7365731;
+
+/// The latest copy status, reason and attempt of each plan item.
+pub(crate) const LATEST_COPY: &str = "SELECT DISTINCT ON (node_id) node_id, status AS st, reason, attempt \
+     FROM src_status_events WHERE phase = 'copy' ORDER BY node_id, seq DESC";
+
+/// Columns of `copy_todo` a pull reads, in [`copy_task`]'s order.
+const TASK_COLUMNS: &str = "node_id, depth, kind, action, rel_path, size, mtime_ns, dst_kind, \
+     dst_size, dst_mtime_ns, copy_status = 'copying', attempt, link_to, \
+     src_folder_dev, src_folder_ino, dst_folder_dev, dst_folder_ino";
+
+impl PgStore {
+    /// Takes (or checks that this process still holds) the lock that lets
+    /// one process at a time copy or verify the migration. Another
+    /// process holding it is refused with [`StoreError::InUse`], naming
+    /// it. A lock lost with its connection (the server restarted) is
+    /// taken again if nobody took it meanwhile.
+    pub(crate) fn hold_copy_lock(&self) -> Result<(), StoreError> {
+        let mut slot = self.copier.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = slot.as_mut() {
+            if client.is_valid(Duration::from_secs(10)).is_ok() {
+                return Ok(());
+            }
+            *slot = None;
+        }
+        let mut client = self.run(|_| crate::connect(&self.url).context("connect"))?;
+        let taken: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&COPY_LOCK])
+            .map_err(|e| db_error("take the copy lock", &e))?
+            .get(0);
+        if !taken {
+            let who: Option<String> = client
+                .query_opt("SELECT value FROM meta WHERE key = 'copier'", &[])
+                .map_err(|e| db_error("read who copies", &e))?
+                .map(|r| r.get(0));
+            return Err(StoreError::InUse {
+                path: PathBuf::from(&self.location),
+                message: format!(
+                    "another process ({}) is copying or verifying this migration: \
+                     wait for it to end, or stop it",
+                    who.as_deref().unwrap_or("unknown")
+                ),
+            });
+        }
+        client
+            .execute(
+                "INSERT INTO meta VALUES ('copier', $1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&self.holder],
+            )
+            .map_err(|e| db_error("record who copies", &e))?;
+        *slot = Some(client);
+        Ok(())
+    }
+
+    /// Prepares a copy run: the approved items not done yet.
+    pub fn begin_copy(&self) -> Result<CopyTodo, StoreError> {
+        self.hold_copy_lock()?;
+        self.run(|client| {
+            let mut tx = client.transaction().context("begin a copy")?;
+            tx.batch_execute(&format!(
+                "DELETE FROM copy_todo; \
+                 INSERT INTO copy_todo ({PLAN_COLUMNS}, copy_status, attempt, src_folder_dev, \
+                   src_folder_ino, dst_folder_dev, dst_folder_ino) \
+                 SELECT p.*, coalesce(c.st, 'pending'), coalesce(c.attempt, 1), sp.dev, sp.ino, \
+                   coalesce(dp.dev, qp.dev), coalesce(dp.ino, qp.ino) \
+                 FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
+                 LEFT JOIN src_nodes sp ON p.action <> 'quarantine' AND sp.id = p.parent_id \
+                 LEFT JOIN dst_nodes dp ON dp.depth = p.depth - 1 AND dp.rel_path = sp.rel_path \
+                 LEFT JOIN dst_nodes qp ON p.action = 'quarantine' AND qp.id = p.parent_id \
+                 WHERE p.action <> 'skip' AND coalesce(c.st, 'pending') IN ('pending', 'copying')"
+            ))
+            .context("prepare the copy")?;
+            let row = tx
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FILTER (WHERE kind = 0 AND action {COPIES}), \
+                           count(*) FILTER (WHERE kind <> 0 OR action = 'quarantine'), \
+                           coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} \
+                                                      AND link_to IS NULL), 0)::bigint, \
+                           coalesce(array_agg(DISTINCT depth) \
+                                    FILTER (WHERE kind = 0 AND action {COPIES}), '{{}}') \
+                         FROM copy_todo"
+                    ),
+                    &[],
+                )
+                .context("count the copy")?;
+            let mut folder_depths: Vec<u32> = row
+                .get::<_, Vec<i32>>(3)
+                .into_iter()
+                .map(|d| d.max(0) as u32)
+                .collect();
+            folder_depths.sort_unstable();
+            tx.commit().context("prepare the copy")?;
+            Ok(CopyTodo {
+                folders: row.get::<_, i64>(0).max(0) as u64,
+                files: row.get::<_, i64>(1).max(0) as u64,
+                bytes: row.get::<_, i64>(2).max(0) as u64,
+                folder_depths,
+            })
+        })
+    }
+
+    /// Up to `limit` items of the copy run with ids above `after`.
+    pub fn pull_copy(
+        &self,
+        pull: CopyPull,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<CopyTask>, StoreError> {
+        self.hold_copy_lock()?;
+        let filter = match pull {
+            CopyPull::Folders { depth } => {
+                format!("kind = 0 AND action {COPIES} AND depth = {depth}")
+            }
+            // Quarantine moves (of files and folders alike) run with files.
+            CopyPull::Files => "(kind <> 0 OR action = 'quarantine') AND link_to IS NULL".into(),
+            CopyPull::Links => "link_to IS NOT NULL".into(),
+        };
+        let query = format!(
+            "SELECT {TASK_COLUMNS} FROM copy_todo WHERE {filter} AND node_id > $1 \
+             ORDER BY node_id LIMIT $2"
+        );
+        let rows = self.run(|client| {
+            client
+                .query(&query, &[&after, &(limit as i64)])
+                .context("pull copy tasks")
+        })?;
+        Ok(rows.iter().map(copy_task).collect())
+    }
+
+    /// Records copy outcomes, in one transaction: their events, what was
+    /// written where a destination tells more than the source, and the
+    /// failures.
+    pub fn record_copy(&self, events: &[CopyEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.run(|client| {
+            let mut tx = client.transaction().context("record copies")?;
+            append_events(
+                &mut tx,
+                Side::Src,
+                "copy",
+                events.iter().map(|e| Event {
+                    node_id: e.id,
+                    depth: e.depth as i32,
+                    status: e.status.as_str(),
+                    reason: e.reason.as_deref(),
+                    attempt: e.attempt as i32,
+                }),
+            )?;
+            for e in events {
+                if e.status == CopyStatus::Copied && !e.written.is_empty() {
+                    tx.execute(
+                        "INSERT INTO written (depth, rel_path, size, mtime_ns, etag, own_mtime_ns) \
+                         SELECT depth, rel_path, size, mtime_ns, $2, $3 FROM copy_plan \
+                         WHERE node_id = $1",
+                        &[&e.id, &e.written.etag, &e.written.own_mtime_ns],
+                    )
+                    .context("record what was written")?;
+                }
+                if let Some((path, failure)) = &e.error {
+                    tx.execute(
+                        "INSERT INTO task_errors (side, phase, node_id, rel_path, operation, \
+                           kind, message, attempt) VALUES ('dst', 'copy', $1, $2, $3, $4, $5, $6)",
+                        &[
+                            &e.id,
+                            &path.as_bytes(),
+                            &failure.operation,
+                            &failure.kind,
+                            &failure.message,
+                            &(failure.attempts as i32),
+                        ],
+                    )
+                    .context("record a failed copy")?;
+                }
+            }
+            tx.commit().context("record copies")
+        })
+    }
+
+    /// Queues the failed copies (at or under `prefix`) again, one attempt
+    /// more each; returns how many.
+    pub fn requeue_failed_copies(&self, prefix: Option<&RelPath>) -> Result<u64, StoreError> {
+        self.run(|client| {
+            let mut tx = client.transaction().context("queue failed copies")?;
+            let failed = tx
+                .query(
+                    &format!(
+                        "SELECT p.node_id, p.depth, p.rel_path, c.attempt FROM copy_plan p \
+                         JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id WHERE c.st = 'failed'"
+                    ),
+                    &[],
+                )
+                .context("find failed copies")?;
+            let requeued: Vec<Event<'_>> = failed
+                .iter()
+                .filter(|r| prefix.is_none_or(|p| RelPath::from_bytes(r.get(2)).is_within(p)))
+                .map(|r| Event {
+                    node_id: r.get(0),
+                    depth: r.get(1),
+                    status: CopyStatus::Pending.as_str(),
+                    reason: None,
+                    attempt: r.get::<_, i32>(3).max(1) + 1,
+                })
+                .collect();
+            let count = requeued.len() as u64;
+            append_events(&mut tx, Side::Src, "copy", requeued)?;
+            tx.commit().context("queue failed copies")?;
+            Ok(count)
+        })
+    }
+
+    /// Folders whose mtime (and, for those the copy made or updated,
+    /// metadata) needs setting, deepest first, after the keyset position
+    /// `after`; the first page (`after` = `None`) decides the set.
+    pub fn folder_times(
+        &self,
+        after: Option<(u32, i64)>,
+        limit: usize,
+    ) -> Result<Vec<FolderTime>, StoreError> {
+        if after.is_none() {
+            self.hold_copy_lock()?;
+            // As the DuckDB store decides: a folder the copy made or
+            // updated needs its metadata and mtime set when never set, or
+            // when it or a child was copied since; a folder in step that
+            // had data written into it needs its mtime back.
+            self.run(|client| {
+                client
+                    .batch_execute(&format!(
+                        "DELETE FROM folder_dates; \
+                         INSERT INTO folder_dates \
+                         WITH copied AS (SELECT node_id, max(seq) AS s FROM src_status_events \
+                                         WHERE phase = 'copy' AND status = 'copied' GROUP BY node_id), \
+                              dated AS (SELECT node_id, max(seq) AS s FROM src_status_events \
+                                        WHERE phase = 'dated' GROUP BY node_id), \
+                              touched AS (SELECT p.parent_id AS folder, max(c.s) AS s FROM copy_plan p \
+                                          JOIN copied c ON c.node_id = p.node_id WHERE p.action {DATA} \
+                                          GROUP BY p.parent_id), \
+                              planned AS (SELECT p.node_id, p.depth, p.rel_path, p.mtime_ns, true AS all_meta, \
+                                            p.mode, p.uid, p.gid, p.xattrs, c.s AS copied_at FROM copy_plan p \
+                                          JOIN ({LATEST_COPY}) lc ON lc.node_id = p.node_id \
+                                          JOIN copied c ON c.node_id = p.node_id \
+                                          WHERE p.kind = 0 AND p.action {COPIES} AND lc.st = 'copied'), \
+                              in_step AS (SELECT s.id AS node_id, s.depth, s.rel_path, s.mtime_ns, \
+                                            false AS all_meta, NULL::integer AS mode, NULL::bigint AS uid, \
+                                            NULL::bigint AS gid, NULL::bigint AS xattrs, NULL::bigint AS copied_at \
+                                          FROM src_nodes s JOIN touched t ON t.folder = s.id \
+                                          WHERE s.kind = 0 AND s.id NOT IN (SELECT node_id FROM planned)) \
+                         SELECT x.* FROM (SELECT * FROM planned UNION ALL SELECT * FROM in_step) x \
+                         LEFT JOIN dated d ON d.node_id = x.node_id \
+                         LEFT JOIN touched t ON t.folder = x.node_id \
+                         WHERE x.mtime_ns IS NOT NULL \
+                           AND (d.s IS NULL OR coalesce(x.copied_at, 0) > d.s OR coalesce(t.s, 0) > d.s)"
+                    ))
+                    .context("find folders to date")
+            })?;
+        }
+        let (depth, id) = after.map_or((i32::MAX, 0), |(d, id)| (d as i32, id));
+        let rows = self.run(|client| {
+            client
+                .query(
+                    "SELECT node_id, depth, rel_path, mtime_ns, all_meta, mode, uid, gid, xattrs \
+                     FROM folder_dates WHERE depth < $1 OR (depth = $1 AND node_id > $2) \
+                     ORDER BY depth DESC, node_id LIMIT $3",
+                    &[&depth, &id, &(limit as i64)],
+                )
+                .context("pull folder times")
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| FolderTime {
+                id: r.get(0),
+                depth: r.get::<_, i32>(1).max(0) as u32,
+                path: RelPath::from_bytes(r.get(2)),
+                mtime_ns: r.get(3),
+                meta: r.get::<_, bool>(4).then(|| meta_at(r, 5)),
+            })
+            .collect())
+    }
+
+    /// Records that these folders' (id, depth) times were set.
+    pub fn record_dated(&self, folders: &[(i64, u32)]) -> Result<(), StoreError> {
+        self.run(|client| {
+            let mut tx = client.transaction().context("record folder times")?;
+            append_events(
+                &mut tx,
+                Side::Src,
+                "dated",
+                folders.iter().map(|&(node_id, depth)| Event {
+                    node_id,
+                    depth: depth as i32,
+                    status: "set",
+                    reason: None,
+                    attempt: 1,
+                }),
+            )?;
+            tx.commit().context("record folder times")
+        })
+    }
+
+    /// Whether the copy of an approved plan finished: a new pass would
+    /// start now (which this store does not do yet).
+    pub fn copy_finished(&self) -> Result<bool, StoreError> {
+        self.run(|client| {
+            let approved: bool = client
+                .query_one(
+                    "SELECT approval IS NOT NULL FROM migrations WHERE id = 1",
+                    &[],
+                )
+                .context("read the approval")?
+                .get(0);
+            Ok(approved && read_copy_summary(client)?.is_finished())
+        })
+    }
+
+    /// Copy progress and results.
+    pub fn copy_summary(&self) -> Result<CopySummary, StoreError> {
+        self.run(read_copy_summary)
+    }
+}
+
+/// Copy progress and results, read through `client`.
+pub(crate) fn read_copy_summary(
+    client: &mut impl GenericClient,
+) -> Result<CopySummary, StoreError> {
+    let counts = CopyStatus::ALL
+        .iter()
+        .map(|s| format!("count(*) FILTER (WHERE st = '{}')", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*), {counts}, \
+                   coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND link_to IS NULL), 0)::bigint, \
+                   coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND link_to IS NULL \
+                                              AND st = 'copied'), 0)::bigint \
+                 FROM (SELECT p.kind, p.size, p.action, p.link_to, coalesce(c.st, 'pending') AS st \
+                       FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id) x"
+            ),
+            &[],
+        )
+        .context("summarise the copy")?;
+    let n = |i| row.get::<_, i64>(i).max(0) as u64;
+    let by_status = |status: CopyStatus| {
+        let at = CopyStatus::ALL
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(0);
+        n(1 + at)
+    };
+    let after = 1 + CopyStatus::ALL.len();
+    Ok(CopySummary {
+        planned: n(0),
+        pending: by_status(CopyStatus::Pending),
+        copying: by_status(CopyStatus::Copying),
+        copied: by_status(CopyStatus::Copied),
+        skipped: by_status(CopyStatus::Skipped),
+        failed: by_status(CopyStatus::Failed),
+        changed: by_status(CopyStatus::Changed),
+        bytes_planned: n(after),
+        bytes_copied: n(after + 1),
+    })
+}
+
+/// A copy task from a row of [`TASK_COLUMNS`].
+fn copy_task(r: &postgres::Row) -> CopyTask {
+    let dst_kind: Option<i16> = r.get(7);
+    let action: &str = r.get(3);
+    CopyTask {
+        id: r.get(0),
+        depth: r.get::<_, i32>(1).max(0) as u32,
+        kind: kind_of(r.get(2)),
+        action: action.parse().unwrap_or(Action::Skip),
+        path: RelPath::from_bytes(r.get(4)),
+        size: r.get::<_, i64>(5).max(0) as u64,
+        mtime_ns: r.get(6),
+        dst: dst_kind.map(|k| DstSeen {
+            kind: kind_of(k),
+            size: r.get::<_, Option<i64>>(8).unwrap_or(0).max(0) as u64,
+            mtime_ns: r.get(9),
+        }),
+        in_flight: r.get(10),
+        attempt: r.get::<_, i32>(11).max(1) as u32,
+        link_to: r.get::<_, Option<Vec<u8>>>(12).map(RelPath::from_bytes),
+        folders: [file_id_at(r, 13), file_id_at(r, 15)],
+    }
+}
+
+/// The identity in the two columns from `at` (dev, ino), if recorded.
+fn file_id_at(r: &postgres::Row, at: usize) -> Option<FileId> {
+    match (r.get::<_, Option<i64>>(at), r.get::<_, Option<i64>>(at + 1)) {
+        (Some(dev), Some(ino)) => Some(FileId {
+            dev: dev as u64,
+            ino: ino as u64,
+        }),
+        _ => None,
+    }
+}
+
+/// The metadata in the four columns from `at` (mode, uid, gid, xattrs).
+pub(crate) fn meta_at(r: &postgres::Row, at: usize) -> Meta {
+    Meta {
+        mode: r.get::<_, Option<i32>>(at).map(|v| v as u32),
+        uid: r.get::<_, Option<i64>>(at + 1).map(|v| v as u32),
+        gid: r.get::<_, Option<i64>>(at + 2).map(|v| v as u32),
+        xattrs: r.get::<_, Option<i64>>(at + 3).map(|v| v as u64),
+    }
+}
+
+pub(crate) fn kind_of(code: i16) -> Kind {
+    Kind::from_code(code as u8).unwrap_or(Kind::Special)
+}

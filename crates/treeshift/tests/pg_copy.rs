@@ -1,0 +1,283 @@
+//! Approval, copy and verification with the migration's state in
+//! PostgreSQL, by the real binary: each gives what it gives with the state
+//! in a DuckDB file (plans, copies, verifications and reviews alike, and
+//! the same destination, which rsync finds nothing to change in); a copy
+//! killed with SIGKILL resumes to the uninterrupted result; and one
+//! process at a time copies a migration.
+
+#[path = "../../treeshift-store-pg/tests/cluster/mod.rs"]
+mod cluster;
+mod util;
+
+use cluster::Cluster;
+use serde_json::Value;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use util::{command, copy_tree, make_tree, run, s, set_mtime, snapshot, temporaries};
+
+/// A source and a destination that disagree in every way a plan acts on:
+/// files missing, newer and older on either side, a file where a folder
+/// is and the reverse, a mode alone that differs, hard links, a symlink,
+/// and extras. Every mtime is set, so a `cp -a` of it is the same pair.
+fn disagreeing_pair(root: &Path) -> (PathBuf, PathBuf) {
+    let (src, dst) = (root.join("src"), root.join("dst"));
+    make_tree(&src, 2, 2, 3);
+    make_tree(&dst.join("d1"), 2, 1, 3);
+    fs::create_dir_all(src.join("y")).unwrap();
+    fs::create_dir_all(dst.join("x")).unwrap();
+    let write = |p: PathBuf, data: &[u8], mtime: u64| {
+        fs::write(&p, data).unwrap();
+        set_mtime(&p, mtime);
+    };
+    write(src.join("a.txt"), b"src a, newer", 1_700_000_000);
+    write(dst.join("a.txt"), b"dst a", 1_600_000_000);
+    write(src.join("b.txt"), b"src b, older", 1_500_000_000);
+    write(dst.join("b.txt"), b"dst b", 1_600_000_000);
+    write(src.join("x"), b"src x is a file", 1_600_000_000);
+    write(
+        dst.join("x").join("inner"),
+        b"dst x is a folder",
+        1_600_000_000,
+    );
+    write(
+        src.join("y").join("child"),
+        b"src y is a folder",
+        1_600_000_000,
+    );
+    write(dst.join("y"), b"dst y is a file", 1_600_000_000);
+    write(dst.join("extra.txt"), b"only here", 1_600_000_000);
+    // The same data and time, another mode: only metadata differs.
+    fs::set_permissions(dst.join("d1/f000.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::hard_link(src.join("d0/f001.txt"), src.join("d0/hard")).unwrap();
+    fs::hard_link(src.join("d0/f001.txt"), src.join("d1/hard")).unwrap();
+    std::os::unix::fs::symlink("../a.txt", src.join("d0/link")).unwrap();
+    for (tree, folders) in [
+        (&src, ["", "d0", "d1", "y"]),
+        (&dst, ["", "d1", "x", "d1/d0"]),
+    ] {
+        for folder in folders {
+            set_mtime(&tree.join(folder), 1_650_000_000);
+        }
+    }
+    (src, dst)
+}
+
+/// `args` run to success; the JSON it prints, without what differs from
+/// one run (or one store) to another by nature: the plan's hash (it
+/// covers node ids), when it was approved, timings and calls.
+fn json_run(args: &[&str]) -> Value {
+    let (code, out, err) = run(args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    let mut value: Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"));
+    if let Some(fields) = value.as_object_mut() {
+        for key in ["plan_hash", "approved_at", "timing", "calls", "elapsed_s"] {
+            fields.remove(key);
+        }
+    }
+    value
+}
+
+/// Everything the review lists in `status`, as CSV.
+fn review(state: &str, status: &str) -> String {
+    let (code, out, err) = run(&[
+        "review", "--state", state, "--status", status, "--format", "csv",
+    ]);
+    assert_eq!(code, 0, "review {status}: {err}");
+    out
+}
+
+/// What a whole migration of `src` to `dst` under `policy` (and
+/// `extras`) gives with its state at `state`: each step's output, and the
+/// reviews of the plan's outcome.
+fn migration(src: &Path, dst: &Path, state: &str, policy: &str, extras: &str) -> Vec<Value> {
+    let mut steps = vec![json_run(&[
+        "discover",
+        s(src),
+        s(dst),
+        "--state",
+        state,
+        "--json",
+    ])];
+    steps.push(json_run(&[
+        "approve", "--state", state, "--policy", policy, "--extras", extras, "--json",
+    ]));
+    steps.push(json_run(&["copy", "--state", state, "--json"]));
+    steps.push(json_run(&[
+        "verify",
+        "--state",
+        state,
+        "--checksum",
+        "--json",
+    ]));
+    for status in ["copied", "skipped", "copy-failed", "mismatch", "all"] {
+        steps.push(Value::String(review(state, status)));
+    }
+    steps
+}
+
+/// What `rsync -a -H -c -n -i` would still change from `src` to `dst`
+/// (extras stay: no `--delete`).
+fn rsync_changes(src: &Path, dst: &Path) -> Option<Vec<String>> {
+    let out = util::tool(
+        "rsync",
+        &[
+            "-a",
+            "-H",
+            "-c",
+            "-n",
+            "-i",
+            &format!("{}/", s(src)),
+            &format!("{}/", s(dst)),
+        ],
+    )?;
+    Some(out.lines().map(str::to_string).collect())
+}
+
+#[test]
+fn every_policy_plans_copies_and_verifies_as_on_a_file() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    for (policy, extras) in [
+        ("skip", "leave"),
+        ("overwrite", "leave"),
+        ("newer", "leave"),
+        ("rename", "quarantine"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = disagreeing_pair(&dir.path().join("file"));
+        copy_tree(&dir.path().join("file"), &dir.path().join("pg"));
+        let on_file = migration(&src, &dst, s(&dir.path().join("m.duckdb")), policy, extras);
+        let url = cluster.database(policy);
+        let (pg_src, pg_dst) = (dir.path().join("pg/src"), dir.path().join("pg/dst"));
+        let on_pg = migration(&pg_src, &pg_dst, &url, policy, extras);
+        assert_eq!(on_pg.len(), on_file.len());
+        for (pg, file) in on_pg.iter().zip(&on_file) {
+            // The locations differ; nothing else does.
+            let pg = pg.to_string().replace("/pg/", "/file/");
+            assert_eq!(pg, file.to_string(), "{policy}");
+        }
+        assert!(
+            on_file[2]["copied"].as_u64() > Some(5),
+            "{policy}: {}",
+            on_file[2]
+        );
+        assert_eq!(snapshot(&pg_dst), snapshot(&dst), "{policy}");
+        if policy == "overwrite" {
+            // rsync agrees: nothing left to change, times, modes and
+            // hard links included.
+            let Some(changes) = rsync_changes(&pg_src, &pg_dst) else {
+                return;
+            };
+            assert!(changes.is_empty(), "rsync would change: {changes:#?}");
+        }
+        // Status reads the copy and the verification on both alike.
+        let status = |state: &str| {
+            let v = json_run(&["status", "--state", state, "--json"]);
+            [
+                v["copy"].clone(),
+                v["verify"].clone(),
+                v["estimate"]["files"].clone(),
+            ]
+        };
+        assert_eq!(
+            status(&url),
+            status(s(&dir.path().join("m.duckdb"))),
+            "{policy}"
+        );
+    }
+}
+
+/// A source slow to read (each file waits), so a copy is still running
+/// when the test acts on it.
+const SLOW_SRC: &str = "sim:seed=9,depth=2,fanout=3,files=10,sizes=mixed,latency_us=40000";
+
+fn spawn(args: &[&str]) -> Child {
+    command()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// How many copy events of status `copied` the database at `url` holds.
+fn copied_events(url: &str) -> i64 {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client
+        .query_one(
+            "SELECT count(*) FROM src_status_events WHERE phase = 'copy' AND status = 'copied'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn a_copy_killed_mid_run_resumes_to_the_uninterrupted_result_and_copies_alone() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let want_dst = dir.path().join("want");
+    let want = json_run(&[
+        "migrate",
+        SLOW_SRC,
+        s(&want_dst),
+        "--state",
+        s(&dir.path().join("m.duckdb")),
+        "--yes",
+        "--json",
+        "--workers",
+        "2",
+    ]);
+    let dst = dir.path().join("dst");
+    let url = cluster.database("killed");
+    json_run(&["discover", SLOW_SRC, s(&dst), "--state", &url, "--json"]);
+    json_run(&["approve", "--state", &url, "--json"]);
+    let mut copying = spawn(&["copy", "--state", &url, "--workers", "2"]);
+    let start = Instant::now();
+    while copied_events(&url) < 10 {
+        assert!(
+            copying.try_wait().unwrap().is_none(),
+            "the copy ended first"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no copy progress"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A second process is refused while the first copies, and says who
+    // copies; so is a verification.
+    for args in [["copy", "--state", &url], ["verify", "--state", &url]] {
+        let (code, _, err) = run(&args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(
+            err.contains("is copying or verifying this migration"),
+            "{err}"
+        );
+    }
+    copying.kill().unwrap();
+    copying.wait().unwrap();
+    let partly = copied_events(&url);
+    let resumed = json_run(&["copy", "--state", &url, "--json", "--workers", "2"]);
+    assert_eq!(resumed["failed"], 0, "{resumed}");
+    assert_eq!(resumed["copied"], want["copy"]["copied"], "{resumed}");
+    assert!(
+        partly > 0 && Some(partly) < want["copy"]["copied"].as_i64(),
+        "{partly}"
+    );
+    // Each item was copied once: what the killed run finished was not
+    // copied again.
+    assert_eq!(Some(copied_events(&url)), want["copy"]["copied"].as_i64());
+    assert_eq!(snapshot(&dst), snapshot(&want_dst));
+    assert!(temporaries(&dst).is_empty(), "{:?}", temporaries(&dst));
+    let verified = json_run(&["verify", "--state", &url, "--checksum", "--json"]);
+    assert_eq!(verified["verified"], verified["checked"], "{verified}");
+    assert_eq!(verified["checked"], want["copy"]["copied"]);
+}
