@@ -119,7 +119,12 @@ pub fn copy(
     };
     let config = PoolConfig {
         workers: options.workers,
-        pull_batch: options.pull_batch,
+        // On a state other processes copy from too, what this one leases
+        // ahead of its workers is taken from them.
+        pull_batch: match store.shared() {
+            true => options.pull_batch.min(options.workers.max(1) * 2),
+            false => options.pull_batch,
+        },
         commit_every: options.commit_every,
         commit_interval: options.commit_interval,
         cancel: options.cancel.clone(),

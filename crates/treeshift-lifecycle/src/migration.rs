@@ -20,13 +20,18 @@ use treeshift_engine::{
 };
 use treeshift_store::{MigrationSpec, OpenMode, StoreError};
 
-/// Requests a second, at most, to each side (remote storage only).
+/// What this process keeps to: requests a second, at most, to each side
+/// (remote storage only), and how long its leases last (a state shared in
+/// PostgreSQL only).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Limits {
     /// To the source.
     pub src_tps: Option<u32>,
     /// To the destination.
     pub dst_tps: Option<u32>,
+    /// How long this process's hold on a folder or a copy item lasts
+    /// unless renewed: how long its share waits for the others if it dies.
+    pub lease_time: Option<std::time::Duration>,
 }
 
 /// What a new (or resumed) discovery is asked for.
@@ -86,7 +91,7 @@ fn open_backends(
 impl Migration {
     /// Opens the migration an existing state file holds.
     pub fn open(state: &Path, keys: Arc<dyn Keys>, limits: Limits) -> Result<Migration> {
-        let (state, _) = OpenState::open(state, OpenMode::Existing)?;
+        let (state, _) = OpenState::open(state, OpenMode::Existing, limits.lease_time)?;
         Ok(Migration {
             handle: state.handle().clone(),
             state: Some(state),
@@ -113,7 +118,8 @@ impl Migration {
         // An existing state file is opened once: its sealed secrets choose
         // the backends' credentials, and the migration it holds is checked
         // against this one once the backends describe themselves.
-        let existing = match OpenState::open(&request.state, OpenMode::Existing) {
+        let existing = match OpenState::open(&request.state, OpenMode::Existing, limits.lease_time)
+        {
             Ok((state, _)) => Some(state),
             // Nothing recorded yet: no file, or one that a run killed as
             // it created it left empty; a file that is another program's
@@ -148,7 +154,10 @@ impl Migration {
                 state.handle().check_same_migration(spec)?;
                 state
             }
-            None => OpenState::open(&request.state, OpenMode::CreateOrResume(Box::new(spec)))?.0,
+            None => {
+                let mode = OpenMode::CreateOrResume(Box::new(spec));
+                OpenState::open(&request.state, mode, limits.lease_time)?.0
+            }
         };
         let handle = state.handle().clone();
         let not_kept = credentials::record(&handle, chosen, keys.as_ref())?;
@@ -337,6 +346,15 @@ impl Migration {
             &options,
             progress,
         )?)
+    }
+
+    /// Whether a copy waits to be run or joined: a plan is approved and
+    /// its copy has not finished.
+    pub fn copy_to_join(&self) -> Result<bool> {
+        if self.handle.approval()?.is_none() {
+            return Ok(false);
+        }
+        Ok(!self.handle.copy_summary()?.is_finished())
     }
 
     /// Re-reads what was copied on both sides and compares.

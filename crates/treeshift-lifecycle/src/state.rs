@@ -66,12 +66,20 @@ pub struct OpenState {
 }
 
 impl OpenState {
-    /// Opens the state at `state` (a path, or a database's location);
-    /// returns it and whether it held the migration already.
-    pub fn open(state: &Path, mode: OpenMode) -> Result<(OpenState, bool), StoreError> {
+    /// Opens the state at `state` (a path, or a database's location,
+    /// whose leases last `lease_time` if given); returns it and whether it
+    /// held the migration already.
+    pub fn open(
+        state: &Path,
+        mode: OpenMode,
+        lease_time: Option<std::time::Duration>,
+    ) -> Result<(OpenState, bool), StoreError> {
         if is_database(state) {
             let url = state.to_str().unwrap_or_default();
-            let (pg, resumed) = PgStore::open(url, mode)?;
+            let (mut pg, resumed) = PgStore::open(url, mode)?;
+            if let Some(time) = lease_time {
+                pg.set_lease_time(time);
+            }
             let handle = StateHandle::Database(Arc::new(pg));
             return Ok((OpenState { file: None, handle }, resumed));
         }

@@ -301,4 +301,11 @@ pub trait StateStore: Send + Sync {
 
     /// Commits everything buffered so far.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Whether other processes may work on this state at the same time,
+    /// each leasing what it takes: a caller then pulls no further ahead
+    /// than its own workers need, so that the others find work too.
+    fn shared(&self) -> bool {
+        false
+    }
 }

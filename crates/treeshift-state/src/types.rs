@@ -521,12 +521,14 @@ pub struct StatusParts {
 pub struct WorkerLeases {
     /// The process: host, process id, and which of its stores.
     pub holder: String,
-    /// `src` or `dst`.
+    /// `src` or `dst` (folders of a round of discovery), or `copy`
+    /// (items of the copy).
     pub side: String,
-    /// The round (folder depth).
+    /// The round (folder depth); 0 for the copy.
     pub round: u32,
-    /// Folders it holds there, listing them or about to.
-    pub folders: u64,
+    /// Folders (or copy items) it holds there, working on them or about
+    /// to.
+    pub held: u64,
     /// Milliseconds its latest lease there lasts; below 0, expired that
     /// long ago (a process that died: the others take its folders over).
     pub expires_in_ms: i64,

@@ -1,14 +1,20 @@
-//! The copy on PostgreSQL: the approved plan's items not done yet
-//! (`copy_todo`, made anew by each copy run), pulled by keyset, and their
-//! outcomes appended as `copy` events; the folders whose times the copy
-//! restores (`folder_dates`). One process copies (or verifies) a
-//! migration at a time: it holds a session lock of the database
-//! ([`PgStore::hold_copy_lock`]) on a connection of its own, which the
-//! database releases when that process ends, however it ends.
+//! The copy on PostgreSQL, shared by any number of processes: the
+//! approved plan's items not done yet (`copy_todo`, made anew by a run
+//! that finds no other process copying, joined by one that does), each
+//! leased as discovery's folders are (`FOR UPDATE SKIP LOCKED`, an expiry
+//! by the database's clock, an epoch), and its outcome recorded only under
+//! the lease that copied it. The engine's steps (folders depth by depth,
+//! then files, then the other names of hard-linked files, then folder
+//! times) stay in order across processes: a pull with nothing left to
+//! lease waits while other processes hold items of the same step. A
+//! verification runs alone: copying processes hold a shared session lock
+//! ([`PgStore::hold_copy_lock`]), a verifying one an exclusive one; the
+//! database releases a process's lock when it ends, however it ends.
 
 use crate::PgStore;
 use crate::error::{Context, db_error};
 use crate::events::{Event, append_events};
+use crate::state_store::WAIT_FOR_OTHERS;
 use postgres::GenericClient;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,48 +22,106 @@ use treeshift_core::{Action, CopyStatus, CopySummary, FileId, Kind, Meta, RelPat
 use treeshift_state::plan_sql::{COPIES, DATA, PLAN_COLUMNS};
 use treeshift_state::{CopyEvent, CopyPull, CopyTask, CopyTodo, DstSeen, FolderTime, StoreError};
 
-/// The session lock a copying or verifying process holds.
+/// The session lock copying processes hold shared, and a verifying one
+/// exclusive.
 const COPY_LOCK: i64 = 7365731;
+
+/// Two processes beginning a copy at once take turns on this lock.
+const COPY_BEGIN_LOCK: i64 = 7365733;
+
+/// The session lock of the one process that sets the folders' times.
+const DATING_LOCK: i64 = 7365734;
+
+/// The most copy items one pull leases: a process holds no more than it
+/// copies soon, so the others find items to take.
+const COPY_LEASE_BATCH: usize = 16;
 
 /// The latest copy status, reason and attempt of each plan item.
 pub(crate) const LATEST_COPY: &str = "SELECT DISTINCT ON (node_id) node_id, status AS st, reason, attempt \
      FROM src_status_events WHERE phase = 'copy' ORDER BY node_id, seq DESC";
 
-/// Columns of `copy_todo` a pull reads, in [`copy_task`]'s order.
-const TASK_COLUMNS: &str = "node_id, depth, kind, action, rel_path, size, mtime_ns, dst_kind, \
-     dst_size, dst_mtime_ns, copy_status = 'copying', attempt, link_to, \
-     src_folder_dev, src_folder_ino, dst_folder_dev, dst_folder_ino";
+/// Columns of a leased `copy_todo` row `t` a pull reads, in [`copy_task`]'s
+/// order. An item leased before may have been begun by the process that
+/// held it: it is in flight, as one marked `copying` is.
+const TASK_COLUMNS: &str = "t.node_id, t.depth, t.kind, t.action, t.rel_path, t.size, t.mtime_ns, \
+     t.dst_kind, t.dst_size, t.dst_mtime_ns, t.copy_status = 'copying' OR t.epoch > 1, t.attempt, \
+     t.link_to, t.src_folder_dev, t.src_folder_ino, t.dst_folder_dev, t.dst_folder_ino, t.epoch";
+
+/// An item not done that is not `$1`'s: leased by another process (its
+/// lease running or not), or by none yet.
+const LEFT_TO_OTHERS: &str = "NOT done AND holder IS DISTINCT FROM $1";
+
+/// The connection on which a process holds the copy lock.
+pub(crate) struct Copier {
+    client: postgres::Client,
+    /// Held exclusive (to verify), not shared (to copy).
+    exclusive: bool,
+    /// The server process of the connection, as `pg_locks` names it.
+    pid: i32,
+}
 
 impl PgStore {
-    /// Takes (or checks that this process still holds) the lock that lets
-    /// one process at a time copy or verify the migration. Another
-    /// process holding it is refused with [`StoreError::InUse`], naming
-    /// it. A lock lost with its connection (the server restarted) is
+    /// Takes (or checks that this process still holds) the copy lock:
+    /// shared to copy (many processes copy at once), `exclusive` to verify
+    /// (alone). Refused with [`StoreError::InUse`], naming the process
+    /// that last took it, while another process holds it in the other
+    /// mode. A lock lost with its connection (the server restarted) is
     /// taken again if nobody took it meanwhile.
-    pub(crate) fn hold_copy_lock(&self) -> Result<(), StoreError> {
+    pub(crate) fn hold_copy_lock(&self, exclusive: bool) -> Result<(), StoreError> {
         let mut slot = self.copier.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = slot.as_mut() {
-            if client.is_valid(Duration::from_secs(10)).is_ok() {
+        let mut exclusive = exclusive;
+        if let Some(held) = slot.as_mut() {
+            if held.client.is_valid(Duration::from_secs(10)).is_err() {
+                // Lost with its connection: taken again, in the same mode.
+                exclusive |= held.exclusive;
+                *slot = None;
+            } else if held.exclusive || !exclusive {
                 return Ok(());
             }
-            *slot = None;
         }
-        let mut client = self.run(|_| crate::connect(&self.url).context("connect"))?;
-        let taken: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&COPY_LOCK])
-            .map_err(|e| db_error("take the copy lock", &e))?
-            .get(0);
+        // A connection kept holds the lock shared: put back as it was if
+        // the exclusive one is refused.
+        let (mut client, kept) = match slot.take() {
+            Some(held) => (held.client, true),
+            None => (
+                self.run(|_| crate::connect(&self.url).context("connect"))?,
+                false,
+            ),
+        };
+        let function = if exclusive {
+            "pg_try_advisory_lock"
+        } else {
+            "pg_try_advisory_lock_shared"
+        };
+        let row = client
+            .query_one(
+                &format!("SELECT {function}($1), pg_backend_pid()"),
+                &[&COPY_LOCK],
+            )
+            .map_err(|e| db_error("take the copy lock", &e))?;
+        let (taken, pid): (bool, i32) = (row.get(0), row.get(1));
         if !taken {
             let who: Option<String> = client
                 .query_opt("SELECT value FROM meta WHERE key = 'copier'", &[])
                 .map_err(|e| db_error("read who copies", &e))?
                 .map(|r| r.get(0));
+            if kept {
+                *slot = Some(Copier {
+                    client,
+                    exclusive: false,
+                    pid,
+                });
+            }
             return Err(StoreError::InUse {
                 path: PathBuf::from(&self.location),
                 message: format!(
-                    "another process ({}) is copying or verifying this migration: \
-                     wait for it to end, or stop it",
-                    who.as_deref().unwrap_or("unknown")
+                    "another process ({}) is {} this migration: wait for it to end, or stop it",
+                    who.as_deref().unwrap_or("unknown"),
+                    if exclusive {
+                        "copying or verifying"
+                    } else {
+                        "verifying"
+                    },
                 ),
             });
         }
@@ -68,28 +132,57 @@ impl PgStore {
                 &[&self.holder],
             )
             .map_err(|e| db_error("record who copies", &e))?;
-        *slot = Some(client);
+        *slot = Some(Copier {
+            client,
+            exclusive,
+            pid,
+        });
         Ok(())
     }
 
-    /// Prepares a copy run: the approved items not done yet.
+    /// Prepares this process's part of a copy run: joins the run other
+    /// processes are copying, or, if none is, makes the run anew from the
+    /// approved items not done yet. Returns what is left to do.
     pub fn begin_copy(&self) -> Result<CopyTodo, StoreError> {
-        self.hold_copy_lock()?;
+        self.hold_copy_lock(false)?;
+        let own_pid = self
+            .copier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |c| c.pid);
         self.run(|client| {
             let mut tx = client.transaction().context("begin a copy")?;
-            tx.batch_execute(&format!(
-                "DELETE FROM copy_todo; \
-                 INSERT INTO copy_todo ({PLAN_COLUMNS}, copy_status, attempt, src_folder_dev, \
-                   src_folder_ino, dst_folder_dev, dst_folder_ino) \
-                 SELECT p.*, coalesce(c.st, 'pending'), coalesce(c.attempt, 1), sp.dev, sp.ino, \
-                   coalesce(dp.dev, qp.dev), coalesce(dp.ino, qp.ino) \
-                 FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
-                 LEFT JOIN src_nodes sp ON p.action <> 'quarantine' AND sp.id = p.parent_id \
-                 LEFT JOIN dst_nodes dp ON dp.depth = p.depth - 1 AND dp.rel_path = sp.rel_path \
-                 LEFT JOIN dst_nodes qp ON p.action = 'quarantine' AND qp.id = p.parent_id \
-                 WHERE p.action <> 'skip' AND coalesce(c.st, 'pending') IN ('pending', 'copying')"
-            ))
-            .context("prepare the copy")?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&COPY_BEGIN_LOCK])
+                .context("wait for another process beginning a copy")?;
+            // Another process holding the copy lock is copying (it holds
+            // it until it ends): its run is joined, never made anew under it.
+            let running: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks l \
+                       JOIN pg_database d ON d.oid = l.database AND d.datname = current_database() \
+                       WHERE l.locktype = 'advisory' AND l.classid::bigint = $1::bigint >> 32 \
+                         AND l.objid::bigint = $1::bigint & 4294967295 AND l.objsubid = 1 \
+                         AND l.granted AND l.pid <> $2)",
+                    &[&COPY_LOCK, &own_pid],
+                )
+                .context("look for a copy running")?
+                .get(0);
+            if !running {
+                tx.batch_execute(&format!(
+                    "DELETE FROM copy_todo; \
+                     INSERT INTO copy_todo ({PLAN_COLUMNS}, copy_status, attempt, src_folder_dev, \
+                       src_folder_ino, dst_folder_dev, dst_folder_ino) \
+                     SELECT p.*, coalesce(c.st, 'pending'), coalesce(c.attempt, 1), sp.dev, sp.ino, \
+                       coalesce(dp.dev, qp.dev), coalesce(dp.ino, qp.ino) \
+                     FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
+                     LEFT JOIN src_nodes sp ON p.action <> 'quarantine' AND sp.id = p.parent_id \
+                     LEFT JOIN dst_nodes dp ON dp.depth = p.depth - 1 AND dp.rel_path = sp.rel_path \
+                     LEFT JOIN dst_nodes qp ON p.action = 'quarantine' AND qp.id = p.parent_id \
+                     WHERE p.action <> 'skip' AND coalesce(c.st, 'pending') IN ('pending', 'copying')"
+                ))
+                .context("prepare the copy")?;
+            }
             let row = tx
                 .query_one(
                     &format!(
@@ -99,7 +192,7 @@ impl PgStore {
                                                       AND link_to IS NULL), 0)::bigint, \
                            coalesce(array_agg(DISTINCT depth) \
                                     FILTER (WHERE kind = 0 AND action {COPIES}), '{{}}') \
-                         FROM copy_todo"
+                         FROM copy_todo WHERE NOT done"
                     ),
                     &[],
                 )
@@ -120,15 +213,20 @@ impl PgStore {
         })
     }
 
-    /// Up to `limit` items of the copy run with ids above `after`.
+    /// Leases the next items of a step of the copy run, [`COPY_LEASE_BATCH`]
+    /// at most (`after` plays no part: what is leased is no longer
+    /// offered). Empty once every item of the step is done or this
+    /// process's; while other processes hold some, waits for them to
+    /// finish or expire (the next step must not begin before).
     pub fn pull_copy(
         &self,
         pull: CopyPull,
-        after: i64,
+        _after: i64,
         limit: usize,
     ) -> Result<Vec<CopyTask>, StoreError> {
-        self.hold_copy_lock()?;
-        let filter = match pull {
+        self.hold_copy_lock(false)?;
+        self.beat();
+        let step = match pull {
             CopyPull::Folders { depth } => {
                 format!("kind = 0 AND action {COPIES} AND depth = {depth}")
             }
@@ -136,32 +234,96 @@ impl PgStore {
             CopyPull::Files => "(kind <> 0 OR action = 'quarantine') AND link_to IS NULL".into(),
             CopyPull::Links => "link_to IS NOT NULL".into(),
         };
-        let query = format!(
-            "SELECT {TASK_COLUMNS} FROM copy_todo WHERE {filter} AND node_id > $1 \
-             ORDER BY node_id LIMIT $2"
+        let lease = format!(
+            "WITH picked AS ( \
+               SELECT node_id FROM copy_todo \
+               WHERE {step} AND NOT done \
+                 AND (expires_at IS NULL OR expires_at < clock_timestamp()) \
+               ORDER BY node_id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             UPDATE copy_todo t SET epoch = t.epoch + 1, holder = $1, \
+               expires_at = clock_timestamp() + $3 * interval '1 millisecond' \
+             FROM picked WHERE t.node_id = picked.node_id \
+             RETURNING {TASK_COLUMNS}"
         );
-        let rows = self.run(|client| {
-            client
-                .query(&query, &[&after, &(limit as i64)])
-                .context("pull copy tasks")
-        })?;
-        Ok(rows.iter().map(copy_task).collect())
+        // Counted after a lease found nothing: a lease that ran out between
+        // the two is counted (and taken on the next try), never missed.
+        let others = format!("SELECT count(*) FROM copy_todo WHERE {step} AND {LEFT_TO_OTHERS}");
+        let batch = limit.clamp(1, COPY_LEASE_BATCH) as i64;
+        let millis = self.lease_time.as_secs_f64() * 1000.0;
+        loop {
+            let rows = self.run(|client| {
+                client
+                    .query(&lease, &[&self.holder, &batch, &millis])
+                    .context("lease copy items")
+            })?;
+            if !rows.is_empty() {
+                let mut held = self.copy_held.lock().unwrap_or_else(|p| p.into_inner());
+                let mut tasks: Vec<CopyTask> = rows
+                    .iter()
+                    .map(|r| {
+                        held.insert(r.get(0), r.get(17));
+                        copy_task(r)
+                    })
+                    .collect();
+                tasks.sort_by_key(|t| t.id);
+                return Ok(tasks);
+            }
+            let left_to_others: i64 = self.run(|client| {
+                Ok(client
+                    .query_one(&others, &[&self.holder])
+                    .context("count the items other processes hold")?
+                    .get(0))
+            })?;
+            if left_to_others == 0 {
+                return Ok(Vec::new());
+            }
+            std::thread::sleep(WAIT_FOR_OTHERS);
+        }
     }
 
-    /// Records copy outcomes, in one transaction: their events, what was
-    /// written where a destination tells more than the source, and the
-    /// failures.
+    /// Records copy outcomes, in one transaction, for the items this
+    /// process still holds the lease of (an item whose lease expired and
+    /// was taken over is the new holder's to record: its outcome here is
+    /// dropped, with a warning): their events, what was written where a
+    /// destination tells more than the source, and the failures. An
+    /// outcome other than `copying` ends the item's lease.
     pub fn record_copy(&self, events: &[CopyEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
-        self.run(|client| {
+        let (ids, epochs, ends): (Vec<i64>, Vec<i64>, Vec<bool>) = {
+            let held = self.copy_held.lock().unwrap_or_else(|p| p.into_inner());
+            let mut columns = (Vec::new(), Vec::new(), Vec::new());
+            // In one order, as every process updates rows.
+            let mut in_order: Vec<&CopyEvent> = events.iter().collect();
+            in_order.sort_by_key(|e| e.id);
+            for e in in_order {
+                columns.0.push(e.id);
+                columns.1.push(held.get(&e.id).copied().unwrap_or(-1));
+                columns.2.push(e.status != CopyStatus::Copying);
+            }
+            columns
+        };
+        let accepted: std::collections::HashSet<i64> = self.run(|client| {
             let mut tx = client.transaction().context("record copies")?;
+            let accepted: std::collections::HashSet<i64> = tx
+                .query(
+                    "UPDATE copy_todo t SET done = o.ends \
+                     FROM unnest($1::bigint[], $2::bigint[], $3::boolean[]) AS o(id, epoch, ends) \
+                     WHERE t.node_id = o.id AND t.holder = $4 AND t.epoch = o.epoch AND NOT t.done \
+                     RETURNING t.node_id",
+                    &[&ids, &epochs, &ends, &self.holder],
+                )
+                .context("check the copy leases")?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let mine = || events.iter().filter(|e| accepted.contains(&e.id));
             append_events(
                 &mut tx,
                 Side::Src,
                 "copy",
-                events.iter().map(|e| Event {
+                mine().map(|e| Event {
                     node_id: e.id,
                     depth: e.depth as i32,
                     status: e.status.as_str(),
@@ -169,7 +331,7 @@ impl PgStore {
                     attempt: e.attempt as i32,
                 }),
             )?;
-            for e in events {
+            for e in mine() {
                 if e.status == CopyStatus::Copied && !e.written.is_empty() {
                     tx.execute(
                         "INSERT INTO written (depth, rel_path, size, mtime_ns, etag, own_mtime_ns) \
@@ -195,8 +357,25 @@ impl PgStore {
                     .context("record a failed copy")?;
                 }
             }
-            tx.commit().context("record copies")
-        })
+            tx.commit().context("record copies")?;
+            Ok(accepted)
+        })?;
+        let mut held = self.copy_held.lock().unwrap_or_else(|p| p.into_inner());
+        for e in events {
+            let ends = e.status != CopyStatus::Copying;
+            if !accepted.contains(&e.id) {
+                tracing::warn!(
+                    path = %e.error.as_ref().map_or(String::new(), |(p, _)| p.to_string()),
+                    id = e.id,
+                    "copy: the lease of an item ran out and another process took it over; \
+                     its outcome is that process's to record"
+                );
+                held.remove(&e.id);
+            } else if ends {
+                held.remove(&e.id);
+            }
+        }
+        Ok(())
     }
 
     /// Queues the failed copies (at or under `prefix`) again, one attempt
@@ -225,6 +404,16 @@ impl PgStore {
                 })
                 .collect();
             let count = requeued.len() as u64;
+            // A copy running now (its run made before) takes them too.
+            let ids: Vec<i64> = requeued.iter().map(|e| e.node_id).collect();
+            let attempts: Vec<i32> = requeued.iter().map(|e| e.attempt).collect();
+            tx.execute(
+                "UPDATE copy_todo t SET done = false, holder = NULL, expires_at = NULL, \
+                   copy_status = 'pending', attempt = o.attempt \
+                 FROM unnest($1::bigint[], $2::integer[]) AS o(id, attempt) WHERE t.node_id = o.id",
+                &[&ids, &attempts],
+            )
+            .context("queue failed copies")?;
             append_events(&mut tx, Side::Src, "copy", requeued)?;
             tx.commit().context("queue failed copies")?;
             Ok(count)
@@ -240,7 +429,10 @@ impl PgStore {
         limit: usize,
     ) -> Result<Vec<FolderTime>, StoreError> {
         if after.is_none() {
-            self.hold_copy_lock()?;
+            if !self.hold_dating_lock()? {
+                // Another process sets them, after the same last item.
+                return Ok(Vec::new());
+            }
             // As the DuckDB store decides: a folder the copy made or
             // updated needs its metadata and mtime set when never set, or
             // when it or a child was copied since; a folder in step that
@@ -297,6 +489,21 @@ impl PgStore {
                 meta: r.get::<_, bool>(4).then(|| meta_at(r, 5)),
             })
             .collect())
+    }
+
+    /// Takes the lock of the one process that sets the folders' times
+    /// (kept until it ends); false if another holds it.
+    fn hold_dating_lock(&self) -> Result<bool, StoreError> {
+        self.hold_copy_lock(false)?;
+        let mut slot = self.copier.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(held) = slot.as_mut() else {
+            return Ok(false);
+        };
+        Ok(held
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&DATING_LOCK])
+            .map_err(|e| db_error("take the lock of folder times", &e))?
+            .get(0))
     }
 
     /// Records that these folders' (id, depth) times were set.

@@ -81,9 +81,14 @@ pub struct PgStore {
     rounds: Mutex<[Option<u32>; 2]>,
     /// Renews this process's leases once it holds some.
     heartbeat: Mutex<Option<state_store::Heartbeat>>,
-    /// The connection that holds the copy lock, once this process copies
+    /// The epoch of each copy item this process leased and has not
+    /// recorded an outcome for.
+    copy_held: Mutex<HashMap<i64, i64>>,
+    /// The connection that holds the copy lock once this process copies
     /// or verifies.
-    copier: Mutex<Option<Client>>,
+    copier: Mutex<Option<copy::Copier>>,
+    /// How long this process's leases last unless renewed.
+    lease_time: Duration,
     wait_for_database: Duration,
 }
 
@@ -161,7 +166,9 @@ impl PgStore {
             held: Mutex::default(),
             rounds: Mutex::default(),
             heartbeat: Mutex::default(),
+            copy_held: Mutex::default(),
             copier: Mutex::default(),
+            lease_time: LEASE_TIME,
             wait_for_database: WAIT_FOR_DATABASE,
         };
         let resumed = store.open_migration(mode)?;
@@ -181,6 +188,13 @@ impl PgStore {
     /// How long an operation waits for a database it cannot reach.
     pub fn wait_for_database(&mut self, wait: Duration) {
         self.wait_for_database = wait;
+    }
+
+    /// How long this process's leases last unless renewed (its heartbeat
+    /// renews them three times a lease): how long its share of the work
+    /// waits for the others if it dies. [`LEASE_TIME`] unless set.
+    pub fn set_lease_time(&mut self, time: Duration) {
+        self.lease_time = time.max(Duration::from_millis(300));
     }
 
     /// Runs `operation` (one transaction, or one statement) on one of

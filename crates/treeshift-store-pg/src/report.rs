@@ -175,8 +175,9 @@ impl PgStore {
                 .query(
                     "SELECT holder, side, depth, count(*), \
                        (extract(epoch FROM max(expires_at) - clock_timestamp()) * 1000)::bigint \
-                     FROM (SELECT 'src' AS side, * FROM src_leases \
-                           UNION ALL SELECT 'dst', * FROM dst_leases) l \
+                     FROM (SELECT 'src' AS side, depth, holder, expires_at, done FROM src_leases \
+                           UNION ALL SELECT 'dst', depth, holder, expires_at, done FROM dst_leases \
+                           UNION ALL SELECT 'copy', 0, holder, expires_at, done FROM copy_todo) l \
                      WHERE holder IS NOT NULL AND NOT done \
                      GROUP BY holder, side, depth ORDER BY holder, side DESC, depth",
                     &[],
@@ -189,7 +190,7 @@ impl PgStore {
                 holder: r.get(0),
                 side: r.get(1),
                 round: r.get::<_, i32>(2).max(0) as u32,
-                folders: r.get::<_, i64>(3).max(0) as u64,
+                held: r.get::<_, i64>(3).max(0) as u64,
                 expires_in_ms: r.get(4),
             })
             .collect())

@@ -19,17 +19,15 @@ use std::time::Duration;
 use treeshift_core::{Approval, Entry, Extras, Phase, Policy, RelPath, Side};
 use treeshift_state::*;
 
-/// How long a lease lasts unless renewed: how long the folders of a
-/// process that died wait before another process lists them.
+/// How long a lease lasts unless renewed, unless the process asks for
+/// another time ([`PgStore::set_lease_time`]): how long the folders and
+/// copy items of a process that died wait before another process takes
+/// them.
 pub const LEASE_TIME: Duration = Duration::from_secs(30);
 
-/// How often the heartbeat renews this process's leases: three times a
-/// lease, so one missed beat (a slow database) loses nothing.
-const HEARTBEAT: Duration = Duration::from_secs(10);
-
 /// How often a process with nothing to lease looks again while other
-/// processes hold the round's last folders.
-const WAIT_FOR_OTHERS: Duration = Duration::from_millis(100);
+/// processes hold the round's last folders (or a copy step's last items).
+pub(crate) const WAIT_FOR_OTHERS: Duration = Duration::from_millis(100);
 
 /// The most folders one pull leases: a process holds no more than it
 /// lists soon (the engine pulls again as its workers take them), so the
@@ -54,14 +52,15 @@ pub(crate) struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Starts renewing the leases `holder` holds, on a connection of its
-    /// own to `url` (a listing that holds the store's connection must not
-    /// hold up the renewal).
-    fn start(url: String, holder: String) -> Heartbeat {
+    /// Starts renewing the leases `holder` holds for `lease_time`, three
+    /// times a lease (so one missed beat, a slow database, loses
+    /// nothing), on a connection of its own to `url` (a listing that holds
+    /// the store's connection must not hold up the renewal).
+    fn start(url: String, holder: String, lease_time: Duration) -> Heartbeat {
         let (stop, stopped) = bounded::<()>(0);
         let thread = std::thread::spawn(move || {
             let mut client: Option<Client> = None;
-            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT) {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(lease_time / 3) {
                 if client.is_none() {
                     client = crate::connect(&url).ok();
                 }
@@ -69,7 +68,7 @@ impl Heartbeat {
                     tracing::warn!("lease heartbeat: the state database cannot be reached");
                     continue;
                 };
-                if let Err(e) = renew(c, &holder) {
+                if let Err(e) = renew(c, &holder, lease_time) {
                     tracing::warn!(error = %e, "lease heartbeat: renewal failed");
                     client = None;
                 }
@@ -84,15 +83,18 @@ impl Heartbeat {
     }
 }
 
-/// Extends every lease `holder` holds by [`LEASE_TIME`].
-fn renew(client: &mut Client, holder: &str) -> Result<(), postgres::Error> {
-    for side in Side::BOTH {
+/// Tables whose rows are leased: each side's folders, and copy items.
+const LEASED: [&str; 3] = ["src_leases", "dst_leases", "copy_todo"];
+
+/// Extends every lease `holder` holds by `lease_time`.
+fn renew(client: &mut Client, holder: &str, lease_time: Duration) -> Result<(), postgres::Error> {
+    for table in LEASED {
         client.execute(
             &format!(
-                "UPDATE {side}_leases SET expires_at = clock_timestamp() + $2 * interval '1 millisecond' \
+                "UPDATE {table} SET expires_at = clock_timestamp() + $2 * interval '1 millisecond' \
                  WHERE holder = $1 AND NOT done"
             ),
-            &[&holder, &(LEASE_TIME.as_secs_f64() * 1000.0)],
+            &[&holder, &(lease_time.as_secs_f64() * 1000.0)],
         )?;
     }
     Ok(())
@@ -135,12 +137,13 @@ impl PgStore {
     }
 
     /// Starts the heartbeat, once.
-    fn beat(&self) {
+    pub(crate) fn beat(&self) {
         let mut heartbeat = self.heartbeat.lock().unwrap_or_else(|p| p.into_inner());
         if heartbeat.is_none() {
             *heartbeat = Some(Heartbeat::start(
                 self.url.clone(),
                 self.holder().to_string(),
+                self.lease_time,
             ));
         }
     }
@@ -161,6 +164,10 @@ impl PgStore {
         };
         heartbeat.stop();
         self.held.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.copy_held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let mut slot = self.connection();
         if slot.is_none() {
             *slot = crate::connect(&self.url).ok();
@@ -168,11 +175,11 @@ impl PgStore {
         let Some(client) = slot.as_mut() else {
             return;
         };
-        for side in Side::BOTH {
+        for table in LEASED {
             // One try: a database gone away lets the leases expire instead.
             let _ = client.execute(
                 &format!(
-                    "UPDATE {side}_leases SET holder = NULL, expires_at = NULL \
+                    "UPDATE {table} SET holder = NULL, expires_at = NULL \
                      WHERE holder = $1 AND NOT done"
                 ),
                 &[&self.holder],
@@ -252,7 +259,7 @@ impl StateStore for PgStore {
         };
         self.beat();
         loop {
-            let leases = self.lease(side, depth, limit.min(LEASE_BATCH), LEASE_TIME)?;
+            let leases = self.lease(side, depth, limit.min(LEASE_BATCH), self.lease_time)?;
             if !leases.is_empty() {
                 let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
                 held.extend(leases.iter().map(|l| ((side, l.task.id), l.epoch)));
@@ -273,7 +280,7 @@ impl StateStore for PgStore {
         position: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
         let lease = self.lease_of(side, parent)?;
-        PgStore::record_children(self, side, &lease, children, position, LEASE_TIME)
+        PgStore::record_children(self, side, &lease, children, position, self.lease_time)
     }
 
     fn folder_listed(
@@ -484,5 +491,9 @@ impl StateStore for PgStore {
     /// Nothing is buffered: every write commits before it returns.
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 }

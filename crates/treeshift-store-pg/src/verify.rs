@@ -1,6 +1,6 @@
 //! Verification on PostgreSQL: every copied item (`verify_todo`, made
 //! anew by each run), pulled by keyset, its outcome appended as a `verify`
-//! event. The process that verifies holds the copy lock.
+//! event. The process that verifies holds the copy lock alone.
 
 use crate::PgStore;
 use crate::copy::{LATEST_COPY, kind_of, meta_at};
@@ -27,7 +27,7 @@ impl PgStore {
     /// Prepares a verification of every copied item (with a checksum of
     /// the data if `checksum`); returns how many.
     pub fn begin_verify(&self, checksum: bool) -> Result<u64, StoreError> {
-        self.hold_copy_lock()?;
+        self.hold_copy_lock(true)?;
         self.run(|client| {
             let mut tx = client.transaction().context("begin a verification")?;
             tx.execute(
@@ -59,7 +59,7 @@ impl PgStore {
 
     /// Up to `limit` items to verify with ids above `after`.
     pub fn pull_verify(&self, after: i64, limit: usize) -> Result<Vec<VerifyTask>, StoreError> {
-        self.hold_copy_lock()?;
+        self.hold_copy_lock(true)?;
         let rows = self.run(|client| {
             client
                 .query(

@@ -25,6 +25,12 @@ pub struct Cli {
     /// Requests a second to the destination, at most (remote storage only).
     #[arg(long, value_name = "N", global = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub dst_tps: Option<u32>,
+    /// With the state in PostgreSQL: how long this process's hold on a
+    /// folder or a copy item lasts unless renewed (it renews three times a
+    /// lease), which is how long its share waits for the others if it dies
+    /// [default: 30].
+    #[arg(long, value_name = "SECS", global = true, value_parser = clap::value_parser!(u16).range(1..=3600))]
+    pub lease_time: Option<u16>,
     /// The key that opens the secrets sealed in the state file.
     #[command(flatten)]
     pub key: KeyArgs,
@@ -83,9 +89,10 @@ pub enum Command {
     /// Serve the HTTP API over the migrations in a folder (one state file
     /// each).
     Serve(ServeArgs),
-    /// Join the discovery of a migration whose state is in PostgreSQL
-    /// (started by discover): list folders of both sides beside the other
-    /// workers, on this host or any other, until discovery is done.
+    /// Join a migration whose state is in PostgreSQL (started by
+    /// discover): list folders of both sides beside the other workers, on
+    /// this host or any other, until discovery is done; then, if a plan is
+    /// approved and its copy not finished, copy beside them until it is.
     Worker(WorkerArgs),
 }
 
@@ -96,10 +103,10 @@ pub struct WorkerArgs {
     /// (postgres://USER@HOST:PORT/DB).
     #[arg(long)]
     pub state: PathBuf,
-    /// Folders listed at once per side.
+    /// Folders listed at once per side, and items copied at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
-    /// Print the summary as JSON on stdout.
+    /// Print the summary (and the copy's, as `copy`) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
 }

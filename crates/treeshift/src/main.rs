@@ -148,6 +148,9 @@ impl Session {
             limits: Limits {
                 src_tps: cli.src_tps,
                 dst_tps: cli.dst_tps,
+                lease_time: cli
+                    .lease_time
+                    .map(|s| std::time::Duration::from_secs(s.into())),
             },
             cancel,
         })
@@ -374,11 +377,33 @@ fn worker(args: WorkerArgs, ctx: &Session) -> Result<Exit> {
         ));
     }
     let m = ctx.open(&args.state)?;
-    let (report, calls) = with_migration(m, |m| {
-        let report = m.discover(usize::from(args.workers), discovery_progress(), &ctx.cancel)?;
-        Ok((report, m.calls()))
+    let workers = usize::from(args.workers);
+    let (report, copied, calls) = with_migration(m, |m| {
+        let report = m.discover(workers, discovery_progress(), &ctx.cancel)?;
+        let copied = match m.copy_to_join()? {
+            true => {
+                let progress = progress::Transfer::new("copy", true);
+                Some(m.copy(workers, &progress, &ctx.cancel)?)
+            }
+            false => None,
+        };
+        Ok((report, copied, m.calls()))
     })?;
-    print_discovery(&report, &calls, args.json, &args.state)
+    let Some(copied) = copied else {
+        return print_discovery(&report, &calls, args.json, &args.state);
+    };
+    if args.json {
+        print_json(
+            &serde_json::json!({ "calls": calls, "copy": copied }),
+            Some(&report),
+        )?;
+    } else {
+        output::print_summary(&report.summary, &args.state);
+        output::print_copy(&copied, &args.state);
+    }
+    Ok(exit_for(
+        report.summary.failed + report.summary.invalid_name + copied.failed + copied.changed > 0,
+    ))
 }
 
 fn discover(args: DiscoverArgs, ctx: &Session) -> Result<Exit> {
@@ -739,7 +764,7 @@ fn rekey(args: RekeyArgs, ctx: &Session) -> Result<Exit> {
 /// Opens the state file without logging to it (reading logs must not
 /// write any).
 fn read_store<T>(path: &Path, f: impl FnOnce(&StateHandle) -> Result<T>) -> Result<T> {
-    let (state, _) = OpenState::open(path, OpenMode::Existing)?;
+    let (state, _) = OpenState::open(path, OpenMode::Existing, None)?;
     let result = f(state.handle());
     let closed = state.close();
     let value = result?;
@@ -752,7 +777,7 @@ fn review(args: ReviewArgs) -> Result<Exit> {
         true => ReviewSelect::Changes,
         false => args.status.parse::<ReviewSelect>().map_err(usage)?,
     };
-    let (state, _) = OpenState::open(&args.state, OpenMode::Existing)?;
+    let (state, _) = OpenState::open(&args.state, OpenMode::Existing, None)?;
     let handle = state.handle().clone();
     let (tx, rx) = crossbeam_channel::bounded(4);
     let producer = std::thread::spawn(move || handle.review(select, tx));

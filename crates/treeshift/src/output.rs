@@ -438,13 +438,19 @@ pub fn print_workers(workers: &[WorkerLeases]) {
                 human_duration(-ms as f64 / 1000.0)
             ),
         };
-        println!(
-            "worker {}: {} {} folders of round {} ({lease})",
-            w.holder,
-            thousands(w.folders),
-            w.side,
-            w.round
-        );
+        match w.side.as_str() {
+            "copy" => println!(
+                "worker {}: {} items of the copy ({lease})",
+                w.holder,
+                thousands(w.held)
+            ),
+            side => println!(
+                "worker {}: {} {side} folders of round {} ({lease})",
+                w.holder,
+                thousands(w.held),
+                w.round
+            ),
+        }
     }
 }
 

@@ -194,10 +194,14 @@ fn every_policy_plans_copies_and_verifies_as_on_a_file() {
 
 /// A source slow to read (each file waits), so a copy is still running
 /// when the test acts on it.
-const SLOW_SRC: &str = "sim:seed=9,depth=2,fanout=3,files=10,sizes=mixed,latency_us=40000";
+const SLOW_SRC: &str = "sim:seed=9,depth=2,fanout=3,files=20,sizes=mixed,latency_us=40000";
+
+/// Leases of 2 s: a killed process's items wait that long for the others.
+const LEASE: [&str; 2] = ["--lease-time", "2"];
 
 fn spawn(args: &[&str]) -> Child {
     command()
+        .args(LEASE)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -205,79 +209,208 @@ fn spawn(args: &[&str]) -> Child {
         .unwrap()
 }
 
+/// What `sql` counts in the database at `url`.
+fn count(url: &str, sql: &str) -> i64 {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client.query_one(sql, &[]).unwrap().get(0)
+}
+
 /// How many copy events of status `copied` the database at `url` holds.
 fn copied_events(url: &str) -> i64 {
-    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
-    client
-        .query_one(
-            "SELECT count(*) FROM src_status_events WHERE phase = 'copy' AND status = 'copied'",
-            &[],
-        )
-        .unwrap()
-        .get(0)
+    count(
+        url,
+        "SELECT count(*) FROM src_status_events WHERE phase = 'copy' AND status = 'copied'",
+    )
+}
+
+/// Waits (30 s at most) until `done` holds; `running` must not end first.
+fn wait_until(running: &mut Child, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(running.try_wait().unwrap().is_none(), "ended before {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "waited for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The uninterrupted result: `SLOW_SRC` migrated into `dst` by one
+/// process with its state in a DuckDB file; its JSON.
+fn migrated_alone(dir: &Path, dst: &Path) -> Value {
+    json_run(&[
+        "migrate",
+        SLOW_SRC,
+        s(dst),
+        "--state",
+        s(&dir.join("alone.duckdb")),
+        "--yes",
+        "--json",
+        "--workers",
+        "2",
+    ])
+}
+
+/// `SLOW_SRC` discovered into `dst` and its plan approved, on a new
+/// database `name`; its location.
+fn approved(cluster: &Cluster, name: &str, dst: &Path) -> String {
+    let url = cluster.database(name);
+    json_run(&["discover", SLOW_SRC, s(dst), "--state", &url, "--json"]);
+    json_run(&["approve", "--state", &url, "--json"]);
+    url
+}
+
+/// The copy at `url` left `dst` as the uninterrupted run left `want_dst`,
+/// each item copied once (no `copied` event twice), nothing temporary
+/// behind, and a checksum verification finds every item as copied.
+fn assert_copied_as_alone(url: &str, dst: &Path, want_dst: &Path, want: &Value) {
+    let items = want["copy"]["copied"].as_i64().unwrap();
+    assert_eq!(copied_events(url), items, "one copied event per item");
+    assert_eq!(snapshot(dst), snapshot(want_dst));
+    assert!(temporaries(dst).is_empty(), "{:?}", temporaries(dst));
+    let verified = json_run(&["verify", "--state", url, "--checksum", "--json"]);
+    assert_eq!(verified["verified"], verified["checked"], "{verified}");
+    assert_eq!(verified["checked"].as_i64(), Some(items));
 }
 
 #[test]
-fn a_copy_killed_mid_run_resumes_to_the_uninterrupted_result_and_copies_alone() {
+fn a_copy_killed_mid_run_resumes_to_the_uninterrupted_result() {
     let Some(cluster) = Cluster::start() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let want_dst = dir.path().join("want");
-    let want = json_run(&[
-        "migrate",
-        SLOW_SRC,
-        s(&want_dst),
-        "--state",
-        s(&dir.path().join("m.duckdb")),
-        "--yes",
-        "--json",
-        "--workers",
-        "2",
-    ]);
+    let want = migrated_alone(dir.path(), &want_dst);
     let dst = dir.path().join("dst");
-    let url = cluster.database("killed");
-    json_run(&["discover", SLOW_SRC, s(&dst), "--state", &url, "--json"]);
-    json_run(&["approve", "--state", &url, "--json"]);
+    let url = approved(&cluster, "killed", &dst);
     let mut copying = spawn(&["copy", "--state", &url, "--workers", "2"]);
-    let start = Instant::now();
-    while copied_events(&url) < 10 {
-        assert!(
-            copying.try_wait().unwrap().is_none(),
-            "the copy ended first"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no copy progress"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // A second process is refused while the first copies, and says who
-    // copies; so is a verification.
-    for args in [["copy", "--state", &url], ["verify", "--state", &url]] {
-        let (code, _, err) = run(&args);
-        assert_ne!(code, 0, "{args:?}");
-        assert!(
-            err.contains("is copying or verifying this migration"),
-            "{err}"
-        );
-    }
+    wait_until(&mut copying, "10 items copied", || {
+        copied_events(&url) >= 10
+    });
+    // A verification waits for no copy: it is refused while one runs,
+    // and says who copies.
+    let (code, _, err) = run(&["verify", "--state", &url]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("is copying or verifying this migration"),
+        "{err}"
+    );
     copying.kill().unwrap();
     copying.wait().unwrap();
     let partly = copied_events(&url);
-    let resumed = json_run(&["copy", "--state", &url, "--json", "--workers", "2"]);
+    let items = want["copy"]["copied"].as_i64();
+    assert!(partly > 0 && Some(partly) < items, "{partly}");
+    // Once the killed process's leases run out, its items are copied.
+    let resumed = json_run(&[LEASE[0], LEASE[1], "copy", "--state", &url, "--json"]);
     assert_eq!(resumed["failed"], 0, "{resumed}");
     assert_eq!(resumed["copied"], want["copy"]["copied"], "{resumed}");
-    assert!(
-        partly > 0 && Some(partly) < want["copy"]["copied"].as_i64(),
-        "{partly}"
+    assert_copied_as_alone(&url, &dst, &want_dst, &want);
+}
+
+#[test]
+fn workers_copy_beside_a_copy_and_take_over_the_items_of_one_killed() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let want_dst = dir.path().join("want");
+    let want = migrated_alone(dir.path(), &want_dst);
+    let dst = dir.path().join("dst");
+    let url = approved(&cluster, "shared", &dst);
+    let first = spawn(&["copy", "--state", &url, "--workers", "2", "--json"]);
+    let mut victim = spawn(&["worker", "--state", &url, "--workers", "2", "--json"]);
+    let victim_holds = format!("holder LIKE '%:{}:%'", victim.id());
+    let other = spawn(&["worker", "--state", &url, "--workers", "2", "--json"]);
+    // Killed while it holds items it has not finished.
+    let holds = format!("SELECT count(*) FROM copy_todo WHERE NOT done AND {victim_holds}");
+    wait_until(&mut victim, "the victim holding items", || {
+        count(&url, &holds) > 0
+    });
+    // Status lists the processes copying and what they hold.
+    wait_until(&mut victim, "status listing a process copying", || {
+        let status = json_run(&["status", "--state", &url, "--json"]);
+        status["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["side"] == "copy" && w["held"].as_u64() > Some(0))
+    });
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    for process in [first, other] {
+        let out = process.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let copied = if json["copy"].is_null() {
+            &json
+        } else {
+            &json["copy"]
+        };
+        assert_eq!(
+            copied["copied"],
+            want["copy"]["copied"],
+            "{}",
+            serde_json::to_string(&json).unwrap()
+        );
+    }
+    // Each living process copied items, and the victim's were taken over
+    // under a later lease.
+    let holders = count(
+        &url,
+        &format!("SELECT count(DISTINCT holder) FROM copy_todo WHERE done AND NOT {victim_holds}"),
     );
-    // Each item was copied once: what the killed run finished was not
-    // copied again.
-    assert_eq!(Some(copied_events(&url)), want["copy"]["copied"].as_i64());
-    assert_eq!(snapshot(&dst), snapshot(&want_dst));
-    assert!(temporaries(&dst).is_empty(), "{:?}", temporaries(&dst));
-    let verified = json_run(&["verify", "--state", &url, "--checksum", "--json"]);
-    assert_eq!(verified["verified"], verified["checked"], "{verified}");
-    assert_eq!(verified["checked"], want["copy"]["copied"]);
+    assert_eq!(holders, 2, "living processes that copied");
+    let taken_over = count(
+        &url,
+        "SELECT count(*) FROM copy_todo WHERE done AND epoch > 1",
+    );
+    assert!(taken_over > 0);
+    assert_copied_as_alone(&url, &dst, &want_dst, &want);
+}
+
+#[test]
+fn a_failed_copy_is_retried_alone() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src, 2, 1, 3);
+    let secret = src.join("secret");
+    fs::write(&secret, b"s").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
+    let dst = dir.path().join("dst");
+    let url = cluster.database("retried");
+    json_run(&["discover", s(&src), s(&dst), "--state", &url, "--json"]);
+    json_run(&["approve", "--state", &url, "--json"]);
+    let copied = util::run_unprivileged(&["copy", "--state", &url, "--json"]);
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    let Some((code, out, err)) = copied else {
+        util::missing_prerequisite("setpriv");
+        return;
+    };
+    assert_eq!(code, 4, "{err}");
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["failed"], 1, "{summary}");
+    let failed = review(&url, "copy-failed");
+    assert!(
+        failed.contains("secret") && failed.contains("permission_denied"),
+        "{failed}"
+    );
+    // The cause fixed, a retry sweep of the copy copies that item alone.
+    use std::os::unix::fs::MetadataExt;
+    let inode = |p: &Path| fs::metadata(p).unwrap().ino();
+    let before = inode(&dst.join("d0/f001.txt"));
+    let swept = json_run(&["retry", "--state", &url, "--phase", "copy", "--json"]);
+    assert_eq!(swept["copy"]["requeued"], 1, "{swept}");
+    assert_eq!(swept["copy"]["failed"], 0, "{swept}");
+    assert_eq!(snapshot(&dst), snapshot(&src));
+    assert_eq!(inode(&dst.join("d0/f001.txt")), before, "not rewritten");
+    assert_eq!(
+        review(&url, "copy-failed").lines().count(),
+        1,
+        "the header alone"
+    );
 }

@@ -219,8 +219,7 @@ fn a_worker_killed_mid_listing_leaves_its_folders_to_the_others() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|w| w["holder"].as_str().unwrap().contains(&dead)
-                && w["folders"].as_u64() > Some(0)),
+            .any(|w| w["holder"].as_str().unwrap().contains(&dead) && w["held"].as_u64() > Some(0)),
         "{}",
         status["workers"]
     );
