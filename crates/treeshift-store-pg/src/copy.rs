@@ -1,6 +1,6 @@
 //! The copy on PostgreSQL, shared by any number of processes: the
-//! approved plan's items not done yet (`copy_todo`, made anew by a run
-//! that finds no other process copying, joined by one that does), each
+//! approved plan's items not done yet (`copy_todo`, brought up to date by
+//! each process that begins, around the items others hold), each
 //! leased as discovery's folders are (`FOR UPDATE SKIP LOCKED`, an expiry
 //! by the database's clock, an epoch), and its outcome recorded only under
 //! the lease that copied it. The engine's steps (folders depth by depth,
@@ -26,7 +26,9 @@ use treeshift_state::{CopyEvent, CopyPull, CopyTask, CopyTodo, DstSeen, FolderTi
 /// exclusive.
 const COPY_LOCK: i64 = 7365731;
 
-/// Two processes beginning a copy at once take turns on this lock.
+/// A process beginning a copy holds this lock alone, one recording
+/// outcomes shared: a beginning reads the items' statuses and then sets
+/// the rows from them, with no outcome recorded in between.
 const COPY_BEGIN_LOCK: i64 = 7365733;
 
 /// The session lock of the one process that sets the folders' times.
@@ -56,8 +58,6 @@ pub(crate) struct Copier {
     client: postgres::Client,
     /// Held exclusive (to verify), not shared (to copy).
     exclusive: bool,
-    /// The server process of the connection, as `pg_locks` names it.
-    pid: i32,
 }
 
 impl PgStore {
@@ -93,13 +93,10 @@ impl PgStore {
         } else {
             "pg_try_advisory_lock_shared"
         };
-        let row = client
-            .query_one(
-                &format!("SELECT {function}($1), pg_backend_pid()"),
-                &[&COPY_LOCK],
-            )
-            .map_err(|e| db_error("take the copy lock", &e))?;
-        let (taken, pid): (bool, i32) = (row.get(0), row.get(1));
+        let taken: bool = client
+            .query_one(&format!("SELECT {function}($1)"), &[&COPY_LOCK])
+            .map_err(|e| db_error("take the copy lock", &e))?
+            .get(0);
         if !taken {
             let who: Option<String> = client
                 .query_opt("SELECT value FROM meta WHERE key = 'copier'", &[])
@@ -109,7 +106,6 @@ impl PgStore {
                 *slot = Some(Copier {
                     client,
                     exclusive: false,
-                    pid,
                 });
             }
             return Err(StoreError::InUse {
@@ -132,57 +128,54 @@ impl PgStore {
                 &[&self.holder],
             )
             .map_err(|e| db_error("record who copies", &e))?;
-        *slot = Some(Copier {
-            client,
-            exclusive,
-            pid,
-        });
+        *slot = Some(Copier { client, exclusive });
         Ok(())
     }
 
-    /// Prepares this process's part of a copy run: joins the run other
-    /// processes are copying, or, if none is, makes the run anew from the
-    /// approved items not done yet. Returns what is left to do.
+    /// Prepares this process's part of a copy run, the same whether other
+    /// processes copy already or not: the run's working set is brought up
+    /// to the approved items not done yet (those whose latest copy event
+    /// is `pending` or `copying`). Items another process holds are left
+    /// as they are; any other item is (re)set from the plan, or dropped
+    /// once it needs no work. Returns what is left to do.
     pub fn begin_copy(&self) -> Result<CopyTodo, StoreError> {
         self.hold_copy_lock(false)?;
-        let own_pid = self
-            .copier
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map_or(0, |c| c.pid);
+        // Rows no other process holds (none whose lease runs).
+        let free = "(t.done OR t.holder IS NULL OR t.expires_at < clock_timestamp())";
+        let columns = format!(
+            "{PLAN_COLUMNS}, copy_status, attempt, src_folder_dev, src_folder_ino, \
+             dst_folder_dev, dst_folder_ino"
+        );
+        let refreshed = columns
+            .split(',')
+            .map(|c| format!("{0} = excluded.{0}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
         self.run(|client| {
             let mut tx = client.transaction().context("begin a copy")?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&COPY_BEGIN_LOCK])
                 .context("wait for another process beginning a copy")?;
-            // Another process holding the copy lock is copying (it holds
-            // it until it ends): its run is joined, never made anew under it.
-            let running: bool = tx
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_locks l \
-                       JOIN pg_database d ON d.oid = l.database AND d.datname = current_database() \
-                       WHERE l.locktype = 'advisory' AND l.classid::bigint = $1::bigint >> 32 \
-                         AND l.objid::bigint = $1::bigint & 4294967295 AND l.objsubid = 1 \
-                         AND l.granted AND l.pid <> $2)",
-                    &[&COPY_LOCK, &own_pid],
-                )
-                .context("look for a copy running")?
-                .get(0);
-            if !running {
-                tx.batch_execute(&format!(
-                    "DELETE FROM copy_todo; \
-                     INSERT INTO copy_todo ({PLAN_COLUMNS}, copy_status, attempt, src_folder_dev, \
-                       src_folder_ino, dst_folder_dev, dst_folder_ino) \
-                     SELECT p.*, coalesce(c.st, 'pending'), coalesce(c.attempt, 1), sp.dev, sp.ino, \
-                       coalesce(dp.dev, qp.dev), coalesce(dp.ino, qp.ino) \
-                     FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
-                     LEFT JOIN src_nodes sp ON p.action <> 'quarantine' AND sp.id = p.parent_id \
-                     LEFT JOIN dst_nodes dp ON dp.depth = p.depth - 1 AND dp.rel_path = sp.rel_path \
-                     LEFT JOIN dst_nodes qp ON p.action = 'quarantine' AND qp.id = p.parent_id \
-                     WHERE p.action <> 'skip' AND coalesce(c.st, 'pending') IN ('pending', 'copying')"
-                ))
-                .context("prepare the copy")?;
-            }
+            tx.batch_execute(&format!(
+                "CREATE TEMP TABLE copy_needed ON COMMIT DROP AS \
+                 SELECT p.*, coalesce(c.st, 'pending') AS copy_status, \
+                   coalesce(c.attempt, 1) AS attempt, sp.dev AS src_folder_dev, \
+                   sp.ino AS src_folder_ino, coalesce(dp.dev, qp.dev) AS dst_folder_dev, \
+                   coalesce(dp.ino, qp.ino) AS dst_folder_ino \
+                 FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
+                 LEFT JOIN src_nodes sp ON p.action <> 'quarantine' AND sp.id = p.parent_id \
+                 LEFT JOIN dst_nodes dp ON dp.depth = p.depth - 1 AND dp.rel_path = sp.rel_path \
+                 LEFT JOIN dst_nodes qp ON p.action = 'quarantine' AND qp.id = p.parent_id \
+                 WHERE p.action <> 'skip' AND coalesce(c.st, 'pending') IN ('pending', 'copying'); \
+                 DELETE FROM copy_todo WHERE node_id IN ( \
+                   SELECT t.node_id FROM copy_todo t WHERE {free} \
+                     AND NOT EXISTS (SELECT 1 FROM copy_needed n WHERE n.node_id = t.node_id) \
+                   ORDER BY t.node_id FOR UPDATE); \
+                 INSERT INTO copy_todo AS t ({columns}) \
+                 SELECT * FROM copy_needed ORDER BY node_id \
+                 ON CONFLICT (node_id) DO UPDATE SET {refreshed}, \
+                   done = false, holder = NULL, expires_at = NULL WHERE {free};"
+            ))
+            .context("prepare the copy")?;
             let row = tx
                 .query_one(
                     &format!(
@@ -306,6 +299,13 @@ impl PgStore {
         };
         let accepted: std::collections::HashSet<i64> = self.run(|client| {
             let mut tx = client.transaction().context("record copies")?;
+            // Never between the statements of a process beginning, which
+            // would take an item done here for one still to do.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock_shared($1)",
+                &[&COPY_BEGIN_LOCK],
+            )
+            .context("wait for a process beginning a copy")?;
             let accepted: std::collections::HashSet<i64> = tx
                 .query(
                     "UPDATE copy_todo t SET done = o.ends \
@@ -383,6 +383,8 @@ impl PgStore {
     pub fn requeue_failed_copies(&self, prefix: Option<&RelPath>) -> Result<u64, StoreError> {
         self.run(|client| {
             let mut tx = client.transaction().context("queue failed copies")?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&COPY_BEGIN_LOCK])
+                .context("wait for a process beginning a copy")?;
             let failed = tx
                 .query(
                     &format!(

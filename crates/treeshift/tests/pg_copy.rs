@@ -322,11 +322,6 @@ fn workers_copy_beside_a_copy_and_take_over_the_items_of_one_killed() {
     let mut victim = spawn(&["worker", "--state", &url, "--workers", "2", "--json"]);
     let victim_holds = format!("holder LIKE '%:{}:%'", victim.id());
     let other = spawn(&["worker", "--state", &url, "--workers", "2", "--json"]);
-    // Killed while it holds items it has not finished.
-    let holds = format!("SELECT count(*) FROM copy_todo WHERE NOT done AND {victim_holds}");
-    wait_until(&mut victim, "the victim holding items", || {
-        count(&url, &holds) > 0
-    });
     // Status lists the processes copying and what they hold.
     wait_until(&mut victim, "status listing a process copying", || {
         let status = json_run(&["status", "--state", &url, "--json"]);
@@ -335,6 +330,11 @@ fn workers_copy_beside_a_copy_and_take_over_the_items_of_one_killed() {
             .unwrap()
             .iter()
             .any(|w| w["side"] == "copy" && w["held"].as_u64() > Some(0))
+    });
+    // Killed while it holds items it has not finished.
+    let holds = format!("SELECT count(*) FROM copy_todo WHERE NOT done AND {victim_holds}");
+    wait_until(&mut victim, "the victim holding items", || {
+        count(&url, &holds) > 0
     });
     victim.kill().unwrap();
     victim.wait().unwrap();
