@@ -414,3 +414,36 @@ fn a_failed_copy_is_retried_alone() {
         "the header alone"
     );
 }
+
+#[test]
+fn workers_started_at_once_share_one_copy() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let want_dst = dir.path().join("want");
+    let want = migrated_alone(dir.path(), &want_dst);
+    let dst = dir.path().join("dst");
+    let url = approved(&cluster, "at_once", &dst);
+    // No `copy`: the workers begin the copy together, each finding the
+    // others beginning it.
+    let workers: Vec<Child> = (0..3)
+        .map(|_| spawn(&["worker", "--state", &url, "--workers", "2", "--json"]))
+        .collect();
+    for worker in workers {
+        let out = worker.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["copy"]["copied"], want["copy"]["copied"], "{err}");
+    }
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(DISTINCT holder) FROM copy_todo WHERE done"
+        ),
+        3,
+        "every worker copied"
+    );
+    assert_copied_as_alone(&url, &dst, &want_dst, &want);
+}
