@@ -13,6 +13,10 @@ use treeshift_backend::{Backend, BackendError, Capabilities, MtimeKeeping, Retry
 use treeshift_core::{Entry, Filter, Keep, Kind, RelPath, Side, Summary, xattr_digest};
 use treeshift_state::{FolderTask, StateStore, StoreError};
 
+/// How often a destination listed alone reads where the source's rounds
+/// stand.
+const SOURCE_WATCH: Duration = Duration::from_millis(100);
+
 /// Tuning of a discovery run.
 #[derive(Clone, Debug)]
 pub struct DiscoverOptions {
@@ -29,6 +33,10 @@ pub struct DiscoverOptions {
     /// Raised to stop: folders being listed finish and are recorded, the
     /// round is not sealed, and the run returns `Cancelled`.
     pub cancel: Cancel,
+    /// This side's folders only (a process beside others on a shared
+    /// store, near one of the trees); both when `None`. The destination
+    /// alone still trails the source, as the store says it stands.
+    pub side: Option<Side>,
 }
 
 impl Default for DiscoverOptions {
@@ -40,6 +48,7 @@ impl Default for DiscoverOptions {
             base_delay: Duration::from_millis(50),
             max_delay: Duration::from_secs(5),
             cancel: Cancel::new(),
+            side: None,
         }
     }
 }
@@ -67,14 +76,39 @@ pub fn discover(
         max_delay: options.max_delay,
     };
     let dst_caps = dst.capabilities();
-    let sides = [
+    let sides: Vec<_> = [
         (Side::Src, src, state.src_sealed, state.src_done),
         (Side::Dst, dst, state.dst_sealed, state.dst_done),
-    ];
+    ]
+    .into_iter()
+    .filter(|(side, ..)| options.side.is_none_or(|only| only == *side))
+    .collect();
     // The caller's span (a server's job names its migration there) goes
     // onto each thread, so their log records are the run's.
     let span = tracing::Span::current();
+    let finished = AtomicBool::new(false);
     let results: Vec<Result<(), EngineError>> = std::thread::scope(|scope| {
+        if options.side == Some(Side::Dst) && !state.src_done {
+            // No source runner here to open the gate: the store's word on
+            // the source's rounds, which other processes list, does.
+            let (gate, finished) = (&gate, &finished);
+            scope.spawn(move || {
+                while !finished.load(Ordering::Relaxed) && !options.cancel.is_cancelled() {
+                    match store.progress() {
+                        Ok(p) => {
+                            if let Some(round) = p.src_sealed {
+                                gate.src_sealed(round, p.src_done);
+                            }
+                            if p.src_done {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "reading the source's rounds"),
+                    }
+                    std::thread::sleep(SOURCE_WATCH);
+                }
+            });
+        }
         let handles: Vec<_> = sides
             .iter()
             .map(|(side, backend, sealed, done)| {
@@ -105,13 +139,15 @@ pub fn discover(
                 })
             })
             .collect();
-        handles
+        let results = handles
             .into_iter()
             .map(|h| {
                 h.join()
                     .unwrap_or_else(|_| Err(EngineError::Internal("a side runner panicked".into())))
             })
-            .collect()
+            .collect();
+        finished.store(true, Ordering::Relaxed);
+        results
     });
     for r in results {
         r?;

@@ -246,6 +246,19 @@ impl Migration {
         progress: Arc<dyn DiscoveryProgress>,
         cancel: &Cancel,
     ) -> Result<DiscoveryReport> {
+        self.discover_side(None, workers, progress, cancel)
+    }
+
+    /// Like [`Migration::discover`], listing `side`'s folders only when
+    /// given (a worker beside others on a shared state, near that tree);
+    /// the summary is then what the state holds when this side is done.
+    pub fn discover_side(
+        &self,
+        side: Option<Side>,
+        workers: usize,
+        progress: Arc<dyn DiscoveryProgress>,
+        cancel: &Cancel,
+    ) -> Result<DiscoveryReport> {
         let filter = match &self.filter {
             Some(f) => f.clone(),
             None => Filter::new(&self.handle.migration()?.filter).map_err(input)?,
@@ -255,6 +268,7 @@ impl Migration {
         let options = DiscoverOptions {
             workers,
             cancel: cancel.clone(),
+            side,
             ..DiscoverOptions::default()
         };
         let result =

@@ -106,9 +106,24 @@ pub struct WorkerArgs {
     /// Folders listed at once per side, and items copied at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: u16,
+    /// Which tree's folders this worker lists: both (and then it copies
+    /// too), or src or dst alone (a host near one tree; it does not copy).
+    #[arg(long, value_enum, default_value_t = WorkerSide::Both)]
+    pub side: WorkerSide,
     /// Print the summary (and the copy's, as `copy`) as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What a worker takes part in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkerSide {
+    /// Both trees' listings, then the copy.
+    Both,
+    /// The source's listings.
+    Src,
+    /// The destination's listings.
+    Dst,
 }
 
 /// `serve --dir DIR`.

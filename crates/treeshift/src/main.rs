@@ -14,7 +14,7 @@ use clap::Parser;
 use cli::{
     ApproveArgs, Cli, Command, ConnectionCommand, ConnectionSetArgs, ConnectionsArgs, CopyArgs,
     DiscoverArgs, LogsArgs, MigrateArgs, RekeyArgs, RetryArgs, RetryPhase, ReviewArgs, ServeArgs,
-    SetSecretArgs, SideArg, StatusArgs, VerifyArgs, WorkerArgs,
+    SetSecretArgs, SideArg, StatusArgs, VerifyArgs, WorkerArgs, WorkerSide,
 };
 use keys::CliKeys;
 use std::io::IsTerminal;
@@ -378,9 +378,14 @@ fn worker(args: WorkerArgs, ctx: &Session) -> Result<Exit> {
     }
     let m = ctx.open(&args.state)?;
     let workers = usize::from(args.workers);
+    let side = match args.side {
+        WorkerSide::Both => None,
+        WorkerSide::Src => Some(Side::Src),
+        WorkerSide::Dst => Some(Side::Dst),
+    };
     let (report, copied, calls) = with_migration(m, |m| {
-        let report = m.discover(workers, discovery_progress(), &ctx.cancel)?;
-        let copied = match m.copy_to_join()? {
+        let report = m.discover_side(side, workers, discovery_progress(), &ctx.cancel)?;
+        let copied = match side.is_none() && m.copy_to_join()? {
             true => {
                 let progress = progress::Transfer::new("copy", true);
                 Some(m.copy(workers, &progress, &ctx.cancel)?)

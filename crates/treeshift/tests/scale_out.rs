@@ -192,13 +192,49 @@ fn workers_on_other_processes_share_a_discovery_and_end_as_one_process_alone() {
 }
 
 #[test]
+fn workers_of_one_side_each_list_only_their_tree() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let (want, _, _) = on_a_file();
+    let (url, first) = discovering(&cluster, "sides");
+    let near_src = spawn(&["worker", "--state", &url, "--side", "src", "--json"]);
+    let near_dst = spawn(&["worker", "--state", &url, "--side", "dst", "--json"]);
+    let lists = |out: &Value, side: &str| out["calls"][side]["list"].as_u64().unwrap_or(0);
+    let src_only = json_of(near_src);
+    assert!(
+        lists(&src_only, "src") > 0 && lists(&src_only, "dst") == 0,
+        "{src_only}"
+    );
+    // The destination's worker trails the source as the database says it
+    // stands (it lists no source round itself), and ends with discovery.
+    let dst_only = json_of(near_dst);
+    assert!(
+        lists(&dst_only, "dst") > 0 && lists(&dst_only, "src") == 0,
+        "{dst_only}"
+    );
+    assert_eq!(summary_of(&dst_only, &want), want);
+    assert_eq!(summary_of(&json_of(first), &want), want);
+    assert_nothing_doubled(&url);
+}
+
+#[test]
 fn a_worker_killed_mid_listing_leaves_its_folders_to_the_others() {
     let Some(cluster) = Cluster::start() else {
         return;
     };
     let (want, _, _) = on_a_file();
     let (url, first) = discovering(&cluster, "killed");
-    let mut doomed = spawn(&["worker", "--state", &url, "--workers", WORKERS]);
+    // Leases of 2 s: the others take its folders over soon after.
+    let mut doomed = spawn(&[
+        "--lease-time",
+        "2",
+        "worker",
+        "--state",
+        &url,
+        "--workers",
+        WORKERS,
+    ]);
     let holds = format!(
         "SELECT (SELECT count(*) FROM src_leases WHERE holder LIKE '%:{pid}:%' AND NOT done) + \
                 (SELECT count(*) FROM dst_leases WHERE holder LIKE '%:{pid}:%' AND NOT done)",
