@@ -12,8 +12,9 @@
 //! a worker that stalled past its lease cannot commit over the one that
 //! took the folder over. The plan and its approval (`plan`), the copy
 //! (`copy`) and verification (`verify`) run in one process at a time,
-//! which holds the copy lock. Review pages, browsing, delta passes and
-//! the re-listing of failed folders are the DuckDB store's alone so far.
+//! which holds the copy lock; a retry sweep reopens discovery's rounds
+//! (`retry`). Review pages, browsing and delta passes are the DuckDB
+//! store's alone so far.
 
 mod compare;
 mod copy;
@@ -22,6 +23,7 @@ mod events;
 mod leases;
 mod plan;
 mod report;
+mod retry;
 mod review;
 mod schema;
 mod seal;

@@ -13,6 +13,10 @@ use std::collections::HashMap;
 use treeshift_core::{Changes, Phase, Side, Status, Summary};
 use treeshift_state::{DepthStats, RoundProgress, StoreError, summary_from};
 
+/// Processes sealing a round take turns on this lock (and a retry sweep
+/// reopening rounds takes it too).
+pub(crate) const SEAL_LOCK: i64 = 7365730;
+
 impl PgStore {
     /// Seals round `depth` of `side`, in one transaction: for a
     /// destination round, marks missing the source children of folders
@@ -36,7 +40,7 @@ impl PgStore {
             // in one transaction), so the others only read whether the
             // side is done: counting it again for each process cost
             // each a scan of the round's nodes (docs/BENCHMARKS.md).
-            tx.execute("SELECT pg_advisory_xact_lock(7365730)", &[])
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEAL_LOCK])
                 .context("wait for another process sealing")?;
             let sealed = tx
                 .query_opt(

@@ -7,8 +7,8 @@
 //! listed; a process that dies stops renewing them, and others lease them
 //! again once they expire.
 //!
-//! Review pages, browsing, delta passes and the re-listing of failed
-//! folders are not on this store yet: they answer [`StoreError::NotYet`].
+//! Review pages, browsing and delta passes are not on this store yet:
+//! they answer [`StoreError::NotYet`].
 
 use crate::{Lease, PgStore};
 use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
@@ -331,9 +331,9 @@ impl StateStore for PgStore {
 
     fn requeue_failed_folders(
         &self,
-        _prefix: Option<RelPath>,
+        prefix: Option<RelPath>,
     ) -> Result<FoldersRequeued, StoreError> {
-        not_yet("a retry sweep")
+        PgStore::requeue_failed_folders(self, prefix.as_ref())
     }
 
     fn review(

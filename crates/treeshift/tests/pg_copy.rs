@@ -447,3 +447,77 @@ fn workers_started_at_once_share_one_copy() {
     );
     assert_copied_as_alone(&url, &dst, &want_dst, &want);
 }
+
+/// `args` run with file permissions enforced (capabilities dropped), then
+/// `locked` opened again; `None` without setpriv (a failure under CI).
+fn locked_out(locked: &Path, args: &[&str]) -> Option<(i32, String, String)> {
+    let result = util::run_unprivileged(args);
+    fs::set_permissions(locked, fs::Permissions::from_mode(0o755)).unwrap();
+    if result.is_none() {
+        util::missing_prerequisite("setpriv");
+    }
+    result
+}
+
+#[test]
+fn a_retry_sweep_lists_failed_folders_again_as_on_a_file() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    // A source folder and, in another migration, a destination folder
+    // that could not be listed; the cause fixed, a retry sweep lists them
+    // again, walks what is below, compares and copies it.
+    for locked_side in ["src", "dst"] {
+        let mut reports = Vec::new();
+        for store in ["file", "pg"] {
+            let dir = tempfile::tempdir().unwrap();
+            let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+            make_tree(&src, 3, 2, 3);
+            if locked_side == "dst" {
+                copy_tree(&src, &dst);
+                fs::remove_file(dst.join("d1/d0/f002.txt")).unwrap();
+            }
+            let locked = match locked_side {
+                "src" => src.join("d1"),
+                _ => dst.join("d1"),
+            };
+            fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+            let state = match store {
+                "file" => s(&dir.path().join("m.duckdb")).to_string(),
+                _ => cluster.database(&format!("retry_{locked_side}")),
+            };
+            let migrate = [
+                "migrate",
+                s(&src),
+                s(&dst),
+                "--state",
+                &state,
+                "--yes",
+                "--json",
+            ];
+            let Some((code, _, err)) = locked_out(&locked, &migrate) else {
+                return;
+            };
+            assert_eq!(code, 4, "{store}: {err}");
+            assert!(review(&state, "failed").contains("permission_denied"));
+            let mut report = json_run(&["retry", "--state", &state, "--json"]);
+            report["discovery"]["summary"]
+                .as_object_mut()
+                .unwrap()
+                .retain(|k, _| k != "timing");
+            assert_eq!(snapshot(&dst), snapshot(&src), "{locked_side} {store}");
+            assert_eq!(
+                review(&state, "failed").lines().count(),
+                1,
+                "the header alone"
+            );
+            reports.push(report);
+        }
+        assert_eq!(
+            reports[0], reports[1],
+            "{locked_side}: the file's, then PostgreSQL's"
+        );
+        let requeued = &reports[1]["discovery"]["requeued"][locked_side];
+        assert_eq!(requeued, 1, "{}", reports[1]);
+    }
+}
