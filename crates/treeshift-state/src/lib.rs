@@ -5,6 +5,7 @@
 //! (DuckDB on one host; PostgreSQL, for many, is being built:
 //! docs/SCALE-OUT.md) implements the trait.
 
+mod approval;
 mod error;
 mod migration;
 pub mod plan_sql;
@@ -12,6 +13,7 @@ mod stats;
 mod store;
 mod types;
 
+pub use approval::may_approve;
 pub use error::{DbError, DbErrorKind, StoreError};
 pub use migration::Difference;
 pub use stats::{DepthStats, summary_from};

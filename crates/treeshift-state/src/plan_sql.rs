@@ -1,8 +1,10 @@
 //! SQL that both stores run as written: the plan's columns, its action
-//! lists and the policy's rules as `CASE` expressions. Plain SQL that
-//! DuckDB and PostgreSQL read alike (each store defines `mtime_s`, whole
-//! seconds of a nanosecond mtime, rounded down); what differs between the
-//! two (latest-event lookups, types) stays in each store.
+//! lists, the policy's rules as `CASE` expressions, which names of
+//! hard-linked files become links, and which folders' times a copy sets.
+//! Plain SQL that DuckDB and PostgreSQL read alike (each store defines
+//! `mtime_s`, whole seconds of a nanosecond mtime, rounded down); what
+//! differs between the two (latest-event lookups, types, an aggregate)
+//! each store passes in.
 
 use treeshift_core::{Fact, Policy, Rule, Why, rules};
 
@@ -29,6 +31,80 @@ pub const DATA: &str = "IN ('create', 'replace', 'rename')";
 
 /// Why an item under a folder in conflict is skipped.
 pub const INSIDE_SKIPPED: &str = "inside a folder the plan leaves alone";
+
+/// The kind code of a folder.
+const FOLDER: u8 = 0;
+
+/// The `compare` statuses of nodes that take no part in the migration
+/// (recorded when listed; never traversed, compared or planned), as a SQL
+/// list.
+pub const LEFT_OUT: &str = "('excluded', 'invalid-name')";
+
+/// Makes links of the other names of hard-linked files in
+/// `plan_candidate`. Among source files with several names in the tree,
+/// the first name by path leads: every other name the plan copies becomes
+/// a link to it, provided the leader will hold the source's data after
+/// the copy (it is in step, or the plan copies it). A name whose leader
+/// the plan leaves differing is copied on its own. `first_path` is the
+/// dialect's aggregate of the first `rel_path` of a group; `leader_text`
+/// its text of the path `g.leader`, for the reason.
+pub fn link_names(first_path: &str, leader_text: &str) -> String {
+    format!(
+        "UPDATE plan_candidate SET link_to = g.leader, reason = 'hard link of ' || {leader_text} \
+         FROM ( \
+           WITH members AS ( \
+             SELECT s.id, s.rel_path, s.dev, s.ino FROM src_nodes s \
+             WHERE s.dev IS NOT NULL AND s.kind = 1 AND s.id NOT IN \
+               (SELECT node_id FROM src_status_events WHERE phase = 'compare' AND status IN {LEFT_OUT})), \
+           groups AS (SELECT dev, ino, {first_path} AS leader FROM members \
+                      GROUP BY dev, ino HAVING count(*) > 1), \
+           leaders AS ( \
+             SELECT g.dev, g.ino, g.leader FROM groups g \
+             JOIN members m ON m.dev = g.dev AND m.ino = g.ino AND m.rel_path = g.leader \
+             LEFT JOIN plan_candidate l ON l.node_id = m.id \
+             WHERE l.node_id IS NULL OR l.action IN ('create', 'replace', 'rename', 'metadata') \
+                OR l.meta_only) \
+           SELECT m.id, l.leader FROM members m JOIN leaders l \
+             ON l.dev = m.dev AND l.ino = m.ino WHERE m.rel_path <> l.leader \
+         ) g \
+         WHERE plan_candidate.node_id = g.id AND plan_candidate.action {DATA}"
+    )
+}
+
+/// The folders whose mtime and metadata a copy sets (node_id, depth,
+/// rel_path, mtime_ns, all_meta, mode, uid, gid, xattrs, copied_at): a
+/// folder the copy made or updated (a folder left `changed` has something
+/// else at its path, which is not ours) when they were never set, or when
+/// it or a child of it was copied since the last time; a folder in step
+/// that had data written into it, for its mtime back. So a retry or a
+/// resumed run touches only the folders it wrote into. `latest_copy` is
+/// the store's query of each item's latest copy status (`node_id`, `st`);
+/// `no_meta` its typed NULLs for mode, uid, gid, xattrs and copied_at.
+pub fn folders_to_date(latest_copy: &str, no_meta: &str) -> String {
+    format!(
+        "WITH copied AS (SELECT node_id, max(seq) AS s FROM src_status_events \
+                         WHERE phase = 'copy' AND status = 'copied' GROUP BY node_id), \
+              dated AS (SELECT node_id, max(seq) AS s FROM src_status_events \
+                        WHERE phase = 'dated' GROUP BY node_id), \
+              touched AS (SELECT p.parent_id AS folder, max(c.s) AS s FROM copy_plan p \
+                          JOIN copied c ON c.node_id = p.node_id WHERE p.action {DATA} \
+                          GROUP BY p.parent_id), \
+              planned AS (SELECT p.node_id, p.depth, p.rel_path, p.mtime_ns, true AS all_meta, \
+                            p.mode, p.uid, p.gid, p.xattrs, c.s AS copied_at FROM copy_plan p \
+                          JOIN ({latest_copy}) lc ON lc.node_id = p.node_id \
+                          JOIN copied c ON c.node_id = p.node_id \
+                          WHERE p.kind = {FOLDER} AND p.action {COPIES} AND lc.st = 'copied'), \
+              in_step AS (SELECT s.id AS node_id, s.depth, s.rel_path, s.mtime_ns, false AS all_meta, \
+                            {no_meta} \
+                          FROM src_nodes s JOIN touched t ON t.folder = s.id \
+                          WHERE s.kind = {FOLDER} AND s.id NOT IN (SELECT node_id FROM planned)) \
+         SELECT x.* FROM (SELECT * FROM planned UNION ALL SELECT * FROM in_step) x \
+         LEFT JOIN dated d ON d.node_id = x.node_id \
+         LEFT JOIN touched t ON t.folder = x.node_id \
+         WHERE x.mtime_ns IS NOT NULL \
+           AND (d.s IS NULL OR coalesce(x.copied_at, 0) > d.s OR coalesce(t.s, 0) > d.s)"
+    )
+}
 
 /// The mtime the destination holds for the source file `item` (a row
 /// with its size and mtime as discovery saw them) when the copy left it

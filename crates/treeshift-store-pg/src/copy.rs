@@ -19,7 +19,7 @@ use postgres::GenericClient;
 use std::path::PathBuf;
 use std::time::Duration;
 use treeshift_core::{Action, CopyStatus, CopySummary, FileId, Kind, Meta, RelPath, Side};
-use treeshift_state::plan_sql::{COPIES, DATA, PLAN_COLUMNS};
+use treeshift_state::plan_sql::{COPIES, DATA, PLAN_COLUMNS, folders_to_date};
 use treeshift_state::{CopyEvent, CopyPull, CopyTask, CopyTodo, DstSeen, FolderTime, StoreError};
 
 /// The session lock copying processes hold shared, and a verifying one
@@ -435,37 +435,15 @@ impl PgStore {
                 // Another process sets them, after the same last item.
                 return Ok(Vec::new());
             }
-            // As the DuckDB store decides: a folder the copy made or
-            // updated needs its metadata and mtime set when never set, or
-            // when it or a child was copied since; a folder in step that
-            // had data written into it needs its mtime back.
             self.run(|client| {
                 client
                     .batch_execute(&format!(
-                        "DELETE FROM folder_dates; \
-                         INSERT INTO folder_dates \
-                         WITH copied AS (SELECT node_id, max(seq) AS s FROM src_status_events \
-                                         WHERE phase = 'copy' AND status = 'copied' GROUP BY node_id), \
-                              dated AS (SELECT node_id, max(seq) AS s FROM src_status_events \
-                                        WHERE phase = 'dated' GROUP BY node_id), \
-                              touched AS (SELECT p.parent_id AS folder, max(c.s) AS s FROM copy_plan p \
-                                          JOIN copied c ON c.node_id = p.node_id WHERE p.action {DATA} \
-                                          GROUP BY p.parent_id), \
-                              planned AS (SELECT p.node_id, p.depth, p.rel_path, p.mtime_ns, true AS all_meta, \
-                                            p.mode, p.uid, p.gid, p.xattrs, c.s AS copied_at FROM copy_plan p \
-                                          JOIN ({LATEST_COPY}) lc ON lc.node_id = p.node_id \
-                                          JOIN copied c ON c.node_id = p.node_id \
-                                          WHERE p.kind = 0 AND p.action {COPIES} AND lc.st = 'copied'), \
-                              in_step AS (SELECT s.id AS node_id, s.depth, s.rel_path, s.mtime_ns, \
-                                            false AS all_meta, NULL::integer AS mode, NULL::bigint AS uid, \
-                                            NULL::bigint AS gid, NULL::bigint AS xattrs, NULL::bigint AS copied_at \
-                                          FROM src_nodes s JOIN touched t ON t.folder = s.id \
-                                          WHERE s.kind = 0 AND s.id NOT IN (SELECT node_id FROM planned)) \
-                         SELECT x.* FROM (SELECT * FROM planned UNION ALL SELECT * FROM in_step) x \
-                         LEFT JOIN dated d ON d.node_id = x.node_id \
-                         LEFT JOIN touched t ON t.folder = x.node_id \
-                         WHERE x.mtime_ns IS NOT NULL \
-                           AND (d.s IS NULL OR coalesce(x.copied_at, 0) > d.s OR coalesce(t.s, 0) > d.s)"
+                        "DELETE FROM folder_dates; INSERT INTO folder_dates {}",
+                        folders_to_date(
+                            LATEST_COPY,
+                            "NULL::integer AS mode, NULL::bigint AS uid, NULL::bigint AS gid, \
+                             NULL::bigint AS xattrs, NULL::bigint AS copied_at"
+                        )
                     ))
                     .context("find folders to date")
             })?;

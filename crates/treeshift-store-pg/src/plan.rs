@@ -11,11 +11,12 @@
 use crate::PgStore;
 use crate::copy::read_copy_summary;
 use crate::error::Context;
-use crate::schema::LEFT_OUT;
 use postgres::Transaction;
 use treeshift_core::{Approval, Extras, Fact, Phase, PlanCounts, PlanHash, PlanItem, Policy, Side};
-use treeshift_state::plan_sql::{DATA, INSIDE_SKIPPED, PLAN_COLUMNS, PLAN_DIFFERS, plan_cases};
-use treeshift_state::{PlanPreview, StoreError, flag};
+use treeshift_state::plan_sql::{
+    self, DATA, INSIDE_SKIPPED, PLAN_COLUMNS, PLAN_DIFFERS, plan_cases,
+};
+use treeshift_state::{PlanPreview, StoreError, flag, may_approve};
 
 /// Rows of the plan read at a time to hash it.
 const HASH_PAGE: i32 = 10_000;
@@ -82,23 +83,10 @@ impl PgStore {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPROVAL_LOCK])
                 .context("wait for another approval")?;
             let draft = draft(&mut tx, &basis, policy, extras)?;
-            if let Some(expected) = expected.filter(|h| *h != draft.plan_hash) {
-                return Err(StoreError::PlanChanged {
-                    approved: expected.to_string(),
-                    current: draft.plan_hash,
-                });
-            }
-            if let Some(old) = read_approval(&mut tx)? {
-                let copy = read_copy_summary(&mut tx)?;
-                let started = copy.copied + copy.failed + copy.changed + copy.copying > 0;
-                if started && !copy.is_finished() {
-                    if old.plan_hash == draft.plan_hash {
-                        return Ok(old);
-                    }
-                    return Err(StoreError::CopyStarted {
-                        policy: old.policy.to_string(),
-                    });
-                }
+            let old = read_approval(&mut tx)?;
+            let copy = || read_copy_summary(&mut tx);
+            if let Some(kept) = may_approve(&draft.plan_hash, expected, old, copy)? {
+                return Ok(kept);
             }
             let approval = Approval {
                 policy,
@@ -349,12 +337,8 @@ fn skip_under_blocked_folders(tx: &mut Transaction<'_>) -> Result<(), StoreError
     Ok(())
 }
 
-/// Among source files with several names (hard links) in the tree, the
-/// first name by path leads: every other name the plan copies becomes a
-/// link to it, provided the leader will hold the source's data after the
-/// copy (it is in step, or the plan copies it). A name whose leader the
-/// plan leaves differing is copied on its own. (The reason shows the
-/// leader's path with bytes past ASCII escaped, as `\ooo`.)
+/// Makes links of the other names of hard-linked files in the plan (see
+/// `plan_sql::link_names`).
 fn link_names(tx: &mut Transaction<'_>) -> Result<(), StoreError> {
     let any = tx
         .query_one(
@@ -365,27 +349,11 @@ fn link_names(tx: &mut Transaction<'_>) -> Result<(), StoreError> {
     if !any.get::<_, bool>(0) {
         return Ok(());
     }
-    tx.batch_execute(&format!(
-        "UPDATE plan_candidate SET link_to = g.leader, \
-           reason = 'hard link of ' || encode(g.leader, 'escape') \
-         FROM ( \
-           WITH members AS ( \
-             SELECT s.id, s.rel_path, s.dev, s.ino FROM src_nodes s \
-             WHERE s.dev IS NOT NULL AND s.kind = 1 AND s.id NOT IN \
-               (SELECT node_id FROM src_status_events WHERE phase = 'compare' AND status IN {LEFT_OUT})), \
-           groups AS (SELECT dev, ino, (array_agg(rel_path ORDER BY rel_path))[1] AS leader \
-                      FROM members \
-                      GROUP BY dev, ino HAVING count(*) > 1), \
-           leaders AS ( \
-             SELECT g.dev, g.ino, g.leader FROM groups g \
-             JOIN members m ON m.dev = g.dev AND m.ino = g.ino AND m.rel_path = g.leader \
-             LEFT JOIN plan_candidate l ON l.node_id = m.id \
-             WHERE l.node_id IS NULL OR l.action IN ('create', 'replace', 'rename', 'metadata') \
-                OR l.meta_only) \
-           SELECT m.id, l.leader FROM members m JOIN leaders l \
-             ON l.dev = m.dev AND l.ino = m.ino WHERE m.rel_path <> l.leader \
-         ) g \
-         WHERE plan_candidate.node_id = g.id AND plan_candidate.action {DATA}"
+    // PostgreSQL has no min() of bytea; the leader's bytes past ASCII
+    // show escaped, as `\ooo`.
+    tx.batch_execute(&plan_sql::link_names(
+        "(array_agg(rel_path ORDER BY rel_path))[1]",
+        "encode(g.leader, 'escape')",
     ))
     .context("find hard links")
 }

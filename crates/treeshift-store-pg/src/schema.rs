@@ -14,9 +14,7 @@ pub const FORMAT: &str = "treeshift-pg";
 /// folders agree in kind; their metadata may differ), as a SQL list.
 pub const IN_STEP: &str = "('same', 'differs', 'outdated')";
 
-/// The `compare` statuses of nodes that take no part in the migration,
-/// as a SQL list.
-pub const LEFT_OUT: &str = "('excluded', 'invalid-name')";
+pub use treeshift_state::plan_sql::LEFT_OUT;
 
 /// The latest event of `phase` of `side`'s node whose id is the SQL
 /// expression `node`, as a subquery of one row (`status`, `reason`), or

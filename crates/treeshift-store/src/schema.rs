@@ -103,10 +103,7 @@ pub const UPGRADE_PLAN_FROM_2: &[&str] = &["ALTER TABLE {t} ADD COLUMN link_to B
 /// Kind codes stored in `*_nodes.kind` (see `treeshift_core::Kind::code`).
 pub const FOLDER: u8 = 0;
 
-/// The `compare` statuses of nodes that take no part in the migration
-/// (recorded when listed; never traversed, compared or planned), as a SQL
-/// list.
-pub const LEFT_OUT: &str = "('excluded', 'invalid-name')";
+pub use treeshift_state::plan_sql::LEFT_OUT;
 
 /// Tables of a new state file, made after [`event_types`]. `copy_plan` is
 /// the approved plan: one row per source item discovery found missing,

@@ -415,17 +415,6 @@ fn a_read_only_destination_stops_the_copy_cleanly() {
     assert_eq!(snapshot(&dst), snapshot(&src));
 }
 
-/// Runs `treeshift ARGS` without the capabilities that let root ignore
-/// permissions; `None` (after restoring `locked`) if `setpriv` is missing.
-fn run_locked_out(locked: &Path, args: &[&str]) -> Option<(i32, String, String)> {
-    let result = util::run_unprivileged(args);
-    fs::set_permissions(locked, fs::Permissions::from_mode(0o755)).unwrap();
-    if result.is_none() {
-        util::missing_prerequisite("setpriv");
-    }
-    result
-}
-
 #[test]
 fn an_unreadable_source_folder_fails_and_a_retry_walks_and_copies_its_subtree_alone() {
     use std::os::unix::fs::MetadataExt;
@@ -445,7 +434,7 @@ fn an_unreadable_source_folder_fails_and_a_retry_walks_and_copies_its_subtree_al
         "--yes",
         "--json",
     ];
-    let Some((code, out, err)) = run_locked_out(&locked, &args) else {
+    let Some((code, out, err)) = util::run_locked_out(&locked, &args) else {
         return;
     };
     assert_eq!(code, 4, "{err}");
@@ -517,7 +506,7 @@ fn an_unreadable_destination_folder_is_compared_after_a_retry() {
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
     let state = dir.path().join("s.duckdb");
     let args = ["discover", s(&src), s(&dst), "--state", s(&state), "--json"];
-    let Some((code, out, err)) = run_locked_out(&locked, &args) else {
+    let Some((code, out, err)) = util::run_locked_out(&locked, &args) else {
         return;
     };
     assert_eq!(code, 4, "{err}");

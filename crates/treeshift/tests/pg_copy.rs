@@ -236,61 +236,85 @@ fn wait_until(running: &mut Child, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// The uninterrupted result: `SLOW_SRC` migrated into `dst` by one
-/// process with its state in a DuckDB file; its JSON.
-fn migrated_alone(dir: &Path, dst: &Path) -> Value {
-    json_run(&[
-        "migrate",
-        SLOW_SRC,
-        s(dst),
-        "--state",
-        s(&dir.join("alone.duckdb")),
-        "--yes",
-        "--json",
-        "--workers",
-        "2",
-    ])
+/// `SLOW_SRC` discovered and its plan approved for a copy into `dst`,
+/// with its state in a new database, beside the uninterrupted result: one
+/// process's migration of it into `want_dst` on a DuckDB file (`want`, its
+/// JSON).
+struct SlowCopy {
+    url: String,
+    dst: PathBuf,
+    want_dst: PathBuf,
+    want: Value,
+    // Dropped last: the server, then the folders.
+    _cluster: Cluster,
+    _dir: tempfile::TempDir,
 }
 
-/// `SLOW_SRC` discovered into `dst` and its plan approved, on a new
-/// database `name`; its location.
-fn approved(cluster: &Cluster, name: &str, dst: &Path) -> String {
-    let url = cluster.database(name);
-    json_run(&["discover", SLOW_SRC, s(dst), "--state", &url, "--json"]);
-    json_run(&["approve", "--state", &url, "--json"]);
-    url
-}
+impl SlowCopy {
+    /// On a database `name`; `None` where the test is skipped.
+    fn approved(name: &str) -> Option<SlowCopy> {
+        let cluster = Cluster::start()?;
+        let dir = tempfile::tempdir().unwrap();
+        let want_dst = dir.path().join("want");
+        let want = json_run(&[
+            "migrate",
+            SLOW_SRC,
+            s(&want_dst),
+            "--state",
+            s(&dir.path().join("alone.duckdb")),
+            "--yes",
+            "--json",
+            "--workers",
+            "2",
+        ]);
+        let dst = dir.path().join("dst");
+        let url = cluster.database(name);
+        json_run(&["discover", SLOW_SRC, s(&dst), "--state", &url, "--json"]);
+        json_run(&["approve", "--state", &url, "--json"]);
+        Some(SlowCopy {
+            url,
+            dst,
+            want_dst,
+            want,
+            _cluster: cluster,
+            _dir: dir,
+        })
+    }
 
-/// The copy at `url` left `dst` as the uninterrupted run left `want_dst`,
-/// each item copied once (no `copied` event twice), nothing temporary
-/// behind, and a checksum verification finds every item as copied.
-fn assert_copied_as_alone(url: &str, dst: &Path, want_dst: &Path, want: &Value) {
-    let items = want["copy"]["copied"].as_i64().unwrap();
-    assert_eq!(copied_events(url), items, "one copied event per item");
-    assert_eq!(snapshot(dst), snapshot(want_dst));
-    assert!(temporaries(dst).is_empty(), "{:?}", temporaries(dst));
-    let verified = json_run(&["verify", "--state", url, "--checksum", "--json"]);
-    assert_eq!(verified["verified"], verified["checked"], "{verified}");
-    assert_eq!(verified["checked"].as_i64(), Some(items));
+    /// The items the plan copies.
+    fn items(&self) -> i64 {
+        self.want["copy"]["copied"].as_i64().unwrap()
+    }
+
+    /// The copy left `dst` as the uninterrupted run left `want_dst`, each
+    /// item copied once (no `copied` event twice), nothing temporary
+    /// behind, and a checksum verification finds every item as copied.
+    fn assert_copied_as_alone(&self) {
+        let (url, dst) = (self.url.as_str(), self.dst.as_path());
+        assert_eq!(
+            copied_events(url),
+            self.items(),
+            "one copied event per item"
+        );
+        assert_eq!(snapshot(dst), snapshot(&self.want_dst));
+        assert!(temporaries(dst).is_empty(), "{:?}", temporaries(dst));
+        let verified = json_run(&["verify", "--state", url, "--checksum", "--json"]);
+        assert_eq!(verified["verified"], verified["checked"], "{verified}");
+        assert_eq!(verified["checked"].as_i64(), Some(self.items()));
+    }
 }
 
 #[test]
 fn a_copy_killed_mid_run_resumes_to_the_uninterrupted_result() {
-    let Some(cluster) = Cluster::start() else {
+    let Some(slow) = SlowCopy::approved("killed") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let want_dst = dir.path().join("want");
-    let want = migrated_alone(dir.path(), &want_dst);
-    let dst = dir.path().join("dst");
-    let url = approved(&cluster, "killed", &dst);
-    let mut copying = spawn(&["copy", "--state", &url, "--workers", "2"]);
-    wait_until(&mut copying, "10 items copied", || {
-        copied_events(&url) >= 10
-    });
+    let (url, want) = (slow.url.as_str(), &slow.want);
+    let mut copying = spawn(&["copy", "--state", url, "--workers", "2"]);
+    wait_until(&mut copying, "10 items copied", || copied_events(url) >= 10);
     // A verification waits for no copy: it is refused while one runs,
     // and says who copies.
-    let (code, _, err) = run(&["verify", "--state", &url]);
+    let (code, _, err) = run(&["verify", "--state", url]);
     assert_ne!(code, 0);
     assert!(
         err.contains("is copying or verifying this migration"),
@@ -298,33 +322,29 @@ fn a_copy_killed_mid_run_resumes_to_the_uninterrupted_result() {
     );
     copying.kill().unwrap();
     copying.wait().unwrap();
-    let partly = copied_events(&url);
+    let partly = copied_events(url);
     let items = want["copy"]["copied"].as_i64();
     assert!(partly > 0 && Some(partly) < items, "{partly}");
     // Once the killed process's leases run out, its items are copied.
-    let resumed = json_run(&[LEASE[0], LEASE[1], "copy", "--state", &url, "--json"]);
+    let resumed = json_run(&[LEASE[0], LEASE[1], "copy", "--state", url, "--json"]);
     assert_eq!(resumed["failed"], 0, "{resumed}");
     assert_eq!(resumed["copied"], want["copy"]["copied"], "{resumed}");
-    assert_copied_as_alone(&url, &dst, &want_dst, &want);
+    slow.assert_copied_as_alone();
 }
 
 #[test]
 fn workers_copy_beside_a_copy_and_take_over_the_items_of_one_killed() {
-    let Some(cluster) = Cluster::start() else {
+    let Some(slow) = SlowCopy::approved("shared") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let want_dst = dir.path().join("want");
-    let want = migrated_alone(dir.path(), &want_dst);
-    let dst = dir.path().join("dst");
-    let url = approved(&cluster, "shared", &dst);
-    let first = spawn(&["copy", "--state", &url, "--workers", "2", "--json"]);
-    let mut victim = spawn(&["worker", "--state", &url, "--workers", "2", "--json"]);
+    let (url, want) = (slow.url.as_str(), &slow.want);
+    let first = spawn(&["copy", "--state", url, "--workers", "2", "--json"]);
+    let mut victim = spawn(&["worker", "--state", url, "--workers", "2", "--json"]);
     let victim_holds = format!("holder LIKE '%:{}:%'", victim.id());
-    let other = spawn(&["worker", "--state", &url, "--workers", "2", "--json"]);
+    let other = spawn(&["worker", "--state", url, "--workers", "2", "--json"]);
     // Status lists the processes copying and what they hold.
     wait_until(&mut victim, "status listing a process copying", || {
-        let status = json_run(&["status", "--state", &url, "--json"]);
+        let status = json_run(&["status", "--state", url, "--json"]);
         status["workers"]
             .as_array()
             .unwrap()
@@ -334,7 +354,7 @@ fn workers_copy_beside_a_copy_and_take_over_the_items_of_one_killed() {
     // Killed while it holds items it has not finished.
     let holds = format!("SELECT count(*) FROM copy_todo WHERE NOT done AND {victim_holds}");
     wait_until(&mut victim, "the victim holding items", || {
-        count(&url, &holds) > 0
+        count(url, &holds) > 0
     });
     victim.kill().unwrap();
     victim.wait().unwrap();
@@ -358,16 +378,16 @@ fn workers_copy_beside_a_copy_and_take_over_the_items_of_one_killed() {
     // Each living process copied items, and the victim's were taken over
     // under a later lease.
     let holders = count(
-        &url,
+        url,
         &format!("SELECT count(DISTINCT holder) FROM copy_todo WHERE done AND NOT {victim_holds}"),
     );
     assert_eq!(holders, 2, "living processes that copied");
     let taken_over = count(
-        &url,
+        url,
         "SELECT count(*) FROM copy_todo WHERE done AND epoch > 1",
     );
     assert!(taken_over > 0);
-    assert_copied_as_alone(&url, &dst, &want_dst, &want);
+    slow.assert_copied_as_alone();
 }
 
 #[test]
@@ -417,18 +437,14 @@ fn a_failed_copy_is_retried_alone() {
 
 #[test]
 fn workers_started_at_once_share_one_copy() {
-    let Some(cluster) = Cluster::start() else {
+    let Some(slow) = SlowCopy::approved("at_once") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let want_dst = dir.path().join("want");
-    let want = migrated_alone(dir.path(), &want_dst);
-    let dst = dir.path().join("dst");
-    let url = approved(&cluster, "at_once", &dst);
+    let (url, want) = (slow.url.as_str(), &slow.want);
     // No `copy`: the workers begin the copy together, each finding the
     // others beginning it.
     let workers: Vec<Child> = (0..3)
-        .map(|_| spawn(&["worker", "--state", &url, "--workers", "2", "--json"]))
+        .map(|_| spawn(&["worker", "--state", url, "--workers", "2", "--json"]))
         .collect();
     for worker in workers {
         let out = worker.wait_with_output().unwrap();
@@ -439,24 +455,13 @@ fn workers_started_at_once_share_one_copy() {
     }
     assert_eq!(
         count(
-            &url,
+            url,
             "SELECT count(DISTINCT holder) FROM copy_todo WHERE done"
         ),
         3,
         "every worker copied"
     );
-    assert_copied_as_alone(&url, &dst, &want_dst, &want);
-}
-
-/// `args` run with file permissions enforced (capabilities dropped), then
-/// `locked` opened again; `None` without setpriv (a failure under CI).
-fn locked_out(locked: &Path, args: &[&str]) -> Option<(i32, String, String)> {
-    let result = util::run_unprivileged(args);
-    fs::set_permissions(locked, fs::Permissions::from_mode(0o755)).unwrap();
-    if result.is_none() {
-        util::missing_prerequisite("setpriv");
-    }
-    result
+    slow.assert_copied_as_alone();
 }
 
 #[test]
@@ -495,7 +500,7 @@ fn a_retry_sweep_lists_failed_folders_again_as_on_a_file() {
                 "--yes",
                 "--json",
             ];
-            let Some((code, _, err)) = locked_out(&locked, &migrate) else {
+            let Some((code, _, err)) = util::run_locked_out(&locked, &migrate) else {
                 return;
             };
             assert_eq!(code, 4, "{store}: {err}");

@@ -9,10 +9,10 @@
 use super::compare::latest_written;
 use super::{Db, ErrorRow, EventRow, Writer, exists, ix};
 use crate::error::Context;
-use crate::schema::{FOLDER, LEFT_OUT};
+use crate::schema::FOLDER;
 use crate::{
     CopyEvent, CopyPull, CopyTask, CopyTodo, DstSeen, FolderTime, PlanPreview, ReviewSelect,
-    StoreError, VerifyEvent, VerifyTask,
+    StoreError, VerifyEvent, VerifyTask, may_approve,
 };
 use duckdb::params;
 use treeshift_core::{
@@ -20,7 +20,8 @@ use treeshift_core::{
     PlanHash, PlanItem, Policy, RelPath, Side, VerifySummary,
 };
 use treeshift_state::plan_sql::{
-    COPIES, DATA, INSIDE_SKIPPED, PLAN_COLUMNS, PLAN_DIFFERS, expected_mtime, plan_cases,
+    COPIES, DATA, INSIDE_SKIPPED, PLAN_COLUMNS, PLAN_DIFFERS, expected_mtime, folders_to_date,
+    link_names, plan_cases,
 };
 
 /// The latest copy status and reason per plan item.
@@ -150,11 +151,8 @@ impl Writer {
         })
     }
 
-    /// Among source files with several names (hard links) in the tree,
-    /// the first name by path leads: every other name the plan copies
-    /// becomes a link to it, provided the leader will hold the source's
-    /// data after the copy (it is in step, or the plan copies it). A name
-    /// whose leader the plan leaves differing is copied on its own.
+    /// Makes links of the other names of hard-linked files in the plan
+    /// (see `plan_sql::link_names`).
     fn link_names(&mut self) -> Result<(), StoreError> {
         if !exists(
             &self.conn,
@@ -165,26 +163,7 @@ impl Writer {
             return Ok(());
         }
         self.conn
-            .execute_batch(&format!(
-                "UPDATE plan_candidate SET link_to = g.leader, reason = 'hard link of ' || g.leader::VARCHAR \
-                 FROM ( \
-                   WITH members AS ( \
-                     SELECT s.id, s.rel_path, s.dev, s.ino FROM src_nodes s \
-                     WHERE s.dev IS NOT NULL AND s.kind = 1 AND s.id NOT IN \
-                       (SELECT node_id FROM src_status_events WHERE phase = 'compare' AND status IN {LEFT_OUT})), \
-                   groups AS (SELECT dev, ino, min(rel_path) AS leader FROM members \
-                              GROUP BY ALL HAVING count(*) > 1), \
-                   leaders AS ( \
-                     SELECT g.dev, g.ino, g.leader FROM groups g \
-                     JOIN members m ON m.dev = g.dev AND m.ino = g.ino AND m.rel_path = g.leader \
-                     LEFT JOIN plan_candidate l ON l.node_id = m.id \
-                     WHERE l.node_id IS NULL OR l.action IN ('create', 'replace', 'rename', 'metadata') \
-                        OR l.meta_only) \
-                   SELECT m.id, l.leader FROM members m JOIN leaders l \
-                     ON l.dev = m.dev AND l.ino = m.ino WHERE m.rel_path <> l.leader \
-                 ) g \
-                 WHERE plan_candidate.node_id = g.id AND plan_candidate.action {DATA}"
-            ))
+            .execute_batch(&link_names("min(rel_path)", "g.leader::VARCHAR"))
             .context("find hard links")
     }
 
@@ -258,23 +237,10 @@ impl Writer {
         self.check_discovered()?;
         let draft = self.draft_plan(policy, extras)?;
         // What the approver saw must be what is approved.
-        if let Some(expected) = expected_hash.filter(|h| *h != draft.plan_hash) {
-            return Err(StoreError::PlanChanged {
-                approved: expected.to_string(),
-                current: draft.plan_hash,
-            });
-        }
-        if let Some(old) = self.approval()? {
-            let summary = self.copy_summary()?;
-            let started = summary.copied + summary.failed + summary.changed + summary.copying > 0;
-            if started && !summary.is_finished() {
-                if old.plan_hash == draft.plan_hash {
-                    return Ok(old);
-                }
-                return Err(StoreError::CopyStarted {
-                    policy: old.policy.to_string(),
-                });
-            }
+        let old = self.approval()?;
+        let copy = || self.copy_summary();
+        if let Some(kept) = may_approve(&draft.plan_hash, expected_hash, old, copy)? {
+            return Ok(kept);
         }
         let approval = Approval {
             policy,
@@ -589,38 +555,14 @@ impl Writer {
     ) -> Result<Vec<FolderTime>, StoreError> {
         if after.is_none() {
             self.flush()?;
-            // A folder the copy made or updated (a folder left `changed`
-            // has something else at its path, which is not ours) needs its
-            // metadata and mtime set when they were never set, or when the
-            // folder or a child of it was copied after the last time; a
-            // folder that was in step but had data written into it needs
-            // its mtime back. A retry or a resumed run then touches only the
-            // folders it wrote into.
             self.conn
                 .execute_batch(&format!(
-                    "CREATE OR REPLACE TEMP TABLE folder_dates AS \
-                     WITH copied AS (SELECT node_id, max(seq) AS s FROM src_status_events \
-                                     WHERE phase = 'copy' AND status = 'copied' GROUP BY node_id), \
-                          dated AS (SELECT node_id, max(seq) AS s FROM src_status_events \
-                                    WHERE phase = 'dated' GROUP BY node_id), \
-                          touched AS (SELECT p.parent_id AS folder, max(c.s) AS s FROM copy_plan p \
-                                      JOIN copied c ON c.node_id = p.node_id WHERE p.action {DATA} \
-                                      GROUP BY p.parent_id), \
-                          planned AS (SELECT p.node_id, p.depth, p.rel_path, p.mtime_ns, true AS all_meta, \
-                                        p.mode, p.uid, p.gid, p.xattrs, c.s AS copied_at FROM copy_plan p \
-                                      JOIN ({LATEST_COPY}) lc ON lc.node_id = p.node_id \
-                                      JOIN copied c ON c.node_id = p.node_id \
-                                      WHERE p.kind = {FOLDER} AND p.action {COPIES} AND lc.st = 'copied'), \
-                          in_step AS (SELECT s.id AS node_id, s.depth, s.rel_path, s.mtime_ns, false AS all_meta, \
-                                        NULL::UINTEGER AS mode, NULL::UINTEGER AS uid, NULL::UINTEGER AS gid, \
-                                        NULL::UBIGINT AS xattrs, NULL::BIGINT AS copied_at \
-                                      FROM src_nodes s JOIN touched t ON t.folder = s.id \
-                                      WHERE s.kind = {FOLDER} AND s.id NOT IN (SELECT node_id FROM planned)) \
-                     SELECT x.* FROM (SELECT * FROM planned UNION ALL SELECT * FROM in_step) x \
-                     LEFT JOIN dated d ON d.node_id = x.node_id \
-                     LEFT JOIN touched t ON t.folder = x.node_id \
-                     WHERE x.mtime_ns IS NOT NULL \
-                       AND (d.s IS NULL OR coalesce(x.copied_at, 0) > d.s OR coalesce(t.s, 0) > d.s)"
+                    "CREATE OR REPLACE TEMP TABLE folder_dates AS {}",
+                    folders_to_date(
+                        LATEST_COPY,
+                        "NULL::UINTEGER AS mode, NULL::UINTEGER AS uid, NULL::UINTEGER AS gid, \
+                         NULL::UBIGINT AS xattrs, NULL::BIGINT AS copied_at"
+                    )
                 ))
                 .context("find folders to date")?;
         }

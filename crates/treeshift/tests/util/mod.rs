@@ -431,6 +431,19 @@ pub fn run_unprivileged(args: &[&str]) -> Option<(i32, String, String)> {
     ))
 }
 
+/// Runs `treeshift ARGS` without the capabilities that let root ignore
+/// permissions, then opens `locked` again (mode 755); `None` if `setpriv`
+/// is missing (a failure under CI).
+pub fn run_locked_out(locked: &Path, args: &[&str]) -> Option<(i32, String, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let result = run_unprivileged(args);
+    std::fs::set_permissions(locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    if result.is_none() {
+        missing_prerequisite("setpriv");
+    }
+    result
+}
+
 /// Sets the mtime of a file or folder (seconds since the epoch).
 pub fn set_mtime(p: &Path, secs: u64) {
     std::fs::File::open(p)
