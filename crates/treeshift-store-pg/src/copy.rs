@@ -132,6 +132,23 @@ impl PgStore {
         Ok(())
     }
 
+    /// Takes the copy lock alone, to verify. While other processes hold it
+    /// and the copy has finished (they are ending), waits for them, a
+    /// minute at most; while the copy goes on, refused.
+    pub(crate) fn hold_verify_lock(&self) -> Result<(), StoreError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.hold_copy_lock(true) {
+                Err(StoreError::InUse { .. })
+                    if std::time::Instant::now() < deadline && self.copy_finished()? =>
+                {
+                    std::thread::sleep(WAIT_FOR_OTHERS);
+                }
+                held => return held,
+            }
+        }
+    }
+
     /// Prepares this process's part of a copy run, the same whether other
     /// processes copy already or not: the run's working set is brought up
     /// to the approved items not done yet (those whose latest copy event

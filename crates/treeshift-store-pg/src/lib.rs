@@ -10,11 +10,11 @@
 //! completing it check, in the same transaction, that the lease is still
 //! the caller's ([`StoreError::LeaseLost`] if it expired and was taken):
 //! a worker that stalled past its lease cannot commit over the one that
-//! took the folder over. The plan and its approval (`plan`), the copy
-//! (`copy`) and verification (`verify`) run in one process at a time,
-//! which holds the copy lock; a retry sweep reopens discovery's rounds
-//! (`retry`). Review pages, browsing and delta passes are the DuckDB
-//! store's alone so far.
+//! took the folder over. The plan and its approval (`plan`); the copy
+//! (`copy`), its items leased as folders are, by any number of processes;
+//! verification (`verify`), by one process alone; a retry sweep reopens
+//! discovery's rounds (`retry`). Review pages, browsing and delta passes
+//! are the DuckDB store's alone so far.
 
 mod compare;
 mod copy;

@@ -27,7 +27,7 @@ impl PgStore {
     /// Prepares a verification of every copied item (with a checksum of
     /// the data if `checksum`); returns how many.
     pub fn begin_verify(&self, checksum: bool) -> Result<u64, StoreError> {
-        self.hold_copy_lock(true)?;
+        self.hold_verify_lock()?;
         self.run(|client| {
             let mut tx = client.transaction().context("begin a verification")?;
             tx.execute(

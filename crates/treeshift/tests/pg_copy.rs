@@ -526,3 +526,104 @@ fn a_retry_sweep_lists_failed_folders_again_as_on_a_file() {
         assert_eq!(requeued, 1, "{}", reports[1]);
     }
 }
+
+#[test]
+fn migrate_with_workers_beside_it_verifies_once_they_end() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let want_dst = dir.path().join("want");
+    let alone = s(&dir.path().join("alone.duckdb")).to_string();
+    let want = json_run(&[
+        "migrate",
+        SLOW_SRC,
+        s(&want_dst),
+        "--state",
+        &alone,
+        "--yes",
+        "--json",
+    ]);
+    let dst = dir.path().join("dst");
+    let url = cluster.database("migrated");
+    let mut migrating = spawn(&[
+        "migrate",
+        SLOW_SRC,
+        s(&dst),
+        "--state",
+        &url,
+        "--yes",
+        "--checksum",
+        "--json",
+    ]);
+    // Workers join once the migration is made: they list, then copy.
+    wait_until(&mut migrating, "the migration made", || {
+        count(
+            &url,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'src_leases'",
+        ) > 0
+    });
+    let workers: Vec<Child> = (0..2)
+        .map(|_| spawn(&["worker", "--state", &url, "--workers", "2", "--json"]))
+        .collect();
+    let out = migrating.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The verification waited for the workers' last items.
+    assert_eq!(result["copy"]["copied"], want["copy"]["copied"], "{result}");
+    assert_eq!(
+        result["verify"]["verified"], want["copy"]["copied"],
+        "{result}"
+    );
+    for worker in workers {
+        let out = worker.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(Some(copied_events(&url)), want["copy"]["copied"].as_i64());
+    assert_eq!(snapshot(&dst), snapshot(&want_dst));
+}
+
+#[test]
+fn a_verification_after_the_copy_waits_for_the_copying_processes_to_end() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    make_tree(&src, 2, 1, 3);
+    let url = cluster.database("verified");
+    json_run(&[
+        "migrate",
+        s(&src),
+        s(&dst),
+        "--state",
+        &url,
+        "--yes",
+        "--json",
+    ]);
+    // A process still holding the copying processes' lock (shared, as
+    // each does until it ends), its copy finished.
+    let mut ending = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    ending
+        .execute("SELECT pg_advisory_lock_shared(7365731)", &[])
+        .unwrap();
+    let mut verifying = spawn(&["verify", "--state", &url, "--json"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(verifying.try_wait().unwrap().is_none(), "it waits");
+    drop(ending);
+    let out = verifying.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verified: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verified["verified"], verified["checked"], "{verified}");
+}
