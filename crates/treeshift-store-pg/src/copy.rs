@@ -157,8 +157,12 @@ impl PgStore {
     /// once it needs no work. Returns what is left to do.
     pub fn begin_copy(&self) -> Result<CopyTodo, StoreError> {
         self.hold_copy_lock(false)?;
-        // Rows no other process holds (none whose lease runs).
-        let free = "(t.done OR t.holder IS NULL OR t.expires_at < clock_timestamp())";
+        // Rows no other process holds (none whose lease runs): this
+        // process's own are from a run of its own it left.
+        let free = format!(
+            "(t.done OR t.holder IS NULL OR t.holder = '{}' OR t.expires_at < clock_timestamp())",
+            self.holder.replace('\'', "''")
+        );
         let columns = format!(
             "{PLAN_COLUMNS}, copy_status, attempt, src_folder_dev, src_folder_ino, \
              dst_folder_dev, dst_folder_ino"
