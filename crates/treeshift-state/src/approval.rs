@@ -1,4 +1,5 @@
-//! When a plan may be approved: the rule both stores keep.
+//! When a plan may be approved, and when an approval still holds: the
+//! rules both stores keep.
 
 use crate::StoreError;
 use treeshift_core::{Approval, CopySummary};
@@ -34,4 +35,22 @@ pub fn may_approve(
     Err(StoreError::CopyStarted {
         policy: old.policy.to_string(),
     })
+}
+
+/// The recorded `approval` (`None`: nothing approved), if the plan
+/// discovery gives now, whose hash `current` reads, is still the one it
+/// approved.
+pub fn still_approved(
+    approval: Option<Approval>,
+    current: impl FnOnce(&Approval) -> Result<String, StoreError>,
+) -> Result<Approval, StoreError> {
+    let approval = approval.ok_or(StoreError::NotApproved)?;
+    let current = current(&approval)?;
+    if current != approval.plan_hash {
+        return Err(StoreError::PlanChanged {
+            approved: approval.plan_hash,
+            current,
+        });
+    }
+    Ok(approval)
 }

@@ -13,7 +13,7 @@ mod stats;
 mod store;
 mod types;
 
-pub use approval::may_approve;
+pub use approval::{may_approve, still_approved};
 pub use error::{DbError, DbErrorKind, StoreError};
 pub use migration::Difference;
 pub use stats::{DepthStats, summary_from};

@@ -6,7 +6,7 @@
 //! differs between the two (latest-event lookups, types, an aggregate)
 //! each store passes in.
 
-use treeshift_core::{Fact, Policy, Rule, Why, rules};
+use treeshift_core::{CopyStatus, CopySummary, Fact, Policy, Rule, Why, rules};
 
 /// Columns of `copy_plan`, in table order.
 pub const PLAN_COLUMNS: &str = "node_id, parent_id, depth, kind, size, mtime_ns, rel_path, status, \
@@ -103,6 +103,63 @@ pub fn folders_to_date(latest_copy: &str, no_meta: &str) -> String {
          LEFT JOIN touched t ON t.folder = x.node_id \
          WHERE x.mtime_ns IS NOT NULL \
            AND (d.s IS NULL OR coalesce(x.copied_at, 0) > d.s OR coalesce(t.s, 0) > d.s)"
+    )
+}
+
+/// The copy's counts, as one row: the plan's items, then their number by
+/// each of `CopyStatus::ALL` in its order, then the bytes planned and the
+/// bytes copied (see [`copy_summary_from`]). `latest_copy` is the store's
+/// query of each item's latest copy status (`node_id`, `st`).
+pub fn copy_summary(latest_copy: &str) -> String {
+    let counts = CopyStatus::ALL
+        .iter()
+        .map(|s| format!("count(*) FILTER (WHERE st = '{}')", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT count(*), {counts}, \
+           coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND link_to IS NULL), 0)::BIGINT, \
+           coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND link_to IS NULL \
+                                      AND st = 'copied'), 0)::BIGINT \
+         FROM (SELECT p.kind, p.size, p.action, p.link_to, coalesce(c.st, 'pending') AS st \
+               FROM copy_plan p LEFT JOIN ({latest_copy}) c ON c.node_id = p.node_id) x"
+    )
+}
+
+/// The summary in a row of [`copy_summary`], read by `value(i)`.
+pub fn copy_summary_from(value: impl Fn(usize) -> i64) -> CopySummary {
+    let n = |i| value(i).max(0) as u64;
+    let by_status = |status: CopyStatus| {
+        let at = CopyStatus::ALL.iter().position(|s| *s == status);
+        n(1 + at.unwrap_or(0))
+    };
+    let bytes = 1 + CopyStatus::ALL.len();
+    CopySummary {
+        planned: n(0),
+        pending: by_status(CopyStatus::Pending),
+        copying: by_status(CopyStatus::Copying),
+        copied: by_status(CopyStatus::Copied),
+        skipped: by_status(CopyStatus::Skipped),
+        failed: by_status(CopyStatus::Failed),
+        changed: by_status(CopyStatus::Changed),
+        bytes_planned: n(bytes),
+        bytes_copied: n(bytes + 1),
+    }
+}
+
+/// What a verification checks: every copied item the copy acted on
+/// (node_id, depth, kind, rel_path, size, the mtime it should have, mode,
+/// uid, gid, xattrs, link_to). `latest_copy` as for [`copy_summary`];
+/// `latest_written` the store's query of the latest record of what was
+/// written at each path with its own mtime, as `w`.
+pub fn to_verify(latest_copy: &str, latest_written: &str) -> String {
+    format!(
+        "SELECT p.node_id, p.depth, p.kind, p.rel_path, p.size, {expected} AS mtime_ns, \
+           p.mode, p.uid, p.gid, p.xattrs, p.link_to FROM copy_plan p \
+         JOIN ({latest_copy}) c ON c.node_id = p.node_id \
+         LEFT JOIN {latest_written} ON w.rel_path = p.rel_path \
+         WHERE c.st = 'copied' AND p.action {COPIES}",
+        expected = expected_mtime("p"),
     )
 }
 

@@ -19,7 +19,9 @@ use postgres::GenericClient;
 use std::path::PathBuf;
 use std::time::Duration;
 use treeshift_core::{Action, CopyStatus, CopySummary, FileId, Kind, Meta, RelPath, Side};
-use treeshift_state::plan_sql::{COPIES, DATA, PLAN_COLUMNS, folders_to_date};
+use treeshift_state::plan_sql::{
+    COPIES, DATA, PLAN_COLUMNS, copy_summary, copy_summary_from, folders_to_date,
+};
 use treeshift_state::{CopyEvent, CopyPull, CopyTask, CopyTodo, DstSeen, FolderTime, StoreError};
 
 /// The session lock copying processes hold shared, and a verifying one
@@ -552,44 +554,10 @@ impl PgStore {
 pub(crate) fn read_copy_summary(
     client: &mut impl GenericClient,
 ) -> Result<CopySummary, StoreError> {
-    let counts = CopyStatus::ALL
-        .iter()
-        .map(|s| format!("count(*) FILTER (WHERE st = '{}')", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ");
     let row = client
-        .query_one(
-            &format!(
-                "SELECT count(*), {counts}, \
-                   coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND link_to IS NULL), 0)::bigint, \
-                   coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND link_to IS NULL \
-                                              AND st = 'copied'), 0)::bigint \
-                 FROM (SELECT p.kind, p.size, p.action, p.link_to, coalesce(c.st, 'pending') AS st \
-                       FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id) x"
-            ),
-            &[],
-        )
+        .query_one(&copy_summary(LATEST_COPY), &[])
         .context("summarise the copy")?;
-    let n = |i| row.get::<_, i64>(i).max(0) as u64;
-    let by_status = |status: CopyStatus| {
-        let at = CopyStatus::ALL
-            .iter()
-            .position(|s| *s == status)
-            .unwrap_or(0);
-        n(1 + at)
-    };
-    let after = 1 + CopyStatus::ALL.len();
-    Ok(CopySummary {
-        planned: n(0),
-        pending: by_status(CopyStatus::Pending),
-        copying: by_status(CopyStatus::Copying),
-        copied: by_status(CopyStatus::Copied),
-        skipped: by_status(CopyStatus::Skipped),
-        failed: by_status(CopyStatus::Failed),
-        changed: by_status(CopyStatus::Changed),
-        bytes_planned: n(after),
-        bytes_copied: n(after + 1),
-    })
+    Ok(copy_summary_from(|i| row.get(i)))
 }
 
 /// A copy task from a row of [`TASK_COLUMNS`].

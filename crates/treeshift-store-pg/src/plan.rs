@@ -16,7 +16,7 @@ use treeshift_core::{Approval, Extras, Fact, Phase, PlanCounts, PlanHash, PlanIt
 use treeshift_state::plan_sql::{
     self, DATA, INSIDE_SKIPPED, PLAN_COLUMNS, PLAN_DIFFERS, plan_cases,
 };
-use treeshift_state::{PlanPreview, StoreError, flag, may_approve};
+use treeshift_state::{PlanPreview, StoreError, flag, may_approve, still_approved};
 
 /// Rows of the plan read at a time to hash it.
 const HASH_PAGE: i32 = 10_000;
@@ -116,15 +116,9 @@ impl PgStore {
 
     /// The approval, checked against the plan discovery gives now.
     pub fn approved_plan(&self) -> Result<Approval, StoreError> {
-        let approval = self.approval()?.ok_or(StoreError::NotApproved)?;
-        let current = self.preview_plan(approval.policy, approval.extras)?;
-        if current.plan_hash != approval.plan_hash {
-            return Err(StoreError::PlanChanged {
-                approved: approval.plan_hash,
-                current: current.plan_hash,
-            });
-        }
-        Ok(approval)
+        still_approved(self.approval()?, |a| {
+            Ok(self.preview_plan(a.policy, a.extras)?.plan_hash)
+        })
     }
 
     /// Extends the approval to plan items new since it (a retry sweep's

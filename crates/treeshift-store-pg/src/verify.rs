@@ -7,7 +7,7 @@ use crate::copy::{LATEST_COPY, kind_of, meta_at};
 use crate::error::Context;
 use crate::events::{Event, append_events};
 use treeshift_core::{RelPath, Side, VerifySummary};
-use treeshift_state::plan_sql::{COPIES, expected_mtime};
+use treeshift_state::plan_sql::to_verify;
 use treeshift_state::{StoreError, VerifyEvent, VerifyTask};
 
 /// The latest verify status and reason of each item.
@@ -37,15 +37,8 @@ impl PgStore {
             )
             .context("record the verify mode")?;
             tx.batch_execute(&format!(
-                "DELETE FROM verify_todo; \
-                 INSERT INTO verify_todo \
-                 SELECT p.node_id, p.depth, p.kind, p.rel_path, p.size, {expected}, \
-                   p.mode, p.uid, p.gid, p.xattrs, p.link_to FROM copy_plan p \
-                 JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
-                 LEFT JOIN {latest} ON w.rel_path = p.rel_path \
-                 WHERE c.st = 'copied' AND p.action {COPIES}",
-                expected = expected_mtime("p"),
-                latest = latest_written("own_mtime_ns IS NOT NULL"),
+                "DELETE FROM verify_todo; INSERT INTO verify_todo {}",
+                to_verify(LATEST_COPY, &latest_written("own_mtime_ns IS NOT NULL"))
             ))
             .context("prepare the verification")?;
             let items: i64 = tx

@@ -12,7 +12,7 @@ use crate::error::Context;
 use crate::schema::FOLDER;
 use crate::{
     CopyEvent, CopyPull, CopyTask, CopyTodo, DstSeen, FolderTime, PlanPreview, ReviewSelect,
-    StoreError, VerifyEvent, VerifyTask, may_approve,
+    StoreError, VerifyEvent, VerifyTask, may_approve, still_approved,
 };
 use duckdb::params;
 use treeshift_core::{
@@ -20,8 +20,8 @@ use treeshift_core::{
     PlanHash, PlanItem, Policy, RelPath, Side, VerifySummary,
 };
 use treeshift_state::plan_sql::{
-    COPIES, DATA, INSIDE_SKIPPED, PLAN_COLUMNS, PLAN_DIFFERS, expected_mtime, folders_to_date,
-    link_names, plan_cases,
+    COPIES, DATA, INSIDE_SKIPPED, PLAN_COLUMNS, PLAN_DIFFERS, copy_summary, copy_summary_from,
+    folders_to_date, link_names, plan_cases, to_verify,
 };
 
 /// The latest copy status and reason per plan item.
@@ -364,16 +364,11 @@ impl Writer {
     }
 
     pub(crate) fn approved_plan(&mut self) -> Result<Approval, StoreError> {
-        let approval = self.approval()?.ok_or(StoreError::NotApproved)?;
-        self.check_discovered()?;
-        let draft = self.draft_plan(approval.policy, approval.extras)?;
-        if draft.plan_hash != approval.plan_hash {
-            return Err(StoreError::PlanChanged {
-                approved: approval.plan_hash,
-                current: draft.plan_hash,
-            });
-        }
-        Ok(approval)
+        let approval = self.approval()?;
+        still_approved(approval, |a| {
+            self.check_discovered()?;
+            Ok(self.draft_plan(a.policy, a.extras)?.plan_hash)
+        })
     }
 
     pub(crate) fn begin_copy(&mut self) -> Result<CopyTodo, StoreError> {
@@ -609,14 +604,8 @@ impl Writer {
             .context("record the verify mode")?;
         self.conn
             .execute_batch(&format!(
-                "CREATE OR REPLACE TEMP TABLE verify_todo AS \
-                 SELECT p.node_id, p.depth, p.kind, p.rel_path, p.size, {expected} AS mtime_ns, \
-                   p.mode, p.uid, p.gid, p.xattrs, p.link_to FROM copy_plan p \
-                 JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
-                 LEFT JOIN {latest} ON w.rel_path = p.rel_path \
-                 WHERE c.st = 'copied' AND p.action {COPIES}",
-                expected = expected_mtime("p"),
-                latest = latest_written("own_mtime_ns IS NOT NULL"),
+                "CREATE OR REPLACE TEMP TABLE verify_todo AS {}",
+                to_verify(LATEST_COPY, &latest_written("own_mtime_ns IS NOT NULL"))
             ))
             .context("prepare the verification")?;
         Ok(self.query_i64("SELECT count(*) FROM verify_todo")?.max(0) as u64)
@@ -677,38 +666,14 @@ impl Db {
     }
 
     pub(crate) fn copy_summary(&self) -> Result<CopySummary, StoreError> {
-        let counts = CopyStatus::ALL
-            .iter()
-            .map(|s| format!("count(*) FILTER (WHERE st = '{}')", s.as_str()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let v: Vec<i64> = self
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT count(*), {counts}, \
-                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND link_to IS NULL), 0)::BIGINT, \
-                       coalesce(sum(size) FILTER (WHERE kind = 1 AND action {DATA} AND link_to IS NULL \
-                                                  AND st = 'copied'), 0)::BIGINT \
-                     FROM (SELECT p.kind, p.size, p.action, p.link_to, coalesce(c.st, 'pending') AS st \
-                           FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id)"
-                ),
-                [],
-                |r| (0..9).map(|i| r.get::<_, i64>(i)).collect(),
-            )
-            .context("summarise the copy")?;
-        let v: Vec<u64> = v.into_iter().map(|x| x.max(0) as u64).collect();
-        Ok(CopySummary {
-            planned: v[0],
-            pending: v[1],
-            copying: v[2],
-            copied: v[3],
-            skipped: v[4],
-            failed: v[5],
-            changed: v[6],
-            bytes_planned: v[7],
-            bytes_copied: v[8],
-        })
+        self.conn
+            .query_row(&copy_summary(LATEST_COPY), [], |r| {
+                let v = (0..9)
+                    .map(|i| r.get::<_, i64>(i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(copy_summary_from(|i| v[i]))
+            })
+            .context("summarise the copy")
     }
 
     pub(crate) fn verify_summary(&self) -> Result<Option<VerifySummary>, StoreError> {
