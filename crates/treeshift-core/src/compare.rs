@@ -2,14 +2,15 @@
 //! path, as a function: the rule a store applies where it compares one
 //! pair at a time (the PostgreSQL store compares a folder's children when
 //! the destination folder's listing completes). The DuckDB store applies
-//! the same rule in set-based SQL; the end-to-end tests run one discovery
-//! on both stores and compare every node's status and reason, so the two
-//! cannot drift apart unnoticed.
+//! the same rule in set-based SQL; the end-to-end tests run the same
+//! passes on both stores and compare every node's status and reason, so
+//! the two cannot drift apart unnoticed.
 //!
-//! This is the first pass's rule: the destination compared with the
-//! source alone. What later passes add (a destination still equal to the
-//! previous pass's source is `outdated`; an object compared with the
-//! record of what treeshift wrote) is the DuckDB store's alone so far.
+//! From the second pass on, a pair has a history ([`PairHistory`]): a
+//! destination still equal to the previous pass's source is `outdated`
+//! rather than `differs`, and an object is compared with the record of
+//! what treeshift wrote there. What changed on the source between passes
+//! is [`source_change`].
 
 use crate::{Kind, Meta, Status, mtime_secs};
 
@@ -27,6 +28,34 @@ pub struct NodeFacts {
     pub meta: Meta,
 }
 
+/// What treeshift wrote at a path, as the copy recorded it: the
+/// source's size and mtime then, the etag the store returned, and the
+/// object's own mtime where the store keeps one apart from its listing's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WrittenFacts<'a> {
+    /// The source's size when written.
+    pub size: u64,
+    /// The source's mtime when written.
+    pub mtime_ns: Option<i64>,
+    /// The etag the store returned.
+    pub etag: Option<&'a str>,
+    /// The mtime the destination listed for it, where it keeps its own.
+    pub own_mtime_ns: Option<i64>,
+}
+
+/// What a pair's comparison knows beyond the two nodes: the destination's
+/// etag, the previous pass's source node of the same path, and the latest
+/// record of what treeshift wrote there. Empty in a first pass.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PairHistory<'a> {
+    /// The etag the destination's listing gave.
+    pub dst_etag: Option<&'a str>,
+    /// The previous pass's source node of this path.
+    pub previous: Option<NodeFacts>,
+    /// What treeshift wrote at this path.
+    pub written: Option<WrittenFacts<'a>>,
+}
+
 /// The status of the source node `src` against the destination node
 /// `dst` of the same path (both present), with its reason. Data first
 /// (kind, then size and mtime to the second, for all but folders), then
@@ -34,27 +63,80 @@ pub struct NodeFacts {
 /// and a folder's mtime), each compared only where both sides recorded
 /// it. A reason that starts with `metadata:` says the data is in step.
 pub fn compare_pair(src: &NodeFacts, dst: &NodeFacts) -> (Status, Option<String>) {
+    compare_in_pass(src, dst, &PairHistory::default())
+}
+
+/// [`compare_pair`] in a pass with a history. A difference is `outdated`
+/// rather than `differs` where the destination is as treeshift left it:
+/// equal to the previous pass's source node, or the very object
+/// treeshift wrote there (its etag, or its size and own mtime).
+///
+/// A destination that keeps no mtime (an object store's listing gives the
+/// upload's time, which is not recorded) compares a file by size, and by
+/// the record of what treeshift wrote: an object written from another
+/// version of the source, or changed since (another etag), differs. A
+/// source file still the version written is expected on the destination
+/// with the mtime the destination gave it then, where it keeps its own.
+pub fn compare_in_pass(
+    src: &NodeFacts,
+    dst: &NodeFacts,
+    history: &PairHistory<'_>,
+) -> (Status, Option<String>) {
     if src.kind != dst.kind {
         let reason = format!("{} on src, {} on dst", src.kind.as_str(), dst.kind.as_str());
         return (Status::Conflict, Some(reason));
     }
+    let reason = data_difference(src, dst, history).or_else(|| meta_difference(src, dst));
+    match reason {
+        None => (Status::Same, None),
+        Some(reason) if owned(dst, history) => (Status::Outdated, Some(reason)),
+        Some(reason) => (Status::Differs, Some(reason)),
+    }
+}
+
+/// Why the data of two nodes of one kind differs, if it does.
+fn data_difference(src: &NodeFacts, dst: &NodeFacts, history: &PairHistory<'_>) -> Option<String> {
+    if src.kind == Kind::Folder {
+        return None;
+    }
+    if src.size != dst.size {
+        return Some(format!("size {} on src, {} on dst", src.size, dst.size));
+    }
     let secs = |ns: Option<i64>| ns.map(mtime_secs);
     let shown = |s: Option<i64>| s.map_or_else(|| "?".to_string(), |s| s.to_string());
-    if src.kind != Kind::Folder {
-        if src.size != dst.size {
-            let reason = format!("size {} on src, {} on dst", src.size, dst.size);
-            return (Status::Differs, Some(reason));
-        }
-        if dst.mtime_ns.is_some() && secs(src.mtime_ns) != secs(dst.mtime_ns) {
-            let reason = format!(
-                "mtime {} on src, {} on dst",
-                shown(secs(src.mtime_ns)),
-                shown(secs(dst.mtime_ns))
-            );
-            return (Status::Differs, Some(reason));
-        }
+    let written = history.written.as_ref();
+    // The source still the version written: its mtime on the destination
+    // is the one the destination gave it then.
+    let expected = written
+        .filter(|w| w.size == src.size && secs(w.mtime_ns) == secs(src.mtime_ns))
+        .and_then(|w| w.own_mtime_ns)
+        .or(src.mtime_ns);
+    if dst.mtime_ns.is_some() && secs(expected) != secs(dst.mtime_ns) {
+        return Some(format!(
+            "mtime {} on src, {} on dst",
+            shown(secs(expected)),
+            shown(secs(dst.mtime_ns))
+        ));
     }
-    let differ = |a: Option<u32>, b: Option<u32>| matches!((a, b), (Some(a), Some(b)) if a != b);
+    let w = written.filter(|_| dst.mtime_ns.is_none() && src.kind == Kind::File)?;
+    if w.etag != history.dst_etag {
+        return Some(format!(
+            "changed on the destination since treeshift wrote it (etag {})",
+            history.dst_etag.unwrap_or("?")
+        ));
+    }
+    if w.size != src.size || secs(w.mtime_ns) != secs(src.mtime_ns) {
+        return Some(
+            "the destination holds what treeshift wrote from an earlier version of the source"
+                .to_string(),
+        );
+    }
+    None
+}
+
+/// Why the metadata of two nodes of one kind differs, if it does.
+fn meta_difference(src: &NodeFacts, dst: &NodeFacts) -> Option<String> {
+    let secs = |ns: Option<i64>| ns.map(mtime_secs);
     let (s, d) = (&src.meta, &dst.meta);
     let mut parts = Vec::new();
     if differ(s.mode, d.mode) {
@@ -80,13 +162,89 @@ pub fn compare_pair(src: &NodeFacts, dst: &NodeFacts) -> (Status, Option<String>
     {
         parts.push(format!("mtime {a} on src, {b} on dst"));
     }
-    if parts.is_empty() {
-        return (Status::Same, None);
-    }
-    (
-        Status::Differs,
-        Some(format!("metadata: {}", parts.join("; "))),
-    )
+    (!parts.is_empty()).then(|| format!("metadata: {}", parts.join("; ")))
+}
+
+/// Both recorded, and not equal.
+fn differ<T: PartialEq>(a: Option<T>, b: Option<T>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if a != b)
+}
+
+/// Whether the destination node is as treeshift left it: equal to the
+/// previous pass's source node (what was not recorded on one side is not
+/// compared), or the object treeshift wrote there.
+fn owned(dst: &NodeFacts, history: &PairHistory<'_>) -> bool {
+    let secs = |ns: Option<i64>| ns.map(mtime_secs);
+    let as_before = history.previous.is_some_and(|p| {
+        p.kind == dst.kind
+            && p.size == dst.size
+            && secs(p.mtime_ns) == secs(dst.mtime_ns)
+            && !differ(p.meta.mode, dst.meta.mode)
+            && !differ(p.meta.uid, dst.meta.uid)
+            && !differ(p.meta.gid, dst.meta.gid)
+            && !differ(p.meta.xattrs, dst.meta.xattrs)
+    });
+    let written = history.written.is_some_and(|w| {
+        (w.etag.is_some() && w.etag == history.dst_etag)
+            || (w.size == dst.size
+                && w.own_mtime_ns.is_some()
+                && dst.mtime_ns.is_some()
+                && secs(w.own_mtime_ns) == secs(dst.mtime_ns))
+    });
+    as_before || written
+}
+
+/// How the source node `now` changed since the previous pass, where
+/// `before` is that pass's node of the same path (none: it is new): the
+/// change (`new` or `modified`) and, for a modification, why. None if it
+/// did not change. A folder's mtime is not compared: it changes whenever
+/// its children do; a changed mode, owner or set of extended attributes
+/// is a modification.
+pub fn source_change(
+    before: Option<&NodeFacts>,
+    now: &NodeFacts,
+) -> Option<(&'static str, Option<String>)> {
+    let Some(before) = before else {
+        return Some(("new", None));
+    };
+    let secs = |ns: Option<i64>| ns.map(mtime_secs);
+    let shown = |s: Option<i64>| s.map_or_else(|| "?".to_string(), |s| s.to_string());
+    let reason = if before.kind != now.kind {
+        format!("{} before, {} now", before.kind.as_str(), now.kind.as_str())
+    } else if now.kind != Kind::Folder && before.size != now.size {
+        format!("size {} before, {} now", before.size, now.size)
+    } else if now.kind != Kind::Folder && secs(before.mtime_ns) != secs(now.mtime_ns) {
+        format!(
+            "mtime {} before, {} now",
+            shown(secs(before.mtime_ns)),
+            shown(secs(now.mtime_ns))
+        )
+    } else {
+        let (b, n) = (&before.meta, &now.meta);
+        let mut parts = Vec::new();
+        if differ(b.mode, n.mode) {
+            parts.push(format!(
+                "mode {} before, {} now",
+                mode_text(b.mode),
+                mode_text(n.mode)
+            ));
+        }
+        if differ(b.uid, n.uid) || differ(b.gid, n.gid) {
+            parts.push(format!(
+                "owner {} before, {} now",
+                owner_text(b),
+                owner_text(n)
+            ));
+        }
+        if differ(b.xattrs, n.xattrs) {
+            parts.push("extended attributes or ACLs".to_string());
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        format!("metadata: {}", parts.join("; "))
+    };
+    Some(("modified", Some(reason)))
 }
 
 /// Permission bits as four octal digits (`0755`).
@@ -170,6 +328,127 @@ mod tests {
         assert_eq!(
             compare_pair(&folder(0), &a),
             (Status::Conflict, Some("folder on src, file on dst".into()))
+        );
+    }
+
+    #[test]
+    fn a_destination_as_treeshift_left_it_is_outdated_not_differing() {
+        let plain = Meta::default();
+        let src = file(20, Some(9_000_000_000), plain);
+        let dst = file(10, Some(5_000_000_000), plain);
+        let before = PairHistory {
+            previous: Some(dst),
+            ..PairHistory::default()
+        };
+        let outdated = compare_in_pass(&src, &dst, &before);
+        assert_eq!(outdated.0, Status::Outdated);
+        assert_eq!(outdated.1.as_deref(), Some("size 20 on src, 10 on dst"));
+        // Changed on the destination since the previous pass: someone
+        // else's change.
+        let touched = file(10, Some(6_000_000_000), plain);
+        assert_eq!(compare_in_pass(&src, &touched, &before).0, Status::Differs);
+        // In step: the history does not matter.
+        assert_eq!(compare_in_pass(&src, &src, &before).0, Status::Same);
+    }
+
+    #[test]
+    fn an_object_compares_with_the_record_of_what_treeshift_wrote() {
+        let plain = Meta::default();
+        let src = file(10, Some(7_000_000_000), plain);
+        let object = file(10, None, plain);
+        let written = WrittenFacts {
+            size: 10,
+            mtime_ns: Some(7_000_000_000),
+            etag: Some("e1"),
+            own_mtime_ns: None,
+        };
+        let with = |etag, written| PairHistory {
+            dst_etag: etag,
+            previous: None,
+            written: Some(written),
+        };
+        assert_eq!(
+            compare_in_pass(&src, &object, &with(Some("e1"), written)),
+            (Status::Same, None)
+        );
+        assert_eq!(
+            compare_in_pass(&src, &object, &with(Some("e2"), written)),
+            (
+                Status::Differs,
+                Some("changed on the destination since treeshift wrote it (etag e2)".into())
+            )
+        );
+        // Written from an earlier version of the source of the same size.
+        let earlier = WrittenFacts {
+            mtime_ns: Some(1_000_000_000),
+            ..written
+        };
+        assert_eq!(
+            compare_in_pass(&src, &object, &with(Some("e1"), earlier)),
+            (
+                Status::Outdated,
+                Some(
+                    "the destination holds what treeshift wrote from an earlier version of the source"
+                        .into()
+                )
+            )
+        );
+        // A destination that keeps its own mtime: the one it gave the
+        // object is expected while the source is the version written.
+        let kept = WrittenFacts {
+            own_mtime_ns: Some(8_000_000_000),
+            ..written
+        };
+        let listed = file(10, Some(8_000_000_000), plain);
+        assert_eq!(
+            compare_in_pass(&src, &listed, &with(None, kept)),
+            (Status::Same, None)
+        );
+    }
+
+    #[test]
+    fn a_source_change_says_what_changed_first() {
+        let plain = Meta::default();
+        let before = file(10, Some(1_000_000_000), plain);
+        assert_eq!(source_change(None, &before), Some(("new", None)));
+        assert_eq!(source_change(Some(&before), &before), None);
+        assert_eq!(
+            source_change(Some(&before), &file(12, Some(2_000_000_000), plain)),
+            Some(("modified", Some("size 10 before, 12 now".into())))
+        );
+        assert_eq!(
+            source_change(Some(&before), &file(10, Some(2_000_000_000), plain)),
+            Some(("modified", Some("mtime 1 before, 2 now".into())))
+        );
+        let moded = Meta {
+            mode: Some(0o100600),
+            ..plain
+        };
+        let was = Meta {
+            mode: Some(0o100644),
+            ..plain
+        };
+        assert_eq!(
+            source_change(Some(&file(10, Some(0), was)), &file(10, Some(0), moded)),
+            Some((
+                "modified",
+                Some("metadata: mode 0644 before, 0600 now".into())
+            ))
+        );
+        // A folder's mtime follows its children: not a change of its own.
+        let folder = |mtime| NodeFacts {
+            kind: Kind::Folder,
+            size: 0,
+            mtime_ns: Some(mtime),
+            meta: plain,
+        };
+        assert_eq!(
+            source_change(Some(&folder(0)), &folder(5_000_000_000)),
+            None
+        );
+        assert_eq!(
+            source_change(Some(&folder(0)), &before),
+            Some(("modified", Some("folder before, file now".into())))
         );
     }
 }

@@ -13,7 +13,9 @@ mod plan_hash;
 mod plan_rules;
 mod secret;
 
-pub use compare::{NodeFacts, compare_pair};
+pub use compare::{
+    NodeFacts, PairHistory, WrittenFacts, compare_in_pass, compare_pair, source_change,
+};
 pub use filter::{Filter, FilterError, FilterSpec, Verdict, parse_size, parse_time};
 pub use keep::{FileId, Keep, Meta, OwnerMap, Owners, Xattr, keeps_xattr, xattr_digest};
 pub use model::{

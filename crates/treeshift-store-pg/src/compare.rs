@@ -4,15 +4,17 @@
 //! completes it (under its lease). So the comparison is spread over the
 //! workers that list, and a seal only marks what no listing compares
 //! (the children of a folder missing on the destination) and counts.
-//! The rule is [`treeshift_core::compare_pair`], the one the DuckDB store
-//! writes in SQL.
+//! The rule is [`treeshift_core::compare_in_pass`], the one the DuckDB
+//! store writes in SQL.
 
 use crate::PgStore;
 use crate::error::Context;
 use crate::events::{Event, append_events};
 use crate::schema::latest_event;
 use postgres::Transaction;
-use treeshift_core::{Entry, Kind, Meta, NodeFacts, RelPath, Side, Status, compare_pair};
+use treeshift_core::{
+    Entry, Kind, Meta, NodeFacts, PairHistory, RelPath, Side, Status, WrittenFacts, compare_in_pass,
+};
 use treeshift_state::StoreError;
 
 /// Rows of a folder pair read at a time: a folder of millions of
@@ -28,7 +30,7 @@ pub(crate) struct Verdict {
 
 /// A node's columns as the comparison reads them, from `first` on:
 /// kind, size, mtime, mode, uid, gid, xattrs.
-fn facts(row: &postgres::Row, first: usize) -> NodeFacts {
+pub(crate) fn facts(row: &postgres::Row, first: usize) -> NodeFacts {
     let code = row.get::<_, i16>(first);
     NodeFacts {
         kind: Kind::from_code(code as u8).unwrap_or(Kind::Special),
@@ -92,14 +94,24 @@ pub(crate) fn compare_children(
     depth: u32,
     path: &RelPath,
 ) -> Result<(), StoreError> {
+    // Each pair with its history: the previous pass's source node of its
+    // path (that table is empty in the first pass) and the latest record
+    // of what treeshift wrote there.
     let query = format!(
-        "SELECT s.id, {s_facts}, se.status, se.reason, d.id, {d_facts}, de.status \
+        "SELECT s.id, {s_facts}, se.status, se.reason, d.id, {d_facts}, de.status, d.etag, \
+                pv.id, {pv_facts}, w.size, w.mtime_ns, w.etag, w.own_mtime_ns \
          FROM (SELECT * FROM src_nodes WHERE parent_id = \
                  (SELECT id FROM src_nodes WHERE kind = 0 AND rel_path = $1 AND depth = $2)) s \
          FULL JOIN (SELECT * FROM dst_nodes WHERE parent_id = $3) d ON d.rel_path = s.rel_path \
+         LEFT JOIN (SELECT * FROM previous_src_nodes WHERE parent_id = \
+                 (SELECT id FROM previous_src_nodes WHERE kind = 0 AND rel_path = $1 AND depth = $2)) pv \
+           ON pv.rel_path = s.rel_path \
+         LEFT JOIN LATERAL (SELECT size, mtime_ns, etag, own_mtime_ns FROM written \
+                            WHERE rel_path = s.rel_path ORDER BY seq DESC LIMIT 1) w ON true \
          LEFT JOIN LATERAL {se} se ON true LEFT JOIN LATERAL {de} de ON true",
         s_facts = FACT_COLUMNS.replace("n.", "s."),
         d_facts = FACT_COLUMNS.replace("n.", "d."),
+        pv_facts = FACT_COLUMNS.replace("n.", "pv."),
         se = latest_event(Side::Src, "compare", "s.id"),
         de = latest_event(Side::Dst, "compare", "d.id"),
     );
@@ -136,7 +148,8 @@ pub(crate) fn compare_children(
                 }
                 (Some(_), None) => (Some((Status::Missing, None)), None),
                 (Some(_), Some(_)) => {
-                    let (status, reason) = compare_pair(&facts(row, 1), &facts(row, 11));
+                    let (status, reason) =
+                        compare_in_pass(&facts(row, 1), &facts(row, 11), &history(row));
                     (Some((status, reason.clone())), Some((status, reason)))
                 }
                 (None, Some(_)) => (None, Some((Status::Extra, None))),
@@ -164,6 +177,22 @@ pub(crate) fn compare_children(
     }
 }
 
+/// A pair's history from its row of [`compare_children`]: the
+/// destination's etag, then the previous pass's node, then what was
+/// written.
+fn history(row: &postgres::Row) -> PairHistory<'_> {
+    PairHistory {
+        dst_etag: row.get(19),
+        previous: row.get::<_, Option<i64>>(20).map(|_| facts(row, 21)),
+        written: row.get::<_, Option<i64>>(28).map(|size| WrittenFacts {
+            size: size.max(0) as u64,
+            mtime_ns: row.get(29),
+            etag: row.get(30),
+            own_mtime_ns: row.get(31),
+        }),
+    }
+}
+
 impl PgStore {
     /// Compares the roots (recorded once, by whichever process comes
     /// first): the source root, and the destination's if it exists
@@ -176,8 +205,20 @@ impl PgStore {
         dst_root: Option<&Entry>,
     ) -> Result<(), StoreError> {
         let (src_id, dst_id) = ids;
+        // The root of the previous pass's source, if there was one.
+        let previous = tx
+            .query_opt(
+                &format!("SELECT {FACT_COLUMNS} FROM previous_src_nodes n WHERE depth = 0"),
+                &[],
+            )
+            .context("read the previous pass's root")?
+            .map(|row| facts(&row, 0));
+        let history = PairHistory {
+            previous,
+            ..PairHistory::default()
+        };
         let (status, reason) = match dst_root {
-            Some(dst) => compare_pair(&root_facts(src_root), &root_facts(dst)),
+            Some(dst) => compare_in_pass(&root_facts(src_root), &root_facts(dst), &history),
             None => (
                 Status::Missing,
                 Some("destination root does not exist".to_string()),

@@ -151,6 +151,12 @@ impl PgStore {
         }
     }
 
+    /// Lets go of the copy lock, in whichever mode it was held.
+    pub(crate) fn release_copy_lock(&self) {
+        // Its connection closed, the session lock goes with it.
+        self.copier.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
     /// Prepares this process's part of a copy run, the same whether other
     /// processes copy already or not: the run's working set is brought up
     /// to the approved items not done yet (those whose latest copy event

@@ -13,14 +13,16 @@
 //! took the folder over. The plan and its approval (`plan`); the copy
 //! (`copy`), its items leased as folders are, by any number of processes;
 //! verification (`verify`), by one process alone; a retry sweep reopens
-//! discovery's rounds (`retry`). Review pages, browsing and delta passes
-//! are the DuckDB store's alone so far.
+//! discovery's rounds (`retry`); a discovery after a finished copy
+//! starts a delta pass (`pass`). Review pages and browsing are the DuckDB
+//! store's alone so far.
 
 mod compare;
 mod copy;
 mod error;
 mod events;
 mod leases;
+mod pass;
 mod plan;
 mod report;
 mod retry;
@@ -318,6 +320,16 @@ impl PgStore {
                 )
                 .context("record schema version 3")?;
                 version = "3".into();
+            }
+            if version == "3" {
+                tx.batch_execute(schema::PASS_TABLES)
+                    .context("add the tables of delta passes (schema version 4)")?;
+                tx.execute(
+                    "UPDATE meta SET value = '4' WHERE key = 'schema_version'",
+                    &[],
+                )
+                .context("record schema version 4")?;
+                version = "4".into();
             }
             if version != SCHEMA_VERSION.to_string() {
                 return Err(StoreError::SchemaVersion {

@@ -95,7 +95,7 @@ impl PgStore {
                 approved_at: utc_now(&mut tx)?,
                 filters: basis.filter_rules.clone(),
                 extras,
-                pass: 1,
+                pass: crate::pass::read_pass(&mut tx)?,
                 extended_at: None,
                 extended_items: 0,
                 counts: draft.counts,

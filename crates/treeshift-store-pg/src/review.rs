@@ -25,10 +25,9 @@ fn latest(side: Side, phase: &str) -> String {
     )
 }
 
-/// The query of a review's items, or `None` for what this store does not
-/// hold yet.
-fn review_sql(select: ReviewSelect) -> Option<String> {
-    Some(match select {
+/// The query of a review's items.
+fn review_sql(select: ReviewSelect) -> String {
+    match select {
         ReviewSelect::Status(Status::Extra) => {
             format!(
                 "SELECT * FROM ({}) x WHERE status = 'extra'",
@@ -69,8 +68,10 @@ fn review_sql(select: ReviewSelect) -> Option<String> {
              JOIN ({LATEST_VERIFY}) v ON v.node_id = p.node_id \
              WHERE c.st = 'copied' AND v.st <> 'verified'"
         ),
-        ReviewSelect::Changes => return None,
-    })
+        ReviewSelect::Changes => "SELECT 'src' AS side, rel_path, kind, size, mtime_ns, \
+             change AS status, reason FROM src_changes"
+            .to_string(),
+    }
 }
 
 fn review_item(r: &postgres::Row) -> ReviewItem {
@@ -89,19 +90,13 @@ fn review_item(r: &postgres::Row) -> ReviewItem {
 impl PgStore {
     /// Streams the selected items in batches to `sink`, sorted by side
     /// (the source's first) and path; stops early without error if the
-    /// reader hangs up. What changed since a previous pass is not on this
-    /// store yet.
+    /// reader hangs up.
     pub fn review(
         &self,
         select: ReviewSelect,
         sink: &Sender<Vec<ReviewItem>>,
     ) -> Result<(), StoreError> {
-        let Some(items) = review_sql(select) else {
-            return Err(StoreError::NotYet {
-                operation: "this review",
-                store: crate::state_store::STORE,
-            });
-        };
+        let items = review_sql(select);
         let query = format!("SELECT * FROM ({items}) r ORDER BY side DESC, rel_path");
         // One transaction, on one connection, for the portal's life: a
         // server that goes away ends the review with its error rather

@@ -5,7 +5,7 @@
 //! ids keep their bits in a `bigint`.
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// What `meta.format` says in a database that holds a treeshift migration.
 pub const FORMAT: &str = "treeshift-pg";
@@ -101,6 +101,7 @@ pub fn create() -> String {
     // the source folder of its path, found by this.
     sql.push_str("CREATE INDEX src_nodes_folder_path ON src_nodes (rel_path) WHERE kind = 0;");
     sql.push_str(COPY_TABLES);
+    sql.push_str(PASS_TABLES);
     sql
 }
 
@@ -151,3 +152,16 @@ pub const COPY_TABLES: &str = "
         node_id bigint PRIMARY KEY, depth integer NOT NULL, kind smallint NOT NULL,
         rel_path bytea NOT NULL, size bigint NOT NULL, mtime_ns bigint,
         mode integer, uid bigint, gid bigint, xattrs bigint, link_to bytea);";
+
+/// What version 4 adds, for delta passes: each finished pass's summary,
+/// the previous pass's source tree (the node table of that pass, renamed
+/// when the next starts; empty in the first pass), and what changed on
+/// the source since. A version 3 database gains them when opened.
+pub const PASS_TABLES: &str = "
+    CREATE TABLE passes (
+        pass integer PRIMARY KEY, finished_at timestamptz NOT NULL, discovery text NOT NULL,
+        approval text, copy text, verify text);
+    CREATE TABLE previous_src_nodes (LIKE src_nodes INCLUDING ALL);
+    CREATE TABLE src_changes (
+        rel_path bytea NOT NULL, depth integer NOT NULL, change text NOT NULL,
+        kind smallint NOT NULL, size bigint NOT NULL, mtime_ns bigint, reason text);";

@@ -6,11 +6,12 @@
 
 use crate::PgStore;
 use crate::error::Context;
+use crate::pass::{read_changes, read_pass, record_changes};
 use crate::schema::{IN_STEP, LEFT_OUT, latest_event};
 use crate::settings::record_phase;
 use postgres::{GenericClient, Transaction};
 use std::collections::HashMap;
-use treeshift_core::{Changes, Phase, Side, Status, Summary};
+use treeshift_core::{Phase, Side, Status, Summary};
 use treeshift_state::{DepthStats, RoundProgress, StoreError, summary_from};
 
 /// Processes sealing a round take turns on this lock (and a retry sweep
@@ -90,8 +91,9 @@ impl PgStore {
                     &[&format!("{side}_done"), &n.to_string()],
                 )
                 .context("record that the side is done")?;
-                if side == Side::Dst {
-                    record_phase(&mut tx, Phase::Discovered)?;
+                match side {
+                    Side::Src => record_changes(&mut tx)?,
+                    Side::Dst => record_phase(&mut tx, Phase::Discovered)?,
                 }
             }
             tx.commit().context("seal a round")?;
@@ -118,16 +120,16 @@ impl PgStore {
                 .context("count failed folders")?
                 .get(0);
             let progress = read_progress(&mut tx)?;
+            let pass = read_pass(&mut tx)?;
+            let changes = read_changes(&mut tx)?;
             tx.commit().context("read the summary")?;
-            // Delta passes are not part of this store yet: its one pass
-            // is the first.
             Ok(summary_from(
                 &src,
                 &dst,
                 failed.max(0) as u64,
                 &progress,
-                1,
-                Changes::default(),
+                pass,
+                changes,
             ))
         })
     }

@@ -7,8 +7,8 @@
 //! listed; a process that dies stops renewing them, and others lease them
 //! again once they expire.
 //!
-//! Review pages, browsing and delta passes are not on this store yet:
-//! they answer [`StoreError::NotYet`].
+//! Review pages and browsing are not on this store yet: they answer
+//! [`StoreError::NotYet`].
 
 use crate::{Lease, PgStore};
 use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
@@ -455,13 +455,8 @@ impl StateStore for PgStore {
         PgStore::copy_summary(self)
     }
 
-    /// The first pass goes on until its copy finished; then a delta pass
-    /// would start, which this store does not do yet.
     fn next_pass(&self) -> Result<Option<u32>, StoreError> {
-        if PgStore::copy_finished(self)? {
-            return not_yet("a delta pass (a new discovery after a finished copy)");
-        }
-        Ok(None)
+        PgStore::next_pass(self)
     }
 
     fn begin_verify(&self, checksum: bool) -> Result<u64, StoreError> {

@@ -627,3 +627,136 @@ fn a_verification_after_the_copy_waits_for_the_copying_processes_to_end() {
     let verified: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(verified["verified"], verified["checked"], "{verified}");
 }
+
+/// The same changes, made to the trees under `root` (a source and a
+/// destination a first pass copied): on the source a file new, one
+/// longer, one with another mode, and a folder gone with its files; on
+/// the destination a file someone else changed. Every time is set.
+fn change_both_trees(root: &Path) {
+    let (src, dst) = (root.join("src"), root.join("dst"));
+    let write = |p: PathBuf, data: &[u8], mtime: u64| {
+        fs::write(&p, data).unwrap();
+        set_mtime(&p, mtime);
+    };
+    write(src.join("d0/new.txt"), b"new", 1_700_000_000);
+    write(
+        src.join("d1/f000.txt"),
+        b"longer than before",
+        1_700_000_000,
+    );
+    fs::set_permissions(src.join("a.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_dir_all(src.join("d1/d0")).unwrap();
+    write(dst.join("b.txt"), b"someone else's", 1_600_000_000);
+    for folder in ["d0", "d1"] {
+        set_mtime(&src.join(folder), 1_700_000_100);
+    }
+}
+
+#[test]
+fn delta_passes_find_and_copy_what_changed_as_on_a_file() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = disagreeing_pair(&dir.path().join("file"));
+    copy_tree(&dir.path().join("file"), &dir.path().join("pg"));
+    let (pg_src, pg_dst) = (dir.path().join("pg/src"), dir.path().join("pg/dst"));
+    let file = dir.path().join("m.duckdb");
+    let url = cluster.database("passes");
+    migration(&src, &dst, s(&file), "overwrite", "leave");
+    migration(&pg_src, &pg_dst, &url, "overwrite", "leave");
+    for tree in ["file", "pg"] {
+        change_both_trees(&dir.path().join(tree));
+    }
+
+    // Each pass, step by step, gives on PostgreSQL what it gives on a
+    // file: the discovery, what changed, the comparison, the plan, the
+    // copy and its verification.
+    let pass = |src: &Path, dst: &Path, state: &str| {
+        let mut steps = vec![json_run(&[
+            "discover",
+            s(src),
+            s(dst),
+            "--state",
+            state,
+            "--json",
+        ])];
+        let (code, out, err) = run(&["review", "--state", state, "--changes", "--format", "csv"]);
+        assert_eq!(code, 0, "{err}");
+        steps.push(Value::String(out));
+        steps.push(Value::String(review(state, "all")));
+        steps.push(json_run(&[
+            "approve",
+            "--state",
+            state,
+            "--policy",
+            "overwrite",
+            "--extras",
+            "quarantine",
+            "--json",
+        ]));
+        steps.push(json_run(&["copy", "--state", state, "--json"]));
+        steps.push(json_run(&[
+            "verify",
+            "--state",
+            state,
+            "--checksum",
+            "--json",
+        ]));
+        steps
+    };
+    let mut passes = Vec::new();
+    for _ in 2..=3 {
+        let on_file = pass(&src, &dst, s(&file));
+        let on_pg = pass(&pg_src, &pg_dst, &url);
+        for (pg, file) in on_pg.iter().zip(&on_file) {
+            let pg = pg.to_string().replace("/pg/", "/file/");
+            assert_eq!(pg, file.to_string());
+        }
+        passes.push(on_pg);
+    }
+    let (second, third) = (&passes[0], &passes[1]);
+    assert_eq!(second[0]["pass"], 2, "{}", second[0]);
+    assert_eq!(
+        second[0]["changes"],
+        serde_json::json!({"new": 1, "modified": 2, "deleted": 1}),
+        "{}",
+        second[0]
+    );
+    // A deleted folder is one change, at its top.
+    let changes = second[1].as_str().unwrap();
+    assert!(changes.contains("src,deleted,folder,d1/d0,"), "{changes}");
+    assert!(
+        changes.contains("src,modified,file,a.txt,")
+            && changes.contains("mode 0644 before, 0600 now"),
+        "{changes}"
+    );
+    // Updates the previous pass made are outdated, someone else's change
+    // differs.
+    let compared = second[2].as_str().unwrap();
+    assert!(
+        compared.contains("src,outdated,file,d1/f000.txt,"),
+        "{compared}"
+    );
+    assert!(compared.contains("src,differs,file,b.txt,"), "{compared}");
+    assert_eq!(second[4]["failed"], 0, "{}", second[4]);
+    assert_eq!(second[5]["mismatch"], 0, "{}", second[5]);
+    // What the source deleted went into the pass's quarantine.
+    assert!(
+        pg_dst
+            .join(".treeshift-quarantine/pass-2/d1/d0/f000.txt")
+            .exists()
+    );
+    // Nothing changed since: the third pass finds nothing to do.
+    assert_eq!(third[0]["pass"], 3);
+    assert_eq!(
+        third[0]["changes"],
+        serde_json::json!({"new": 0, "modified": 0, "deleted": 0})
+    );
+    assert_eq!(third[0]["to_copy"]["files"], 0, "{}", third[0]);
+    assert_eq!(snapshot(&pg_dst), snapshot(&dst));
+    let Some(changes) = rsync_changes(&pg_src, &pg_dst) else {
+        return;
+    };
+    assert!(changes.is_empty(), "rsync would change: {changes:#?}");
+}
