@@ -1,7 +1,8 @@
-//! The migrations under the server's folder: one state file each, opened
-//! on first use and kept open while used (the server holds the file: a
-//! CLI on the same file is refused meanwhile), closed when idle; and each
-//! one's job.
+//! The migrations under the server's folder: one state file each, or a
+//! file that names the PostgreSQL database holding the migration's state
+//! (worker processes on other hosts may share it); opened on first use
+//! and kept open while used (the server holds a state file: a CLI on the
+//! same file is refused meanwhile), closed when idle; and each one's job.
 
 use crate::error::ApiError;
 use crate::jobs::{self, Job, JobOptions, JobView, Op};
@@ -14,13 +15,20 @@ use treeshift_lifecycle::{DiscoveryRequest, Keys, Limits, Migration, SecretSourc
 
 /// The file name a migration's state file has.
 const SUFFIX: &str = ".duckdb";
+/// The file name of a migration whose state is in PostgreSQL: it holds
+/// the database's address (`postgres://…`, perhaps with a password, so
+/// readable by the server's user alone).
+const DATABASE_SUFFIX: &str = ".postgres";
 /// The longest name a migration may have.
 const MAX_NAME: usize = 64;
 
 /// A migration's place in the registry.
 pub struct Slot {
     pub name: String,
+    /// Its state file.
     path: PathBuf,
+    /// The file naming its database, if its state is in PostgreSQL.
+    database: PathBuf,
     migration: Mutex<Option<Arc<Migration>>>,
     job: Mutex<Option<Arc<Job>>>,
     /// When a request last asked for the migration.
@@ -31,6 +39,25 @@ impl Slot {
     /// The current (or last) job.
     pub fn job(&self) -> Option<Arc<Job>> {
         self.job.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the migration exists: its state file, or the file naming
+    /// its database.
+    fn exists(&self) -> bool {
+        self.path.exists() || self.database.exists()
+    }
+
+    /// Where its state is: the database the file names, if there is one,
+    /// else its state file.
+    fn state(&self) -> Result<PathBuf, ApiError> {
+        match std::fs::read_to_string(&self.database) {
+            Ok(url) => Ok(PathBuf::from(url.trim())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(self.path.clone()),
+            Err(e) => Err(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("read {}: {e}", self.database.display()),
+            )),
+        }
     }
 }
 
@@ -71,8 +98,8 @@ impl Registry {
     }
 
     /// The slot of `name`, checked: a name that is not one plain file
-    /// name is refused, and so is a state file (or its WAL) that is a
-    /// symlink, wherever it points.
+    /// name is refused, and so is a state file (or its WAL, or the file
+    /// naming its database) that is a symlink, wherever it points.
     pub fn slot(&self, name: &str) -> Result<Arc<Slot>, ApiError> {
         if !valid_name(name) {
             return Err(ApiError::bad_request(format!(
@@ -80,7 +107,12 @@ impl Registry {
             )));
         }
         let path = self.dir.join(format!("{name}{SUFFIX}"));
-        for file in [path.clone(), self.dir.join(format!("{name}{SUFFIX}.wal"))] {
+        let database = self.dir.join(format!("{name}{DATABASE_SUFFIX}"));
+        for file in [
+            path.clone(),
+            self.dir.join(format!("{name}{SUFFIX}.wal")),
+            database.clone(),
+        ] {
             if std::fs::symlink_metadata(&file).is_ok_and(|m| m.file_type().is_symlink()) {
                 return Err(ApiError::new(
                     axum::http::StatusCode::FORBIDDEN,
@@ -97,6 +129,7 @@ impl Registry {
                 Arc::new(Slot {
                     name: name.to_string(),
                     path,
+                    database,
                     migration: Mutex::new(None),
                     job: Mutex::new(None),
                     used: Mutex::new(Instant::now()),
@@ -118,11 +151,14 @@ impl Registry {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                let stem = name.strip_suffix(SUFFIX)?;
+                let stem = name
+                    .strip_suffix(SUFFIX)
+                    .or_else(|| name.strip_suffix(DATABASE_SUFFIX))?;
                 valid_name(stem).then(|| stem.to_string())
             })
             .collect();
         names.sort();
+        names.dedup();
         Ok(names)
     }
 
@@ -139,26 +175,33 @@ impl Registry {
         if let Some(m) = open.as_ref() {
             return Ok(m.clone());
         }
-        if !slot.path.exists() {
+        if !slot.exists() {
             return Err(ApiError::not_found(format!("no migration '{}'", slot.name)));
         }
+        let state = slot.state()?;
         // Opened in the migration's span: the store's thread keeps it.
         let m = migration_span(&slot.name)
-            .in_scope(|| Migration::open(&slot.path, self.keys.clone(), self.limits))?;
+            .in_scope(|| Migration::open(&state, self.keys.clone(), self.limits))?;
         let m = Arc::new(m);
         self.logs.opened(&slot.name, m.handle().clone());
         *open = Some(m.clone());
         Ok(m)
     }
 
-    /// Makes a new migration: its state file, its connections (secrets
-    /// given in the request, else from the server's environment; sealed if
-    /// it has a key), both roots checked when its discovery starts.
-    /// Secrets given in a request are refused without a key: they would
-    /// be gone when the server stops.
-    pub fn create(&self, slot: &Slot, mut request: DiscoveryRequest) -> Result<(), ApiError> {
+    /// Makes a new migration: its state file (or, given `database`, its
+    /// state in that PostgreSQL database, named by a file of its own), its
+    /// connections (secrets given in the request, else from the server's
+    /// environment; sealed if it has a key), both roots checked when its
+    /// discovery starts. Secrets given in a request are refused without a
+    /// key: they would be gone when the server stops.
+    pub fn create(
+        &self,
+        slot: &Slot,
+        mut request: DiscoveryRequest,
+        database: Option<String>,
+    ) -> Result<(), ApiError> {
         let mut open = slot.migration.lock().unwrap_or_else(|p| p.into_inner());
-        if open.is_some() || slot.path.exists() {
+        if open.is_some() || slot.exists() {
             return Err(ApiError::conflict(format!(
                 "a migration '{}' exists already",
                 slot.name
@@ -169,9 +212,30 @@ impl Registry {
                 "secrets given in a request are sealed into the state file, and this server has no key to seal them with: start it with TREESHIFT_MASTER_KEY or --passphrase-file",
             ));
         }
-        request.state = slot.path.clone();
-        let m = migration_span(&slot.name)
-            .in_scope(|| Migration::prepare_discovery(&request, self.keys.clone(), self.limits))?;
+        request.state = match &database {
+            Some(url) => {
+                let url = PathBuf::from(url);
+                if !treeshift_lifecycle::state::is_database(&url) || url.as_os_str().len() > 4096 {
+                    return Err(ApiError::bad_request(
+                        "state: give a PostgreSQL database as postgres://USER@HOST:PORT/DB, or nothing for a state file",
+                    ));
+                }
+                write_private(&slot.database, url.as_os_str().as_encoded_bytes())?;
+                url
+            }
+            None => slot.path.clone(),
+        };
+        let prepared = migration_span(&slot.name)
+            .in_scope(|| Migration::prepare_discovery(&request, self.keys.clone(), self.limits));
+        let m = match prepared {
+            Ok(m) => m,
+            Err(e) => {
+                if database.is_some() {
+                    let _ = std::fs::remove_file(&slot.database);
+                }
+                return Err(e.into());
+            }
+        };
         self.logs.opened(&slot.name, m.handle().clone());
         *open = Some(Arc::new(m));
         Ok(())
@@ -276,4 +340,23 @@ impl Registry {
             }
         }
     }
+}
+
+/// Writes `bytes` to a new file at `path` that only the server's user can
+/// read (it may hold a password); refused if the file exists.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), ApiError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    written.map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("write {}: {e}", path.display()),
+        )
+    })
 }

@@ -117,17 +117,6 @@ pub enum StoreError {
         /// The folder's path.
         folder: String,
     },
-    /// An operation this store does not offer yet (the PostgreSQL store
-    /// is being built: docs/SCALE-OUT.md says what stands).
-    #[error(
-        "{operation} is not available on a {store} state store yet; use a DuckDB state file for it (docs/SCALE-OUT.md)"
-    )]
-    NotYet {
-        /// What was asked.
-        operation: &'static str,
-        /// Which store was asked.
-        store: &'static str,
-    },
     /// The store thread stopped after an earlier error.
     #[error("state store stopped: {0}")]
     Stopped(String),

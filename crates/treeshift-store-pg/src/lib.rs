@@ -17,6 +17,7 @@
 //! starts a delta pass (`pass`). Review pages and browsing are the DuckDB
 //! store's alone so far.
 
+mod browse;
 mod compare;
 mod copy;
 mod error;

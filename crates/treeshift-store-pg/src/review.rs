@@ -8,8 +8,9 @@ use crate::copy::LATEST_COPY;
 use crate::error::Context;
 use crate::verify::LATEST_VERIFY;
 use crossbeam_channel::Sender;
+use postgres::types::ToSql;
 use treeshift_core::{Kind, RelPath, Side, Status};
-use treeshift_state::{ReviewItem, ReviewSelect, StoreError};
+use treeshift_state::{ReviewFilter, ReviewItem, ReviewSelect, StoreError};
 
 /// Items sent to the reader at a time.
 const REVIEW_BATCH: i32 = 1_000;
@@ -119,5 +120,115 @@ impl PgStore {
                 return Ok(());
             }
         }
+    }
+}
+
+/// A query's arguments, numbered as they are added.
+#[derive(Default)]
+struct Args(Vec<Box<dyn ToSql + Sync>>);
+
+impl Args {
+    /// Adds `value`; returns its placeholder (`$n`).
+    fn add(&mut self, value: impl ToSql + Sync + 'static) -> String {
+        self.0.push(Box::new(value));
+        format!("${}", self.0.len())
+    }
+
+    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.0.iter().map(|a| a.as_ref() as _).collect()
+    }
+}
+
+/// The filter as conditions on a review row's `rel_path` and `size`.
+fn filter_clauses(filter: &ReviewFilter, args: &mut Args) -> Vec<String> {
+    let mut clauses = Vec::new();
+    if let Some(p) = filter.prefix.as_ref().filter(|p| !p.is_root()) {
+        let [from, to] = below(p).map(|bound| args.add(bound));
+        let at = args.add(p.as_bytes().to_vec());
+        clauses.push(format!(
+            "(rel_path = {at} OR (rel_path >= {from} AND rel_path < {to}))"
+        ));
+    }
+    if let Some(min) = filter.min_size {
+        clauses.push(format!("size >= {}", args.add(bigint(min))));
+    }
+    if let Some(max) = filter.max_size {
+        clauses.push(format!("size <= {}", args.add(bigint(max))));
+    }
+    if let Some(text) = filter.search.as_ref().filter(|t| !t.is_empty()) {
+        // Paths are bytes: both sides of the match are spelled as
+        // `encode(…, 'escape')` spells them (a byte past ASCII as `\ooo`),
+        // and ASCII letters compared in any case.
+        let text = args.add(escaped(text.as_bytes()).to_lowercase());
+        clauses.push(format!(
+            "strpos(lower(encode(rel_path, 'escape')), {text}) > 0"
+        ));
+    }
+    clauses
+}
+
+/// A size bound as PostgreSQL holds sizes (past the largest, the largest).
+fn bigint(size: u64) -> i64 {
+    i64::try_from(size).unwrap_or(i64::MAX)
+}
+
+/// `bytes` as PostgreSQL's `encode(…, 'escape')` writes them: a zero byte
+/// or one with the high bit set as `\ooo`, a backslash doubled.
+fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            0 | 0x80.. => out.push_str(&format!("\\{b:03o}")),
+            _ => out.push(b as char),
+        }
+    }
+    out
+}
+
+/// The bounds of the paths under `folder` (not the root), for
+/// `rel_path >= from AND rel_path < to`: after `P/` and before `P0` ('0'
+/// follows '/').
+pub(crate) fn below(folder: &RelPath) -> [Vec<u8>; 2] {
+    let base = folder.as_bytes();
+    [b'/', b'0'].map(|end| [base, &[end]].concat())
+}
+
+impl PgStore {
+    /// One page of a review: at most `limit` items after `after` (in the
+    /// review's order: source items first, then by path) that pass
+    /// `filter`. Each page is one query over the review's items, kept to
+    /// the page's rows by a top-N sort (docs/SCALE-OUT.md).
+    pub fn review_page(
+        &self,
+        select: ReviewSelect,
+        after: Option<&(Side, RelPath)>,
+        filter: &ReviewFilter,
+        limit: usize,
+    ) -> Result<Vec<ReviewItem>, StoreError> {
+        let mut args = Args::default();
+        let mut clauses = filter_clauses(filter, &mut args);
+        if let Some((side, path)) = after {
+            let side = args.add(side.as_str());
+            let path = args.add(path.as_bytes().to_vec());
+            clauses.push(format!(
+                "(side < {side} OR (side = {side} AND rel_path > {path}))"
+            ));
+        }
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let query = format!(
+            "SELECT * FROM ({}) r {filter} ORDER BY side DESC, rel_path LIMIT {limit}",
+            review_sql(select)
+        );
+        self.run(|client| {
+            let rows = client
+                .query(query.as_str(), &args.refs())
+                .context("read a review page")?;
+            Ok(rows.iter().map(review_item).collect())
+        })
     }
 }

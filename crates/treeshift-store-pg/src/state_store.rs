@@ -6,9 +6,6 @@
 //! process alive while its folders wait in the engine's queue or are
 //! listed; a process that dies stops renewing them, and others lease them
 //! again once they expire.
-//!
-//! Review pages and browsing are not on this store yet: they answer
-//! [`StoreError::NotYet`].
 
 use crate::{Lease, PgStore};
 use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
@@ -34,15 +31,6 @@ pub(crate) const WAIT_FOR_OTHERS: Duration = Duration::from_millis(100);
 /// others find folders to take; a process that took a whole round at once
 /// would list it alone.
 const LEASE_BATCH: usize = 16;
-
-pub(crate) const STORE: &str = "PostgreSQL";
-
-fn not_yet<T>(operation: &'static str) -> Result<T, StoreError> {
-    Err(StoreError::NotYet {
-        operation,
-        store: STORE,
-    })
-}
 
 /// The thread that renews this process's leases, stopped when the store
 /// is dropped.
@@ -346,21 +334,21 @@ impl StateStore for PgStore {
 
     fn review_page(
         &self,
-        _select: ReviewSelect,
-        _after: Option<(Side, RelPath)>,
-        _filter: ReviewFilter,
-        _limit: usize,
+        select: ReviewSelect,
+        after: Option<(Side, RelPath)>,
+        filter: ReviewFilter,
+        limit: usize,
     ) -> Result<Vec<ReviewItem>, StoreError> {
-        not_yet("review")
+        PgStore::review_page(self, select, after.as_ref(), &filter, limit)
     }
 
     fn browse(
         &self,
-        _folder: RelPath,
-        _after: Option<RelPath>,
-        _limit: usize,
+        folder: RelPath,
+        after: Option<RelPath>,
+        limit: usize,
     ) -> Result<Vec<BrowseChild>, StoreError> {
-        not_yet("browsing")
+        PgStore::browse(self, &folder, after.as_ref(), limit)
     }
 
     fn preview_plan(&self, policy: Policy, extras: Extras) -> Result<PlanPreview, StoreError> {

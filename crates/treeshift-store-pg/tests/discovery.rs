@@ -17,9 +17,11 @@ use std::time::{Duration, SystemTime};
 use treeshift_backend::Backend;
 use treeshift_backend::local::LocalBackend;
 use treeshift_backend::sim::SimBackend;
-use treeshift_core::{Filter, FilterSpec, Keep, Owners, Side, Status, Summary};
+use treeshift_core::{Filter, FilterSpec, Keep, Owners, RelPath, Side, Status, Summary};
 use treeshift_engine::{Cancel, DiscoverOptions, DiscoveryProgress, NoProgress, discover};
-use treeshift_state::{MigrationSpec, OpenMode, ReviewSelect, StateStore};
+use treeshift_state::{
+    BrowseChild, MigrationSpec, OpenMode, ReviewFilter, ReviewSelect, StateStore,
+};
 use treeshift_store::Store;
 use treeshift_store_pg::PgStore;
 
@@ -406,4 +408,138 @@ fn a_discovery_stopped_twice_on_postgresql_resumes_to_the_uninterrupted_result()
     assert_eq!(got, want);
     assert_same_nodes(&classified_on_pg(&url), &want_nodes);
     assert_nothing_doubled(&url);
+}
+
+/// A review item as a page shows it: side, path, status, reason, size.
+type PagedItem = (String, Vec<u8>, String, Option<String>, u64);
+
+/// Every item of `select` passing `filter`, read `limit` at a time by
+/// review pages, each page after the last item of the one before.
+fn paged(
+    store: &dyn StateStore,
+    select: ReviewSelect,
+    filter: &ReviewFilter,
+    limit: usize,
+) -> Vec<PagedItem> {
+    let (mut out, mut after) = (Vec::new(), None);
+    loop {
+        let page = store
+            .review_page(select, after.clone(), filter.clone(), limit)
+            .unwrap();
+        assert!(page.len() <= limit);
+        let Some(last) = page.last() else {
+            return out;
+        };
+        after = Some((last.side, last.path.clone()));
+        out.extend(page.into_iter().map(|i| {
+            (
+                i.side.as_str().to_string(),
+                i.path.as_bytes().to_vec(),
+                i.status,
+                i.reason,
+                i.size,
+            )
+        }));
+    }
+}
+
+/// Every child of `folder`, read `limit` at a time, each below-count
+/// sorted by status.
+fn browsed(store: &dyn StateStore, folder: &str, limit: usize) -> Vec<BrowseChild> {
+    let (mut out, mut after) = (Vec::new(), None);
+    loop {
+        let page = store
+            .browse(
+                RelPath::from_bytes(folder.as_bytes().to_vec()),
+                after.clone(),
+                limit,
+            )
+            .unwrap();
+        let Some(last) = page.last() else {
+            return out;
+        };
+        after = Some(last.path.clone());
+        out.extend(page.into_iter().map(|mut c| {
+            c.below.sort_by(|a, b| a.status.cmp(&b.status));
+            c
+        }));
+    }
+}
+
+#[test]
+fn review_pages_and_browsing_on_postgresql_give_what_they_give_on_duckdb() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = trees(dir.path());
+    let (file, _) = Store::open(
+        &dir.path().join("s.duckdb"),
+        OpenMode::CreateOrResume(Box::new(spec(src.as_ref(), dst.as_ref(), false))),
+    )
+    .unwrap();
+    let file = file.handle();
+    run(&file, &src, &dst, Cancel::new(), Arc::new(NoProgress)).unwrap();
+    let url = cluster.database("pages");
+    let pg = create_pg(&url, spec(src.as_ref(), dst.as_ref(), false));
+    run(&pg, &src, &dst, Cancel::new(), Arc::new(NoProgress)).unwrap();
+
+    let everything = ReviewFilter::default();
+    let filters = [
+        everything.clone(),
+        ReviewFilter {
+            prefix: Some(RelPath::from_bytes(b"a".to_vec())),
+            ..ReviewFilter::default()
+        },
+        ReviewFilter {
+            min_size: Some(4),
+            max_size: Some(4),
+            ..ReviewFilter::default()
+        },
+        // Any case.
+        ReviewFilter {
+            search: Some("ONLY".into()),
+            ..ReviewFilter::default()
+        },
+    ];
+    let selects = Status::ALL
+        .into_iter()
+        .map(ReviewSelect::Status)
+        .chain([ReviewSelect::Actionable, ReviewSelect::Failed]);
+    for select in selects {
+        for filter in &filters {
+            let want = paged(&file, select, filter, 1_000);
+            // Pages of two go through every item once, in order.
+            assert_eq!(paged(&pg, select, filter, 2), want, "{select:?} {filter:?}");
+            assert_eq!(
+                paged(&pg, select, filter, 1_000),
+                want,
+                "{select:?} {filter:?}"
+            );
+        }
+    }
+    let all = paged(&pg, ReviewSelect::Actionable, &everything, 1_000);
+    assert!(all.len() > 10, "{all:?}");
+    let only = paged(&pg, ReviewSelect::Actionable, &filters[3], 1_000);
+    assert_eq!(only.len(), 2, "a/only-src.txt and a/only-dst.txt: {only:?}");
+
+    // The root, a folder on both sides, one deep inside, a destination
+    // extra and a folder neither side has.
+    for folder in ["", "a", "a/deep", "gone", "b/c", "nowhere"] {
+        let want = browsed(&file, folder, 1_000);
+        assert_eq!(browsed(&pg, folder, 2), want, "{folder}");
+    }
+    let root = browsed(&pg, "", 1_000);
+    let a = root.iter().find(|c| c.path.as_bytes() == b"a").unwrap();
+    assert!(
+        a.below
+            .iter()
+            .any(|b| b.status == "missing" && b.items == 1),
+        "{a:?}"
+    );
+    let gone = root.iter().find(|c| c.path.as_bytes() == b"gone").unwrap();
+    assert_eq!(
+        (gone.side, gone.status.as_deref()),
+        (Side::Dst, Some("extra"))
+    );
 }

@@ -76,6 +76,12 @@ pub(super) struct Create {
     /// any takes them from the server's environment.
     #[serde(default)]
     secrets: GivenSecrets,
+    /// A PostgreSQL database made for this migration
+    /// (`postgres://USER@HOST:PORT/DB`) to hold its state, so worker
+    /// processes on other hosts can share it; by default a state file in
+    /// the server's folder.
+    #[serde(default)]
+    state: Option<String>,
 }
 
 /// Secrets given with a new migration, by side.
@@ -136,7 +142,7 @@ pub(super) async fn create(
                 hard_links: c.keep_hard_links,
             },
         };
-        reg.create(&slot, request)?;
+        reg.create(&slot, request, c.state)?;
         let name = slot.name.clone();
         Ok((StatusCode::CREATED, Json(Created { name })).into_response())
     })
