@@ -299,7 +299,9 @@ impl PgStore {
             if left_to_others == 0 {
                 return Ok(Vec::new());
             }
-            std::thread::sleep(WAIT_FOR_OTHERS);
+            if self.reap_gone_holders()? == 0 {
+                std::thread::sleep(WAIT_FOR_OTHERS);
+            }
         }
     }
 

@@ -23,6 +23,7 @@ mod copy;
 mod error;
 mod events;
 mod leases;
+mod liveness;
 mod pass;
 mod plan;
 mod report;
@@ -86,6 +87,8 @@ pub struct PgStore {
     rounds: Mutex<[Option<u32>; 2]>,
     /// Renews this process's leases once it holds some.
     heartbeat: Mutex<Option<state_store::Heartbeat>>,
+    /// When this process last looked for lease holders that are gone.
+    reaped_at: Mutex<Option<Instant>>,
     /// The epoch of each copy item this process leased and has not
     /// recorded an outcome for.
     copy_held: Mutex<HashMap<i64, i64>>,
@@ -171,6 +174,7 @@ impl PgStore {
             held: Mutex::default(),
             rounds: Mutex::default(),
             heartbeat: Mutex::default(),
+            reaped_at: Mutex::default(),
             copy_held: Mutex::default(),
             copier: Mutex::default(),
             lease_time: LEASE_TIME,

@@ -153,10 +153,11 @@ pub const COPY_TABLES: &str = "
         rel_path bytea NOT NULL, size bigint NOT NULL, mtime_ns bigint,
         mode integer, uid bigint, gid bigint, xattrs bigint, link_to bytea);";
 
-/// What version 4 adds, for delta passes: each finished pass's summary,
+/// What version 4 adds: for delta passes, each finished pass's summary,
 /// the previous pass's source tree (the node table of that pass, renamed
 /// when the next starts; empty in the first pass), and what changed on
-/// the source since. A version 3 database gains them when opened.
+/// the source since; and the living processes. A version 3 database
+/// gains them when opened.
 pub const PASS_TABLES: &str = "
     CREATE TABLE passes (
         pass integer PRIMARY KEY, finished_at timestamptz NOT NULL, discovery text NOT NULL,
@@ -164,4 +165,7 @@ pub const PASS_TABLES: &str = "
     CREATE TABLE previous_src_nodes (LIKE src_nodes INCLUDING ALL);
     CREATE TABLE src_changes (
         rel_path bytea NOT NULL, depth integer NOT NULL, change text NOT NULL,
-        kind smallint NOT NULL, size bigint NOT NULL, mtime_ns bigint, reason text);";
+        kind smallint NOT NULL, size bigint NOT NULL, mtime_ns bigint, reason text);
+    -- Each living process, and when it took the lock that says so
+    -- (`liveness`).
+    CREATE TABLE holders (holder text PRIMARY KEY, locked_at timestamptz NOT NULL);";

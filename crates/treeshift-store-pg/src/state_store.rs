@@ -44,18 +44,38 @@ impl Heartbeat {
     /// times a lease (so one missed beat, a slow database, loses
     /// nothing), on a connection of its own to `url` (a listing that holds
     /// the store's connection must not hold up the renewal).
+    ///
+    /// Its connection holds the lock that says this process lives
+    /// (`liveness`), taken before this returns: before any lease.
     fn start(url: String, holder: String, lease_time: Duration) -> Heartbeat {
         let (stop, stopped) = bounded::<()>(0);
+        let alive = holder.clone();
+        let connect = move || {
+            let mut client = crate::connect(&url).ok()?;
+            crate::liveness::hold_alive(&mut client, &alive).ok()?;
+            Some(client)
+        };
+        let mut client: Option<Client> = connect();
         let thread = std::thread::spawn(move || {
-            let mut client: Option<Client> = None;
-            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(lease_time / 3) {
+            // Without its connection, this process looks gone to the
+            // others (its lock is free): connect again soon, not at the
+            // next beat.
+            let pause = |client: &Option<Client>| match client {
+                Some(_) => lease_time / 3,
+                None => (lease_time / 3).min(Duration::from_millis(200)),
+            };
+            let mut warned = false;
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(pause(&client)) {
                 if client.is_none() {
-                    client = crate::connect(&url).ok();
+                    client = connect();
                 }
                 let Some(c) = client.as_mut() else {
-                    tracing::warn!("lease heartbeat: the state database cannot be reached");
+                    if !std::mem::replace(&mut warned, true) {
+                        tracing::warn!("lease heartbeat: the state database cannot be reached");
+                    }
                     continue;
                 };
+                warned = false;
                 if let Err(e) = renew(c, &holder, lease_time) {
                     tracing::warn!(error = %e, "lease heartbeat: renewal failed");
                     client = None;
@@ -72,7 +92,7 @@ impl Heartbeat {
 }
 
 /// Tables whose rows are leased: each side's folders, and copy items.
-const LEASED: [&str; 3] = ["src_leases", "dst_leases", "copy_todo"];
+pub(crate) const LEASED: [&str; 3] = ["src_leases", "dst_leases", "copy_todo"];
 
 /// Extends every lease `holder` holds by `lease_time`.
 fn renew(client: &mut Client, holder: &str, lease_time: Duration) -> Result<(), postgres::Error> {
@@ -173,6 +193,7 @@ impl PgStore {
                 &[&self.holder],
             );
         }
+        let _ = client.execute("DELETE FROM holders WHERE holder = $1", &[&self.holder]);
     }
 }
 
@@ -256,7 +277,9 @@ impl StateStore for PgStore {
             if self.held_by_others(side, depth)? == 0 {
                 return Ok(Vec::new());
             }
-            std::thread::sleep(WAIT_FOR_OTHERS);
+            if self.reap_gone_holders()? == 0 {
+                std::thread::sleep(WAIT_FOR_OTHERS);
+            }
         }
     }
 

@@ -1,8 +1,8 @@
 //! Discovery with its state in PostgreSQL, by the real binary: `discover`
 //! and `treeshift worker` processes share one migration, and end with the
 //! summary one process gives on a DuckDB file, whatever happens to one of
-//! them (SIGKILL included: its folders are leased again once its leases
-//! expire).
+//! them (SIGKILL included: its folders are leased again at once, its
+//! leases ending with it).
 
 #[path = "../../treeshift-store-pg/tests/cluster/mod.rs"]
 mod cluster;
@@ -241,15 +241,15 @@ fn a_worker_killed_mid_listing_leaves_its_folders_to_the_others() {
         pid = doomed.id()
     );
     wait_for(&url, &holds, &mut doomed);
+    // Status shows what the worker holds.
+    let status = status_of(&url);
+    let dead = format!(":{}:", doomed.id());
     let killed = Command::new("kill")
         .args(["-KILL", &doomed.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
     let _ = doomed.wait();
-    // Until its leases expire, status shows what the dead worker holds.
-    let status = status_of(&url);
-    let dead = format!(":{}:", doomed.id());
     assert!(
         status["workers"]
             .as_array()
@@ -261,14 +261,63 @@ fn a_worker_killed_mid_listing_leaves_its_folders_to_the_others() {
     );
     let out = json_of(first);
     assert_eq!(summary_of(&out, &want), want);
-    // What the killed worker held was leased again, once its leases
-    // expired.
+    // What the killed worker held was leased again.
     let taken_over = query_i64(
         &url,
         "SELECT (SELECT count(*) FROM src_leases WHERE epoch > 1) + \
                 (SELECT count(*) FROM dst_leases WHERE epoch > 1)",
     );
     assert!(taken_over > 0);
+    assert_nothing_doubled(&url);
+}
+
+#[test]
+fn a_discovery_killed_and_started_again_takes_its_leases_back_at_once() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let (want, _, _) = on_a_file();
+    let url = cluster.database("resumed");
+    // Leases of an hour: the run started again can only end if the
+    // killed run's leases ended with it.
+    let discover = || {
+        spawn(&[
+            "--lease-time",
+            "3600",
+            "discover",
+            SRC,
+            DST,
+            "--state",
+            &url,
+            "--json",
+            "--workers",
+            WORKERS,
+        ])
+    };
+    let mut doomed = discover();
+    let holds = format!(
+        "SELECT count(*) FROM src_leases WHERE holder LIKE '%:{}:%' AND NOT done",
+        doomed.id()
+    );
+    wait_for(&url, &holds, &mut doomed);
+    let killed = Command::new("kill")
+        .args(["-KILL", &doomed.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = doomed.wait();
+    let mut again = discover();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while again.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the run started again waits for the killed run's leases"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(summary_of(&json_of(again), &want), want);
+    // The killed run's folders were leased again, under a later epoch.
+    assert!(query_i64(&url, "SELECT count(*) FROM src_leases WHERE epoch > 1") > 0);
     assert_nothing_doubled(&url);
 }
 
