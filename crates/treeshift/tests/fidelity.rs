@@ -1,7 +1,8 @@
 //! The destination equals the source in every detail a file server keeps,
 //! checked by a tool nobody here wrote: `rsync -aHAX -c -n -i --delete`
 //! lists every difference in content, mode, owner, group, mtime, ACLs,
-//! extended attributes and hard links, and must list nothing.
+//! extended attributes and hard links, and must list nothing. Each test
+//! runs with the state in a DuckDB file, then in PostgreSQL.
 
 mod util;
 
@@ -92,82 +93,84 @@ fn migrate(src: &Path, dst: &Path, state: &Path) -> serde_json::Value {
 
 #[test]
 fn rsync_finds_nothing_to_change_after_a_migrate_or_a_delta_pass() {
-    let dir = tempfile::tempdir().unwrap();
-    let (src, dst, state) = (
-        dir.path().join("src"),
-        dir.path().join("dst"),
-        dir.path().join("s.duckdb"),
-    );
-    if server_tree(&src).is_none() {
-        return;
-    }
-    migrate(&src, &dst, &state);
-    let Some(left) = rsync_differences(&src, &dst) else {
-        return;
-    };
-    assert!(
-        left.is_empty(),
-        "after the migrate, rsync would change: {left:#?}"
-    );
-    // The holes are kept: the copy takes the disk its source takes.
-    use std::os::unix::fs::MetadataExt;
-    let blocks = |p: &Path| fs::metadata(p).unwrap().blocks();
-    let (a, b) = (
-        blocks(&src.join("sparse.img")),
-        blocks(&dst.join("sparse.img")),
-    );
-    assert!(
-        b <= a + 3 * 8,
-        "{b} blocks on the destination for {a} on the source"
-    );
+    util::on_every_store(|store| {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst, state) = (
+            dir.path().join("src"),
+            dir.path().join("dst"),
+            store.state(dir.path(), "s"),
+        );
+        if server_tree(&src).is_none() {
+            return;
+        }
+        migrate(&src, &dst, &state);
+        let Some(left) = rsync_differences(&src, &dst) else {
+            return;
+        };
+        assert!(
+            left.is_empty(),
+            "after the migrate, rsync would change: {left:#?}"
+        );
+        // The holes are kept: the copy takes the disk its source takes.
+        use std::os::unix::fs::MetadataExt;
+        let blocks = |p: &Path| fs::metadata(p).unwrap().blocks();
+        let (a, b) = (
+            blocks(&src.join("sparse.img")),
+            blocks(&dst.join("sparse.img")),
+        );
+        assert!(
+            b <= a + 3 * 8,
+            "{b} blocks on the destination for {a} on the source"
+        );
 
-    // Pass 2, after the source changed: content, a mode, an owner, a
-    // folder's mode and owner, an attribute, an ACL. And someone changed
-    // one file on the destination: that one is not the migration's.
-    let p = |rel: &str| src.join(rel);
-    fs::write(p("team/plan"), b"the new plan, longer").unwrap();
-    set_mtime(&p("team/plan"), 1_700_000_500);
-    fs::set_permissions(p("plain"), fs::Permissions::from_mode(0o600)).unwrap();
-    std::os::unix::fs::chown(p("tmp/scratch"), Some(1010), Some(1010)).unwrap();
-    std::os::unix::fs::chown(p("private"), Some(1011), None).unwrap();
-    fs::set_permissions(p("private"), fs::Permissions::from_mode(0o710)).unwrap();
-    tool(
-        "setfattr",
-        &["-n", "user.origin", "-v", "scanner-8", s(&p("team/plan"))],
-    )
-    .unwrap();
-    tool("setfacl", &["-m", "u:1235:r--", s(&p("shared/acl/doc"))]).unwrap();
-    fs::write(p("private/diary"), b"dear diary, again").unwrap();
-    fs::write(dst.join("private/diary"), b"someone else's edit").unwrap();
-    for folder in ["private", "team", "tmp", "shared/acl", ""] {
-        set_mtime(&src.join(folder), 1_660_000_000);
-    }
-    let (code, out, err) = run(&["discover", s(&src), s(&dst), "--state", s(&state), "--json"]);
-    assert_eq!(code, 0, "{err}");
-    let found: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(found["pass"], 2, "{found}");
-    // The migration's own: one file's data (under its three names), the
-    // metadata of four items (plain and its twin, scratch, doc), and the mtimes
-    // of the folders whose mtime changed (private with its mode and owner,
-    // team, tmp, shared/acl); the diary someone else edited is left alone,
-    // and said so.
-    assert_eq!(found["to_copy"]["files"], 3, "{found}");
-    assert_eq!(found["to_copy"]["metadata"], 4 + 4, "{found}");
-    assert_eq!(found["outdated"], 3 + 4 + 4, "{found}");
-    assert_eq!(found["left_alone"]["items"], 1, "{found}");
-    assert_eq!(found["differs"], 1, "{found}");
-    let (code, _, err) = run(&["approve", "--state", s(&state)]);
-    assert_eq!(code, 0, "{err}");
-    let (code, out, err) = run(&["copy", "--state", s(&state), "--json"]);
-    assert_eq!(code, 0, "{out} {err}");
-    let left = rsync_differences(&src, &dst).unwrap();
-    assert!(
-        left.len() == 1 && left[0].ends_with(" private/diary"),
-        "only the file someone else edited is left: {left:#?}"
-    );
-    let (code, out, err) = run(&["verify", "--state", s(&state), "--checksum", "--json"]);
-    assert_eq!(code, 0, "{out} {err}");
-    assert_eq!(status_json(&state)["verify"]["mismatch"], 0);
+        // Pass 2, after the source changed: content, a mode, an owner, a
+        // folder's mode and owner, an attribute, an ACL. And someone changed
+        // one file on the destination: that one is not the migration's.
+        let p = |rel: &str| src.join(rel);
+        fs::write(p("team/plan"), b"the new plan, longer").unwrap();
+        set_mtime(&p("team/plan"), 1_700_000_500);
+        fs::set_permissions(p("plain"), fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(p("tmp/scratch"), Some(1010), Some(1010)).unwrap();
+        std::os::unix::fs::chown(p("private"), Some(1011), None).unwrap();
+        fs::set_permissions(p("private"), fs::Permissions::from_mode(0o710)).unwrap();
+        tool(
+            "setfattr",
+            &["-n", "user.origin", "-v", "scanner-8", s(&p("team/plan"))],
+        )
+        .unwrap();
+        tool("setfacl", &["-m", "u:1235:r--", s(&p("shared/acl/doc"))]).unwrap();
+        fs::write(p("private/diary"), b"dear diary, again").unwrap();
+        fs::write(dst.join("private/diary"), b"someone else's edit").unwrap();
+        for folder in ["private", "team", "tmp", "shared/acl", ""] {
+            set_mtime(&src.join(folder), 1_660_000_000);
+        }
+        let (code, out, err) = run(&["discover", s(&src), s(&dst), "--state", s(&state), "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let found: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(found["pass"], 2, "{found}");
+        // The migration's own: one file's data (under its three names), the
+        // metadata of four items (plain and its twin, scratch, doc), and the mtimes
+        // of the folders whose mtime changed (private with its mode and owner,
+        // team, tmp, shared/acl); the diary someone else edited is left alone,
+        // and said so.
+        assert_eq!(found["to_copy"]["files"], 3, "{found}");
+        assert_eq!(found["to_copy"]["metadata"], 4 + 4, "{found}");
+        assert_eq!(found["outdated"], 3 + 4 + 4, "{found}");
+        assert_eq!(found["left_alone"]["items"], 1, "{found}");
+        assert_eq!(found["differs"], 1, "{found}");
+        let (code, _, err) = run(&["approve", "--state", s(&state)]);
+        assert_eq!(code, 0, "{err}");
+        let (code, out, err) = run(&["copy", "--state", s(&state), "--json"]);
+        assert_eq!(code, 0, "{out} {err}");
+        let left = rsync_differences(&src, &dst).unwrap();
+        assert!(
+            left.len() == 1 && left[0].ends_with(" private/diary"),
+            "only the file someone else edited is left: {left:#?}"
+        );
+        let (code, out, err) = run(&["verify", "--state", s(&state), "--checksum", "--json"]);
+        assert_eq!(code, 0, "{out} {err}");
+        assert_eq!(status_json(&state)["verify"]["mismatch"], 0);
+    });
 }
 
 /// A file system mounted for a test, unmounted on drop.
@@ -181,82 +184,84 @@ impl Drop for Mounted {
 
 #[test]
 fn a_destination_without_extended_attributes_gets_everything_else_with_a_note_per_item() {
-    let dir = tempfile::tempdir().unwrap();
-    let (src, dst, state) = (
-        dir.path().join("src"),
-        dir.path().join("dst"),
-        dir.path().join("s.duckdb"),
-    );
-    fs::create_dir_all(src.join("acl")).unwrap();
-    fs::write(src.join("tagged"), b"tagged").unwrap();
-    fs::write(src.join("plain"), b"plain").unwrap();
-    fs::write(src.join("acl/doc"), b"doc").unwrap();
-    if tool(
-        "setfattr",
-        &["-n", "user.tag", "-v", "x", s(&src.join("tagged"))],
-    )
-    .is_none()
-        || tool("setfacl", &["-m", "u:1234:r--", s(&src.join("acl/doc"))]).is_none()
-    {
-        return;
-    }
-    // ramfs holds neither extended attributes nor ACLs.
-    fs::create_dir_all(&dst).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "ramfs", "ramfs", s(&dst)])
-        .status()
-        .is_ok_and(|st| st.success());
-    if !mounted {
-        util::missing_prerequisite("a ramfs mount");
-        return;
-    }
-    let _mount = Mounted(dst.clone());
-    let (code, out, err) = run(&[
-        "migrate",
-        s(&src),
-        s(&dst),
-        "--state",
-        s(&state),
-        "--yes",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "the data is all there, and verified: {out} {err}");
-    let (_, copied, _) = run(&[
-        "review",
-        "--state",
-        s(&state),
-        "--status",
-        "copied",
-        "--format",
-        "csv",
-    ]);
-    let noted: Vec<&str> = copied
-        .lines()
-        .filter(|l| l.contains("copied without its extended attributes"))
-        .collect();
-    assert_eq!(
-        noted.len(),
-        2,
-        "tagged and acl/doc, each with a note: {copied}"
-    );
-    assert!(noted.iter().any(|l| l.contains(",tagged,")), "{noted:?}");
-    assert!(
-        !copied
+    util::on_every_store(|store| {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst, state) = (
+            dir.path().join("src"),
+            dir.path().join("dst"),
+            store.state(dir.path(), "s"),
+        );
+        fs::create_dir_all(src.join("acl")).unwrap();
+        fs::write(src.join("tagged"), b"tagged").unwrap();
+        fs::write(src.join("plain"), b"plain").unwrap();
+        fs::write(src.join("acl/doc"), b"doc").unwrap();
+        if tool(
+            "setfattr",
+            &["-n", "user.tag", "-v", "x", s(&src.join("tagged"))],
+        )
+        .is_none()
+            || tool("setfacl", &["-m", "u:1234:r--", s(&src.join("acl/doc"))]).is_none()
+        {
+            return;
+        }
+        // ramfs holds neither extended attributes nor ACLs.
+        fs::create_dir_all(&dst).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "ramfs", "ramfs", s(&dst)])
+            .status()
+            .is_ok_and(|st| st.success());
+        if !mounted {
+            util::missing_prerequisite("a ramfs mount");
+            return;
+        }
+        let _mount = Mounted(dst.clone());
+        let (code, out, err) = run(&[
+            "migrate",
+            s(&src),
+            s(&dst),
+            "--state",
+            s(&state),
+            "--yes",
+            "--json",
+        ]);
+        assert_eq!(code, 0, "the data is all there, and verified: {out} {err}");
+        let (_, copied, _) = run(&[
+            "review",
+            "--state",
+            s(&state),
+            "--status",
+            "copied",
+            "--format",
+            "csv",
+        ]);
+        let noted: Vec<&str> = copied
             .lines()
-            .any(|l| l.contains(",plain,") && l.contains("without"))
-    );
-    // All but the attributes: rsync without -A and -X finds nothing.
-    let left = tool(
-        "rsync",
-        &[
-            "-aH",
-            "-c",
-            "-n",
-            "-i",
-            &format!("{}/", s(&src)),
-            &format!("{}/", s(&dst)),
-        ],
-    )
-    .unwrap();
-    assert!(left.trim().is_empty(), "{left}");
+            .filter(|l| l.contains("copied without its extended attributes"))
+            .collect();
+        assert_eq!(
+            noted.len(),
+            2,
+            "tagged and acl/doc, each with a note: {copied}"
+        );
+        assert!(noted.iter().any(|l| l.contains(",tagged,")), "{noted:?}");
+        assert!(
+            !copied
+                .lines()
+                .any(|l| l.contains(",plain,") && l.contains("without"))
+        );
+        // All but the attributes: rsync without -A and -X finds nothing.
+        let left = tool(
+            "rsync",
+            &[
+                "-aH",
+                "-c",
+                "-n",
+                "-i",
+                &format!("{}/", s(&src)),
+                &format!("{}/", s(&dst)),
+            ],
+        )
+        .unwrap();
+        assert!(left.trim().is_empty(), "{left}");
+    });
 }

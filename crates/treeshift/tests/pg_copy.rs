@@ -5,17 +5,15 @@
 //! killed with SIGKILL resumes to the uninterrupted result; and one
 //! process at a time copies a migration.
 
-#[path = "../../treeshift-store-pg/tests/cluster/mod.rs"]
-mod cluster;
 mod util;
 
-use cluster::Cluster;
 use serde_json::Value;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
+use util::cluster::Cluster;
 use util::{command, copy_tree, make_tree, run, s, set_mtime, snapshot, temporaries};
 
 /// A source and a destination that disagree in every way a plan acts on:

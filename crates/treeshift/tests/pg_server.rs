@@ -6,15 +6,13 @@
 //! that is not a database, or one out of reach, is refused and leaves
 //! nothing behind.
 
-#[path = "../../treeshift-store-pg/tests/cluster/mod.rs"]
-mod cluster;
 mod util;
 
-use cluster::Cluster;
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use util::api::ApiServer;
+use util::cluster::Cluster;
 use util::{s, snapshot};
 
 const SRC: &str = "sim:seed=5,depth=2,fanout=3,files=12";

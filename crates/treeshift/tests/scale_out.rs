@@ -4,14 +4,12 @@
 //! them (SIGKILL included: its folders are leased again at once, its
 //! leases ending with it).
 
-#[path = "../../treeshift-store-pg/tests/cluster/mod.rs"]
-mod cluster;
 mod util;
 
-use cluster::{Cluster, assert_nothing_doubled};
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use util::cluster::{Cluster, assert_nothing_doubled};
 use util::{command, s};
 
 /// Slow enough (each listing waits, few at once) that the processes

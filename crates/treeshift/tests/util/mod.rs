@@ -773,3 +773,62 @@ pub fn bare(home: &Path, vars: &[(&str, &str)]) -> Command {
     }
     c
 }
+
+/// A throwaway PostgreSQL cluster (see its module).
+#[path = "../../../treeshift-store-pg/tests/cluster/mod.rs"]
+pub mod cluster;
+
+/// Where an end-to-end test keeps its migrations' state.
+pub enum Store {
+    /// A DuckDB file in the test's folder.
+    File,
+    /// A database of its own on a cluster the test started.
+    Postgres(cluster::Cluster),
+}
+
+impl Store {
+    /// A new state named `name` for a migration of the test: a state
+    /// file `name.duckdb` in `dir`, or a new database.
+    pub fn state(&self, dir: &Path, name: &str) -> PathBuf {
+        static DATABASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        match self {
+            Store::File => dir.join(format!("{name}.duckdb")),
+            Store::Postgres(cluster) => {
+                let n = DATABASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                PathBuf::from(cluster.database(&format!("m{n}")))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Store::File => "a DuckDB file",
+            Store::Postgres(_) => "PostgreSQL",
+        })
+    }
+}
+
+/// Runs `test` with the state on each store: a DuckDB file, then
+/// PostgreSQL (a cluster of the test's own; without PostgreSQL's
+/// binaries that run is skipped, and fails under CI). A failure says
+/// which store it was on.
+pub fn on_every_store(test: impl Fn(&Store)) {
+    let stores = [
+        Some(Store::File),
+        cluster::Cluster::start().map(Store::Postgres),
+    ];
+    for store in stores.into_iter().flatten() {
+        struct Says<'a>(&'a Store);
+        impl Drop for Says<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    eprintln!("(with the state on {})", self.0);
+                }
+            }
+        }
+        let _says = Says(&store);
+        test(&store);
+    }
+}
