@@ -8,7 +8,7 @@ mod util;
 
 use std::fs;
 use std::path::Path;
-use util::{Rng, azure_server, make_tree, migrate_with_kills, run, s, s3_server, set_mtime};
+use util::{Rng, Store, azure_server, make_tree, migrate_with_kills, run, s, s3_server, set_mtime};
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
@@ -64,8 +64,8 @@ fn discover(src: &str, dst: &str, state: &Path) -> serde_json::Value {
 /// was written, and the way back compared by rsync (data and mtimes, the
 /// mtimes having gone there and back in the objects' metadata). Returns
 /// the source.
-fn there_and_back(location: &str, dir: &Path, big: u32) -> std::path::PathBuf {
-    let (src, state) = (dir.join("src"), dir.join("s.duckdb"));
+fn there_and_back(store: &Store, location: &str, dir: &Path, big: u32) -> std::path::PathBuf {
+    let (src, state) = (dir.join("src"), store.state(dir, "s"));
     source(&src, big);
     let first = migrate(s(&src), location, &state);
     let files_in_source = files(&src).len() as u64;
@@ -109,7 +109,7 @@ fn there_and_back(location: &str, dir: &Path, big: u32) -> std::path::PathBuf {
     assert_eq!(json(&out)["copied"], 2, "{out}");
 
     // And back to a local folder; a discovery after finds nothing to do.
-    let (back, back_state) = (dir.join("back"), dir.join("back.duckdb"));
+    let (back, back_state) = (dir.join("back"), store.state(dir, "back"));
     let returned = migrate(location, s(&back), &back_state);
     assert_eq!(
         returned["discovery"]["src"]["files"], files_in_source,
@@ -137,69 +137,79 @@ fn came_back(src: &Path, location: &str, back: &Path, state: &Path) {
 
 #[test]
 fn local_to_s3_and_back_and_a_second_discovery_asks_for_no_object() {
-    let Some(server) = s3_server() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let src = there_and_back(&server.s3("migrated"), dir.path(), 9 << 20);
-    // A tool nobody here wrote agrees on the store too: same data, sizes
-    // and mtimes, read from the metadata as rclone writes it.
-    if let Some(differences) = server.rclone_differences(&src, "migrated") {
-        assert!(differences.is_empty(), "{differences:#?}");
-    }
+    util::on_every_store(|store| {
+        let Some(server) = s3_server() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let src = there_and_back(store, &server.s3("migrated"), dir.path(), 9 << 20);
+        // A tool nobody here wrote agrees on the store too: same data, sizes
+        // and mtimes, read from the metadata as rclone writes it.
+        if let Some(differences) = server.rclone_differences(&src, "migrated") {
+            assert!(differences.is_empty(), "{differences:#?}");
+        }
+    });
 }
 
 #[test]
 fn local_to_azure_and_back_and_a_second_discovery_asks_for_no_blob() {
-    let Some(server) = azure_server() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    there_and_back(&server.azblob("migrated"), dir.path(), 9 << 20);
+    util::on_every_store(|store| {
+        let Some(server) = azure_server() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        there_and_back(store, &server.azblob("migrated"), dir.path(), 9 << 20);
+    });
 }
 
 #[test]
 fn local_to_gcs_and_back_and_a_second_discovery_asks_for_no_object() {
-    let Some(server) = util::gcs_server() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    // The emulator has no multipart uploads (GCS's XML API): the large
-    // file stays within one 8 MiB part.
-    there_and_back(&server.gcs("migrated"), dir.path(), 6 << 20);
+    util::on_every_store(|store| {
+        let Some(server) = util::gcs_server() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // The emulator has no multipart uploads (GCS's XML API): the large
+        // file stays within one 8 MiB part.
+        there_and_back(store, &server.gcs("migrated"), dir.path(), 6 << 20);
+    });
 }
 
 #[test]
 fn local_to_webdav_and_back_and_a_second_discovery_asks_for_no_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let served = dir.path().join("served");
-    let Some(server) = util::webdav_server(&served) else {
-        return;
-    };
-    let src = there_and_back(&server.webdav("migrated"), dir.path(), 9 << 20);
-    // The server's own folder, read by a tool nobody here wrote: the same
-    // names and data, every empty folder, no temporary left.
-    if let Some(differences) = rsync_content_differences(&src, &served.join("migrated")) {
-        assert!(differences.is_empty(), "{differences:#?}");
-    }
-    assert!(served.join("migrated/hollow/inner").is_dir());
-    assert_eq!(util::temporaries(&served), Vec::<Vec<u8>>::new());
+    util::on_every_store(|store| {
+        let dir = tempfile::tempdir().unwrap();
+        let served = dir.path().join("served");
+        let Some(server) = util::webdav_server(&served) else {
+            return;
+        };
+        let src = there_and_back(store, &server.webdav("migrated"), dir.path(), 9 << 20);
+        // The server's own folder, read by a tool nobody here wrote: the same
+        // names and data, every empty folder, no temporary left.
+        if let Some(differences) = rsync_content_differences(&src, &served.join("migrated")) {
+            assert!(differences.is_empty(), "{differences:#?}");
+        }
+        assert!(served.join("migrated/hollow/inner").is_dir());
+        assert_eq!(util::temporaries(&served), Vec::<Vec<u8>>::new());
+    });
 }
 
 #[test]
 fn a_copy_to_webdav_killed_at_random_moments_resumes_to_the_same_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let served = dir.path().join("served");
-    let Some(server) = util::webdav_server(&served) else {
-        return;
-    };
-    let src = copy_killed_and_resumed(&server.webdav("killed"), dir.path(), 5 << 20);
-    // A killed upload went to a temporary name: no file under its own
-    // name is short, and the resumed copy took every temporary away.
-    if let Some(differences) = rsync_content_differences(&src, &served.join("killed")) {
-        assert!(differences.is_empty(), "{differences:#?}");
-    }
-    assert_eq!(util::temporaries(&served), Vec::<Vec<u8>>::new());
+    util::on_every_store(|store| {
+        let dir = tempfile::tempdir().unwrap();
+        let served = dir.path().join("served");
+        let Some(server) = util::webdav_server(&served) else {
+            return;
+        };
+        let src = copy_killed_and_resumed(store, &server.webdav("killed"), dir.path(), 5 << 20);
+        // A killed upload went to a temporary name: no file under its own
+        // name is short, and the resumed copy took every temporary away.
+        if let Some(differences) = rsync_content_differences(&src, &served.join("killed")) {
+            assert!(differences.is_empty(), "{differences:#?}");
+        }
+        assert_eq!(util::temporaries(&served), Vec::<Vec<u8>>::new());
+    });
 }
 
 #[test]
@@ -264,8 +274,13 @@ fn a_webdav_server_that_cannot_be_used_or_a_file_too_large_to_send_is_said_plain
 /// random moments, resumes it, and checks the store holds the tree (by a
 /// new discovery, and by a copy back compared byte for byte). Returns the
 /// source.
-fn copy_killed_and_resumed(location: &str, dir: &Path, big: u32) -> std::path::PathBuf {
-    let (src, state) = (dir.join("src"), dir.join("s.duckdb"));
+fn copy_killed_and_resumed(
+    store: &Store,
+    location: &str,
+    dir: &Path,
+    big: u32,
+) -> std::path::PathBuf {
+    let (src, state) = (dir.join("src"), store.state(dir, "s"));
     make_tree(&src, 4, 2, 8);
     // Uploads in several parts where `big` is larger than one, which a kill
     // can leave half sent.
@@ -280,7 +295,7 @@ fn copy_killed_and_resumed(location: &str, dir: &Path, big: u32) -> std::path::P
     assert_eq!(after["differs"], 0, "{after}");
     // And back, killed likewise: each file gets its own mtime from the
     // object's metadata, a resumed run included.
-    let (back, back_state) = (dir.join("back"), dir.join("back.duckdb"));
+    let (back, back_state) = (dir.join("back"), store.state(dir, "back"));
     migrate_with_kills(
         location,
         s(&back),
@@ -295,33 +310,39 @@ fn copy_killed_and_resumed(location: &str, dir: &Path, big: u32) -> std::path::P
 
 #[test]
 fn a_copy_to_s3_killed_at_random_moments_resumes_to_the_same_objects() {
-    let Some(server) = s3_server() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let src = copy_killed_and_resumed(&server.s3("killed"), dir.path(), 17 << 20);
-    if let Some(differences) = server.rclone_differences(&src, "killed") {
-        assert!(differences.is_empty(), "{differences:#?}");
-    }
+    util::on_every_store(|store| {
+        let Some(server) = s3_server() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let src = copy_killed_and_resumed(store, &server.s3("killed"), dir.path(), 17 << 20);
+        if let Some(differences) = server.rclone_differences(&src, "killed") {
+            assert!(differences.is_empty(), "{differences:#?}");
+        }
+    });
 }
 
 #[test]
 fn a_copy_to_azure_killed_at_random_moments_resumes_to_the_same_blobs() {
-    let Some(server) = azure_server() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    copy_killed_and_resumed(&server.azblob("killed"), dir.path(), 17 << 20);
+    util::on_every_store(|store| {
+        let Some(server) = azure_server() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        copy_killed_and_resumed(store, &server.azblob("killed"), dir.path(), 17 << 20);
+    });
 }
 
 #[test]
 fn a_copy_to_gcs_killed_at_random_moments_resumes_to_the_same_objects() {
-    let Some(server) = util::gcs_server() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    // Within one part: the emulator has no multipart uploads.
-    copy_killed_and_resumed(&server.gcs("killed"), dir.path(), 6 << 20);
+    util::on_every_store(|store| {
+        let Some(server) = util::gcs_server() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // Within one part: the emulator has no multipart uploads.
+        copy_killed_and_resumed(store, &server.gcs("killed"), dir.path(), 6 << 20);
+    });
 }
 
 #[test]
