@@ -202,8 +202,9 @@ impl PgStore {
         limit: usize,
         time: Duration,
     ) -> Result<Vec<Lease>, StoreError> {
-        // A lease whose reply was lost with the connection stays taken
-        // until it expires: the folder waits, nothing is lost.
+        // A lease whose reply was lost with the connection stays taken by
+        // this process, unknown to it: it gives such leases back once it
+        // finds nothing left to lease (`release_unknown`).
         self.run(|client| {
             let mut tx = client.transaction().context("begin a lease")?;
             let leased = tx

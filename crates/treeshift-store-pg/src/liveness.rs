@@ -127,3 +127,52 @@ impl PgStore {
         })
     }
 }
+
+impl PgStore {
+    /// Gives back the leases this process holds in `table` (among the
+    /// rows `scope`, SQL on the row) that it does not know of (`known`
+    /// says which it does): those of a lease whose reply was lost with
+    /// the connection, taken again by the retried lease. The heartbeat
+    /// would renew them for as long as this process lives, and the others
+    /// leave a living process's leases alone; so a process that finds
+    /// nothing left to lease gives them back before it ends its step.
+    /// Returns how many it gave back.
+    pub(crate) fn release_unknown(
+        &self,
+        table: &str,
+        scope: &str,
+        known: impl Fn(i64) -> bool,
+    ) -> Result<usize, StoreError> {
+        self.run(|client| {
+            let unknown: Vec<i64> = client
+                .query(
+                    &format!(
+                        "SELECT node_id FROM {table} WHERE holder = $1 AND NOT done AND {scope}"
+                    ),
+                    &[&self.holder()],
+                )
+                .context("read the leases this process holds")?
+                .iter()
+                .map(|r| r.get(0))
+                .filter(|id| !known(*id))
+                .collect();
+            if unknown.is_empty() {
+                return Ok(0);
+            }
+            client
+                .execute(
+                    &format!(
+                        "UPDATE {table} SET holder = NULL, expires_at = NULL \
+                         WHERE node_id = ANY($2) AND holder = $1 AND NOT done"
+                    ),
+                    &[&self.holder(), &unknown],
+                )
+                .context("give back leases whose reply was lost")?;
+            tracing::info!(
+                leases = unknown.len(),
+                "leases whose reply was lost were given back"
+            );
+            Ok(unknown.len())
+        })
+    }
+}

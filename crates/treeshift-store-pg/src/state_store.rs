@@ -274,6 +274,18 @@ impl StateStore for PgStore {
                 held.extend(leases.iter().map(|l| ((side, l.task.id), l.epoch)));
                 return Ok(leases.into_iter().map(|l| l.task).collect());
             }
+            let known = |id| {
+                let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+                held.contains_key(&(side, id))
+            };
+            if self.release_unknown(
+                &format!("{side}_leases"),
+                &format!("depth = {depth}"),
+                known,
+            )? > 0
+            {
+                continue;
+            }
             if self.held_by_others(side, depth)? == 0 {
                 return Ok(Vec::new());
             }

@@ -489,3 +489,47 @@ fn folders_a_dead_worker_held_are_leased_again_once_its_leases_expire() {
         "one completion per folder"
     );
 }
+
+#[test]
+fn a_lease_whose_reply_was_lost_is_given_back_and_its_folder_listed() {
+    use treeshift_state::StateStore;
+    let Some(pg) = Cluster::start() else { return };
+    let url = pg.database("m");
+    let store = create(&url);
+    source_with_folders(&store, 3);
+    StateStore::begin_round(&store, Side::Src, 1).unwrap();
+    // As if a lease had been committed and its reply lost: one folder is
+    // this process's, for long, and the process does not know it.
+    let mut sql = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let lost: i64 = sql
+        .query_one(
+            "UPDATE src_leases SET holder = $1, epoch = epoch + 1, \
+               expires_at = clock_timestamp() + interval '1 hour' \
+             WHERE node_id = (SELECT min(node_id) FROM src_leases WHERE depth = 1) \
+             RETURNING node_id",
+            &[&store.holder()],
+        )
+        .unwrap()
+        .get(0);
+    let mut listed = Vec::new();
+    loop {
+        let batch = StateStore::pull(&store, Side::Src, 0, 10).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for folder in batch {
+            StateStore::record_children(&store, Side::Src, &folder, Vec::new(), None).unwrap();
+            StateStore::folder_listed(&store, Side::Src, &folder, 1).unwrap();
+            listed.push(folder.id);
+        }
+    }
+    listed.sort();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.contains(&lost), "the lost lease's folder was listed");
+    let open: i64 = one(
+        &url,
+        "SELECT count(*) FROM src_leases WHERE depth = 1 AND NOT done",
+        &[],
+    );
+    assert_eq!(open, 0);
+}
