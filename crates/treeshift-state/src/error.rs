@@ -3,11 +3,22 @@
 use std::path::PathBuf;
 use thiserror::Error;
 
+/// How a message names the state at `path`: a file, or a PostgreSQL
+/// database (its location, never with a password: the stores give it so).
+fn state(path: &std::path::Path) -> String {
+    let shown = path.display().to_string();
+    if shown.starts_with("postgres://") || shown.starts_with("postgresql://") {
+        format!("state database {shown}")
+    } else {
+        format!("state file {shown}")
+    }
+}
+
 /// Everything that can go wrong with a state file.
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// The file could not be opened as a database.
-    #[error("cannot open state file {path}: {message}")]
+    #[error("cannot open {}: {message}", state(path))]
     Open {
         /// The state file.
         path: PathBuf,
@@ -15,7 +26,7 @@ pub enum StoreError {
         message: String,
     },
     /// Another process holds the file (DuckDB allows one writer).
-    #[error("cannot open state file {path}: {message}")]
+    #[error("cannot open {}: {message}", state(path))]
     InUse {
         /// The state file.
         path: PathBuf,
@@ -23,7 +34,7 @@ pub enum StoreError {
         message: String,
     },
     /// The file is a database but not a treeshift state file.
-    #[error("{path} is not a treeshift state file ({detail})")]
+    #[error("{} is not a treeshift migration's ({detail})", state(path))]
     NotAStateFile {
         /// The state file.
         path: PathBuf,
@@ -32,7 +43,8 @@ pub enum StoreError {
     },
     /// The file was written by a different schema version.
     #[error(
-        "state file {path} has schema version {found}; this treeshift reads version {expected}{hint}"
+        "{} has schema version {found}; this treeshift reads version {expected}{hint}",
+        state(path)
     )]
     SchemaVersion {
         /// The state file.
@@ -46,7 +58,8 @@ pub enum StoreError {
     },
     /// The file belongs to another source/destination pair or settings.
     #[error(
-        "state file {path} belongs to another migration ({what}: the file has '{recorded}', this run asks for '{requested}'); use another --state file"
+        "{} belongs to another migration ({what}: it has '{recorded}', this run asks for '{requested}'); use another --state",
+        state(path)
     )]
     OtherMigration {
         /// The state file.
@@ -59,7 +72,7 @@ pub enum StoreError {
         requested: String,
     },
     /// The file does not exist (commands that only read).
-    #[error("state file {0} does not exist")]
+    #[error("{} does not exist", state(.0))]
     Missing(PathBuf),
     /// A database operation failed. The database's error is part of the
     /// message and deliberately not a `source`: printing the error chain

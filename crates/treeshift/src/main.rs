@@ -168,7 +168,7 @@ impl Session {
 /// Closes a migration: its log records are flushed and the file committed.
 fn close(m: Migration) -> Result<()> {
     logging::table().detach();
-    m.close().context("closing the state file")
+    m.close().context("closing the migration's state")
 }
 
 /// Runs `f` on an open migration and closes it, whatever `f` returned.
@@ -773,7 +773,7 @@ fn read_store<T>(path: &Path, f: impl FnOnce(&StateHandle) -> Result<T>) -> Resu
     let result = f(state.handle());
     let closed = state.close();
     let value = result?;
-    closed.context("closing the state file")?;
+    closed.context("closing the migration's state")?;
     Ok(value)
 }
 
