@@ -65,6 +65,7 @@ function createForm() {
     includes: h("textarea", { id: "new-includes" }),
     srcSecrets: h("textarea", { id: "new-src-secrets", autocomplete: "off", spellcheck: "false", "aria-describedby": "new-secrets-help" }),
     dstSecrets: h("textarea", { id: "new-dst-secrets", autocomplete: "off", spellcheck: "false", "aria-describedby": "new-secrets-help" }),
+    state: input("new-state", { autocomplete: "off", spellcheck: "false", placeholder: "postgres://user@host:5432/db", "aria-describedby": "new-state-help" }),
   };
   const checks = [
     ["keep_owners", "Keep owners"],
@@ -98,9 +99,10 @@ function createForm() {
       keep_hard_links: on.keep_hard_links,
       secrets,
     };
+    if (f.state.value.trim()) body.state = f.state.value.trim();
     try {
       await api.post("/api/migrations", body);
-      f.srcSecrets.value = f.dstSecrets.value = "";
+      f.srcSecrets.value = f.dstSecrets.value = f.state.value = "";
       toast(`Created ${body.name}`);
       go(`#/m/${encodeURIComponent(body.name)}/overview`);
     } catch (err) {
@@ -125,6 +127,9 @@ function createForm() {
     h("label", { for: "new-dst-secrets" }, "Destination secrets"),
     h("div", {}, f.dstSecrets, h("div", { class: "sub", id: "new-secrets-help" },
       "NAME=VALUE a line (e.g. AWS_SECRET_ACCESS_KEY=…), sealed into the state file and never shown again; the server needs a key. Empty: the server's environment.")),
+    h("label", { for: "new-state" }, "State database"),
+    h("div", {}, f.state, h("div", { class: "sub", id: "new-state-help" },
+      "Optional: a PostgreSQL database made for this migration, so worker processes on other hosts can share it. Empty: a state file in the server's folder.")),
     h("span", {}, "Options"),
     h("div", { class: "checks" }, checks.map(([id, el, text]) => h("label", { for: `new-${id}` }, el, " ", text))),
     h("div", { class: "full" }, h("button", { type: "submit" }, "Create"), error),
