@@ -8,9 +8,11 @@
 #
 #   bench/api.sh
 #   TREESHIFT_BIN=/tmp/ts-bin bench/api.sh
+#   PG=postgres://postgres@127.0.0.1:5432 bench/api.sh   # the state in PostgreSQL
 #
 # Knobs: TREE [sim:depth=4,fanout=10,files=90: 1,011,100 source nodes],
-# WORK [/tmp/bench/api], N [20].
+# WORK [/tmp/bench/api], N [20], PG [unset: state files; set: a server
+# where the script makes the databases api_idle and api_busy].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/build.sh
@@ -52,8 +54,17 @@ print(f"| {label} | {len(t)} | {statistics.median(t):.0f} | {p95:.0f} |")
 PY
 }
 
-echo "tree: $TREE"
-post "" "{\"name\":\"idle\",\"src\":\"$TREE\",\"dst\":\"$WORK/dst\"}"
+# state NAME: the create request's state field, a new database with PG
+state() {
+  [ -n "${PG:-}" ] || return 0
+  psql="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/psql"
+  PGOPTIONS='-c client_min_messages=warning' "$psql" -q "$PG/postgres" \
+    -c "DROP DATABASE IF EXISTS api_$1" -c "CREATE DATABASE api_$1"
+  printf ',"state":"%s/api_%s"' "$PG" "$1"
+}
+
+echo "tree: $TREE; state: $([ -n "${PG:-}" ] && echo PostgreSQL || echo DuckDB files)"
+post "" "{\"name\":\"idle\",\"src\":\"$TREE\",\"dst\":\"$WORK/dst\"$(state idle)}"
 start=$(date +%s.%N)
 post "idle/jobs/discover" '{}'
 wait_job idle
@@ -76,7 +87,7 @@ times "$api/idle/browse?path=d00" "$N" 0 >"$WORK/t" && row "browse a folder one 
 times "$api/idle/browse?path=d00/d00" "$N" 0 >"$WORK/t" && row "browse a folder two levels down (10k nodes below)" "$WORK/t"
 times "$api/idle/plan?policy=skip" "$N" 0 >"$WORK/t" && row "plan preview" "$WORK/t"
 
-post "" "{\"name\":\"busy\",\"src\":\"$TREE\",\"dst\":\"$WORK/dst2\"}"
+post "" "{\"name\":\"busy\",\"src\":\"$TREE\",\"dst\":\"$WORK/dst2\"$(state busy)}"
 post "busy/jobs/discover" '{}'
 : >"$WORK/status" && : >"$WORK/review"
 while curl -sf "$api/busy" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["job"]["running"] else 1)'; do
