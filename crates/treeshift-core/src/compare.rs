@@ -137,25 +137,7 @@ fn data_difference(src: &NodeFacts, dst: &NodeFacts, history: &PairHistory<'_>) 
 /// Why the metadata of two nodes of one kind differs, if it does.
 fn meta_difference(src: &NodeFacts, dst: &NodeFacts) -> Option<String> {
     let secs = |ns: Option<i64>| ns.map(mtime_secs);
-    let (s, d) = (&src.meta, &dst.meta);
-    let mut parts = Vec::new();
-    if differ(s.mode, d.mode) {
-        parts.push(format!(
-            "mode {} on src, {} on dst",
-            mode_text(s.mode),
-            mode_text(d.mode)
-        ));
-    }
-    if differ(s.uid, d.uid) || differ(s.gid, d.gid) {
-        parts.push(format!(
-            "owner {} on src, {} on dst",
-            owner_text(s),
-            owner_text(d)
-        ));
-    }
-    if matches!((s.xattrs, d.xattrs), (Some(a), Some(b)) if a != b) {
-        parts.push("extended attributes or ACLs".to_string());
-    }
+    let mut parts = meta_parts(&src.meta, &dst.meta, ["on src", "on dst"]);
     if src.kind == Kind::Folder
         && let (Some(a), Some(b)) = (secs(src.mtime_ns), secs(dst.mtime_ns))
         && a != b
@@ -163,6 +145,31 @@ fn meta_difference(src: &NodeFacts, dst: &NodeFacts) -> Option<String> {
         parts.push(format!("mtime {a} on src, {b} on dst"));
     }
     (!parts.is_empty()).then(|| format!("metadata: {}", parts.join("; ")))
+}
+
+/// What differs between the metadata `a` and `b` (mode, owners, the
+/// digest of the extended attributes), where both recorded it, each said
+/// as `mode 0644 {first}, 0600 {second}`.
+fn meta_parts(a: &Meta, b: &Meta, [first, second]: [&str; 2]) -> Vec<String> {
+    let mut parts = Vec::new();
+    if differ(a.mode, b.mode) {
+        parts.push(format!(
+            "mode {} {first}, {} {second}",
+            mode_text(a.mode),
+            mode_text(b.mode)
+        ));
+    }
+    if differ(a.uid, b.uid) || differ(a.gid, b.gid) {
+        parts.push(format!(
+            "owner {} {first}, {} {second}",
+            owner_text(a),
+            owner_text(b)
+        ));
+    }
+    if differ(a.xattrs, b.xattrs) {
+        parts.push("extended attributes or ACLs".to_string());
+    }
+    parts
 }
 
 /// Both recorded, and not equal.
@@ -220,25 +227,7 @@ pub fn source_change(
             shown(secs(now.mtime_ns))
         )
     } else {
-        let (b, n) = (&before.meta, &now.meta);
-        let mut parts = Vec::new();
-        if differ(b.mode, n.mode) {
-            parts.push(format!(
-                "mode {} before, {} now",
-                mode_text(b.mode),
-                mode_text(n.mode)
-            ));
-        }
-        if differ(b.uid, n.uid) || differ(b.gid, n.gid) {
-            parts.push(format!(
-                "owner {} before, {} now",
-                owner_text(b),
-                owner_text(n)
-            ));
-        }
-        if differ(b.xattrs, n.xattrs) {
-            parts.push("extended attributes or ACLs".to_string());
-        }
+        let parts = meta_parts(&before.meta, &now.meta, ["before", "now"]);
         if parts.is_empty() {
             return None;
         }
