@@ -801,6 +801,21 @@ impl Store {
     }
 }
 
+/// Whether the migration's state at `state` has been made: the state
+/// file exists, or the database holds the migration.
+pub fn state_made(state: &Path) -> bool {
+    let location = s(state);
+    if !location.starts_with("postgres://") {
+        return state.exists();
+    }
+    let Ok(mut client) = postgres::Client::connect(location, postgres::NoTls) else {
+        return false;
+    };
+    client
+        .query_one("SELECT to_regclass('migrations') IS NOT NULL", &[])
+        .is_ok_and(|row| row.get::<_, bool>(0))
+}
+
 impl std::fmt::Display for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
