@@ -290,13 +290,6 @@ impl PgStore {
                 tasks.sort_by_key(|t| t.id);
                 return Ok(tasks);
             }
-            let known = |id| {
-                let held = self.copy_held.lock().unwrap_or_else(|p| p.into_inner());
-                held.contains_key(&id)
-            };
-            if self.release_unknown("copy_todo", &step, known)? > 0 {
-                continue;
-            }
             let left_to_others: i64 = self.run(|client| {
                 Ok(client
                     .query_one(&others, &[&self.holder])
@@ -304,6 +297,13 @@ impl PgStore {
                     .get(0))
             })?;
             if left_to_others == 0 {
+                let known = |id| {
+                    let held = self.copy_held.lock().unwrap_or_else(|p| p.into_inner());
+                    held.contains_key(&id)
+                };
+                if self.release_unknown("copy_todo", &step, known)? > 0 {
+                    continue;
+                }
                 return Ok(Vec::new());
             }
             if self.reap_gone_holders()? == 0 {

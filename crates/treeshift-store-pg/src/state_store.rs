@@ -5,7 +5,8 @@
 //! about a folder goes in under it. A heartbeat keeps the leases of this
 //! process alive while its folders wait in the engine's queue or are
 //! listed; a process that dies stops renewing them, and others lease them
-//! again once they expire.
+//! again once they expire, or as soon as they see it gone
+//! (`liveness`).
 
 use crate::{Lease, PgStore};
 use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
@@ -274,19 +275,15 @@ impl StateStore for PgStore {
                 held.extend(leases.iter().map(|l| ((side, l.task.id), l.epoch)));
                 return Ok(leases.into_iter().map(|l| l.task).collect());
             }
-            let known = |id| {
-                let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-                held.contains_key(&(side, id))
-            };
-            if self.release_unknown(
-                &format!("{side}_leases"),
-                &format!("depth = {depth}"),
-                known,
-            )? > 0
-            {
-                continue;
-            }
             if self.held_by_others(side, depth)? == 0 {
+                let known = |id| {
+                    let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+                    held.contains_key(&(side, id))
+                };
+                let scope = format!("depth = {depth}");
+                if self.release_unknown(&format!("{side}_leases"), &scope, known)? > 0 {
+                    continue;
+                }
                 return Ok(Vec::new());
             }
             if self.reap_gone_holders()? == 0 {
