@@ -3,6 +3,8 @@
 //! migration resumes with only `TREESHIFT_MASTER_KEY` in its environment;
 //! a missing, wrong or re-keyed key, an altered sealed blob and a blob
 //! moved to another row each stop the command with a clear error (exit 2).
+//! The SFTP key's and the unkeyed tests run with the state in PostgreSQL
+//! too, where `pg_dump` of the database must not hold a secret.
 
 mod util;
 
@@ -40,15 +42,40 @@ impl Seen {
 
 /// Asserts that no secret's bytes are in any file named, nor in `text`.
 fn assert_absent(secrets: &[&str], files: &[&Path], text: &str) {
-    for secret in secrets {
-        assert!(!text.contains(secret), "a secret in the output: {text}");
-        for file in files {
-            if let Ok(bytes) = std::fs::read(file) {
-                let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
-                assert!(!found, "a secret in {}", file.display());
-            }
+    for file in files {
+        if let Ok(bytes) = std::fs::read(file) {
+            assert_not_in(secrets, &bytes, &file.display().to_string());
         }
     }
+    assert_not_in(secrets, text.as_bytes(), "the output");
+}
+
+fn assert_not_in(secrets: &[&str], bytes: &[u8], what: &str) {
+    for secret in secrets {
+        let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+        assert!(!found, "a secret in {what}");
+    }
+}
+
+/// Asserts that no secret's bytes are in the migration's state at
+/// `state` (a state file and its WAL, or everything `pg_dump` reads of
+/// the database), nor in `text`.
+fn assert_absent_from_state(secrets: &[&str], state: &Path, text: &str) {
+    if !s(state).starts_with("postgres://") {
+        return assert_absent(secrets, &[state, &wal(state)], text);
+    }
+    let dump = Command::new(util::cluster::bin_dir().unwrap().join("pg_dump"))
+        .args(["--dbname", s(state)])
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    assert!(dump.stdout.len() > 1000, "an empty dump");
+    assert_not_in(secrets, &dump.stdout, "the database");
+    assert_not_in(secrets, text.as_bytes(), "the output");
 }
 
 fn wal(state: &Path) -> std::path::PathBuf {
@@ -231,156 +258,160 @@ fn s3_secrets_sealed_once_never_leave_and_a_killed_run_resumes_with_the_key_alon
 
 #[test]
 fn an_sftp_private_key_sealed_then_deleted_still_opens_the_server_after_kills() {
-    let Some(server) = sftp_server() else {
-        return;
-    };
-    let mut rng = Rng::from_env();
-    let dir = tempfile::tempdir().unwrap();
-    let (src, out_dir, state) = (
-        dir.path().join("src"),
-        dir.path().join("out"),
-        dir.path().join("s.duckdb"),
-    );
-    make_tree(&src, 3, 2, 6);
-    std::fs::create_dir(&out_dir).unwrap();
-    // A key file of the migration's own, deleted once sealed.
-    let key_file = dir.path().join("id");
-    std::fs::copy(server.keys().join("user"), &key_file).unwrap();
-    let key_text = std::fs::read_to_string(&key_file).unwrap();
-    let key_line = key_text.lines().nth(1).unwrap().to_string();
-    let dst = server.location(&out_dir).replace(
-        &format!("key={}/user", s(server.keys())),
-        &format!("key={}", s(&key_file)),
-    );
-    assert!(dst.contains(s(&key_file)), "{dst}");
-    let k = master_key(&mut rng);
-    let with_key = || bare(dir.path(), &[("TREESHIFT_MASTER_KEY", &k)]);
-    let mut seen = Seen::default();
+    util::on_every_store(|store| {
+        let Some(server) = sftp_server() else {
+            return;
+        };
+        let mut rng = Rng::from_env();
+        let dir = tempfile::tempdir().unwrap();
+        let (src, out_dir, state) = (
+            dir.path().join("src"),
+            dir.path().join("out"),
+            store.state(dir.path(), "s"),
+        );
+        make_tree(&src, 3, 2, 6);
+        std::fs::create_dir(&out_dir).unwrap();
+        // A key file of the migration's own, deleted once sealed.
+        let key_file = dir.path().join("id");
+        std::fs::copy(server.keys().join("user"), &key_file).unwrap();
+        let key_text = std::fs::read_to_string(&key_file).unwrap();
+        let key_line = key_text.lines().nth(1).unwrap().to_string();
+        let dst = server.location(&out_dir).replace(
+            &format!("key={}/user", s(server.keys())),
+            &format!("key={}", s(&key_file)),
+        );
+        assert!(dst.contains(s(&key_file)), "{dst}");
+        let k = master_key(&mut rng);
+        let with_key = || bare(dir.path(), &[("TREESHIFT_MASTER_KEY", &k)]);
+        let mut seen = Seen::default();
 
-    let (code, out) = seen.run(
-        with_key(),
-        &["discover", s(&src), &dst, "--state", s(&state)],
-    );
-    assert_eq!(code, 0, "{out}");
-    std::fs::remove_file(&key_file).unwrap();
-    let (code, out) = seen.run(with_key(), &["approve", "--state", s(&state)]);
-    assert_eq!(code, 0, "{out}");
-    let copy = ["copy", "--state", s(&state), "--dst-tps", "40"];
-    let killed = run_with_kills_by(with_key, &copy, 100..700, &mut rng, 2);
-    assert!(killed.kills >= 1, "{killed:?}");
-    seen.0.push_str(&killed.stderr);
-    let (code, out) = seen.run(with_key(), &["verify", "--state", s(&state), "--checksum"]);
-    assert_eq!(code, 0, "{out}");
-    assert_eq!(
-        util::rsync_differences_with("-a", &src, &out_dir),
-        Some(vec![])
-    );
+        let (code, out) = seen.run(
+            with_key(),
+            &["discover", s(&src), &dst, "--state", s(&state)],
+        );
+        assert_eq!(code, 0, "{out}");
+        std::fs::remove_file(&key_file).unwrap();
+        let (code, out) = seen.run(with_key(), &["approve", "--state", s(&state)]);
+        assert_eq!(code, 0, "{out}");
+        let copy = ["copy", "--state", s(&state), "--dst-tps", "40"];
+        let killed = run_with_kills_by(with_key, &copy, 100..700, &mut rng, 2);
+        assert!(killed.kills >= 1, "{killed:?}");
+        seen.0.push_str(&killed.stderr);
+        let (code, out) = seen.run(with_key(), &["verify", "--state", s(&state), "--checksum"]);
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(
+            util::rsync_differences_with("-a", &src, &out_dir),
+            Some(vec![])
+        );
 
-    // Sealed under a passphrase instead: a wrong one, or the old master
-    // key, is refused; the right one opens.
-    let pass = |name: &str, text: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, format!("{text}\n")).unwrap();
-        p
-    };
-    let (right, wrong) = (pass("right", "correct horse"), pass("wrong", "wrong horse"));
-    let (code, out) = seen.run(
-        with_key(),
-        &[
-            "rekey",
-            "--state",
-            s(&state),
-            "--new-passphrase-file",
-            s(&right),
-        ],
-    );
-    assert_eq!(code, 0, "{out}");
-    let verify = ["verify", "--state", s(&state), "--passphrase-file"];
-    let (code, out) = seen.run(bare(dir.path(), &[]), &[&verify[..], &[s(&wrong)]].concat());
-    assert_eq!(code, 2, "{out}");
-    assert!(out.contains("passphrase does not open"), "{out}");
-    let (code, out) = seen.run(with_key(), &["verify", "--state", s(&state)]);
-    assert_eq!(code, 2, "{out}");
-    assert!(out.contains("--passphrase-file"), "{out}");
-    let (code, out) = seen.run(bare(dir.path(), &[]), &[&verify[..], &[s(&right)]].concat());
-    assert_eq!(code, 0, "{out}");
-    assert_absent(&[&key_line, &k], &[&state, &wal(&state)], &seen.0);
+        // Sealed under a passphrase instead: a wrong one, or the old master
+        // key, is refused; the right one opens.
+        let pass = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("{text}\n")).unwrap();
+            p
+        };
+        let (right, wrong) = (pass("right", "correct horse"), pass("wrong", "wrong horse"));
+        let (code, out) = seen.run(
+            with_key(),
+            &[
+                "rekey",
+                "--state",
+                s(&state),
+                "--new-passphrase-file",
+                s(&right),
+            ],
+        );
+        assert_eq!(code, 0, "{out}");
+        let verify = ["verify", "--state", s(&state), "--passphrase-file"];
+        let (code, out) = seen.run(bare(dir.path(), &[]), &[&verify[..], &[s(&wrong)]].concat());
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("passphrase does not open"), "{out}");
+        let (code, out) = seen.run(with_key(), &["verify", "--state", s(&state)]);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("--passphrase-file"), "{out}");
+        let (code, out) = seen.run(bare(dir.path(), &[]), &[&verify[..], &[s(&right)]].concat());
+        assert_eq!(code, 0, "{out}");
+        assert_absent_from_state(&[&key_line, &k], &state, &seen.0);
+    });
 }
 
 #[test]
 fn without_a_key_secrets_are_not_kept_and_the_note_says_how_to_keep_them() {
-    let Some(server) = s3_server() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let (src, state) = (dir.path().join("src"), dir.path().join("s.duckdb"));
-    make_tree(&src, 1, 0, 2);
-    let creds = [
-        ("AWS_ACCESS_KEY_ID", "treeshift-test"),
-        ("AWS_SECRET_ACCESS_KEY", "treeshift-test-secret"),
-    ];
-    let mut seen = Seen::default();
-    let dst = server.s3("unsealed");
-    let (code, out) = seen.run(
-        bare(dir.path(), &creds),
-        &["discover", s(&src), &dst, "--state", s(&state)],
-    );
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("not kept: set TREESHIFT_MASTER_KEY"), "{out}");
-    let (code, out) = seen.run(
-        bare(dir.path(), &[]),
-        &["connections", "--state", s(&state)],
-    );
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains("none kept") && out.contains("nothing sealed"),
-        "{out}"
-    );
-    // Later commands read the environment, as before.
-    let (code, out) = seen.run(bare(dir.path(), &[]), &["approve", "--state", s(&state)]);
-    assert_eq!(code, 0, "{out}");
-    let (code, out) = seen.run(bare(dir.path(), &creds), &["copy", "--state", s(&state)]);
-    assert_eq!(code, 0, "{out}");
-    // Sealing needs a key, and a secret file names only what the service
-    // takes.
-    let file = dir.path().join("secrets.env");
-    std::fs::write(
-        &file,
-        "AWS_ACCESS_KEY_ID=a\nAWS_SECRET_ACCESS_KEY=tsFileSecret1\n",
-    )
-    .unwrap();
-    let set = [
-        "connection",
-        "set",
-        "--state",
-        s(&state),
-        "--side",
-        "dst",
-        "--secret-file",
-        s(&file),
-    ];
-    let (code, out) = seen.run(bare(dir.path(), &[]), &set);
-    assert_eq!(code, 2, "{out}");
-    assert!(out.contains("needs a key"), "{out}");
-    let k = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
-    let (code, out) = seen.run(bare(dir.path(), &[("TREESHIFT_MASTER_KEY", k)]), &set);
-    assert_eq!(code, 0, "{out}");
-    std::fs::write(&file, "AWS_SECRET_KEY=x\n").unwrap();
-    let (code, out) = seen.run(bare(dir.path(), &[("TREESHIFT_MASTER_KEY", k)]), &set);
-    assert_eq!(code, 2, "{out}");
-    assert!(out.contains("AWS_SECRET_KEY is not a secret of"), "{out}");
-    let (code, out) = seen.run(
-        bare(dir.path(), &[("TREESHIFT_MASTER_KEY", "short")]),
-        &["verify", "--state", s(&state)],
-    );
-    assert_eq!(code, 2, "{out}");
-    assert!(out.contains("TREESHIFT_MASTER_KEY is not a key"), "{out}");
-    let (code, out) = seen.run(
-        bare(dir.path(), &[("TREESHIFT_MASTER_KEY", k)]),
-        &["verify", "--state", s(&state)],
-    );
-    assert_eq!(code, 0, "{out}");
-    assert_absent(&["tsFileSecret1"], &[&state, &wal(&state)], &seen.0);
+    util::on_every_store(|store| {
+        let Some(server) = s3_server() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (src, state) = (dir.path().join("src"), store.state(dir.path(), "s"));
+        make_tree(&src, 1, 0, 2);
+        let creds = [
+            ("AWS_ACCESS_KEY_ID", "treeshift-test"),
+            ("AWS_SECRET_ACCESS_KEY", "treeshift-test-secret"),
+        ];
+        let mut seen = Seen::default();
+        let dst = server.s3("unsealed");
+        let (code, out) = seen.run(
+            bare(dir.path(), &creds),
+            &["discover", s(&src), &dst, "--state", s(&state)],
+        );
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("not kept: set TREESHIFT_MASTER_KEY"), "{out}");
+        let (code, out) = seen.run(
+            bare(dir.path(), &[]),
+            &["connections", "--state", s(&state)],
+        );
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("none kept") && out.contains("nothing sealed"),
+            "{out}"
+        );
+        // Later commands read the environment, as before.
+        let (code, out) = seen.run(bare(dir.path(), &[]), &["approve", "--state", s(&state)]);
+        assert_eq!(code, 0, "{out}");
+        let (code, out) = seen.run(bare(dir.path(), &creds), &["copy", "--state", s(&state)]);
+        assert_eq!(code, 0, "{out}");
+        // Sealing needs a key, and a secret file names only what the service
+        // takes.
+        let file = dir.path().join("secrets.env");
+        std::fs::write(
+            &file,
+            "AWS_ACCESS_KEY_ID=a\nAWS_SECRET_ACCESS_KEY=tsFileSecret1\n",
+        )
+        .unwrap();
+        let set = [
+            "connection",
+            "set",
+            "--state",
+            s(&state),
+            "--side",
+            "dst",
+            "--secret-file",
+            s(&file),
+        ];
+        let (code, out) = seen.run(bare(dir.path(), &[]), &set);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("needs a key"), "{out}");
+        let k = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let (code, out) = seen.run(bare(dir.path(), &[("TREESHIFT_MASTER_KEY", k)]), &set);
+        assert_eq!(code, 0, "{out}");
+        std::fs::write(&file, "AWS_SECRET_KEY=x\n").unwrap();
+        let (code, out) = seen.run(bare(dir.path(), &[("TREESHIFT_MASTER_KEY", k)]), &set);
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("AWS_SECRET_KEY is not a secret of"), "{out}");
+        let (code, out) = seen.run(
+            bare(dir.path(), &[("TREESHIFT_MASTER_KEY", "short")]),
+            &["verify", "--state", s(&state)],
+        );
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains("TREESHIFT_MASTER_KEY is not a key"), "{out}");
+        let (code, out) = seen.run(
+            bare(dir.path(), &[("TREESHIFT_MASTER_KEY", k)]),
+            &["verify", "--state", s(&state)],
+        );
+        assert_eq!(code, 0, "{out}");
+        assert_absent_from_state(&["tsFileSecret1"], &state, &seen.0);
+    });
 }
 
 /// Runs `args` on a terminal of its own (util-linux's `script`), typing

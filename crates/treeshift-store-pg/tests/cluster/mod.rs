@@ -16,7 +16,7 @@ pub struct Cluster {
 }
 
 /// The newest PostgreSQL's binaries (Debian keeps them off `PATH`).
-fn bin_dir() -> Option<PathBuf> {
+pub fn bin_dir() -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
