@@ -71,6 +71,14 @@ fn browse_side(
     } else {
         " AND $6::bytea IS NULL"
     };
+    // The latest comparisons of the nodes under the folder alone; at the
+    // root, every node's by depth alone: the filter only added work there
+    // (and a nested loop the planner misjudged: BENCHMARKS.md).
+    let of_these = if folder.is_root() {
+        ""
+    } else {
+        " AND node_id IN (SELECT id FROM deeper)"
+    };
     // The destination shows only what the source has not: its extras.
     let own = match side {
         Side::Src => "",
@@ -83,8 +91,8 @@ fn browse_side(
               deeper AS (SELECT d.id, d.rel_path, d.size FROM {side}_nodes d \
                          WHERE d.depth > $2 + 1 AND {under}), \
               st AS (SELECT DISTINCT ON (node_id) node_id, status FROM {side}_status_events \
-                     WHERE phase = 'compare' AND depth > $2 + 1 \
-                       AND node_id IN (SELECT id FROM deeper) ORDER BY node_id, seq DESC), \
+                     WHERE phase = 'compare' AND depth > $2 + 1{of_these} \
+                     ORDER BY node_id, seq DESC), \
               below AS (SELECT substring(d.rel_path FROM 1 FOR $3 - 2 + \
                                  position('\\x2f'::bytea IN substring(d.rel_path FROM $3))) AS child, \
                                st.status, d.size \
