@@ -1,8 +1,8 @@
 //! `treeshift serve` on a free loopback port, and requests to it.
 
-use super::{command, free_port, s};
+use super::{command, s};
 use serde_json::Value;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -20,36 +20,44 @@ impl ApiServer {
         ApiServer::start_by(command(), dir, extra, token)
     }
 
-    /// Starts `treeshift serve` from `command` (its environment).
+    /// Starts `treeshift serve` from `command` (its environment), on a
+    /// port the server takes itself (`:0`) and says on its first line: a
+    /// port picked here and bound later could meanwhile be taken by
+    /// another test's server.
     pub fn start_by(
         mut command: Command,
         dir: &Path,
         extra: &[&str],
         token: Option<&str>,
     ) -> ApiServer {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let child = command
-            .args(["serve", "--dir", s(dir), "--listen", &listen])
+        let mut child = command
+            .args(["serve", "--dir", s(dir), "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let server = ApiServer {
+        let stderr = child.stderr.take().unwrap();
+        let (said, port) = std::sync::mpsc::channel();
+        // Read to the end, so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let bound = line
+                    .split_once("http://127.0.0.1:")
+                    .and_then(|(_, rest)| rest.split('/').next()?.parse::<u16>().ok());
+                if let Some(bound) = bound {
+                    let _ = said.send(bound);
+                }
+            }
+        });
+        let port = port
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server did not start");
+        ApiServer {
             child,
             port,
             token: token.map(str::to_string),
-        };
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-        server
     }
 
     /// Sends a request; returns the status and the body (JSON, or the raw
