@@ -121,6 +121,13 @@ impl RelPath {
             || (self.0.starts_with(&ancestor.0) && self.0.get(ancestor.0.len()) == Some(&b'/'))
     }
 
+    /// The bounds of the paths below this one (not the root): every path
+    /// `p` under it has `from <= p < to`, and no other path does: after
+    /// `P/` and before `P0` ('0' is the byte after '/'), compared as bytes.
+    pub fn below_bounds(&self) -> [Vec<u8>; 2] {
+        [b'/', b'0'].map(|end| [self.as_bytes(), &[end]].concat())
+    }
+
     /// Number of names in the path: 0 for the root.
     pub fn depth(&self) -> usize {
         if self.0.is_empty() {
@@ -189,6 +196,29 @@ mod tests {
         assert!(!p("a").is_within(&p("a/b")));
         assert_eq!(p("a/b/c").parent(), p("a/b"));
         assert_eq!(p("a").sibling(b"x"), p("x"));
+    }
+
+    #[test]
+    fn the_bounds_below_a_path_hold_what_is_within_it_and_nothing_else() {
+        let p = |s: &str| RelPath::from_bytes(s.as_bytes().to_vec());
+        let folder = p("a/b");
+        let [from, to] = folder.below_bounds();
+        for path in [
+            "a/b/c",
+            "a/b/c/d",
+            "a/b/\u{ff}",
+            "a/b",
+            "a/b.x",
+            "a/b-",
+            "a/bc",
+            "a/b0",
+            "a/c",
+        ] {
+            let path = p(path);
+            let inside = (from.as_slice()..to.as_slice()).contains(&path.as_bytes());
+            let below = path.is_within(&folder) && path != folder;
+            assert_eq!(inside, below, "{path:?}");
+        }
     }
 
     #[test]

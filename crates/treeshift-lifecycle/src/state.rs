@@ -10,12 +10,7 @@ use std::sync::Arc;
 use treeshift_store::{OpenMode, StateStore, Store, StoreError, StoreHandle};
 use treeshift_store_pg::PgStore;
 
-/// Whether `state` names a PostgreSQL database rather than a file.
-pub fn is_database(state: &Path) -> bool {
-    state
-        .to_str()
-        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
-}
+pub use treeshift_store::is_database;
 
 /// A migration's open state, as its users hold it (cloned freely).
 /// Dereferences to the [`StateStore`] that answers.

@@ -3,14 +3,21 @@
 use std::path::PathBuf;
 use thiserror::Error;
 
+/// Whether `state` names a PostgreSQL database (`postgres://…` or
+/// `postgresql://…`) rather than a state file.
+pub fn is_database(state: &std::path::Path) -> bool {
+    state
+        .to_str()
+        .is_some_and(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+}
+
 /// How a message names the state at `path`: a file, or a PostgreSQL
 /// database (its location, never with a password: the stores give it so).
 fn state(path: &std::path::Path) -> String {
-    let shown = path.display().to_string();
-    if shown.starts_with("postgres://") || shown.starts_with("postgresql://") {
-        format!("state database {shown}")
+    if is_database(path) {
+        format!("state database {}", path.display())
     } else {
-        format!("state file {shown}")
+        format!("state file {}", path.display())
     }
 }
 

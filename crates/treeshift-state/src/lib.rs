@@ -14,7 +14,7 @@ mod store;
 mod types;
 
 pub use approval::{may_approve, still_approved};
-pub use error::{DbError, DbErrorKind, StoreError};
+pub use error::{DbError, DbErrorKind, StoreError, is_database};
 pub use migration::Difference;
 pub use stats::{DepthStats, summary_from};
 pub use store::StateStore;

@@ -564,6 +564,30 @@ pub struct BrowseChild {
     pub below: Vec<BelowStatus>,
 }
 
+impl BrowseChild {
+    /// Adds one row of a browse's query to `children`. The rows come one
+    /// per child and status below it (one alone for a child with nothing
+    /// below), in the children's order: a row of a child not last in
+    /// `children` already makes it (`child`), and `below`, if it counts
+    /// items, goes under it.
+    pub fn add_row<E>(
+        children: &mut Vec<BrowseChild>,
+        path: &[u8],
+        child: impl FnOnce() -> Result<BrowseChild, E>,
+        below: Option<BelowStatus>,
+    ) -> Result<(), E> {
+        if children.last().is_none_or(|c| c.path.as_bytes() != path) {
+            children.push(child()?);
+        }
+        if let (Some(below), Some(child)) = (below, children.last_mut())
+            && below.items > 0
+        {
+            child.below.push(below);
+        }
+        Ok(())
+    }
+}
+
 /// Items of one status below a folder, and their bytes.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct BelowStatus {

@@ -4,7 +4,6 @@
 
 use crate::PgStore;
 use crate::error::Context;
-use crate::review::below;
 use crate::schema::latest_event;
 use postgres::GenericClient;
 use treeshift_core::{Kind, RelPath, Side};
@@ -63,7 +62,7 @@ fn browse_side(
     let (bounds, name_at) = if folder.is_root() {
         ([Vec::new(), Vec::new()], 1)
     } else {
-        (below(folder), folder.as_bytes().len() as i32 + 2)
+        (folder.below_bounds(), folder.as_bytes().len() as i32 + 2)
     };
     let under = "($4 = ''::bytea OR (d.rel_path >= $4 AND d.rel_path < $5))";
     let page = if after.is_some() {
@@ -114,26 +113,23 @@ fn browse_side(
     let mut out: Vec<BrowseChild> = Vec::new();
     for r in &rows {
         let path: &[u8] = r.get(0);
-        if out.last().is_none_or(|c| c.path.as_bytes() != path) {
-            out.push(BrowseChild {
+        let child = || {
+            Ok::<_, StoreError>(BrowseChild {
                 side,
                 path: RelPath::from_bytes(path.to_vec()),
                 kind: Kind::from_code(r.get::<_, i16>(1) as u8).unwrap_or(Kind::Special),
                 size: r.get::<_, i64>(2).max(0) as u64,
                 status: r.get(3),
                 below: Vec::new(),
-            });
-        }
+            })
+        };
         let (status, items, bytes): (Option<String>, i64, i64) = (r.get(4), r.get(5), r.get(6));
-        if let (Some(status), Some(child)) = (status, out.last_mut())
-            && items > 0
-        {
-            child.below.push(BelowStatus {
-                status,
-                items: items as u64,
-                bytes: bytes.max(0) as u64,
-            });
-        }
+        let below = status.map(|status| BelowStatus {
+            status,
+            items: items.max(0) as u64,
+            bytes: bytes.max(0) as u64,
+        });
+        BrowseChild::add_row(&mut out, path, child, below)?;
     }
     Ok(out)
 }

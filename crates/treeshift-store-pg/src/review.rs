@@ -147,7 +147,7 @@ impl Args {
 fn filter_clauses(filter: &ReviewFilter, args: &mut Args) -> Vec<String> {
     let mut clauses = Vec::new();
     if let Some(p) = filter.prefix.as_ref().filter(|p| !p.is_root()) {
-        let [from, to] = below(p).map(|bound| args.add(bound));
+        let [from, to] = p.below_bounds().map(|bound| args.add(bound));
         let at = args.add(p.as_bytes().to_vec());
         clauses.push(format!(
             "(rel_path = {at} OR (rel_path >= {from} AND rel_path < {to}))"
@@ -188,14 +188,6 @@ fn escaped(bytes: &[u8]) -> String {
         }
     }
     out
-}
-
-/// The bounds of the paths under `folder` (not the root), for
-/// `rel_path >= from AND rel_path < to`: after `P/` and before `P0` ('0'
-/// follows '/').
-pub(crate) fn below(folder: &RelPath) -> [Vec<u8>; 2] {
-    let base = folder.as_bytes();
-    [b'/', b'0'].map(|end| [base, &[end]].concat())
 }
 
 impl PgStore {

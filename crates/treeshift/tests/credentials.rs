@@ -61,7 +61,7 @@ fn assert_not_in(secrets: &[&str], bytes: &[u8], what: &str) {
 /// `state` (a state file and its WAL, or everything `pg_dump` reads of
 /// the database), nor in `text`.
 fn assert_absent_from_state(secrets: &[&str], state: &Path, text: &str) {
-    if !s(state).starts_with("postgres://") {
+    if !treeshift_lifecycle::state::is_database(state) {
         return assert_absent(secrets, &[state, &wal(state)], text);
     }
     let dump = Command::new(util::cluster::bin_dir().unwrap().join("pg_dump"))

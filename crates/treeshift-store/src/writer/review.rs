@@ -206,11 +206,9 @@ fn filter_clauses(filter: &ReviewFilter) -> (Vec<&'static str>, Vec<Value>) {
 }
 
 /// The bounds of the paths under `folder` (not the root), for
-/// `rel_path >= ? AND rel_path < ?`: after `P/` and before `P0` ('0'
-/// follows '/').
+/// `rel_path >= ? AND rel_path < ?` ([`RelPath::below_bounds`]).
 fn below(folder: &RelPath) -> [Value; 2] {
-    let base = folder.as_bytes();
-    [b'/', b'0'].map(|end| Value::Blob([base, &[end]].concat()))
+    folder.below_bounds().map(Value::Blob)
 }
 
 fn where_clause(clauses: &[&str]) -> String {
@@ -381,29 +379,23 @@ impl Db {
             let below_status: Option<String> = r.get(4).context("browse")?;
             let count: i64 = r.get(5).context("browse")?;
             let bytes: i64 = r.get(6).context("browse")?;
-            if out
-                .last()
-                .is_none_or(|c| c.path.as_bytes() != path.as_slice())
-            {
+            let child = || {
                 let kind: u8 = r.get(1).context("browse")?;
-                out.push(BrowseChild {
+                Ok::<_, StoreError>(BrowseChild {
                     side,
-                    path: RelPath::from_bytes(path),
+                    path: RelPath::from_bytes(path.clone()),
                     kind: Kind::from_code(kind).unwrap_or(Kind::Special),
                     size: r.get(2).context("browse")?,
                     status: r.get(3).context("browse")?,
                     below: Vec::new(),
-                });
-            }
-            if let (Some(status), Some(child)) = (below_status, out.last_mut())
-                && count > 0
-            {
-                child.below.push(BelowStatus {
-                    status,
-                    items: count as u64,
-                    bytes: bytes.max(0) as u64,
-                });
-            }
+                })
+            };
+            let below = below_status.map(|status| BelowStatus {
+                status,
+                items: count.max(0) as u64,
+                bytes: bytes.max(0) as u64,
+            });
+            BrowseChild::add_row(&mut out, &path, child, below)?;
         }
         Ok(out)
     }

@@ -804,11 +804,10 @@ impl Store {
 /// Whether the migration's state at `state` has been made: the state
 /// file exists, or the database holds the migration.
 pub fn state_made(state: &Path) -> bool {
-    let location = s(state);
-    if !location.starts_with("postgres://") {
+    if !treeshift_lifecycle::state::is_database(state) {
         return state.exists();
     }
-    let Ok(mut client) = postgres::Client::connect(location, postgres::NoTls) else {
+    let Ok(mut client) = postgres::Client::connect(s(state), postgres::NoTls) else {
         return false;
     };
     client
