@@ -8,8 +8,8 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use util::{
-    CANARY_SECRET, Rng, files_containing, review_csv, run, s, set_mtime, snapshot, status_json,
-    swap_race,
+    CANARY_SECRET, Rng, files_containing, on_every_store, review_csv, run, s, set_mtime, snapshot,
+    status_json, swap_race,
 };
 
 fn discover_and_approve(src: &Path, dst: &Path, state: &Path) {
@@ -21,46 +21,48 @@ fn discover_and_approve(src: &Path, dst: &Path, state: &Path) {
 
 #[test]
 fn a_destination_folder_swapped_for_a_symlink_before_the_copy_is_not_written_through() {
-    let dir = tempfile::tempdir().unwrap();
-    let (src, dst, outside) = (
-        dir.path().join("src"),
-        dir.path().join("dst"),
-        dir.path().join("outside"),
-    );
-    fs::create_dir_all(src.join("a/b")).unwrap();
-    fs::write(src.join("a/g"), b"g data").unwrap();
-    fs::write(src.join("a/b/f"), b"f data").unwrap();
-    fs::create_dir_all(dst.join("a")).unwrap();
-    fs::create_dir_all(&outside).unwrap();
-    fs::write(outside.join("keep"), b"not yours").unwrap();
-    let state = dir.path().join("s.duckdb");
-    discover_and_approve(&src, &dst, &state);
+    on_every_store(|store| {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst, outside) = (
+            dir.path().join("src"),
+            dir.path().join("dst"),
+            dir.path().join("outside"),
+        );
+        fs::create_dir_all(src.join("a/b")).unwrap();
+        fs::write(src.join("a/g"), b"g data").unwrap();
+        fs::write(src.join("a/b/f"), b"f data").unwrap();
+        fs::create_dir_all(dst.join("a")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("keep"), b"not yours").unwrap();
+        let state = store.state(dir.path(), "s");
+        discover_and_approve(&src, &dst, &state);
 
-    // Discovery saw dst/a as a folder; now it leads outside.
-    fs::remove_dir(dst.join("a")).unwrap();
-    symlink(&outside, dst.join("a")).unwrap();
-    let before = snapshot(&outside);
-    let (code, out, err) = run(&["copy", "--state", s(&state), "--json"]);
-    assert_eq!(code, 4, "changed items: {out} {err}");
-    assert_eq!(snapshot(&outside), before, "nothing written outside");
-    let changed = review_csv(&state, "changed");
-    assert_eq!(changed.len(), 3, "a/b, a/b/f and a/g: {changed:?}");
-    assert!(
-        changed
-            .iter()
-            .all(|l| l.contains("destination: a symlink is in the way")),
-        "{changed:?}"
-    );
-    // A new pass sees the symlink as what it is.
-    let (code, _, err) = run(&["discover", s(&src), s(&dst), "--state", s(&state)]);
-    assert_eq!(code, 0, "{err}");
-    let conflict = review_csv(&state, "conflict");
-    assert!(
-        conflict
-            .iter()
-            .any(|l| l.contains("folder on src, symlink on dst")),
-        "{conflict:?}"
-    );
+        // Discovery saw dst/a as a folder; now it leads outside.
+        fs::remove_dir(dst.join("a")).unwrap();
+        symlink(&outside, dst.join("a")).unwrap();
+        let before = snapshot(&outside);
+        let (code, out, err) = run(&["copy", "--state", s(&state), "--json"]);
+        assert_eq!(code, 4, "changed items: {out} {err}");
+        assert_eq!(snapshot(&outside), before, "nothing written outside");
+        let changed = review_csv(&state, "changed");
+        assert_eq!(changed.len(), 3, "a/b, a/b/f and a/g: {changed:?}");
+        assert!(
+            changed
+                .iter()
+                .all(|l| l.contains("destination: a symlink is in the way")),
+            "{changed:?}"
+        );
+        // A new pass sees the symlink as what it is.
+        let (code, _, err) = run(&["discover", s(&src), s(&dst), "--state", s(&state)]);
+        assert_eq!(code, 0, "{err}");
+        let conflict = review_csv(&state, "conflict");
+        assert!(
+            conflict
+                .iter()
+                .any(|l| l.contains("folder on src, symlink on dst")),
+            "{conflict:?}"
+        );
+    });
 }
 
 #[test]
@@ -138,49 +140,51 @@ fn a_source_file_replaced_by_a_link_to_a_root_only_file_is_never_copied() {
 
 #[test]
 fn names_that_cannot_be_paths_are_invalid_name_items_and_never_used() {
-    let dir = tempfile::tempdir().unwrap();
-    let dst = dir.path().join("nest").join("dst");
-    let state = dir.path().join("s.duckdb");
-    let source = "sim:seed=3,depth=1,fanout=2,files=2,bad_names=1";
-    let (code, out, err) = run(&[
-        "migrate",
-        source,
-        s(&dst),
-        "--state",
-        s(&state),
-        "--yes",
-        "--json",
-    ]);
-    assert_eq!(
-        code, 4,
-        "invalid names are reported by the exit code: {err}"
-    );
-    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
-    // Six bad names in the root and in each of its two folders.
-    assert_eq!(summary["discovery"]["invalid_name"], 18, "{summary}");
-    let items = review_csv(&state, "invalid-name");
-    assert_eq!(items.len(), 18, "{items:?}");
-    for needle in ["an empty name", "'..'", "holding '/'", "NUL byte", "'.'"] {
-        assert!(
-            items.iter().any(|l| l.contains(needle)),
-            "{needle}: {items:?}"
+    on_every_store(|store| {
+        let dir = tempfile::tempdir().unwrap();
+        let dst = dir.path().join("nest").join("dst");
+        let state = store.state(dir.path(), "s");
+        let source = "sim:seed=3,depth=1,fanout=2,files=2,bad_names=1";
+        let (code, out, err) = run(&[
+            "migrate",
+            source,
+            s(&dst),
+            "--state",
+            s(&state),
+            "--yes",
+            "--json",
+        ]);
+        assert_eq!(
+            code, 4,
+            "invalid names are reported by the exit code: {err}"
         );
-    }
-    // Only the plain names were written, and only inside the destination.
-    let written: Vec<String> = snapshot(&dst)
-        .into_keys()
-        .map(|k| String::from_utf8_lossy(&k).into_owned())
-        .collect();
-    assert_eq!(written.len(), 2 + 2 + 2 * 2, "{written:?}");
-    let mut beside: Vec<_> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| !n.starts_with("s.duckdb"))
-        .collect();
-    beside.sort();
-    assert_eq!(beside, ["nest"]);
-    assert_eq!(fs::read_dir(dir.path().join("nest")).unwrap().count(), 1);
-    assert_eq!(status_json(&state)["invalid_name"], 18);
+        let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+        // Six bad names in the root and in each of its two folders.
+        assert_eq!(summary["discovery"]["invalid_name"], 18, "{summary}");
+        let items = review_csv(&state, "invalid-name");
+        assert_eq!(items.len(), 18, "{items:?}");
+        for needle in ["an empty name", "'..'", "holding '/'", "NUL byte", "'.'"] {
+            assert!(
+                items.iter().any(|l| l.contains(needle)),
+                "{needle}: {items:?}"
+            );
+        }
+        // Only the plain names were written, and only inside the destination.
+        let written: Vec<String> = snapshot(&dst)
+            .into_keys()
+            .map(|k| String::from_utf8_lossy(&k).into_owned())
+            .collect();
+        assert_eq!(written.len(), 2 + 2 + 2 * 2, "{written:?}");
+        let mut beside: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.starts_with("s.duckdb"))
+            .collect();
+        beside.sort();
+        assert_eq!(beside, ["nest"]);
+        assert_eq!(fs::read_dir(dir.path().join("nest")).unwrap().count(), 1);
+        assert_eq!(status_json(&state)["invalid_name"], 18);
+    });
 }
 
 #[test]
@@ -200,44 +204,45 @@ fn swaps_during_copy_verify_retry_and_quarantine_never_leave_the_roots() {
 
 #[test]
 fn a_folder_put_in_the_place_of_the_one_discovery_saw_is_a_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
-    // a/f and b/f: same name, size and mtime, other content.
-    for (folder, data) in [("a", b"from a"), ("b", b"from b")] {
-        fs::create_dir_all(src.join(folder)).unwrap();
-        fs::write(src.join(folder).join("f"), data).unwrap();
-        set_mtime(&src.join(folder).join("f"), 1_700_000_000);
-    }
-    // The destination has a folder x that discovery sees.
-    fs::create_dir_all(src.join("x")).unwrap();
-    fs::write(src.join("x/g"), b"g").unwrap();
-    fs::create_dir_all(dst.join("x")).unwrap();
-    let state = dir.path().join("s.duckdb");
-    discover_and_approve(&src, &dst, &state);
+    on_every_store(|store| {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        // a/f and b/f: same name, size and mtime, other content.
+        for (folder, data) in [("a", b"from a"), ("b", b"from b")] {
+            fs::create_dir_all(src.join(folder)).unwrap();
+            fs::write(src.join(folder).join("f"), data).unwrap();
+            set_mtime(&src.join(folder).join("f"), 1_700_000_000);
+        }
+        // The destination has a folder x that discovery sees.
+        fs::create_dir_all(src.join("x")).unwrap();
+        fs::write(src.join("x/g"), b"g").unwrap();
+        fs::create_dir_all(dst.join("x")).unwrap();
+        let state = store.state(dir.path(), "s");
+        discover_and_approve(&src, &dst, &state);
 
-    // On the source, b takes a's place; on the destination, a new x
-    // takes the place of the one discovery saw.
-    fs::rename(src.join("a"), dir.path().join("a.old")).unwrap();
-    fs::rename(src.join("b"), src.join("a")).unwrap();
-    fs::rename(dst.join("x"), dir.path().join("x.old")).unwrap();
-    fs::create_dir(dst.join("x")).unwrap();
-    let (code, _, err) = run(&["copy", "--state", s(&state)]);
-    assert_eq!(code, 4, "{err}");
-    let changed = review_csv(&state, "changed");
-    assert!(
-        changed
-            .iter()
-            .any(|l| l.contains(",a/f,") && l.contains("source: a is not the folder discovery saw")),
-        "{changed:?}"
-    );
-    assert!(
-        changed
-            .iter()
-            .any(|l| l.contains(",x/g,")
+        // On the source, b takes a's place; on the destination, a new x
+        // takes the place of the one discovery saw.
+        fs::rename(src.join("a"), dir.path().join("a.old")).unwrap();
+        fs::rename(src.join("b"), src.join("a")).unwrap();
+        fs::rename(dst.join("x"), dir.path().join("x.old")).unwrap();
+        fs::create_dir(dst.join("x")).unwrap();
+        let (code, _, err) = run(&["copy", "--state", s(&state)]);
+        assert_eq!(code, 4, "{err}");
+        let changed = review_csv(&state, "changed");
+        assert!(
+            changed
+                .iter()
+                .any(|l| l.contains(",a/f,")
+                    && l.contains("source: a is not the folder discovery saw")),
+            "{changed:?}"
+        );
+        assert!(
+            changed.iter().any(|l| l.contains(",x/g,")
                 && l.contains("destination: x is not the folder discovery saw")),
-        "{changed:?}"
-    );
-    assert!(!dst.join("a/f").exists(), "b's file is not copied as a's");
-    assert!(!dst.join("x/g").exists());
-    assert_eq!(fs::read_dir(dir.path().join("x.old")).unwrap().count(), 0);
+            "{changed:?}"
+        );
+        assert!(!dst.join("a/f").exists(), "b's file is not copied as a's");
+        assert!(!dst.join("x/g").exists());
+        assert_eq!(fs::read_dir(dir.path().join("x.old")).unwrap().count(), 0);
+    });
 }

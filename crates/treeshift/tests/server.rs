@@ -14,13 +14,24 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use util::api::ApiServer;
-use util::{command, run, s};
+use util::{Store, command, on_every_store, run, s};
 
 fn create(server: &ApiServer, name: &str, src: &str, dst: &Path) {
     let (code, v) = server.post(
         "/api/migrations",
         json!({ "name": name, "src": src, "dst": s(dst) }),
     );
+    assert_eq!(code, 201, "{v}");
+}
+
+/// Creates migration `name` with its state on `store`: the server's own
+/// file, or a database of `store`'s.
+fn create_on(server: &ApiServer, store: &Store, dir: &Path, name: &str, src: &str, dst: &Path) {
+    let mut body = json!({ "name": name, "src": src, "dst": s(dst) });
+    if let Store::Postgres(_) = store {
+        body["state"] = json!(s(&store.state(dir, name)));
+    }
+    let (code, v) = server.post("/api/migrations", body);
     assert_eq!(code, 201, "{v}");
 }
 
@@ -253,71 +264,73 @@ fn a_migration_runs_end_to_end_through_the_api_two_at_once() {
 
 #[test]
 fn a_server_killed_mid_discovery_shows_it_interrupted_and_resumes_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let states = dir.path().join("states");
-    std::fs::create_dir(&states).unwrap();
-    let src = "sim:seed=9,depth=3,fanout=4,files=8,latency_us=15000";
-    let dst = dir.path().join("dst");
-    // The reference: the same discovery by the CLI, uninterrupted.
-    let reference = dir.path().join("ref.duckdb");
-    let (code, out, err) = run(&["discover", src, s(&dst), "--state", s(&reference), "--json"]);
-    assert_eq!(code, 0, "{err}");
-    let want: Value = serde_json::from_str(&out).unwrap();
+    on_every_store(|store| {
+        let dir = tempfile::tempdir().unwrap();
+        let states = dir.path().join("states");
+        std::fs::create_dir(&states).unwrap();
+        let src = "sim:seed=9,depth=3,fanout=4,files=8,latency_us=15000";
+        let dst = dir.path().join("dst");
+        // The reference: the same discovery by the CLI, uninterrupted.
+        let reference = store.state(dir.path(), "ref");
+        let (code, out, err) = run(&["discover", src, s(&dst), "--state", s(&reference), "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let want: Value = serde_json::from_str(&out).unwrap();
 
-    let mut server = ApiServer::start(&states, &[], None);
-    create(&server, "k", src, &dst);
-    let (code, v) = server.post("/api/migrations/k/jobs/discover", json!({ "workers": 2 }));
-    assert_eq!(code, 202, "{v}");
-    // Events while it runs, then a kill -9 once some folders are listed.
-    let start = Instant::now();
-    loop {
-        let status = server.get("/api/migrations/k");
-        if status["job"]["progress"]["src_folders_listed"]
-            .as_u64()
-            .unwrap()
-            >= 5
-        {
-            break;
+        let mut server = ApiServer::start(&states, &[], None);
+        create_on(&server, store, dir.path(), "k", src, &dst);
+        let (code, v) = server.post("/api/migrations/k/jobs/discover", json!({ "workers": 2 }));
+        assert_eq!(code, 202, "{v}");
+        // Events while it runs, then a kill -9 once some folders are listed.
+        let start = Instant::now();
+        loop {
+            let status = server.get("/api/migrations/k");
+            if status["job"]["progress"]["src_folders_listed"]
+                .as_u64()
+                .unwrap()
+                >= 5
+            {
+                break;
+            }
+            assert!(
+                status["job"]["running"] == true,
+                "finished before the kill: {status}"
+            );
+            assert!(start.elapsed() < Duration::from_secs(60));
+            std::thread::sleep(Duration::from_millis(10));
         }
-        assert!(
-            status["job"]["running"] == true,
-            "finished before the kill: {status}"
-        );
-        assert!(start.elapsed() < Duration::from_secs(60));
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    server.child.kill().unwrap(); // SIGKILL
-    server.child.wait().unwrap();
-    drop(server);
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
+        drop(server);
 
-    let server = ApiServer::start(&states, &[], None);
-    let status = server.get("/api/migrations/k");
-    assert_eq!(status["interrupted"], true, "{status}");
-    assert_eq!(status["phase"], "discovering");
-    let listed = server.get("/api/migrations");
-    assert_eq!(listed[0]["interrupted"], true, "{listed}");
-    // Stopped on request, then started again.
-    let (code, v) = server.post("/api/migrations/k/jobs/discover", json!({ "workers": 2 }));
-    assert_eq!(code, 202, "{v}");
-    let (code, v) = server.post("/api/migrations/k/stop", json!({}));
-    assert_eq!(code, 202, "{v}");
-    let stopped = server.wait_job("k");
-    assert_eq!(stopped["job"]["outcome"]["state"], "stopped", "{stopped}");
-    let (code, v) = server.post("/api/migrations/k/jobs/discover", json!({ "workers": 2 }));
-    assert_eq!(code, 202, "{v}");
-    // Its progress as events, until it ends.
-    let (code, events) = server.call("GET", "/api/migrations/k/events", None);
-    assert_eq!(code, 200);
-    let events = events.as_str().unwrap_or_default().to_string();
-    assert!(events.contains("event: progress"), "{events}");
-    assert!(events.contains("event: done"), "{events}");
-    let done = server.wait_job("k");
-    assert_eq!(done["job"]["outcome"]["state"], "done", "{done}");
-    for key in [
-        "missing", "same", "differs", "extra", "failed", "src", "dst", "to_copy",
-    ] {
-        assert_eq!(done[key], want[key], "{key}: {done}");
-    }
+        let server = ApiServer::start(&states, &[], None);
+        let status = server.get("/api/migrations/k");
+        assert_eq!(status["interrupted"], true, "{status}");
+        assert_eq!(status["phase"], "discovering");
+        let listed = server.get("/api/migrations");
+        assert_eq!(listed[0]["interrupted"], true, "{listed}");
+        // Stopped on request, then started again.
+        let (code, v) = server.post("/api/migrations/k/jobs/discover", json!({ "workers": 2 }));
+        assert_eq!(code, 202, "{v}");
+        let (code, v) = server.post("/api/migrations/k/stop", json!({}));
+        assert_eq!(code, 202, "{v}");
+        let stopped = server.wait_job("k");
+        assert_eq!(stopped["job"]["outcome"]["state"], "stopped", "{stopped}");
+        let (code, v) = server.post("/api/migrations/k/jobs/discover", json!({ "workers": 2 }));
+        assert_eq!(code, 202, "{v}");
+        // Its progress as events, until it ends.
+        let (code, events) = server.call("GET", "/api/migrations/k/events", None);
+        assert_eq!(code, 200);
+        let events = events.as_str().unwrap_or_default().to_string();
+        assert!(events.contains("event: progress"), "{events}");
+        assert!(events.contains("event: done"), "{events}");
+        let done = server.wait_job("k");
+        assert_eq!(done["job"]["outcome"]["state"], "done", "{done}");
+        for key in [
+            "missing", "same", "differs", "extra", "failed", "src", "dst", "to_copy",
+        ] {
+            assert_eq!(done[key], want[key], "{key}: {done}");
+        }
+    });
 }
 
 #[test]

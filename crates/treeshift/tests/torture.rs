@@ -21,12 +21,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Instant;
-use util::{Rng, Tmpfs, all_items, make_tree, s, snapshot, status_json, temporaries};
+use util::cluster::Cluster;
+use util::{Rng, Store, Tmpfs, all_items, make_tree, s, snapshot, status_json, temporaries};
 
 /// The figures of one scenario.
 #[derive(Debug, Default)]
 struct Row {
-    scenario: &'static str,
+    scenario: String,
     runs: u32,
     kills: u32,
     faults: u32,
@@ -40,9 +41,9 @@ struct Row {
 }
 
 impl Row {
-    fn new(scenario: &'static str) -> Row {
+    fn new(scenario: impl Into<String>) -> Row {
         Row {
-            scenario,
+            scenario: scenario.into(),
             ..Row::default()
         }
     }
@@ -168,10 +169,10 @@ fn elapsed_ms(t0: Instant) -> u64 {
 
 fn crash_discover(
     mode: &mut Mode,
-    scenario: &'static str,
-    src: &str,
-    dst: &str,
+    scenario: String,
+    (src, dst): (&str, &str),
     dir: &Path,
+    store: &Store,
 ) -> Row {
     let mut row = Row::new(scenario);
     let args = |state: &Path| {
@@ -185,16 +186,16 @@ fn crash_discover(
             "3".into(),
         ]
     };
-    let reference = dir.join("reference.duckdb");
+    let reference = store.state(dir, "reference");
     let t0 = Instant::now();
     row.run_killed(&args_of(&args(&reference)), 0..1, &mut mode.rng, 0);
     let full = elapsed_ms(t0);
     for round in 0..mode.rounds() {
-        let state = dir.join(format!("killed-{round}.duckdb"));
+        let state = store.state(dir, &format!("killed-{round}"));
         row.run_killed(&args_of(&args(&state)), 0..full / 2, &mut mode.rng, 5);
         // The last moments of a run: the final seal and DuckDB's checkpoint
         // on close.
-        let late = dir.join(format!("late-{round}.duckdb"));
+        let late = store.state(dir, &format!("late-{round}"));
         row.run_killed(
             &args_of(&args(&late)),
             full * 8 / 10..full + full / 10,
@@ -211,13 +212,20 @@ fn crash_discover(
 }
 
 fn crash_discover_sim(mode: &mut Mode, dir: &Path) -> Row {
+    crash_discover_sim_on(mode, dir, &Store::File)
+}
+
+fn crash_discover_sim_on(mode: &mut Mode, dir: &Path, store: &Store) -> Row {
     let base = "seed=21,depth=3,fanout=5,files=12,latency_us=4000";
     crash_discover(
         mode,
-        "crash: discover, sim",
-        &format!("sim:{base},fail_perm=0.03,fail_transient=0.05"),
-        &format!("sim:{base},mutate=4,extra=10"),
+        title("crash: discover, sim", store),
+        (
+            &format!("sim:{base},fail_perm=0.03,fail_transient=0.05"),
+            &format!("sim:{base},mutate=4,extra=10"),
+        ),
         dir,
+        store,
     )
 }
 
@@ -226,7 +234,13 @@ fn crash_discover_local(mode: &mut Mode, dir: &Path) -> Row {
     make_tree(&src, 4, 3, 12);
     make_tree(&dst, 3, 3, 9);
     fs::write(dst.join("d0").join("extra.bin"), b"x").unwrap();
-    crash_discover(mode, "crash: discover, local", s(&src), s(&dst), dir)
+    crash_discover(
+        mode,
+        "crash: discover, local".into(),
+        (s(&src), s(&dst)),
+        dir,
+        &Store::File,
+    )
 }
 
 /// A local source with some large files (kills land mid-data too).
@@ -258,10 +272,14 @@ fn discover_and_approve(row: &mut Row, src: &Path, dst: &Path, state: &Path) {
 }
 
 fn crash_copy(mode: &mut Mode, dir: &Path) -> Row {
-    let mut row = Row::new("crash: copy, local");
+    crash_copy_on(mode, dir, &Store::File)
+}
+
+fn crash_copy_on(mode: &mut Mode, dir: &Path, store: &Store) -> Row {
+    let mut row = Row::new(title("crash: copy, local", store));
     let src = dir.join("src");
     source_with_big_files(&src, &mut mode.rng);
-    let (ref_dst, ref_state) = (dir.join("ref-dst"), dir.join("ref.duckdb"));
+    let (ref_dst, ref_state) = (dir.join("ref-dst"), store.state(dir, "ref"));
     discover_and_approve(&mut row, &src, &ref_dst, &ref_state);
     let t0 = Instant::now();
     row.run_killed(&["copy", "--state", s(&ref_state)], 0..1, &mut mode.rng, 0);
@@ -269,7 +287,7 @@ fn crash_copy(mode: &mut Mode, dir: &Path) -> Row {
     for round in 0..mode.rounds() {
         let (dst, state) = (
             dir.join(format!("dst-{round}")),
-            dir.join(format!("s-{round}.duckdb")),
+            store.state(dir, &format!("s-{round}")),
         );
         discover_and_approve(&mut row, &src, &dst, &state);
         row.run_killed(
@@ -331,14 +349,18 @@ fn crash_verify(mode: &mut Mode, dir: &Path) -> Row {
 }
 
 fn crash_retry(mode: &mut Mode, dir: &Path) -> Row {
-    let mut row = Row::new("crash: retry (discovery + copy)");
+    crash_retry_on(mode, dir, &Store::File)
+}
+
+fn crash_retry_on(mode: &mut Mode, dir: &Path, store: &Store) -> Row {
+    let mut row = Row::new(title("crash: retry (discovery + copy)", store));
     let src = dir.join("src");
     source_with_big_files(&src, &mut mode.rng);
     let locked = [src.join("d2"), src.join("d0").join("big0")];
     for round in 0..mode.rounds() {
         let (dst, state) = (
             dir.join(format!("dst-{round}")),
-            dir.join(format!("s-{round}.duckdb")),
+            store.state(dir, &format!("s-{round}")),
         );
         for p in &locked {
             fs::set_permissions(p, fs::Permissions::from_mode(0o000)).unwrap();
@@ -380,14 +402,15 @@ fn crash_retry(mode: &mut Mode, dir: &Path) -> Row {
 }
 
 fn crash_delta(mode: &mut Mode, dir: &Path) -> Row {
-    let mut row = Row::new("crash: delta pass");
+    crash_delta_on(mode, dir, &Store::File)
+}
+
+fn crash_delta_on(mode: &mut Mode, dir: &Path, store: &Store) -> Row {
+    let mut row = Row::new(title("crash: delta pass", store));
     let src = dir.join("src");
     make_tree(&src, 4, 3, 8);
     let pass1 = |row: &mut Row, name: &str| {
-        let (dst, state) = (
-            dir.join(format!("{name}-dst")),
-            dir.join(format!("{name}.duckdb")),
-        );
+        let (dst, state) = (dir.join(format!("{name}-dst")), store.state(dir, name));
         let (code, _, err) = row.run(&["migrate", s(&src), s(&dst), "--state", s(&state), "--yes"]);
         row.check(code == 0, || format!("pass 1: {err}"));
         (dst, state)
@@ -901,6 +924,48 @@ fn corrupt_state(_mode: &mut Mode, dir: &Path) -> Row {
     row
 }
 
+/// A scenario's name, with the store it ran on where that is not a
+/// DuckDB file.
+fn title(scenario: &str, store: &Store) -> String {
+    match store {
+        Store::File => scenario.to_string(),
+        Store::Postgres(_) => format!("{scenario}, PostgreSQL"),
+    }
+}
+
+/// Runs `scenario` with its states in PostgreSQL, on a cluster of its own.
+fn on_postgres(name: &str, scenario: impl FnOnce(&Store) -> Row) -> Row {
+    match Cluster::start() {
+        Some(cluster) => scenario(&Store::Postgres(cluster)),
+        // Outside CI only: under CI a missing PostgreSQL fails the start.
+        None => Row::new(format!("{name}, PostgreSQL")).missing("PostgreSQL (apt postgresql-15)"),
+    }
+}
+
+fn crash_discover_sim_postgres(mode: &mut Mode, dir: &Path) -> Row {
+    on_postgres("crash: discover, sim", |store| {
+        crash_discover_sim_on(mode, dir, store)
+    })
+}
+
+fn crash_copy_postgres(mode: &mut Mode, dir: &Path) -> Row {
+    on_postgres("crash: copy, local", |store| {
+        crash_copy_on(mode, dir, store)
+    })
+}
+
+fn crash_retry_postgres(mode: &mut Mode, dir: &Path) -> Row {
+    on_postgres("crash: retry (discovery + copy)", |store| {
+        crash_retry_on(mode, dir, store)
+    })
+}
+
+fn crash_delta_postgres(mode: &mut Mode, dir: &Path) -> Row {
+    on_postgres("crash: delta pass", |store| {
+        crash_delta_on(mode, dir, store)
+    })
+}
+
 type Scenario = fn(&mut Mode, &Path) -> Row;
 
 /// The scenarios: run one after another by [`torture`], and each alone
@@ -932,6 +997,10 @@ scenarios!(
     crash_retry,
     crash_verify,
     crash_delta,
+    crash_discover_sim_postgres,
+    crash_copy_postgres,
+    crash_retry_postgres,
+    crash_delta_postgres,
     concurrent_processes,
     faults_during_copy,
     hostile_tree,
@@ -998,7 +1067,7 @@ fn torture() {
     let failed: Vec<_> = rows
         .iter()
         .filter(|r| !r.skipped && !r.ok())
-        .map(|r| r.scenario)
+        .map(|r| r.scenario.as_str())
         .collect();
     assert!(failed.is_empty(), "failed: {failed:?}");
 }
