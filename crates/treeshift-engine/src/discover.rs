@@ -311,6 +311,12 @@ impl SideRunner<'_> {
                                     children_found.fetch_add(n, Ordering::Relaxed);
                                     self.progress.folder_done(self.side, n);
                                 }
+                                // This process stalled past the lease (paused, or cut
+                                // off from the database) and the folder was leased
+                                // again: the later lease's listing is the one recorded.
+                                Err(StoreError::LeaseLost { folder, .. }) => {
+                                    tracing::warn!(side = %self.side, %folder, "the lease on a folder ran out and it was leased again; this listing of it is dropped");
+                                }
                                 Err(e) => {
                                     stop.store(true, Ordering::Relaxed);
                                     failed

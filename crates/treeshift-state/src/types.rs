@@ -38,6 +38,11 @@ pub struct FolderTask {
     /// short (its children up to there are kept): the listing resumes
     /// after it.
     pub resume_after: Option<Vec<u8>>,
+    /// The epoch of the lease it was handed out under, where the store
+    /// leases folders to many processes (0 where it does not): a worker
+    /// still on a folder whose lease ran out and was taken again, by
+    /// another process or by its own, writes nothing under the new one.
+    pub epoch: i64,
 }
 
 /// One listed child, with the filter's verdict.

@@ -17,16 +17,6 @@ use std::time::Duration;
 use treeshift_core::{Entry, ListStatus, Meta, RelPath, Side};
 use treeshift_state::{ChildRecord, Failure, FolderTask, StoreError};
 
-/// A folder leased to this process: what to list, and the epoch its
-/// records must carry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lease {
-    /// The folder.
-    pub task: FolderTask,
-    /// The lease's epoch: a later lease of the same folder has a higher one.
-    pub epoch: i64,
-}
-
 /// The node columns a listing fills, in `COPY` order (the id is the
 /// sequence's).
 const NODE_COLUMNS: &str =
@@ -201,7 +191,7 @@ impl PgStore {
         depth: u32,
         limit: usize,
         time: Duration,
-    ) -> Result<Vec<Lease>, StoreError> {
+    ) -> Result<Vec<FolderTask>, StoreError> {
         // A lease whose reply was lost with the connection stays taken by
         // this process, unknown to it: it gives such leases back once it
         // finds nothing left to lease (`release_unknown`).
@@ -253,24 +243,22 @@ impl PgStore {
                 .context("read the leased folders")?;
             tx.commit().context("lease folders")?;
             let paths: HashMap<i64, &postgres::Row> = paths.iter().map(|p| (p.get(0), p)).collect();
-            let mut leases: Vec<Lease> = leased
+            let mut leases: Vec<FolderTask> = leased
                 .iter()
                 .filter_map(|l| {
                     let id: i64 = l.get(0);
                     let p = paths.get(&id)?;
-                    Some(Lease {
-                        task: FolderTask {
-                            id,
-                            depth,
-                            path: RelPath::from_bytes(p.get(1)),
-                            attempts: p.get::<_, i32>(2) as u32,
-                            resume_after: l.get(2),
-                        },
+                    Some(FolderTask {
+                        id,
+                        depth,
+                        path: RelPath::from_bytes(p.get(1)),
+                        attempts: p.get::<_, i32>(2) as u32,
+                        resume_after: l.get(2),
                         epoch: l.get(1),
                     })
                 })
                 .collect();
-            leases.sort_by_key(|l| l.task.id);
+            leases.sort_by_key(|l| l.id);
             Ok(leases)
         })
     }
@@ -287,16 +275,16 @@ impl PgStore {
     pub fn record_children(
         &self,
         side: Side,
-        lease: &Lease,
+        lease: &FolderTask,
         children: Vec<ChildRecord>,
         position: Option<Vec<u8>>,
         time: Duration,
     ) -> Result<(), StoreError> {
         let page = self.pages_sent(side, lease);
-        let depth = lease.task.depth as i32 + 1;
+        let depth = lease.depth as i32 + 1;
         let mut rows = Vec::with_capacity(children.len());
         for child in children {
-            let path = lease.task.path.join(&child.entry.name);
+            let path = lease.path.join(&child.entry.name);
             let size = size_of(&child.entry, &path)?;
             rows.push((child, path, size));
         }
@@ -311,7 +299,7 @@ impl PgStore {
                          WHERE {HELD} AND pages = $5"
                     ),
                     &[
-                        &lease.task.id,
+                        &lease.id,
                         &lease.epoch,
                         &millis(time),
                         &position,
@@ -332,7 +320,7 @@ impl PgStore {
                     let e = &child.entry;
                     let (m, file) = (MetaColumns::from(e.meta), e.file_id);
                     let values: [&(dyn ToSql + Sync); 13] = [
-                        &lease.task.id,
+                        &lease.id,
                         &depth,
                         &(e.kind.code() as i16),
                         size,
@@ -362,7 +350,7 @@ impl PgStore {
                          SELECT id, $2, 'compare', $3, $4, 1 FROM {side}_nodes \
                          WHERE parent_id = $1 AND rel_path = $5"
                     ),
-                    &[&lease.task.id, &depth, &status.as_str(), reason, &path.as_bytes()],
+                    &[&lease.id, &depth, &status.as_str(), reason, &path.as_bytes()],
                 )
                 .context("record a child left out")?;
             }
@@ -379,7 +367,12 @@ impl PgStore {
     /// Completes a leased folder at its `attempt`-th try: all its children
     /// were recorded before. [`StoreError::LeaseLost`] if the lease is no
     /// longer this one.
-    pub fn folder_listed(&self, side: Side, lease: &Lease, attempt: u32) -> Result<(), StoreError> {
+    pub fn folder_listed(
+        &self,
+        side: Side,
+        lease: &FolderTask,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
         self.finish(side, lease, ListStatus::Listed, None, attempt)
     }
 
@@ -389,7 +382,7 @@ impl PgStore {
     pub fn folder_failed(
         &self,
         side: Side,
-        lease: &Lease,
+        lease: &FolderTask,
         failure: &Failure,
     ) -> Result<(), StoreError> {
         self.finish(
@@ -405,19 +398,19 @@ impl PgStore {
     /// where its listing stood (before it is listed again from its
     /// start). [`StoreError::LeaseLost`] if the lease is no longer this
     /// one.
-    pub fn discard_children(&self, side: Side, lease: &Lease) -> Result<(), StoreError> {
+    pub fn discard_children(&self, side: Side, lease: &FolderTask) -> Result<(), StoreError> {
         self.run(|client| {
             let mut tx = client.transaction().context("begin discarding children")?;
             let held = tx
                 .execute(
                     &format!("UPDATE {side}_leases SET position = NULL WHERE {HELD}"),
-                    &[&lease.task.id, &lease.epoch],
+                    &[&lease.id, &lease.epoch],
                 )
                 .context("check the lease")?;
             if held == 0 {
-                return Err(lease_lost(side, &lease.task));
+                return Err(lease_lost(side, lease));
             }
-            discard_children(&mut tx, side, &[lease.task.id])?;
+            discard_children(&mut tx, side, &[lease.id])?;
             tx.commit().context("discard children")
         })
     }
@@ -425,7 +418,7 @@ impl PgStore {
     fn finish(
         &self,
         side: Side,
-        lease: &Lease,
+        lease: &FolderTask,
         status: ListStatus,
         failure: Option<&Failure>,
         attempt: u32,
@@ -439,7 +432,7 @@ impl PgStore {
                         "UPDATE {side}_leases SET done = true, holder = NULL, expires_at = NULL \
                          WHERE {HELD}"
                     ),
-                    &[&lease.task.id, &lease.epoch],
+                    &[&lease.id, &lease.epoch],
                 )
                 .context("check the lease")?;
             if held == 0 {
@@ -448,14 +441,14 @@ impl PgStore {
                 return landed_or_lost(&mut tx, side, lease, "done::int", 1);
             }
             if let Some(f) = failure {
-                discard_children(&mut tx, side, &[lease.task.id])?;
+                discard_children(&mut tx, side, &[lease.id])?;
                 tx.execute(
                     "INSERT INTO task_errors (side, phase, node_id, rel_path, operation, kind, \
                        message, attempt) VALUES ($1, 'discovery', $2, $3, $4, $5, $6, $7)",
                     &[
                         &side.as_str(),
-                        &lease.task.id,
-                        &lease.task.path.as_bytes(),
+                        &lease.id,
+                        &lease.path.as_bytes(),
                         &f.operation,
                         &f.kind,
                         &f.message,
@@ -466,9 +459,9 @@ impl PgStore {
             } else if side == Side::Dst {
                 crate::compare::compare_children(
                     &mut tx,
-                    lease.task.id,
-                    lease.task.depth,
-                    &lease.task.path,
+                    lease.id,
+                    lease.depth,
+                    &lease.path,
                 )?;
             }
             tx.execute(
@@ -477,8 +470,8 @@ impl PgStore {
                      VALUES ($1, $2, 'list', $3, $4, $5)"
                 ),
                 &[
-                    &lease.task.id,
-                    &(lease.task.depth as i32),
+                    &lease.id,
+                    &(lease.depth as i32),
                     &status.as_str(),
                     &reason,
                     &(attempt as i32),
@@ -550,20 +543,20 @@ fn insert_root(tx: &mut Transaction<'_>, side: Side, root: &Entry) -> Result<i64
 fn landed_or_lost(
     tx: &mut Transaction<'_>,
     side: Side,
-    lease: &Lease,
+    lease: &FolderTask,
     column: &str,
     value: i32,
 ) -> Result<(), StoreError> {
     let row = tx
         .query_opt(
             &format!("SELECT epoch, {column} FROM {side}_leases WHERE node_id = $1"),
-            &[&lease.task.id],
+            &[&lease.id],
         )
         .context("read the lease")?;
     if row.is_some_and(|r| r.get::<_, i64>(0) == lease.epoch && r.get::<_, i32>(1) == value) {
         Ok(())
     } else {
-        Err(lease_lost(side, &lease.task))
+        Err(lease_lost(side, lease))
     }
 }
 

@@ -35,7 +35,6 @@ mod settings;
 mod state_store;
 mod verify;
 
-pub use leases::Lease;
 pub use schema::SCHEMA_VERSION;
 pub use state_store::LEASE_TIME;
 
@@ -47,7 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 use treeshift_core::Side;
-use treeshift_state::{MigrationSpec, OpenMode, StoreError};
+use treeshift_state::{FolderTask, MigrationSpec, OpenMode, StoreError};
 
 /// How long an operation waits for a database it cannot reach (a server
 /// restarting) before it fails, unless [`PgStore::wait_for_database`]
@@ -262,22 +261,22 @@ impl PgStore {
     }
 
     /// The number the next page of children under `lease` takes.
-    pub(crate) fn pages_sent(&self, side: Side, lease: &Lease) -> i32 {
+    pub(crate) fn pages_sent(&self, side: Side, lease: &FolderTask) -> i32 {
         let pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
         pages
-            .get(&(side, lease.task.id, lease.epoch))
+            .get(&(side, lease.id, lease.epoch))
             .copied()
             .unwrap_or(0)
     }
 
-    pub(crate) fn page_recorded(&self, side: Side, lease: &Lease) {
+    pub(crate) fn page_recorded(&self, side: Side, lease: &FolderTask) {
         let mut pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
-        *pages.entry((side, lease.task.id, lease.epoch)).or_default() += 1;
+        *pages.entry((side, lease.id, lease.epoch)).or_default() += 1;
     }
 
-    pub(crate) fn forget_pages(&self, side: Side, lease: &Lease) {
+    pub(crate) fn forget_pages(&self, side: Side, lease: &FolderTask) {
         let mut pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
-        pages.remove(&(side, lease.task.id, lease.epoch));
+        pages.remove(&(side, lease.id, lease.epoch));
     }
 
     fn not_ours(&self, detail: String) -> StoreError {

@@ -8,7 +8,7 @@
 //! again once they expire, or as soon as they see it gone
 //! (`liveness`).
 
-use crate::{Lease, PgStore};
+use crate::PgStore;
 use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
 use postgres::Client;
 use std::path::PathBuf;
@@ -110,21 +110,25 @@ fn renew(client: &mut Client, holder: &str, lease_time: Duration) -> Result<(), 
 }
 
 impl PgStore {
-    /// The lease this process holds on `folder`.
-    fn lease_of(&self, side: Side, folder: &FolderTask) -> Result<Lease, StoreError> {
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        match held.get(&(side, folder.id)) {
-            Some(&epoch) => Ok(Lease {
-                task: folder.clone(),
-                epoch,
-            }),
-            None => Err(crate::leases::lease_lost(side, folder)),
+    /// Runs `write` under `folder`'s lease. The lease is forgotten once
+    /// `write` ends it, or finds it lost (expired and taken again, by
+    /// another process or this one: a write under the earlier epoch is
+    /// refused, and the folder is the later lease's to list).
+    fn under_lease<T>(
+        &self,
+        side: Side,
+        folder: &FolderTask,
+        ends: bool,
+        write: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = write();
+        if (ends && result.is_ok()) || matches!(result, Err(StoreError::LeaseLost { .. })) {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            if held.get(&(side, folder.id)) == Some(&folder.epoch) {
+                held.remove(&(side, folder.id));
+            }
         }
-    }
-
-    fn forget_lease(&self, side: Side, folder: &FolderTask) {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.remove(&(side, folder.id));
+        result
     }
 
     /// How many open folders of round `depth` of `side` other processes
@@ -272,8 +276,8 @@ impl StateStore for PgStore {
             let leases = self.lease(side, depth, limit.min(LEASE_BATCH), self.lease_time)?;
             if !leases.is_empty() {
                 let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-                held.extend(leases.iter().map(|l| ((side, l.task.id), l.epoch)));
-                return Ok(leases.into_iter().map(|l| l.task).collect());
+                held.extend(leases.iter().map(|l| ((side, l.id), l.epoch)));
+                return Ok(leases);
             }
             if self.held_by_others(side, depth)? == 0 {
                 let known = |id| {
@@ -299,8 +303,9 @@ impl StateStore for PgStore {
         children: Vec<ChildRecord>,
         position: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
-        let lease = self.lease_of(side, parent)?;
-        PgStore::record_children(self, side, &lease, children, position, self.lease_time)
+        self.under_lease(side, parent, false, || {
+            PgStore::record_children(self, side, parent, children, position, self.lease_time)
+        })
     }
 
     fn folder_listed(
@@ -309,10 +314,9 @@ impl StateStore for PgStore {
         folder: &FolderTask,
         attempt: u32,
     ) -> Result<(), StoreError> {
-        let lease = self.lease_of(side, folder)?;
-        PgStore::folder_listed(self, side, &lease, attempt)?;
-        self.forget_lease(side, folder);
-        Ok(())
+        self.under_lease(side, folder, true, || {
+            PgStore::folder_listed(self, side, folder, attempt)
+        })
     }
 
     fn folder_failed(
@@ -321,15 +325,15 @@ impl StateStore for PgStore {
         folder: &FolderTask,
         failure: Failure,
     ) -> Result<(), StoreError> {
-        let lease = self.lease_of(side, folder)?;
-        PgStore::folder_failed(self, side, &lease, &failure)?;
-        self.forget_lease(side, folder);
-        Ok(())
+        self.under_lease(side, folder, true, || {
+            PgStore::folder_failed(self, side, folder, &failure)
+        })
     }
 
     fn discard_children(&self, side: Side, folder: &FolderTask) -> Result<(), StoreError> {
-        let lease = self.lease_of(side, folder)?;
-        PgStore::discard_children(self, side, &lease)
+        self.under_lease(side, folder, false, || {
+            PgStore::discard_children(self, side, folder)
+        })
     }
 
     fn seal_round(

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 use treeshift_core::{Entry, Keep, Kind, Side, Status};
-use treeshift_state::{ChildRecord, Failure, MigrationSpec, OpenMode, StoreError};
-use treeshift_store_pg::{Lease, PgStore};
+use treeshift_state::{ChildRecord, Failure, FolderTask, MigrationSpec, OpenMode, StoreError};
+use treeshift_store_pg::PgStore;
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -152,7 +152,7 @@ fn connections_leasing_at_once_take_each_folder_exactly_once() {
                             .record_children(Side::Src, &lease, file, None, LONG)
                             .unwrap();
                         store.folder_listed(Side::Src, &lease, 1).unwrap();
-                        *taken.lock().unwrap().entry(lease.task.id).or_default() += 1;
+                        *taken.lock().unwrap().entry(lease.id).or_default() += 1;
                     }
                 }
             });
@@ -177,7 +177,7 @@ fn a_worker_whose_lease_expired_cannot_record_over_the_one_that_took_it() {
     // Long enough for what follows to happen inside it on a loaded
     // machine; the test then waits it out.
     let short = Duration::from_secs(2);
-    let first: Lease = late.lease(Side::Src, 1, 1, short).unwrap().remove(0);
+    let first: FolderTask = late.lease(Side::Src, 1, 1, short).unwrap().remove(0);
     late.record_children(
         Side::Src,
         &first,
@@ -194,9 +194,9 @@ fn a_worker_whose_lease_expired_cannot_record_over_the_one_that_took_it() {
     // listing starts over (no position was kept).
     std::thread::sleep(short + Duration::from_millis(500));
     let second = other.lease(Side::Src, 1, 1, LONG).unwrap().remove(0);
-    assert_eq!(second.task.id, first.task.id);
+    assert_eq!(second.id, first.id);
     assert!(second.epoch > first.epoch);
-    assert_eq!(children_of(&url, first.task.id), Vec::<String>::new());
+    assert_eq!(children_of(&url, first.id), Vec::<String>::new());
 
     // Fenced: the late worker's records are refused, and leave nothing.
     let refused = late.record_children(
@@ -237,7 +237,7 @@ fn a_worker_whose_lease_expired_cannot_record_over_the_one_that_took_it() {
         )
         .unwrap();
     other.folder_listed(Side::Src, &second, 1).unwrap();
-    assert_eq!(children_of(&url, first.task.id), vec!["d0000/found"]);
+    assert_eq!(children_of(&url, first.id), vec!["d0000/found"]);
     assert_eq!(other.round_open(Side::Src, 1).unwrap(), 0);
     // Once done, a folder is leased to no one; completing it again under
     // the same lease (a reply lost) records nothing more.
@@ -246,7 +246,7 @@ fn a_worker_whose_lease_expired_cannot_record_over_the_one_that_took_it() {
     let listed: i64 = one(
         &url,
         "SELECT count(*) FROM src_status_events WHERE node_id = $1 AND phase = 'list'",
-        &[&first.task.id],
+        &[&first.id],
     );
     assert_eq!(listed, 1);
 }
@@ -262,7 +262,7 @@ fn a_listing_taken_over_resumes_after_the_position_its_children_were_kept_with()
         .lease(Side::Src, 1, 1, short)
         .unwrap()
         .remove(0);
-    assert_eq!(first.task.resume_after, None);
+    assert_eq!(first.resume_after, None);
     let page = vec![child("a", Kind::File), child("b", Kind::File)];
     first_worker
         .record_children(Side::Src, &first, page, Some(b"b".to_vec()), short)
@@ -273,8 +273,8 @@ fn a_listing_taken_over_resumes_after_the_position_its_children_were_kept_with()
         .lease(Side::Src, 1, 1, LONG)
         .unwrap()
         .remove(0);
-    assert_eq!(second.task.resume_after, Some(b"b".to_vec()));
-    assert_eq!(children_of(&url, first.task.id), vec!["d0000/a", "d0000/b"]);
+    assert_eq!(second.resume_after, Some(b"b".to_vec()));
+    assert_eq!(children_of(&url, first.id), vec!["d0000/a", "d0000/b"]);
     second_worker
         .record_children(
             Side::Src,
@@ -286,7 +286,7 @@ fn a_listing_taken_over_resumes_after_the_position_its_children_were_kept_with()
         .unwrap();
     second_worker.folder_listed(Side::Src, &second, 1).unwrap();
     assert_eq!(
-        children_of(&url, first.task.id),
+        children_of(&url, first.id),
         vec!["d0000/a", "d0000/b", "d0000/c"]
     );
 }
@@ -310,7 +310,7 @@ fn children_left_out_are_recorded_with_their_reason_and_never_become_a_round() {
     assert_eq!(store.begin_round(Side::Src, 1).unwrap(), 1);
     let leased = store.lease(Side::Src, 1, 10, LONG).unwrap();
     assert_eq!(leased.len(), 1);
-    assert_eq!(leased[0].task.path.to_string(), "src");
+    assert_eq!(leased[0].path.to_string(), "src");
     let reason: String = one(
         &url,
         "SELECT e.reason FROM src_status_events e JOIN src_nodes n ON n.id = e.node_id \
@@ -346,7 +346,7 @@ fn a_server_restarted_mid_listing_is_waited_for_and_nothing_is_lost_or_doubled()
     });
     store.folder_listed(Side::Src, &lease, 1).unwrap();
     assert_eq!(
-        children_of(&url, lease.task.id),
+        children_of(&url, lease.id),
         vec!["d0000/a", "d0000/b", "d0000/c", "d0000/d"]
     );
     assert_eq!(store.round_open(Side::Src, 1).unwrap(), 0);
@@ -381,21 +381,17 @@ fn a_write_whose_reply_was_lost_is_not_made_twice_when_sent_again() {
     // lease row counts it already.
     sql.execute(
         "UPDATE src_leases SET pages = pages + 1 WHERE node_id = $1",
-        &[&lease.task.id],
+        &[&lease.id],
     )
     .unwrap();
     store
         .record_children(Side::Src, &lease, vec![child("b", Kind::File)], None, LONG)
         .unwrap();
-    assert_eq!(
-        children_of(&url, lease.task.id),
-        vec!["d0000/a"],
-        "sent twice"
-    );
+    assert_eq!(children_of(&url, lease.id), vec!["d0000/a"], "sent twice");
     // The same for the completion: done under this lease already.
     sql.execute(
         "UPDATE src_leases SET done = true WHERE node_id = $1",
-        &[&lease.task.id],
+        &[&lease.id],
     )
     .unwrap();
     store.folder_listed(Side::Src, &lease, 1).unwrap();

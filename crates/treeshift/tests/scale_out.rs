@@ -132,6 +132,15 @@ fn wait_for(url: &str, sql: &str, running: &mut Child) {
     }
 }
 
+/// A query of how many open folders, of either side, `process` holds.
+fn folders_held_by(process: &Child) -> String {
+    format!(
+        "SELECT (SELECT count(*) FROM src_leases WHERE holder LIKE '%:{pid}:%' AND NOT done) + \
+                (SELECT count(*) FROM dst_leases WHERE holder LIKE '%:{pid}:%' AND NOT done)",
+        pid = process.id()
+    )
+}
+
 /// `discover` started on a new database `name`, once it made the
 /// migration there (the workers join it then): the database's location
 /// and the process.
@@ -233,11 +242,7 @@ fn a_worker_killed_mid_listing_leaves_its_folders_to_the_others() {
         "--workers",
         WORKERS,
     ]);
-    let holds = format!(
-        "SELECT (SELECT count(*) FROM src_leases WHERE holder LIKE '%:{pid}:%' AND NOT done) + \
-                (SELECT count(*) FROM dst_leases WHERE holder LIKE '%:{pid}:%' AND NOT done)",
-        pid = doomed.id()
-    );
+    let holds = folders_held_by(&doomed);
     wait_for(&url, &holds, &mut doomed);
     // Status shows what the worker holds.
     let status = status_of(&url);
@@ -266,6 +271,59 @@ fn a_worker_killed_mid_listing_leaves_its_folders_to_the_others() {
                 (SELECT count(*) FROM dst_leases WHERE epoch > 1)",
     );
     assert!(taken_over > 0);
+    assert_nothing_doubled(&url);
+}
+
+#[test]
+fn a_worker_paused_past_its_leases_drops_what_it_listed_under_them_and_goes_on() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let (want, _, _) = on_a_file();
+    let (url, first) = discovering(&cluster, "paused");
+    let mut paused = spawn(&[
+        "--lease-time",
+        "2",
+        "worker",
+        "--state",
+        &url,
+        "--json",
+        "--workers",
+        WORKERS,
+    ]);
+    let pid = paused.id();
+    let held = folders_held_by(&paused);
+    wait_for(&url, &held, &mut paused);
+    let signal = |name: &str| {
+        let sent = Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    // Stopped as a process is when its host stalls: its heartbeat stops
+    // with it, but its connections stay open (it is not gone).
+    signal("-STOP");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(query_i64(&url, &held) > 0, "it held no lease when stopped");
+    // Its leases run out and the discovery takes its folders over.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while query_i64(&url, &held) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "its folders were not leased again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal("-CONT");
+    let out = paused.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // What it was listing when stopped is the later leases' to record.
+    assert!(stderr.contains("leased again"), "{stderr}");
+    let out: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary_of(&out, &want), want);
+    assert_eq!(summary_of(&json_of(first), &want), want);
     assert_nothing_doubled(&url);
 }
 

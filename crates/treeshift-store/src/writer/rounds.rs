@@ -252,6 +252,7 @@ impl Writer {
                 path,
                 attempts: attempts.max(0) as u32,
                 resume_after,
+                epoch: 0,
             });
         }
         Ok(out)
