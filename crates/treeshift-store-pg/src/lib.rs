@@ -134,9 +134,14 @@ fn redacted(url: &str) -> String {
 /// kept position), and discovery ends as an uninterrupted one. Waiting
 /// for the disk at each commit made each folder cost two disk flushes
 /// (docs/BENCHMARKS.md).
+///
+/// And without JIT compilation: a round's tables are rarely analyzed
+/// yet when a folder is compared, so the planner's estimates run high and
+/// passed JIT's threshold, and each comparison of a folder of 200 paid a
+/// compilation of tens of milliseconds for a query of two.
 fn connect(url: &str) -> Result<Client, postgres::Error> {
     let mut client = Client::connect(url, NoTls)?;
-    client.batch_execute("SET synchronous_commit TO off")?;
+    client.batch_execute("SET synchronous_commit TO off; SET jit TO off")?;
     Ok(client)
 }
 

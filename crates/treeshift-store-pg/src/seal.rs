@@ -160,15 +160,22 @@ fn read_progress(client: &mut impl GenericClient) -> Result<RoundProgress, Store
 /// of the folders at `n` whose own comparison found them missing on the
 /// destination, or something else than a folder there: no destination
 /// listing pairs with them.
+///
+/// The folders are found first, on their own: a round's tables are
+/// rarely analyzed yet when it is sealed, and the planner, taking them
+/// for a few rows, looked up a folder's comparison once per child (five
+/// times the time on a round of 400k, docs/BENCHMARKS.md).
 fn mark_missing_children(tx: &mut Transaction<'_>, n: i32) -> Result<(), StoreError> {
     tx.execute(
         &format!(
-            "INSERT INTO src_status_events (node_id, depth, phase, status, reason, attempt) \
+            "WITH gone AS MATERIALIZED ( \
+               SELECT p.id FROM src_nodes p \
+               JOIN LATERAL {parent} pc ON pc.status IN ('missing', 'conflict') \
+               WHERE p.depth = $1 AND p.kind = 0) \
+             INSERT INTO src_status_events (node_id, depth, phase, status, reason, attempt) \
              SELECT c.id, $1 + 1, 'compare', 'missing', 'parent folder missing on dst', 1 \
-             FROM src_nodes p \
-             JOIN LATERAL {parent} pc ON pc.status IN ('missing', 'conflict') \
-             JOIN src_nodes c ON c.parent_id = p.id \
-             WHERE p.depth = $1 AND p.kind = 0 AND NOT EXISTS \
+             FROM gone JOIN src_nodes c ON c.parent_id = gone.id \
+             WHERE NOT EXISTS \
                (SELECT 1 FROM src_status_events e WHERE e.node_id = c.id AND e.phase = 'compare')",
             parent = latest_event(Side::Src, "compare", "p.id"),
         ),
@@ -179,16 +186,23 @@ fn mark_missing_children(tx: &mut Transaction<'_>, n: i32) -> Result<(), StoreEr
 }
 
 /// Recomputes `side`'s statistics at `depth` from its nodes and their
-/// latest comparison, replacing the old rows.
+/// latest comparison, replacing the old rows. A round's nodes were
+/// recorded together, so their ids span a short range: the comparisons
+/// are read in one pass over that range of the events' index (half the
+/// time of a lookup per node on a round of 400k, docs/BENCHMARKS.md).
 fn replace_depth_stats(tx: &mut Transaction<'_>, side: Side, depth: i32) -> Result<(), StoreError> {
     let rows = tx
         .query(
             &format!(
                 "SELECT n.kind, e.status, coalesce(e.reason LIKE 'metadata:%', false), \
                         count(*), coalesce(sum(n.size), 0)::bigint \
-                 FROM {side}_nodes n LEFT JOIN LATERAL {latest} e ON true \
-                 WHERE n.depth = $1 GROUP BY 1, 2, 3",
-                latest = latest_event(side, "compare", "n.id"),
+                 FROM {side}_nodes n LEFT JOIN ( \
+                   SELECT DISTINCT ON (ev.node_id) ev.node_id, ev.status, ev.reason \
+                   FROM {side}_status_events ev, \
+                     (SELECT min(id) AS lo, max(id) AS hi FROM {side}_nodes WHERE depth = $1) r \
+                   WHERE ev.node_id BETWEEN r.lo AND r.hi AND ev.phase = 'compare' \
+                   ORDER BY ev.node_id, ev.seq DESC) e ON e.node_id = n.id \
+                 WHERE n.depth = $1 GROUP BY 1, 2, 3"
             ),
             &[&depth],
         )
