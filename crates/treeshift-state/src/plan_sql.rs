@@ -32,6 +32,9 @@ pub const DATA: &str = "IN ('create', 'replace', 'rename')";
 /// Why an item under a folder in conflict is skipped.
 pub const INSIDE_SKIPPED: &str = "inside a folder the plan leaves alone";
 
+/// The reason of a name the plan makes a hard link of another.
+pub const HARD_LINK: &str = "hard link";
+
 /// The kind code of a folder.
 const FOLDER: u8 = 0;
 
@@ -46,11 +49,12 @@ pub const LEFT_OUT: &str = "('excluded', 'invalid-name')";
 /// a link to it, provided the leader will hold the source's data after
 /// the copy (it is in step, or the plan copies it). A name whose leader
 /// the plan leaves differing is copied on its own. `first_path` is the
-/// dialect's aggregate of the first `rel_path` of a group; `leader_text`
-/// its text of the path `g.leader`, for the reason.
-pub fn link_names(first_path: &str, leader_text: &str) -> String {
+/// dialect's aggregate of the first `rel_path` of a group. The reason
+/// names no path: SQL cannot render one as the review does, so a review
+/// adds the leader's path (`ReviewItem::linked_to`).
+pub fn link_names(first_path: &str) -> String {
     format!(
-        "UPDATE plan_candidate SET link_to = g.leader, reason = 'hard link of ' || {leader_text} \
+        "UPDATE plan_candidate SET link_to = g.leader, reason = '{HARD_LINK}' \
          FROM ( \
            WITH members AS ( \
              SELECT s.id, s.rel_path, s.dev, s.ino FROM src_nodes s \

@@ -286,6 +286,22 @@ pub struct ReviewItem {
     pub reason: Option<String>,
 }
 
+impl ReviewItem {
+    /// The item with the path of the name the plan links it to, if any,
+    /// in its reason: the plan's reason for a link names no path
+    /// (`plan_sql::link_names`), which the review renders as every path.
+    pub fn linked_to(mut self, leader: Option<Vec<u8>>) -> ReviewItem {
+        if let Some(leader) = leader {
+            self.reason = Some(format!(
+                "{} of {}",
+                crate::plan_sql::HARD_LINK,
+                RelPath::from_bytes(leader)
+            ));
+        }
+        self
+    }
+}
+
 /// What discovery saw at a destination path the plan replaces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DstSeen {

@@ -343,11 +343,9 @@ fn link_names(tx: &mut Transaction<'_>) -> Result<(), StoreError> {
     if !any.get::<_, bool>(0) {
         return Ok(());
     }
-    // PostgreSQL has no min() of bytea; the leader's bytes past ASCII
-    // show escaped, as `\ooo`.
+    // PostgreSQL has no min() of bytea.
     tx.batch_execute(&plan_sql::link_names(
         "(array_agg(rel_path ORDER BY rel_path))[1]",
-        "encode(g.leader, 'escape')",
     ))
     .context("find hard links")
 }

@@ -60,9 +60,12 @@ fn review_sql(select: ReviewSelect) -> String {
             latest(Side::Src, "list"),
             latest(Side::Dst, "list")
         ),
+        // A copy status's add the leader of a name the plan links whose
+        // reason is the plan's (see `ReviewItem::linked_to`).
         ReviewSelect::Copy(status) => format!(
             "SELECT 'src' AS side, p.rel_path, p.kind, p.size, p.mtime_ns, \
-               coalesce(c.st, 'pending') AS status, coalesce(c.reason, p.reason) AS reason \
+               coalesce(c.st, 'pending') AS status, coalesce(c.reason, p.reason) AS reason, \
+               CASE WHEN c.reason IS NULL THEN p.link_to END AS link_of \
              FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
              WHERE coalesce(c.st, 'pending') = '{}'",
             status.as_str()
@@ -90,6 +93,7 @@ fn review_item(r: &postgres::Row) -> ReviewItem {
         status: r.get(5),
         reason: r.get(6),
     }
+    .linked_to(if r.len() > 7 { r.get(7) } else { None })
 }
 
 impl PgStore {

@@ -7,6 +7,7 @@
 mod util;
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, lchown, symlink};
 use std::path::Path;
 use std::process::Command;
@@ -50,6 +51,13 @@ fn server_tree(src: &Path) -> Option<()> {
     fs::hard_link(src.join("team/plan"), src.join("shared/plan-link")).unwrap();
     fs::hard_link(src.join("team/plan"), src.join("private/plan-also")).unwrap();
     fs::hard_link(src.join("plain"), src.join("plain-twin")).unwrap();
+    // Names past ASCII lead two pairs: one UTF-8, one not.
+    file("façade", b"front", 0o644, (0, 0));
+    fs::hard_link(src.join("façade"), src.join("shared/façade-link")).unwrap();
+    let raw = src.join(std::ffi::OsStr::from_bytes(b"private/raw-\xff"));
+    fs::write(&raw, b"raw").unwrap();
+    set_mtime(&raw, 1_700_000_000);
+    fs::hard_link(&raw, src.join("shared/raw-link")).unwrap();
     // 64 MiB with 8 KiB of data in two places: holes at the start, the
     // middle and the end.
     let sparse = fs::File::create(src.join("sparse.img")).unwrap();
@@ -121,6 +129,46 @@ fn rsync_finds_nothing_to_change_after_a_migrate_or_a_delta_pass() {
         assert!(
             b <= a + 3 * 8,
             "{b} blocks on the destination for {a} on the source"
+        );
+        // Each other name of a file says which name it was linked to, as
+        // the review writes every path.
+        let (code, out, err) = run(&[
+            "review",
+            "--state",
+            s(&state),
+            "--status",
+            "copied",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let mut links: Vec<(String, String)> = out
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .filter(|row| {
+                row["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("hard link"))
+            })
+            .map(|row| {
+                (
+                    row["path"].as_str().unwrap().into(),
+                    row["reason"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        links.sort();
+        let expected = [
+            ("plain-twin", "hard link of plain"),
+            ("shared/façade-link", "hard link of façade"),
+            ("shared/plan-link", "hard link of private/plan-also"),
+            ("shared/raw-link", "hard link of private/raw-\\xff"),
+            ("team/plan", "hard link of private/plan-also"),
+        ];
+        assert_eq!(
+            links,
+            expected.map(|(p, r)| (p.to_string(), r.to_string())),
+            "{out}"
         );
 
         // Pass 2, after the source changed: content, a mode, an owner, a

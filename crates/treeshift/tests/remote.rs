@@ -601,51 +601,53 @@ fn an_azure_container_that_cannot_be_used_stops_the_run_with_the_reason() {
 
 #[test]
 fn names_a_store_cannot_hold_are_left_out_at_discovery_with_the_reason() {
-    use std::os::unix::ffi::OsStrExt;
-    let Some(server) = s3_server() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let (src, state) = (dir.path().join("src"), dir.path().join("s.duckdb"));
-    make_tree(&src, 1, 1, 2);
-    // Latin-1, as an old file server may hold it: not UTF-8.
-    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
-    fs::write(src.join(latin1), b"old").unwrap();
-    // A path of 1,020 bytes (five nested folders of 200-byte names, and
-    // a 15-byte file name): its key would be 1,026 with the prefix.
-    let mut deep = src.clone();
-    for i in 0..5 {
-        deep = deep.join(format!("{i}{}", "x".repeat(199)));
-    }
-    fs::create_dir_all(&deep).unwrap();
-    fs::write(deep.join("fffffffffff.txt"), b"deep").unwrap();
-    let (code, out, err) = run(&[
-        "migrate",
-        s(&src),
-        &server.s3("names"),
-        "--state",
-        s(&state),
-        "--yes",
-        "--json",
-    ]);
-    assert_eq!(
-        code, 4,
-        "invalid names are reported by the exit code: {err}"
-    );
-    let done = json(&out);
-    assert_eq!(done["discovery"]["invalid_name"], 2, "{done}");
-    assert_eq!(done["copy"]["failed"], 0, "{done}");
-    let items = util::review_csv(&state, "invalid-name");
-    assert!(items.iter().any(|l| l.contains("not UTF-8")), "{items:?}");
-    assert!(
-        items
-            .iter()
-            .any(|l| l.contains("at most 1018 under its root")),
-        "the key limit less the prefix 'names/': {items:?}"
-    );
-    if let Some(differences) = server.rclone_differences(&src.join("d0"), "names/d0") {
-        assert!(differences.is_empty(), "{differences:#?}");
-    }
+    util::on_every_store(|store| {
+        use std::os::unix::ffi::OsStrExt;
+        let Some(server) = s3_server() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (src, state) = (dir.path().join("src"), store.state(dir.path(), "s"));
+        make_tree(&src, 1, 1, 2);
+        // Latin-1, as an old file server may hold it: not UTF-8.
+        let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+        fs::write(src.join(latin1), b"old").unwrap();
+        // A path of 1,020 bytes (five nested folders of 200-byte names, and
+        // a 15-byte file name): its key would be 1,026 with the prefix.
+        let mut deep = src.clone();
+        for i in 0..5 {
+            deep = deep.join(format!("{i}{}", "x".repeat(199)));
+        }
+        fs::create_dir_all(&deep).unwrap();
+        fs::write(deep.join("fffffffffff.txt"), b"deep").unwrap();
+        let (code, out, err) = run(&[
+            "migrate",
+            s(&src),
+            &server.s3("names"),
+            "--state",
+            s(&state),
+            "--yes",
+            "--json",
+        ]);
+        assert_eq!(
+            code, 4,
+            "invalid names are reported by the exit code: {err}"
+        );
+        let done = json(&out);
+        assert_eq!(done["discovery"]["invalid_name"], 2, "{done}");
+        assert_eq!(done["copy"]["failed"], 0, "{done}");
+        let items = util::review_csv(&state, "invalid-name");
+        assert!(items.iter().any(|l| l.contains("not UTF-8")), "{items:?}");
+        assert!(
+            items
+                .iter()
+                .any(|l| l.contains("at most 1018 under its root")),
+            "the key limit less the prefix 'names/': {items:?}"
+        );
+        if let Some(differences) = server.rclone_differences(&src.join("d0"), "names/d0") {
+            assert!(differences.is_empty(), "{differences:#?}");
+        }
+    });
 }
 
 #[test]
@@ -678,55 +680,57 @@ fn a_gcs_bucket_that_cannot_be_used_stops_the_run_with_the_reason() {
 
 #[test]
 fn options_given_as_flags_join_the_location_and_stay_with_the_migration() {
-    let Some(server) = s3_server() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let (src, state) = (dir.path().join("src"), dir.path().join("s.duckdb"));
-    make_tree(&src, 1, 1, 2);
-    let endpoint = format!("endpoint=http://127.0.0.1:{}", server.port);
-    let (code, _, err) = run(&[
-        "discover",
-        s(&src),
-        "s3://bkt/opts",
-        "--dst-opt",
-        &endpoint,
-        "--dst-opt",
-        "region=eu-west-1",
-        "--state",
-        s(&state),
-    ]);
-    assert_eq!(code, 0, "{err}");
-    // The later steps reopen the destination from the state file, options
-    // and all.
-    let (code, _, err) = run(&["approve", "--state", s(&state)]);
-    assert_eq!(code, 0, "{err}");
-    let (code, _, err) = run(&["copy", "--state", s(&state)]);
-    assert_eq!(code, 0, "{err}");
-    let (_, out, _) = run(&["status", "--state", s(&state), "--json"]);
-    assert!(
-        out.contains(&endpoint) && out.contains("region=eu-west-1"),
-        "{out}"
-    );
-    if let Some(differences) = server.rclone_differences(&src, "opts") {
-        assert!(differences.is_empty(), "{differences:#?}");
-    }
-    // Misused: on a local side, an unknown key, no value.
-    for (side, option) in [
-        ("--src-opt", "region=x"),
-        ("--dst-opt", "regoin=x"),
-        ("--dst-opt", "region"),
-    ] {
-        let other = dir.path().join("o.duckdb");
+    util::on_every_store(|store| {
+        let Some(server) = s3_server() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (src, state) = (dir.path().join("src"), store.state(dir.path(), "s"));
+        make_tree(&src, 1, 1, 2);
+        let endpoint = format!("endpoint=http://127.0.0.1:{}", server.port);
         let (code, _, err) = run(&[
             "discover",
             s(&src),
             "s3://bkt/opts",
-            side,
-            option,
+            "--dst-opt",
+            &endpoint,
+            "--dst-opt",
+            "region=eu-west-1",
             "--state",
-            s(&other),
+            s(&state),
         ]);
-        assert_eq!(code, 2, "{side} {option}: {err}");
-    }
+        assert_eq!(code, 0, "{err}");
+        // The later steps reopen the destination from the state file, options
+        // and all.
+        let (code, _, err) = run(&["approve", "--state", s(&state)]);
+        assert_eq!(code, 0, "{err}");
+        let (code, _, err) = run(&["copy", "--state", s(&state)]);
+        assert_eq!(code, 0, "{err}");
+        let (_, out, _) = run(&["status", "--state", s(&state), "--json"]);
+        assert!(
+            out.contains(&endpoint) && out.contains("region=eu-west-1"),
+            "{out}"
+        );
+        if let Some(differences) = server.rclone_differences(&src, "opts") {
+            assert!(differences.is_empty(), "{differences:#?}");
+        }
+        // Misused: on a local side, an unknown key, no value.
+        for (side, option) in [
+            ("--src-opt", "region=x"),
+            ("--dst-opt", "regoin=x"),
+            ("--dst-opt", "region"),
+        ] {
+            let other = dir.path().join("o.duckdb");
+            let (code, _, err) = run(&[
+                "discover",
+                s(&src),
+                "s3://bkt/opts",
+                side,
+                option,
+                "--state",
+                s(&other),
+            ]);
+            assert_eq!(code, 2, "{side} {option}: {err}");
+        }
+    });
 }

@@ -163,7 +163,7 @@ impl Writer {
             return Ok(());
         }
         self.conn
-            .execute_batch(&link_names("min(rel_path)", "g.leader::VARCHAR"))
+            .execute_batch(&link_names("min(rel_path)"))
             .context("find hard links")
     }
 
@@ -713,12 +713,14 @@ impl Db {
 }
 
 /// The review query for copy and verify selections (`None` for the
-/// discovery ones). Columns as the discovery review's.
+/// discovery ones). Columns as the discovery review's; a copy status's
+/// add the leader of a name the plan links whose reason is the plan's.
 pub(super) fn review_sql(select: ReviewSelect) -> Option<String> {
     match select {
         ReviewSelect::Copy(status) => Some(format!(
             "SELECT 'src' AS side, p.rel_path, p.kind, p.size, p.mtime_ns, \
-               coalesce(c.st, 'pending') AS st, coalesce(c.reason, p.reason) AS reason \
+               coalesce(c.st, 'pending') AS st, coalesce(c.reason, p.reason) AS reason, \
+               CASE WHEN c.reason IS NULL THEN p.link_to END AS link_of \
              FROM copy_plan p LEFT JOIN ({LATEST_COPY}) c ON c.node_id = p.node_id \
              WHERE coalesce(c.st, 'pending') = '{}'",
             status.as_str()

@@ -230,7 +230,12 @@ fn review_item(r: &duckdb::Row<'_>) -> Result<ReviewItem, duckdb::Error> {
         mtime_ns: r.get(4)?,
         status: r.get(5)?,
         reason: r.get(6)?,
-    })
+    }
+    .linked_to(if r.as_ref().column_count() > 7 {
+        r.get(7)?
+    } else {
+        None
+    }))
 }
 
 /// The query of a review's items: side, path, kind, size, mtime, status,
