@@ -51,12 +51,14 @@ impl Db {
     }
 
     /// A page of one comparison status, read a window at a time: the
-    /// nodes after the cursor in path order (`window` of them, then eight
-    /// times as many), and the latest comparison of those alone. Joining
-    /// every node with its latest comparison, as [`Db::full_page`]
-    /// does, spilled past the store's memory limit on a 1M-node tree
-    /// (BENCHMARKS.md). A status too sparse for the windows to fill the
-    /// page takes the rest from the full query, after what they covered.
+    /// first `window` nodes after the cursor in path order, and the latest
+    /// comparison of those alone. Joining every node with its latest
+    /// comparison, as [`Db::full_page`] does, spilled past the store's
+    /// memory limit on a 1M-node tree (BENCHMARKS.md). Where that window
+    /// does not fill the page (a sparse status, or one not compared yet:
+    /// a page during a discovery), the next windows hold only the nodes
+    /// that have a comparison of the status at all, each eight times the
+    /// last, and a node is kept if that comparison is its latest.
     fn status_page(
         &self,
         status: Status,
@@ -78,68 +80,88 @@ impl Db {
             Some((at, path)) if *at == side => Some(path.as_bytes().to_vec()),
             _ => None,
         };
-        let (clauses, args) = filter_clauses(filter);
         let mut out = Vec::new();
-        for _ in 0..WINDOW_ROUNDS {
-            let mut clauses = clauses.clone();
-            let mut args = args.clone();
+        // After the first window: the nodes with a comparison of the status.
+        let mut compared_only = false;
+        loop {
+            let mut clauses = filter_clauses(filter);
             if let Some(from) = &from {
-                clauses.push("rel_path > ?");
-                args.push(Value::Blob(from.clone()));
+                clauses.0.push("rel_path > ?");
+                clauses.1.push(Value::Blob(from.clone()));
             }
             if side == Side::Src {
                 // The root is the migration itself, not an item.
-                clauses.push("rel_path <> ''::BLOB");
+                clauses.0.push("rel_path <> ''::BLOB");
             }
-            let candidates = format!(
-                "SELECT id, rel_path, kind, size, mtime_ns FROM {side}_nodes {} \
-                 ORDER BY rel_path LIMIT {window}",
-                where_clause(&clauses)
-            );
-            let mut stmt = self
-                .conn
-                .prepare(&format!(
-                    "WITH cand AS ({candidates}), \
-                          e AS (SELECT node_id, arg_max(status, seq) AS st, arg_max(reason, seq) AS reason \
-                                FROM {side}_status_events \
-                                WHERE phase = 'compare' AND node_id IN (SELECT id FROM cand) \
-                                GROUP BY node_id) \
-                     SELECT '{side}' AS side, c.rel_path, c.kind, c.size, c.mtime_ns, e.st, e.reason \
-                     FROM cand c JOIN e ON e.node_id = c.id WHERE e.st = '{status}' \
-                     ORDER BY c.rel_path LIMIT {rest}",
-                    status = status.as_str(),
-                    rest = limit - out.len()
-                ))
-                .context("prepare a review page")?;
-            let rows = stmt
-                .query_map(duckdb::params_from_iter(args.clone()), review_item)
-                .context("run a review page")?;
-            for row in rows {
-                out.push(row.context("read a review page")?);
+            if compared_only {
+                clauses.0.push(if side == Side::Src {
+                    "id IN (SELECT node_id FROM src_status_events WHERE phase = 'compare' AND status = ?)"
+                } else {
+                    "id IN (SELECT node_id FROM dst_status_events WHERE phase = 'compare' AND status = ?)"
+                });
+                clauses.1.push(Value::Text(status.as_str().into()));
             }
-            if out.len() == limit {
+            let (seen, last) = self.window_of(side, status, &clauses, window, limit, &mut out)?;
+            if out.len() == limit || seen < window {
                 return Ok(out);
             }
-            // The window held fewer than the page needs: go on after it,
-            // unless it held the last of the nodes.
-            let (seen, last): (i64, Option<Vec<u8>>) = self
-                .conn
-                .query_row(
-                    &format!("SELECT count(*), max(rel_path) FROM ({candidates})"),
-                    duckdb::params_from_iter(args),
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .context("run a review page")?;
-            if (seen as usize) < window {
-                return Ok(out);
-            }
+            // The window held fewer than the page needs, and was full: go
+            // on after it. Nearly every node of the next windows has the
+            // status as its latest, so they start as small as the first.
             from = last;
-            window = window.saturating_mul(8);
+            if compared_only {
+                window = window.saturating_mul(8);
+            }
+            compared_only = true;
         }
-        let covered = from.map(|path| (side, RelPath::from_bytes(path)));
-        let rest = limit - out.len();
-        out.extend(self.full_page(ReviewSelect::Status(status), covered.as_ref(), filter, rest)?);
-        Ok(out)
+    }
+
+    /// Adds to `out` the nodes of one window of a status page (the first
+    /// `window` of `side`'s nodes that meet `clauses`, in path order)
+    /// whose latest comparison is `status`, up to `limit` in all; returns
+    /// how many nodes the window held and the last of their paths. One
+    /// statement: every node of the window comes back with its latest
+    /// comparison, and the status is picked here.
+    fn window_of(
+        &self,
+        side: Side,
+        status: Status,
+        (clauses, args): &(Vec<&'static str>, Vec<Value>),
+        window: usize,
+        limit: usize,
+        out: &mut Vec<ReviewItem>,
+    ) -> Result<(usize, Option<Vec<u8>>), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "WITH cand AS MATERIALIZED (SELECT id, rel_path, kind, size, mtime_ns FROM {side}_nodes {} \
+                                           ORDER BY rel_path LIMIT {window}), \
+                      e AS (SELECT node_id, arg_max(status, seq) AS st, arg_max(reason, seq) AS reason \
+                            FROM {side}_status_events \
+                            WHERE phase = 'compare' AND node_id IN (SELECT id FROM cand) \
+                            GROUP BY node_id) \
+                 SELECT '{side}' AS side, c.rel_path, c.kind, c.size, c.mtime_ns, \
+                        coalesce(e.st::VARCHAR, ''), e.reason \
+                 FROM cand c LEFT JOIN e ON e.node_id = c.id ORDER BY c.rel_path",
+                where_clause(clauses)
+            ))
+            .context("prepare a review page")?;
+        let mut rows = stmt
+            .query(duckdb::params_from_iter(args.iter()))
+            .context("run a review page")?;
+        let (mut seen, mut last) = (0, None);
+        while let Some(row) = rows.next().context("read a review page")? {
+            let item = review_item(row).context("read a review page")?;
+            seen += 1;
+            last = Some(item.path.as_bytes().to_vec());
+            if item.status == status.as_str() {
+                out.push(item);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok((seen, last))
     }
 
     /// A page of any review, by one query over every item of it.
@@ -174,9 +196,6 @@ impl Db {
 
 /// A status page's first window, in pages: the nodes it examines.
 const WINDOW_PAGES: usize = 4;
-/// Windows a status page tries (each eight times the last) before the
-/// full query.
-const WINDOW_ROUNDS: u32 = 2;
 
 /// The review filter as clauses on a row's `rel_path` and `size`, with
 /// their arguments.
