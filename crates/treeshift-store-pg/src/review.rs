@@ -60,8 +60,8 @@ fn review_sql(select: ReviewSelect) -> String {
             latest(Side::Src, "list"),
             latest(Side::Dst, "list")
         ),
-        // A copy status's add the leader of a name the plan links whose
-        // reason is the plan's (see `ReviewItem::linked_to`).
+        // An eighth column: for a name the plan links, whose reason is
+        // still the plan's, the name it is linked to (`ReviewItem::linked_to`).
         ReviewSelect::Copy(status) => format!(
             "SELECT 'src' AS side, p.rel_path, p.kind, p.size, p.mtime_ns, \
                coalesce(c.st, 'pending') AS status, coalesce(c.reason, p.reason) AS reason, \

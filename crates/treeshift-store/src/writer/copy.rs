@@ -714,7 +714,8 @@ impl Db {
 
 /// The review query for copy and verify selections (`None` for the
 /// discovery ones). Columns as the discovery review's; a copy status's
-/// add the leader of a name the plan links whose reason is the plan's.
+/// have an eighth: for a name the plan links, whose reason is still the
+/// plan's, the name it is linked to (`ReviewItem::linked_to`).
 pub(super) fn review_sql(select: ReviewSelect) -> Option<String> {
     match select {
         ReviewSelect::Copy(status) => Some(format!(
