@@ -84,24 +84,25 @@ impl Db {
         // After the first window: the nodes with a comparison of the status.
         let mut compared_only = false;
         loop {
-            let mut clauses = filter_clauses(filter);
+            let (mut clauses, mut args) = filter_clauses(filter);
             if let Some(from) = &from {
-                clauses.0.push("rel_path > ?");
-                clauses.1.push(Value::Blob(from.clone()));
+                clauses.push("rel_path > ?");
+                args.push(Value::Blob(from.clone()));
             }
             if side == Side::Src {
                 // The root is the migration itself, not an item.
-                clauses.0.push("rel_path <> ''::BLOB");
+                clauses.push("rel_path <> ''::BLOB");
             }
             if compared_only {
-                clauses.0.push(if side == Side::Src {
+                clauses.push(if side == Side::Src {
                     "id IN (SELECT node_id FROM src_status_events WHERE phase = 'compare' AND status = ?)"
                 } else {
                     "id IN (SELECT node_id FROM dst_status_events WHERE phase = 'compare' AND status = ?)"
                 });
-                clauses.1.push(Value::Text(status.as_str().into()));
+                args.push(Value::Text(status.as_str().into()));
             }
-            let (seen, last) = self.window_of(side, status, &clauses, window, limit, &mut out)?;
+            let (seen, last) =
+                self.window_of(side, status, (&clauses, &args), window, limit, &mut out)?;
             if out.len() == limit || seen < window {
                 return Ok(out);
             }
@@ -126,7 +127,7 @@ impl Db {
         &self,
         side: Side,
         status: Status,
-        (clauses, args): &(Vec<&'static str>, Vec<Value>),
+        (clauses, args): (&[&str], &[Value]),
         window: usize,
         limit: usize,
         out: &mut Vec<ReviewItem>,
