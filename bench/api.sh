@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # How fast the HTTP API answers on a 1M-node migration: status, a page of
 # 1,000 review rows (the first and one deep in the listing), a folder
-# browsed, and a plan previewed, each asked 20 times on an idle server;
+# browsed (the root once first: that browse sums what is below each
+# folder), and a plan previewed, each asked 20 times on an idle server;
 # then status and a review page asked every 100 ms while a discovery of
 # the same 1M-node tree runs on that server. p50 and p95 in milliseconds
 # (curl's total time, one request at a time).
@@ -82,6 +83,7 @@ echo "|---|---:|---:|---:|"
 times "$api/idle" "$N" 0 >"$WORK/t" && row "status" "$WORK/t"
 times "$api/idle/review?status=missing&limit=1000" "$N" 0 >"$WORK/t" && row "review, first page of 1,000" "$WORK/t"
 times "$api/idle/review?status=missing&limit=1000&after=$deep" "$N" 0 >"$WORK/t" && row "review, a page ~200k rows in" "$WORK/t"
+times "$api/idle/browse" 1 0 >"$WORK/t" && row "browse the root, the first time (sums what is below each folder)" "$WORK/t"
 times "$api/idle/browse" "$N" 0 >"$WORK/t" && row "browse the root" "$WORK/t"
 times "$api/idle/browse?path=d00" "$N" 0 >"$WORK/t" && row "browse a folder one level down (101k nodes below)" "$WORK/t"
 times "$api/idle/browse?path=d00/d00" "$N" 0 >"$WORK/t" && row "browse a folder two levels down (10k nodes below)" "$WORK/t"

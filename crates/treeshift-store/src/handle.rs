@@ -303,6 +303,11 @@ impl StateStore for StoreHandle {
         after: Option<RelPath>,
         limit: usize,
     ) -> Result<Vec<BrowseChild>, StoreError> {
+        // The first browse after a discovery has the store thread sum what
+        // is below each folder; every browse after it reads those sums.
+        if self.read_unbuffered(|db| db.browse_sums_wanted())? {
+            self.call(|w| w.make_browse_sums())?;
+        }
         self.read(move |db| db.browse(&folder, after.as_ref(), limit))
     }
 

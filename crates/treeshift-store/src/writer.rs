@@ -38,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use treeshift_core::{Entry, Kind, Phase, RelPath, Side, Status, Summary};
 
 mod append;
+mod browse;
 mod compare;
 mod copy;
 mod credentials;

@@ -138,6 +138,10 @@ impl Writer {
             .context("add the tables of delta passes")?;
         writer
             .conn
+            .execute_batch(super::browse::BROWSE_TABLES)
+            .context("add the tables of browsing")?;
+        writer
+            .conn
             .execute_batch(super::credentials::CREDENTIAL_TABLES)
             .context("add the tables of connections")?;
         // One counter orders status events, failures and log records.

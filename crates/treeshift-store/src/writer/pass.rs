@@ -6,6 +6,7 @@
 //! `src_changes` records what changed since the previous pass (new,
 //! modified, deleted); the new plan is reviewed and approved like the first.
 
+use super::browse::BROWSE_SCOPED;
 use super::{Db, Writer, now_value};
 use crate::StoreError;
 use crate::schema::FOLDER;
@@ -129,7 +130,7 @@ impl Writer {
                 ms = started.elapsed().as_millis() as u64,
                 "pass: kept the source tree"
             );
-            for table in PASS_SCOPED {
+            for table in PASS_SCOPED.into_iter().chain(BROWSE_SCOPED) {
                 let sql = ddl(table)?;
                 conn.execute_batch(&format!("DROP TABLE {table}; {sql}"))?;
             }

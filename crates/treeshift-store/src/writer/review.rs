@@ -227,7 +227,7 @@ fn filter_clauses(filter: &ReviewFilter) -> (Vec<&'static str>, Vec<Value>) {
 
 /// The bounds of the paths under `folder` (not the root), for
 /// `rel_path >= ? AND rel_path < ?` ([`RelPath::below_bounds`]).
-fn below(folder: &RelPath) -> [Value; 2] {
+pub(super) fn below(folder: &RelPath) -> [Value; 2] {
     folder.below_bounds().map(Value::Blob)
 }
 
@@ -305,123 +305,5 @@ fn review_sql(select: ReviewSelect) -> String {
                 latest(Side::Dst, "list")
             ),
         }
-    }
-}
-
-impl Db {
-    /// The children of `folder` after `after` (by path, at most `limit`):
-    /// the source's, and the destination's extras; each with its own
-    /// status and, for a folder, the items and bytes below it by status.
-    pub(crate) fn browse(
-        &self,
-        folder: &RelPath,
-        after: Option<&RelPath>,
-        limit: usize,
-    ) -> Result<Vec<BrowseChild>, StoreError> {
-        let depth = folder.depth() as i64 + 1;
-        let mut children = Vec::new();
-        for side in Side::BOTH {
-            children.extend(self.browse_side(side, folder, depth, after, limit)?);
-        }
-        children.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
-        children.truncate(limit);
-        Ok(children)
-    }
-
-    fn browse_side(
-        &self,
-        side: Side,
-        folder: &RelPath,
-        depth: i64,
-        after: Option<&RelPath>,
-        limit: usize,
-    ) -> Result<Vec<BrowseChild>, StoreError> {
-        // Under the folder (nothing to add at the root), and the page.
-        let (under, bounds) = if folder.is_root() {
-            ("", Vec::new())
-        } else {
-            (
-                " AND rel_path >= ? AND rel_path < ?",
-                below(folder).to_vec(),
-            )
-        };
-        let mut args = Vec::new();
-        // The latest comparisons: of the nodes under the folder alone (a
-        // folder deep in a large tree costs what its subtree does), of all
-        // at the root, where a filter would only add work.
-        let of_these = if folder.is_root() {
-            String::new()
-        } else {
-            args.extend(bounds.iter().cloned());
-            format!(" AND node_id IN (SELECT id FROM {side}_nodes WHERE depth >= {depth}{under})")
-        };
-        args.extend(bounds.iter().cloned());
-        let mut page = String::new();
-        if let Some(after) = after {
-            page.push_str(" AND n.rel_path > ?");
-            args.push(Value::Blob(after.as_bytes().to_vec()));
-        }
-        args.extend(bounds.iter().cloned());
-        // The destination shows only what the source has not: its extras.
-        let own = match side {
-            Side::Src => "",
-            Side::Dst => "AND ks.st = 'extra'",
-        };
-        let n_under = under.replace("rel_path", "n.rel_path");
-        let d_under = under.replace("rel_path", "d.rel_path");
-        // Each node below is summed into the child it is under, matched by
-        // that child's component of the path as text, for a hash join (a
-        // range join per child cost several times more on a 1M-node tree).
-        // DuckDB spells a byte that is not printable ASCII, and the
-        // backslash, as `\xNN`, so `/` is only ever a separator and no two
-        // names read alike; the child's path bounds are checked all the
-        // same.
-        let sql = format!(
-            "WITH st AS (SELECT node_id, arg_max(status, seq) AS st FROM {side}_status_events \
-                         WHERE phase = 'compare'{of_these} GROUP BY node_id), \
-             kids AS (SELECT n.id, n.rel_path, n.kind, n.size, ks.st, \
-                        split_part(n.rel_path::VARCHAR, '/', {depth}) AS name \
-                      FROM {side}_nodes n LEFT JOIN st ks ON ks.node_id = n.id \
-                      WHERE n.depth = {depth}{n_under}{page} {own} ORDER BY n.rel_path LIMIT {limit}), \
-             below AS (SELECT split_part(d.rel_path::VARCHAR, '/', {depth}) AS name, d.rel_path, \
-                         ds.st, d.size \
-                       FROM {side}_nodes d LEFT JOIN st ds ON ds.node_id = d.id \
-                       WHERE d.depth > {depth}{d_under}), \
-             sums AS (SELECT k.rel_path, b.st, count(*) AS n, coalesce(sum(b.size), 0) AS bytes \
-                      FROM kids k JOIN below b ON b.name = k.name \
-                        AND b.rel_path >= k.rel_path || '/'::BLOB AND b.rel_path < k.rel_path || '0'::BLOB \
-                      GROUP BY ALL) \
-             SELECT k.rel_path, k.kind, k.size, k.st, s.st, coalesce(s.n, 0), coalesce(s.bytes, 0) \
-             FROM kids k LEFT JOIN sums s ON s.rel_path = k.rel_path ORDER BY k.rel_path"
-        );
-        let mut stmt = self.conn.prepare(&sql).context("prepare a browse")?;
-        let mut rows = stmt
-            .query(duckdb::params_from_iter(args))
-            .context("browse a folder")?;
-        let mut out: Vec<BrowseChild> = Vec::new();
-        while let Some(r) = rows.next().context("browse a folder")? {
-            let path: Vec<u8> = r.get(0).context("browse")?;
-            let below_status: Option<String> = r.get(4).context("browse")?;
-            let count: i64 = r.get(5).context("browse")?;
-            let bytes: i64 = r.get(6).context("browse")?;
-            let child = || {
-                let kind: u8 = r.get(1).context("browse")?;
-                Ok::<_, StoreError>(BrowseChild {
-                    side,
-                    path: RelPath::from_bytes(path.clone()),
-                    kind: Kind::from_code(kind).unwrap_or(Kind::Special),
-                    size: r.get(2).context("browse")?,
-                    status: r.get(3).context("browse")?,
-                    below: Vec::new(),
-                })
-            };
-            let below = below_status.map(|status| BelowStatus {
-                status,
-                items: count.max(0) as u64,
-                bytes: bytes.max(0) as u64,
-            });
-            BrowseChild::add_row(&mut out, &path, child, below)?;
-        }
-        Ok(out)
     }
 }
