@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::error::Context;
-use treeshift_core::{CopyStatus, Entry, Extras, Kind, Phase, Policy, Status};
+use treeshift_core::{CopyStatus, Entry, Extras, FileId, Kind, Meta, Phase, Policy, Status};
 
 fn spec(dst: &str) -> MigrationSpec {
     MigrationSpec {
@@ -827,5 +827,103 @@ fn browse_reads_the_sums_below_folders_once_discovered_and_they_equal_the_subtre
     assert!(!h.read(|db| db.browse_sums_current()).unwrap());
     h.browse(RelPath::root(), None, 100).unwrap();
     assert!(h.read(|db| db.browse_sums_current()).unwrap());
+    store.close().unwrap();
+}
+
+/// The plan hash of a plan with metadata to keep, a hard link, and what
+/// the destination held, as this store computed it when approvals were
+/// first recorded with metadata and links: a change in how the plan is
+/// read must not change it, or approvals already given would stop
+/// matching their plans.
+#[test]
+fn the_plan_hash_stays_what_approvals_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(
+        &dir.path().join("s.duckdb"),
+        OpenMode::CreateOrResume(Box::new(spec("sim:b"))),
+    )
+    .unwrap();
+    let h = store.handle();
+    h.record_roots(root(), Some(root())).unwrap();
+    let kept = |name: &str, size, mode| {
+        let mut child = file(name, size);
+        child.entry.meta = Meta {
+            mode: Some(mode),
+            uid: Some(1000),
+            gid: Some(100),
+            xattrs: Some(7),
+        };
+        child
+    };
+    let linked = |name: &str| {
+        let mut child = file(name, 9);
+        child.entry.file_id = Some(FileId { dev: 1, ino: 42 });
+        child
+    };
+    for (side, children) in [
+        (
+            Side::Src,
+            vec![
+                kept("m", 4, 0o640),
+                linked("h1"),
+                linked("h2"),
+                file("plain", 3),
+                file("same", 1),
+            ],
+        ),
+        (Side::Dst, vec![kept("m", 5, 0o600), file("same", 1)]),
+    ] {
+        h.begin_round(side, 0).unwrap();
+        let root = h.pull(side, i64::MIN, 10).unwrap().remove(0);
+        h.record_children(side, &root, children, None).unwrap();
+        h.folder_listed(side, &root, 1).unwrap();
+        assert!(h.seal_round(side, 0, serde_json::json!({})).unwrap());
+    }
+    let overwrite = h.preview_plan(Policy::Overwrite, Extras::Leave).unwrap();
+    // What the hash covers is in the plan: a hard link, a replacement.
+    assert_eq!(
+        (overwrite.counts.links, overwrite.counts.replaces),
+        (1, 1),
+        "{overwrite:?}"
+    );
+    let hash = |policy| h.preview_plan(policy, Extras::Leave).unwrap().plan_hash;
+    assert_eq!(hash(Policy::Skip), "75b067ecc3a2bc99fbf72fee64a3f5c5");
+    assert_eq!(hash(Policy::Overwrite), "3352c2534398fec5b247fb40bc05e57d");
+    let approval = h
+        .approve(Policy::Overwrite, Extras::Leave, "tester")
+        .unwrap();
+    assert_eq!(approval.plan_hash, hash(Policy::Overwrite));
+    store.close().unwrap();
+}
+
+#[test]
+fn a_plan_asked_again_is_drafted_again_once_what_it_rests_on_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(
+        &dir.path().join("s.duckdb"),
+        OpenMode::CreateOrResume(Box::new(spec("sim:b"))),
+    )
+    .unwrap();
+    let h = store.handle();
+    h.record_roots(root(), Some(root())).unwrap();
+    for (side, children) in [
+        (Side::Src, vec![file("a", 1), entry(b"l", Kind::Symlink, 0)]),
+        (Side::Dst, Vec::new()),
+    ] {
+        h.begin_round(side, 0).unwrap();
+        let root = h.pull(side, i64::MIN, 10).unwrap().remove(0);
+        h.record_children(side, &root, children, None).unwrap();
+        h.folder_listed(side, &root, 1).unwrap();
+        assert!(h.seal_round(side, 0, serde_json::json!({})).unwrap());
+    }
+    let preview = || h.preview_plan(Policy::Skip, Extras::Leave).unwrap();
+    let first = preview();
+    assert_eq!((first.counts.items, first.counts.skipped), (2, 0));
+    assert_eq!(preview(), first);
+    // A destination found to refuse symlinks leaves the link out.
+    h.note_no_symlinks_at_destination().unwrap();
+    let after = preview();
+    assert_eq!((after.counts.items, after.counts.skipped), (1, 1));
+    assert_ne!(after.plan_hash, first.plan_hash);
     store.close().unwrap();
 }

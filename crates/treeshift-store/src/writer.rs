@@ -212,6 +212,9 @@ pub(crate) struct Writer {
     /// resumes or, as the source lists a round while the round before is
     /// sealed, in the round after; so the first two rounds look.
     cut_short_checked: [u8; 2],
+    /// The plan last drafted into `plan_candidate`, and what it was
+    /// drafted from (see `copy::Drafted`).
+    drafted: Option<copy::Drafted>,
     /// Held shared by each read on a reader thread, and exclusively by
     /// every commit (see [`Writer::in_transaction`]).
     pub(crate) gate: Gate,

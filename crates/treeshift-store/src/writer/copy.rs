@@ -14,6 +14,11 @@ use crate::{
     CopyEvent, CopyPull, CopyTask, CopyTodo, DstSeen, FolderTime, PlanPreview, ReviewSelect,
     StoreError, VerifyEvent, VerifyTask, may_approve, still_approved,
 };
+use duckdb::arrow::array::{
+    Array, ArrowPrimitiveType, BinaryArray, Int64Array, PrimitiveArray, StringArray, UInt8Array,
+    UInt32Array, UInt64Array,
+};
+use duckdb::arrow::record_batch::RecordBatch;
 use duckdb::params;
 use treeshift_core::{
     Action, Approval, CopyStatus, CopySummary, Extras, Fact, FileId, Kind, Meta, Phase, PlanCounts,
@@ -32,13 +37,73 @@ pub(super) const LATEST_COPY: &str = "SELECT node_id, arg_max(status, seq) AS st
 const LATEST_VERIFY: &str = "SELECT node_id, arg_max(status, seq) AS st, arg_max(reason, seq) AS reason \
      FROM src_status_events WHERE phase = 'verify' GROUP BY node_id";
 
+/// A plan drafted into `plan_candidate`, with all it was drafted from: the
+/// policy and extras asked, and the state of the store (every node and
+/// event is numbered from one counter each, so no row was added since
+/// while both stand where they stood). The same draft asked again, such
+/// as a preview and then its approval, is not drafted again: on a large
+/// tree a draft reads every node.
+pub(super) struct Drafted {
+    policy: Policy,
+    extras: Extras,
+    next_id: i64,
+    next_seq: i64,
+    no_symlinks: bool,
+    filter: String,
+    preview: PlanPreview,
+}
+
 impl Writer {
-    /// Computes the plan for `policy` into the temp table `plan_candidate`.
+    /// Computes the plan for `policy` into the temp table `plan_candidate`,
+    /// unless the plan there was drafted from the same (see [`Drafted`]).
     fn draft_plan(&mut self, policy: Policy, extras: Extras) -> Result<PlanPreview, StoreError> {
         self.flush()?;
+        let no_symlinks = self.flag(crate::flag::NO_SYMLINKS_AT_DESTINATION)?;
+        let filter = serde_json::to_string(&self.migration()?.filter)
+            .map_err(|e| StoreError::Thread(e.to_string()))?;
+        if let Some(d) = &self.drafted
+            && (
+                d.policy,
+                d.extras,
+                d.next_id,
+                d.next_seq,
+                d.no_symlinks,
+                &d.filter,
+            ) == (
+                policy,
+                extras,
+                self.next_id,
+                self.next_seq,
+                no_symlinks,
+                &filter,
+            )
+        {
+            return Ok(d.preview.clone());
+        }
+        self.drafted = None;
+        let preview = self.draft_plan_anew(policy, extras, no_symlinks, &filter)?;
+        self.drafted = Some(Drafted {
+            policy,
+            extras,
+            next_id: self.next_id,
+            next_seq: self.next_seq,
+            no_symlinks,
+            filter,
+            preview: preview.clone(),
+        });
+        Ok(preview)
+    }
+
+    fn draft_plan_anew(
+        &mut self,
+        policy: Policy,
+        extras: Extras,
+        no_symlinks: bool,
+        filter: &str,
+    ) -> Result<PlanPreview, StoreError> {
+        let started = std::time::Instant::now();
         // The data is in step, only metadata differs (see `Comparison`).
         let meta_only = "coalesce(cs.reason LIKE 'metadata:%', false)";
-        let no_symlinks = self.flag(crate::flag::NO_SYMLINKS_AT_DESTINATION)?;
         let (action, reason) = plan_cases(
             policy,
             |fact| match fact {
@@ -66,6 +131,7 @@ impl Writer {
                  WHERE cs.st IN ('missing', 'differs', 'outdated', 'conflict')"
             ))
             .context("compute the plan")?;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "plan: drafted");
         // Under a folder left in conflict, the source's subtree cannot go
         // anywhere: skip it, depth by depth. (A folder left alone because
         // only its metadata differs still receives its contents.)
@@ -107,7 +173,12 @@ impl Writer {
                 )
                 .context("add the extras to quarantine")?;
         }
-        let hash = self.plan_hash(policy, extras)?;
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "plan: skips and links"
+        );
+        let hash = self.plan_hash(policy, extras, filter)?;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "plan: hashed");
         let [
             items,
             files,
@@ -168,44 +239,26 @@ impl Writer {
     }
 
     /// The hash of `plan_candidate` (see `PlanHash`).
-    fn plan_hash(&self, policy: Policy, extras: Extras) -> Result<String, StoreError> {
+    fn plan_hash(
+        &self,
+        policy: Policy,
+        extras: Extras,
+        filter: &str,
+    ) -> Result<String, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT node_id, action, kind, size, mtime_ns, rel_path, dst_kind, dst_size, dst_mtime_ns, \
-                   mode, uid, gid, xattrs, link_to FROM plan_candidate",
+                "SELECT node_id, action::VARCHAR, kind, size, mtime_ns, rel_path, dst_kind, dst_size, \
+                   dst_mtime_ns, mode, uid, gid, xattrs, link_to FROM plan_candidate",
             )
             .context("hash the plan")?;
-        let mut rows = stmt.query([]).context("hash the plan")?;
         let mut hash = PlanHash::default();
-        while let Some(r) = rows.next().context("hash the plan")? {
-            let action: String = r.get(1).context("hash")?;
-            let path: Vec<u8> = r.get(5).context("hash")?;
-            let link_to: Option<Vec<u8>> = r.get(13).context("hash")?;
-            hash.add(&PlanItem {
-                node_id: r.get(0).context("hash")?,
-                action: &action,
-                kind: r.get(2).context("hash")?,
-                size: r.get(3).context("hash")?,
-                mtime_ns: r.get(4).context("hash")?,
-                path: &path,
-                dst_kind: r.get(6).context("hash")?,
-                dst_size: r.get(7).context("hash")?,
-                dst_mtime_ns: r.get(8).context("hash")?,
-                meta: [
-                    r.get::<_, Option<u32>>(9).context("hash")?.map(i64::from),
-                    r.get::<_, Option<u32>>(10).context("hash")?.map(i64::from),
-                    r.get::<_, Option<u32>>(11).context("hash")?.map(i64::from),
-                    r.get::<_, Option<u64>>(12)
-                        .context("hash")?
-                        .map(|v| v as i64),
-                ],
-                link_to: link_to.as_deref(),
-            });
+        // Column by column, a batch at a time: reading a million items
+        // value by value through rows took longer than drafting the plan.
+        for batch in stmt.query_arrow([]).context("hash the plan")? {
+            add_plan_items(&mut hash, &batch)?;
         }
-        let filter = serde_json::to_string(&self.migration()?.filter)
-            .map_err(|e| StoreError::Thread(e.to_string()))?;
-        Ok(hash.finish(policy, extras, &filter))
+        Ok(hash.finish(policy, extras, filter))
     }
 
     fn check_discovered(&mut self) -> Result<(), StoreError> {
@@ -756,4 +809,59 @@ fn meta_at(r: &duckdb::Row<'_>, at: usize) -> Result<Meta, duckdb::Error> {
 
 fn kind_of(code: u8) -> Kind {
     Kind::from_code(code).unwrap_or(Kind::Special)
+}
+
+/// Adds the plan items of one batch of `Writer::plan_hash`'s query.
+fn add_plan_items(hash: &mut PlanHash, batch: &RecordBatch) -> Result<(), StoreError> {
+    let node_id = column::<Int64Array>(batch, 0)?;
+    let action = column::<StringArray>(batch, 1)?;
+    let kind = column::<UInt8Array>(batch, 2)?;
+    let size = column::<UInt64Array>(batch, 3)?;
+    let mtime_ns = column::<Int64Array>(batch, 4)?;
+    let path = column::<BinaryArray>(batch, 5)?;
+    let dst_kind = column::<UInt8Array>(batch, 6)?;
+    let dst_size = column::<UInt64Array>(batch, 7)?;
+    let dst_mtime_ns = column::<Int64Array>(batch, 8)?;
+    let [mode, uid, gid] = [9, 10, 11].map(|i| column::<UInt32Array>(batch, i));
+    let (mode, uid, gid) = (mode?, uid?, gid?);
+    let xattrs = column::<UInt64Array>(batch, 12)?;
+    let link_to = column::<BinaryArray>(batch, 13)?;
+    for row in 0..batch.num_rows() {
+        let meta_of = |a: &UInt32Array| value(a, row).map(i64::from);
+        hash.add(&PlanItem {
+            node_id: node_id.value(row),
+            action: action.value(row),
+            kind: kind.value(row),
+            size: size.value(row),
+            mtime_ns: value(mtime_ns, row),
+            path: path.value(row),
+            dst_kind: value(dst_kind, row),
+            dst_size: value(dst_size, row),
+            dst_mtime_ns: value(dst_mtime_ns, row),
+            meta: [
+                meta_of(mode),
+                meta_of(uid),
+                meta_of(gid),
+                value(xattrs, row).map(|v| v as i64),
+            ],
+            link_to: (!link_to.is_null(row)).then(|| link_to.value(row)),
+        });
+    }
+    Ok(())
+}
+
+/// Column `i` of `batch` as the array type its SQL type gives.
+fn column<A: Array + 'static>(batch: &RecordBatch, i: usize) -> Result<&A, StoreError> {
+    let column = batch.column(i);
+    column.as_any().downcast_ref::<A>().ok_or_else(|| {
+        StoreError::Thread(format!(
+            "hash the plan: column {i} came as {}",
+            column.data_type()
+        ))
+    })
+}
+
+/// The value at `row`, or `None` where it is NULL.
+fn value<T: ArrowPrimitiveType>(array: &PrimitiveArray<T>, row: usize) -> Option<T::Native> {
+    (!array.is_null(row)).then(|| array.value(row))
 }

@@ -93,6 +93,7 @@ impl Writer {
             seal_slice: seal_slice(),
             commit_failed: None,
             cut_short_checked: [0; 2],
+            drafted: None,
             gate: Gate::default(),
         };
         let (has_meta, tables) = writer.tables()?;
