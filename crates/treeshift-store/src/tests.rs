@@ -358,13 +358,20 @@ fn a_listing_started_over_forgets_its_positions() {
 
 /// Discovers a root with `a` (same), `b` (differs) and `c` (missing).
 fn discovered(path: &std::path::Path) -> Store {
+    one_level(
+        path,
+        vec![file("a", 1), file("b", 2), file("c", 3)],
+        vec![file("a", 1), file("b", 5)],
+    )
+}
+
+/// A state with `src` and `dst` as the children of each side's root,
+/// discovered.
+fn one_level(path: &std::path::Path, src: Vec<ChildRecord>, dst: Vec<ChildRecord>) -> Store {
     let (store, _) = Store::open(path, OpenMode::CreateOrResume(Box::new(spec("sim:b")))).unwrap();
     let h = store.handle();
     h.record_roots(root(), Some(root())).unwrap();
-    for (side, children) in [
-        (Side::Src, vec![file("a", 1), file("b", 2), file("c", 3)]),
-        (Side::Dst, vec![file("a", 1), file("b", 5)]),
-    ] {
+    for (side, children) in [(Side::Src, src), (Side::Dst, dst)] {
         h.begin_round(side, 0).unwrap();
         let root = h.pull(side, i64::MIN, 10).unwrap().remove(0);
         h.record_children(side, &root, children, None).unwrap();
@@ -690,8 +697,8 @@ fn approval_records_the_plan_and_a_changed_plan_is_refused() {
 }
 
 /// A source of three levels against a destination that holds some of it
-/// (some the same, some different), and extras of its own; discovered round by round up to `rounds` rounds of
-/// the destination.
+/// (some the same, some different) and extras of its own; discovered
+/// round by round, the destination's first `dst_rounds` rounds.
 fn two_trees(path: &std::path::Path, dst_rounds: u32) -> Store {
     let (store, _) = Store::open(path, OpenMode::CreateOrResume(Box::new(spec("sim:b")))).unwrap();
     let h = store.handle();
@@ -831,20 +838,12 @@ fn browse_reads_the_sums_below_folders_once_discovered_and_they_equal_the_subtre
 }
 
 /// The plan hash of a plan with metadata to keep, a hard link, and what
-/// the destination held, as this store computed it when approvals were
-/// first recorded with metadata and links: a change in how the plan is
-/// read must not change it, or approvals already given would stop
-/// matching their plans.
+/// the destination held, pinned to what the store computed before it read
+/// plans in Arrow batches: a change in how the plan is read must not
+/// change it, or approvals already given would stop matching their plans.
 #[test]
 fn the_plan_hash_stays_what_approvals_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(
-        &dir.path().join("s.duckdb"),
-        OpenMode::CreateOrResume(Box::new(spec("sim:b"))),
-    )
-    .unwrap();
-    let h = store.handle();
-    h.record_roots(root(), Some(root())).unwrap();
     let kept = |name: &str, size, mode| {
         let mut child = file(name, size);
         child.entry.meta = Meta {
@@ -860,25 +859,18 @@ fn the_plan_hash_stays_what_approvals_recorded() {
         child.entry.file_id = Some(FileId { dev: 1, ino: 42 });
         child
     };
-    for (side, children) in [
-        (
-            Side::Src,
-            vec![
-                kept("m", 4, 0o640),
-                linked("h1"),
-                linked("h2"),
-                file("plain", 3),
-                file("same", 1),
-            ],
-        ),
-        (Side::Dst, vec![kept("m", 5, 0o600), file("same", 1)]),
-    ] {
-        h.begin_round(side, 0).unwrap();
-        let root = h.pull(side, i64::MIN, 10).unwrap().remove(0);
-        h.record_children(side, &root, children, None).unwrap();
-        h.folder_listed(side, &root, 1).unwrap();
-        assert!(h.seal_round(side, 0, serde_json::json!({})).unwrap());
-    }
+    let store = one_level(
+        &dir.path().join("s.duckdb"),
+        vec![
+            kept("m", 4, 0o640),
+            linked("h1"),
+            linked("h2"),
+            file("plain", 3),
+            file("same", 1),
+        ],
+        vec![kept("m", 5, 0o600), file("same", 1)],
+    );
+    let h = store.handle();
     let overwrite = h.preview_plan(Policy::Overwrite, Extras::Leave).unwrap();
     // What the hash covers is in the plan: a hard link, a replacement.
     assert_eq!(
@@ -899,23 +891,12 @@ fn the_plan_hash_stays_what_approvals_recorded() {
 #[test]
 fn a_plan_asked_again_is_drafted_again_once_what_it_rests_on_changed() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(
+    let store = one_level(
         &dir.path().join("s.duckdb"),
-        OpenMode::CreateOrResume(Box::new(spec("sim:b"))),
-    )
-    .unwrap();
+        vec![file("a", 1), entry(b"l", Kind::Symlink, 0)],
+        Vec::new(),
+    );
     let h = store.handle();
-    h.record_roots(root(), Some(root())).unwrap();
-    for (side, children) in [
-        (Side::Src, vec![file("a", 1), entry(b"l", Kind::Symlink, 0)]),
-        (Side::Dst, Vec::new()),
-    ] {
-        h.begin_round(side, 0).unwrap();
-        let root = h.pull(side, i64::MIN, 10).unwrap().remove(0);
-        h.record_children(side, &root, children, None).unwrap();
-        h.folder_listed(side, &root, 1).unwrap();
-        assert!(h.seal_round(side, 0, serde_json::json!({})).unwrap());
-    }
     let preview = || h.preview_plan(Policy::Skip, Extras::Leave).unwrap();
     let first = preview();
     assert_eq!((first.counts.items, first.counts.skipped), (2, 0));
