@@ -798,35 +798,36 @@ fn browse_reads_the_sums_below_folders_once_discovered_and_they_equal_the_subtre
     assert_eq!(sums(b"b"), vec![sum("missing", 3, 17)]);
     // An extra folder is not listed: nothing is below it.
     assert_eq!(sums(b"d"), vec![]);
-    let folders = [
-        &b""[..],
-        b"a",
-        b"a/a1",
-        b"a/a2",
-        b"b",
-        b"b/b1",
-        b"c",
-        b"d",
-        b"d/d1",
-    ];
-    for folder in folders {
-        for limit in [1, 2, 100] {
-            let [summed, subtrees] = browse_both_ways(&h, folder, limit);
-            assert_eq!(
-                summed,
-                subtrees,
-                "{:?} by {limit}",
-                String::from_utf8_lossy(folder)
-            );
+    let every_folder_reads_alike = || {
+        let folders = [
+            &b""[..],
+            b"a",
+            b"a/a1",
+            b"a/a2",
+            b"b",
+            b"b/b1",
+            b"c",
+            b"d",
+            b"d/d1",
+        ];
+        for folder in folders {
+            for limit in [1, 2, 100] {
+                let [summed, subtrees] = browse_both_ways(&h, folder, limit);
+                let folder = String::from_utf8_lossy(folder);
+                assert_eq!(summed, subtrees, "{folder:?} by {limit}");
+            }
         }
-    }
+    };
+    every_folder_reads_alike();
     // A comparison recorded after them (a retry sweep's) puts the sums out
-    // of date; the next browse makes them anew.
+    // of date; the next browse makes them anew, here in slices of one
+    // node, so a folder's sums of a status come in several rows.
     h.call(|w| {
+        w.set_seal_slice(1);
         w.conn()
             .execute_batch(
                 "INSERT INTO src_status_events SELECT max(seq) + 1, 1, 0, 'compare', 'same', \
-                 NULL, 2, now() FROM browse_sums_seq",
+                 NULL, 2, now() FROM folder_sums_seq",
             )
             .map_err(|e| StoreError::Thread(e.to_string()))
     })
@@ -834,6 +835,19 @@ fn browse_reads_the_sums_below_folders_once_discovered_and_they_equal_the_subtre
     assert!(!h.read(|db| db.browse_sums_current()).unwrap());
     h.browse(RelPath::root(), None, 100).unwrap();
     assert!(h.read(|db| db.browse_sums_current()).unwrap());
+    let split = h
+        .read(|db| {
+            db.conn()
+                .query_row(
+                    "SELECT count(*) > count(DISTINCT (folder_id, status)) FROM src_folder_sums",
+                    [],
+                    |r| r.get::<_, bool>(0),
+                )
+                .map_err(|e| StoreError::Thread(e.to_string()))
+        })
+        .unwrap();
+    assert!(split, "no folder's sums came in slices");
+    every_folder_reads_alike();
     store.close().unwrap();
 }
 

@@ -227,6 +227,13 @@ pub(crate) struct Writer {
 pub(crate) type Gate = Arc<std::sync::RwLock<()>>;
 
 impl Writer {
+    /// Sets the nodes per statement of a seal (as `TREESHIFT_SEAL_SLICE`
+    /// does at open).
+    #[cfg(test)]
+    pub(crate) fn set_seal_slice(&mut self, slice: i64) {
+        self.seal_slice = slice;
+    }
+
     /// Runs `f` in one transaction. If DuckDB runs out of memory, the
     /// transaction is rolled back and, under the default (adaptive) limit,
     /// run again with twice the memory: one round of a huge tree may need

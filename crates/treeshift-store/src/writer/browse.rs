@@ -4,7 +4,9 @@
 //! Summing a child's subtree from the nodes reads every node below it: at
 //! the root of a large tree, every node and every comparison. So once a
 //! discovery has finished, the store thread sums what is below every folder
-//! once, bottom up by depth (`{side}_browse_sums`), and a browse then reads
+//! once, bottom up by depth (`{side}_folder_sums`: a folder's items and
+//! bytes of a status may come in several rows, one per slice of its
+//! children's ids, to be added up), and a browse then reads
 //! its children's sums instead of their subtrees. The sums record the last
 //! event they include; a comparison recorded after it (a retry sweep's, or
 //! a new discovery's) makes them out of date, and browsing sums subtrees
@@ -18,20 +20,20 @@ use super::*;
 /// on open when missing, so older state files gain them without a new
 /// schema version.
 pub(crate) const BROWSE_TABLES: &str = r#"
-CREATE TABLE IF NOT EXISTS src_browse_sums (
-    folder_id BIGINT NOT NULL, parent_id BIGINT, depth INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS src_folder_sums (
+    folder_id BIGINT NOT NULL, depth INTEGER NOT NULL,
     status VARCHAR NOT NULL, items BIGINT NOT NULL, bytes BIGINT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS dst_browse_sums (
-    folder_id BIGINT NOT NULL, parent_id BIGINT, depth INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS dst_folder_sums (
+    folder_id BIGINT NOT NULL, depth INTEGER NOT NULL,
     status VARCHAR NOT NULL, items BIGINT NOT NULL, bytes BIGINT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS browse_sums_seq (seq BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS folder_sums_seq (seq BIGINT NOT NULL);
 "#;
 
 /// The tables above, for the pass that makes them anew.
 pub(crate) const BROWSE_SCOPED: [&str; 3] =
-    ["src_browse_sums", "dst_browse_sums", "browse_sums_seq"];
+    ["src_folder_sums", "dst_folder_sums", "folder_sums_seq"];
 
 impl Db {
     /// The children of `folder` after `after` (by path, at most `limit`):
@@ -82,7 +84,7 @@ impl Db {
     pub(crate) fn browse_sums_current(&self) -> Result<bool, StoreError> {
         let seq: Option<i64> = self
             .conn
-            .query_row("SELECT max(seq) FROM browse_sums_seq", [], |r| r.get(0))
+            .query_row("SELECT max(seq) FROM folder_sums_seq", [], |r| r.get(0))
             .context("read when the sums below folders were made")?;
         let Some(seq) = seq else {
             return Ok(false);
@@ -170,7 +172,10 @@ impl Db {
                 "WITH {st} \
                  SELECT k.rel_path, k.kind, k.size, k.st, s.status, coalesce(s.items, 0), \
                         coalesce(s.bytes, 0) \
-                 FROM kids k LEFT JOIN {side}_browse_sums s ON s.folder_id = k.id AND s.depth = {depth} \
+                 FROM kids k LEFT JOIN \
+                   (SELECT folder_id, status, sum(items)::BIGINT AS items, sum(bytes)::BIGINT AS bytes \
+                    FROM {side}_folder_sums WHERE depth = {depth} AND folder_id IN (SELECT id FROM kids) \
+                    GROUP BY ALL) s ON s.folder_id = k.id \
                  ORDER BY k.rel_path, s.status"
             )
         } else {
@@ -234,30 +239,35 @@ impl Writer {
     /// Makes the sums below every folder, if a browse wants them (see
     /// [`Db::browse_sums_wanted`]): each folder's from its children's own
     /// statuses and the sums of its child folders, one depth at a time
-    /// from the deepest, so each node is read once. Replaces the sums of
-    /// both sides and the event they are current to in one transaction.
+    /// from the deepest, so each node is read once; a depth in slices of
+    /// its ids, as a seal does, so that memory stays bounded in a huge
+    /// folder. Replaces the sums of both sides and the event they are
+    /// current to in one transaction.
     pub(crate) fn make_browse_sums(&mut self) -> Result<(), StoreError> {
         self.flush()?;
         if !self.browse_sums_wanted()? {
             return Ok(());
         }
         let started = Instant::now();
-        let mut deepest = Vec::new();
-        for side in Side::BOTH {
-            let sql = format!("SELECT coalesce(max(depth), 0) FROM {side}_nodes");
-            deepest.push(self.query_i64(&sql)?);
-        }
+        let slice = self.seal_slice;
         self.in_transaction("sum what is below each folder", |conn| {
-            for (side, &deepest) in Side::BOTH.into_iter().zip(&deepest) {
-                conn.execute(&format!("DELETE FROM {side}_browse_sums"), [])?;
-                for depth in (1..=deepest).rev() {
-                    conn.execute(&sums_of_depth(side, depth), [])?;
+            for side in Side::BOTH {
+                conn.execute(&format!("DELETE FROM {side}_folder_sums"), [])?;
+                let deepest: i64 = conn.query_row(
+                    &format!("SELECT coalesce(max(depth), 0) FROM {side}_nodes"),
+                    [],
+                    |r| r.get(0),
+                )?;
+                for depth in (1..=deepest as u32).rev() {
+                    for ids in id_slices(conn, side, depth, slice)? {
+                        conn.execute(&sums_of_slice(side, depth, ids), [])?;
+                    }
                 }
             }
             // Every event recorded so far is committed (flushed above).
             conn.execute_batch(
-                "DELETE FROM browse_sums_seq; \
-                 INSERT INTO browse_sums_seq SELECT coalesce(greatest( \
+                "DELETE FROM folder_sums_seq; \
+                 INSERT INTO folder_sums_seq SELECT coalesce(greatest( \
                    (SELECT max(seq) FROM src_status_events), (SELECT max(seq) FROM dst_status_events)), 0)",
             )?;
             Ok(())
@@ -270,25 +280,27 @@ impl Writer {
     }
 }
 
-/// The statement that sums, into each folder at `depth - 1`, its children
-/// at `depth` (by their latest comparison) and the sums of those children
-/// that are folders (made by the statement for the depth below).
-fn sums_of_depth(side: Side, depth: i64) -> String {
+/// The statement that adds, to the folders at `depth - 1`, their children
+/// at `depth` with ids in `(lo, hi)`: each child's latest comparison, and
+/// the sums of those children that are folders (made by the statements
+/// of the depth below).
+fn sums_of_slice(side: Side, depth: u32, (lo, hi): (i64, i64)) -> String {
     format!(
-        "INSERT INTO {side}_browse_sums \
-         SELECT f.id, f.parent_id, f.depth, g.status, g.items, g.bytes \
-         FROM (SELECT folder_id, status, sum(items)::BIGINT AS items, sum(bytes)::BIGINT AS bytes \
-               FROM (SELECT n.parent_id AS folder_id, l.st::VARCHAR AS status, 1::BIGINT AS items, \
-                            n.size::BIGINT AS bytes \
-                     FROM {side}_nodes n \
-                     JOIN (SELECT node_id, arg_max(status, seq) AS st FROM {side}_status_events \
-                           WHERE phase = 'compare' AND depth = {depth} GROUP BY node_id) l \
-                       ON l.node_id = n.id \
-                     WHERE n.depth = {depth} \
-                     UNION ALL \
-                     SELECT parent_id, status, items, bytes FROM {side}_browse_sums WHERE depth = {depth}) \
-               GROUP BY ALL) g \
-         JOIN {side}_nodes f ON f.id = g.folder_id AND f.depth = {parent}",
+        "INSERT INTO {side}_folder_sums \
+         SELECT folder_id, {parent}, status, sum(items)::BIGINT, sum(bytes)::BIGINT \
+         FROM (SELECT n.parent_id AS folder_id, l.st::VARCHAR AS status, 1::BIGINT AS items, \
+                      n.size::BIGINT AS bytes \
+               FROM {side}_nodes n \
+               JOIN (SELECT node_id, arg_max(status, seq) AS st FROM {side}_status_events \
+                     WHERE phase = 'compare' AND depth = {depth} AND node_id BETWEEN {lo} AND {hi} \
+                     GROUP BY node_id) l ON l.node_id = n.id \
+               WHERE n.depth = {depth} AND n.id BETWEEN {lo} AND {hi} \
+               UNION ALL \
+               SELECT n.parent_id, s.status, s.items, s.bytes \
+               FROM {side}_folder_sums s JOIN {side}_nodes n ON n.id = s.folder_id \
+               WHERE s.depth = {depth} AND s.folder_id BETWEEN {lo} AND {hi} \
+                 AND n.depth = {depth} AND n.id BETWEEN {lo} AND {hi}) \
+         GROUP BY ALL",
         parent = depth - 1
     )
 }
