@@ -1,13 +1,25 @@
 //! Browsing one folder on PostgreSQL: its children on both sides (the
 //! destination's extras beside the source's), each with its status and,
 //! for a folder, the items and bytes below it by status.
+//!
+//! Summing a child's subtree reads every node below it: at the root, the
+//! whole tree. So once a discovery has ended, the first browse has the
+//! items and bytes below every folder summed once, bottom up one depth at
+//! a time (`{side}_folder_sums`), and browses read their children's sums.
+//! The seal that ends a discovery forgets the sums (a retry sweep's or a
+//! new pass's discovery ends with a seal too); while a discovery runs,
+//! browsing sums the subtrees.
 
 use crate::PgStore;
 use crate::error::Context;
 use crate::schema::latest_event;
-use postgres::GenericClient;
+use crate::seal::{SEAL_LOCK, read_progress};
+use postgres::{GenericClient, Transaction};
 use treeshift_core::{Kind, RelPath, Side};
 use treeshift_state::{BelowStatus, BrowseChild, StoreError};
+
+/// The meta key that says the sums below folders are made.
+const MADE: &str = "folder_sums";
 
 impl PgStore {
     /// The children of `folder` after `after` (by path, at most `limit`):
@@ -18,11 +30,45 @@ impl PgStore {
         after: Option<&RelPath>,
         limit: usize,
     ) -> Result<Vec<BrowseChild>, StoreError> {
+        if self.run(|client| Ok(discovered(client)? && !sums_made(client)?))? {
+            self.make_folder_sums()?;
+        }
+        self.browse_children(folder, after, limit, None)
+    }
+
+    /// As [`PgStore::browse`], summing each child's subtree whether or
+    /// not the sums below folders are made: what a browse answers during
+    /// a discovery, for tests to hold the sums to.
+    pub fn browse_without_sums(
+        &self,
+        folder: &RelPath,
+        after: Option<&RelPath>,
+        limit: usize,
+    ) -> Result<Vec<BrowseChild>, StoreError> {
+        self.browse_children(folder, after, limit, Some(false))
+    }
+
+    /// `summed`: from the sums below folders (if made), or not; `None`:
+    /// from the sums if they are made.
+    fn browse_children(
+        &self,
+        folder: &RelPath,
+        after: Option<&RelPath>,
+        limit: usize,
+        summed: Option<bool>,
+    ) -> Result<Vec<BrowseChild>, StoreError> {
         self.run(|client| {
-            let mut tx = client.transaction().context("begin browsing")?;
+            // One snapshot: the sums are made in the one the browse reads.
+            let mut tx = client
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .context("begin browsing")?;
+            let summed = summed.unwrap_or(true) && sums_made(&mut tx)?;
             let mut children = Vec::new();
             for side in Side::BOTH {
-                children.extend(browse_side(&mut tx, side, folder, after, limit)?);
+                children.extend(browse_side(&mut tx, side, folder, after, limit, summed)?);
             }
             tx.commit().context("browse a folder")?;
             children.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
@@ -30,6 +76,97 @@ impl PgStore {
             Ok(children)
         })
     }
+
+    /// Sums the items and bytes below every folder by status, if a
+    /// discovery has ended and they are not made: each folder's from its
+    /// children's own statuses and the sums of its child folders, one
+    /// depth at a time from the deepest, so each node is read once. Under
+    /// the seals' lock, so no round reopens or ends meanwhile, and in one
+    /// transaction.
+    fn make_folder_sums(&self) -> Result<(), StoreError> {
+        self.run(|client| {
+            let mut tx = client
+                .transaction()
+                .context("begin summing below folders")?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEAL_LOCK])
+                .context("wait for a seal")?;
+            if !discovered(&mut tx)? || sums_made(&mut tx)? {
+                return Ok(());
+            }
+            let started = std::time::Instant::now();
+            for side in Side::BOTH {
+                let deepest: i32 = tx
+                    .query_one(
+                        &format!("SELECT coalesce(max(depth), 0) FROM {side}_nodes"),
+                        &[],
+                    )
+                    .context("find the deepest nodes")?
+                    .get(0);
+                for depth in (1..=deepest).rev() {
+                    sum_depth(&mut tx, side, depth)?;
+                }
+            }
+            tx.execute("INSERT INTO meta VALUES ($1, 'true')", &[&MADE])
+                .context("record the sums below folders")?;
+            tx.commit().context("sum below folders")?;
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                "summed what is below each folder"
+            );
+            Ok(())
+        })
+    }
+}
+
+/// Forgets the sums below folders, in the transaction of the seal that
+/// ends a side's discovery.
+pub(crate) fn forget_folder_sums(tx: &mut Transaction<'_>) -> Result<(), StoreError> {
+    tx.batch_execute(&format!(
+        "DELETE FROM src_folder_sums; DELETE FROM dst_folder_sums; \
+         DELETE FROM meta WHERE key = '{MADE}'"
+    ))
+    .context("forget the sums below folders")
+}
+
+fn discovered(client: &mut impl GenericClient) -> Result<bool, StoreError> {
+    let progress = read_progress(client)?;
+    Ok(progress.src_done && progress.dst_done)
+}
+
+fn sums_made(client: &mut impl GenericClient) -> Result<bool, StoreError> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM meta WHERE key = $1)",
+            &[&MADE],
+        )
+        .context("look for the sums below folders")?
+        .get(0))
+}
+
+/// Adds, to the folders at `depth - 1`, their children at `depth`: each
+/// child's latest comparison, and the sums of those that are folders
+/// (made for the depth below).
+fn sum_depth(tx: &mut Transaction<'_>, side: Side, depth: i32) -> Result<(), StoreError> {
+    tx.execute(
+        &format!(
+            "INSERT INTO {side}_folder_sums \
+             SELECT folder_id, $1 - 1, status, sum(items)::bigint, sum(bytes)::bigint \
+             FROM (SELECT n.parent_id AS folder_id, l.status, 1::bigint AS items, n.size AS bytes \
+                   FROM {side}_nodes n \
+                   JOIN (SELECT DISTINCT ON (node_id) node_id, status FROM {side}_status_events \
+                         WHERE phase = 'compare' AND depth = $1 ORDER BY node_id, seq DESC) l \
+                     ON l.node_id = n.id \
+                   WHERE n.depth = $1 \
+                   UNION ALL \
+                   SELECT n.parent_id, s.status, s.items, s.bytes \
+                   FROM {side}_folder_sums s JOIN {side}_nodes n ON n.id = s.folder_id \
+                   WHERE s.depth = $1 AND n.depth = $1) c \
+             GROUP BY folder_id, status"
+        ),
+        &[&depth],
+    )
+    .context("sum below the folders of a depth")?;
+    Ok(())
 }
 
 /// `side`'s children of `folder` (none if the side has no such folder).
@@ -45,6 +182,7 @@ fn browse_side(
     folder: &RelPath,
     after: Option<&RelPath>,
     limit: usize,
+    summed: bool,
 ) -> Result<Vec<BrowseChild>, StoreError> {
     let depth = folder.depth() as i32;
     let Some(row) = client
@@ -104,12 +242,26 @@ fn browse_side(
     );
     let [from, to] = bounds;
     let after = after.map(|a| a.as_bytes().to_vec());
-    let rows = client
-        .query(
+    let rows = if summed {
+        let sql = format!(
+            "WITH kids AS (SELECT n.id, n.rel_path, n.kind, n.size, ks.status \
+                           FROM {side}_nodes n LEFT JOIN LATERAL {kid_status} ks ON true \
+                           WHERE n.parent_id = $1{page}{own} ORDER BY n.rel_path LIMIT {limit}) \
+             SELECT k.rel_path, k.kind, k.size, k.status, s.status, coalesce(s.items, 0), \
+                    coalesce(s.bytes, 0) \
+             FROM kids k LEFT JOIN {side}_folder_sums s ON s.folder_id = k.id \
+             ORDER BY k.rel_path, s.status",
+            page = page.replace("$6", "$2"),
+            kid_status = latest_event(side, "compare", "n.id"),
+        );
+        client.query(sql.as_str(), &[&folder_id, &after])
+    } else {
+        client.query(
             sql.as_str(),
             &[&folder_id, &depth, &name_at, &from, &to, &after],
         )
-        .context("browse a folder")?;
+    }
+    .context("browse a folder")?;
     let mut out: Vec<BrowseChild> = Vec::new();
     for r in &rows {
         let path: &[u8] = r.get(0);

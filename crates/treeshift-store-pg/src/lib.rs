@@ -340,6 +340,16 @@ impl PgStore {
                 .context("record schema version 4")?;
                 version = "4".into();
             }
+            if version == "4" {
+                tx.batch_execute(schema::FOLDER_SUMS_TABLES)
+                    .context("add the sums below folders (schema version 5)")?;
+                tx.execute(
+                    "UPDATE meta SET value = '5' WHERE key = 'schema_version'",
+                    &[],
+                )
+                .context("record schema version 5")?;
+                version = "5".into();
+            }
             if version != SCHEMA_VERSION.to_string() {
                 return Err(StoreError::SchemaVersion {
                     path: PathBuf::from(&self.location),

@@ -5,7 +5,7 @@
 //! ids keep their bits in a `bigint`.
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// What `meta.format` says in a database that holds a treeshift migration.
 pub const FORMAT: &str = "treeshift-pg";
@@ -102,6 +102,7 @@ pub fn create() -> String {
     sql.push_str("CREATE INDEX src_nodes_folder_path ON src_nodes (rel_path) WHERE kind = 0;");
     sql.push_str(COPY_TABLES);
     sql.push_str(PASS_TABLES);
+    sql.push_str(FOLDER_SUMS_TABLES);
     sql
 }
 
@@ -169,3 +170,14 @@ pub const PASS_TABLES: &str = "
     -- Each living process, and when it took the lock that says so
     -- (`liveness`).
     CREATE TABLE holders (holder text PRIMARY KEY, locked_at timestamptz NOT NULL);";
+
+/// What version 5 adds: the items and bytes below each folder by status,
+/// made once a discovery has ended, for browsing (see `browse`). A
+/// version 4 database gains them when opened.
+pub const FOLDER_SUMS_TABLES: &str = "
+    CREATE TABLE src_folder_sums (
+        folder_id bigint NOT NULL, depth integer NOT NULL, status text NOT NULL,
+        items bigint NOT NULL, bytes bigint NOT NULL, PRIMARY KEY (folder_id, status));
+    CREATE TABLE dst_folder_sums (
+        folder_id bigint NOT NULL, depth integer NOT NULL, status text NOT NULL,
+        items bigint NOT NULL, bytes bigint NOT NULL, PRIMARY KEY (folder_id, status));";

@@ -91,12 +91,16 @@ impl PgStore {
                     &[&format!("{side}_done"), &n.to_string()],
                 )
                 .context("record that the side is done")?;
+                crate::browse::forget_folder_sums(&mut tx)?;
                 match side {
                     Side::Src => record_changes(&mut tx)?,
                     Side::Dst => record_phase(&mut tx, Phase::Discovered)?,
                 }
             }
             tx.commit().context("seal a round")?;
+            if done && side == Side::Dst {
+                analyze_discovery(client)?;
+            }
             Ok(done)
         })
     }
@@ -135,7 +139,7 @@ impl PgStore {
     }
 }
 
-fn read_progress(client: &mut impl GenericClient) -> Result<RoundProgress, StoreError> {
+pub(crate) fn read_progress(client: &mut impl GenericClient) -> Result<RoundProgress, StoreError> {
     let row = client
         .query_one(
             "SELECT (SELECT max(depth) FROM rounds WHERE side = 'src'), \
@@ -154,6 +158,17 @@ fn read_progress(client: &mut impl GenericClient) -> Result<RoundProgress, Store
         dst_done: row.get(3),
         roots_recorded: row.get(4),
     })
+}
+
+/// Has PostgreSQL gather the statistics of discovery's tables, once a
+/// discovery has ended: the review queries that follow are planned from
+/// them. Autovacuum gathers them too, but minutes later, and until then
+/// the planner misjudged the tables (a review page of a 100k-node tree
+/// took six times as long, docs/BENCHMARKS.md).
+fn analyze_discovery(client: &mut impl GenericClient) -> Result<(), StoreError> {
+    client
+        .batch_execute("ANALYZE src_nodes, dst_nodes, src_status_events, dst_status_events")
+        .context("gather the statistics of the discovery's tables")
 }
 
 /// Marks missing, as not compared yet, the source children (at `n` + 1)

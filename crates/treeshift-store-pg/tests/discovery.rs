@@ -528,7 +528,42 @@ fn review_pages_and_browsing_on_postgresql_give_what_they_give_on_duckdb() {
     for folder in ["", "a", "a/deep", "gone", "b/c", "nowhere"] {
         let want = browsed(&file, folder, 1_000);
         assert_eq!(browsed(&pg, folder, 2), want, "{folder}");
+        // The sums below folders, made by the first browse, say what
+        // summing the subtrees says.
+        let mut without_sums = pg
+            .browse_without_sums(
+                &RelPath::from_bytes(folder.as_bytes().to_vec()),
+                None,
+                1_000,
+            )
+            .unwrap();
+        for child in &mut without_sums {
+            child.below.sort_by(|a, b| a.status.cmp(&b.status));
+        }
+        assert_eq!(without_sums, want, "{folder}");
     }
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let sums: i64 = db
+        .query_one("SELECT count(*) FROM src_folder_sums", &[])
+        .unwrap()
+        .get(0);
+    assert!(sums > 0, "browsing made no sums below folders");
+    // A database of schema version 4 (before the sums) gains them when
+    // opened, and browses as before.
+    drop(pg);
+    db.batch_execute(
+        "DROP TABLE src_folder_sums, dst_folder_sums; \
+         DELETE FROM meta WHERE key = 'folder_sums'; \
+         UPDATE meta SET value = '4' WHERE key = 'schema_version'",
+    )
+    .unwrap();
+    let (pg, _) = PgStore::open(&url, OpenMode::Existing).unwrap();
+    assert_eq!(browsed(&pg, "", 2), browsed(&file, "", 1_000));
+    let version: String = db
+        .query_one("SELECT value FROM meta WHERE key = 'schema_version'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, "5");
     let root = browsed(&pg, "", 1_000);
     let a = root.iter().find(|c| c.path.as_bytes() == b"a").unwrap();
     assert!(
