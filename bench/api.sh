@@ -79,15 +79,15 @@ for _ in $(seq 200); do
 done
 
 echo
-echo "| request (idle server, 1M-node state) | n | p50 ms | p95 ms |"
+echo "| request (idle server) | n | p50 ms | p95 ms |"
 echo "|---|---:|---:|---:|"
 times "$api/idle" "$N" 0 >"$WORK/t" && row "status" "$WORK/t"
 times "$api/idle/review?status=missing&limit=1000" "$N" 0 >"$WORK/t" && row "review, first page of 1,000" "$WORK/t"
-times "$api/idle/review?status=missing&limit=1000&after=$deep" "$N" 0 >"$WORK/t" && row "review, a page ~200k rows in" "$WORK/t"
+times "$api/idle/review?status=missing&limit=1000&after=$deep" "$N" 0 >"$WORK/t" && row "review, a page up to 200k rows in (the last page of a smaller tree)" "$WORK/t"
 times "$api/idle/browse" 1 0 >"$WORK/t" && row "browse the root, the first time (sums what is below each folder)" "$WORK/t"
 times "$api/idle/browse" "$N" 0 >"$WORK/t" && row "browse the root" "$WORK/t"
-times "$api/idle/browse?path=d00" "$N" 0 >"$WORK/t" && row "browse a folder one level down (101k nodes below)" "$WORK/t"
-times "$api/idle/browse?path=d00/d00" "$N" 0 >"$WORK/t" && row "browse a folder two levels down (10k nodes below)" "$WORK/t"
+times "$api/idle/browse?path=d00" "$N" 0 >"$WORK/t" && row "browse a folder one level down (d00)" "$WORK/t"
+times "$api/idle/browse?path=d00/d00" "$N" 0 >"$WORK/t" && row "browse a folder two levels down (d00/d00)" "$WORK/t"
 times "$api/idle/plan?policy=overwrite" 1 0 >"$WORK/t" && row "plan preview, overwrite" "$WORK/t"
 times "$api/idle/plan?policy=skip" 1 0 >"$WORK/t" && row "plan preview, skip (another policy: drafted anew)" "$WORK/t"
 times "$api/idle/plan?policy=skip" "$N" 0 >"$WORK/t" && row "plan preview, skip again (nothing changed: the same draft)" "$WORK/t"
