@@ -33,7 +33,7 @@ impl PgStore {
         if self.run(|client| Ok(discovered(client)? && !sums_made(client)?))? {
             self.make_folder_sums()?;
         }
-        self.browse_children(folder, after, limit, None)
+        self.browse_children(folder, after, limit, true)
     }
 
     /// As [`PgStore::browse`], summing each child's subtree whether or
@@ -45,17 +45,16 @@ impl PgStore {
         after: Option<&RelPath>,
         limit: usize,
     ) -> Result<Vec<BrowseChild>, StoreError> {
-        self.browse_children(folder, after, limit, Some(false))
+        self.browse_children(folder, after, limit, false)
     }
 
-    /// `summed`: from the sums below folders (if made), or not; `None`:
-    /// from the sums if they are made.
+    /// With `use_sums`, from the sums below folders if they are made.
     fn browse_children(
         &self,
         folder: &RelPath,
         after: Option<&RelPath>,
         limit: usize,
-        summed: Option<bool>,
+        use_sums: bool,
     ) -> Result<Vec<BrowseChild>, StoreError> {
         self.run(|client| {
             // One snapshot: the sums are made in the one the browse reads.
@@ -65,7 +64,7 @@ impl PgStore {
                 .read_only(true)
                 .start()
                 .context("begin browsing")?;
-            let summed = summed.unwrap_or(true) && sums_made(&mut tx)?;
+            let summed = use_sums && sums_made(&mut tx)?;
             let mut children = Vec::new();
             for side in Side::BOTH {
                 children.extend(browse_side(&mut tx, side, folder, after, limit, summed)?);

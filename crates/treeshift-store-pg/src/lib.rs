@@ -320,35 +320,24 @@ impl PgStore {
                 return Err(self.not_ours("its table meta is not treeshift's".into()));
             }
             let mut version = get("schema_version").unwrap_or_default();
-            if version == "2" {
-                tx.batch_execute(schema::COPY_TABLES)
-                    .context("add the copy's tables (schema version 3)")?;
+            // Each version's additions, in order, from the one found.
+            for (from, tables, what) in [
+                ("2", schema::COPY_TABLES, "the copy's tables"),
+                ("3", schema::PASS_TABLES, "the tables of delta passes"),
+                ("4", schema::FOLDER_SUMS_TABLES, "the sums below folders"),
+            ] {
+                if version != from {
+                    continue;
+                }
+                let to = from.parse::<u32>().map_or(0, |v| v + 1).to_string();
+                tx.batch_execute(tables)
+                    .context(&format!("add {what} (schema version {to})"))?;
                 tx.execute(
-                    "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
-                    &[],
+                    "UPDATE meta SET value = $1 WHERE key = 'schema_version'",
+                    &[&to],
                 )
-                .context("record schema version 3")?;
-                version = "3".into();
-            }
-            if version == "3" {
-                tx.batch_execute(schema::PASS_TABLES)
-                    .context("add the tables of delta passes (schema version 4)")?;
-                tx.execute(
-                    "UPDATE meta SET value = '4' WHERE key = 'schema_version'",
-                    &[],
-                )
-                .context("record schema version 4")?;
-                version = "4".into();
-            }
-            if version == "4" {
-                tx.batch_execute(schema::FOLDER_SUMS_TABLES)
-                    .context("add the sums below folders (schema version 5)")?;
-                tx.execute(
-                    "UPDATE meta SET value = '5' WHERE key = 'schema_version'",
-                    &[],
-                )
-                .context("record schema version 5")?;
-                version = "5".into();
+                .context(&format!("record schema version {to}"))?;
+                version = to;
             }
             if version != SCHEMA_VERSION.to_string() {
                 return Err(StoreError::SchemaVersion {
