@@ -170,11 +170,13 @@ fn sum_depth(tx: &mut Transaction<'_>, side: Side, depth: i32) -> Result<(), Sto
 
 /// `side`'s children of `folder` (none if the side has no such folder).
 ///
-/// Each node below the folder is summed into the child it is under,
-/// found by its path cut after the child's name: one hash join on that
-/// key, not a range join per child. The latest comparisons are read for
-/// the folder's subtree alone (by depth and path), so a folder deep in a
-/// large tree costs what its subtree does; the root costs the tree.
+/// With `summed`, each child folder's sums below it are read from
+/// `{side}_folder_sums`. Else each node below the folder is summed into
+/// the child it is under, found by its path cut after the child's name:
+/// one hash join on that key, not a range join per child. The latest
+/// comparisons are then read for the folder's subtree alone (by depth and
+/// path), so a folder deep in a large tree costs what its subtree does;
+/// the root costs the tree.
 fn browse_side(
     client: &mut impl GenericClient,
     side: Side,
@@ -194,67 +196,70 @@ fn browse_side(
         return Ok(Vec::new());
     };
     let folder_id: i64 = row.get(0);
-    // The paths under the folder (all at the root, where the bounds are
-    // empty), and where a child's name starts in them.
-    let (bounds, name_at) = if folder.is_root() {
-        ([Vec::new(), Vec::new()], 1)
-    } else {
-        (folder.below_bounds(), folder.as_bytes().len() as i32 + 2)
-    };
-    let under = "($4 = ''::bytea OR (d.rel_path >= $4 AND d.rel_path < $5))";
-    let page = if after.is_some() {
-        " AND n.rel_path > $6"
-    } else {
-        " AND $6::bytea IS NULL"
-    };
-    // The latest comparisons of the nodes under the folder alone; at the
-    // root, every node's by depth alone: the filter only added work there
-    // (and a nested loop the planner misjudged: BENCHMARKS.md).
-    let of_these = if folder.is_root() {
-        ""
-    } else {
-        " AND node_id IN (SELECT id FROM deeper)"
-    };
-    // The destination shows only what the source has not: its extras.
-    let own = match side {
-        Side::Src => "",
-        Side::Dst => " AND ks.status = 'extra'",
-    };
-    let sql = format!(
-        "WITH kids AS (SELECT n.rel_path, n.kind, n.size, ks.status \
-                       FROM {side}_nodes n LEFT JOIN LATERAL {kid_status} ks ON true \
-                       WHERE n.parent_id = $1{page}{own} ORDER BY n.rel_path LIMIT {limit}), \
-              deeper AS (SELECT d.id, d.rel_path, d.size FROM {side}_nodes d \
-                         WHERE d.depth > $2 + 1 AND {under}), \
-              st AS (SELECT DISTINCT ON (node_id) node_id, status FROM {side}_status_events \
-                     WHERE phase = 'compare' AND depth > $2 + 1{of_these} \
-                     ORDER BY node_id, seq DESC), \
-              below AS (SELECT substring(d.rel_path FROM 1 FOR $3 - 2 + \
-                                 position('\\x2f'::bytea IN substring(d.rel_path FROM $3))) AS child, \
-                               st.status, d.size \
-                        FROM deeper d LEFT JOIN st ON st.node_id = d.id), \
-              sums AS (SELECT b.child, b.status, count(*) AS n, coalesce(sum(b.size), 0)::bigint AS bytes \
-                       FROM below b WHERE b.child IN (SELECT rel_path FROM kids) GROUP BY 1, 2) \
-         SELECT k.rel_path, k.kind, k.size, k.status, s.status, coalesce(s.n, 0), coalesce(s.bytes, 0) \
-         FROM kids k LEFT JOIN sums s ON s.child = k.rel_path ORDER BY k.rel_path, s.status",
-        kid_status = latest_event(side, "compare", "n.id"),
-    );
-    let [from, to] = bounds;
     let after = after.map(|a| a.as_bytes().to_vec());
+    // The page of children; `after` is the query's parameter `param`.
+    let kids = |param: &str| {
+        // The destination shows only what the source has not: its extras.
+        let own = match side {
+            Side::Src => "",
+            Side::Dst => " AND ks.status = 'extra'",
+        };
+        let page = match after {
+            Some(_) => format!(" AND n.rel_path > {param}"),
+            None => format!(" AND {param}::bytea IS NULL"),
+        };
+        format!(
+            "kids AS (SELECT n.id, n.rel_path, n.kind, n.size, ks.status \
+                      FROM {side}_nodes n LEFT JOIN LATERAL {kid_status} ks ON true \
+                      WHERE n.parent_id = $1{page}{own} ORDER BY n.rel_path LIMIT {limit})",
+            kid_status = latest_event(side, "compare", "n.id"),
+        )
+    };
     let rows = if summed {
         let sql = format!(
-            "WITH kids AS (SELECT n.id, n.rel_path, n.kind, n.size, ks.status \
-                           FROM {side}_nodes n LEFT JOIN LATERAL {kid_status} ks ON true \
-                           WHERE n.parent_id = $1{page}{own} ORDER BY n.rel_path LIMIT {limit}) \
+            "WITH {kids} \
              SELECT k.rel_path, k.kind, k.size, k.status, s.status, coalesce(s.items, 0), \
                     coalesce(s.bytes, 0) \
              FROM kids k LEFT JOIN {side}_folder_sums s ON s.folder_id = k.id \
              ORDER BY k.rel_path, s.status",
-            page = page.replace("$6", "$2"),
-            kid_status = latest_event(side, "compare", "n.id"),
+            kids = kids("$2"),
         );
         client.query(sql.as_str(), &[&folder_id, &after])
     } else {
+        // The paths under the folder (all at the root, where the bounds
+        // are empty), and where a child's name starts in them.
+        let ([from, to], name_at) = if folder.is_root() {
+            ([Vec::new(), Vec::new()], 1)
+        } else {
+            (folder.below_bounds(), folder.as_bytes().len() as i32 + 2)
+        };
+        let under = "($4 = ''::bytea OR (d.rel_path >= $4 AND d.rel_path < $5))";
+        // The latest comparisons of the nodes under the folder alone; at
+        // the root, every node's by depth alone: the filter only added
+        // work there (and a nested loop the planner misjudged:
+        // BENCHMARKS.md).
+        let of_these = if folder.is_root() {
+            ""
+        } else {
+            " AND node_id IN (SELECT id FROM deeper)"
+        };
+        let sql = format!(
+            "WITH {kids}, \
+                  deeper AS (SELECT d.id, d.rel_path, d.size FROM {side}_nodes d \
+                             WHERE d.depth > $2 + 1 AND {under}), \
+                  st AS (SELECT DISTINCT ON (node_id) node_id, status FROM {side}_status_events \
+                         WHERE phase = 'compare' AND depth > $2 + 1{of_these} \
+                         ORDER BY node_id, seq DESC), \
+                  below AS (SELECT substring(d.rel_path FROM 1 FOR $3 - 2 + \
+                                     position('\\x2f'::bytea IN substring(d.rel_path FROM $3))) AS child, \
+                                   st.status, d.size \
+                            FROM deeper d LEFT JOIN st ON st.node_id = d.id), \
+                  sums AS (SELECT b.child, b.status, count(*) AS n, coalesce(sum(b.size), 0)::bigint AS bytes \
+                           FROM below b WHERE b.child IN (SELECT rel_path FROM kids) GROUP BY 1, 2) \
+             SELECT k.rel_path, k.kind, k.size, k.status, s.status, coalesce(s.n, 0), coalesce(s.bytes, 0) \
+             FROM kids k LEFT JOIN sums s ON s.child = k.rel_path ORDER BY k.rel_path, s.status",
+            kids = kids("$6"),
+        );
         client.query(
             sql.as_str(),
             &[&folder_id, &depth, &name_at, &from, &to, &after],

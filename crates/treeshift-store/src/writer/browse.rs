@@ -3,15 +3,15 @@
 //!
 //! Summing a child's subtree from the nodes reads every node below it: at
 //! the root of a large tree, every node and every comparison. So once a
-//! discovery has finished, the store thread sums what is below every folder
-//! once, bottom up by depth (`{side}_folder_sums`: a folder's items and
-//! bytes of a status may come in several rows, one per slice of its
-//! children's ids, to be added up), and a browse then reads
-//! its children's sums instead of their subtrees. The sums record the last
-//! event they include; a comparison recorded after it (a retry sweep's, or
-//! a new discovery's) makes them out of date, and browsing sums subtrees
-//! again until they are made anew. Comparisons change only in discovery,
-//! so a copy never makes them out of date.
+//! discovery has finished, the store thread sums what is below every
+//! folder once, bottom up by depth (`{side}_folder_sums`: a folder's
+//! items and bytes of a status may come in several rows, one per slice of
+//! its children's ids, to be added up), and a browse then reads its
+//! children's sums instead of their subtrees. The sums record the last
+//! event they include; a comparison recorded after it (a retry sweep's,
+//! or a new discovery's) makes them out of date, and browsing sums
+//! subtrees again until they are made anew. Comparisons change only in
+//! discovery, so a copy never makes them out of date.
 
 use super::review::below;
 use super::*;
@@ -133,19 +133,17 @@ impl Db {
         // else of the nodes under the folder (a folder deep in a large tree
         // costs what its subtree does), of all at the root, where a filter
         // would only add work.
+        let at = if summed { "=" } else { ">=" };
         let of_these = match (summed, folder.is_root()) {
-            (true, _) => format!(" AND depth = {depth}"),
             (false, true) => String::new(),
-            (false, false) => format!(" AND depth >= {depth}"),
-        };
-        let of_these = if folder.is_root() {
-            of_these
-        } else {
-            args.extend(bounds.iter().cloned());
-            format!(
-                "{of_these} AND node_id IN (SELECT id FROM {side}_nodes WHERE depth {} {depth}{under})",
-                if summed { "=" } else { ">=" }
-            )
+            (true, true) => format!(" AND depth = {depth}"),
+            (_, false) => {
+                args.extend(bounds.iter().cloned());
+                format!(
+                    " AND depth {at} {depth} AND node_id IN \
+                     (SELECT id FROM {side}_nodes WHERE depth {at} {depth}{under})"
+                )
+            }
         };
         args.extend(bounds.iter().cloned());
         let mut page = String::new();

@@ -37,20 +37,25 @@ pub(super) const LATEST_COPY: &str = "SELECT node_id, arg_max(status, seq) AS st
 const LATEST_VERIFY: &str = "SELECT node_id, arg_max(status, seq) AS st, arg_max(reason, seq) AS reason \
      FROM src_status_events WHERE phase = 'verify' GROUP BY node_id";
 
-/// A plan drafted into `plan_candidate`, with all it was drafted from: the
-/// policy and extras asked, and the state of the store (every node and
-/// event is numbered from one counter each, so no row was added since
-/// while both stand where they stood). The same draft asked again, such
-/// as a preview and then its approval, is not drafted again: on a large
-/// tree a draft reads every node.
+/// A plan drafted into `plan_candidate`, and what it was drafted from.
+/// The same draft asked again, such as a preview and then its approval,
+/// is not drafted again: on a large tree a draft reads every node.
 pub(super) struct Drafted {
+    from: DraftedFrom,
+    preview: PlanPreview,
+}
+
+/// What a draft is drafted from: the policy and extras asked, and the
+/// state of the store. Every node and every event is numbered from one
+/// counter each, so while both stand where they stood no row was added.
+#[derive(PartialEq)]
+struct DraftedFrom {
     policy: Policy,
     extras: Extras,
     next_id: i64,
     next_seq: i64,
     no_symlinks: bool,
     filter: String,
-    preview: PlanPreview,
 }
 
 impl Writer {
@@ -58,37 +63,24 @@ impl Writer {
     /// unless the plan there was drafted from the same (see [`Drafted`]).
     fn draft_plan(&mut self, policy: Policy, extras: Extras) -> Result<PlanPreview, StoreError> {
         self.flush()?;
-        let no_symlinks = self.flag(crate::flag::NO_SYMLINKS_AT_DESTINATION)?;
-        let filter = serde_json::to_string(&self.migration()?.filter)
-            .map_err(|e| StoreError::Thread(e.to_string()))?;
-        if let Some(d) = &self.drafted
-            && (
-                d.policy,
-                d.extras,
-                d.next_id,
-                d.next_seq,
-                d.no_symlinks,
-                &d.filter,
-            ) == (
-                policy,
-                extras,
-                self.next_id,
-                self.next_seq,
-                no_symlinks,
-                &filter,
-            )
-        {
-            return Ok(d.preview.clone());
-        }
-        self.drafted = None;
-        let preview = self.draft_plan_anew(policy, extras, no_symlinks, &filter)?;
-        self.drafted = Some(Drafted {
+        let from = DraftedFrom {
             policy,
             extras,
             next_id: self.next_id,
             next_seq: self.next_seq,
-            no_symlinks,
-            filter,
+            no_symlinks: self.flag(crate::flag::NO_SYMLINKS_AT_DESTINATION)?,
+            filter: serde_json::to_string(&self.migration()?.filter)
+                .map_err(|e| StoreError::Thread(e.to_string()))?,
+        };
+        if let Some(drafted) = &self.drafted
+            && drafted.from == from
+        {
+            return Ok(drafted.preview.clone());
+        }
+        self.drafted = None;
+        let preview = self.draft_plan_anew(policy, extras, from.no_symlinks, &from.filter)?;
+        self.drafted = Some(Drafted {
+            from,
             preview: preview.clone(),
         });
         Ok(preview)
