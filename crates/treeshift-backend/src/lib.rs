@@ -275,6 +275,9 @@ pub enum FolderKeeping {
     Real,
     /// A zero-byte `name/` marker object stands for it.
     Markers,
+    /// Not at all: a folder is there while something lies under it (an
+    /// object store's prefix), so making one makes nothing.
+    Prefixes,
 }
 
 impl Capabilities {

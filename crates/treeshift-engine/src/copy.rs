@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use treeshift_backend::{
-    Apply, Backend, BackendError, Budget, ErrorKind, MtimeKeeping, RetryPolicy, SourceFile,
-    Writable, Written,
+    Apply, Backend, BackendError, Budget, ErrorKind, FolderKeeping, MtimeKeeping, RetryPolicy,
+    SourceFile, Writable, Written,
 };
 use treeshift_core::{
     Action, CopyStatus, CopySummary, Entry, Keep, Kind, Meta, Phase, RelPath, Side, Xattr,
@@ -116,6 +116,7 @@ pub fn copy(
         budget: Budget::new(options.bytes_in_flight),
         pass: approval.pass,
         src_own_mtimes: src.capabilities().mtime == MtimeKeeping::UserMetadata,
+        dst_prefixes: dst.capabilities().folders == FolderKeeping::Prefixes,
     };
     let config = PoolConfig {
         workers: options.workers,
@@ -286,6 +287,9 @@ struct Copier<'a> {
     /// The source keeps files' own mtimes apart from the ones its
     /// listings give (object stores, in user metadata).
     src_own_mtimes: bool,
+    /// The destination's folders are there once something is written
+    /// under them (an object store without markers).
+    dst_prefixes: bool,
 }
 
 impl Copier<'_> {
@@ -515,6 +519,11 @@ impl Copier<'_> {
     }
 
     fn folder(&self, task: &CopyTask) -> Result<Done, BackendError> {
+        if self.dst_prefixes && task.action == Action::Create {
+            // Nothing to make, nothing to look at first: the folder is
+            // there once its contents are (the plan left the empty ones).
+            return Ok(COPIED);
+        }
         match self.prepare(task)? {
             Ok(replace) => {
                 if replace {

@@ -9,9 +9,11 @@ use crossbeam_channel::{TrySendError, bounded};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use treeshift_backend::{Backend, BackendError, Capabilities, MtimeKeeping, RetryPolicy};
+use treeshift_backend::{
+    Backend, BackendError, Capabilities, FolderKeeping, MtimeKeeping, RetryPolicy,
+};
 use treeshift_core::{Entry, Filter, Keep, Kind, RelPath, Side, Summary, xattr_digest};
-use treeshift_state::{FolderTask, StateStore, StoreError};
+use treeshift_state::{FolderTask, StateStore, StoreError, Unheld};
 
 /// How often a destination listed alone reads where the source's rounds
 /// stand.
@@ -185,8 +187,12 @@ fn check_roots(
             });
         }
     };
-    if !dst.capabilities().symlinks {
-        store.note_no_symlinks_at_destination()?;
+    let caps = dst.capabilities();
+    if !caps.symlinks {
+        store.note_unheld_at_destination(Unheld::Symlinks)?;
+    }
+    if caps.folders == FolderKeeping::Prefixes {
+        store.note_unheld_at_destination(Unheld::EmptyFolders)?;
     }
     if store.progress()?.roots_recorded {
         return Ok(());

@@ -32,6 +32,24 @@ pub const DATA: &str = "IN ('create', 'replace', 'rename')";
 /// Why an item under a folder in conflict is skipped.
 pub const INSIDE_SKIPPED: &str = "inside a folder the plan leaves alone";
 
+/// Why a folder is skipped where the destination holds no empty ones.
+pub const NO_EMPTY_FOLDERS: &str =
+    "the destination cannot hold empty folders (--folder-markers keeps them as markers)";
+
+/// Leaves alone, with [`NO_EMPTY_FOLDERS`], each folder at depth `depth`
+/// (a SQL value) of `plan_candidate` that the plan would make but put
+/// nothing in, where the destination has folders only while something lies
+/// under them. Run from the deepest depth up, so that a folder holding only
+/// such folders is left too.
+pub fn leave_empty_folders(depth: &str) -> String {
+    format!(
+        "UPDATE plan_candidate SET action = 'skip', reason = '{NO_EMPTY_FOLDERS}' \
+         WHERE depth = {depth} AND kind = {FOLDER} AND action {DATA} \
+           AND NOT EXISTS (SELECT 1 FROM plan_candidate c \
+                           WHERE c.parent_id = plan_candidate.node_id AND c.action <> 'skip')"
+    )
+}
+
 /// The reason of a name the plan makes a hard link of another.
 pub const HARD_LINK: &str = "hard link";
 

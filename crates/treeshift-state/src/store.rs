@@ -65,10 +65,10 @@ pub trait StateStore: Send + Sync {
     /// not report again what the copy reported.
     fn note_xattrs_refused(&self) -> Result<(), StoreError>;
 
-    /// Records that the destination cannot hold symlinks: the plan leaves
-    /// the source's symlinks alone, with that reason, for a person to see
+    /// Records that the destination cannot hold `what`: the plan leaves
+    /// such source items alone, with that reason, for a person to see
     /// before approving.
-    fn note_no_symlinks_at_destination(&self) -> Result<(), StoreError>;
+    fn note_unheld_at_destination(&self, what: Unheld) -> Result<(), StoreError>;
 
     /// Whether [`Self::note_xattrs_refused`] was recorded.
     fn xattrs_refused(&self) -> Result<bool, StoreError>;

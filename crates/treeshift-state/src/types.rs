@@ -147,6 +147,28 @@ pub mod flag {
     pub const XATTRS_REFUSED: &str = "dst_refuses_xattrs";
     /// The destination cannot hold symlinks.
     pub const NO_SYMLINKS_AT_DESTINATION: &str = "dst_holds_no_symlinks";
+    /// The destination cannot hold empty folders.
+    pub const NO_EMPTY_FOLDERS_AT_DESTINATION: &str = "dst_holds_no_empty_folders";
+}
+
+/// What a destination cannot hold: the plan leaves such source items
+/// alone, with the reason, for a person to see before approving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unheld {
+    /// Symlinks.
+    Symlinks,
+    /// Empty folders (an object store without folder markers).
+    EmptyFolders,
+}
+
+impl Unheld {
+    /// The flag that records it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Unheld::Symlinks => flag::NO_SYMLINKS_AT_DESTINATION,
+            Unheld::EmptyFolders => flag::NO_EMPTY_FOLDERS_AT_DESTINATION,
+        }
+    }
 }
 
 /// One row of `task_errors`.

@@ -34,8 +34,10 @@ fn latest_compare(side: Side) -> String {
 
 /// What the plan is drafted from, read before its transaction.
 struct Basis {
-    /// The destination cannot hold symlinks.
+    /// The destination cannot hold symlinks,
     no_symlinks: bool,
+    /// nor empty folders.
+    no_empty_folders: bool,
     /// The filter discovery ran with, as the hash covers it,
     filter: String,
     /// and as an approval lists its rules.
@@ -52,6 +54,7 @@ impl PgStore {
         let filter = serde_json::to_string(&spec).map_err(|e| StoreError::Thread(e.to_string()))?;
         Ok(Basis {
             no_symlinks: self.flag(flag::NO_SYMLINKS_AT_DESTINATION)?,
+            no_empty_folders: self.flag(flag::NO_EMPTY_FOLDERS_AT_DESTINATION)?,
             filter,
             filter_rules: spec.rules(),
         })
@@ -249,6 +252,16 @@ fn draft(
     ))
     .context("compute the plan")?;
     skip_under_blocked_folders(tx)?;
+    if basis.no_empty_folders {
+        let max_depth: i32 = tx
+            .query_one("SELECT coalesce(max(depth), 0) FROM plan_candidate", &[])
+            .context("read the plan's depth")?
+            .get(0);
+        for depth in (0..=max_depth).rev() {
+            tx.execute(&plan_sql::leave_empty_folders("$1"), &[&depth])
+                .context("leave the empty folders")?;
+        }
+    }
     link_names(tx)?;
     if extras == Extras::Quarantine {
         tx.batch_execute(&format!(

@@ -242,8 +242,8 @@ impl StateStore for PgStore {
         self.set_flag(flag::XATTRS_REFUSED)
     }
 
-    fn note_no_symlinks_at_destination(&self) -> Result<(), StoreError> {
-        self.set_flag(flag::NO_SYMLINKS_AT_DESTINATION)
+    fn note_unheld_at_destination(&self, what: Unheld) -> Result<(), StoreError> {
+        self.set_flag(what.flag())
     }
 
     fn xattrs_refused(&self) -> Result<bool, StoreError> {

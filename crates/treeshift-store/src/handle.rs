@@ -240,8 +240,8 @@ impl StateStore for StoreHandle {
         self.call(|w| w.set_flag(flag::XATTRS_REFUSED))
     }
 
-    fn note_no_symlinks_at_destination(&self) -> Result<(), StoreError> {
-        self.call(|w| w.set_flag(flag::NO_SYMLINKS_AT_DESTINATION))
+    fn note_unheld_at_destination(&self, what: Unheld) -> Result<(), StoreError> {
+        self.call(move |w| w.set_flag(what.flag()))
     }
 
     fn xattrs_refused(&self) -> Result<bool, StoreError> {

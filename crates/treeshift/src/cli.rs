@@ -389,6 +389,12 @@ pub struct DiscoverArgs {
     /// An option of a remote destination; repeatable.
     #[arg(long, value_name = "KEY=VALUE")]
     pub dst_opt: Vec<String>,
+    /// Towards an object store (s3, azblob, gcs): keep each empty folder as
+    /// a zero-byte `name/` marker object (the option folder_markers=true).
+    /// Without it such a store holds no empty folder: the plan leaves them
+    /// alone, with the reason. Recorded with the migration.
+    #[arg(long)]
+    pub folder_markers: bool,
     /// The source's secrets: a file of NAME=VALUE lines named as the
     /// service's environment variables (AWS_SECRET_ACCESS_KEY=...). Sealed
     /// in the state file when a key is given; without it, the environment.

@@ -307,6 +307,25 @@ fn with_options(location: &str, options: &[String]) -> Result<String> {
     Ok(out)
 }
 
+/// The destination's options, `--folder-markers` among them.
+fn dst_options(args: &DiscoverArgs) -> Result<Vec<String>> {
+    let mut options = args.dst_opt.clone();
+    if args.folder_markers {
+        if !["s3://", "azblob://", "gcs://"]
+            .iter()
+            .any(|scheme| args.dst.starts_with(scheme))
+        {
+            return Err(usage(format!(
+                "--folder-markers is for object stores (s3://, azblob://, gcs://): {} holds \
+                 folders of its own",
+                args.dst
+            )));
+        }
+        options.push("folder_markers=true".to_string());
+    }
+    Ok(options)
+}
+
 /// Opens both backends and the state file of a discovery, and says which
 /// side's secrets could not be kept.
 fn prepare_discovery(args: &DiscoverArgs, ctx: &Session) -> Result<Migration> {
@@ -320,7 +339,7 @@ fn prepare_discovery(args: &DiscoverArgs, ctx: &Session) -> Result<Migration> {
     let request = DiscoveryRequest {
         state: args.state.clone(),
         src: with_options(&args.src, &args.src_opt)?,
-        dst: with_options(&args.dst, &args.dst_opt)?,
+        dst: with_options(&args.dst, &dst_options(args)?)?,
         secrets: [&args.src_secret_file, &args.dst_secret_file].map(|file| {
             file.clone()
                 .map_or(SecretSource::Environment, SecretSource::File)

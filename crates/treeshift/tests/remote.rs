@@ -62,27 +62,40 @@ fn discover(src: &str, dst: &str, state: &Path) -> serde_json::Value {
 /// to do and asks for no object one by one, a file rewritten at the same
 /// size and one only touched found as outdated through the record of what
 /// was written, and the way back compared by rsync (data and mtimes, the
-/// mtimes having gone there and back in the objects' metadata). Returns
-/// the source.
+/// mtimes having gone there and back in the objects' metadata). Empty
+/// folders go there as markers with `folder_markers=true` (and to WebDAV's
+/// real folders); to an object store without, they are left alone with
+/// the reason and nothing is written for them. Returns the source.
 fn there_and_back(store: &Store, location: &str, dir: &Path, big: u32) -> std::path::PathBuf {
+    let keeps_empty_folders =
+        location.starts_with("webdav") || location.contains("folder_markers=true");
     let (src, state) = (dir.join("src"), store.state(dir, "s"));
     source(&src, big);
     let first = migrate(s(&src), location, &state);
     let files_in_source = files(&src).len() as u64;
     assert_eq!(first["copy"]["failed"], 0, "{first}");
-    assert_eq!(first["copy"]["skipped"], 1, "the symlink: {first}");
+    // The symlink; `hollow` and `hollow/inner` where no empty folder is held.
+    let unheld = if keeps_empty_folders { 1 } else { 3 };
+    assert_eq!(first["copy"]["skipped"], unheld, "{first}");
     assert_eq!(first["verify"]["mismatch"], 0, "{first}");
     let (_, skipped, _) = run(&["review", "--state", s(&state), "--status", "skipped"]);
     assert!(skipped.contains("cannot hold symlinks"), "{skipped}");
+    assert_eq!(
+        skipped.contains("cannot hold empty folders"),
+        !keeps_empty_folders,
+        "{skipped}"
+    );
 
     // Right after the copy: nothing to copy, found from the listings and
     // the record of what was written, not by asking for each object.
     let second = discover(s(&src), location, &state);
     assert_eq!(second["pass"], 2);
     assert_eq!(second["to_copy"]["files"], 0, "{second}");
+    // Discovery counts every folder missing; the plan leaves the empty ones.
     assert_eq!(
-        second["to_copy"]["folders"], 0,
-        "empty folders kept: {second}"
+        second["to_copy"]["folders"],
+        if keeps_empty_folders { 0 } else { 2 },
+        "{second}"
     );
     assert_eq!(second["differs"], 0, "{second}");
     let heads = second["calls"]["dst"]["stat"].as_u64().unwrap();
@@ -117,18 +130,23 @@ fn there_and_back(store: &Store, location: &str, dir: &Path, big: u32) -> std::p
     );
     assert_eq!(returned["copy"]["failed"], 0, "{returned}");
     assert_eq!(returned["verify"]["mismatch"], 0, "{returned}");
-    assert!(back.join("hollow").join("inner").is_dir());
-    came_back(&src, location, &back, &back_state);
+    // The empty folders came back where the store kept them, and only
+    // there: no marker was written without the option.
+    let unheld: &[&str] = match keeps_empty_folders {
+        true => &[],
+        false => &["cd+++++++++ hollow/", "cd+++++++++ hollow/inner/"],
+    };
+    came_back(&src, location, &back, &back_state, unheld);
     src
 }
 
 /// `back`, migrated from `location` with the state file `state`, holds
-/// `src`'s files byte for byte with their mtimes (rsync agrees), and a
-/// discovery after finds nothing to do.
-fn came_back(src: &Path, location: &str, back: &Path, state: &Path) {
+/// `src`'s files byte for byte with their mtimes, and rsync finds only
+/// `unheld` missing; a discovery after finds nothing to do.
+fn came_back(src: &Path, location: &str, back: &Path, state: &Path, unheld: &[&str]) {
     assert_eq!(files(back), files(src));
     if let Some(differences) = rsync_data_differences(src, back) {
-        assert!(differences.is_empty(), "{differences:#?}");
+        assert_eq!(differences, unheld);
     }
     let again = discover(location, s(back), state);
     assert_eq!(again["to_copy"]["files"], 0, "{again}");
@@ -158,7 +176,8 @@ fn local_to_azure_and_back_and_a_second_discovery_asks_for_no_blob() {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
-        there_and_back(store, &server.azblob("migrated"), dir.path(), 9 << 20);
+        let location = server.azblob("migrated") + "&folder_markers=true";
+        there_and_back(store, &location, dir.path(), 9 << 20);
     });
 }
 
@@ -171,7 +190,8 @@ fn local_to_gcs_and_back_and_a_second_discovery_asks_for_no_object() {
         let dir = tempfile::tempdir().unwrap();
         // The emulator has no multipart uploads (GCS's XML API): the large
         // file stays within one 8 MiB part.
-        there_and_back(store, &server.gcs("migrated"), dir.path(), 6 << 20);
+        let location = server.gcs("migrated") + "&folder_markers=true";
+        there_and_back(store, &location, dir.path(), 6 << 20);
     });
 }
 
@@ -304,7 +324,7 @@ fn copy_killed_and_resumed(
         3,
         &mut rng,
     );
-    came_back(&src, location, &back, &back_state);
+    came_back(&src, location, &back, &back_state, &[]);
     src
 }
 
@@ -696,6 +716,7 @@ fn options_given_as_flags_join_the_location_and_stay_with_the_migration() {
             &endpoint,
             "--dst-opt",
             "region=eu-west-1",
+            "--folder-markers",
             "--state",
             s(&state),
         ]);
@@ -708,7 +729,9 @@ fn options_given_as_flags_join_the_location_and_stay_with_the_migration() {
         assert_eq!(code, 0, "{err}");
         let (_, out, _) = run(&["status", "--state", s(&state), "--json"]);
         assert!(
-            out.contains(&endpoint) && out.contains("region=eu-west-1"),
+            out.contains(&endpoint)
+                && out.contains("region=eu-west-1")
+                && out.contains("folder_markers=true"),
             "{out}"
         );
         if let Some(differences) = server.rclone_differences(&src, "opts") {
@@ -732,5 +755,19 @@ fn options_given_as_flags_join_the_location_and_stay_with_the_migration() {
             ]);
             assert_eq!(code, 2, "{side} {option}: {err}");
         }
+        // Markers are for object stores; a local folder holds folders.
+        let (code, _, err) = run(&[
+            "discover",
+            &server.s3("opts"),
+            s(&dir.path().join("local")),
+            "--folder-markers",
+            "--state",
+            s(&dir.path().join("m.duckdb")),
+        ]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("--folder-markers is for object stores"),
+            "{err}"
+        );
     });
 }

@@ -55,7 +55,9 @@ fn a_tree_goes_through_sftp_s3_and_azure_and_comes_back_whole() {
     fs::create_dir_all(src.join("hollow/inner")).unwrap();
     let state = |n: &str| dir.path().join(n);
     let on_sftp = sftp.location(&dir.path().join("served"));
-    let (on_s3, on_azure) = (s3.s3("pairs"), azure.azblob("pairs"));
+    // Each store keeps empty folders as markers.
+    let markers = "&folder_markers=true";
+    let (on_s3, on_azure) = (s3.s3("pairs") + markers, azure.azblob("pairs") + markers);
 
     step(s(&src), &on_sftp, &state("1.duckdb"), None);
     step(&on_sftp, &on_s3, &state("2.duckdb"), None);

@@ -114,16 +114,21 @@ impl RequestCosts {
     pub fn of(location: &str) -> Option<RequestCosts> {
         let location = RemoteLocation::parse(location).ok()?;
         let put = Requests::new(1, 0, 0, 0, 0);
-        // What the object stores share: one PUT a file (and a marker a
-        // folder, after a stat that finds no object and a listing that
-        // finds nothing under it), a stat before a replacement, a stat and
-        // a GET a read; a prefix is always there.
+        // What the object stores share: one PUT a file (and, with
+        // `folder_markers=true`, a marker a folder, after a stat that finds
+        // no object and a listing that finds nothing under it; without,
+        // nothing), a stat before a replacement, a stat and a GET a read; a
+        // prefix is always there.
         let object_store = RequestCosts {
             part_size: PART,
             write: put,
             write_over: put,
             write_large: Requests::default(),
-            folder: Requests::new(1, 0, 1, 1, 0),
+            folder: if location.folder_markers().unwrap_or(false) {
+                Requests::new(1, 0, 1, 1, 0)
+            } else {
+                Requests::default()
+            },
             root: Requests::default(),
             root_seen: Requests::default(),
             replace: Requests::new(0, 0, 1, 0, 0),

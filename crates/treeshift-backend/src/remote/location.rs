@@ -50,9 +50,10 @@ impl Service {
                 "virtual_host",
                 "ec2_metadata",
                 "anonymous",
+                "folder_markers",
             ],
-            Service::Azblob => &["endpoint", "account", "anonymous"],
-            Service::Gcs => &["endpoint", "anonymous", "vm_metadata"],
+            Service::Azblob => &["endpoint", "account", "anonymous", "folder_markers"],
+            Service::Gcs => &["endpoint", "anonymous", "vm_metadata", "folder_markers"],
             Service::Webdav => &["user", "max_buffer", "mtime"],
         }
     }
@@ -258,6 +259,13 @@ impl RemoteLocation {
     /// writes without it).
     pub(super) fn keeps_mtime(&self) -> Result<bool, BackendError> {
         self.flag_or("mtime", true)
+    }
+
+    /// Whether an object store keeps an empty folder as a zero-byte
+    /// `name/` marker (`folder_markers=true`); without, an empty folder
+    /// cannot be held there, as with rclone unless told.
+    pub(super) fn folder_markers(&self) -> Result<bool, BackendError> {
+        self.flag("folder_markers")
     }
 
     /// The largest file a WebDAV upload may hold in memory.

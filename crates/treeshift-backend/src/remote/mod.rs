@@ -50,6 +50,8 @@ pub struct RemoteBackend {
     webdav: Option<webdav::Webdav>,
     /// Multipart uploads in flight, one unit each.
     large_uploads: crate::Budget,
+    /// Empty folders are kept as `name/` markers (object stores).
+    folder_markers: bool,
 }
 
 impl std::fmt::Debug for RemoteBackend {
@@ -88,6 +90,7 @@ impl RemoteBackend {
             BackendError::new(ErrorKind::Other, "open", text, format!("HTTP client: {e}"))
         })?;
         let requests = transport.counters();
+        let folder_markers = location.folder_markers()?;
         let op = location.operator()?;
         let webdav = match location.service {
             Service::Webdav => Some(webdav::Webdav::new(&location)?),
@@ -104,6 +107,7 @@ impl RemoteBackend {
             requests,
             webdav,
             large_uploads: crate::Budget::new(LARGE_UPLOADS),
+            folder_markers,
         })
     }
 
@@ -325,7 +329,7 @@ impl Backend for RemoteBackend {
     }
 
     /// An object store: the mtime goes into user metadata (rclone's key),
-    /// nothing POSIX, folders are prefixes (or markers), a write can refuse
+    /// nothing POSIX, folders are prefixes (markers if asked), a write can refuse
     /// to replace (`If-None-Match: *`), keys are UTF-8 of at most 1,024
     /// bytes. A WebDAV server's are its own (see `webdav.rs`).
     fn capabilities(&self) -> Capabilities {
@@ -339,7 +343,11 @@ impl Backend for RemoteBackend {
             hard_links: false,
             file_ids: false,
             xattrs: false,
-            folders: FolderKeeping::Markers,
+            folders: if self.folder_markers {
+                FolderKeeping::Markers
+            } else {
+                FolderKeeping::Prefixes
+            },
             create_new: true,
             rename: false,
             max_name_bytes: None,
@@ -539,12 +547,16 @@ impl Read for StreamRead {
 }
 
 impl Writable for RemoteBackend {
-    /// Folders are prefixes; a marker object (`name/`, empty) keeps one
-    /// that holds nothing, so an empty source folder is found again by the
-    /// next discovery (rclone's `--create-empty-src-dirs` does the same).
+    /// Folders are prefixes, there once something is written under them;
+    /// with `folder_markers=true` a marker object (`name/`, empty) keeps
+    /// one that holds nothing, so an empty source folder is found again by
+    /// the next discovery (as rclone's `--create-empty-src-dirs` with
+    /// `--s3-directory-markers`).
     fn create_folder(&self, path: &RelPath) -> Result<(), BackendError> {
         if self.webdav.is_some() {
             self.webdav_root()?;
+        } else if !self.folder_markers {
+            return Ok(());
         }
         if path.is_root() {
             return Ok(());

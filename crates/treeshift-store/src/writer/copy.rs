@@ -26,7 +26,7 @@ use treeshift_core::{
 };
 use treeshift_state::plan_sql::{
     COPIES, DATA, INSIDE_SKIPPED, PLAN_COLUMNS, PLAN_DIFFERS, copy_summary, copy_summary_from,
-    folders_to_date, link_names, plan_cases, to_verify,
+    folders_to_date, leave_empty_folders, link_names, plan_cases, to_verify,
 };
 
 /// The latest copy status and reason per plan item.
@@ -55,6 +55,7 @@ struct DraftedFrom {
     next_id: i64,
     next_seq: i64,
     no_symlinks: bool,
+    no_empty_folders: bool,
     filter: String,
 }
 
@@ -69,6 +70,7 @@ impl Writer {
             next_id: self.next_id,
             next_seq: self.next_seq,
             no_symlinks: self.flag(crate::flag::NO_SYMLINKS_AT_DESTINATION)?,
+            no_empty_folders: self.flag(crate::flag::NO_EMPTY_FOLDERS_AT_DESTINATION)?,
             filter: serde_json::to_string(&self.migration()?.filter)
                 .map_err(|e| StoreError::Thread(e.to_string()))?,
         };
@@ -78,7 +80,7 @@ impl Writer {
             return Ok(drafted.preview.clone());
         }
         self.drafted = None;
-        let preview = self.draft_plan_anew(policy, extras, from.no_symlinks, &from.filter)?;
+        let preview = self.draft_plan_anew(&from)?;
         self.drafted = Some(Drafted {
             from,
             preview: preview.clone(),
@@ -86,13 +88,13 @@ impl Writer {
         Ok(preview)
     }
 
-    fn draft_plan_anew(
-        &mut self,
-        policy: Policy,
-        extras: Extras,
-        no_symlinks: bool,
-        filter: &str,
-    ) -> Result<PlanPreview, StoreError> {
+    fn draft_plan_anew(&mut self, from: &DraftedFrom) -> Result<PlanPreview, StoreError> {
+        let DraftedFrom {
+            policy,
+            extras,
+            no_symlinks,
+            ..
+        } = *from;
         let started = std::time::Instant::now();
         // The data is in step, only metadata differs (see `Comparison`).
         let meta_only = "coalesce(cs.reason LIKE 'metadata:%', false)";
@@ -150,6 +152,14 @@ impl Writer {
                     .context("skip the subtrees of skipped folders")?;
             }
         }
+        if from.no_empty_folders {
+            let max_depth = self.query_i64("SELECT coalesce(max(depth), 0) FROM plan_candidate")?;
+            for depth in (0..=max_depth).rev() {
+                self.conn
+                    .execute(&leave_empty_folders(&depth.to_string()), [])
+                    .context("leave the empty folders")?;
+            }
+        }
         self.link_names()?;
         if extras == Extras::Quarantine {
             self.conn
@@ -169,7 +179,7 @@ impl Writer {
             ms = started.elapsed().as_millis() as u64,
             "plan: skips and links"
         );
-        let hash = self.plan_hash(policy, extras, filter)?;
+        let hash = self.plan_hash(policy, extras, &from.filter)?;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "plan: hashed");
         let [
             items,
