@@ -42,9 +42,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 def serve_moto(objects=None):
     import logging
 
+    from moto.s3.responses import S3Response
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+    # S3 checks a conditional write's condition and makes the write in one
+    # step; moto checks, then writes, so two writers of one new key at
+    # once could both win. One lock makes each one step, as on S3.
+    one_at_a_time = threading.Lock()
+
+    def atomically(handler):
+        def run(self, *args, **kwargs):
+            with one_at_a_time:
+                return handler(self, *args, **kwargs)
+
+        return run
+
+    S3Response.put_object = atomically(S3Response.put_object)
+    S3Response._key_response_post = atomically(S3Response._key_response_post)
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
