@@ -6,7 +6,7 @@
 //! differs between the two (latest-event lookups, types, an aggregate)
 //! each store passes in.
 
-use treeshift_core::{CopyStatus, CopySummary, Fact, Policy, Rule, Why, rules};
+use treeshift_core::{CopyStatus, CopySummary, Fact, PlanCounts, Policy, Rule, Why, rules};
 
 /// Columns of `copy_plan`, in table order.
 pub const PLAN_COLUMNS: &str = "node_id, parent_id, depth, kind, size, mtime_ns, rel_path, status, \
@@ -166,6 +166,39 @@ pub fn copy_summary_from(value: impl Fn(usize) -> i64) -> CopySummary {
         changed: by_status(CopyStatus::Changed),
         bytes_planned: n(bytes),
         bytes_copied: n(bytes + 1),
+    }
+}
+
+/// The counts of the plan in `plan_candidate`, as one row (see
+/// [`plan_counts_from`]).
+pub fn plan_counts() -> String {
+    format!(
+        "SELECT count(*) FILTER (WHERE action <> 'skip'), \
+           count(*) FILTER (WHERE action {DATA} AND kind <> {FOLDER}), \
+           count(*) FILTER (WHERE action {DATA} AND kind = {FOLDER}), \
+           coalesce(sum(size) FILTER (WHERE action {DATA} AND kind = 1 AND link_to IS NULL), 0)::BIGINT, \
+           count(*) FILTER (WHERE action = 'skip'), \
+           count(*) FILTER (WHERE action IN ('replace', 'rename')), \
+           count(*) FILTER (WHERE action = 'quarantine'), \
+           count(*) FILTER (WHERE action = 'metadata'), \
+           count(*) FILTER (WHERE action {DATA} AND link_to IS NOT NULL) \
+         FROM plan_candidate"
+    )
+}
+
+/// [`PlanCounts`] from the row of [`plan_counts`], by column.
+pub fn plan_counts_from(value: impl Fn(usize) -> i64) -> PlanCounts {
+    let n = |i| value(i).max(0) as u64;
+    PlanCounts {
+        items: n(0),
+        files: n(1),
+        folders: n(2),
+        bytes: n(3),
+        skipped: n(4),
+        replaces: n(5),
+        quarantines: n(6),
+        metadata: n(7),
+        links: n(8),
     }
 }
 

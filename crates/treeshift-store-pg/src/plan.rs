@@ -12,10 +12,8 @@ use crate::PgStore;
 use crate::copy::read_copy_summary;
 use crate::error::Context;
 use postgres::Transaction;
-use treeshift_core::{Approval, Extras, Fact, Phase, PlanCounts, PlanHash, PlanItem, Policy, Side};
-use treeshift_state::plan_sql::{
-    self, DATA, INSIDE_SKIPPED, PLAN_COLUMNS, PLAN_DIFFERS, plan_cases,
-};
+use treeshift_core::{Approval, Extras, Fact, Phase, PlanHash, PlanItem, Policy, Side};
+use treeshift_state::plan_sql::{self, INSIDE_SKIPPED, PLAN_COLUMNS, PLAN_DIFFERS, plan_cases};
 use treeshift_state::{PlanPreview, StoreError, flag, may_approve, still_approved};
 
 /// Rows of the plan read at a time to hash it.
@@ -276,38 +274,13 @@ fn draft(
     }
     let plan_hash = hash(tx, policy, extras, &basis.filter)?;
     let row = tx
-        .query_one(
-            &format!(
-                "SELECT count(*) FILTER (WHERE action <> 'skip'), \
-                   count(*) FILTER (WHERE action {DATA} AND kind <> 0), \
-                   count(*) FILTER (WHERE action {DATA} AND kind = 0), \
-                   coalesce(sum(size) FILTER (WHERE action {DATA} AND kind = 1 AND link_to IS NULL), 0)::bigint, \
-                   count(*) FILTER (WHERE action = 'skip'), \
-                   count(*) FILTER (WHERE action IN ('replace', 'rename')), \
-                   count(*) FILTER (WHERE action = 'quarantine'), \
-                   count(*) FILTER (WHERE action = 'metadata'), \
-                   count(*) FILTER (WHERE action {DATA} AND link_to IS NOT NULL) \
-                 FROM plan_candidate"
-            ),
-            &[],
-        )
+        .query_one(&plan_sql::plan_counts(), &[])
         .context("count the plan")?;
-    let n = |i| row.get::<_, i64>(i).max(0) as u64;
     Ok(PlanPreview {
         policy,
         extras,
         plan_hash,
-        counts: PlanCounts {
-            items: n(0),
-            files: n(1),
-            folders: n(2),
-            bytes: n(3),
-            skipped: n(4),
-            replaces: n(5),
-            quarantines: n(6),
-            metadata: n(7),
-            links: n(8),
-        },
+        counts: plan_sql::plan_counts_from(|i| row.get(i)),
     })
 }
 

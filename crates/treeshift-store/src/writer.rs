@@ -9,8 +9,9 @@
 //! - `stats`: statistics per depth and the summary
 //! - `review`: review reads
 //! - `credentials`: the sealed connections and the wrapped data key
-//! - `copy`, `retry`, `pass`, `report`, `logs`: the plan and the copy and
-//!   verify statuses, retry sweeps, delta passes, reports, log records
+//! - `plan`: the plan, its drafts and hash, and its approval
+//! - `copy`, `retry`, `pass`, `report`, `logs`: the copy and verify
+//!   statuses, retry sweeps, delta passes, reports, log records
 //!
 //! The submodules share this file's imports (`use super::*`).
 
@@ -45,6 +46,7 @@ mod credentials;
 mod logs;
 mod open;
 mod pass;
+mod plan;
 mod report;
 mod retry;
 mod review;
@@ -213,8 +215,8 @@ pub(crate) struct Writer {
     /// sealed, in the round after; so the first two rounds look.
     cut_short_checked: [u8; 2],
     /// The plan last drafted into `plan_candidate`, and what it was
-    /// drafted from (see `copy::Drafted`).
-    drafted: Option<copy::Drafted>,
+    /// drafted from (see `plan::Drafted`).
+    drafted: Option<plan::Drafted>,
     /// Held shared by each read on a reader thread, and exclusively by
     /// every commit (see [`Writer::in_transaction`]).
     pub(crate) gate: Gate,
