@@ -36,6 +36,12 @@ const COPY_BEGIN_LOCK: i64 = 7365733;
 /// The session lock of the one process that sets the folders' times.
 const DATING_LOCK: i64 = 7365734;
 
+/// Held by the transaction that finds the folders to date: a process
+/// killed meanwhile loses its session lock at once (that connection sat
+/// idle), but its statement goes on in the database until it ends, and the
+/// next process's waits for it instead of filling the table beside it.
+const FOLDER_DATES_LOCK: i64 = 7365735;
+
 /// The most copy items one pull leases: a process holds no more than it
 /// copies soon, so the others find items to take.
 const COPY_LEASE_BATCH: usize = 16;
@@ -476,7 +482,8 @@ impl PgStore {
             self.run(|client| {
                 client
                     .batch_execute(&format!(
-                        "DELETE FROM folder_dates; INSERT INTO folder_dates {}",
+                        "SELECT pg_advisory_xact_lock({FOLDER_DATES_LOCK}); \
+                         DELETE FROM folder_dates; INSERT INTO folder_dates {}",
                         folders_to_date(
                             LATEST_COPY,
                             "NULL::integer AS mode, NULL::bigint AS uid, NULL::bigint AS gid, \

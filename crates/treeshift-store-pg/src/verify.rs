@@ -10,6 +10,13 @@ use treeshift_core::{RelPath, Side, VerifySummary};
 use treeshift_state::plan_sql::to_verify;
 use treeshift_state::{StoreError, VerifyEvent, VerifyTask};
 
+/// Held by the transaction that makes `verify_todo` anew: a verifying
+/// process killed meanwhile loses the copy lock at once (that connection
+/// sat idle), but its statement goes on in the database until it ends, and
+/// the next verifier's waits for it instead of filling the table beside
+/// it.
+const VERIFY_TODO_LOCK: i64 = 7365736;
+
 /// The latest verify status and reason of each item.
 pub(crate) const LATEST_VERIFY: &str = "SELECT DISTINCT ON (node_id) node_id, status AS st, reason \
      FROM src_status_events WHERE phase = 'verify' ORDER BY node_id, seq DESC";
@@ -30,6 +37,8 @@ impl PgStore {
         self.hold_verify_lock()?;
         self.run(|client| {
             let mut tx = client.transaction().context("begin a verification")?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&VERIFY_TODO_LOCK])
+                .context("wait for a verification that stopped")?;
             tx.execute(
                 "INSERT INTO meta VALUES ('verify_checksum', $1) \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
