@@ -742,6 +742,7 @@ fn options_given_as_flags_join_the_location_and_stay_with_the_migration() {
             ("--src-opt", "region=x"),
             ("--dst-opt", "regoin=x"),
             ("--dst-opt", "region"),
+            ("--dst-opt", "part_size=1M"),
         ] {
             let other = dir.path().join("o.duckdb");
             let (code, _, err) = run(&[

@@ -76,6 +76,32 @@ fn the_cost_of_a_copy_with_s3_is_the_requests_it_sends() {
     cost_is_what_is_sent(&server.s3("cost"), dir.path());
 }
 
+/// A part size given with the location is the one uploads are sent in,
+/// and the one the estimate counts.
+#[test]
+fn a_part_size_given_is_what_uploads_and_the_estimate_use() {
+    let Some(server) = util::s3_server() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    // Two parts of the default 8 MiB, three of 5 MiB.
+    let data: Vec<u8> = (0..(12u32 << 20)).map(|i| (i % 241) as u8).collect();
+    fs::write(src.join("big"), &data).unwrap();
+    let location = server.s3("parts") + "&part_size=5M";
+    let state = dir.path().join("s.duckdb");
+    let (code, _, err) = run(&["discover", s(&src), &location, "--state", s(&state)]);
+    assert_eq!(code, 0, "{err}");
+    let status = json(&["status", "--state", s(&state), "--json"]);
+    assert_eq!(status["cost"]["dst"]["parts"], 3, "{status}");
+    let (estimated, sent) = estimated_then_sent(&state, s(&src), &location, "dst");
+    assert_eq!(sent, estimated);
+    if let Some(differences) = server.rclone_differences(&src, "parts") {
+        assert!(differences.is_empty(), "{differences:#?}");
+    }
+}
+
 #[test]
 fn the_cost_of_a_copy_with_azure_is_the_requests_it_sends() {
     let Some(server) = util::azure_server() else {

@@ -105,9 +105,6 @@ pub struct RequestCosts {
     read: Requests,
 }
 
-/// The part size of multipart uploads (see `CHUNK` in the adapter).
-const PART: u64 = super::CHUNK as u64;
-
 impl RequestCosts {
     /// The costs on the store at `location`; `None` for a location that is
     /// not remote storage.
@@ -120,7 +117,10 @@ impl RequestCosts {
         // nothing), a stat before a replacement, a stat and a GET a read; a
         // prefix is always there.
         let object_store = RequestCosts {
-            part_size: PART,
+            // A file needing more parts than the store takes goes up in
+            // larger ones (`RemoteBackend::part_for`), and is counted here
+            // at this size: past 78 GiB at the default on S3.
+            part_size: location.part_size().unwrap_or(super::location::PART_SIZE),
             write: put,
             write_over: put,
             write_large: Requests::default(),

@@ -51,9 +51,22 @@ impl Service {
                 "ec2_metadata",
                 "anonymous",
                 "folder_markers",
+                "part_size",
             ],
-            Service::Azblob => &["endpoint", "account", "anonymous", "folder_markers"],
-            Service::Gcs => &["endpoint", "anonymous", "vm_metadata", "folder_markers"],
+            Service::Azblob => &[
+                "endpoint",
+                "account",
+                "anonymous",
+                "folder_markers",
+                "part_size",
+            ],
+            Service::Gcs => &[
+                "endpoint",
+                "anonymous",
+                "vm_metadata",
+                "folder_markers",
+                "part_size",
+            ],
             Service::Webdav => &["user", "max_buffer", "mtime"],
         }
     }
@@ -78,6 +91,12 @@ impl Service {
         }
     }
 }
+
+/// The part size of a multipart upload unless the location says
+/// otherwise (`part_size=`).
+pub const PART_SIZE: u64 = 8 << 20;
+const MIN_PART_SIZE: u64 = 5 << 20;
+const MAX_PART_SIZE: u64 = 4000 << 20;
 
 /// The largest file a WebDAV upload holds in memory unless the location
 /// says otherwise (`max_buffer=`): OpenDAL sends a WebDAV file in one
@@ -266,6 +285,31 @@ impl RemoteLocation {
     /// cannot be held there, as with rclone unless told.
     pub(super) fn folder_markers(&self) -> Result<bool, BackendError> {
         self.flag("folder_markers")
+    }
+
+    /// The part size of multipart uploads (`part_size=`, default 8 MiB):
+    /// a file up to it is one PUT. Between the 5 MiB the stores take at
+    /// least and the 4,000 MiB Azure takes at most.
+    pub(super) fn part_size(&self) -> Result<u64, BackendError> {
+        let Some(text) = self.option("part_size") else {
+            return Ok(PART_SIZE);
+        };
+        let size =
+            treeshift_core::parse_size(text).map_err(|e| self.bad(format!("part_size: {e}")))?;
+        if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&size) {
+            return Err(self.bad(format!(
+                "part_size {text}: give 5M to 4000M (the stores' limits on a part)"
+            )));
+        }
+        Ok(size)
+    }
+
+    /// The most parts one multipart upload may have on this service.
+    pub(super) fn max_parts(&self) -> u64 {
+        match self.service {
+            Service::Azblob => 50_000,
+            Service::S3 | Service::Gcs | Service::Webdav => 10_000,
+        }
     }
 
     /// The largest file a WebDAV upload may hold in memory.
@@ -471,6 +515,22 @@ impl fmt::Display for RemoteLocation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn part_sizes_are_within_what_the_stores_take() {
+        let part = |location: &str| RemoteLocation::parse(location).unwrap().part_size();
+        assert_eq!(part("s3://b").unwrap(), 8 << 20);
+        assert_eq!(part("s3://b?part_size=64M").unwrap(), 64 << 20);
+        assert_eq!(part("azblob://c?part_size=4000M").unwrap(), 4000 << 20);
+        for bad in [
+            "s3://b?part_size=4M",
+            "gcs://b?part_size=5G",
+            "s3://b?part_size=big",
+        ] {
+            assert!(part(bad).is_err(), "{bad}");
+        }
+        assert!(RemoteLocation::parse("webdav://h?part_size=8M").is_err());
+    }
 
     #[test]
     fn locations_parse_and_print_back() {

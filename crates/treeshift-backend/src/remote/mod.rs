@@ -28,14 +28,11 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 use treeshift_core::{Entry, Kind, Meta, RelPath};
 
-/// Bytes a write sends at a time, and the part size of a multipart upload
-/// (S3 wants parts of at least 5 MiB): a file up to this size is one PUT.
-const CHUNK: usize = 8 << 20;
-
 /// Multipart uploads in flight at once. Each holds a few parts in memory
 /// (the one being read, and those OpenDAL has taken and not yet sent:
-/// about 23 MiB an upload, measured), so this caps what large files cost
-/// however many transfers run; files within one part are not held back.
+/// about 23 MiB an upload of 8 MiB parts, measured), so this caps what
+/// large files cost however many transfers run; files within one part are
+/// not held back.
 /// Two keep a copy of large files within the memory target, four did not
 /// (docs/BENCHMARKS.md).
 const LARGE_UPLOADS: u64 = 2;
@@ -52,6 +49,8 @@ pub struct RemoteBackend {
     large_uploads: crate::Budget,
     /// Empty folders are kept as `name/` markers (object stores).
     folder_markers: bool,
+    /// The part size of multipart uploads (see [`RemoteBackend::part_for`]).
+    part_size: u64,
 }
 
 impl std::fmt::Debug for RemoteBackend {
@@ -91,6 +90,7 @@ impl RemoteBackend {
         })?;
         let requests = transport.counters();
         let folder_markers = location.folder_markers()?;
+        let part_size = location.part_size()?;
         let op = location.operator()?;
         let webdav = match location.service {
             Service::Webdav => Some(webdav::Webdav::new(&location)?),
@@ -108,7 +108,16 @@ impl RemoteBackend {
             webdav,
             large_uploads: crate::Budget::new(LARGE_UPLOADS),
             folder_markers,
+            part_size,
         })
+    }
+
+    /// The part size of a file of `size` bytes: the location's, or larger
+    /// where the file would need more parts than the store takes (as
+    /// rclone does); a file up to it is one PUT. A write reads and sends a
+    /// part at a time, and holds a few in memory (see [`LARGE_UPLOADS`]).
+    fn part_for(&self, size: u64) -> u64 {
+        part_for(self.part_size, self.location.max_parts(), size)
     }
 
     fn run<T>(
@@ -579,7 +588,8 @@ impl Writable for RemoteBackend {
             return self.write_webdav(path, temp, source, replace, apply, check);
         }
         let k = key(path, "write")?;
-        let _upload = (source.size > CHUNK as u64).then(|| self.large_uploads.acquire(1));
+        let part = self.part_for(source.size);
+        let _upload = (source.size > part).then(|| self.large_uploads.acquire(1));
         let mut metadata = HashMap::new();
         if let Some(ns) = apply.mtime_ns {
             metadata.extend(mtime_metadata(self.location.service, ns));
@@ -589,14 +599,14 @@ impl Writable for RemoteBackend {
                 self.op
                     .writer_with(&k)
                     .if_not_exists(!replace)
-                    .chunk(CHUNK)
+                    .chunk(part as usize)
                     .user_metadata(metadata),
             )
             .map_err(|e| self.err("write", path, &e))?;
         // Read a whole part at a time into a buffer of its own that goes
         // up as it is (no copy, nothing joined), a small file into one of
         // its size.
-        let part = (source.size as usize + 1).clamp(64 << 10, CHUNK);
+        let part = (source.size as usize + 1).clamp(64 << 10, part as usize);
         let mut written = 0u64;
         loop {
             let mut chunk = vec![0u8; part];
@@ -682,6 +692,12 @@ impl Writable for RemoteBackend {
     }
 }
 
+/// The part size of a file of `size` bytes where parts are `part_size`
+/// unless that takes more than `max_parts`.
+fn part_for(part_size: u64, max_parts: u64, size: u64) -> u64 {
+    part_size.max(size.div_ceil(max_parts))
+}
+
 /// The user-metadata key an mtime goes under: rclone's on each service,
 /// so each tool reads the other's.
 const MTIME_KEY: &str = "mtime";
@@ -740,6 +756,20 @@ fn parse_mtime(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_past_the_parts_a_store_takes_goes_up_in_larger_parts() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(part_for(8 * MIB, 10_000, 12 * MIB), 8 * MIB);
+        assert_eq!(part_for(8 * MIB, 10_000, 80_000 * MIB), 8 * MIB);
+        // 100 GiB on S3: 10,000 parts of just over 10 MiB.
+        let big = 100 << 30;
+        let part = part_for(8 * MIB, 10_000, big);
+        assert_eq!(big.div_ceil(part), 10_000);
+        assert!(part > 10 * MIB && part < 11 * MIB, "{part}");
+        // Azure takes 50,000 blocks.
+        assert_eq!(part_for(8 * MIB, 50_000, big), 8 * MIB);
+    }
 
     #[test]
     fn mtimes_are_written_as_rclone_does() {
