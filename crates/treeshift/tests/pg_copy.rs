@@ -758,3 +758,70 @@ fn delta_passes_find_and_copy_what_changed_as_on_a_file() {
     };
     assert!(changes.is_empty(), "rsync would change: {changes:#?}");
 }
+
+/// A process killed while it filled a table anew (the folders to date,
+/// the items to verify) leaves its statement running in the database (its
+/// session lock went with its idle connection): the next process waits
+/// for that statement to end, then makes the table anew, instead of
+/// colliding with its rows. An open transaction stands in for the
+/// statement: it holds the statement's `lock` and a row of `table` the
+/// next run of `then` will want (`row`, a query of that row's columns).
+fn waits_for_a_killed_statement(steps: &[&str], lock: i64, table: &str, row: &str, then: &str) {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    make_tree(&src, 2, 1, 3);
+    let url = cluster.database("stopped");
+    for step in steps {
+        let mut args = vec![*step];
+        if *step == "discover" {
+            args.extend([s(&src), s(&dst)]);
+        }
+        args.extend(["--state", &url]);
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    let mut stopped = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut statement = stopped.transaction().unwrap();
+    statement
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&lock])
+        .unwrap();
+    statement
+        .execute(&format!("INSERT INTO {table} {row}"), &[])
+        .unwrap();
+    let mut next = spawn(&[then, "--state", &url, "--json"]);
+    wait_until(&mut next, "the next run waiting for it", || {
+        count(
+            &url,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+        ) > 0
+    });
+    statement.commit().unwrap();
+    let out = next.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{then}: {err}");
+}
+
+#[test]
+fn a_copy_waits_for_a_killed_process_still_finding_the_folders_to_date() {
+    waits_for_a_killed_statement(
+        &["discover", "approve"],
+        7365735,
+        "folder_dates (node_id, depth, rel_path, all_meta)",
+        "SELECT id, depth, rel_path, true FROM src_nodes WHERE kind = 0 AND depth = 1 LIMIT 1",
+        "copy",
+    );
+}
+
+#[test]
+fn a_verification_waits_for_a_killed_one_still_listing_what_to_verify() {
+    waits_for_a_killed_statement(
+        &["discover", "approve", "copy"],
+        7365736,
+        "verify_todo (node_id, depth, kind, rel_path, size)",
+        "SELECT id, depth, kind, rel_path, size FROM src_nodes WHERE kind = 1 LIMIT 1",
+        "verify",
+    );
+}
