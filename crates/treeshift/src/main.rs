@@ -311,10 +311,7 @@ fn with_options(location: &str, options: &[String]) -> Result<String> {
 fn dst_options(args: &DiscoverArgs) -> Result<Vec<String>> {
     let mut options = args.dst_opt.clone();
     if args.folder_markers {
-        if !["s3://", "azblob://", "gcs://"]
-            .iter()
-            .any(|scheme| args.dst.starts_with(scheme))
-        {
+        if !treeshift_backend::remote::takes_option(&args.dst, "folder_markers") {
             return Err(usage(format!(
                 "--folder-markers is for object stores (s3://, azblob://, gcs://): {} holds \
                  folders of its own",

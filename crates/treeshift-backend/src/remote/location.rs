@@ -92,6 +92,15 @@ impl Service {
     }
 }
 
+/// Whether a location of remote storage (`s3://bucket/prefix`) takes the
+/// option `key`, whether or not the rest of it parses.
+pub fn takes_option(location: &str, key: &str) -> bool {
+    location
+        .split_once("://")
+        .and_then(|(scheme, _)| Service::of(scheme))
+        .is_some_and(|service| service.options().contains(&key))
+}
+
 /// The part size of a multipart upload unless the location says
 /// otherwise (`part_size=`).
 pub const PART_SIZE: u64 = 8 << 20;
@@ -530,6 +539,16 @@ mod tests {
             assert!(part(bad).is_err(), "{bad}");
         }
         assert!(RemoteLocation::parse("webdav://h?part_size=8M").is_err());
+    }
+
+    #[test]
+    fn object_stores_take_folder_markers_and_nothing_else_does() {
+        for location in ["s3://b/p?region=x", "azblob://c", "gcs://b"] {
+            assert!(takes_option(location, "folder_markers"), "{location}");
+        }
+        for location in ["webdav://h/p", "sftp://u@h/p", "/data", "sim:depth=1"] {
+            assert!(!takes_option(location, "folder_markers"), "{location}");
+        }
     }
 
     #[test]

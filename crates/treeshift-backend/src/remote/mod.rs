@@ -14,7 +14,7 @@ mod transport;
 mod webdav;
 
 pub use cost::{CopyShape, RequestCosts, Requests};
-pub use location::{RemoteLocation, Service};
+pub use location::{RemoteLocation, Service, takes_option};
 
 use crate::{
     Apply, Backend, BackendError, Capabilities, Check, Children, ErrorKind, FolderKeeping,
