@@ -239,8 +239,9 @@ pub struct Capabilities {
     pub utf8_names: bool,
     /// Names that differ only in letter case are one name.
     pub case_insensitive: bool,
-    /// Listings give each file's content hash (an MD5 etag of a single-part
-    /// upload, say), so content can be compared without reading it.
+    /// Listings give files' MD5 ([`treeshift_core::Entry::md5`]: an S3
+    /// ETag of a single-part upload, Azure's and GCS's `Content-MD5`), so
+    /// content can be compared without reading it.
     pub listing_hash: bool,
     /// A listing gives each entry all a stat gives (kind, size, mtime,
     /// mode, owners) for one request per many entries, so reading a
@@ -249,6 +250,10 @@ pub struct Capabilities {
     /// file system) or lacks what a stat gives (an object store's mtime
     /// in user metadata).
     pub listing_stats: bool,
+    /// Listings give each file's own mtime where the storage keeps it
+    /// apart from its time of the write (an object store's user
+    /// metadata, read by a stat per file: `compare=meta-mtime`).
+    pub listing_own_mtimes: bool,
     /// Listings come in a fixed order and can start after a position
     /// ([`Backend::list_children_after`]), as an object store's can.
     pub resumable_listing: bool,
@@ -299,6 +304,7 @@ impl Capabilities {
             case_insensitive: false,
             listing_hash: false,
             listing_stats: false,
+            listing_own_mtimes: false,
             resumable_listing: false,
             refused_chars: None,
         }

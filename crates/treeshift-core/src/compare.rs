@@ -12,7 +12,7 @@
 //! what treeshift wrote there. What changed on the source between passes
 //! is [`source_change`].
 
-use crate::{Kind, Meta, Status, mtime_secs};
+use crate::{Kind, Md5, Meta, Status, mtime_secs};
 
 /// What discovery recorded of one node, as the comparison reads it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub struct NodeFacts {
     pub mtime_ns: Option<i64>,
     /// Its metadata, as the migration keeps it.
     pub meta: Meta,
+    /// The MD5 of its content, where its side's listing gave one.
+    pub md5: Option<Md5>,
 }
 
 /// What treeshift wrote at a path, as the copy recorded it: the
@@ -77,6 +79,8 @@ pub fn compare_pair(src: &NodeFacts, dst: &NodeFacts) -> (Status, Option<String>
 /// version of the source, or changed since (another etag), differs. A
 /// source file still the version written is expected on the destination
 /// with the mtime the destination gave it then, where it keeps its own.
+/// A file treeshift did not write compares by content too where both
+/// listings gave its MD5 (object stores to object stores).
 pub fn compare_in_pass(
     src: &NodeFacts,
     dst: &NodeFacts,
@@ -118,7 +122,12 @@ fn data_difference(src: &NodeFacts, dst: &NodeFacts, history: &PairHistory<'_>) 
             shown(secs(dst.mtime_ns))
         ));
     }
-    let w = written.filter(|_| dst.mtime_ns.is_none() && src.kind == Kind::File)?;
+    let Some(w) = written else {
+        return content_difference(src, dst);
+    };
+    if dst.mtime_ns.is_some() || src.kind != Kind::File {
+        return None;
+    }
     if w.etag != history.dst_etag {
         return Some(format!(
             "changed on the destination since treeshift wrote it (etag {})",
@@ -132,6 +141,15 @@ fn data_difference(src: &NodeFacts, dst: &NodeFacts, history: &PairHistory<'_>) 
         );
     }
     None
+}
+
+/// Why the content of a file treeshift did not write differs, where both
+/// listings gave its MD5.
+fn content_difference(src: &NodeFacts, dst: &NodeFacts) -> Option<String> {
+    match (src.md5, dst.md5) {
+        (Some(a), Some(b)) if a != b => Some(format!("content MD5 {a} on src, {b} on dst")),
+        _ => None,
+    }
 }
 
 /// Why the metadata of two nodes of one kind differs, if it does.
@@ -257,6 +275,7 @@ mod tests {
             size,
             mtime_ns,
             meta,
+            md5: None,
         }
     }
 
@@ -306,6 +325,7 @@ mod tests {
             size: 0,
             mtime_ns: Some(mtime),
             meta: plain,
+            md5: None,
         };
         assert_eq!(
             compare_pair(&folder(1_000_000_000), &folder(3_000_000_000)),
@@ -338,6 +358,70 @@ mod tests {
         assert_eq!(compare_in_pass(&src, &touched, &before).0, Status::Differs);
         // In step: the history does not matter.
         assert_eq!(compare_in_pass(&src, &src, &before).0, Status::Same);
+    }
+
+    #[test]
+    fn an_object_treeshift_did_not_write_compares_by_content_where_both_listings_hash_it() {
+        let plain = Meta::default();
+        let hashed = |size, byte| NodeFacts {
+            md5: Some(Md5([byte; 16])),
+            ..file(size, None, plain)
+        };
+        assert_eq!(
+            compare_pair(&hashed(4, 1), &hashed(4, 1)),
+            (Status::Same, None)
+        );
+        assert_eq!(
+            compare_pair(&hashed(4, 1), &hashed(4, 2)),
+            (
+                Status::Differs,
+                Some(format!(
+                    "content MD5 {} on src, {} on dst",
+                    "01".repeat(16),
+                    "02".repeat(16)
+                ))
+            )
+        );
+        // The size says it first; one side without a hash compares by size.
+        assert_eq!(
+            compare_pair(&hashed(4, 1), &hashed(5, 2)).1.as_deref(),
+            Some("size 4 on src, 5 on dst")
+        );
+        assert_eq!(
+            compare_pair(&hashed(4, 1), &file(4, None, plain)).0,
+            Status::Same
+        );
+        // What treeshift wrote is told by its record, not by the hash (a
+        // multipart upload's etag is no MD5).
+        let written = PairHistory {
+            dst_etag: Some("e1"),
+            previous: None,
+            written: Some(WrittenFacts {
+                size: 4,
+                mtime_ns: None,
+                etag: Some("e1"),
+                own_mtime_ns: None,
+            }),
+        };
+        assert_eq!(
+            compare_in_pass(&hashed(4, 1), &hashed(4, 2), &written),
+            (Status::Same, None)
+        );
+    }
+
+    #[test]
+    fn md5_reads_and_shows_as_32_hex_digits() {
+        let hex = "d41d8cd98f00b204e9800998ecf8427e";
+        assert_eq!(Md5::from_hex(hex).unwrap().to_string(), hex);
+        assert_eq!(Md5::from_hex(&hex.to_uppercase()).unwrap().to_string(), hex);
+        for bad in [
+            "",
+            "d41d8cd98f00b204e9800998ecf8427",
+            "+41d8cd98f00b204e9800998ecf8427e",
+            "d41d8cd98f00b204e9800998ecf8427e-2",
+        ] {
+            assert_eq!(Md5::from_hex(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -430,6 +514,7 @@ mod tests {
             size: 0,
             mtime_ns: Some(mtime),
             meta: plain,
+            md5: None,
         };
         assert_eq!(
             source_change(Some(&folder(0)), &folder(5_000_000_000)),

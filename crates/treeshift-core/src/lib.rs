@@ -19,7 +19,8 @@ pub use compare::{
 pub use filter::{Filter, FilterError, FilterSpec, Verdict, parse_size, parse_time};
 pub use keep::{FileId, Keep, Meta, OwnerMap, Owners, Xattr, keeps_xattr, xattr_digest};
 pub use model::{
-    Changes, Entry, Kind, LeftAlone, ListStatus, RoundState, Side, Status, Summary, ToCopy, Totals,
+    Changes, Entry, Kind, LeftAlone, ListStatus, Md5, RoundState, Side, Status, Summary, ToCopy,
+    Totals,
 };
 pub use path::{RelPath, display_bytes, name_problem, name_stand_in};
 pub use phase::Phase;

@@ -103,6 +103,35 @@ pub struct Entry {
     /// The storage's tag for this version of a file, where its listing
     /// gives one (an object store's ETag).
     pub etag: Option<String>,
+    /// The MD5 of a file's content, where the listing gives it (an S3
+    /// ETag of a single-part upload, Azure's and GCS's `Content-MD5`).
+    pub md5: Option<Md5>,
+}
+
+/// The MD5 digest of a file's content, as a store's listing gives it.
+/// Shown and stored as 32 lower-case hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Md5(pub [u8; 16]);
+
+impl Md5 {
+    /// The digest that `hex` spells (32 hex digits, any case), if it does.
+    pub fn from_hex(hex: &str) -> Option<Md5> {
+        let bytes = hex.as_bytes();
+        if bytes.len() != 32 || !bytes.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let mut digest = [0u8; 16];
+        for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+            digest[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        Some(Md5(digest))
+    }
+}
+
+impl std::fmt::Display for Md5 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
 }
 
 impl Entry {
@@ -116,6 +145,7 @@ impl Entry {
             meta: Meta::default(),
             file_id: None,
             etag: None,
+            md5: None,
         }
     }
 }

@@ -300,7 +300,10 @@ impl SideRunner<'_> {
                     backend: self.backend,
                     filter: self.filter,
                     keep: self.keep,
-                    native_mtime: self.backend.capabilities().mtime == MtimeKeeping::Native,
+                    files_own_mtimes: {
+                        let caps = self.backend.capabilities();
+                        caps.mtime == MtimeKeeping::Native || caps.listing_own_mtimes
+                    },
                     destination: self.destination,
                     store: self.store,
                     retry: self.retry,

@@ -20,8 +20,9 @@ pub(crate) struct Lister<'a> {
     pub backend: &'a dyn Backend,
     pub filter: &'a Filter,
     pub keep: &'a Keep,
-    /// The side's storage keeps mtimes natively (not in user metadata).
-    pub native_mtime: bool,
+    /// The side's listings give files' own mtimes: the storage keeps them
+    /// natively, or its listing reads them from user metadata.
+    pub files_own_mtimes: bool,
     /// For the source: what the destination can hold. A source item it
     /// cannot (a name not UTF-8 toward an object store, a name or key too
     /// long) is left out as an invalid name, with the reason, instead of
@@ -110,8 +111,9 @@ impl Lister<'_> {
             // Only what the migration keeps is recorded and compared.
             entry.meta = self.keep.apply(self.side, entry.meta);
             // A destination that keeps no mtime of its own lists the time of
-            // each upload: no mtime to compare (see the store's comparison).
-            if self.side == Side::Dst && !self.native_mtime {
+            // each upload: no mtime to compare (see the store's comparison),
+            // unless its listing read each file's own from its metadata.
+            if self.side == Side::Dst && !self.files_own_mtimes {
                 entry.mtime_ns = None;
             }
             if !self.keep.hard_links && entry.kind != Kind::Folder {

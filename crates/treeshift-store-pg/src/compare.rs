@@ -13,7 +13,8 @@ use crate::events::{Event, append_events};
 use crate::schema::latest_event;
 use postgres::Transaction;
 use treeshift_core::{
-    Entry, Kind, Meta, NodeFacts, PairHistory, RelPath, Side, Status, WrittenFacts, compare_in_pass,
+    Entry, Kind, Md5, Meta, NodeFacts, PairHistory, RelPath, Side, Status, WrittenFacts,
+    compare_in_pass,
 };
 use treeshift_state::StoreError;
 
@@ -29,7 +30,8 @@ pub(crate) struct Verdict {
 }
 
 /// A node's columns as the comparison reads them, from `first` on:
-/// kind, size, mtime, mode, uid, gid, xattrs.
+/// kind, size, mtime, mode, uid, gid, xattrs (not the listing's MD5,
+/// which only a pair's comparison reads: see [`md5_at`]).
 pub(crate) fn facts(row: &postgres::Row, first: usize) -> NodeFacts {
     let code = row.get::<_, i16>(first);
     NodeFacts {
@@ -43,7 +45,13 @@ pub(crate) fn facts(row: &postgres::Row, first: usize) -> NodeFacts {
             // The digest's bits, as recorded.
             xattrs: row.get::<_, Option<i64>>(first + 6).map(|v| v as u64),
         },
+        md5: None,
     }
+}
+
+/// A listing's MD5 as recorded (32 hex digits), at column `at`.
+fn md5_at(row: &postgres::Row, at: usize) -> Option<Md5> {
+    row.get::<_, Option<&str>>(at).and_then(Md5::from_hex)
 }
 
 /// What a root records, as the comparison reads it.
@@ -53,6 +61,7 @@ pub(crate) fn root_facts(root: &Entry) -> NodeFacts {
         size: 0,
         mtime_ns: root.mtime_ns,
         meta: root.meta,
+        md5: None,
     }
 }
 
@@ -99,7 +108,7 @@ pub(crate) fn compare_children(
     // of what treeshift wrote there.
     let query = format!(
         "SELECT s.id, {s_facts}, se.status, se.reason, d.id, {d_facts}, de.status, d.etag, \
-                pv.id, {pv_facts}, w.size, w.mtime_ns, w.etag, w.own_mtime_ns \
+                pv.id, {pv_facts}, w.size, w.mtime_ns, w.etag, w.own_mtime_ns, s.md5, d.md5 \
          FROM (SELECT * FROM src_nodes WHERE parent_id = \
                  (SELECT id FROM src_nodes WHERE kind = 0 AND rel_path = $1 AND depth = $2)) s \
          FULL JOIN (SELECT * FROM dst_nodes WHERE parent_id = $3) d ON d.rel_path = s.rel_path \
@@ -148,8 +157,15 @@ pub(crate) fn compare_children(
                 }
                 (Some(_), None) => (Some((Status::Missing, None)), None),
                 (Some(_), Some(_)) => {
-                    let (status, reason) =
-                        compare_in_pass(&facts(row, 1), &facts(row, 11), &history(row));
+                    let src = NodeFacts {
+                        md5: md5_at(row, 32),
+                        ..facts(row, 1)
+                    };
+                    let dst = NodeFacts {
+                        md5: md5_at(row, 33),
+                        ..facts(row, 11)
+                    };
+                    let (status, reason) = compare_in_pass(&src, &dst, &history(row));
                     (Some((status, reason.clone())), Some((status, reason)))
                 }
                 (None, Some(_)) => (None, Some((Status::Extra, None))),

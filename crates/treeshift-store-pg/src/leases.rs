@@ -20,8 +20,8 @@ use treeshift_state::{ChildRecord, Failure, FolderTask, StoreError};
 /// The node columns a listing fills, in `COPY` order (the id is the
 /// sequence's).
 const NODE_COLUMNS: &str =
-    "parent_id, depth, kind, size, mtime_ns, rel_path, mode, uid, gid, xattrs, dev, ino, etag";
-const NODE_TYPES: [Type; 13] = [
+    "parent_id, depth, kind, size, mtime_ns, rel_path, mode, uid, gid, xattrs, dev, ino, etag, md5";
+const NODE_TYPES: [Type; 14] = [
     Type::INT8,
     Type::INT4,
     Type::INT2,
@@ -34,6 +34,7 @@ const NODE_TYPES: [Type; 13] = [
     Type::INT8,
     Type::INT8,
     Type::INT8,
+    Type::TEXT,
     Type::TEXT,
 ];
 
@@ -319,7 +320,8 @@ impl PgStore {
                 for (child, path, size) in &rows {
                     let e = &child.entry;
                     let (m, file) = (MetaColumns::from(e.meta), e.file_id);
-                    let values: [&(dyn ToSql + Sync); 13] = [
+                    let md5 = e.md5.map(|m| m.to_string());
+                    let values: [&(dyn ToSql + Sync); 14] = [
                         &lease.id,
                         &depth,
                         &(e.kind.code() as i16),
@@ -334,6 +336,7 @@ impl PgStore {
                         &file.map(|f| f.dev as i64),
                         &file.map(|f| f.ino as i64),
                         &e.etag,
+                        &md5,
                     ];
                     writer.write(&values).context("append a child")?;
                     if let Some(verdict) = &child.left_out {

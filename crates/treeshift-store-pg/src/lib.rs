@@ -325,6 +325,7 @@ impl PgStore {
                 ("2", schema::COPY_TABLES, "the copy's tables"),
                 ("3", schema::PASS_TABLES, "the tables of delta passes"),
                 ("4", schema::FOLDER_SUMS_TABLES, "the sums below folders"),
+                ("5", schema::MD5_COLUMNS, "the listings' MD5s"),
             ] {
                 if version != from {
                     continue;

@@ -5,7 +5,7 @@
 //! ids keep their bits in a `bigint`.
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// What `meta.format` says in a database that holds a treeshift migration.
 pub const FORMAT: &str = "treeshift-pg";
@@ -103,6 +103,7 @@ pub fn create() -> String {
     sql.push_str(COPY_TABLES);
     sql.push_str(PASS_TABLES);
     sql.push_str(FOLDER_SUMS_TABLES);
+    sql.push_str(MD5_COLUMNS);
     sql
 }
 
@@ -181,3 +182,10 @@ pub const FOLDER_SUMS_TABLES: &str = "
     CREATE TABLE dst_folder_sums (
         folder_id bigint NOT NULL, depth integer NOT NULL, status text NOT NULL,
         items bigint NOT NULL, bytes bigint NOT NULL, PRIMARY KEY (folder_id, status));";
+
+/// What version 6 adds: the MD5 a listing gave of each file (empty for
+/// what was discovered before; such files compare by size, as then).
+pub const MD5_COLUMNS: &str = "
+    ALTER TABLE src_nodes ADD COLUMN md5 text;
+    ALTER TABLE dst_nodes ADD COLUMN md5 text;
+    ALTER TABLE previous_src_nodes ADD COLUMN md5 text;";

@@ -4,7 +4,7 @@ use treeshift_core::{CopyStatus, ListStatus, Side, Status, VerifyStatus};
 
 /// The schema this build writes and reads. A file with another version is
 /// refused with a clear error instead of being misread.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The phases of status events: a folder's listing, a node's comparison,
 /// an item's copy and verification, and a copied folder's dates set.
@@ -97,6 +97,11 @@ pub const UPGRADE_NODES_FROM_2: &[&str] = &[
     "ALTER TABLE {t} ADD COLUMN etag VARCHAR",
 ];
 
+/// Brings a version 4 file to version 5: the MD5 a listing gave of each
+/// file, empty for what was discovered before (such files compare by
+/// size, as they did then).
+pub const UPGRADE_NODES_FROM_4: &[&str] = &["ALTER TABLE {t} ADD COLUMN md5 VARCHAR"];
+
 /// What [`UPGRADE_FROM_2`] adds to `copy_plan` only.
 pub const UPGRADE_PLAN_FROM_2: &[&str] = &["ALTER TABLE {t} ADD COLUMN link_to BLOB"];
 
@@ -136,14 +141,14 @@ CREATE TABLE src_nodes (
     kind UTINYINT NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT,
     rel_path BLOB NOT NULL,
     mode UINTEGER, uid UINTEGER, gid UINTEGER, xattrs UBIGINT,
-    dev UBIGINT, ino UBIGINT, etag VARCHAR
+    dev UBIGINT, ino UBIGINT, etag VARCHAR, md5 VARCHAR
 );
 CREATE TABLE dst_nodes (
     id BIGINT NOT NULL, parent_id BIGINT, depth INTEGER NOT NULL,
     kind UTINYINT NOT NULL, size UBIGINT NOT NULL, mtime_ns BIGINT,
     rel_path BLOB NOT NULL,
     mode UINTEGER, uid UINTEGER, gid UINTEGER, xattrs UBIGINT,
-    dev UBIGINT, ino UBIGINT, etag VARCHAR
+    dev UBIGINT, ino UBIGINT, etag VARCHAR, md5 VARCHAR
 );
 CREATE TABLE src_status_events (
     seq BIGINT NOT NULL, node_id BIGINT NOT NULL, depth INTEGER NOT NULL,

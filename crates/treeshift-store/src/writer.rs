@@ -19,7 +19,7 @@ use crate::backlog::Backlog;
 use crate::error::{Context, is_out_of_memory};
 use crate::schema::{
     CREATE, FOLDER, LEFT_OUT, SCHEMA_VERSION, UPGRADE_FROM_2, UPGRADE_NODES_FROM_2,
-    UPGRADE_PLAN_FROM_2, event_types, upgrade_from_3,
+    UPGRADE_NODES_FROM_4, UPGRADE_PLAN_FROM_2, event_types, upgrade_from_3,
 };
 use crate::{
     BelowStatus, BrowseChild, ChildRecord, Failure, FolderTask, LogRecord, MigrationSpec, OpenMode,
@@ -499,7 +499,7 @@ mod tests {
             }
         }
         for table in ["src_nodes", "dst_nodes"] {
-            for column in ["dev", "ino", "etag"] {
+            for column in ["dev", "ino", "etag", "md5"] {
                 w.conn
                     .execute_batch(&format!("ALTER TABLE {table} DROP COLUMN {column}"))
                     .unwrap();
@@ -528,6 +528,38 @@ mod tests {
             )
             .unwrap();
         assert_eq!((version, mode, size), (SCHEMA_VERSION.to_string(), None, 3));
+    }
+
+    #[test]
+    fn a_file_of_schema_4_gains_the_listings_md5_column_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        for table in ["src_nodes", "dst_nodes"] {
+            w.conn
+                .execute_batch(&format!("ALTER TABLE {table} DROP COLUMN md5"))
+                .unwrap();
+        }
+        w.conn
+            .execute_batch("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+            .unwrap();
+        w.shutdown().unwrap();
+        drop(w);
+        let w = writer(dir.path());
+        for table in ["src_nodes", "dst_nodes"] {
+            // Last, where the appender puts it.
+            let last: String = w
+                .conn
+                .query_row(
+                    &format!(
+                        "SELECT column_name FROM duckdb_columns() WHERE table_name = '{table}' \
+                         ORDER BY column_index DESC LIMIT 1"
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(last, "md5");
+        }
     }
 
     fn limit_to(w: &mut Writer, mb: u64, adaptive: bool) {

@@ -395,6 +395,14 @@ pub struct DiscoverArgs {
     /// alone, with the reason. Recorded with the migration.
     #[arg(long)]
     pub folder_markers: bool,
+    /// Towards an object store: how an object treeshift did not write is
+    /// compared when size and listed MD5 cannot tell (the option
+    /// compare=...). `size` (the default): by size, no request per object;
+    /// `meta-mtime`: also by the mtime in its metadata (rclone's key), one
+    /// HEAD per object on every discovery, as rclone. What treeshift wrote
+    /// is told by its record either way. Recorded with the migration.
+    #[arg(long, value_name = "size|meta-mtime")]
+    pub compare: Option<CompareBy>,
     /// The source's secrets: a file of NAME=VALUE lines named as the
     /// service's environment variables (AWS_SECRET_ACCESS_KEY=...). Sealed
     /// in the state file when a key is given; without it, the environment.
@@ -554,4 +562,24 @@ pub enum Format {
     Json,
     /// CSV with a header.
     Csv,
+}
+
+/// How a destination object treeshift did not write is compared
+/// (`--compare`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompareBy {
+    /// Size (and MD5 where both listings give one).
+    Size,
+    /// Also the mtime in the object's metadata: one HEAD per object.
+    MetaMtime,
+}
+
+impl CompareBy {
+    /// As the location option `compare=` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompareBy::Size => "size",
+            CompareBy::MetaMtime => "meta-mtime",
+        }
+    }
 }

@@ -320,6 +320,16 @@ fn dst_options(args: &DiscoverArgs) -> Result<Vec<String>> {
         }
         options.push("folder_markers=true".to_string());
     }
+    if let Some(by) = args.compare {
+        if !treeshift_backend::remote::takes_option(&args.dst, "compare") {
+            return Err(usage(format!(
+                "--compare is for object stores (s3://, azblob://, gcs://): {} lists each \
+                 file's own mtime",
+                args.dst
+            )));
+        }
+        options.push(format!("compare={}", by.as_str()));
+    }
     Ok(options)
 }
 

@@ -825,3 +825,53 @@ fn a_verification_waits_for_a_killed_one_still_listing_what_to_verify() {
         "verify",
     );
 }
+
+/// A database of schema version 5 (before listings' MD5s) is brought to
+/// the current version when opened: its node tables, the previous pass's
+/// included, gain the column, and the migration goes on where it was.
+#[test]
+fn a_database_of_schema_5_gains_the_listings_md5s_and_goes_on() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    make_tree(&src, 2, 1, 3);
+    let url = cluster.database("schema5");
+    let discover = || {
+        let (code, out, err) = run(&["discover", s(&src), s(&dst), "--state", &url, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    let (code, _, err) = run(&["migrate", s(&src), s(&dst), "--state", &url, "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    // The second pass keeps the first's source tree.
+    assert_eq!(discover()["pass"], 2);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "ALTER TABLE src_nodes DROP COLUMN md5; ALTER TABLE dst_nodes DROP COLUMN md5; \
+             ALTER TABLE previous_src_nodes DROP COLUMN md5; \
+             UPDATE meta SET value = '5' WHERE key = 'schema_version'",
+        )
+        .unwrap();
+    fs::write(src.join("new"), b"new").unwrap();
+    for step in ["approve", "copy"] {
+        let (code, _, err) = run(&[step, "--state", &url]);
+        assert_eq!(code, 0, "{step}: {err}");
+    }
+    let found = discover();
+    assert_eq!(found["pass"], 3, "{found}");
+    assert_eq!(
+        (&found["missing"], &found["changes"]["new"]),
+        (&1.into(), &1.into()),
+        "{found}"
+    );
+    let columns = count(
+        &url,
+        "SELECT count(*) FROM information_schema.columns \
+         WHERE column_name = 'md5' AND table_name IN ('src_nodes', 'dst_nodes', 'previous_src_nodes')",
+    );
+    // Opening checks the version it leaves: this build's.
+    assert_eq!(columns, 3);
+}

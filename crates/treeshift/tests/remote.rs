@@ -743,6 +743,7 @@ fn options_given_as_flags_join_the_location_and_stay_with_the_migration() {
             ("--dst-opt", "regoin=x"),
             ("--dst-opt", "region"),
             ("--dst-opt", "part_size=1M"),
+            ("--dst-opt", "compare=mtime"),
         ] {
             let other = dir.path().join("o.duckdb");
             let (code, _, err) = run(&[
@@ -770,5 +771,93 @@ fn options_given_as_flags_join_the_location_and_stay_with_the_migration() {
             err.contains("--folder-markers is for object stores"),
             "{err}"
         );
+        let (code, _, err) = run(&[
+            "discover",
+            &server.s3("opts"),
+            s(&dir.path().join("local")),
+            "--compare",
+            "meta-mtime",
+            "--state",
+            s(&dir.path().join("c.duckdb")),
+        ]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("--compare is for object stores"), "{err}");
+    });
+}
+
+/// `--compare meta-mtime`: an object treeshift did not write (here put
+/// there by another migration, with a state of its own), of the same size
+/// as the source file, compares by the mtime its metadata holds, one HEAD
+/// each; by default it compares by size alone, with no request per
+/// object. What the copy then writes compares the same.
+#[test]
+fn compare_meta_mtime_reads_each_objects_mtime_from_its_metadata() {
+    util::on_every_store(|store| {
+        let Some(server) = s3_server() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (src, seed) = (dir.path().join("src"), dir.path().join("seed"));
+        for root in [&src, &seed] {
+            fs::create_dir_all(root).unwrap();
+            for name in ["alike", "touched"] {
+                fs::write(root.join(name), b"same").unwrap();
+                set_mtime(&root.join(name), 1_700_000_000);
+            }
+        }
+        set_mtime(&src.join("touched"), 1_700_000_100);
+        let location = server.s3("meta-mtime");
+        let state = |name: &str| store.state(dir.path(), name);
+        migrate(s(&seed), &location, &state("seed"));
+
+        let by_size = discover(s(&src), &location, &state("size"));
+        assert_eq!(
+            (&by_size["same"], &by_size["differs"]),
+            (&2.into(), &0.into()),
+            "{by_size}"
+        );
+        let by_mtime = state("mtime");
+        let discover_by_mtime = || {
+            let (code, out, err) = run(&[
+                "discover",
+                s(&src),
+                &location,
+                "--compare",
+                "meta-mtime",
+                "--state",
+                s(&by_mtime),
+                "--json",
+            ]);
+            assert_eq!(code, 0, "{err}");
+            json(&out)
+        };
+        let found = discover_by_mtime();
+        assert_eq!(
+            (&found["same"], &found["differs"]),
+            (&1.into(), &1.into()),
+            "{found}"
+        );
+        // A HEAD for each of the two objects.
+        let sent = |v: &serde_json::Value| v["calls"]["dst"]["requests"]["sent"].as_u64().unwrap();
+        assert_eq!(sent(&found), sent(&by_size) + 2, "{found} {by_size}");
+        let differs = util::review_csv(&by_mtime, "differs");
+        assert!(
+            differs.iter().any(|row| row.contains("touched")
+                && row.contains("mtime 1700000100 on src, 1700000000 on dst")),
+            "{differs:?}"
+        );
+        let (code, _, err) = run(&["approve", "--state", s(&by_mtime), "--policy", "overwrite"]);
+        assert_eq!(code, 0, "{err}");
+        let (code, out, err) = run(&["copy", "--state", s(&by_mtime), "--json"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(json(&out)["copied"], 1, "{out}");
+        // The next pass reads the mtime the copy wrote.
+        let again = discover_by_mtime();
+        assert_eq!(
+            (&again["same"], &again["differs"]),
+            (&2.into(), &0.into()),
+            "{again}"
+        );
+        assert_eq!(sent(&again), sent(&found), "{again}");
     });
 }

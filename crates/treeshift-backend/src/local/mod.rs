@@ -382,6 +382,7 @@ fn entry_from_stat(name: Vec<u8>, st: &Stat) -> Entry {
             },
         ),
         etag: None,
+        md5: None,
     }
 }
 

@@ -52,6 +52,7 @@ impl Service {
                 "anonymous",
                 "folder_markers",
                 "part_size",
+                "compare",
             ],
             Service::Azblob => &[
                 "endpoint",
@@ -59,6 +60,7 @@ impl Service {
                 "anonymous",
                 "folder_markers",
                 "part_size",
+                "compare",
             ],
             Service::Gcs => &[
                 "endpoint",
@@ -66,6 +68,7 @@ impl Service {
                 "vm_metadata",
                 "folder_markers",
                 "part_size",
+                "compare",
             ],
             Service::Webdav => &["user", "max_buffer", "mtime"],
         }
@@ -294,6 +297,21 @@ impl RemoteLocation {
     /// cannot be held there, as with rclone unless told.
     pub(super) fn folder_markers(&self) -> Result<bool, BackendError> {
         self.flag("folder_markers")
+    }
+
+    /// Whether a listing reads each file's own mtime from its metadata,
+    /// one HEAD per file, as rclone compares (`compare=meta-mtime`),
+    /// rather than comparing objects treeshift did not write by size and
+    /// listed MD5 alone (`compare=size`, the default, no request per
+    /// object).
+    pub(super) fn lists_own_mtimes(&self) -> Result<bool, BackendError> {
+        match self.option("compare") {
+            None | Some("size") => Ok(false),
+            Some("meta-mtime") => Ok(true),
+            Some(other) => Err(self.bad(format!(
+                "option 'compare' takes size or meta-mtime, not '{other}'"
+            ))),
+        }
     }
 
     /// The part size of multipart uploads (`part_size=`, default 8 MiB):

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
-use treeshift_core::{Entry, Kind, Meta, RelPath};
+use treeshift_core::{Entry, Kind, Md5, Meta, RelPath};
 
 /// Multipart uploads in flight at once. Each holds a few parts in memory
 /// (the one being read, and those OpenDAL has taken and not yet sent:
@@ -51,6 +51,8 @@ pub struct RemoteBackend {
     folder_markers: bool,
     /// The part size of multipart uploads (see [`RemoteBackend::part_for`]).
     part_size: u64,
+    /// A listing stats each file for its own mtime (`compare=meta-mtime`).
+    own_mtimes_listed: bool,
 }
 
 impl std::fmt::Debug for RemoteBackend {
@@ -91,6 +93,7 @@ impl RemoteBackend {
         let requests = transport.counters();
         let folder_markers = location.folder_markers()?;
         let part_size = location.part_size()?;
+        let own_mtimes_listed = location.lists_own_mtimes()?;
         let op = location.operator()?;
         let webdav = match location.service {
             Service::Webdav => Some(webdav::Webdav::new(&location)?),
@@ -109,6 +112,7 @@ impl RemoteBackend {
             large_uploads: crate::Budget::new(LARGE_UPLOADS),
             folder_markers,
             part_size,
+            own_mtimes_listed,
         })
     }
 
@@ -187,7 +191,11 @@ impl RemoteBackend {
             Box<dyn futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send>,
         >,
     ) -> SourceFile {
-        let entry = entry_of(std::str::from_utf8(path.name()).unwrap_or_default(), meta);
+        let entry = entry_of(
+            self.location.service,
+            std::str::from_utf8(path.name()).unwrap_or_default(),
+            meta,
+        );
         SourceFile {
             reader: Reader::Stream(Box::new(StreamRead {
                 handle: self.runtime.handle().clone(),
@@ -305,7 +313,7 @@ fn folder_key(folder: &RelPath, operation: &'static str) -> Result<String, Backe
 
 /// An entry of a listing or a stat; the mtime is the store's own time of
 /// the object's last write.
-fn entry_of(name: &str, meta: &opendal::Metadata) -> Entry {
+fn entry_of(service: Service, name: &str, meta: &opendal::Metadata) -> Entry {
     let kind = if meta.is_dir() {
         Kind::Folder
     } else {
@@ -329,7 +337,29 @@ fn entry_of(name: &str, meta: &opendal::Metadata) -> Entry {
         mtime_ns,
     );
     entry.etag = meta.etag().map(|e| e.trim_matches('"').to_string());
+    entry.md5 = content_md5(service, meta);
     entry
+}
+
+/// The MD5 of an object's content, where its listing gives it: Azure's
+/// and GCS's `Content-MD5` (base64; none for a blob put in blocks or a
+/// composed object), or an S3 ETag of 32 hex digits (a single-part
+/// upload's; a multipart upload's has a `-parts` suffix). An S3 object
+/// encrypted with SSE-KMS or SSE-C has an ETag of that shape that is not
+/// its MD5, as rclone also assumes: such an object compares as differing
+/// and is copied again, never taken as the same.
+fn content_md5(service: Service, meta: &opendal::Metadata) -> Option<Md5> {
+    use base64::Engine as _;
+    if let Some(encoded) = meta.content_md5().filter(|m| !m.is_empty()) {
+        let digest = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?;
+        return Some(Md5(digest.try_into().ok()?));
+    }
+    match service {
+        Service::S3 => Md5::from_hex(meta.etag()?.trim_matches('"')),
+        Service::Azblob | Service::Gcs | Service::Webdav => None,
+    }
 }
 
 impl Backend for RemoteBackend {
@@ -368,8 +398,9 @@ impl Backend for RemoteBackend {
             })),
             utf8_names: true,
             case_insensitive: false,
-            listing_hash: false,
+            listing_hash: true,
             listing_stats: false,
+            listing_own_mtimes: self.own_mtimes_listed,
             // S3's and GCS's listings are in key order and start after a
             // key; Azure's go on only from an opaque marker.
             resumable_listing: self.op.info().capability().list_with_start_after,
@@ -427,8 +458,8 @@ impl Backend for RemoteBackend {
             Ok(meta) => {
                 // The item's own mtime is the one treeshift (or rclone) wrote
                 // into its metadata; the store's time of the upload is not.
-                let mut entry =
-                    entry_of(std::str::from_utf8(path.name()).unwrap_or_default(), &meta);
+                let name = std::str::from_utf8(path.name()).unwrap_or_default();
+                let mut entry = entry_of(self.location.service, name, &meta);
                 entry.mtime_ns = own_mtime(&meta);
                 Ok(Some(entry))
             }
@@ -527,7 +558,19 @@ impl Iterator for Listing<'_> {
             if self.after.as_deref().is_some_and(|a| name.as_bytes() <= a) {
                 continue;
             }
-            return Some(Ok(entry_of(&name, item.metadata())));
+            let mut entry = entry_of(self.backend.location.service, &name, item.metadata());
+            if self.backend.own_mtimes_listed && entry.kind == Kind::File {
+                match self.backend.run(self.backend.op.stat(item.path())) {
+                    Ok(meta) => entry.mtime_ns = own_mtime(&meta),
+                    // Gone since it was listed: as if listed a moment later.
+                    Err(e) if e.kind() == opendal::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        let path = self.folder.join(name.as_bytes());
+                        return Some(Err(self.backend.err("stat", &path, &e)));
+                    }
+                }
+            }
+            return Some(Ok(entry));
         }
     }
 }

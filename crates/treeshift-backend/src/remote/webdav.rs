@@ -77,6 +77,7 @@ impl Webdav {
             case_insensitive: false,
             listing_hash: false,
             listing_stats: false,
+            listing_own_mtimes: false,
             resumable_listing: false,
             refused_chars: Some((
                 b";?",

@@ -197,9 +197,11 @@ fn a_schema_3_file_is_upgraded_and_reads_as_before() {
     assert_eq!((before.same, before.missing, before.extra), (1, 1, 1));
     drop(h);
     store.close().unwrap();
-    // What schema 3 had: the same tables with text statuses.
+    // What schema 3 had: text statuses, no listings' MD5s.
     {
         let conn = duckdb::Connection::open(&path).unwrap();
+        conn.execute_batch("ALTER TABLE src_nodes DROP md5; ALTER TABLE dst_nodes DROP md5")
+            .unwrap();
         for statement in crate::schema::events_as_in_schema_3() {
             conn.execute_batch(&statement).unwrap();
         }
@@ -381,6 +383,67 @@ fn one_level(path: &std::path::Path, src: Vec<ChildRecord>, dst: Vec<ChildRecord
         assert!(h.seal_round(side, 0, serde_json::json!({})).unwrap());
     }
     store
+}
+
+#[test]
+fn files_compare_by_content_where_both_listings_give_its_md5() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.duckdb");
+    let hashed = |name: &str, size, byte: Option<u8>, mtime| {
+        let mut child = file(name, size);
+        child.entry.mtime_ns = mtime;
+        child.entry.md5 = byte.map(|b| treeshift_core::Md5([b; 16]));
+        child
+    };
+    let t = Some(1_600_000_000_000_000_000);
+    // An object store's destination listing gives no mtime of the file.
+    let src = vec![
+        hashed("alike", 4, Some(1), t),
+        hashed("changed", 4, Some(1), t),
+        hashed("resized", 4, Some(1), t),
+        hashed("unhashed", 4, Some(1), t),
+    ];
+    let dst = vec![
+        hashed("alike", 4, Some(1), None),
+        hashed("changed", 4, Some(2), None),
+        hashed("resized", 5, Some(2), None),
+        hashed("unhashed", 4, None, None),
+    ];
+    one_level(&path, src, dst).close().unwrap();
+    let conn = duckdb::Connection::open(&path).unwrap();
+    let found: Vec<(String, String, Option<String>, Option<String>)> = conn
+        .prepare(
+            "SELECT decode(n.rel_path), e.status::VARCHAR, e.reason, n.md5 \
+             FROM src_nodes n JOIN src_status_events e ON e.node_id = n.id \
+             WHERE e.phase = 'compare' AND n.depth = 1 ORDER BY n.rel_path",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let (one, two) = ("01".repeat(16), "02".repeat(16));
+    let row = |name: &str, status: &str, reason: Option<String>| {
+        (
+            name.to_string(),
+            status.to_string(),
+            reason,
+            Some(one.clone()),
+        )
+    };
+    assert_eq!(
+        found,
+        vec![
+            row("alike", "same", None),
+            row(
+                "changed",
+                "differs",
+                Some(format!("content MD5 {one} on src, {two} on dst"))
+            ),
+            row("resized", "differs", Some("size 4 on src, 5 on dst".into())),
+            row("unhashed", "same", None),
+        ]
+    );
 }
 
 /// Holds the store thread inside a call until the returned sender is

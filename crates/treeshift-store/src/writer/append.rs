@@ -15,6 +15,7 @@ pub(super) struct NodeRow {
     pub(super) meta: treeshift_core::Meta,
     pub(super) file_id: Option<treeshift_core::FileId>,
     pub(super) etag: Option<String>,
+    pub(super) md5: Option<treeshift_core::Md5>,
 }
 
 pub(super) struct EventRow {
@@ -162,7 +163,7 @@ pub(super) fn node_batch(nodes: &[NodeRow]) -> Result<RecordBatch, duckdb::Error
     let u64s = |f: fn(&NodeRow) -> Option<u64>| -> ArrayRef {
         Arc::new(UInt64Array::from_iter(nodes.iter().map(f)))
     };
-    let columns: [(&str, ArrayRef); 14] = [
+    let columns: [(&str, ArrayRef); 15] = [
         (
             "id",
             Arc::new(Int64Array::from_iter_values(nodes.iter().map(|n| n.id))),
@@ -202,6 +203,12 @@ pub(super) fn node_batch(nodes: &[NodeRow]) -> Result<RecordBatch, duckdb::Error
             "etag",
             Arc::new(StringArray::from_iter(
                 nodes.iter().map(|n| n.etag.as_deref()),
+            )),
+        ),
+        (
+            "md5",
+            Arc::new(StringArray::from_iter(
+                nodes.iter().map(|n| n.md5.map(|m| m.to_string())),
             )),
         ),
     ];
@@ -259,6 +266,7 @@ impl Writer {
                 meta: e.meta,
                 file_id: e.file_id,
                 etag: e.etag,
+                md5: e.md5,
             });
         }
         self.note_rows(n);

@@ -358,6 +358,8 @@ pub(super) fn has_previous_pass(conn: &Connection) -> Result<bool, duckdb::Error
 /// the object is what treeshift wrote, from the source's size and mtime
 /// then. So a discovery right after a copy finds nothing to do without a
 /// request per object, and a source file changed since is still found.
+/// A file treeshift did not write compares by content too where both
+/// listings gave its MD5 (from one object store to another).
 ///
 /// A source that keeps files' own mtimes apart from its listing's (an
 /// object store: the listing gives the upload time, the metadata the
@@ -387,10 +389,21 @@ impl Comparison {
         format!(
             "(c.kind <> {FOLDER} AND (c.size <> d.size \
               OR (d.mtime_ns IS NOT NULL AND mtime_s({expected}) IS DISTINCT FROM mtime_s(d.mtime_ns)) \
-              OR {unlike}))",
+              OR {unlike} OR {content}))",
             expected = self.expected_mtime(),
             unlike = self.unlike_written(),
+            content = self.content_unlike(),
         )
+    }
+
+    /// A file treeshift did not write whose content differs, where both
+    /// listings gave its MD5.
+    fn content_unlike(&self) -> &'static str {
+        if self.written {
+            "(w.rel_path IS NULL AND coalesce(c.md5 <> d.md5, false))"
+        } else {
+            "coalesce(c.md5 <> d.md5, false)"
+        }
     }
 
     /// The mtime a file should have on the destination (see above).
@@ -469,6 +482,7 @@ impl Comparison {
                        'mtime ' || coalesce(mtime_s({expected})::VARCHAR, '?') || ' on src, ' \
                        || coalesce(mtime_s(d.mtime_ns)::VARCHAR, '?') || ' on dst' \
                   {written_reasons} \
+                  WHEN {content} THEN 'content MD5 ' || c.md5 || ' on src, ' || d.md5 || ' on dst' \
                   WHEN {meta} THEN 'metadata: ' || concat_ws('; ', \
                        CASE WHEN c.mode <> d.mode THEN \
                             'mode ' || mode_text(c.mode) || ' on src, ' || mode_text(d.mode) || ' on dst' END, \
@@ -480,6 +494,7 @@ impl Comparison {
                   ELSE NULL END",
             meta = Self::meta_differs(),
             expected = self.expected_mtime(),
+            content = self.content_unlike(),
             written_reasons = if self.written {
                 format!(
                     "WHEN {unlike} AND w.etag IS DISTINCT FROM d.etag THEN \

@@ -187,7 +187,9 @@ impl Writer {
             )
             .ok();
         match found {
-            Some(v) if v == SCHEMA_VERSION.to_string() || v == "2" || v == "3" => Ok(()),
+            Some(v) if v == SCHEMA_VERSION.to_string() || ["2", "3", "4"].contains(&v.as_str()) => {
+                Ok(())
+            }
             Some(v) => {
                 let newer = v
                     .parse::<u32>()
@@ -214,7 +216,7 @@ impl Writer {
     /// Brings a file of an earlier schema up to this one, in one
     /// transaction: from 2, the metadata columns, empty for what was
     /// discovered before (such nodes compare as they did then); from 3,
-    /// the event tables' statuses as enums.
+    /// the event tables' statuses as enums; from 4, listings' MD5s.
     pub(super) fn upgrade(&mut self) -> Result<(), StoreError> {
         let version: String = self
             .conn
@@ -224,15 +226,19 @@ impl Writer {
                 |r| r.get(0),
             )
             .context("read the schema version")?;
-        let statements = match version.as_str() {
+        let mut statements = match version.as_str() {
             "2" => {
                 let mut statements = self.upgrade_from_2()?;
                 statements.extend(upgrade_from_3());
                 statements
             }
             "3" => upgrade_from_3(),
+            "4" => Vec::new(),
             _ => return Ok(()),
         };
+        for table in self.node_tables()? {
+            statements.extend(UPGRADE_NODES_FROM_4.iter().map(|s| s.replace("{t}", table)));
+        }
         self.in_transaction("upgrade the state file", |conn| {
             for statement in &statements {
                 conn.execute_batch(statement)?;
@@ -247,8 +253,9 @@ impl Writer {
         Ok(())
     }
 
-    /// The statements that bring a version 2 file to version 3.
-    fn upgrade_from_2(&self) -> Result<Vec<String>, StoreError> {
+    /// The tables of nodes: both sides', and the previous pass's source
+    /// where there was one.
+    fn node_tables(&self) -> Result<Vec<&'static str>, StoreError> {
         let previous = exists(
             &self.conn,
             "SELECT 1 FROM duckdb_tables() WHERE table_name = 'previous_src_nodes'",
@@ -258,6 +265,12 @@ impl Writer {
         if previous {
             node_tables.push("previous_src_nodes");
         }
+        Ok(node_tables)
+    }
+
+    /// The statements that bring a version 2 file to version 3.
+    fn upgrade_from_2(&self) -> Result<Vec<String>, StoreError> {
+        let node_tables = self.node_tables()?;
         let mut statements = Vec::new();
         for table in node_tables.iter().chain(["copy_plan"].iter()) {
             statements.extend(UPGRADE_FROM_2.iter().map(|s| s.replace("{t}", table)));

@@ -27,7 +27,7 @@ impl Writer {
         } else {
             ""
         };
-        let insert = "VALUES (?, NULL, 0, 0, 0, ?, ''::BLOB, ?, ?, ?, ?, NULL, NULL, NULL)";
+        let insert = "VALUES (?, NULL, 0, 0, 0, ?, ''::BLOB, ?, ?, ?, ?, NULL, NULL, NULL, NULL)";
         self.in_transaction("record the roots", |conn| {
             let insert_root = |table: &str, id: i64, e: &Entry| {
                 let m = e.meta;
