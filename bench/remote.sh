@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local tree to S3 and back, treeshift next to rclone, against one S3
-# server (moto) on 127.0.0.1: a full upload, a second run with nothing to
-# do, and a full download. Wall time, peak RSS, and for treeshift the HTTP
+# server (moto) on 127.0.0.1: a full upload, its content checked against
+# the source, a second run with nothing to do, and a full download. Wall time, peak RSS, and for treeshift the HTTP
 # requests it sent (`--json` calls.*.requests.sent).
 #
 #   bench/remote.sh                                   # FILES=2000, REPS=3
@@ -69,6 +69,13 @@ for rep in $(seq "$REPS"); do
   measure "upload/treeshift" "$bin" migrate "$WORK/src" "$ts" --state "$WORK/up$rep.duckdb" --yes --json --workers "$TRANSFERS"
   echo "requests upload/treeshift $(sent dst)" >>"$WORK/rows"
   measure "upload/rclone" rclone copy "$WORK/src" "$rc" --transfers "$TRANSFERS" --checkers "$TRANSFERS"
+  # Content checked against the source: treeshift verify --checksum (the
+  # store's MD5 where it gives one, else the object read back and hashed),
+  # rclone check (sizes and MD5s; rclone keeps a multipart upload's MD5
+  # in its metadata, so it reads nothing back).
+  measure "check/treeshift" "$bin" verify --state "$WORK/up$rep.duckdb" --checksum --json --workers "$TRANSFERS"
+  echo "requests check/treeshift $(sent dst)" >>"$WORK/rows"
+  measure "check/rclone" rclone check "$WORK/src" "$rc" --checkers "$TRANSFERS"
   # Nothing changed: treeshift's next pass (discover, nothing to approve
   # or copy), rclone copy again (it reads each object's mtime with a HEAD).
   measure "again/treeshift" "$bin" discover "$WORK/src" "$ts" --state "$WORK/up$rep.duckdb" --json
@@ -97,7 +104,7 @@ for line in open(sys.argv[1]):
     rss.setdefault(parts[0], []).append(int(parts[2]))
 print("| step | tool | median wall | vs rclone | peak RSS | requests |")
 print("|---|---|---:|---:|---:|---:|")
-for step in ["upload", "again", "download"]:
+for step in ["upload", "check", "again", "download"]:
     base = statistics.median(walls[f"{step}/rclone"])
     for tool in ["rclone", "treeshift"]:
         k = f"{step}/{tool}"

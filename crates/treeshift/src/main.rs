@@ -587,17 +587,18 @@ fn retry(args: RetryArgs, ctx: &Session) -> Result<Exit> {
 }
 
 fn verify(args: VerifyArgs, ctx: &Session) -> Result<Exit> {
-    let summary = with_migration(ctx.open(&args.state)?, |m| {
+    let (summary, calls) = with_migration(ctx.open(&args.state)?, |m| {
         let progress = progress::Transfer::new("verify", false);
-        Ok(m.verify(
+        let summary = m.verify(
             args.checksum,
             usize::from(args.workers),
             &progress,
             &ctx.cancel,
-        )?)
+        )?;
+        Ok((summary, m.calls()))
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        print_json(&serde_json::json!({ "calls": calls }), Some(&summary))?;
     } else {
         output::print_verify(&summary, &args.state);
     }
