@@ -913,4 +913,34 @@ fn verify_checksum_takes_the_stores_md5_and_reads_back_only_objects_without_one(
         out.contains("d1/f000.txt") && out.contains("content differs"),
         "{out}"
     );
+
+    // An object rewritten since by another writer (here another
+    // migration), the same bytes with another mtime: S3 gives it the same
+    // ETag (the MD5 of its bytes), so only its metadata, read for each
+    // object, tells that its mtime differs.
+    let other = dir.path().join("other");
+    fs::create_dir_all(other.join("d0")).unwrap();
+    fs::copy(src.join("d0/f001.txt"), other.join("d0/f001.txt")).unwrap();
+    set_mtime(&other.join("d0/f001.txt"), 1_750_000_000);
+    let (code, _, err) = run(&[
+        "migrate",
+        s(&other),
+        &location,
+        "--compare",
+        "meta-mtime",
+        "--policy",
+        "overwrite",
+        "--state",
+        s(&dir.path().join("other.duckdb")),
+        "--yes",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&["verify", "--state", s(&state), "--json"]);
+    assert_eq!(code, 4, "{out} {err}");
+    assert_eq!(json(&out)["mismatch"], 1, "{out}");
+    let (_, out, _) = run(&["review", "--state", s(&state), "--status", "mismatch"]);
+    assert!(
+        out.contains("d0/f001.txt") && out.contains("mtime differs"),
+        "{out}"
+    );
 }
