@@ -349,11 +349,28 @@ fn workers_copy_beside_a_copy_and_take_over_the_items_of_one_killed() {
             .iter()
             .any(|w| w["side"] == "copy" && w["held"].as_u64() > Some(0))
     });
-    // Killed while it holds items it has not finished.
+    // Killed while it holds items it has not finished: stopped first, so
+    // that what it holds cannot change between the look and the kill (it
+    // could finish its last items and take none yet, CI saw it once).
     let holds = format!("SELECT count(*) FROM copy_todo WHERE NOT done AND {victim_holds}");
-    wait_until(&mut victim, "the victim holding items", || {
-        count(url, &holds) > 0
-    });
+    let pid = victim.id().to_string();
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    loop {
+        wait_until(&mut victim, "the victim holding items", || {
+            count(url, &holds) > 0
+        });
+        signal("-STOP");
+        if count(url, &holds) > 0 {
+            break;
+        }
+        signal("-CONT");
+    }
     victim.kill().unwrap();
     victim.wait().unwrap();
     for process in [first, other] {
