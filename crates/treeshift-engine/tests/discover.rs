@@ -261,6 +261,15 @@ fn local_trees_with_hostile_names_links_and_fifos() {
     fs::write(src.path().join("clash"), b"file").unwrap();
     fs::create_dir(dst.path().join("clash")).unwrap();
     fs::write(dst.path().join("only-on-dst"), b"x").unwrap();
+    // `sub` alike on both sides, its mtime too (writing into the source's
+    // moved it, across a second now and then: CI saw it differ once).
+    let alike = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    for root in [src.path(), dst.path()] {
+        fs::File::open(root.join("sub"))
+            .unwrap()
+            .set_modified(alike)
+            .unwrap();
+    }
 
     let (dir, got) = run(
         Arc::new(LocalBackend::new(src.path())),
