@@ -121,7 +121,7 @@ impl Md5 {
             return None;
         }
         let mut digest = [0u8; 16];
-        for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+        for (i, pair) in bytes.chunks(2).enumerate() {
             digest[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
         }
         Some(Md5(digest))

@@ -6,6 +6,7 @@
 
 use crate::pool::{self, PoolConfig};
 use crate::{Cancel, EngineError};
+use md5::Digest as _;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -348,7 +349,6 @@ fn hash(
     task: &VerifyTask,
     with_md5: bool,
 ) -> Result<(blake3::Hash, Option<Md5>), BackendError> {
-    use md5::Digest as _;
     let mut file = backend.open_read(&task.path)?;
     let mut hashes = Hashes {
         blake3: blake3::Hasher::new(),
@@ -376,7 +376,7 @@ impl std::io::Write for Hashes {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         self.blake3.update(bytes);
         if let Some(md5) = &mut self.md5 {
-            md5::Digest::update(md5, bytes);
+            md5.update(bytes);
         }
         Ok(bytes.len())
     }

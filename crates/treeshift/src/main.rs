@@ -307,28 +307,37 @@ fn with_options(location: &str, options: &[String]) -> Result<String> {
     Ok(out)
 }
 
-/// The destination's options, `--folder-markers` among them.
+/// The destination's options, with those `--folder-markers` and
+/// `--compare` stand for.
 fn dst_options(args: &DiscoverArgs) -> Result<Vec<String>> {
     let mut options = args.dst_opt.clone();
-    if args.folder_markers {
-        if !treeshift_backend::remote::takes_option(&args.dst, "folder_markers") {
+    // A flag that is an object store's option, refused with `why` where
+    // the destination's service does not take it.
+    let mut object_store_flag = |flag: &str, key: &str, value: &str, why: &str| {
+        if !treeshift_backend::remote::takes_option(&args.dst, key) {
             return Err(usage(format!(
-                "--folder-markers is for object stores (s3://, azblob://, gcs://): {} holds \
-                 folders of its own",
+                "{flag} is for object stores (s3://, azblob://, gcs://): {} {why}",
                 args.dst
             )));
         }
-        options.push("folder_markers=true".to_string());
+        options.push(format!("{key}={value}"));
+        Ok(())
+    };
+    if args.folder_markers {
+        object_store_flag(
+            "--folder-markers",
+            "folder_markers",
+            "true",
+            "holds folders of its own",
+        )?;
     }
     if let Some(by) = args.compare {
-        if !treeshift_backend::remote::takes_option(&args.dst, "compare") {
-            return Err(usage(format!(
-                "--compare is for object stores (s3://, azblob://, gcs://): {} lists each \
-                 file's own mtime",
-                args.dst
-            )));
-        }
-        options.push(format!("compare={}", by.as_str()));
+        object_store_flag(
+            "--compare",
+            "compare",
+            by.as_str(),
+            "lists each file's own mtime",
+        )?;
     }
     Ok(options)
 }

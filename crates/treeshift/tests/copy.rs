@@ -107,17 +107,10 @@ fn sim_source_copies_and_verifies_content_and_a_corruption_is_found() {
         assert_eq!(result["verify"]["verified"], result["verify"]["checked"]);
         // Same size and mtime, other bytes: only a checksum finds it.
         let victim = dst.join("d00").join("f0003.dat");
-        let meta = fs::metadata(&victim).unwrap();
         let mut data = fs::read(&victim).unwrap();
         assert!(!data.is_empty());
         data[0] ^= 0xff;
-        fs::write(&victim, &data).unwrap();
-        fs::File::options()
-            .write(true)
-            .open(&victim)
-            .unwrap()
-            .set_modified(meta.modified().unwrap())
-            .unwrap();
+        util::rewrite_keeping_mtime(&victim, &data);
         let (code, _, err) = run(&["verify", "--state", s(&state)]);
         assert_eq!(code, 0, "metadata still matches: {err}");
         let (code, out, _) = run(&["verify", "--state", s(&state), "--checksum", "--json"]);

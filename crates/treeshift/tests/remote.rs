@@ -896,14 +896,7 @@ fn verify_checksum_takes_the_stores_md5_and_reads_back_only_objects_without_one(
     let victim = src.join("d1").join("f000.txt");
     let mut data = fs::read(&victim).unwrap();
     data[0] ^= 0x20;
-    let mtime = fs::metadata(&victim).unwrap().modified().unwrap();
-    fs::write(&victim, &data).unwrap();
-    fs::File::options()
-        .write(true)
-        .open(&victim)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    util::rewrite_keeping_mtime(&victim, &data);
     let (code, verified, _) = verify();
     assert_eq!(code, 4, "{verified}");
     assert_eq!(verified["mismatch"], 1, "{verified}");

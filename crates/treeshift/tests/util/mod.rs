@@ -444,6 +444,19 @@ pub fn run_locked_out(locked: &Path, args: &[&str]) -> Option<(i32, String, Stri
     result
 }
 
+/// Writes `data` over the file at `p` and gives it back its mtime: other
+/// bytes that only a checksum can tell.
+pub fn rewrite_keeping_mtime(p: &Path, data: &[u8]) {
+    let mtime = std::fs::metadata(p).unwrap().modified().unwrap();
+    std::fs::write(p, data).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+}
+
 /// Sets the mtime of a file or folder (seconds since the epoch).
 pub fn set_mtime(p: &Path, secs: u64) {
     std::fs::File::open(p)
