@@ -117,7 +117,7 @@ impl Store {
                 )
             })
             .map_err(|e| StoreError::Thread(e.to_string()))?;
-        let (resumed, connections, gate) = match ready_rx.recv() {
+        let (resumed, connections, overlap) = match ready_rx.recv() {
             Ok(Ok(opened)) => opened,
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -130,7 +130,7 @@ impl Store {
                 ));
             }
         };
-        let readers = Readers::start(connections, &gate)?;
+        let readers = Readers::start(connections, &overlap)?;
         let handle = StoreHandle {
             tx,
             backlog,
@@ -186,9 +186,9 @@ impl Drop for EndedGuard {
 }
 
 /// What the store thread hands back once the file is open: whether it
-/// held the migration already, the reader threads' connections, and the
-/// gate they share with the writer.
-type Opened = (bool, Vec<Db>, writer::Gate);
+/// held the migration already, the reader threads' connections, and what
+/// tells them of checkpoints.
+type Opened = (bool, Vec<Db>, Arc<writer::Overlap>);
 
 fn run(
     path: PathBuf,
@@ -202,8 +202,8 @@ fn run(
         let connections = (0..reader::READERS)
             .map(|_| w.another())
             .collect::<Result<Vec<_>, _>>()?;
-        let gate = Arc::clone(&w.gate);
-        Ok((w, (resumed, connections, gate)))
+        let overlap = Arc::clone(&w.overlap);
+        Ok((w, (resumed, connections, overlap)))
     });
     let mut writer = match opened {
         Ok((w, opened)) => {

@@ -6,7 +6,7 @@
 //! (see `StoreHandle::committed`).
 
 use crate::StoreError;
-use crate::writer::{Db, Gate};
+use crate::writer::{Db, Overlap};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +37,7 @@ enum Message {
 }
 
 /// The reader threads of one store; stopped before the store thread's last
-/// checkpoint, so that no read runs beside it (see `Gate`).
+/// checkpoint, so that no read runs beside it.
 pub(crate) struct Readers {
     tx: Sender<Message>,
     threads: Vec<JoinHandle<()>>,
@@ -54,7 +54,10 @@ pub(crate) struct ReadersHandle {
 
 impl Readers {
     /// Starts one reader thread per connection, in the caller's span.
-    pub(crate) fn start(connections: Vec<Db>, gate: &Gate) -> Result<Readers, StoreError> {
+    pub(crate) fn start(
+        connections: Vec<Db>,
+        overlap: &Arc<Overlap>,
+    ) -> Result<Readers, StoreError> {
         let (tx, rx) = bounded::<Message>(crate::CHANNEL_CAPACITY);
         let ended = Arc::new(AtomicBool::new(false));
         let mut readers = Readers {
@@ -64,13 +67,13 @@ impl Readers {
         };
         for db in connections {
             let rx = rx.clone();
-            let gate = Arc::clone(gate);
+            let overlap = Arc::clone(overlap);
             let span = tracing::Span::current();
             let thread = std::thread::Builder::new()
                 .name("treeshift-reader".into())
                 .spawn(move || {
                     let _in_span = span.enter();
-                    serve(&db, &rx, &gate);
+                    serve(&db, &rx, &overlap);
                 })
                 .map_err(|e| StoreError::Thread(e.to_string()))?;
             readers.threads.push(thread);
@@ -103,11 +106,11 @@ impl Drop for Readers {
     }
 }
 
-fn serve(db: &Db, rx: &Receiver<Message>, gate: &Gate) {
+fn serve(db: &Db, rx: &Receiver<Message>, overlap: &Overlap) {
     while let Ok(Message::Read(mut read)) = rx.recv() {
         loop {
             let answered = {
-                let _not_while_committing = gate.read().unwrap_or_else(|p| p.into_inner());
+                let _reading = overlap.read(db.conn());
                 read(db)
             };
             if answered {

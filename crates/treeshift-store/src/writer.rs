@@ -40,6 +40,7 @@ use treeshift_core::{Entry, Kind, Phase, RelPath, Side, Status, Summary};
 
 mod append;
 mod browse;
+mod checkpoint;
 mod compare;
 mod copy;
 mod credentials;
@@ -56,6 +57,7 @@ mod rules;
 mod stats;
 
 use append::{Buffers, ErrorRow, EventRow, append_buffered};
+pub(crate) use checkpoint::Overlap;
 use compare::{Comparison, IN_STEP, Slices, exclude_case_clashes, has_previous_pass, id_slices};
 use open::MEMORY_CEILING_MB;
 use rounds::latest_listing;
@@ -171,7 +173,6 @@ impl Db {
             })
     }
 
-    #[cfg(test)]
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn
     }
@@ -197,8 +198,6 @@ pub(crate) struct Writer {
     /// The migration's `--dst-case-insensitive`, read once (it never changes
     /// for a state file).
     dst_case_insensitive: Option<bool>,
-    /// DuckDB's memory limit in MB when it may grow (not set by the user).
-    memory_limit_mb: Option<u64>,
     /// Nodes per statement of a seal (see `compare::id_slices`).
     seal_slice: i64,
     /// Set when a commit failed (a full disk, an I/O error). DuckDB then
@@ -217,16 +216,9 @@ pub(crate) struct Writer {
     /// The plan last drafted into `plan_candidate`, and what it was
     /// drafted from (see `plan::Drafted`).
     drafted: Option<plan::Drafted>,
-    /// Held shared by each read on a reader thread, and exclusively by
-    /// every commit (see [`Writer::in_transaction`]).
-    pub(crate) gate: Gate,
+    /// Shared with the reader threads: reads beside a checkpoint.
+    pub(crate) overlap: Arc<Overlap>,
 }
-
-/// Readers and the writer share DuckDB's memory limit, and a commit may
-/// checkpoint: a checkpoint that runs out of memory invalidates the
-/// database (DuckDB reports it as FATAL; seen when a server's reads ran
-/// beside a 1M-node discovery). So no read runs while the writer commits.
-pub(crate) type Gate = Arc<std::sync::RwLock<()>>;
 
 impl Writer {
     /// Sets the nodes per statement of a seal (as `TREESHIFT_SEAL_SLICE`
@@ -249,17 +241,16 @@ impl Writer {
         loop {
             self.conn.execute_batch("BEGIN TRANSACTION").context(what)?;
             match f(&self.conn) {
-                Ok(r) => {
-                    let gate = Arc::clone(&self.gate);
-                    let _no_reads = gate.write().unwrap_or_else(|p| p.into_inner());
-                    match self.conn.execute_batch("COMMIT").context(what) {
-                        Ok(()) => return Ok(r),
-                        Err(e) => {
-                            self.commit_failed = Some(e.to_string());
-                            return Err(e);
-                        }
+                Ok(r) => match self.conn.execute_batch("COMMIT").context(what) {
+                    Ok(()) => {
+                        self.checkpoint_if_due()?;
+                        return Ok(r);
                     }
-                }
+                    Err(e) => {
+                        self.commit_failed = Some(e.to_string());
+                        return Err(e);
+                    }
+                },
                 Err(e) => {
                     let _ = self.conn.execute_batch("ROLLBACK");
                     tracing::debug!(error = %e, "{what}: rolled back");
@@ -308,14 +299,15 @@ impl Writer {
     /// Doubles an adaptive memory limit, up to [`MEMORY_CEILING_MB`].
     /// Returns whether it grew.
     fn raise_memory_limit(&mut self, what: &str) -> Result<bool, StoreError> {
-        let Some(mb) = self.memory_limit_mb.filter(|&mb| mb < MEMORY_CEILING_MB) else {
+        let mut overlap = self.overlap.lock();
+        let Some(mb) = overlap.adaptive_mb.filter(|&mb| mb < MEMORY_CEILING_MB) else {
             return Ok(false);
         };
         let raised = (mb * 2).min(MEMORY_CEILING_MB);
         self.conn
             .execute_batch(&format!("SET memory_limit = '{raised}MB'"))
             .context("raise the memory limit")?;
-        self.memory_limit_mb = Some(raised);
+        overlap.adaptive_mb = Some(raised);
         tracing::warn!(
             from_mb = mb,
             to_mb = raised,
@@ -376,7 +368,13 @@ impl Writer {
                     );
                 }
                 Ok(Request::Logs(records)) => self.buffer_logs(records),
-                Ok(Request::Call(call)) => call(self),
+                Ok(Request::Call(call)) => {
+                    call(self);
+                    // A call may have written outside `in_transaction`.
+                    if self.commit_failed.is_none() {
+                        self.checkpoint_if_due()?;
+                    }
+                }
                 Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => {
                     return self.shutdown();
                 }
@@ -401,8 +399,7 @@ impl Writer {
         self.stopping = true;
         self.no_failed_commit()?;
         self.flush()?;
-        let gate = Arc::clone(&self.gate);
-        let _no_reads = gate.write().unwrap_or_else(|p| p.into_inner());
+        // The reader threads have stopped (see `Readers`).
         self.conn.execute_batch("CHECKPOINT").context("checkpoint")
     }
 
@@ -562,11 +559,88 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_commit_past_the_wal_threshold_is_checkpointed_with_the_limit_lowered_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        let limit = |w: &Writer| -> String {
+            w.conn
+                .query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0))
+                .unwrap()
+        };
+        let wal_bytes = |w: &Writer| std::fs::metadata(w.wal_path()).map_or(0, |m| m.len());
+        let adaptive = limit(&w);
+        // About 6 MB of rows, in one commit.
+        let insert = "INSERT INTO meta SELECT 'row ' || range, repeat('x', 100) FROM range(60000)";
+        w.conn.execute_batch(insert).unwrap();
+        assert!(
+            wal_bytes(&w) > checkpoint::CHECKPOINT_WAL,
+            "a commit alone does not checkpoint: {} bytes of WAL",
+            wal_bytes(&w)
+        );
+        w.in_transaction("more rows", |c| {
+            c.execute_batch("INSERT INTO meta VALUES ('one more', 'x')")
+        })
+        .unwrap();
+        assert!(wal_bytes(&w) < checkpoint::CHECKPOINT_WAL, "checkpointed");
+        assert_eq!(limit(&w), adaptive, "the limit lowered again");
+        assert!(!w.limit_raised());
+        let rows = w
+            .query_i64("SELECT count(*) FROM meta WHERE key LIKE 'row %'")
+            .unwrap();
+        assert_eq!(rows, 60_000);
+    }
+
+    #[test]
+    fn a_checkpoint_goes_on_beside_a_read_and_lowers_the_limit_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        let adaptive: String = w
+            .conn
+            .query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0))
+            .unwrap();
+        // A read held on another connection until the checkpoint is over,
+        // or long after it should be.
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let (began_tx, began_rx) = std::sync::mpsc::channel();
+        let reader = {
+            let overlap = Arc::clone(&w.overlap);
+            let db = w.another().unwrap();
+            std::thread::spawn(move || {
+                let _reading = overlap.read(db.conn());
+                began_tx.send(()).unwrap();
+                // Ok: told the checkpoint is over; Err: it waited for this read.
+                done_rx.recv_timeout(Duration::from_secs(30)).is_ok()
+            })
+        };
+        began_rx.recv().unwrap();
+        w.conn
+            .execute_batch(
+                "INSERT INTO meta SELECT 'row ' || range, repeat('x', 100) FROM range(60000)",
+            )
+            .unwrap();
+        w.in_transaction("more rows", |c| {
+            c.execute_batch("INSERT INTO meta VALUES ('one more', 'x')")
+        })
+        .unwrap();
+        let _ = done_tx.send(());
+        assert!(reader.join().unwrap(), "the checkpoint waited for the read");
+        assert!(
+            std::fs::metadata(w.wal_path()).map_or(0, |m| m.len()) < checkpoint::CHECKPOINT_WAL
+        );
+        let limit: String = w
+            .conn
+            .query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(limit, adaptive);
+        assert!(!w.limit_raised());
+    }
+
     fn limit_to(w: &mut Writer, mb: u64, adaptive: bool) {
         w.conn
             .execute_batch(&format!("SET memory_limit = '{mb}MB'"))
             .unwrap();
-        w.memory_limit_mb = adaptive.then_some(mb);
+        w.overlap.lock().adaptive_mb = adaptive.then_some(mb);
     }
 
     #[test]
@@ -578,7 +652,7 @@ mod tests {
             .in_transaction("a big list", |c| c.query_row(NEEDS_24_MB, [], |r| r.get(0)))
             .unwrap();
         assert_eq!(n, 3_000_000);
-        let raised = w.memory_limit_mb.unwrap();
+        let raised = w.overlap.lock().adaptive_mb.unwrap();
         assert!(
             raised > 2 && raised < MEMORY_CEILING_MB && raised.is_power_of_two(),
             "doubled from 2 MB to {raised} MB"

@@ -215,3 +215,51 @@ fn status_estimates_what_discovery_found_to_copy() {
         assert!(out.contains("no copy throughput measured yet"), "{out}");
     });
 }
+
+/// The state is one DuckDB file that a user can open with a released
+/// DuckDB (the test venv's `duckdb` package, 1.4: the file is written in
+/// its storage), and what it holds there is what treeshift reported.
+#[test]
+fn a_released_duckdb_opens_the_state_file() {
+    let Some(python) = util::venv_program("python3") else {
+        util::missing_prerequisite("the test venv (.ci/run makes it)");
+        return;
+    };
+    let has_duckdb = std::process::Command::new(&python)
+        .args(["-c", "import duckdb"])
+        .status()
+        .unwrap()
+        .success();
+    if !has_duckdb {
+        util::missing_prerequisite("duckdb in the test venv (.ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst, state) = (
+        dir.path().join("src"),
+        dir.path().join("dst"),
+        dir.path().join("s.duckdb"),
+    );
+    make_tree(&src, 2, 2, 3);
+    fs::create_dir_all(&dst).unwrap();
+    let (code, out, err) = run(&["discover", s(&src), s(&dst), "--state", s(&state), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let query = "import duckdb, sys; \
+                 c = duckdb.connect(sys.argv[1], read_only=True); \
+                 n = c.execute('SELECT count(*) FROM src_nodes WHERE kind = 1').fetchone()[0]; \
+                 print(duckdb.__version__, n)";
+    let out = std::process::Command::new(&python)
+        .args(["-c", query, s(&state)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    let (version, files) = said.trim().split_once(' ').unwrap();
+    assert!(version.starts_with("1.4."), "DuckDB {version}");
+    assert_eq!(files, summary["src"]["files"].to_string());
+}

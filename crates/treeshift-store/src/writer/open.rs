@@ -4,10 +4,6 @@
 
 use super::*;
 
-/// WAL size that triggers a checkpoint (DuckDB's default is 16 MB); see
-/// [`Writer::open`].
-pub(super) const CHECKPOINT_WAL: &str = "4MB";
-
 impl Writer {
     /// Opens or creates the file; returns the writer and whether it already
     /// held this migration.
@@ -45,8 +41,9 @@ impl Writer {
         // memory that DuckDB cannot evict (`IN_MEMORY_TABLE` in
         // `duckdb_memory()`: 20 MB before S1's last seal with the default
         // 16 MB WAL threshold, which is what ran out at a 40 MB limit), so
-        // the file is checkpointed every 4 MB of WAL; what is checkpointed
-        // can be evicted, and joins spill past the limit to a temp folder.
+        // the file is checkpointed every 4 MB of WAL (see `checkpoint`);
+        // what is checkpointed can be evicted, and joins spill past the
+        // limit to a temp folder.
         // One DuckDB thread: the store thread runs every statement itself,
         // with no hand-offs to helper threads that compete with the listing
         // workers for the same cores, and with one set of per-thread join
@@ -58,7 +55,15 @@ impl Writer {
             .enable_autoload_extension(false)
             .and_then(|c| c.max_memory(&limit))
             .and_then(|c| c.threads(1))
-            .and_then(|c| c.with("checkpoint_threshold", CHECKPOINT_WAL))
+            // Commits never checkpoint: the store thread does (`checkpoint`).
+            .and_then(|c| c.with("checkpoint_threshold", "1TB"))
+            // A new file in DuckDB 1.4's storage. In 2.0's, a checkpoint
+            // may move row ids, so every lookup by key in a table with a
+            // primary key (`meta`, `migrations`: each status reads both)
+            // waits for the whole checkpoint; in 1.4's it goes on beside
+            // it. (A file made before keeps its storage.) DuckDB 1.4 can
+            // open it too.
+            .and_then(|c| c.with("storage_compatibility_version", "v1.4.0"))
             .and_then(|c| c.with("preserve_insertion_order", "false"))
             .context("configure DuckDB")?;
         let conn = Connection::open_with_flags(path, config).map_err(|e| {
@@ -89,12 +94,11 @@ impl Writer {
             buf: Buffers::default(),
             stopping: false,
             dst_case_insensitive: None,
-            memory_limit_mb,
             seal_slice: seal_slice(),
             commit_failed: None,
             cut_short_checked: [0; 2],
             drafted: None,
-            gate: Gate::default(),
+            overlap: Arc::new(Overlap::new(memory_limit_mb)),
         };
         let (has_meta, tables) = writer.tables()?;
         let resumed = if has_meta {

@@ -81,7 +81,8 @@ impl Db {
     /// default approval would copy (see `DepthStats::add`).
     pub(crate) fn estimate(&self, part_size: u64) -> Result<Estimate, StoreError> {
         let part = part_size.clamp(1, i64::MAX as u64);
-        let counts = if self.approval()?.is_some() {
+        let approved = self.approval()?.is_some();
+        let counts = if approved {
             self.query_counts(
                 &format!(
                     "SELECT count(*) FILTER (WHERE p.kind <> {FOLDER}), \
@@ -110,6 +111,10 @@ impl Db {
             creates_root: root > 0,
             ..Estimate::default()
         };
+        if !approved {
+            // No copy runs before an approval: no rate to measure.
+            return Ok(estimate);
+        }
         // Batches of `copied` events share a timestamp: the gaps between
         // them, short ones only, are the time the copy ran.
         let (files, bytes, active_s): (i64, i64, f64) = self
