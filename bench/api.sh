@@ -14,12 +14,14 @@
 #
 # Knobs: TREE [sim:depth=4,fanout=10,files=90: 1,011,100 source nodes],
 # WORK [/tmp/bench/api], N [20], PG [unset: state files; set: a server
-# where the script makes the databases api_idle and api_busy].
+# where the script makes the databases api_idle and api_busy1, 2, ...],
+# BUSY_RUNS [1: discoveries asked during, one after another, each its own
+# migration and table], BUSY_ONLY [unset; 1: no idle part].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/build.sh
 
-TREE="${TREE:-sim:depth=4,fanout=10,files=90}" N="${N:-20}"
+TREE="${TREE:-sim:depth=4,fanout=10,files=90}" N="${N:-20}" BUSY_RUNS="${BUSY_RUNS:-1}"
 WORK="${WORK:-/tmp/bench/api}"
 rm -rf "$WORK" && mkdir -p "$WORK/states"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -66,43 +68,47 @@ state() {
 }
 
 echo "tree: $TREE; state: $([ -n "${PG:-}" ] && echo PostgreSQL || echo DuckDB files)"
-post "" "{\"name\":\"idle\",\"src\":\"$TREE\",\"dst\":\"$WORK/dst\"$(state idle)}"
-start=$(date +%s.%N)
-post "idle/jobs/discover" '{}'
-wait_job idle
-echo "discovery through the API: $(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')") s"
-deep=$(curl -sf "$api/idle/review?status=missing&limit=1000" | python3 -c 'import json,sys; print(json.load(sys.stdin)["next"])')
-for _ in $(seq 200); do
-  next=$(curl -sf "$api/idle/review?status=missing&limit=1000&after=$deep" | python3 -c 'import json,sys; print(json.load(sys.stdin)["next"])')
-  [ "$next" = None ] && break
-  deep=$next
-done
+if [ -z "${BUSY_ONLY:-}" ]; then
+  post "" "{\"name\":\"idle\",\"src\":\"$TREE\",\"dst\":\"$WORK/dst\"$(state idle)}"
+  start=$(date +%s.%N)
+  post "idle/jobs/discover" '{}'
+  wait_job idle
+  echo "discovery through the API: $(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')") s"
+  deep=$(curl -sf "$api/idle/review?status=missing&limit=1000" | python3 -c 'import json,sys; print(json.load(sys.stdin)["next"])')
+  for _ in $(seq 200); do
+    next=$(curl -sf "$api/idle/review?status=missing&limit=1000&after=$deep" | python3 -c 'import json,sys; print(json.load(sys.stdin)["next"])')
+    [ "$next" = None ] && break
+    deep=$next
+  done
 
-echo
-echo "| request (idle server) | n | p50 ms | p95 ms |"
-echo "|---|---:|---:|---:|"
-times "$api/idle" "$N" 0 >"$WORK/t" && row "status" "$WORK/t"
-times "$api/idle/review?status=missing&limit=1000" "$N" 0 >"$WORK/t" && row "review, first page of 1,000" "$WORK/t"
-times "$api/idle/review?status=missing&limit=1000&after=$deep" "$N" 0 >"$WORK/t" && row "review, a page up to 200k rows in (the last page of a smaller tree)" "$WORK/t"
-times "$api/idle/browse" 1 0 >"$WORK/t" && row "browse the root, the first time (sums what is below each folder)" "$WORK/t"
-times "$api/idle/browse" "$N" 0 >"$WORK/t" && row "browse the root" "$WORK/t"
-times "$api/idle/browse?path=d00" "$N" 0 >"$WORK/t" && row "browse a folder one level down (d00)" "$WORK/t"
-times "$api/idle/browse?path=d00/d00" "$N" 0 >"$WORK/t" && row "browse a folder two levels down (d00/d00)" "$WORK/t"
-times "$api/idle/plan?policy=overwrite" 1 0 >"$WORK/t" && row "plan preview, overwrite" "$WORK/t"
-times "$api/idle/plan?policy=skip" 1 0 >"$WORK/t" && row "plan preview, skip (another policy: drafted anew)" "$WORK/t"
-times "$api/idle/plan?policy=skip" "$N" 0 >"$WORK/t" && row "plan preview, skip again (nothing changed: the same draft)" "$WORK/t"
+  echo
+  echo "| request (idle server) | n | p50 ms | p95 ms |"
+  echo "|---|---:|---:|---:|"
+  times "$api/idle" "$N" 0 >"$WORK/t" && row "status" "$WORK/t"
+  times "$api/idle/review?status=missing&limit=1000" "$N" 0 >"$WORK/t" && row "review, first page of 1,000" "$WORK/t"
+  times "$api/idle/review?status=missing&limit=1000&after=$deep" "$N" 0 >"$WORK/t" && row "review, a page up to 200k rows in (the last page of a smaller tree)" "$WORK/t"
+  times "$api/idle/browse" 1 0 >"$WORK/t" && row "browse the root, the first time (sums what is below each folder)" "$WORK/t"
+  times "$api/idle/browse" "$N" 0 >"$WORK/t" && row "browse the root" "$WORK/t"
+  times "$api/idle/browse?path=d00" "$N" 0 >"$WORK/t" && row "browse a folder one level down (d00)" "$WORK/t"
+  times "$api/idle/browse?path=d00/d00" "$N" 0 >"$WORK/t" && row "browse a folder two levels down (d00/d00)" "$WORK/t"
+  times "$api/idle/plan?policy=overwrite" 1 0 >"$WORK/t" && row "plan preview, overwrite" "$WORK/t"
+  times "$api/idle/plan?policy=skip" 1 0 >"$WORK/t" && row "plan preview, skip (another policy: drafted anew)" "$WORK/t"
+  times "$api/idle/plan?policy=skip" "$N" 0 >"$WORK/t" && row "plan preview, skip again (nothing changed: the same draft)" "$WORK/t"
+fi
 
-post "" "{\"name\":\"busy\",\"src\":\"$TREE\",\"dst\":\"$WORK/dst2\"$(state busy)}"
-post "busy/jobs/discover" '{}'
-: >"$WORK/status" && : >"$WORK/review"
-while curl -sf "$api/busy" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["job"]["running"] else 1)'; do
-  times "$api/busy" 1 0 >>"$WORK/status"
-  times "$api/busy/review?status=missing&limit=1000" 1 0.1 >>"$WORK/review"
+for run in $(seq "$BUSY_RUNS"); do
+  post "" "{\"name\":\"busy$run\",\"src\":\"$TREE\",\"dst\":\"$WORK/dst-busy$run\"$(state busy$run)}"
+  post "busy$run/jobs/discover" '{}'
+  : >"$WORK/status" && : >"$WORK/review"
+  while curl -sf "$api/busy$run" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["job"]["running"] else 1)'; do
+    times "$api/busy$run" 1 0 >>"$WORK/status"
+    times "$api/busy$run/review?status=missing&limit=1000" 1 0.1 >>"$WORK/review"
+  done
+  echo
+  echo "| request (while the same migration's discovery runs) | n | p50 ms | p95 ms |"
+  echo "|---|---:|---:|---:|"
+  row "status" "$WORK/status"
+  row "review, first page of 1,000" "$WORK/review"
 done
-echo
-echo "| request (while the same migration's discovery runs) | n | p50 ms | p95 ms |"
-echo "|---|---:|---:|---:|"
-row "status" "$WORK/status"
-row "review, first page of 1,000" "$WORK/review"
 echo
 echo "server peak RSS: $(awk '/VmHWM/ {print int($2/1024)}' /proc/$server/status) MiB"
