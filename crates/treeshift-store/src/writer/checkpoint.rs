@@ -196,6 +196,22 @@ mod tests {
             .unwrap()
     }
 
+    /// A read on another thread and connection; it sends the memory limit
+    /// it runs under.
+    fn read_on_a_thread(
+        overlap: &Arc<Overlap>,
+        conn: &Connection,
+    ) -> (std::thread::JoinHandle<()>, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel();
+        let overlap = Arc::clone(overlap);
+        let conn = conn.try_clone().unwrap();
+        let reader = std::thread::spawn(move || {
+            let _reading = overlap.read(&conn);
+            tx.send(memory_limit(&conn)).unwrap();
+        });
+        (reader, rx)
+    }
+
     #[test]
     fn a_read_beside_a_checkpoint_raises_an_adaptive_limit() {
         let conn = Connection::open_in_memory().unwrap();
@@ -203,15 +219,7 @@ mod tests {
         let adaptive = memory_limit(&conn);
         let overlap = Arc::new(Overlap::new(Some(44)));
         overlap.lock().checkpointing = true;
-        let (tx, rx) = mpsc::channel();
-        let reader = {
-            let overlap = Arc::clone(&overlap);
-            let conn = conn.try_clone().unwrap();
-            std::thread::spawn(move || {
-                let _reading = overlap.read(&conn);
-                tx.send(memory_limit(&conn)).unwrap();
-            })
-        };
+        let (reader, rx) = read_on_a_thread(&overlap, &conn);
         // Not waiting for the checkpoint (which never ends here).
         let during = rx.recv_timeout(std::time::Duration::from_secs(30));
         assert!(during.is_ok(), "the read waited for the checkpoint");
@@ -229,15 +237,7 @@ mod tests {
         let fixed = memory_limit(&conn);
         let overlap = Arc::new(Overlap::new(None));
         overlap.lock().checkpointing = true;
-        let (tx, rx) = mpsc::channel();
-        let reader = {
-            let overlap = Arc::clone(&overlap);
-            let conn = conn.try_clone().unwrap();
-            std::thread::spawn(move || {
-                let _reading = overlap.read(&conn);
-                tx.send(()).unwrap();
-            })
-        };
+        let (reader, rx) = read_on_a_thread(&overlap, &conn);
         assert!(
             rx.recv_timeout(std::time::Duration::from_millis(300))
                 .is_err(),
@@ -245,9 +245,8 @@ mod tests {
         );
         overlap.lock().checkpointing = false;
         overlap.changed.notify_all();
-        rx.recv().unwrap();
+        assert_eq!(rx.recv().unwrap(), fixed, "a fixed limit is never raised");
         reader.join().unwrap();
-        assert_eq!(memory_limit(&conn), fixed);
         assert!(!overlap.lock().raised);
     }
 }
