@@ -559,31 +559,37 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_commit_past_the_wal_threshold_is_checkpointed_with_the_limit_lowered_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut w = writer(dir.path());
-        let limit = |w: &Writer| -> String {
-            w.conn
-                .query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0))
-                .unwrap()
-        };
-        let wal_bytes = |w: &Writer| std::fs::metadata(w.wal_path()).map_or(0, |m| m.len());
-        let adaptive = limit(&w);
-        // About 6 MB of rows, in one commit.
-        let insert = "INSERT INTO meta SELECT 'row ' || range, repeat('x', 100) FROM range(60000)";
-        w.conn.execute_batch(insert).unwrap();
+    /// Commits about 6 MB of rows outside the writer's transactions (no
+    /// checkpoint), then one more row through one (a checkpoint is due).
+    fn commit_past_the_wal_threshold(w: &mut Writer) {
+        w.conn
+            .execute_batch(
+                "INSERT INTO meta SELECT 'row ' || range, repeat('x', 100) FROM range(60000)",
+            )
+            .unwrap();
         assert!(
-            wal_bytes(&w) > checkpoint::CHECKPOINT_WAL,
+            w.wal_bytes() > checkpoint::CHECKPOINT_WAL,
             "a commit alone does not checkpoint: {} bytes of WAL",
-            wal_bytes(&w)
+            w.wal_bytes()
         );
         w.in_transaction("more rows", |c| {
             c.execute_batch("INSERT INTO meta VALUES ('one more', 'x')")
         })
         .unwrap();
-        assert!(wal_bytes(&w) < checkpoint::CHECKPOINT_WAL, "checkpointed");
-        assert_eq!(limit(&w), adaptive, "the limit lowered again");
+    }
+
+    #[test]
+    fn a_commit_past_the_wal_threshold_is_checkpointed_with_the_limit_lowered_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path());
+        let adaptive = checkpoint::memory_limit(&w.conn);
+        commit_past_the_wal_threshold(&mut w);
+        assert!(w.wal_bytes() < checkpoint::CHECKPOINT_WAL, "checkpointed");
+        assert_eq!(
+            checkpoint::memory_limit(&w.conn),
+            adaptive,
+            "the limit lowered again"
+        );
         assert!(!w.limit_raised());
         let rows = w
             .query_i64("SELECT count(*) FROM meta WHERE key LIKE 'row %'")
@@ -595,10 +601,7 @@ mod tests {
     fn a_checkpoint_goes_on_beside_a_read_and_lowers_the_limit_after() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = writer(dir.path());
-        let adaptive: String = w
-            .conn
-            .query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0))
-            .unwrap();
+        let adaptive = checkpoint::memory_limit(&w.conn);
         // A read held on another connection until the checkpoint is over,
         // or long after it should be.
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -614,25 +617,11 @@ mod tests {
             })
         };
         began_rx.recv().unwrap();
-        w.conn
-            .execute_batch(
-                "INSERT INTO meta SELECT 'row ' || range, repeat('x', 100) FROM range(60000)",
-            )
-            .unwrap();
-        w.in_transaction("more rows", |c| {
-            c.execute_batch("INSERT INTO meta VALUES ('one more', 'x')")
-        })
-        .unwrap();
+        commit_past_the_wal_threshold(&mut w);
         let _ = done_tx.send(());
         assert!(reader.join().unwrap(), "the checkpoint waited for the read");
-        assert!(
-            std::fs::metadata(w.wal_path()).map_or(0, |m| m.len()) < checkpoint::CHECKPOINT_WAL
-        );
-        let limit: String = w
-            .conn
-            .query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(limit, adaptive);
+        assert!(w.wal_bytes() < checkpoint::CHECKPOINT_WAL);
+        assert_eq!(checkpoint::memory_limit(&w.conn), adaptive);
         assert!(!w.limit_raised());
     }
 

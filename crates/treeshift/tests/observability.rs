@@ -249,16 +249,7 @@ fn a_released_duckdb_opens_the_state_file() {
                  c = duckdb.connect(sys.argv[1], read_only=True); \
                  n = c.execute('SELECT count(*) FROM src_nodes WHERE kind = 1').fetchone()[0]; \
                  print(duckdb.__version__, n)";
-    let out = std::process::Command::new(&python)
-        .args(["-c", query, s(&state)])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = util::tool(s(&python), &["-c", query, s(&state)]).unwrap();
     let (version, files) = said.trim().split_once(' ').unwrap();
     assert!(version.starts_with("1.4."), "DuckDB {version}");
     assert_eq!(files, summary["src"]["files"].to_string());

@@ -122,8 +122,7 @@ impl Writer {
     /// and lowers a limit the last checkpoint left raised.
     pub(super) fn checkpoint_if_due(&mut self) -> Result<(), StoreError> {
         self.lower_limit();
-        let wal_bytes = std::fs::metadata(self.wal_path()).map_or(0, |m| m.len());
-        if wal_bytes < CHECKPOINT_WAL {
+        if self.wal_bytes() < CHECKPOINT_WAL {
             return Ok(());
         }
         let overlap = Arc::clone(&self.overlap);
@@ -156,11 +155,12 @@ impl Writer {
         }
     }
 
-    /// DuckDB's write-ahead log: the state file's path and `.wal`.
-    pub(super) fn wal_path(&self) -> PathBuf {
+    /// The size of DuckDB's write-ahead log (the state file's path and
+    /// `.wal`; none when the file is checkpointed).
+    pub(super) fn wal_bytes(&self) -> u64 {
         let mut wal = self.path.clone().into_os_string();
         wal.push(".wal");
-        PathBuf::from(wal)
+        std::fs::metadata(wal).map_or(0, |m| m.len())
     }
 
     /// Sets a raised limit back. DuckDB refuses while a read holds more
@@ -186,15 +186,17 @@ impl Writer {
     }
 }
 
+/// The memory limit as DuckDB shows it.
+#[cfg(test)]
+pub(super) fn memory_limit(conn: &Connection) -> String {
+    conn.query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0))
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::mpsc;
-
-    fn memory_limit(conn: &Connection) -> String {
-        conn.query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0))
-            .unwrap()
-    }
 
     /// A read on another thread and connection; it sends the memory limit
     /// it runs under.
