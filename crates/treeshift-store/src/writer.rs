@@ -70,6 +70,10 @@ const FLUSH_ROWS: usize = 20_000;
 /// ...or once the oldest has waited this long.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Prepared statements each reader keeps (see [`Db::row`]): more than a
+/// status reads (about twenty), so that asking again finds them all.
+const STATEMENT_CACHE: usize = 64;
+
 /// A closure run on the store thread with exclusive access to the writer.
 pub(crate) type Call = Box<dyn FnOnce(&mut Writer) + Send>;
 
@@ -129,40 +133,73 @@ fn now_value() -> Value {
 pub(crate) struct Db {
     conn: Connection,
     path: PathBuf,
+    /// Keeps the statements of [`Db::row`] prepared (a reader's).
+    keeps_statements: bool,
 }
 
 impl Db {
+    /// [`Connection::query_row`], on a reader through the connection's
+    /// cache of prepared statements: a read asked again (a status, every
+    /// second or so from a watcher) is parsed and planned once per
+    /// connection, which was over half of a status's time (BENCHMARKS.md).
+    /// DuckDB plans a statement again by itself when the schema it read
+    /// has changed, and one that calls `now()` every time.
+    fn row<T, P: duckdb::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&duckdb::Row<'_>) -> Result<T, duckdb::Error>,
+    ) -> Result<T, duckdb::Error> {
+        let mut statement = self.statement(sql)?;
+        let row = statement.query_row(params, f);
+        self.done_with(statement);
+        row
+    }
+
+    /// A statement from the connection's cache, to give back to
+    /// [`Db::done_with`].
+    fn statement(&self, sql: &str) -> Result<duckdb::CachedStatement<'_>, duckdb::Error> {
+        self.conn.prepare_cached(sql)
+    }
+
+    /// Keeps a statement prepared on a reader. A kept statement holds its
+    /// last result (duckdb-rs frees it only at the next run), which cost
+    /// the store thread 5-7 MiB of peak on a 1M-node tree, where a
+    /// statement is seldom asked twice; so the store thread keeps none.
+    fn done_with(&self, statement: duckdb::CachedStatement<'_>) {
+        if !self.keeps_statements {
+            statement.discard();
+        }
+    }
+
     fn query_i64(&self, sql: &str) -> Result<i64, StoreError> {
-        self.conn
-            .query_row(sql, [], |r| r.get(0))
-            .context(sql.to_string())
+        self.row(sql, [], |r| r.get(0)).context(sql.to_string())
     }
 
     /// The `N` counts (or sums) of one row `sql` selects, none below zero.
     fn query_counts<const N: usize>(&self, sql: &str, what: &str) -> Result<[u64; N], StoreError> {
-        self.conn
-            .query_row(sql, [], |r| {
-                let mut counts = [0u64; N];
-                for (i, count) in counts.iter_mut().enumerate() {
-                    *count = r.get::<_, i64>(i)?.max(0) as u64;
-                }
-                Ok(counts)
-            })
-            .context(what.to_string())
+        self.row(sql, [], |r| {
+            let mut counts = [0u64; N];
+            for (i, count) in counts.iter_mut().enumerate() {
+                *count = r.get::<_, i64>(i)?.max(0) as u64;
+            }
+            Ok(counts)
+        })
+        .context(what.to_string())
     }
 
     pub(crate) fn flag(&self, key: &str) -> Result<bool, StoreError> {
-        exists(
-            &self.conn,
-            &format!("SELECT 1 FROM meta WHERE key = '{key}' AND value = 'true'"),
+        self.row(
+            &format!("SELECT EXISTS (SELECT 1 FROM meta WHERE key = '{key}' AND value = 'true')"),
+            [],
+            |r| r.get(0),
         )
         .context("read a flag")
     }
 
     pub(crate) fn phase(&self) -> Result<Phase, StoreError> {
         let text: String = self
-            .conn
-            .query_row("SELECT phase FROM migrations WHERE id = 1", [], |r| {
+            .row("SELECT phase FROM migrations WHERE id = 1", [], |r| {
                 r.get(0)
             })
             .context("read the phase")?;
@@ -179,9 +216,12 @@ impl Db {
 
     /// Another connection to the same database, for a reader thread.
     pub(crate) fn another(&self) -> Result<Db, StoreError> {
+        let conn = self.conn.try_clone().context("open a reader connection")?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Db {
-            conn: self.conn.try_clone().context("open a reader connection")?,
+            conn,
             path: self.path.clone(),
+            keeps_statements: true,
         })
     }
 }

@@ -464,6 +464,34 @@ fn hold_store_thread(store: &Store) -> Sender<()> {
 }
 
 #[test]
+fn a_reader_asked_again_sees_what_was_committed_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = discovered(&dir.path().join("s.duckdb"));
+    let committed = store.handle().committed();
+    // Each read asked more often than there are readers: the later ones
+    // run the statements a reader kept prepared.
+    let read = || {
+        let answers: Vec<_> = (0..2 * crate::reader::READERS)
+            .map(|_| (committed.phase().unwrap(), committed.summary().unwrap()))
+            .collect();
+        assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+        answers[0].clone()
+    };
+    let (phase, summary) = read();
+    assert_eq!(phase, Phase::Discovered);
+    assert_eq!(summary.missing, 1, "{summary:?}");
+
+    store.handle().set_phase(Phase::Copying).unwrap();
+    let (phase, _) = read();
+    assert_eq!(
+        phase,
+        Phase::Copying,
+        "a kept statement answered what it read before"
+    );
+    store.close().unwrap();
+}
+
+#[test]
 fn committed_reads_do_not_wait_for_the_store_thread() {
     let dir = tempfile::tempdir().unwrap();
     let store = discovered(&dir.path().join("s.duckdb"));

@@ -305,20 +305,18 @@ impl Writer {
 
 impl Db {
     pub(crate) fn copy_summary(&self) -> Result<CopySummary, StoreError> {
-        self.conn
-            .query_row(&copy_summary(LATEST_COPY), [], |r| {
-                let v = (0..9)
-                    .map(|i| r.get::<_, i64>(i))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(copy_summary_from(|i| v[i]))
-            })
-            .context("summarise the copy")
+        self.row(&copy_summary(LATEST_COPY), [], |r| {
+            let v = (0..9)
+                .map(|i| r.get::<_, i64>(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(copy_summary_from(|i| v[i]))
+        })
+        .context("summarise the copy")
     }
 
     pub(crate) fn verify_summary(&self) -> Result<Option<VerifySummary>, StoreError> {
         let checksum: Option<String> = self
-            .conn
-            .query_row(
+            .row(
                 "SELECT value FROM meta WHERE key = 'verify_checksum'",
                 [],
                 |r| r.get(0),
@@ -328,8 +326,7 @@ impl Db {
             return Ok(None);
         };
         let v: Vec<i64> = self
-            .conn
-            .query_row(
+            .row(
                 &format!(
                     "SELECT count(*), count(*) FILTER (WHERE v.st = 'verified'), \
                        count(*) FILTER (WHERE v.st = 'mismatch'), count(*) FILTER (WHERE v.st = 'failed') \

@@ -88,6 +88,7 @@ impl Writer {
             db: Db {
                 conn,
                 path: path.to_path_buf(),
+                keeps_statements: false,
             },
             next_id: 1,
             next_seq: 1,
@@ -325,8 +326,7 @@ impl Db {
 
     pub(crate) fn migration(&self) -> Result<MigrationSpec, StoreError> {
         let (src, dst, settings): (String, String, String) = self
-            .conn
-            .query_row(
+            .row(
                 "SELECT src, dst, settings::VARCHAR FROM migrations WHERE id = 1",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),

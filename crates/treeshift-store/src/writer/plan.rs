@@ -390,8 +390,7 @@ impl Writer {
 impl Db {
     pub(crate) fn approval(&self) -> Result<Option<Approval>, StoreError> {
         let text: Option<String> = self
-            .conn
-            .query_row("SELECT approval FROM migrations WHERE id = 1", [], |r| {
+            .row("SELECT approval FROM migrations WHERE id = 1", [], |r| {
                 r.get(0)
             })
             .context("read the approval")?;

@@ -10,17 +10,17 @@ use crate::{Estimate, IDLE_GAP_S, RECENT_ERRORS, RoundMetrics, StoreError, TaskE
 impl Db {
     pub(crate) fn task_errors(&self) -> Result<TaskErrors, StoreError> {
         let mut stmt = self
-            .conn
-            .prepare("SELECT kind, count(*) FROM task_errors GROUP BY kind ORDER BY kind")
+            .statement("SELECT kind, count(*) FROM task_errors GROUP BY kind ORDER BY kind")
             .context("count failures")?;
-        let by_kind: std::collections::BTreeMap<String, u64> = stmt
+        let by_kind: Result<std::collections::BTreeMap<String, u64>, _> = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))
             .context("count failures")?
             .collect::<Result<_, _>>()
-            .context("count failures")?;
+            .context("count failures");
+        self.done_with(stmt);
+        let by_kind = by_kind?;
         let mut stmt = self
-            .conn
-            .prepare(&format!(
+            .statement(&format!(
                 "SELECT side, phase, rel_path, operation, kind, message, attempt, \
                    strftime(recorded_at, '%Y-%m-%dT%H:%M:%SZ') \
                  FROM task_errors ORDER BY seq DESC LIMIT {RECENT_ERRORS}"
@@ -42,7 +42,9 @@ impl Db {
             })
             .context("read failures")?
             .collect::<Result<_, _>>()
-            .context("read failures")?;
+            .context("read failures");
+        self.done_with(stmt);
+        let recent = recent?;
         Ok(TaskErrors {
             total: by_kind.values().sum(),
             by_kind,
@@ -54,8 +56,7 @@ impl Db {
     /// measured again).
     pub(crate) fn queue_stats(&self) -> Result<Vec<RoundMetrics>, StoreError> {
         let mut stmt = self
-            .conn
-            .prepare(
+            .statement(
                 "SELECT side, depth, strftime(max(recorded_at), '%Y-%m-%dT%H:%M:%SZ'), \
                    arg_max(metrics, recorded_at) FROM queue_stats \
                  GROUP BY side, depth ORDER BY side DESC, depth",
@@ -71,9 +72,11 @@ impl Db {
                     metrics: serde_json::from_str(&metrics).unwrap_or_default(),
                 })
             })
-            .context("read queue statistics")?;
-        rows.collect::<Result<_, _>>()
-            .context("read queue statistics")
+            .context("read queue statistics")?
+            .collect::<Result<_, _>>()
+            .context("read queue statistics");
+        self.done_with(stmt);
+        rows
     }
 
     /// What is left to copy, and how long it should take at the rate this
@@ -118,8 +121,7 @@ impl Db {
         // Batches of `copied` events share a timestamp: the gaps between
         // them, short ones only, are the time the copy ran.
         let (files, bytes, active_s): (i64, i64, f64) = self
-            .conn
-            .query_row(
+            .row(
                 &format!(
                     "WITH done AS (SELECT e.recorded_at AS t, count(*) AS files, \
                                           coalesce(sum(p.size), 0)::BIGINT AS bytes \

@@ -342,8 +342,7 @@ impl Db {
     pub(crate) fn progress(&self) -> Result<RoundProgress, StoreError> {
         // One statement: each costs more to plan than these lookups take.
         let (src_sealed, src_done, dst_sealed, dst_done, roots_recorded) = self
-            .conn
-            .query_row(
+            .row(
                 "SELECT (SELECT max(depth) FROM rounds WHERE side = 'src'), \
                         EXISTS (SELECT 1 FROM meta WHERE key = 'src_done'), \
                         (SELECT max(depth) FROM rounds WHERE side = 'dst'), \

@@ -83,14 +83,16 @@ impl Db {
         table: &str,
     ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
         let mut stmt = self
-            .conn
-            .prepare(&format!(
+            .statement(&format!(
                 "SELECT key, sum(value)::BIGINT FROM {table} GROUP BY key"
             ))
             .context("read statistics")?;
-        let rows = stmt
+        let stats = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .context("read statistics")?;
-        rows.collect::<Result<_, _>>().context("read statistics")
+            .context("read statistics")?
+            .collect::<Result<_, _>>()
+            .context("read statistics");
+        self.done_with(stmt);
+        stats
     }
 }
