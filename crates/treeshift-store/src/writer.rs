@@ -74,6 +74,13 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 /// status reads (about twenty), so that asking again finds them all.
 const STATEMENT_CACHE: usize = 64;
 
+/// Prepared statements the store thread keeps: none. Its statements
+/// seldom repeat (a round's depth is in their text), and a kept statement
+/// holds its last result until it runs again (duckdb-rs frees it only
+/// then). With no room, the cache drops each statement after its run, as
+/// an uncached one is.
+pub(super) const WRITER_STATEMENT_CACHE: usize = 0;
+
 /// A closure run on the store thread with exclusive access to the writer.
 pub(crate) type Call = Box<dyn FnOnce(&mut Writer) + Send>;
 
@@ -133,43 +140,23 @@ fn now_value() -> Value {
 pub(crate) struct Db {
     conn: Connection,
     path: PathBuf,
-    /// Keeps the statements of [`Db::row`] prepared (a reader's).
-    keeps_statements: bool,
 }
 
 impl Db {
-    /// [`Connection::query_row`], on a reader through the connection's
-    /// cache of prepared statements: a read asked again (a status, every
-    /// second or so from a watcher) is parsed and planned once per
+    /// [`Connection::query_row`] through the connection's cache of
+    /// prepared statements: on a reader, a read asked again (a status,
+    /// every second or so from a watcher) is parsed and planned once per
     /// connection, which was over half of a status's time (BENCHMARKS.md).
     /// DuckDB plans a statement again by itself when the schema it read
-    /// has changed, and one that calls `now()` every time.
+    /// has changed, and one that calls `now()` every time. The store
+    /// thread's connection keeps none ([`WRITER_STATEMENT_CACHE`]).
     fn row<T, P: duckdb::Params>(
         &self,
         sql: &str,
         params: P,
         f: impl FnOnce(&duckdb::Row<'_>) -> Result<T, duckdb::Error>,
     ) -> Result<T, duckdb::Error> {
-        let mut statement = self.statement(sql)?;
-        let row = statement.query_row(params, f);
-        self.done_with(statement);
-        row
-    }
-
-    /// A statement from the connection's cache, to give back to
-    /// [`Db::done_with`].
-    fn statement(&self, sql: &str) -> Result<duckdb::CachedStatement<'_>, duckdb::Error> {
-        self.conn.prepare_cached(sql)
-    }
-
-    /// Keeps a statement prepared on a reader. A kept statement holds its
-    /// last result (duckdb-rs frees it only at the next run), which cost
-    /// the store thread 5-7 MiB of peak on a 1M-node tree, where a
-    /// statement is seldom asked twice; so the store thread keeps none.
-    fn done_with(&self, statement: duckdb::CachedStatement<'_>) {
-        if !self.keeps_statements {
-            statement.discard();
-        }
+        self.conn.prepare_cached(sql)?.query_row(params, f)
     }
 
     fn query_i64(&self, sql: &str) -> Result<i64, StoreError> {
@@ -221,7 +208,6 @@ impl Db {
         Ok(Db {
             conn,
             path: self.path.clone(),
-            keeps_statements: true,
         })
     }
 }

@@ -80,6 +80,7 @@ impl Writer {
                 }
             }
         })?;
+        conn.set_prepared_statement_cache_capacity(WRITER_STATEMENT_CACHE);
         // Only `shutdown` checkpoints (after a clean run); closing the
         // connection must not, for the reason at `commit_failed`.
         conn.execute_batch("PRAGMA disable_checkpoint_on_shutdown")
@@ -88,7 +89,6 @@ impl Writer {
             db: Db {
                 conn,
                 path: path.to_path_buf(),
-                keeps_statements: false,
             },
             next_id: 1,
             next_seq: 1,

@@ -10,17 +10,17 @@ use crate::{Estimate, IDLE_GAP_S, RECENT_ERRORS, RoundMetrics, StoreError, TaskE
 impl Db {
     pub(crate) fn task_errors(&self) -> Result<TaskErrors, StoreError> {
         let mut stmt = self
-            .statement("SELECT kind, count(*) FROM task_errors GROUP BY kind ORDER BY kind")
+            .conn
+            .prepare_cached("SELECT kind, count(*) FROM task_errors GROUP BY kind ORDER BY kind")
             .context("count failures")?;
-        let by_kind: Result<std::collections::BTreeMap<String, u64>, _> = stmt
+        let by_kind: std::collections::BTreeMap<String, u64> = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64)))
             .context("count failures")?
             .collect::<Result<_, _>>()
-            .context("count failures");
-        self.done_with(stmt);
-        let by_kind = by_kind?;
+            .context("count failures")?;
         let mut stmt = self
-            .statement(&format!(
+            .conn
+            .prepare_cached(&format!(
                 "SELECT side, phase, rel_path, operation, kind, message, attempt, \
                    strftime(recorded_at, '%Y-%m-%dT%H:%M:%SZ') \
                  FROM task_errors ORDER BY seq DESC LIMIT {RECENT_ERRORS}"
@@ -42,9 +42,7 @@ impl Db {
             })
             .context("read failures")?
             .collect::<Result<_, _>>()
-            .context("read failures");
-        self.done_with(stmt);
-        let recent = recent?;
+            .context("read failures")?;
         Ok(TaskErrors {
             total: by_kind.values().sum(),
             by_kind,
@@ -56,7 +54,8 @@ impl Db {
     /// measured again).
     pub(crate) fn queue_stats(&self) -> Result<Vec<RoundMetrics>, StoreError> {
         let mut stmt = self
-            .statement(
+            .conn
+            .prepare_cached(
                 "SELECT side, depth, strftime(max(recorded_at), '%Y-%m-%dT%H:%M:%SZ'), \
                    arg_max(metrics, recorded_at) FROM queue_stats \
                  GROUP BY side, depth ORDER BY side DESC, depth",
@@ -72,11 +71,9 @@ impl Db {
                     metrics: serde_json::from_str(&metrics).unwrap_or_default(),
                 })
             })
-            .context("read queue statistics")?
-            .collect::<Result<_, _>>()
-            .context("read queue statistics");
-        self.done_with(stmt);
-        rows
+            .context("read queue statistics")?;
+        rows.collect::<Result<_, _>>()
+            .context("read queue statistics")
     }
 
     /// What is left to copy, and how long it should take at the rate this

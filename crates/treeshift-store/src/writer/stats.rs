@@ -83,16 +83,14 @@ impl Db {
         table: &str,
     ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
         let mut stmt = self
-            .statement(&format!(
+            .conn
+            .prepare_cached(&format!(
                 "SELECT key, sum(value)::BIGINT FROM {table} GROUP BY key"
             ))
             .context("read statistics")?;
-        let stats = stmt
+        let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .context("read statistics")?
-            .collect::<Result<_, _>>()
-            .context("read statistics");
-        self.done_with(stmt);
-        stats
+            .context("read statistics")?;
+        rows.collect::<Result<_, _>>().context("read statistics")
     }
 }
