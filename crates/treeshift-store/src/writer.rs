@@ -176,10 +176,9 @@ impl Db {
     }
 
     pub(crate) fn flag(&self, key: &str) -> Result<bool, StoreError> {
-        self.row(
-            &format!("SELECT EXISTS (SELECT 1 FROM meta WHERE key = '{key}' AND value = 'true')"),
-            [],
-            |r| r.get(0),
+        exists(
+            &self.conn,
+            &format!("SELECT 1 FROM meta WHERE key = '{key}' AND value = 'true'"),
         )
         .context("read a flag")
     }
@@ -476,9 +475,12 @@ impl std::ops::Deref for Writer {
     }
 }
 
-/// Whether the query `sql` returns any row.
+/// Whether the query `sql` returns any row. Through the connection's
+/// statement cache, as [`Db::row`]: a reader keeps the statement, the
+/// store thread does not.
 fn exists(conn: &Connection, sql: &str) -> Result<bool, duckdb::Error> {
-    conn.query_row(&format!("SELECT EXISTS ({sql})"), [], |r| r.get(0))
+    conn.prepare_cached(&format!("SELECT EXISTS ({sql})"))?
+        .query_row([], |r| r.get(0))
 }
 
 #[cfg(test)]
